@@ -1,0 +1,1 @@
+//! Cache policy lands with the edge-cache issue.

@@ -1,0 +1,2 @@
+#![allow(clippy::disallowed_methods)]
+fn main() {}

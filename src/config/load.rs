@@ -1,0 +1,350 @@
+//! Reading a config file while remembering where every value came from.
+//!
+//! serde alone reports *what* is wrong but not *where* once the value has
+//! left the parser. So the YAML event stream (JSON is read by the same parser,
+//! since YAML 1.2 is a superset) is turned into a `serde_json::Value` together
+//! with a map from each value's path (`routing.rules[2].target`) to its line
+//! and column. Deserialization errors and validation errors both carry a path,
+//! and the map turns it back into a position in the file.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// A position in the config file, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Line, starting at 1.
+    pub line: usize,
+    /// Column, starting at 1.
+    pub column: usize,
+}
+
+impl Position {
+    fn from_marker(m: &Marker) -> Self {
+        Self { line: m.line(), column: m.col() + 1 }
+    }
+}
+
+/// One thing wrong with a config, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file name as given to the loader.
+    pub file: String,
+    /// Where in the file.
+    pub position: Position,
+    /// The path of the offending value, e.g. `routing.rules[0].target`; empty for syntax errors.
+    pub path: String,
+    /// What is wrong, as a sentence.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.position.line, self.position.column)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Everything wrong with a refused config. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where each value of a parsed document sits in its file.
+#[derive(Debug, Default)]
+pub struct Positions {
+    file: String,
+    by_path: HashMap<String, Position>,
+}
+
+impl Positions {
+    /// The position of `path`, or of its nearest ancestor that has one.
+    pub fn locate(&self, path: &str) -> Position {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.by_path.get(p) {
+                return *pos;
+            }
+            match p.rfind(['.', '[']) {
+                Some(cut) => p = &p[..cut],
+                None => return self.by_path.get("").copied().unwrap_or(Position { line: 1, column: 1 }),
+            }
+        }
+    }
+
+    /// An error about the value at `path`.
+    pub fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            position: self.locate(path),
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses YAML or JSON text into a value and the positions of its parts.
+pub fn parse_document(file: &str, text: &str) -> Result<(Value, Positions), ConfigErrors> {
+    let mut builder =
+        Builder { positions: Positions { file: file.to_string(), by_path: HashMap::new() }, ..Builder::default() };
+    let mut parser = Parser::new_from_str(text);
+    if let Err(e) = parser.load(&mut builder, false) {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            position: Position::from_marker(e.marker()),
+            path: String::new(),
+            message: format!("this is not valid YAML or JSON: {}", e.info()),
+        }]));
+    }
+    if let Some(err) = builder.error {
+        return Err(ConfigErrors(vec![err]));
+    }
+    match builder.root {
+        Some(root) => Ok((root, builder.positions)),
+        None => Err(ConfigErrors(vec![builder.positions.error("", "the config file is empty")])),
+    }
+}
+
+/// Deserializes `value` into `T`, turning the first serde error into a located one.
+pub fn deserialize<T: serde::de::DeserializeOwned>(value: Value, positions: &Positions) -> Result<T, ConfigErrors> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = path_string(e.path());
+        let message = e.into_inner().to_string();
+        ConfigErrors(vec![positions.error(&path, message)])
+    })
+}
+
+fn path_string(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => push_key(&mut out, key),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn push_key(path: &mut String, key: &str) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(key);
+}
+
+enum Frame {
+    Seq { path: String, items: Vec<Value>, anchor: usize },
+    Map { path: String, map: Map<String, Value>, key: Option<String>, anchor: usize },
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Value>,
+    positions: Positions,
+    root: Option<Value>,
+    error: Option<ConfigError>,
+}
+
+impl Builder {
+    /// The path of the value that starts now, under the current container.
+    fn child_path(&self) -> String {
+        match self.stack.last() {
+            None => String::new(),
+            Some(Frame::Seq { path, items, .. }) => format!("{path}[{}]", items.len()),
+            Some(Frame::Map { path, key, .. }) => {
+                let mut p = path.clone();
+                push_key(&mut p, key.as_deref().unwrap_or_default());
+                p
+            }
+        }
+    }
+
+    fn expecting_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+
+    fn fail(&mut self, path: &str, mark: &Marker, message: String) {
+        if self.error.is_none() {
+            self.error = Some(ConfigError {
+                file: self.positions.file.clone(),
+                position: Position::from_marker(mark),
+                path: path.to_string(),
+                message,
+            });
+        }
+    }
+
+    fn attach(&mut self, value: Value, anchor: usize) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, value.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
+            Some(Frame::Seq { items, .. }) => items.push(value),
+            Some(Frame::Map { map, key, .. }) => {
+                if let Some(k) = key.take() {
+                    map.insert(k, value);
+                }
+            }
+        }
+    }
+
+    fn start_key(&mut self, key: String, mark: &Marker) {
+        let Some(Frame::Map { path, map, key: slot, .. }) = self.stack.last_mut() else { return };
+        let mut full = path.clone();
+        push_key(&mut full, &key);
+        if map.contains_key(&key) {
+            let first = self.positions.by_path.get(&full).copied().unwrap_or_default();
+            let message = format!("`{key}` appears twice in the same mapping (first on line {})", first.line);
+            self.fail(&full, mark, message);
+            return;
+        }
+        *slot = Some(key);
+        self.positions.by_path.insert(full, Position::from_marker(mark));
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
+        match ev {
+            Event::Scalar(text, style, anchor, tag) => {
+                if self.expecting_key() {
+                    self.start_key(text, &mark);
+                    return;
+                }
+                let path = self.child_path();
+                self.positions.by_path.entry(path.clone()).or_insert(Position::from_marker(&mark));
+                let quoted = style != TScalarStyle::Plain || tag.is_some_and(|t| t.suffix == "str");
+                match scalar_value(text, quoted) {
+                    Ok(v) => self.attach(v, anchor),
+                    Err(message) => self.fail(&path, &mark, message),
+                }
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if self.expecting_key() {
+                    let path = self.child_path();
+                    self.fail(&path, &mark, "mapping keys must be plain strings".into());
+                    return;
+                }
+                let path = self.child_path();
+                self.positions.by_path.entry(path.clone()).or_insert(Position::from_marker(&mark));
+                self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
+                    Frame::Seq { path, items: Vec::new(), anchor }
+                } else {
+                    Frame::Map { path, map: Map::new(), key: None, anchor }
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq { items, anchor, .. }) => self.attach(Value::Array(items), anchor),
+                Some(Frame::Map { map, anchor, .. }) => self.attach(Value::Object(map), anchor),
+                None => {}
+            },
+            Event::Alias(id) => {
+                let path = self.child_path();
+                match self.anchors.get(&id).cloned() {
+                    Some(v) if !self.expecting_key() => self.attach(v, 0),
+                    _ => self.fail(&path, &mark, "this alias refers to no anchor usable here".into()),
+                }
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
+        }
+    }
+}
+
+/// YAML 1.2 core-schema resolution of a plain scalar; quoted scalars are strings.
+fn scalar_value(text: String, quoted: bool) -> Result<Value, String> {
+    if quoted {
+        return Ok(Value::String(text));
+    }
+    match text.as_str() {
+        "" | "~" | "null" | "Null" | "NULL" => return Ok(Value::Null),
+        "true" | "True" | "TRUE" => return Ok(Value::Bool(true)),
+        "false" | "False" | "FALSE" => return Ok(Value::Bool(false)),
+        _ => {}
+    }
+    if let Ok(i) = text.parse::<i64>() {
+        return Ok(Value::Number(i.into()));
+    }
+    let looks_numeric = text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.')
+        && text.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c));
+    if looks_numeric && let Ok(f) = text.parse::<f64>() {
+        return Number::from_f64(f).map(Value::Number).ok_or_else(|| format!("`{text}` is not a finite number"));
+    }
+    Ok(Value::String(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_values_keep_their_positions() {
+        let text = "a: 1\nlist:\n  - x: true\n  - y: \"2\"\n";
+        let (v, pos) = parse_document("c.yaml", text).unwrap();
+        assert_eq!(v["a"], 1);
+        assert_eq!(v["list"][0]["x"], true);
+        assert_eq!(v["list"][1]["y"], "2");
+        assert_eq!(pos.locate("list[1].y"), Position { line: 4, column: 5 });
+        assert_eq!(pos.locate("list[1].y.deeper"), Position { line: 4, column: 5 });
+    }
+
+    #[test]
+    fn json_is_read_by_the_same_parser() {
+        let text = "{\n  \"nodes\": [\n    {\"id\": \"a\", \"n\": 2.5}\n  ]\n}";
+        let (v, pos) = parse_document("c.json", text).unwrap();
+        assert_eq!(v["nodes"][0]["n"], 2.5);
+        assert_eq!(pos.locate("nodes[0].n").line, 3);
+    }
+
+    #[test]
+    fn country_codes_like_no_stay_strings() {
+        let (v, _) = parse_document("c.yaml", "geo: [NO, 'on', yes]").unwrap();
+        assert_eq!(v["geo"], serde_json::json!(["NO", "on", "yes"]));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_both_lines() {
+        let err = parse_document("c.yaml", "a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(err.0[0].position.line, 3);
+        assert!(err.0[0].message.contains("first on line 1"), "{}", err);
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let err = parse_document("c.yaml", "a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.to_string().starts_with("c.yaml:"), "{err}");
+        assert!(err.0[0].message.contains("not valid YAML"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_refused() {
+        let err = parse_document("c.yaml", "# nothing\n").unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+}

@@ -1,0 +1,396 @@
+//! The configuration file as users write it (YAML, or JSON).
+//!
+//! These types mirror the file one to one; `validate` turns them into the
+//! runtime tables the router uses. Every field has a doc comment because the
+//! JSON Schema (and so editor completion) is generated from them.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::duration::DurationSpec;
+
+/// An edge-router configuration.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// A name for this deployment, shown by `edge-router check`.
+    #[serde(default)]
+    pub name: String,
+    /// How the edge box listens and whom it trusts. Ignored on Cloudflare Workers.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The origins requests can be forwarded to.
+    pub nodes: Vec<NodeConfig>,
+    /// Rules and the default strategy that pick a node for each request.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// Which client countries may use the router at all.
+    #[serde(default)]
+    pub geofence: GeofenceConfig,
+    /// Jurisdictions: which countries' requests must stay on which nodes.
+    #[serde(default)]
+    pub residency: ResidencyConfig,
+    /// How `model: auto` and small-model nodes pick a model.
+    #[serde(default)]
+    pub model_routing: ModelRoutingConfig,
+    /// How request facts (type, token estimate) are derived.
+    #[serde(default)]
+    pub requests: RequestsConfig,
+    /// Client API keys, their tier and tenant.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Health checking of nodes.
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+}
+
+/// Settings of the native edge box.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on, e.g. `0.0.0.0:8080`. `--listen` overrides it.
+    pub listen: String,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: u64,
+    /// How long a client may take to send its request head and body.
+    pub client_timeout: DurationSpec,
+    /// Header that carries the client's ISO country, set by a proxy in front (e.g. `CF-IPCountry`).
+    pub country_header: Option<String>,
+    /// Peer addresses or CIDR blocks whose `country_header` is believed. Anyone else's is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// How long in-flight requests and streams may run on after SIGTERM or SIGINT.
+    pub shutdown_grace: DurationSpec,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            client_timeout: DurationSpec::secs(30),
+            country_header: None,
+            trusted_proxies: Vec::new(),
+            shutdown_grace: DurationSpec::secs(30),
+        }
+    }
+}
+
+/// Where a node runs. Informational, and usable in globs by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeType {
+    /// On-premises hardware (vLLM, Ollama, …).
+    Local,
+    /// A cloud API.
+    Cloud,
+    /// An edge location running small models.
+    Edge,
+}
+
+impl NodeType {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Cloud => "cloud",
+            Self::Edge => "edge",
+        }
+    }
+}
+
+/// One origin.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique id, used by rules, fallbacks and the `x-edge-node` header.
+    pub id: String,
+    /// Where the node runs.
+    #[serde(rename = "type")]
+    pub node_type: NodeType,
+    /// Base URL of the origin, `http://` or `https://`, e.g. `http://10.0.0.5:8000`.
+    pub host: String,
+    /// Models the node serves, smallest first. `model: auto` picks from this list.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Free-form capabilities. `small_models` lets rules rewrite the model to one the node serves.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Most requests in flight at once; a full node overflows to its fallback. Unlimited if absent.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// Larger is preferred by the `priority` strategy.
+    #[serde(default)]
+    pub priority: i64,
+    /// Jurisdiction whose data this node may process (a name from `residency`), or `global`.
+    #[serde(default)]
+    pub data_residency: Option<String>,
+    /// Price per 1,000 tokens, used by `cost_aware`.
+    #[serde(default)]
+    pub cost_per_1k_tokens: f64,
+    /// Daily spending cap for this node.
+    #[serde(default)]
+    pub max_cost_per_day: Option<f64>,
+    /// How long responses from this node may be cached at the edge.
+    #[serde(default)]
+    pub cache_ttl: Option<DurationSpec>,
+    /// Relative share under the `weighted` strategy.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Name of the environment variable (or Worker secret) holding this origin's API key.
+    /// The key is sent as `Authorization: Bearer …`; it never appears in the config.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Time limits for requests to this node.
+    #[serde(default)]
+    pub timeouts: NodeTimeouts,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// Per-node time limits.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeTimeouts {
+    /// Time to establish the connection (and TLS).
+    pub connect: DurationSpec,
+    /// Time from sending the request to receiving the response head.
+    pub first_byte: DurationSpec,
+}
+
+impl Default for NodeTimeouts {
+    fn default() -> Self {
+        Self { connect: DurationSpec::secs(5), first_byte: DurationSpec::secs(60) }
+    }
+}
+
+/// Strategy used to order several candidate nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyName {
+    /// Cheapest first.
+    #[default]
+    CostAware,
+    /// Fastest observed first.
+    LatencyFirst,
+    /// Highest `priority` first.
+    Priority,
+    /// Random, in proportion to `weight`.
+    Weighted,
+}
+
+impl StrategyName {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CostAware => "cost_aware",
+            Self::LatencyFirst => "latency_first",
+            Self::Priority => "priority",
+            Self::Weighted => "weighted",
+        }
+    }
+}
+
+/// The routing table.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Strategy for requests no rule matches, and for choosing among a rule's candidates.
+    #[serde(default)]
+    pub default: StrategyName,
+    /// Node that receives every path other than the OpenAI endpoints, unchanged.
+    /// Without it, other paths get 404.
+    #[serde(default)]
+    pub passthrough: Option<String>,
+    /// Rules, tried in order (higher `priority_boost` first); the first match wins.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Name reported in `x-edge-rule`; defaults to `rules[N]`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Conditions, all of which must hold.
+    #[serde(rename = "match", default)]
+    pub matcher: MatchConfig,
+    /// A node id, or a glob over node ids such as `edge-*`.
+    pub target: String,
+    /// Nodes (ids or globs) tried after the target's candidates, in order.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    /// Rules with a larger boost are tried before rules with a smaller one.
+    #[serde(default)]
+    pub priority_boost: i64,
+    /// Strategy among the target's candidates; defaults to `routing.default`.
+    #[serde(default)]
+    pub strategy: Option<StrategyName>,
+}
+
+/// Conditions of a rule. Absent conditions always hold.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Request type, e.g. `realtime_chat`; `*` matches any, `chat*` a prefix.
+    #[serde(rename = "type", default)]
+    pub request_type: Option<String>,
+    /// Estimated tokens at least this many.
+    #[serde(default)]
+    pub min_tokens: Option<u64>,
+    /// Estimated tokens at most this many.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// A comparison on estimated tokens: `<1000`, `<=1000`, `>2000`, `>=2000` or `=500`.
+    #[serde(default)]
+    pub estimated_tokens: Option<String>,
+    /// Client country (ISO 3166-1 alpha-2), one or a list.
+    #[serde(default)]
+    pub geo: Option<OneOrMany>,
+    /// User tier from the API-key table, one or a list.
+    #[serde(default)]
+    pub user_tier: Option<OneOrMany>,
+    /// Requested model, one or a list; globs allowed.
+    #[serde(default)]
+    pub model: Option<OneOrMany>,
+}
+
+/// A single string or a list of strings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One value.
+    One(String),
+    /// Several values; any may match.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Country allow and deny lists.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeofenceConfig {
+    /// If not empty, only these countries are served. `@EU` stands for the EU member states.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// These countries are refused with 451, even if allowed.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// What a request whose country is unknown gets.
+    #[serde(default)]
+    pub unknown: UnknownCountry,
+}
+
+/// Treatment of requests whose country is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownCountry {
+    /// Serve them (subject to `residency.unknown`).
+    #[default]
+    Allow,
+    /// Refuse them with 451.
+    Deny,
+}
+
+/// Jurisdictions and the countries in them.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResidencyConfig {
+    /// Jurisdiction name to its countries, e.g. `EU: ["@EU"]` or `CN: [CN]`.
+    #[serde(default)]
+    pub jurisdictions: std::collections::BTreeMap<String, Vec<String>>,
+    /// Jurisdiction applied to requests whose country is unknown; unrestricted if absent.
+    #[serde(default)]
+    pub unknown: Option<String>,
+}
+
+/// How models are chosen for `model: auto` and on small-model nodes.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelRoutingConfig {
+    /// Requests estimated at or below this many tokens get the node's smallest model; larger ones its largest.
+    pub small_max_tokens: u64,
+    /// Request types that always get the node's largest model.
+    pub complex_types: Vec<String>,
+}
+
+impl Default for ModelRoutingConfig {
+    fn default() -> Self {
+        Self { small_max_tokens: 1000, complex_types: vec!["complex_reasoning".into()] }
+    }
+}
+
+/// Request-fact settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestsConfig {
+    /// Completion tokens assumed when a request sets no `max_tokens`.
+    pub default_max_tokens: u64,
+    /// A streamed chat request with a prompt at most this long is a `realtime_chat`.
+    pub realtime_max_prompt_tokens: u64,
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        Self { default_max_tokens: 256, realtime_max_prompt_tokens: 500 }
+    }
+}
+
+/// Client API keys.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Refuse requests without a known key (401). Otherwise they run as tier `default`, tenant `anonymous`.
+    #[serde(default)]
+    pub required: bool,
+    /// The known keys.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// One client key. Only its SHA-256 is stored: `printf %s "$KEY" | sha256sum`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    /// Tier used by `user_tier` rules.
+    #[serde(default = "default_tier")]
+    pub tier: String,
+    /// Tenant the key belongs to.
+    pub tenant: String,
+}
+
+fn default_tier() -> String {
+    "default".into()
+}
+
+/// Active and passive health checking.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Time between active probes.
+    pub interval: DurationSpec,
+    /// Time limit of one probe.
+    pub timeout: DurationSpec,
+    /// Consecutive failures that mark a node unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self { interval: DurationSpec::secs(30), timeout: DurationSpec::secs(5), unhealthy_threshold: 3 }
+    }
+}

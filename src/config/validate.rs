@@ -1,0 +1,521 @@
+//! Validation: checks that serde cannot express, then compilation into the
+//! tables the router runs on (node indices instead of ids, globs resolved,
+//! country lists expanded).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use origin_fallback::Strategy;
+
+use super::DurationSpec;
+use super::load::{ConfigErrors, Positions, deserialize, parse_document};
+use super::net::CidrBlock;
+use super::types::*;
+use crate::auth::{KeyEntry, KeyTable, Principal, parse_digest};
+use crate::geo::{Country, Geofence, NodeResidency, Residency, expand_country};
+use crate::rules::{Matcher, Rule, TokenComparison, glob_match};
+
+/// A node as the router uses it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Unique id.
+    pub id: String,
+    /// Where it runs.
+    pub node_type: NodeType,
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// Models served, smallest first.
+    pub models: Vec<String>,
+    /// Whether rules may rewrite requests to this node's models.
+    pub small_models: bool,
+    /// Concurrency limit.
+    pub max_concurrent: Option<u32>,
+    /// Larger preferred.
+    pub priority: i64,
+    /// Which requests' data it may see.
+    pub residency: NodeResidency,
+    /// Price per 1,000 tokens.
+    pub cost_per_1k_tokens: f64,
+    /// Daily budget.
+    pub max_cost_per_day: Option<f64>,
+    /// Edge cache lifetime.
+    pub cache_ttl: Option<DurationSpec>,
+    /// Weighted share.
+    pub weight: f64,
+    /// Environment variable holding the origin key.
+    pub api_key_env: Option<String>,
+    /// Time limits.
+    pub timeouts: NodeTimeouts,
+    /// Capabilities as written.
+    pub capabilities: Vec<String>,
+}
+
+/// Something legal but probably unintended, reported by `edge-router check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Where.
+    pub path: String,
+    /// What.
+    pub message: String,
+}
+
+/// A validated, compiled configuration.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Deployment name.
+    pub name: String,
+    /// Edge box settings.
+    pub server: ServerConfig,
+    /// Parsed `server.trusted_proxies`.
+    pub trusted_proxies: Vec<CidrBlock>,
+    /// Parsed `server.listen`.
+    pub listen: SocketAddr,
+    /// Nodes, in file order.
+    pub nodes: Vec<Node>,
+    /// Rules in evaluation order (boost, then file order).
+    pub rules: Vec<Rule>,
+    /// Strategy when no rule matches.
+    pub default_strategy: Strategy,
+    /// Name of that strategy.
+    pub default_strategy_name: StrategyName,
+    /// Node for non-OpenAI paths.
+    pub passthrough: Option<usize>,
+    /// Country allow/deny lists.
+    pub geofence: Geofence,
+    /// Jurisdictions.
+    pub residency: Residency,
+    /// Model choice.
+    pub model_routing: ModelRoutingConfig,
+    /// Request facts.
+    pub requests: RequestsConfig,
+    /// Client keys.
+    pub auth: KeyTable,
+    /// Health checking.
+    pub health_check: HealthCheckConfig,
+    /// Legal but suspicious things.
+    pub warnings: Vec<Warning>,
+}
+
+impl RouterConfig {
+    /// Parses, validates and compiles a config. `file` names it in errors.
+    pub fn load(file: &str, text: &str) -> Result<Self, ConfigErrors> {
+        let (value, positions) = parse_document(file, text)?;
+        let raw: ConfigFile = deserialize(value, &positions)?;
+        let mut v = Validator { positions: &positions, errors: Vec::new(), warnings: Vec::new() };
+        let compiled = v.compile(raw);
+        if v.errors.is_empty() {
+            let mut compiled = compiled;
+            compiled.warnings = v.warnings;
+            Ok(compiled)
+        } else {
+            Err(ConfigErrors(v.errors.iter().map(|(p, m)| positions.error(p, m.clone())).collect()))
+        }
+    }
+
+    /// The index of the node with `id`.
+    pub fn node_index(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+}
+
+struct Validator<'a> {
+    positions: &'a Positions,
+    errors: Vec<(String, String)>,
+    warnings: Vec<Warning>,
+}
+
+fn strategy(name: StrategyName) -> Strategy {
+    match name {
+        StrategyName::CostAware => Strategy::CostAware,
+        StrategyName::LatencyFirst => Strategy::LatencyFirst,
+        StrategyName::Priority => Strategy::Priority,
+        StrategyName::Weighted => Strategy::Weighted,
+    }
+}
+
+impl Validator<'_> {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push((path.into(), message.into()));
+    }
+
+    fn compile(&mut self, raw: ConfigFile) -> RouterConfig {
+        let listen = self.listen(&raw.server);
+        let trusted_proxies = self.server(&raw.server);
+        let residency = self.residency(&raw.residency);
+        let nodes = self.nodes(&raw.nodes, &residency);
+        let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        let rules = self.rules(&raw.routing, &ids);
+        let passthrough = raw.routing.passthrough.as_ref().and_then(|id| {
+            let found = ids.iter().position(|n| n == id);
+            if found.is_none() {
+                self.err("routing.passthrough", format!("no node has the id `{id}`"));
+            }
+            found
+        });
+        let geofence = self.geofence(&raw.geofence);
+        let auth = self.auth(&raw.auth);
+        self.health(&raw.health_check);
+        self.model_routing(&raw.model_routing);
+        RouterConfig {
+            name: raw.name,
+            server: raw.server,
+            trusted_proxies,
+            listen,
+            nodes,
+            rules,
+            default_strategy: strategy(raw.routing.default),
+            default_strategy_name: raw.routing.default,
+            passthrough,
+            geofence,
+            residency,
+            model_routing: raw.model_routing,
+            requests: raw.requests,
+            auth,
+            health_check: raw.health_check,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn listen(&mut self, s: &ServerConfig) -> SocketAddr {
+        s.listen.parse().unwrap_or_else(|_| {
+            self.err("server.listen", format!("`{}` is not an address and port such as `0.0.0.0:8080`", s.listen));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        })
+    }
+
+    fn server(&mut self, s: &ServerConfig) -> Vec<CidrBlock> {
+        if s.max_body_bytes == 0 {
+            self.err("server.max_body_bytes", "must be at least 1");
+        }
+        if let Some(h) = &s.country_header
+            && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            self.err("server.country_header", format!("`{h}` is not a valid header name"));
+        }
+        if s.country_header.is_none() && !s.trusted_proxies.is_empty() {
+            self.warnings.push(Warning {
+                path: "server.trusted_proxies".into(),
+                message: "trusted proxies are listed but no `country_header` is set, so they are never asked".into(),
+            });
+        }
+        let mut out = Vec::new();
+        for (i, p) in s.trusted_proxies.iter().enumerate() {
+            match CidrBlock::parse(p) {
+                Ok(b) => out.push(b),
+                Err(e) => self.err(format!("server.trusted_proxies[{i}]"), e),
+            }
+        }
+        out
+    }
+
+    fn residency(&mut self, r: &ResidencyConfig) -> Residency {
+        let mut out = Residency::default();
+        let mut seen_at: HashMap<Country, String> = HashMap::new();
+        for (name, countries) in &r.jurisdictions {
+            let path = format!("residency.jurisdictions.{name}");
+            if name.eq_ignore_ascii_case("global") {
+                self.err(&path, "`global` is reserved for nodes that may serve every jurisdiction");
+                continue;
+            }
+            let id = out.names.len();
+            out.names.push(name.clone());
+            for (i, entry) in countries.iter().enumerate() {
+                match expand_country(entry) {
+                    Err(e) => self.err(format!("{path}[{i}]"), e),
+                    Ok(list) => {
+                        for c in list {
+                            if let Some(other) = seen_at.get(&c).filter(|o| *o != name) {
+                                self.err(
+                                    format!("{path}[{i}]"),
+                                    format!("{c} is already in jurisdiction `{other}`; a country belongs to one"),
+                                );
+                            }
+                            seen_at.insert(c, name.clone());
+                            out.by_country.insert(c, id);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(u) = &r.unknown {
+            out.unknown = out.names.iter().position(|n| n == u);
+            if out.unknown.is_none() {
+                self.err("residency.unknown", format!("`{u}` is not one of the jurisdictions defined above"));
+            }
+        }
+        out
+    }
+
+    fn nodes(&mut self, nodes: &[NodeConfig], residency: &Residency) -> Vec<Node> {
+        if nodes.is_empty() {
+            self.err("nodes", "at least one node is needed");
+        }
+        let mut first_seen: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            let path = format!("nodes[{i}]");
+            let valid_id = !n.id.is_empty() && n.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !valid_id {
+                self.err(
+                    format!("{path}.id"),
+                    format!("`{}` is not a usable id: use letters, digits, `-`, `_` or `.`", n.id),
+                );
+            }
+            if let Some(first) = first_seen.insert(&n.id, i) {
+                let line = self.positions.locate(&format!("nodes[{first}].id")).line;
+                self.err(format!("{path}.id"), format!("the id `{}` is already used by the node on line {line}", n.id));
+            }
+            let base_url = self.base_url(&format!("{path}.host"), &n.host);
+            for (m, model) in n.models.iter().enumerate() {
+                if model.trim().is_empty() {
+                    self.err(format!("{path}.models[{m}]"), "a model name cannot be empty");
+                } else if n.models[..m].contains(model) {
+                    self.err(format!("{path}.models[{m}]"), format!("`{model}` is listed twice"));
+                }
+            }
+            if n.max_concurrent == Some(0) {
+                self.err(format!("{path}.max_concurrent"), "must be at least 1 (leave it out for no limit)");
+            }
+            if !(n.cost_per_1k_tokens.is_finite() && n.cost_per_1k_tokens >= 0.0) {
+                self.err(format!("{path}.cost_per_1k_tokens"), "must be zero or more");
+            }
+            if !(n.weight.is_finite() && n.weight >= 0.0) {
+                self.err(format!("{path}.weight"), "must be zero or more");
+            }
+            if n.max_cost_per_day.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+                self.err(format!("{path}.max_cost_per_day"), "must be more than zero (leave it out for no budget)");
+            }
+            if let Some(env) = &n.api_key_env {
+                let ok = env
+                    .bytes()
+                    .enumerate()
+                    .all(|(k, b)| b == b'_' || b.is_ascii_uppercase() || (k > 0 && b.is_ascii_digit()));
+                if env.is_empty() || !ok {
+                    self.err(
+                        format!("{path}.api_key_env"),
+                        format!("`{env}` is not an environment variable name such as `OPENAI_API_KEY`"),
+                    );
+                }
+            }
+            if n.timeouts.connect.0.is_zero() || n.timeouts.first_byte.0.is_zero() {
+                self.err(format!("{path}.timeouts"), "time limits must be longer than zero");
+            }
+            let node_residency = match n.data_residency.as_deref() {
+                None => NodeResidency::Unspecified,
+                Some(r) if r.eq_ignore_ascii_case("global") => NodeResidency::Global,
+                Some(r) => match residency.names.iter().position(|name| name == r) {
+                    Some(j) => NodeResidency::In(j),
+                    None => {
+                        let known = if residency.names.is_empty() {
+                            "none are defined in `residency.jurisdictions`".to_string()
+                        } else {
+                            format!("known: {}", residency.names.join(", "))
+                        };
+                        self.err(
+                            format!("{path}.data_residency"),
+                            format!("`{r}` is neither `global` nor a jurisdiction ({known})"),
+                        );
+                        NodeResidency::Unspecified
+                    }
+                },
+            };
+            out.push(Node {
+                id: n.id.clone(),
+                node_type: n.node_type,
+                base_url,
+                models: n.models.clone(),
+                small_models: n.capabilities.iter().any(|c| c == "small_models"),
+                max_concurrent: n.max_concurrent,
+                priority: n.priority,
+                residency: node_residency,
+                cost_per_1k_tokens: n.cost_per_1k_tokens,
+                max_cost_per_day: n.max_cost_per_day,
+                cache_ttl: n.cache_ttl,
+                weight: n.weight,
+                api_key_env: n.api_key_env.clone(),
+                timeouts: n.timeouts,
+                capabilities: n.capabilities.clone(),
+            });
+        }
+        out
+    }
+
+    fn base_url(&mut self, path: &str, host: &str) -> String {
+        let complaint = |why: &str| format!("`{host}` is not a usable origin URL: {why}");
+        let uri: http::Uri = match host.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                self.err(path, complaint("write it as `http://host:port` or `https://host`"));
+                return String::new();
+            }
+        };
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            Some(other) => self.err(path, complaint(&format!("the scheme must be http or https, not {other}"))),
+            None => self.err(path, complaint("it needs a scheme, `http://` or `https://`")),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            self.err(path, complaint("it has no host"));
+        }
+        if uri.query().is_some() {
+            self.err(path, complaint("it cannot carry a query string"));
+        }
+        host.trim_end_matches('/').to_string()
+    }
+
+    fn resolve(&mut self, path: &str, pattern: &str, ids: &[&str]) -> Vec<usize> {
+        let found: Vec<usize> =
+            ids.iter().enumerate().filter(|(_, id)| glob_match(pattern, id)).map(|(i, _)| i).collect();
+        if found.is_empty() {
+            let what = if pattern.contains(['*', '?']) { "matches no node id" } else { "is not the id of any node" };
+            self.err(path, format!("`{pattern}` {what} (nodes: {})", ids.join(", ")));
+        }
+        found
+    }
+
+    fn rules(&mut self, routing: &RoutingConfig, ids: &[&str]) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        for (i, r) in routing.rules.iter().enumerate() {
+            let path = format!("routing.rules[{i}]");
+            let candidates = self.resolve(&format!("{path}.target"), &r.target, ids);
+            let mut fallback = Vec::new();
+            for (k, f) in r.fallback.iter().enumerate() {
+                for n in self.resolve(&format!("{path}.fallback[{k}]"), f, ids) {
+                    if !fallback.contains(&n) && !candidates.contains(&n) {
+                        fallback.push(n);
+                    }
+                }
+            }
+            let matcher = self.matcher(&format!("{path}.match"), &r.matcher);
+            rules.push(Rule {
+                label: r.name.clone().unwrap_or_else(|| format!("rules[{i}]")),
+                matcher,
+                candidates,
+                fallback,
+                strategy: strategy(r.strategy.unwrap_or(routing.default)),
+                priority_boost: r.priority_boost,
+            });
+        }
+        // Stable: equal boosts keep file order.
+        rules.sort_by(|a, b| b.priority_boost.cmp(&a.priority_boost));
+        if let Some(pos) = rules.iter().position(|r| r.matcher.is_catch_all())
+            && pos + 1 < rules.len()
+        {
+            let shadowed: Vec<&str> = rules[pos + 1..].iter().map(|r| r.label.as_str()).collect();
+            self.warnings.push(Warning {
+                path: "routing.rules".into(),
+                message: format!(
+                    "rule `{}` matches every request, so {} can never match",
+                    rules[pos].label,
+                    shadowed.join(", ")
+                ),
+            });
+        }
+        rules
+    }
+
+    fn matcher(&mut self, path: &str, m: &MatchConfig) -> Matcher {
+        let mut out = Matcher {
+            request_type: m.request_type.clone(),
+            min_tokens: m.min_tokens,
+            max_tokens: m.max_tokens,
+            user_tier: m.user_tier.as_ref().map(OneOrMany::to_vec),
+            model: m.model.as_ref().map(OneOrMany::to_vec),
+            ..Matcher::default()
+        };
+        if m.request_type.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            self.err(format!("{path}.type"), "a request type cannot be empty; use `*` for any");
+        }
+        if let (Some(lo), Some(hi)) = (m.min_tokens, m.max_tokens)
+            && lo > hi
+        {
+            self.err(
+                format!("{path}.min_tokens"),
+                format!("min_tokens ({lo}) is larger than max_tokens ({hi}), so the rule can never match"),
+            );
+        }
+        if let Some(e) = &m.estimated_tokens {
+            match TokenComparison::parse(e) {
+                Ok(c) => out.estimated_tokens = Some(c),
+                Err(msg) => self.err(format!("{path}.estimated_tokens"), msg),
+            }
+        }
+        if let Some(g) = &m.geo {
+            let mut countries = Vec::new();
+            for (i, entry) in g.to_vec().iter().enumerate() {
+                let p = if matches!(g, OneOrMany::One(_)) { format!("{path}.geo") } else { format!("{path}.geo[{i}]") };
+                match expand_country(entry) {
+                    Ok(list) => countries.extend(list),
+                    Err(e) => self.err(p, e),
+                }
+            }
+            out.geo = Some(countries);
+        }
+        out
+    }
+
+    fn countries(&mut self, path: &str, list: &[String]) -> std::collections::BTreeSet<Country> {
+        let mut out = std::collections::BTreeSet::new();
+        for (i, entry) in list.iter().enumerate() {
+            match expand_country(entry) {
+                Ok(c) => out.extend(c),
+                Err(e) => self.err(format!("{path}[{i}]"), e),
+            }
+        }
+        out
+    }
+
+    fn geofence(&mut self, g: &GeofenceConfig) -> Geofence {
+        Geofence {
+            allow: self.countries("geofence.allow", &g.allow),
+            deny: self.countries("geofence.deny", &g.deny),
+            unknown: g.unknown,
+        }
+    }
+
+    fn auth(&mut self, a: &AuthConfig) -> KeyTable {
+        let mut entries: Vec<KeyEntry> = Vec::new();
+        for (i, k) in a.keys.iter().enumerate() {
+            let path = format!("auth.keys[{i}]");
+            let Some(digest) = parse_digest(&k.sha256) else {
+                self.err(
+                    format!("{path}.sha256"),
+                    "must be the 64-character hex SHA-256 of the key (`printf %s \"$KEY\" | sha256sum`)",
+                );
+                continue;
+            };
+            if entries.iter().any(|e| e.digest == digest) {
+                self.err(format!("{path}.sha256"), "this key is listed twice");
+            }
+            if k.tenant.trim().is_empty() {
+                self.err(format!("{path}.tenant"), "a tenant cannot be empty");
+            }
+            entries.push(KeyEntry { digest, principal: Principal { tier: k.tier.clone(), tenant: k.tenant.clone() } });
+        }
+        if a.required && entries.is_empty() {
+            self.err("auth.required", "keys are required but none are listed, so every request would be refused");
+        }
+        KeyTable { required: a.required, entries }
+    }
+
+    fn health(&mut self, h: &HealthCheckConfig) {
+        if h.unhealthy_threshold == 0 {
+            self.err("health_check.unhealthy_threshold", "must be at least 1");
+        }
+        if h.interval.0.is_zero() || h.timeout.0.is_zero() {
+            self.err("health_check", "interval and timeout must be longer than zero");
+        }
+        if h.timeout > h.interval {
+            self.err(
+                "health_check.timeout",
+                format!("the timeout ({}) is longer than the interval ({})", h.timeout, h.interval),
+            );
+        }
+    }
+
+    fn model_routing(&mut self, m: &ModelRoutingConfig) {
+        if m.complex_types.iter().any(|t| t.trim().is_empty()) {
+            self.err("model_routing.complex_types", "request types cannot be empty");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Errors the router answers itself, and the one place they become responses.
+//!
+//! The body is OpenAI's error shape, `{"error": {"type", "message"}}`, so
+//! unmodified clients show the message. Messages never carry secrets: keys are
+//! neither logged nor echoed, and origin failures are described by kind.
+
+use std::fmt;
+
+use crate::wire::Header;
+
+/// Something the router refuses or could not do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouterError {
+    /// The geofence refused the client's country.
+    #[error("{0}")]
+    Geofenced(String),
+    /// No valid API key where one is required.
+    #[error("a valid API key is required: send it as `Authorization: Bearer <key>`")]
+    Unauthorized,
+    /// The request cannot be understood.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is larger than the configured limit.
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The client sent its request too slowly.
+    #[error("the request was not received within {0}")]
+    ClientTimeout(String),
+    /// No route for this path.
+    #[error("no route for {method} {path}")]
+    NoRoute {
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+    },
+    /// Every candidate is outside the request's jurisdiction.
+    #[error("no node permitted to process data from jurisdiction {jurisdiction} can serve this request")]
+    ResidencyUnavailable {
+        /// Jurisdiction name.
+        jurisdiction: String,
+    },
+    /// No node can serve the request at all.
+    #[error("no node can serve this request: {0}")]
+    NoNode(String),
+    /// Every candidate is at `max_concurrent`.
+    #[error("every node that can serve this request is at capacity; retry shortly")]
+    AtCapacity,
+    /// Every attempt failed.
+    #[error("every node failed: {0}")]
+    UpstreamFailed(String),
+    /// The last attempt timed out.
+    #[error("every node failed, the last one by timing out: {0}")]
+    UpstreamTimeout(String),
+    /// A fault in the router or host.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RouterError {
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Geofenced(_) => 451,
+            Self::Unauthorized => 401,
+            Self::BadRequest(_) => 400,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::ClientTimeout(_) => 408,
+            Self::NoRoute { .. } => 404,
+            Self::ResidencyUnavailable { .. } | Self::NoNode(_) => 503,
+            Self::AtCapacity => 429,
+            Self::UpstreamFailed(_) => 502,
+            Self::UpstreamTimeout(_) => 504,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// The stable `error.type` value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Geofenced(_) => "geofence_denied",
+            Self::Unauthorized => "authentication_error",
+            Self::BadRequest(_) => "invalid_request_error",
+            Self::PayloadTooLarge { .. } => "request_too_large",
+            Self::ClientTimeout(_) => "request_timeout",
+            Self::NoRoute { .. } => "not_found_error",
+            Self::ResidencyUnavailable { .. } => "residency_unavailable",
+            Self::NoNode(_) => "no_node_available",
+            Self::AtCapacity => "capacity_exceeded",
+            Self::UpstreamFailed(_) => "upstream_error",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The response: status, headers (content type plus `extra`) and JSON body.
+    pub fn to_response(&self, extra: Vec<Header>) -> (u16, Vec<Header>, Vec<u8>) {
+        let body = serde_json::json!({"error": {"type": self.kind(), "message": self.to_string()}});
+        let mut headers = vec![Header::new("content-type", "application/json")];
+        if matches!(self, Self::AtCapacity) {
+            headers.push(Header::new("retry-after", "1"));
+        }
+        headers.extend(extra);
+        (self.status(), headers, serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+/// The explanation headers every response carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation<'a> {
+    /// Serving node id, or `-` when the router answered itself.
+    pub node: &'a str,
+    /// Rule label or `strategy:<name>`.
+    pub rule: &'a str,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Client country, `XX` when unknown.
+    pub country: &'a str,
+}
+
+impl Explanation<'_> {
+    /// As `x-edge-*` headers.
+    pub fn headers(&self) -> Vec<Header> {
+        vec![
+            Header::new("x-edge-node", self.node),
+            Header::new("x-edge-rule", self.rule),
+            Header::new("x-edge-attempts", &self.attempts.to_string()),
+            Header::new("x-edge-country", self.country),
+        ]
+    }
+}
+
+impl fmt::Display for Explanation<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node={} rule={} attempts={} country={}", self.node, self.rule, self.attempts, self.country)
+    }
+}

@@ -1,0 +1,355 @@
+//! Request facts: what rules look at.
+//!
+//! An OpenAI-compatible body is read once. The token estimate is accumulated
+//! while serde walks the body, so message text is never copied.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::auth::Principal;
+use crate::config::RequestsConfig;
+use crate::geo::Country;
+use crate::tokens::estimate_text_tokens;
+
+/// The endpoints the router understands; everything else is passed through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `POST /v1/completions`
+    Completions,
+    /// `POST /v1/embeddings`
+    Embeddings,
+    /// Any other method or path.
+    Other,
+}
+
+impl Endpoint {
+    /// Classifies a method and a path (with or without a query).
+    pub fn classify(method: &str, path_and_query: &str) -> Self {
+        if method != "POST" {
+            return Self::Other;
+        }
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        match path.trim_end_matches('/') {
+            "/v1/chat/completions" => Self::ChatCompletions,
+            "/v1/completions" => Self::Completions,
+            "/v1/embeddings" => Self::Embeddings,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Everything the router knows about a request before choosing a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestFacts {
+    /// Which endpoint was called.
+    pub endpoint: Endpoint,
+    /// The requested model; `auto` lets the router choose.
+    pub model: Option<String>,
+    /// Whether the client asked for a streamed (SSE) response.
+    pub stream: bool,
+    /// The completion limit the client set, if any.
+    pub max_tokens: Option<u64>,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u64,
+    /// Prompt tokens plus the requested (or default) completion tokens.
+    pub estimated_tokens: u64,
+    /// `x-request-type`, or inferred.
+    pub request_type: String,
+    /// Client country, if known.
+    pub country: Option<Country>,
+    /// Who is calling.
+    pub principal: Principal,
+}
+
+/// What the body told us.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BodyFacts {
+    /// `model`
+    pub model: Option<String>,
+    /// `stream`
+    pub stream: bool,
+    /// `max_tokens` or `max_completion_tokens`
+    pub max_tokens: Option<u64>,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u64,
+}
+
+/// Tokens OpenAI's chat format adds around every message and before the reply.
+const PER_MESSAGE_TOKENS: u64 = 3;
+const REPLY_PRIMING_TOKENS: u64 = 3;
+/// A low-detail image, as OpenAI prices it.
+const IMAGE_TOKENS: u64 = 85;
+
+/// Reads the facts of an OpenAI-compatible JSON body.
+pub fn parse_body(body: &[u8]) -> Result<BodyFacts, String> {
+    #[derive(Deserialize)]
+    struct Body {
+        model: Option<String>,
+        messages: Option<Messages>,
+        prompt: Option<Tokens>,
+        input: Option<Tokens>,
+        stream: Option<bool>,
+        max_tokens: Option<u64>,
+        max_completion_tokens: Option<u64>,
+    }
+    let parsed: Body = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => format!("the request body does not have the expected shape: {e}"),
+        _ => format!("the request body is not valid JSON: {e}"),
+    })?;
+    let prompt_tokens =
+        parsed.messages.map_or(0, |m| m.0) + parsed.prompt.map_or(0, |t| t.0) + parsed.input.map_or(0, |t| t.0);
+    Ok(BodyFacts {
+        model: parsed.model,
+        stream: parsed.stream.unwrap_or(false),
+        max_tokens: parsed.max_tokens.or(parsed.max_completion_tokens),
+        prompt_tokens,
+    })
+}
+
+/// Builds request facts from the parsed body and the request's context.
+pub fn request_facts(
+    endpoint: Endpoint,
+    body: BodyFacts,
+    type_header: Option<&str>,
+    country: Option<Country>,
+    principal: Principal,
+    cfg: &RequestsConfig,
+) -> Result<RequestFacts, String> {
+    let completion = match endpoint {
+        Endpoint::Embeddings => 0,
+        _ => body.max_tokens.unwrap_or(cfg.default_max_tokens),
+    };
+    let request_type = match type_header {
+        Some(t) => valid_type(t)?,
+        None => match endpoint {
+            Endpoint::Embeddings => "embedding".into(),
+            Endpoint::ChatCompletions if body.stream && body.prompt_tokens <= cfg.realtime_max_prompt_tokens => {
+                "realtime_chat".into()
+            }
+            Endpoint::ChatCompletions => "chat".into(),
+            Endpoint::Completions | Endpoint::Other => "completion".into(),
+        },
+    };
+    Ok(RequestFacts {
+        endpoint,
+        model: body.model,
+        stream: body.stream,
+        max_tokens: body.max_tokens,
+        prompt_tokens: body.prompt_tokens,
+        estimated_tokens: body.prompt_tokens.saturating_add(completion),
+        request_type,
+        country,
+        principal,
+    })
+}
+
+fn valid_type(t: &str) -> Result<String, String> {
+    let t = t.trim();
+    let ok = !t.is_empty()
+        && t.len() <= 64
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(t.to_ascii_lowercase())
+    } else {
+        Err("the x-request-type header must be 1 to 64 letters, digits, `_`, `-` or `.`".into())
+    }
+}
+
+/// Token count of a chat `messages` array, with the chat format's overhead.
+struct Messages(u64);
+
+impl<'de> Deserialize<'de> for Messages {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Messages;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of messages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Messages, A::Error> {
+                let mut total = REPLY_PRIMING_TOKENS;
+                while let Some(Message(t)) = seq.next_element()? {
+                    total = total.saturating_add(PER_MESSAGE_TOKENS + t);
+                }
+                Ok(Messages(total))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// One message: an object whose text-bearing fields are counted.
+struct Message(u64);
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Message;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Message, A::Error> {
+                count_map(map).map(Message)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Tokens in any JSON value that carries prompt text: a string, an array of
+/// strings or token ids, or content parts.
+struct Tokens(u64);
+
+impl<'de> Deserialize<'de> for Tokens {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TokensVisitor)
+    }
+}
+
+struct TokensVisitor;
+
+impl<'de> Visitor<'de> for TokensVisitor {
+    type Value = Tokens;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("text, a list of texts or token ids, or content parts")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Tokens, E> {
+        Ok(Tokens(estimate_text_tokens(v)))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Tokens, E> {
+        Ok(Tokens(1))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Tokens, E> {
+        Ok(Tokens(1))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Tokens, E> {
+        Ok(Tokens(1))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Tokens, E> {
+        Ok(Tokens(0))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Tokens, E> {
+        Ok(Tokens(0))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tokens, A::Error> {
+        let mut total = 0u64;
+        while let Some(Tokens(t)) = seq.next_element()? {
+            total = total.saturating_add(t);
+        }
+        Ok(Tokens(total))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Tokens, A::Error> {
+        count_map(map).map(Tokens)
+    }
+}
+
+/// Counts the text-bearing fields of an object (a message, a content part, a
+/// tool call) and a fixed price for media; other fields are skipped.
+fn count_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<u64, A::Error> {
+    let mut total = 0u64;
+    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        let t = match key.as_ref() {
+            "content" | "text" | "arguments" | "tool_calls" | "function" | "refusal" => map.next_value::<Tokens>()?.0,
+            "name" => 1 + map.next_value::<Tokens>()?.0,
+            "image_url" | "input_audio" | "file" => {
+                map.next_value::<IgnoredAny>()?;
+                IMAGE_TOKENS
+            }
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+                0
+            }
+        };
+        total = total.saturating_add(t);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RequestsConfig {
+        RequestsConfig::default()
+    }
+
+    #[test]
+    fn endpoints_are_recognised_by_method_and_path() {
+        assert_eq!(Endpoint::classify("POST", "/v1/chat/completions"), Endpoint::ChatCompletions);
+        assert_eq!(Endpoint::classify("POST", "/v1/completions?x=1"), Endpoint::Completions);
+        assert_eq!(Endpoint::classify("POST", "/v1/embeddings/"), Endpoint::Embeddings);
+        assert_eq!(Endpoint::classify("GET", "/v1/chat/completions"), Endpoint::Other);
+        assert_eq!(Endpoint::classify("POST", "/v1/models"), Endpoint::Other);
+    }
+
+    #[test]
+    fn chat_body_gives_model_stream_limit_and_tokens() {
+        let body = br#"{"model":"gpt-4o","stream":true,"max_tokens":50,
+            "messages":[{"role":"system","content":"Be brief."},
+                        {"role":"user","content":[{"type":"text","text":"Hello there"},
+                                                   {"type":"image_url","image_url":{"url":"data:..."}}]}]}"#;
+        let f = parse_body(body).unwrap();
+        assert_eq!(f.model.as_deref(), Some("gpt-4o"));
+        assert!(f.stream);
+        assert_eq!(f.max_tokens, Some(50));
+        // 3 priming + 2 messages × 3 + "Be brief." (3) + "Hello there" (2) + image (85)
+        assert_eq!(f.prompt_tokens, 3 + 6 + 3 + 2 + 85);
+    }
+
+    #[test]
+    fn completions_and_embeddings_count_prompt_and_input() {
+        let f = parse_body(br#"{"model":"m","prompt":["one two","three"]}"#).unwrap();
+        assert_eq!(f.prompt_tokens, 3);
+        let f = parse_body(br#"{"model":"m","input":[[1,2,3,4]]}"#).unwrap();
+        assert_eq!(f.prompt_tokens, 4);
+    }
+
+    #[test]
+    fn malformed_and_mistyped_bodies_are_refused_with_a_reason() {
+        assert!(parse_body(b"{\"model\": ").unwrap_err().contains("not valid JSON"));
+        assert!(parse_body(br#"{"model":"m","stream":"yes"}"#).unwrap_err().contains("expected shape"));
+        assert!(parse_body(br#"{"messages":"hi"}"#).unwrap_err().contains("expected shape"));
+        assert!(parse_body(b"[1,2]").is_err());
+    }
+
+    #[test]
+    fn short_streamed_chat_is_realtime_and_header_wins() {
+        let body = BodyFacts { model: Some("m".into()), stream: true, max_tokens: None, prompt_tokens: 20 };
+        let f =
+            request_facts(Endpoint::ChatCompletions, body.clone(), None, None, Principal::anonymous(), &cfg()).unwrap();
+        assert_eq!(f.request_type, "realtime_chat");
+        assert_eq!(f.estimated_tokens, 20 + 256);
+        let f = request_facts(
+            Endpoint::ChatCompletions,
+            body.clone(),
+            Some("Complex_Reasoning"),
+            None,
+            Principal::anonymous(),
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(f.request_type, "complex_reasoning");
+        let long = BodyFacts { prompt_tokens: 5_000, ..body };
+        let f = request_facts(Endpoint::ChatCompletions, long, None, None, Principal::anonymous(), &cfg()).unwrap();
+        assert_eq!(f.request_type, "chat");
+    }
+
+    #[test]
+    fn bad_type_header_is_refused() {
+        let err = request_facts(
+            Endpoint::ChatCompletions,
+            BodyFacts::default(),
+            Some("drop table"),
+            None,
+            Principal::anonymous(),
+            &cfg(),
+        )
+        .unwrap_err();
+        assert!(err.contains("x-request-type"));
+    }
+}

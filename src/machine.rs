@@ -1,0 +1,420 @@
+//! The router state machine.
+//!
+//! The host feeds events (a request arrived, an origin answered or failed, an
+//! exchange finished, time passed) and performs the action each one returns.
+//! The router reads no clock and does no I/O; `now_ms` and `random` arrive in
+//! the events. It owns the state that routing needs across requests: requests
+//! in flight per node (for `max_concurrent`) and observed latencies (for
+//! `latency_first`).
+
+use std::collections::HashMap;
+
+use origin_fallback::{Candidate, LatencyTracker, Strategy, order_candidates};
+
+use crate::auth::{Principal, presented_key};
+use crate::config::RouterConfig;
+use crate::error::{Explanation, RouterError};
+use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
+use crate::geo::{Country, JurisdictionId, permits};
+use crate::model::{ModelChoice, choose_model, rewrite_body, serves};
+use crate::wire::{Action, Event, Failure, Forward, ForwardBody, Header, RequestBody};
+
+/// An exchange silent for this long is assumed abandoned by its host and its
+/// capacity slot is released on the next tick. Hosts always report
+/// `Finished`; this only guards against a host bug leaking slots forever.
+const ABANDONED_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
+
+/// Headers never forwarded to an origin: hop-by-hop headers (RFC 9110 §7.6.1),
+/// headers the host sets itself, and the client's own credentials.
+const DROPPED_REQUEST_HEADERS: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+    "x-api-key",
+];
+
+/// One client request on its way through the fallback chain.
+#[derive(Debug)]
+struct Exchange {
+    method: String,
+    target: String,
+    headers: Vec<Header>,
+    /// Nodes to try, in order, with the model each is asked for.
+    chain: Vec<(usize, ModelChoice)>,
+    /// Position in `chain` of the next node to consider.
+    next: usize,
+    /// Node currently holding a capacity slot for this exchange.
+    holding: Option<usize>,
+    attempts: u32,
+    label: String,
+    country: Option<Country>,
+    /// The client body, kept only when some node needs it rewritten.
+    body_for_rewrite: Option<Vec<u8>>,
+    /// When the current attempt was sent.
+    sent_ms: u64,
+    last_activity_ms: u64,
+    failures: Vec<(usize, Failure)>,
+    /// Status of a 502/503/504 skipped in favour of a fallback.
+    skipped_statuses: Vec<(usize, u16)>,
+}
+
+/// The router: configuration plus cross-request state.
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    in_flight: Vec<u32>,
+    latency: LatencyTracker,
+    exchanges: HashMap<u64, Exchange>,
+}
+
+impl Router {
+    /// A router for a validated configuration.
+    pub fn new(config: RouterConfig) -> Self {
+        let n = config.nodes.len();
+        Self { config, in_flight: vec![0; n], latency: LatencyTracker::new(n), exchanges: HashMap::new() }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Requests in flight at each node, in config order.
+    pub fn in_flight(&self) -> &[u32] {
+        &self.in_flight
+    }
+
+    /// Exchanges not yet finished.
+    pub fn open_exchanges(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    /// Handles one event and says what to do next.
+    pub fn handle(&mut self, event: Event) -> Action {
+        match event {
+            Event::Request { id, method, target, headers, country, body, now_ms, random } => {
+                self.on_request(id, method, target, headers, country, body, now_ms, random)
+            }
+            Event::ResponseHead { id, status, now_ms } => self.on_response_head(id, status, now_ms),
+            Event::OriginFailed { id, failure, now_ms } => self.on_origin_failed(id, failure, now_ms),
+            Event::Finished { id, .. } => {
+                if let Some(ex) = self.exchanges.remove(&id) {
+                    self.release(ex.holding);
+                }
+                Action::Done
+            }
+            Event::Tick { now_ms } => {
+                let stale: Vec<u64> = self
+                    .exchanges
+                    .iter()
+                    .filter(|(_, ex)| now_ms.saturating_sub(ex.last_activity_ms) > ABANDONED_AFTER_MS)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stale {
+                    if let Some(ex) = self.exchanges.remove(&id) {
+                        self.release(ex.holding);
+                    }
+                }
+                Action::Done
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_request(
+        &mut self,
+        id: u64,
+        method: String,
+        target: String,
+        headers: Vec<Header>,
+        country: Option<String>,
+        body: RequestBody,
+        now_ms: u64,
+        random: u64,
+    ) -> Action {
+        let country = country.as_deref().and_then(Country::parse);
+        let refuse = |e: RouterError, label: &str| refusal(&e, label, country);
+        if let Err(geo) = self.config.geofence.check(country) {
+            return refuse(RouterError::Geofenced(geo.to_string()), "geofence");
+        }
+        let key = presented_key_of(&headers);
+        let principal = match self.config.auth.identify(key) {
+            Some(p) => p.clone(),
+            None if self.config.auth.required => return refuse(RouterError::Unauthorized, "auth"),
+            None => Principal::anonymous(),
+        };
+        let jurisdiction = self.config.residency.jurisdiction_of(country);
+        let endpoint = Endpoint::classify(&method, &target);
+
+        let (label, chain, body_for_rewrite) = if endpoint == Endpoint::Other {
+            let Some(node) = self.config.passthrough else {
+                let path = target.split('?').next().unwrap_or_default().to_string();
+                return refuse(RouterError::NoRoute { method, path }, "passthrough");
+            };
+            let chain = vec![(node, ModelChoice::Keep)];
+            match self.residency_filter(chain, jurisdiction) {
+                Ok(chain) => ("passthrough".to_string(), chain, None),
+                Err(e) => return refuse(e, "passthrough"),
+            }
+        } else {
+            let RequestBody::Buffered(bytes) = body else {
+                return refuse(RouterError::Internal("the host did not buffer an API request body".into()), "-");
+            };
+            let facts = match self.facts(endpoint, &bytes, &headers, country, principal) {
+                Ok(f) => f,
+                Err(e) => return refuse(e, "-"),
+            };
+            let (label, chain) = self.plan(&facts, random);
+            let chain = match self.residency_filter(chain, jurisdiction) {
+                Ok(c) => c,
+                Err(e) => return refuse(e, &label),
+            };
+            let needs_body = chain.iter().any(|(_, m)| matches!(m, ModelChoice::Rewrite(_)));
+            (label, chain, needs_body.then_some(bytes))
+        };
+
+        let exchange = Exchange {
+            method,
+            target,
+            headers,
+            chain,
+            next: 0,
+            holding: None,
+            attempts: 0,
+            label,
+            country,
+            body_for_rewrite,
+            sent_ms: now_ms,
+            last_activity_ms: now_ms,
+            failures: Vec::new(),
+            skipped_statuses: Vec::new(),
+        };
+        self.exchanges.insert(id, exchange);
+        self.next_attempt(id, now_ms)
+    }
+
+    fn facts(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        headers: &[Header],
+        country: Option<Country>,
+        principal: Principal,
+    ) -> Result<RequestFacts, RouterError> {
+        let parsed = parse_body(body).map_err(RouterError::BadRequest)?;
+        if parsed.model.as_deref().is_none_or(str::is_empty) {
+            return Err(RouterError::BadRequest("the request body needs a `model` (or `auto`)".into()));
+        }
+        let type_header = header_str(headers, "x-request-type");
+        request_facts(endpoint, parsed, type_header, country, principal, &self.config.requests)
+            .map_err(RouterError::BadRequest)
+    }
+
+    /// Picks the rule (or default strategy) and orders its nodes.
+    fn plan(&self, facts: &RequestFacts, random: u64) -> (String, Vec<(usize, ModelChoice)>) {
+        let cfg = &self.config;
+        let (label, candidates, fallback, strategy, via_rule) =
+            match cfg.rules.iter().find(|r| r.matcher.matches(facts)) {
+                Some(rule) => {
+                    (rule.label.clone(), rule.candidates.clone(), rule.fallback.as_slice(), rule.strategy, true)
+                }
+                None => {
+                    let serving: Vec<usize> =
+                        (0..cfg.nodes.len()).filter(|&i| serves(&cfg.nodes[i], facts.model.as_deref())).collect();
+                    (
+                        format!("strategy:{}", cfg.default_strategy_name.as_str()),
+                        serving,
+                        &[][..],
+                        cfg.default_strategy,
+                        false,
+                    )
+                }
+            };
+        let ordered = self.order(strategy, &candidates, random);
+        let chain = ordered
+            .into_iter()
+            .chain(fallback.iter().copied())
+            .map(|n| (n, choose_model(&cfg.nodes[n], facts, &cfg.model_routing, via_rule)))
+            .filter(|(_, m)| *m != ModelChoice::Unsuitable)
+            .collect();
+        (label, chain)
+    }
+
+    fn order(&self, strategy: Strategy, nodes: &[usize], random: u64) -> Vec<usize> {
+        let candidates: Vec<Candidate> = nodes
+            .iter()
+            .map(|&i| {
+                let n = &self.config.nodes[i];
+                Candidate {
+                    node: i,
+                    priority: n.priority,
+                    weight: n.weight,
+                    cost_per_1k_tokens: n.cost_per_1k_tokens,
+                    latency_us: self.latency.latency_us(i),
+                }
+            })
+            .collect();
+        order_candidates(strategy, &candidates, random)
+    }
+
+    /// Removes every node the request's jurisdiction forbids; refuses if none is left.
+    fn residency_filter(
+        &self,
+        chain: Vec<(usize, ModelChoice)>,
+        jurisdiction: Option<JurisdictionId>,
+    ) -> Result<Vec<(usize, ModelChoice)>, RouterError> {
+        let had_any = !chain.is_empty();
+        let kept: Vec<_> =
+            chain.into_iter().filter(|(n, _)| permits(jurisdiction, self.config.nodes[*n].residency)).collect();
+        match (kept.is_empty(), jurisdiction) {
+            (false, _) => Ok(kept),
+            (true, Some(j)) if had_any => {
+                Err(RouterError::ResidencyUnavailable { jurisdiction: self.config.residency.name(j).to_string() })
+            }
+            (true, _) => Err(RouterError::NoNode("no configured node serves the requested model".into())),
+        }
+    }
+
+    /// Forwards to the next node in the chain with spare capacity, or answers
+    /// with the reason none is left.
+    fn next_attempt(&mut self, id: u64, now_ms: u64) -> Action {
+        let Some(ex) = self.exchanges.get_mut(&id) else {
+            return Action::Done;
+        };
+        while ex.next < ex.chain.len() {
+            let (node, choice) = ex.chain[ex.next].clone();
+            ex.next += 1;
+            let n = &self.config.nodes[node];
+            if n.max_concurrent.is_some_and(|max| self.in_flight[node] >= max) {
+                continue;
+            }
+            self.in_flight[node] += 1;
+            ex.holding = Some(node);
+            ex.attempts += 1;
+            ex.sent_ms = now_ms;
+            ex.last_activity_ms = now_ms;
+            let body = match (&choice, &ex.body_for_rewrite) {
+                (ModelChoice::Rewrite(model), Some(original)) => {
+                    rewrite_body(original, model).map_or(ForwardBody::Original, ForwardBody::Replaced)
+                }
+                _ => ForwardBody::Original,
+            };
+            let headers = ex
+                .headers
+                .iter()
+                .filter(|h| !DROPPED_REQUEST_HEADERS.iter().any(|d| h.name.eq_ignore_ascii_case(d)))
+                .cloned()
+                .collect();
+            return Action::Forward(Forward {
+                node: n.id.clone(),
+                attempt: ex.attempts,
+                url: format!("{}{}", n.base_url, ex.target),
+                method: ex.method.clone(),
+                headers,
+                body,
+                connect_timeout_ms: n.timeouts.connect.as_millis(),
+                first_byte_timeout_ms: n.timeouts.first_byte.as_millis(),
+                credential: n.api_key_env.clone(),
+            });
+        }
+        let Some(ex) = self.exchanges.remove(&id) else {
+            return Action::Done;
+        };
+        let error = self.exhausted(&ex);
+        let (status, mut headers, body) = error.to_response(Vec::new());
+        headers.extend(explain(&ex, "-"));
+        Action::Respond { status, headers, body }
+    }
+
+    fn exhausted(&self, ex: &Exchange) -> RouterError {
+        if ex.attempts == 0 {
+            return RouterError::AtCapacity;
+        }
+        let mut parts: Vec<String> =
+            ex.failures.iter().map(|(n, f)| format!("{}: {}", self.config.nodes[*n].id, f.describe())).collect();
+        parts.extend(ex.skipped_statuses.iter().map(|(n, s)| format!("{}: answered {s}", self.config.nodes[*n].id)));
+        let summary = parts.join("; ");
+        match ex.failures.last() {
+            Some((_, Failure::Timeout)) => RouterError::UpstreamTimeout(summary),
+            _ => RouterError::UpstreamFailed(summary),
+        }
+    }
+
+    fn on_response_head(&mut self, id: u64, status: u16, now_ms: u64) -> Action {
+        let Some(ex) = self.exchanges.get_mut(&id) else {
+            return Action::Done;
+        };
+        ex.last_activity_ms = now_ms;
+        let Some(node) = ex.holding else {
+            return Action::Done;
+        };
+        if status < 500 {
+            self.latency.observe(node, now_ms.saturating_sub(ex.sent_ms).saturating_mul(1000));
+        }
+        let retryable = matches!(status, 502..=504);
+        let more = ex.chain[ex.next..]
+            .iter()
+            .any(|(n, _)| self.config.nodes[*n].max_concurrent.is_none_or(|max| self.in_flight[*n] < max));
+        if retryable && more {
+            ex.skipped_statuses.push((node, status));
+            ex.holding = None;
+            self.release(Some(node));
+            return self.next_attempt(id, now_ms);
+        }
+        Action::Deliver { headers: explain(ex, &self.config.nodes[node].id) }
+    }
+
+    fn on_origin_failed(&mut self, id: u64, failure: Failure, now_ms: u64) -> Action {
+        let Some(ex) = self.exchanges.get_mut(&id) else {
+            return Action::Done;
+        };
+        ex.last_activity_ms = now_ms;
+        let held = ex.holding.take();
+        if let Some(node) = held {
+            ex.failures.push((node, failure));
+        }
+        self.release(held);
+        self.next_attempt(id, now_ms)
+    }
+
+    fn release(&mut self, node: Option<usize>) {
+        if let Some(n) = node
+            && let Some(c) = self.in_flight.get_mut(n)
+        {
+            *c = c.saturating_sub(1);
+        }
+    }
+}
+
+fn presented_key_of(headers: &[Header]) -> Option<&[u8]> {
+    presented_key(headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())))
+}
+
+fn header_str<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(&h.value).ok())
+}
+
+fn country_str(country: Option<Country>) -> String {
+    country.map_or_else(|| "XX".to_string(), |c| c.to_string())
+}
+
+fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
+    let country = country_str(ex.country);
+    Explanation { node, rule: &ex.label, attempts: ex.attempts, country: &country }.headers()
+}
+
+/// The router's own answer to a request it will not forward.
+fn refusal(error: &RouterError, label: &str, country: Option<Country>) -> Action {
+    let country = country_str(country);
+    let extra = Explanation { node: "-", rule: label, attempts: 0, country: &country }.headers();
+    let (status, headers, body) = error.to_response(extra);
+    Action::Respond { status, headers, body }
+}

@@ -1,0 +1,89 @@
+//! The core-module ABI the native host calls (see `docs/abi.md`).
+//!
+//! The module is single-threaded and owns two buffers: the host asks for an
+//! input buffer of a given size with `er_input`, writes a postcard-encoded
+//! message into it, and calls `er_configure` or `er_handle` with its length.
+//! The answer is written to an output buffer owned by the module and returned
+//! as `(ptr << 32) | len`; it stays valid until the next call.
+
+use std::cell::RefCell;
+
+use crate::config::RouterConfig;
+use crate::error::RouterError;
+use crate::machine::Router;
+use crate::wire::{Action, Configured, Event};
+
+struct Module {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    router: Option<Router>,
+}
+
+thread_local! {
+    static MODULE: RefCell<Module> = const { RefCell::new(Module { input: Vec::new(), output: Vec::new(), router: None }) };
+}
+
+/// ABI version; the host refuses a module whose version it does not know.
+#[unsafe(no_mangle)]
+pub extern "C" fn er_abi_version() -> u32 {
+    1
+}
+
+/// Returns a pointer to an input buffer of at least `len` bytes.
+#[unsafe(no_mangle)]
+pub extern "C" fn er_input(len: u32) -> *mut u8 {
+    MODULE.with_borrow_mut(|m| {
+        m.input.clear();
+        m.input.resize(len as usize, 0);
+        m.input.as_mut_ptr()
+    })
+}
+
+fn reply<T: serde::Serialize>(m: &mut Module, value: &T) -> u64 {
+    m.output.clear();
+    // Encoding into a Vec cannot fail for these types; an empty output makes
+    // the host report a broken module rather than act on garbage.
+    if let Ok(bytes) = postcard::to_extend(value, std::mem::take(&mut m.output)) {
+        m.output = bytes;
+    }
+    ((m.output.as_ptr() as u64) << 32) | m.output.len() as u64
+}
+
+/// Input: postcard `(file_name, config_text)`. Output: postcard `Configured`.
+#[unsafe(no_mangle)]
+pub extern "C" fn er_configure(len: u32) -> u64 {
+    MODULE.with_borrow_mut(|m| {
+        let input = m.input.get(..len as usize).unwrap_or_default();
+        let result = match postcard::from_bytes::<(String, String)>(input) {
+            Err(e) => Configured::Refused(format!("malformed configure message: {e}")),
+            Ok((file, text)) => match RouterConfig::load(&file, &text) {
+                Err(errors) => Configured::Refused(errors.to_string()),
+                Ok(config) => {
+                    let (nodes, rules) = (config.nodes.len() as u32, config.rules.len() as u32);
+                    m.router = Some(Router::new(config));
+                    Configured::Ok { nodes, rules }
+                }
+            },
+        };
+        reply(m, &result)
+    })
+}
+
+/// Input: postcard `Event`. Output: postcard `Action`.
+#[unsafe(no_mangle)]
+pub extern "C" fn er_handle(len: u32) -> u64 {
+    MODULE.with_borrow_mut(|m| {
+        let input = m.input.get(..len as usize).unwrap_or_default();
+        let action = match (postcard::from_bytes::<Event>(input), m.router.as_mut()) {
+            (Ok(event), Some(router)) => router.handle(event),
+            (Err(e), _) => internal(format!("malformed event: {e}")),
+            (_, None) => internal("the module has no configuration".into()),
+        };
+        reply(m, &action)
+    })
+}
+
+fn internal(message: String) -> Action {
+    let (status, headers, body) = RouterError::Internal(message).to_response(Vec::new());
+    Action::Respond { status, headers, body }
+}

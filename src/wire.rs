@@ -1,0 +1,179 @@
+//! The messages that cross the wasm boundary: events in, actions out.
+//!
+//! Both the module and the host link this file, and messages are encoded
+//! with postcard, so the two sides cannot disagree on the format.
+//! `docs/abi.md` describes the exported functions that carry them.
+
+use serde::{Deserialize, Serialize};
+
+/// One header. Values are bytes: HTTP allows non-UTF-8 values and none may be lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Lower-case name.
+    pub name: String,
+    /// Raw value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+impl Header {
+    /// A header from text.
+    pub fn new(name: &str, value: &str) -> Self {
+        Self { name: name.to_string(), value: value.as_bytes().to_vec() }
+    }
+}
+
+/// The body of a client request as the host hands it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Read completely (bounded by `server.max_body_bytes`).
+    Buffered(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Left in the connection, to be streamed to the origin (passthrough paths).
+    Streamed,
+}
+
+/// Why an attempt failed before a response head arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    /// The connection (or TLS) could not be established; the origin saw nothing.
+    Connect,
+    /// No response head within the node's `first_byte` limit.
+    Timeout,
+    /// The connection broke after the request was sent.
+    Reset,
+}
+
+impl Failure {
+    /// A short description for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Connect => "connection failed",
+            Self::Timeout => "timed out before responding",
+            Self::Reset => "connection reset",
+        }
+    }
+}
+
+/// An input to the router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A client request arrived.
+    Request {
+        /// Host-chosen id, unique among requests in flight.
+        id: u64,
+        /// Method, e.g. `POST`.
+        method: String,
+        /// Path and query.
+        target: String,
+        /// Client headers.
+        headers: Vec<Header>,
+        /// ISO country from a trusted source, if any.
+        country: Option<String>,
+        /// The body.
+        body: RequestBody,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+        /// A uniformly random value for weighted choices.
+        random: u64,
+    },
+    /// The origin of the current attempt sent its response head.
+    ResponseHead {
+        /// Request id.
+        id: u64,
+        /// Status code.
+        status: u16,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
+    /// The current attempt failed before a response head.
+    OriginFailed {
+        /// Request id.
+        id: u64,
+        /// How.
+        failure: Failure,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
+    /// The exchange ended: the body was delivered, or the client went away.
+    Finished {
+        /// Request id.
+        id: u64,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
+    /// Time passes.
+    Tick {
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
+}
+
+/// What the host should send to an origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardBody {
+    /// The client's body unchanged (or its stream, for streamed bodies).
+    Original,
+    /// A rewritten body.
+    Replaced(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// A request to send to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// Node id.
+    pub node: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Absolute URL.
+    pub url: String,
+    /// Method.
+    pub method: String,
+    /// Headers to send (client keys removed; the host adds the origin key).
+    pub headers: Vec<Header>,
+    /// Body to send.
+    pub body: ForwardBody,
+    /// Connect limit.
+    pub connect_timeout_ms: u64,
+    /// Response-head limit.
+    pub first_byte_timeout_ms: u64,
+    /// Environment variable (or secret) whose value the host sends as `Authorization: Bearer`.
+    pub credential: Option<String>,
+}
+
+/// An output of the router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Answer the client with this response; the exchange is over.
+    Respond {
+        /// Status.
+        status: u16,
+        /// Headers.
+        headers: Vec<Header>,
+        /// Body.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// Send this request to a node (a first attempt or a fallback).
+    Forward(Forward),
+    /// Pass the origin's response to the client with these headers added, then report `Finished`.
+    Deliver {
+        /// Headers to add.
+        headers: Vec<Header>,
+    },
+    /// Nothing to do.
+    Done,
+}
+
+/// The result of configuring the module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Configured {
+    /// Accepted.
+    Ok {
+        /// Number of nodes.
+        nodes: u32,
+        /// Number of rules.
+        rules: u32,
+    },
+    /// Refused; the previous config (if any) stays in force.
+    Refused(String),
+}
