@@ -16,7 +16,7 @@ use crate::config::RouterConfig;
 use crate::error::{Explanation, RouterError};
 use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, permits};
-use crate::model::{ModelChoice, choose_model, rewrite_body, serves};
+use crate::model::{ModelChoice, Reached, choose_model, rewrite_body, serves};
 use crate::wire::{Action, Event, Failure, Forward, ForwardBody, Header, RequestBody};
 
 /// An exchange silent for this long is assumed abandoned by its host and its
@@ -221,28 +221,28 @@ impl Router {
     /// Picks the rule (or default strategy) and orders its nodes.
     fn plan(&self, facts: &RequestFacts, random: u64) -> (String, Vec<(usize, ModelChoice)>) {
         let cfg = &self.config;
-        let (label, candidates, fallback, strategy, via_rule) =
-            match cfg.rules.iter().find(|r| r.matcher.matches(facts)) {
-                Some(rule) => {
-                    (rule.label.clone(), rule.candidates.clone(), rule.fallback.as_slice(), rule.strategy, true)
-                }
-                None => {
-                    let serving: Vec<usize> =
-                        (0..cfg.nodes.len()).filter(|&i| serves(&cfg.nodes[i], facts.model.as_deref())).collect();
-                    (
-                        format!("strategy:{}", cfg.default_strategy_name.as_str()),
-                        serving,
-                        &[][..],
-                        cfg.default_strategy,
-                        false,
-                    )
-                }
-            };
+        let (label, candidates, fallback, strategy, primary) = match cfg.rules.iter().find(|r| r.matcher.matches(facts))
+        {
+            Some(rule) => (
+                rule.label.clone(),
+                rule.candidates.clone(),
+                rule.fallback.as_slice(),
+                rule.strategy,
+                Reached::RuleTarget,
+            ),
+            None => {
+                let serving: Vec<usize> =
+                    (0..cfg.nodes.len()).filter(|&i| serves(&cfg.nodes[i], facts.model.as_deref())).collect();
+                let label = format!("strategy:{}", cfg.default_strategy_name.as_str());
+                (label, serving, &[][..], cfg.default_strategy, Reached::Default)
+            }
+        };
         let ordered = self.order(strategy, &candidates, random);
         let chain = ordered
             .into_iter()
-            .chain(fallback.iter().copied())
-            .map(|n| (n, choose_model(&cfg.nodes[n], facts, &cfg.model_routing, via_rule)))
+            .map(|n| (n, primary))
+            .chain(fallback.iter().map(|&n| (n, Reached::RuleFallback)))
+            .map(|(n, reached)| (n, choose_model(&cfg.nodes[n], facts, &cfg.model_routing, reached)))
             .filter(|(_, m)| *m != ModelChoice::Unsuitable)
             .collect();
         (label, chain)
@@ -417,4 +417,141 @@ fn refusal(error: &RouterError, label: &str, country: Option<Country>) -> Action
     let extra = Explanation { node: "-", rule: label, attempts: 0, country: &country }.headers();
     let (status, headers, body) = error.to_response(extra);
     Action::Respond { status, headers, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::{Just, Strategy as _, any, prop, prop_assert, prop_oneof, proptest};
+
+    use super::*;
+
+    fn router(yaml: &str) -> Router {
+        Router::new(RouterConfig::load("t.yaml", yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")))
+    }
+
+    fn request(id: u64, country: &str, model: &str, random: u64) -> Event {
+        let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+        Event::Request {
+            id,
+            method: "POST".into(),
+            target: "/v1/chat/completions".into(),
+            headers: vec![Header::new("content-type", "application/json")],
+            country: Some(country.into()),
+            body: RequestBody::Buffered(body.into_bytes()),
+            now_ms: 1_000,
+            random,
+        }
+    }
+
+    fn forwarded(action: &Action) -> Option<&str> {
+        match action {
+            Action::Forward(f) => Some(f.node.as_str()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn finishing_releases_the_capacity_slot() {
+        let mut r = router("nodes:\n  - {id: a, type: local, host: \"http://a\", max_concurrent: 1}\n");
+        assert_eq!(forwarded(&r.handle(request(1, "US", "m", 0))), Some("a"));
+        assert_eq!(r.in_flight(), &[1]);
+        let Action::Respond { status, .. } = r.handle(request(2, "US", "m", 0)) else { panic!("expected a refusal") };
+        assert_eq!(status, 429);
+        assert!(matches!(r.handle(Event::ResponseHead { id: 1, status: 200, now_ms: 1_050 }), Action::Deliver { .. }));
+        r.handle(Event::Finished { id: 1, now_ms: 1_100 });
+        assert_eq!((r.in_flight(), r.open_exchanges()), (&[0][..], 0));
+    }
+
+    #[test]
+    fn abandoned_exchanges_are_reaped_on_tick() {
+        let mut r = router("nodes:\n  - {id: a, type: local, host: \"http://a\"}\n");
+        r.handle(request(1, "US", "m", 0));
+        r.handle(Event::Tick { now_ms: 1_000 + ABANDONED_AFTER_MS });
+        assert_eq!(r.open_exchanges(), 1, "not yet abandoned");
+        r.handle(Event::Tick { now_ms: 1_001 + ABANDONED_AFTER_MS });
+        assert_eq!((r.open_exchanges(), r.in_flight()), (0, &[0][..]));
+    }
+
+    #[test]
+    fn forwarded_headers_drop_client_keys_and_hop_by_hop_headers() {
+        let mut r = router("nodes:\n  - {id: a, type: local, host: \"http://a/base\", api_key_env: A_KEY}\n");
+        let Event::Request { id, method, target, country, body, now_ms, random, .. } = request(1, "US", "m", 0) else {
+            unreachable!()
+        };
+        let headers = vec![
+            Header::new("authorization", "Bearer client"),
+            Header::new("x-api-key", "client"),
+            Header::new("connection", "keep-alive"),
+            Header::new("x-trace", "t1"),
+        ];
+        let event = Event::Request { id, method, target, headers, country, body, now_ms, random };
+        let Action::Forward(f) = r.handle(event) else { panic!("expected a forward") };
+        let names: Vec<&str> = f.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["x-trace"]);
+        assert_eq!(f.url, "http://a/base/v1/chat/completions");
+        assert_eq!(f.credential.as_deref(), Some("A_KEY"));
+    }
+
+    const RESIDENCIES: [&str; 4] = ["EU", "US", "global", ""];
+    const COUNTRIES: [&str; 5] = ["DE", "FR", "US", "JP", "BR"];
+
+    /// Node residencies, rules as (target, fallbacks), client country, attempt outcomes, random.
+    type Scenario = (Vec<usize>, Vec<(usize, Vec<usize>)>, usize, Vec<u8>, u64);
+
+    /// A fleet, rules over it, and what each attempt meets.
+    fn scenario() -> impl proptest::strategy::Strategy<Value = Scenario> {
+        (1usize..7).prop_flat_map(|n| {
+            (
+                prop::collection::vec(0..RESIDENCIES.len(), n),
+                prop::collection::vec((0..n, prop::collection::vec(0..n, 0..4)), 0..3),
+                0..COUNTRIES.len(),
+                // 0: refused, 1: timeout, 2: 503, 3: 200
+                prop::collection::vec(prop_oneof![Just(0u8), Just(1), Just(2), Just(3)], 8),
+                any::<u64>(),
+            )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn no_attempt_ever_leaves_the_requests_jurisdiction(
+            (residencies, rules, country, outcomes, random) in scenario()
+        ) {
+            let mut yaml = String::from("residency:\n  jurisdictions: {EU: [\"@EU\"], US: [US]}\nnodes:\n");
+            for (i, r) in residencies.iter().enumerate() {
+                let res = RESIDENCIES[*r];
+                let field = if res.is_empty() { String::new() } else { format!(", data_residency: {res}") };
+                yaml += &format!("  - {{id: n{i}, type: cloud, host: \"http://n{i}\", weight: {}{field}}}\n", i + 1);
+            }
+            yaml += if rules.is_empty() { "routing:\n  default: weighted\n  rules: []\n" } else { "routing:\n  default: weighted\n  rules:\n" };
+            for (target, fallback) in &rules {
+                let fb: Vec<String> = fallback.iter().map(|f| format!("n{f}")).collect();
+                yaml += &format!("    - {{match: {{}}, target: n{target}, fallback: [{}]}}\n", fb.join(", "));
+            }
+            let mut r = router(&yaml);
+            let country = COUNTRIES[country];
+            let jurisdiction = match country { "DE" | "FR" => Some("EU"), "US" => Some("US"), _ => None };
+            let allowed = |node: &str| {
+                let i: usize = node[1..].parse().unwrap_or(usize::MAX);
+                let res = RESIDENCIES[residencies[i]];
+                jurisdiction.is_none_or(|j| res == j || res == "global")
+            };
+            let mut action = r.handle(request(7, country, "m", random));
+            for outcome in outcomes {
+                let Some(node) = forwarded(&action) else { break };
+                prop_assert!(allowed(node), "{country} request sent to {node}\n{yaml}");
+                action = match outcome {
+                    0 => r.handle(Event::OriginFailed { id: 7, failure: Failure::Connect, now_ms: 2_000 }),
+                    1 => r.handle(Event::OriginFailed { id: 7, failure: Failure::Timeout, now_ms: 2_000 }),
+                    2 => r.handle(Event::ResponseHead { id: 7, status: 503, now_ms: 2_000 }),
+                    _ => r.handle(Event::ResponseHead { id: 7, status: 200, now_ms: 2_000 }),
+                };
+            }
+            if let Action::Respond { status, .. } = &action {
+                prop_assert!([502, 503, 504].contains(status), "unexpected status {status}");
+            }
+            r.handle(Event::Finished { id: 7, now_ms: 3_000 });
+            prop_assert!(r.in_flight().iter().all(|&c| c == 0), "slots leaked: {:?}", r.in_flight());
+        }
+    }
 }

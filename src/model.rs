@@ -1,9 +1,11 @@
 //! Small-model routing: which model a node is asked for.
 //!
-//! `model: auto` lets the router choose, and a rule may send a request to a
-//! node advertising the `small_models` capability even though the client named
-//! a model that node does not serve. In both cases the request is rewritten to
-//! one of the node's models, which are listed smallest first:
+//! `model: auto` lets the router choose. A rule may also send a request to a
+//! node that does not serve the model the client named: a target advertising
+//! the `small_models` capability, or any node in the rule's `fallback` list
+//! (falling back from an on-prem Llama to a cloud API must ask the cloud for
+//! one of *its* models). In these cases the request is rewritten to one of the
+//! node's models, which are listed smallest first:
 //!
 //! - requests estimated at or below `model_routing.small_max_tokens`, whose
 //!   type is not in `model_routing.complex_types`, get the smallest model;
@@ -26,12 +28,27 @@ pub enum ModelChoice {
     Unsuitable,
 }
 
-/// Decides the model for `node`. `via_rule` is true when a rule chose the node,
-/// which is what allows rewriting on `small_models` nodes.
-pub fn choose_model(node: &Node, facts: &RequestFacts, cfg: &ModelRoutingConfig, via_rule: bool) -> ModelChoice {
+/// How a node came to be in a request's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// The default strategy picked it, among nodes serving the model.
+    Default,
+    /// It is (one of) a matching rule's target.
+    RuleTarget,
+    /// It is in a matching rule's `fallback` list.
+    RuleFallback,
+}
+
+/// Decides the model for `node`.
+pub fn choose_model(node: &Node, facts: &RequestFacts, cfg: &ModelRoutingConfig, reached: Reached) -> ModelChoice {
     let requested = facts.model.as_deref().unwrap_or_default();
     let auto = requested == AUTO;
-    if !auto && (node.models.iter().any(|m| m == requested) || !(via_rule && node.small_models)) {
+    let may_substitute = match reached {
+        Reached::Default => false,
+        Reached::RuleTarget => node.small_models,
+        Reached::RuleFallback => true,
+    };
+    if !auto && (node.models.iter().any(|m| m == requested) || !may_substitute) {
         return ModelChoice::Keep;
     }
     let simple = facts.estimated_tokens <= cfg.small_max_tokens && !cfg.complex_types.contains(&facts.request_type);
@@ -58,4 +75,82 @@ pub fn rewrite_body(body: &[u8], model: &str) -> Option<Vec<u8>> {
     let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
     value.insert("model".into(), serde_json::Value::String(model.into()));
     serde_json::to_vec(&value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+    use crate::config::{NodeTimeouts, NodeType};
+    use crate::facts::Endpoint;
+    use crate::geo::NodeResidency;
+
+    fn node(models: &[&str], small: bool) -> Node {
+        Node {
+            id: "n".into(),
+            node_type: NodeType::Edge,
+            base_url: "http://n".into(),
+            models: models.iter().map(|m| m.to_string()).collect(),
+            small_models: small,
+            max_concurrent: None,
+            priority: 0,
+            residency: NodeResidency::Global,
+            cost_per_1k_tokens: 0.0,
+            max_cost_per_day: None,
+            cache_ttl: None,
+            weight: 1.0,
+            api_key_env: None,
+            timeouts: NodeTimeouts::default(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    fn facts(model: &str, tokens: u64, kind: &str) -> RequestFacts {
+        RequestFacts {
+            endpoint: Endpoint::ChatCompletions,
+            model: Some(model.into()),
+            stream: false,
+            max_tokens: None,
+            prompt_tokens: tokens,
+            estimated_tokens: tokens,
+            request_type: kind.into(),
+            country: None,
+            principal: Principal::anonymous(),
+        }
+    }
+
+    #[test]
+    fn auto_picks_smallest_for_short_and_largest_for_long_or_complex() {
+        let cfg = ModelRoutingConfig::default();
+        let n = node(&["tiny", "mid", "big"], false);
+        let pick = |f| choose_model(&n, &f, &cfg, Reached::Default);
+        assert_eq!(pick(facts("auto", 100, "chat")), ModelChoice::Rewrite("tiny".into()));
+        assert_eq!(pick(facts("auto", 5000, "chat")), ModelChoice::Rewrite("big".into()));
+        assert_eq!(pick(facts("auto", 100, "complex_reasoning")), ModelChoice::Rewrite("big".into()));
+        assert_eq!(
+            choose_model(&node(&[], false), &facts("auto", 1, "chat"), &cfg, Reached::Default),
+            ModelChoice::Unsuitable
+        );
+    }
+
+    #[test]
+    fn named_models_are_substituted_only_on_small_model_targets_and_fallbacks() {
+        let cfg = ModelRoutingConfig::default();
+        let f = facts("gpt-4o", 100, "chat");
+        let plain = node(&["llama"], false);
+        let small = node(&["qwen-0.5b", "llama-3b"], true);
+        assert_eq!(choose_model(&plain, &f, &cfg, Reached::Default), ModelChoice::Keep);
+        assert_eq!(choose_model(&plain, &f, &cfg, Reached::RuleTarget), ModelChoice::Keep);
+        assert_eq!(choose_model(&plain, &f, &cfg, Reached::RuleFallback), ModelChoice::Rewrite("llama".into()));
+        assert_eq!(choose_model(&small, &f, &cfg, Reached::RuleTarget), ModelChoice::Rewrite("qwen-0.5b".into()));
+        let served = facts("llama-3b", 100, "chat");
+        assert_eq!(choose_model(&small, &served, &cfg, Reached::RuleTarget), ModelChoice::Keep);
+    }
+
+    #[test]
+    fn rewriting_keeps_every_other_field_in_order() {
+        let out = rewrite_body(br#"{"stream":true,"model":"auto","messages":[]}"#, "tiny").unwrap();
+        assert_eq!(out, br#"{"stream":true,"model":"tiny","messages":[]}"#.to_vec());
+        assert_eq!(rewrite_body(b"not json", "tiny"), None);
+    }
 }

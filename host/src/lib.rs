@@ -1,1 +1,43 @@
+//! The self-hosted edge box: runs the edge-router wasm module under wasmtime
+//! and does all I/O with tokio and hyper.
+//!
+//! The module decides; this crate carries bytes. See `docs/abi.md` for the
+//! boundary and `docs/edge-box.md` for running it.
 #![allow(clippy::disallowed_methods)]
+
+pub mod demo;
+pub mod module;
+pub mod origins;
+pub mod proxy;
+pub mod server;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use edge_router::RouterConfig;
+use tokio::net::TcpListener;
+
+pub use module::{RouterModule, WasmRouter};
+pub use server::ServerHandle;
+
+/// Loads `text` natively (for the host's own settings) and into the module,
+/// then serves on `listener`. A config the router refuses starts nothing.
+pub fn start(module: &RouterModule, file: &str, text: &str, listener: TcpListener) -> anyhow::Result<ServerHandle> {
+    let config = RouterConfig::load(file, text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let router = WasmRouter::new(module, file, text)?;
+    let shared = Arc::new(proxy::Shared::new(router, config)?);
+    server::serve(shared, listener).context("cannot serve")
+}
+
+/// Where the module is looked for when `--module` is not given.
+pub fn default_module_path() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("EDGE_ROUTER_MODULE") {
+        return p.into();
+    }
+    let beside_exe = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("edge_router.wasm")));
+    if let Some(p) = beside_exe.filter(|p| p.exists()) {
+        return p;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.join("target/wasm32-unknown-unknown/release/edge_router.wasm")
+}

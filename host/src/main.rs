@@ -1,2 +1,244 @@
+//! `edge-router`: the self-hosted edge box.
 #![allow(clippy::disallowed_methods)]
-fn main() {}
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edge_router::RouterConfig;
+use edge_router::config::Node;
+use edge_router::geo::NodeResidency;
+use edge_router_host::demo::{DemoFleet, control_server};
+use edge_router_host::{RouterModule, ServerHandle, default_module_path, start};
+use tokio::net::TcpListener;
+
+/// An edge router for OpenAI-compatible LLM traffic.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a config file.
+    Serve {
+        /// The config file (YAML or JSON).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Address to listen on; overrides `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// The router module (edge_router.wasm).
+        #[arg(long, env = "EDGE_ROUTER_MODULE")]
+        module: Option<PathBuf>,
+    },
+    /// Validate a config and print its routing table.
+    Check {
+        /// The config file (YAML or JSON).
+        file: PathBuf,
+    },
+    /// Run the router on a built-in example with demo origins, and print curl commands to try.
+    Demo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The router module (edge_router.wasm).
+        #[arg(long, env = "EDGE_ROUTER_MODULE")]
+        module: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of the config file.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDGE_ROUTER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { file } => check(&file),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&edge_router::config::json_schema()).unwrap_or_default());
+            Ok(())
+        }
+        Command::Serve { config, listen, module } => {
+            runtime().and_then(|rt| rt.block_on(serve(config, listen, module)))
+        }
+        Command::Demo { listen, module } => runtime().and_then(|rt| rt.block_on(demo(listen, module))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge-router: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn check(file: &PathBuf) -> anyhow::Result<()> {
+    let text = read(file)?;
+    let config = RouterConfig::load(&file.display().to_string(), &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    print!("{}", routing_table(&config));
+    Ok(())
+}
+
+fn residency(config: &RouterConfig, n: &Node) -> String {
+    match n.residency {
+        NodeResidency::Global => "global".into(),
+        NodeResidency::In(j) => config.residency.name(j).into(),
+        NodeResidency::Unspecified => "-".into(),
+    }
+}
+
+fn routing_table(config: &RouterConfig) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let name = if config.name.is_empty() { "(unnamed)" } else { &config.name };
+    let _ = writeln!(out, "config {name}: OK, {} nodes, {} rules", config.nodes.len(), config.rules.len());
+    let _ = writeln!(out, "\nnodes:");
+    let _ = writeln!(
+        out,
+        "  {:<18} {:<6} {:<9} {:>8} {:>8} {:>7}  {:<30} models",
+        "id", "type", "residency", "priority", "cost/1k", "max", "host"
+    );
+    for n in &config.nodes {
+        let max = n.max_concurrent.map_or_else(|| "-".to_string(), |m| m.to_string());
+        let _ = writeln!(
+            out,
+            "  {:<18} {:<6} {:<9} {:>8} {:>8} {:>7}  {:<30} {}",
+            n.id,
+            n.node_type.as_str(),
+            residency(config, n),
+            n.priority,
+            n.cost_per_1k_tokens,
+            max,
+            n.base_url,
+            n.models.join(", ")
+        );
+    }
+    let _ = writeln!(out, "\nrules (in evaluation order, first match wins):");
+    let ids = |list: &[usize]| list.iter().map(|&i| config.nodes[i].id.as_str()).collect::<Vec<_>>().join(", ");
+    for r in &config.rules {
+        let _ = writeln!(out, "  {:<20} {:?}", r.label, r.matcher);
+        let _ = write!(out, "  {:<20} -> [{}] by {:?}", "", ids(&r.candidates), r.strategy);
+        if !r.fallback.is_empty() {
+            let _ = write!(out, ", then [{}]", ids(&r.fallback));
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(
+        out,
+        "  {:<20} -> every node serving the model, by {}",
+        "(no match)",
+        config.default_strategy_name.as_str()
+    );
+    if let Some(p) = config.passthrough {
+        let _ = writeln!(out, "  {:<20} -> {}", "(other paths)", config.nodes[p].id);
+    }
+    for w in &config.warnings {
+        let _ = writeln!(out, "\nwarning: {}: {}", w.path, w.message);
+    }
+    out
+}
+
+fn load_module(path: Option<PathBuf>) -> anyhow::Result<RouterModule> {
+    let path = path.unwrap_or_else(default_module_path);
+    RouterModule::from_file(&path)
+}
+
+async fn serve(config: PathBuf, listen: Option<SocketAddr>, module: Option<PathBuf>) -> anyhow::Result<()> {
+    let module = load_module(module)?;
+    let text = read(&config)?;
+    let file = config.display().to_string();
+    let parsed = RouterConfig::load(&file, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let addr = listen.unwrap_or(parsed.listen);
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let handle = start(&module, &file, &text, listener)?;
+    tracing::info!("edge-router serving {} nodes on http://{}", parsed.nodes.len(), handle.addr());
+    wait_and_shut_down(handle, parsed.server.shutdown_grace.0).await
+}
+
+async fn wait_and_shut_down(handle: ServerHandle, grace: std::time::Duration) -> anyhow::Result<()> {
+    shutdown_signal().await;
+    tracing::info!("shutting down: letting requests in flight finish (up to {grace:?})");
+    handle.shutdown(grace).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn demo(listen: SocketAddr, module: Option<PathBuf>) -> anyhow::Result<()> {
+    let module = load_module(module)?;
+    let fleet = DemoFleet::start().await.context("cannot start the demo origins")?;
+    let config = fleet.config.clone();
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let handle = start(&module, "examples/demo.yaml", &config, listener)?;
+    let control = TcpListener::bind("127.0.0.1:0").await?;
+    let control_addr = control.local_addr()?;
+    let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
+    tokio::spawn(control_server(control, fleet.clone()));
+    print!("{}", demo_instructions(handle.addr(), control_addr, &*fleet.lock().await));
+    wait_and_shut_down(handle, std::time::Duration::from_secs(5)).await
+}
+
+fn demo_instructions(addr: SocketAddr, control: SocketAddr, fleet: &DemoFleet) -> String {
+    let base = format!("http://{addr}/v1/chat/completions");
+    let body = |model: &str, stream: bool| {
+        format!(r#"'{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"Say hello"}}]}}'"#)
+    };
+    let curl = |country: &str, model: &str, stream: bool| {
+        format!(
+            "curl -si {base} -H 'x-demo-country: {country}' -H 'content-type: application/json' -d {}",
+            body(model, stream)
+        )
+    };
+    let origins: Vec<String> =
+        fleet.origins.iter().map(|(id, o)| format!("  {id:<11} {} (demo origin)", o.url())).collect();
+    format!(
+        "edge-router demo: router on http://{addr}, demo origins answering canned completions:\n{}\n\n\
+         The country header x-demo-country is trusted from loopback in this demo only.\n\n\
+         1. Local route: an EU client asking for llama-3-8b is served on-prem (x-edge-node: local-gpu):\n   {}\n\n\
+         2. Cloud route: a US client asking for gpt-4o goes to the cheapest US-resident cloud (x-edge-node: cloud-us):\n   {}\n\n\
+         3. Small-model routing: model \"auto\" with a short prompt goes to the edge and is rewritten to its smallest model, streamed:\n   {}\n\n\
+         4. Geofence refusal: a client from KP gets 451 with a JSON error:\n   {}\n\n\
+         5. Fallback: stop the local origin, then repeat command 1; it is served by cloud-eu (x-edge-attempts: 2),\n   never by cloud-us, because EU data stays in the EU:\n   curl -X POST http://{control}/stop/local-gpu\n   {}\n   curl -X POST http://{control}/start/local-gpu\n\n\
+         Press Ctrl-C to stop.\n",
+        origins.join("\n"),
+        curl("DE", "llama-3-8b", false),
+        curl("US", "gpt-4o", false),
+        curl("FR", "auto", true).replace("curl -si", "curl -sNi"),
+        curl("KP", "gpt-4o", false),
+        curl("DE", "llama-3-8b", false),
+    )
+}

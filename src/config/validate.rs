@@ -397,7 +397,7 @@ impl Validator<'_> {
             });
         }
         // Stable: equal boosts keep file order.
-        rules.sort_by(|a, b| b.priority_boost.cmp(&a.priority_boost));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.priority_boost));
         if let Some(pos) = rules.iter().position(|r| r.matcher.is_catch_all())
             && pos + 1 < rules.len()
         {

@@ -1,0 +1,291 @@
+//! The request path: turn a client request into router events, carry out the
+//! router's actions, and stream the chosen origin's answer back.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use edge_router::RouterConfig;
+use edge_router::error::{Explanation, RouterError};
+use edge_router::facts::Endpoint;
+use edge_router::geo::Country;
+use edge_router::wire::{Action, Event, Failure, Forward, ForwardBody, Header, RequestBody};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::module::WasmRouter;
+use crate::origins::{BoxError, Origins, ProxyBody};
+
+/// Response headers an origin sends that concern only its own connection (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Everything a request needs, shared by all connections.
+pub struct Shared {
+    router: Mutex<WasmRouter>,
+    config: RouterConfig,
+    origins: Origins,
+    next_id: AtomicU64,
+    rng: AtomicU64,
+}
+
+impl Shared {
+    /// Shared state for a configured router.
+    pub fn new(router: WasmRouter, config: RouterConfig) -> anyhow::Result<Self> {
+        let origins = Origins::new(&config)?;
+        let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
+        Ok(Self { router: Mutex::new(router), config, origins, next_id: AtomicU64::new(1), rng: AtomicU64::new(seed) })
+    }
+
+    /// The configuration the host runs with.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    fn event(&self, event: &Event) -> Action {
+        let result = match self.router.lock() {
+            Ok(mut r) => r.handle(event),
+            Err(poisoned) => poisoned.into_inner().handle(event),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::error!("router module call failed: {e:#}");
+            let (status, headers, body) =
+                RouterError::Internal("the routing module failed".into()).to_response(Vec::new());
+            Action::Respond { status, headers, body }
+        })
+    }
+
+    fn finished(&self, id: u64) {
+        self.event(&Event::Finished { id, now_ms: now_ms() });
+    }
+
+    fn random(&self) -> u64 {
+        // SplitMix64 over a shared counter: cheap, lock-free, uniform enough for weighted choice.
+        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The client's country, believed only from a trusted proxy's header.
+fn client_country(headers: &HeaderMap, peer: IpAddr, config: &RouterConfig) -> Option<Country> {
+    let name = config.server.country_header.as_deref()?;
+    if !config.trusted_proxies.iter().any(|b| b.contains(peer)) {
+        return None;
+    }
+    headers.get(name).and_then(|v| v.to_str().ok()).and_then(Country::parse)
+}
+
+/// Handles one client request.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+    let config = &shared.config;
+    let country = client_country(req.headers(), peer, config);
+    let (parts, incoming) = req.into_parts();
+    let endpoint = Endpoint::classify(parts.method.as_str(), path_and_query(&parts.uri));
+    let limit = config.server.max_body_bytes;
+
+    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return host_error(&RouterError::PayloadTooLarge { limit }, country);
+    }
+    let (body, mut stream) = if endpoint == Endpoint::Other && declared != Some(0) && has_body(&parts.headers) {
+        (RequestBody::Streamed, Some(incoming))
+    } else {
+        match read_body(incoming, limit, config.server.client_timeout.0).await {
+            Ok(bytes) => (RequestBody::Buffered(bytes.to_vec()), None),
+            Err(e) => return host_error(&e, country),
+        }
+    };
+    let original = match &body {
+        RequestBody::Buffered(b) => Bytes::copy_from_slice(b),
+        RequestBody::Streamed => Bytes::new(),
+    };
+
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let guard = FinishOnDrop { shared: shared.clone(), id };
+    let country_header = config.server.country_header.as_deref();
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| country_header.is_none_or(|c| !n.as_str().eq_ignore_ascii_case(c)))
+        .map(|(n, v)| Header { name: n.as_str().to_string(), value: v.as_bytes().to_vec() })
+        .collect();
+    let mut action = shared.event(&Event::Request {
+        id,
+        method: parts.method.as_str().to_string(),
+        target: path_and_query(&parts.uri).to_string(),
+        headers,
+        country: country.map(|c| c.to_string()),
+        body,
+        now_ms: now_ms(),
+        random: shared.random(),
+    });
+
+    loop {
+        let forward = match action {
+            Action::Respond { status, headers, body } => return respond(status, &headers, Bytes::from(body)),
+            Action::Forward(f) => f,
+            Action::Deliver { .. } | Action::Done => {
+                let e = RouterError::Internal("the router gave no answer for this request".into());
+                return host_error(&e, country);
+            }
+        };
+        let outcome = send(&shared, &forward, &original, &mut stream).await;
+        action = match outcome {
+            Ok(resp) => {
+                let head = Event::ResponseHead { id, status: resp.status().as_u16(), now_ms: now_ms() };
+                match shared.event(&head) {
+                    Action::Deliver { headers } => return deliver(resp, &headers, guard),
+                    other => other,
+                }
+            }
+            Err(failure) => {
+                tracing::debug!(node = %forward.node, attempt = forward.attempt, "origin failed: {}", failure.describe());
+                shared.event(&Event::OriginFailed { id, failure, now_ms: now_ms() })
+            }
+        };
+    }
+}
+
+fn path_and_query(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::CONTENT_LENGTH) || headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
+async fn read_body(body: Incoming, limit: u64, within: Duration) -> Result<Bytes, RouterError> {
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout(within, limited.collect()).await {
+        Err(_) => Err(RouterError::ClientTimeout(format!("{}s", within.as_secs()))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(RouterError::PayloadTooLarge { limit }),
+        Ok(Err(e)) => Err(RouterError::BadRequest(format!("the request body could not be read: {e}"))),
+    }
+}
+
+async fn send(
+    shared: &Shared,
+    f: &Forward,
+    original: &Bytes,
+    stream: &mut Option<Incoming>,
+) -> Result<Response<Incoming>, Failure> {
+    let Some(client) = shared.origins.client(&f.node) else {
+        return Err(Failure::Connect);
+    };
+    let body: ProxyBody = match &f.body {
+        ForwardBody::Replaced(b) => full(Bytes::from(b.clone())),
+        ForwardBody::Original => match stream.take() {
+            Some(incoming) => {
+                let limit = usize::try_from(shared.config.server.max_body_bytes).unwrap_or(usize::MAX);
+                Limited::new(incoming, limit).boxed()
+            }
+            None => full(original.clone()),
+        },
+    };
+    let mut req = Request::builder().method(f.method.as_str()).uri(&f.url).body(body).map_err(|_| Failure::Connect)?;
+    let headers = req.headers_mut();
+    for h in &f.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value)) {
+            headers.append(n, v);
+        }
+    }
+    if let Some(value) = f.credential.as_deref().and_then(|c| shared.origins.credential(c)) {
+        headers.insert(http::header::AUTHORIZATION, value.clone());
+    }
+    match tokio::time::timeout(Duration::from_millis(f.first_byte_timeout_ms), client.request(req)).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
+        Ok(Err(_)) => Err(Failure::Reset),
+    }
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn respond(status: u16, headers: &[Header], body: Bytes) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    set_headers(resp.headers_mut(), headers);
+    resp
+}
+
+fn set_headers(map: &mut HeaderMap, headers: &[Header]) {
+    for h in headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value)) {
+            map.insert(n, v);
+        }
+    }
+}
+
+/// An error the host answers itself (before the router saw the request).
+pub fn host_error(error: &RouterError, country: Option<Country>) -> Response<ProxyBody> {
+    let country = country.map_or_else(|| "XX".to_string(), |c| c.to_string());
+    let extra = Explanation { node: "-", rule: "-", attempts: 0, country: &country }.headers();
+    let (status, headers, body) = error.to_response(extra);
+    respond(status, &headers, Bytes::from(body))
+}
+
+fn deliver(resp: Response<Incoming>, headers: &[Header], finish: FinishOnDrop) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    for name in HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    set_headers(&mut parts.headers, headers);
+    Response::from_parts(parts, Tracked { inner: body, finish: Some(finish) }.boxed())
+}
+
+/// Tells the router an exchange is over when dropped: after the response
+/// body ended, or when the client went away at any point before.
+struct FinishOnDrop {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.shared.finished(self.id);
+    }
+}
+
+/// An origin response body passed through frame by frame, so SSE chunks
+/// reach the client as they arrive. The exchange finishes at its end.
+struct Tracked {
+    inner: Incoming,
+    finish: Option<FinishOnDrop>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.finish = None;
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,85 @@
+//! Accepting connections and shutting down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::proxy::{Shared, handle};
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<Duration>>,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests and streams run for up to
+    /// `grace`, then closes what is left. Returns when done.
+    pub async fn shutdown(mut self, grace: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(grace);
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Serves `shared` on `listener` until shut down.
+pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<ServerHandle> {
+    let addr = listener.local_addr()?;
+    let (stop_tx, mut stop_rx) = oneshot::channel::<Duration>();
+    let client_timeout = shared.config().server.client_timeout.0;
+    let task = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        let grace = loop {
+            tokio::select! {
+                grace = &mut stop_rx => break grace.unwrap_or(Duration::ZERO),
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of descriptors and the like: back off instead of spinning.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    let service = service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(shared, req, peer.ip()).await) }
+                    });
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(client_timeout)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!("connection from {peer} ended: {e}");
+                        }
+                    });
+                }
+            }
+        };
+        drop(listener);
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("shutdown grace of {grace:?} ran out; closing the remaining connections");
+        }
+    });
+    Ok(ServerHandle { addr, stop: Some(stop_tx), task })
+}

@@ -1,0 +1,126 @@
+//! Bad input gets a clear error; secrets stay where they belong; other paths pass through.
+
+use edge_router_e2e::{TestRouter, chat_body, sha256_hex};
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+async fn ok_origin() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_body_json(json!({}))).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn one_node(o: &MockServer, extra: &str) -> String {
+    format!("{extra}nodes:\n  - {{id: n, type: cloud, host: \"{}\", api_key_env: E2E_ORIGIN_KEY}}\n", o.uri())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_a_400_in_openai_error_shape() {
+    let o = ok_origin().await;
+    let r = TestRouter::new(&one_node(&o, "")).await;
+    for (body, needle) in [
+        ("{\"model\": \"m\", \"messages\": [", "not valid JSON"),
+        ("{\"model\": \"m\", \"stream\": \"yes\"}", "expected shape"),
+        ("{\"messages\": []}", "needs a `model`"),
+        ("", "not valid JSON"),
+    ] {
+        let reply = r.request("POST", "/v1/chat/completions", &[("content-type", "application/json")], body).await;
+        assert_eq!(reply.status, 400, "{body}");
+        let err = &reply.json()["error"];
+        assert_eq!(err["type"], "invalid_request_error");
+        assert!(err["message"].as_str().unwrap_or_default().contains(needle), "{body}: {err}");
+        assert_eq!(reply.header("x-edge-attempts"), "0");
+    }
+    assert!(o.received_requests().await.unwrap_or_default().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_bodies_get_413_whether_declared_or_chunked() {
+    let o = ok_origin().await;
+    let r = TestRouter::new(&one_node(&o, "server:\n  max_body_bytes: 1000\n")).await;
+    let big = chat_body("m", 400).to_string();
+    let reply = r.request("POST", "/v1/chat/completions", &[], &big).await;
+    assert_eq!((reply.status, reply.json()["error"]["type"].as_str()), (413, Some("request_too_large")));
+
+    // Without a content-length the limit is enforced while reading.
+    let chunked = r.request("POST", "/v1/chat/completions", &[("transfer-encoding", "chunked")], &big).await;
+    assert_eq!(chunked.status, 413);
+    let fits = r.request("POST", "/v1/chat/completions", &[], &chat_body("m", 10).to_string()).await;
+    assert_eq!(fits.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_keys_are_never_forwarded_and_origin_keys_are_added() {
+    // SAFETY: set before the router starts; no other test reads this variable.
+    unsafe { std::env::set_var("E2E_ORIGIN_KEY", "origin-secret") };
+    let o = ok_origin().await;
+    let key = sha256_hex("sk-client");
+    let auth = format!("auth:\n  required: true\n  keys: [{{sha256: \"{key}\", tenant: t1}}]\n");
+    let r = TestRouter::new(&one_node(&o, &auth)).await;
+
+    let denied = r.chat_with("US", &chat_body("m", 3), &[("authorization", "Bearer sk-wrong")]).await;
+    assert_eq!((denied.status, denied.json()["error"]["type"].as_str()), (401, Some("authentication_error")));
+    assert!(!String::from_utf8_lossy(&denied.body).contains("sk-wrong"), "keys are not echoed");
+
+    let ok = r
+        .chat_with("US", &chat_body("m", 3), &[("authorization", "Bearer sk-client"), ("x-api-key", "sk-client")])
+        .await;
+    assert_eq!(ok.status, 200);
+    let sent = &o.received_requests().await.unwrap_or_default()[0];
+    assert_eq!(sent.headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer origin-secret"));
+    assert!(sent.headers.get("x-api-key").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_paths_pass_through_to_the_configured_node_or_get_404() {
+    let o = ok_origin().await;
+    let r = TestRouter::new(&format!("{}routing:\n  passthrough: n\n", one_node(&o, ""))).await;
+    let reply = r.request("GET", "/v1/models", &[], "").await;
+    assert_eq!((reply.status, reply.node(), reply.header("x-edge-rule")), (200, "n", "passthrough"));
+    assert_eq!(reply.json(), json!({"data": []}));
+
+    let r = TestRouter::new(&one_node(&o, "")).await;
+    let reply = r.request("GET", "/v1/models", &[], "").await;
+    assert_eq!((reply.status, reply.json()["error"]["type"].as_str()), (404, Some("not_found_error")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_configs_are_refused_with_file_line_and_reason() {
+    let cases = [
+        (
+            "nodes:\n  - {id: a, type: cloud, host: \"http://x\", colour: red}\n",
+            "test.yaml:2:",
+            "unknown field `colour`",
+        ),
+        (
+            "nodes:\n  - {id: a, type: cloud, host: \"http://x\"}\nrouting:\n  rules:\n    - {match: {}, target: b}\n",
+            "test.yaml:5:",
+            "`b` is not the id of any node",
+        ),
+        (
+            "nodes:\n  - {id: a, type: cloud, host: \"http://x\"}\n  - {id: a, type: cloud, host: \"http://y\"}\n",
+            "test.yaml:3:",
+            "already used by the node on line 2",
+        ),
+        (
+            "nodes:\n  - id: a\n    type: cloud\n    host: \"http://x\"\n    cache_ttl: 5 minutes\n",
+            "test.yaml:5:",
+            "is not a duration",
+        ),
+        ("nodes:\n  - {id: a, type: cloud, host: \"ftp://x\"}\n", "test.yaml:2:", "scheme must be http or https"),
+        ("nodes: [\n", "test.yaml:", "not valid YAML"),
+    ];
+    for (config, location, reason) in cases {
+        let err = match TestRouter::start(config).await {
+            Ok(_) => panic!("accepted an invalid config:\n{config}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(location) && err.contains(reason), "expected {location} … {reason}, got: {err}");
+    }
+}
