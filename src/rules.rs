@@ -127,6 +127,41 @@ impl Matcher {
     }
 }
 
+impl std::fmt::Display for Matcher {
+    /// The conditions as a person would write them, e.g. `type=chat, tokens<1000, geo=DE|FR`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(t) = &self.request_type {
+            parts.push(format!("type={t}"));
+        }
+        if let Some(n) = self.min_tokens {
+            parts.push(format!("tokens>={n}"));
+        }
+        if let Some(n) = self.max_tokens {
+            parts.push(format!("tokens<={n}"));
+        }
+        if let Some(c) = self.estimated_tokens {
+            parts.push(match c {
+                TokenComparison::Less(n) => format!("tokens<{n}"),
+                TokenComparison::AtMost(n) => format!("tokens<={n}"),
+                TokenComparison::Greater(n) => format!("tokens>{n}"),
+                TokenComparison::AtLeast(n) => format!("tokens>={n}"),
+                TokenComparison::Equal(n) => format!("tokens={n}"),
+            });
+        }
+        if let Some(g) = &self.geo {
+            parts.push(format!("geo={}", g.iter().map(Country::as_str).collect::<Vec<_>>().join("|")));
+        }
+        if let Some(t) = &self.user_tier {
+            parts.push(format!("tier={}", t.join("|")));
+        }
+        if let Some(m) = &self.model {
+            parts.push(format!("model={}", m.join("|")));
+        }
+        if parts.is_empty() { f.write_str("(any request)") } else { f.write_str(&parts.join(", ")) }
+    }
+}
+
 /// A compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {

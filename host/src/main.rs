@@ -135,8 +135,8 @@ fn routing_table(config: &RouterConfig) -> String {
     let _ = writeln!(out, "\nrules (in evaluation order, first match wins):");
     let ids = |list: &[usize]| list.iter().map(|&i| config.nodes[i].id.as_str()).collect::<Vec<_>>().join(", ");
     for r in &config.rules {
-        let _ = writeln!(out, "  {:<20} {:?}", r.label, r.matcher);
-        let _ = write!(out, "  {:<20} -> [{}] by {:?}", "", ids(&r.candidates), r.strategy);
+        let _ = writeln!(out, "  {:<20} {}", r.label, r.matcher);
+        let _ = write!(out, "  {:<20} -> [{}] by {}", "", ids(&r.candidates), r.strategy.as_str());
         if !r.fallback.is_empty() {
             let _ = write!(out, ", then [{}]", ids(&r.fallback));
         }

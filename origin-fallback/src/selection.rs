@@ -20,6 +20,18 @@ pub enum Strategy {
     LatencyFirst,
 }
 
+impl Strategy {
+    /// The name used in configs and explanations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Priority => "priority",
+            Self::Weighted => "weighted",
+            Self::CostAware => "cost_aware",
+            Self::LatencyFirst => "latency_first",
+        }
+    }
+}
+
 /// What a strategy needs to know about one candidate node.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {

@@ -21,3 +21,65 @@ pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(ConfigFile);
     serde_json::to_value(schema).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> String {
+        let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn the_example_configs_load() {
+        let hybrid = RouterConfig::load("hybrid.yaml", &example("hybrid.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hybrid.nodes.len(), 5);
+        // The boosted vip rule is evaluated first.
+        assert_eq!(hybrid.rules[0].label, "vip-cloud");
+        assert!(hybrid.warnings.is_empty(), "{:?}", hybrid.warnings);
+        let demo = example("demo.yaml").replace("{{", "http://127.0.0.1:1/").replace("}}", "");
+        RouterConfig::load("demo.yaml", &demo).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn the_committed_json_schema_is_current() {
+        let committed: serde_json::Value = serde_json::from_str(&example("../config.schema.json")).unwrap_or_default();
+        assert_eq!(committed, json_schema(), "regenerate with `edge-router schema > config.schema.json`");
+    }
+
+    #[test]
+    fn json_configs_are_accepted_and_located_too() {
+        let ok = r#"{"nodes": [{"id": "a", "type": "cloud", "host": "http://a"}]}"#;
+        assert!(RouterConfig::load("c.json", ok).is_ok());
+        let bad = "{\n  \"nodes\": [\n    {\"id\": \"a\", \"type\": \"moon\", \"host\": \"http://a\"}\n  ]\n}";
+        let err = RouterConfig::load("c.json", bad).unwrap_err().to_string();
+        assert!(err.starts_with("c.json:3:") && err.contains("unknown variant `moon`"), "{err}");
+    }
+
+    #[test]
+    fn every_error_is_reported_not_just_the_first() {
+        let yaml = "nodes:\n  - {id: a, type: cloud, host: \"http://a\", weight: -1}\n  - {id: b, type: cloud, host: \"nope\"}\ngeofence:\n  deny: [Narnia]\n";
+        let err = RouterConfig::load("c.yaml", yaml).unwrap_err();
+        let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].starts_with("c.yaml:2:") && lines[0].contains("weight"), "{}", lines[0]);
+        assert!(lines[1].starts_with("c.yaml:3:") && lines[1].contains("needs a scheme"), "{}", lines[1]);
+        assert!(lines[2].starts_with("c.yaml:5:") && lines[2].contains("two-letter"), "{}", lines[2]);
+    }
+
+    #[test]
+    fn residency_mistakes_are_caught() {
+        let yaml = "residency:\n  jurisdictions: {EU: [\"@EU\"], DE-ONLY: [DE]}\nnodes:\n  - {id: a, type: cloud, host: \"http://a\", data_residency: EUROPE}\n";
+        let err = RouterConfig::load("c.yaml", yaml).unwrap_err().to_string();
+        assert!(err.contains("already in jurisdiction"), "{err}");
+        assert!(err.contains("`EUROPE` is neither `global` nor a jurisdiction"), "{err}");
+    }
+
+    #[test]
+    fn a_catch_all_rule_shadowing_later_rules_is_a_warning() {
+        let yaml = "nodes:\n  - {id: a, type: cloud, host: \"http://a\"}\nrouting:\n  rules:\n    - {match: {}, target: a}\n    - {name: never, match: {geo: DE}, target: a}\n";
+        let cfg = RouterConfig::load("c.yaml", yaml).unwrap();
+        assert!(cfg.warnings[0].message.contains("never can never match"), "{:?}", cfg.warnings);
+    }
+}

@@ -108,7 +108,9 @@ impl RouterConfig {
             compiled.warnings = v.warnings;
             Ok(compiled)
         } else {
-            Err(ConfigErrors(v.errors.iter().map(|(p, m)| positions.error(p, m.clone())).collect()))
+            let mut errors: Vec<_> = v.errors.iter().map(|(p, m)| positions.error(p, m.clone())).collect();
+            errors.sort_by_key(|e| (e.position.line, e.position.column));
+            Err(ConfigErrors(errors))
         }
     }
 
