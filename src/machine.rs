@@ -53,6 +53,8 @@ struct Exchange {
     next: usize,
     /// Node currently holding a capacity slot for this exchange.
     holding: Option<usize>,
+    /// The model the current attempt asked for, when it was rewritten.
+    rewritten_model: Option<String>,
     attempts: u32,
     label: String,
     country: Option<Country>,
@@ -188,6 +190,7 @@ impl Router {
             chain,
             next: 0,
             holding: None,
+            rewritten_model: None,
             attempts: 0,
             label,
             country,
@@ -302,10 +305,17 @@ impl Router {
             ex.sent_ms = now_ms;
             ex.last_activity_ms = now_ms;
             let body = match (&choice, &ex.body_for_rewrite) {
-                (ModelChoice::Rewrite(model), Some(original)) => {
-                    rewrite_body(original, model).map_or(ForwardBody::Original, ForwardBody::Replaced)
+                (ModelChoice::Rewrite(model), Some(original)) => match rewrite_body(original, model) {
+                    Some(rewritten) => {
+                        ex.rewritten_model = Some(model.clone());
+                        ForwardBody::Replaced(rewritten)
+                    }
+                    None => ForwardBody::Original,
+                },
+                _ => {
+                    ex.rewritten_model = None;
+                    ForwardBody::Original
                 }
-                _ => ForwardBody::Original,
             };
             let headers = ex
                 .headers
@@ -369,7 +379,11 @@ impl Router {
             self.release(Some(node));
             return self.next_attempt(id, now_ms);
         }
-        Action::Deliver { headers: explain(ex, &self.config.nodes[node].id) }
+        let mut headers = explain(ex, &self.config.nodes[node].id);
+        if let Some(model) = &ex.rewritten_model {
+            headers.push(Header::new("x-edge-model", model));
+        }
+        Action::Deliver { headers }
     }
 
     fn on_origin_failed(&mut self, id: u64, failure: Failure, now_ms: u64) -> Action {

@@ -14,6 +14,11 @@ use anyhow::{Context, anyhow, bail};
 use edge_router::wire::{Action, Configured, Event};
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
+/// wasmtime has its own error type; this keeps its full message in an anyhow error.
+fn w<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
+    result.map_err(|e| anyhow!("{e:?}"))
+}
+
 /// The ABI version this host speaks (see `docs/abi.md`).
 const ABI_VERSION: u32 = 1;
 /// How often the engine's epoch advances.
@@ -38,9 +43,8 @@ impl RouterModule {
     pub fn compile(wasm: &[u8]) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let engine = Engine::new(&config)?;
-        let module =
-            Module::new(&engine, wasm).map_err(anyhow::Error::from).context("the router module does not compile")?;
+        let engine = w(Engine::new(&config))?;
+        let module = w(Module::new(&engine, wasm)).context("the router module does not compile")?;
         let ticker = Arc::new(());
         let (alive, e) = (Arc::downgrade(&ticker), engine.clone());
         std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
@@ -123,10 +127,9 @@ fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
     let mut store = Store::new(&module.engine, limits);
     store.limiter(|l| l);
     store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-    let instance = Instance::new(&mut store, &module.module, &[])
-        .map_err(anyhow::Error::from)
-        .context("the router module does not instantiate")?;
-    let version: u32 = instance.get_typed_func::<(), u32>(&mut store, "er_abi_version")?.call(&mut store, ())?;
+    let instance =
+        w(Instance::new(&mut store, &module.module, &[])).context("the router module does not instantiate")?;
+    let version: u32 = w(w(instance.get_typed_func::<(), u32>(&mut store, "er_abi_version"))?.call(&mut store, ()))?;
     if version != ABI_VERSION {
         bail!("the router module speaks ABI version {version}, this host speaks {ABI_VERSION}");
     }
@@ -134,9 +137,9 @@ fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
         instance.get_memory(&mut store, "memory").ok_or_else(|| anyhow!("the router module exports no memory"))?;
     Ok(Live {
         memory,
-        input: instance.get_typed_func(&mut store, "er_input")?,
-        configure: instance.get_typed_func(&mut store, "er_configure")?,
-        handle: instance.get_typed_func(&mut store, "er_handle")?,
+        input: w(instance.get_typed_func(&mut store, "er_input"))?,
+        configure: w(instance.get_typed_func(&mut store, "er_configure"))?,
+        handle: w(instance.get_typed_func(&mut store, "er_handle"))?,
         store,
     })
 }
@@ -156,9 +159,9 @@ fn configure(live: &mut Live, file: &str, text: &str) -> anyhow::Result<()> {
 fn call(live: &mut Live, func: &TypedFunc<u32, u64>, input: &[u8]) -> anyhow::Result<(usize, usize)> {
     let len = u32::try_from(input.len()).context("message too large for the module")?;
     live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-    let ptr = live.input.call(&mut live.store, len)? as usize;
-    live.memory.write(&mut live.store, ptr, input)?;
+    let ptr = w(live.input.call(&mut live.store, len))? as usize;
+    live.memory.write(&mut live.store, ptr, input).map_err(|e| anyhow!("{e}"))?;
     live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-    let packed = func.call(&mut live.store, len)?;
+    let packed = w(func.call(&mut live.store, len))?;
     Ok(((packed >> 32) as usize, (packed & 0xffff_ffff) as usize))
 }

@@ -61,6 +61,11 @@ impl Shared {
         })
     }
 
+    /// Lets the router reap exchanges its host lost track of (see `Event::Tick`).
+    pub fn tick(&self) {
+        self.event(&Event::Tick { now_ms: now_ms() });
+    }
+
     fn finished(&self, id: u64) {
         self.event(&Event::Finished { id, now_ms: now_ms() });
     }

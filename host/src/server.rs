@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::proxy::{Shared, handle};
 
+/// How often the router is told the time when no request does it.
+const TICK_EVERY: Duration = Duration::from_secs(30);
+
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
@@ -42,6 +45,17 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
     let addr = listener.local_addr()?;
     let (stop_tx, mut stop_rx) = oneshot::channel::<Duration>();
     let client_timeout = shared.config().server.client_timeout.0;
+    let weak = Arc::downgrade(&shared);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(TICK_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            // The server owns the only strong reference: when it is gone, so is this task.
+            let Some(shared) = weak.upgrade() else { break };
+            shared.tick();
+        }
+    });
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         let grace = loop {

@@ -124,3 +124,20 @@ async fn invalid_configs_are_refused_with_file_line_and_reason() {
         assert!(err.contains(location) && err.contains(reason), "expected {location} … {reason}, got: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_its_body_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = ok_origin().await;
+    let r = TestRouter::new(&one_node(&o, "server:\n  client_timeout: 300ms\n")).await;
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"model\":";
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut reply)).await;
+    assert!(read.is_ok(), "the router must not wait forever for a stalled client");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(o.received_requests().await.unwrap_or_default().is_empty());
+}

@@ -176,7 +176,7 @@ async fn auto_and_small_model_targets_are_rewritten_to_a_served_model() {
     let r = TestRouter::new(&config).await;
 
     let reply = r.chat("US", &chat_body("auto", 20)).await;
-    assert_eq!((reply.status, reply.node()), (200, "edge-1"));
+    assert_eq!((reply.status, reply.node(), reply.header("x-edge-model")), (200, "edge-1", "tiny-0.5b"));
     assert_eq!(model_sent_to(&edge).await, "tiny-0.5b");
 
     let reply = r.chat("US", &chat_body("gpt-4o", 20)).await;
@@ -191,7 +191,12 @@ async fn auto_and_small_model_targets_are_rewritten_to_a_served_model() {
     // A served model passes unchanged, and the rest of the body is untouched.
     let mut body = chat_body("huge-70b", 3000);
     body["temperature"] = json!(0.2);
-    assert_eq!(r.chat("US", &body).await.node(), "big-1");
+    let reply = r.chat("US", &body).await;
+    assert_eq!(
+        (reply.node(), reply.header("x-edge-model")),
+        ("big-1", ""),
+        "no x-edge-model when nothing was rewritten"
+    );
     let sent: serde_json::Value =
         serde_json::from_slice(&big.received_requests().await.unwrap_or_default()[0].body).expect("json");
     assert_eq!(sent, body);
