@@ -86,7 +86,9 @@ cpu_ticks() { # sum utime+stime of the given pids (and their threads)
     read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14]))
   done; echo $t
 }
-nginx_pids() { pgrep -f "nginx.*$1" | tr '\n' ' '; }
+# nginx workers do not carry the config path in their command line: take the
+# master from its pid file and the workers as its children.
+nginx_pids() { local m; m=$(cat "$1/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')"; }
 
 measure() { # $1 name, $2 port, $3 pids to charge CPU to ("" for none)
   local before after out
@@ -137,7 +139,8 @@ for k in ('origin', 'nginx', 'router'):
     print(f"| {k} | {m['rps']:.0f} | {m['p50']:.0f} | {m['p99']:.0f} | {cpu} | {m['bad']} |")
 n, r = med['nginx'], med['router']
 print()
-print(f"router / nginx: req/s {r['rps']/n['rps']:.2f}× (bar ≥ 0.9×), CPU per request {r['cpu']/n['cpu']:.2f}× (bar ≤ 1.3×)")
+cpu_ratio = f"{r['cpu']/n['cpu']:.2f}×" if n['cpu'] else "n/a (nginx CPU not measured)"
+print(f"router / nginx: req/s {r['rps']/n['rps']:.2f}× (bar ≥ 0.9×), CPU per request {cpu_ratio} (bar ≤ 1.3×)")
 PY
 echo
 target/release/decision-cost examples/hybrid.yaml

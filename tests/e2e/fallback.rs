@@ -4,19 +4,18 @@
 
 use std::time::{Duration, Instant};
 
-use edge_router_e2e::{TestRouter, breaks_after_head_origin, chat_body, refused_addr, silent_origin};
+use edge_router_e2e::{TestRouter, breaks_after_head_origin, chat_body, json_origin, refused_addr, silent_origin};
 use http_body_util::BodyExt;
-use serde_json::json;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
-async fn answering(status: u16, delay: Duration) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(status).set_delay(delay).set_body_json(json!({"status": status})))
-        .mount(&server)
-        .await;
-    server
+/// Starts a request that holds the only slot of a slow `max_concurrent: 1` node
+/// for ~400 ms, and returns once it is in flight.
+async fn occupy(r: &std::sync::Arc<TestRouter>) -> tokio::task::JoinHandle<edge_router_e2e::Reply> {
+    let first = tokio::spawn({
+        let r = r.clone();
+        async move { r.chat("US", &chat_body("m", 5)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first
 }
 
 fn chain_config(primary: &str, backup: &str, first_byte: &str) -> String {
@@ -27,7 +26,7 @@ fn chain_config(primary: &str, backup: &str, first_byte: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_falls_back() {
-    let backup = answering(200, Duration::ZERO).await;
+    let backup = json_origin(200, Duration::ZERO).await;
     let r = TestRouter::new(&chain_config(&refused_addr().await, &backup.uri(), "5s")).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "2"));
@@ -36,7 +35,7 @@ async fn refused_connection_falls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_before_the_response_head_falls_back() {
-    let backup = answering(200, Duration::ZERO).await;
+    let backup = json_origin(200, Duration::ZERO).await;
     let r = TestRouter::new(&chain_config(&silent_origin().await, &backup.uri(), "300ms")).await;
     let start = Instant::now();
     let reply = r.chat("US", &chat_body("m", 5)).await;
@@ -46,14 +45,14 @@ async fn timeout_before_the_response_head_falls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_503_falls_back_and_other_errors_pass_through() {
-    let backup = answering(200, Duration::ZERO).await;
-    let unavailable = answering(503, Duration::ZERO).await;
+    let backup = json_origin(200, Duration::ZERO).await;
+    let unavailable = json_origin(503, Duration::ZERO).await;
     let r = TestRouter::new(&chain_config(&unavailable.uri(), &backup.uri(), "5s")).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "2"));
 
     // A 400 is the client's problem: no fallback, the origin's answer is passed on.
-    let bad = answering(400, Duration::ZERO).await;
+    let bad = json_origin(400, Duration::ZERO).await;
     let r = TestRouter::new(&chain_config(&bad.uri(), &backup.uri(), "5s")).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (400, "primary", "1"));
@@ -62,7 +61,7 @@ async fn status_503_falls_back_and_other_errors_pass_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_node_503_is_passed_on_and_all_refused_is_a_clear_502() {
-    let unavailable = answering(503, Duration::ZERO).await;
+    let unavailable = json_origin(503, Duration::ZERO).await;
     let r = TestRouter::new(&chain_config(&refused_addr().await, &unavailable.uri(), "5s")).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (503, "backup", "2"));
@@ -83,7 +82,7 @@ async fn last_node_503_is_passed_on_and_all_refused_is_a_clear_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_fallback_after_the_first_byte() {
-    let backup = answering(200, Duration::ZERO).await;
+    let backup = json_origin(200, Duration::ZERO).await;
     let r = TestRouter::new(&chain_config(&breaks_after_head_origin().await, &backup.uri(), "5s")).await;
     let resp = r
         .send("POST", "/v1/chat/completions", &[("content-type", "application/json")], &chat_body("m", 5).to_string())
@@ -97,19 +96,15 @@ async fn no_fallback_after_the_first_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_overflows_to_its_fallback_and_frees_its_slot() {
-    let primary = answering(200, Duration::from_millis(400)).await;
-    let backup = answering(200, Duration::ZERO).await;
+    let primary = json_origin(200, Duration::from_millis(400)).await;
+    let backup = json_origin(200, Duration::ZERO).await;
     let config = format!(
         "nodes:\n  - {{id: primary, type: local, host: \"{}\", max_concurrent: 1}}\n  - {{id: backup, type: cloud, host: \"{}\"}}\nrouting:\n  rules:\n    - {{match: {{}}, target: primary, fallback: [backup]}}\n",
         primary.uri(),
         backup.uri()
     );
     let r = std::sync::Arc::new(TestRouter::new(&config).await);
-    let first = tokio::spawn({
-        let r = r.clone();
-        async move { r.chat("US", &chat_body("m", 5)).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let first = occupy(&r).await;
     let second = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((second.node(), second.header("x-edge-attempts")), ("backup", "1"), "the full node was skipped");
     assert_eq!(first.await.expect("first").node(), "primary");
@@ -119,14 +114,10 @@ async fn a_full_node_overflows_to_its_fallback_and_frees_its_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_candidate_full_is_429_with_retry_after() {
-    let primary = answering(200, Duration::from_millis(400)).await;
+    let primary = json_origin(200, Duration::from_millis(400)).await;
     let config = format!("nodes:\n  - {{id: only, type: local, host: \"{}\", max_concurrent: 1}}\n", primary.uri());
     let r = std::sync::Arc::new(TestRouter::new(&config).await);
-    let first = tokio::spawn({
-        let r = r.clone();
-        async move { r.chat("US", &chat_body("m", 5)).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let first = occupy(&r).await;
     let second = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!(second.status, 429);
     assert_eq!(second.header("retry-after"), "1");

@@ -1,14 +1,10 @@
 //! Geofencing, residency and the trust placed in the country header.
 
-use edge_router_e2e::{TRUSTING_SERVER, TestRouter, chat_body, refused_addr};
-use serde_json::json;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use edge_router_e2e::{TRUSTING_SERVER, TestRouter, chat_body, json_origin, refused_addr};
+use wiremock::MockServer;
 
 async fn ok_origin() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_body_json(json!({}))).mount(&server).await;
-    server
+    json_origin(200, std::time::Duration::ZERO).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,12 @@
 //! Bad input gets a clear error; secrets stay where they belong; other paths pass through.
 
-use edge_router_e2e::{TestRouter, chat_body, sha256_hex};
+use edge_router_e2e::{TestRouter, chat_body, json_origin, sha256_hex};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 async fn ok_origin() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_body_json(json!({}))).mount(&server).await;
+    let server = json_origin(200, std::time::Duration::ZERO).await;
     Mock::given(method("GET"))
         .and(path("/v1/models"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))

@@ -149,52 +149,74 @@ pub async fn silent_origin() -> String {
     format!("http://{addr}")
 }
 
-/// An origin that sends a 200 head and part of a body, then drops the connection.
-pub async fn breaks_after_head_origin() -> String {
+/// A raw TCP origin: for each connection, reads the request (one read is
+/// enough for the small requests of these tests), then lets `respond` write.
+async fn raw_origin<F, Fut>(respond: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
+    let respond = std::sync::Arc::new(respond);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            let respond = respond.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 1000\r\n\r\ndata: partial\n\n";
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.flush().await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                respond(s).await;
             });
         }
     });
     format!("http://{addr}")
 }
 
+/// An origin that sends a 200 head and part of a body, then drops the connection.
+pub async fn breaks_after_head_origin() -> String {
+    raw_origin(|mut s| async move {
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 1000\r\n\r\ndata: partial\n\n";
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.flush().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await
+}
+
 /// An SSE origin that sends `chunks` events `gap` apart; returns its URL.
 pub async fn sse_origin(chunks: usize, gap: Duration) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                if s.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                for i in 0..chunks {
-                    let event = format!("data: {{\"n\":{i}}}\n\n");
-                    let chunk = format!("{:x}\r\n{event}\r\n", event.len());
-                    if s.write_all(chunk.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let _ = s.flush().await;
-                    tokio::time::sleep(gap).await;
-                }
-                let _ = s.write_all(b"0\r\n\r\n").await;
-            });
+    raw_origin(move |mut s| async move {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        if s.write_all(head.as_bytes()).await.is_err() {
+            return;
         }
-    });
-    format!("http://{addr}")
+        for i in 0..chunks {
+            let event = format!("data: {{\"n\":{i}}}\n\n");
+            let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+            if s.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+            let _ = s.flush().await;
+            tokio::time::sleep(gap).await;
+        }
+        let _ = s.write_all(b"0\r\n\r\n").await;
+    })
+    .await
+}
+
+/// A wiremock origin answering every POST with `status` and `{"status": status}` after `delay`.
+pub async fn json_origin(status: u16, delay: Duration) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(status)
+                .set_delay(delay)
+                .set_body_json(serde_json::json!({"status": status})),
+        )
+        .mount(&server)
+        .await;
+    server
 }
 
 /// Reads a body frame by frame, noting when each data frame arrived.
