@@ -96,6 +96,12 @@ pub fn parse_body(body: &[u8]) -> Result<BodyFacts, String> {
         max_tokens: Option<u64>,
         max_completion_tokens: Option<u64>,
     }
+    // serde also reads a struct from a JSON array of its fields; a body must be an object.
+    match body.trim_ascii_start().first() {
+        None => return Err("the request body is empty; it must be a JSON object".into()),
+        Some(b'{') => {}
+        Some(_) => return Err("the request body must be a JSON object".into()),
+    }
     let parsed: Body = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => format!("the request body does not have the expected shape: {e}"),
         _ => format!("the request body is not valid JSON: {e}"),
@@ -314,7 +320,8 @@ mod tests {
         assert!(parse_body(b"{\"model\": ").unwrap_err().contains("not valid JSON"));
         assert!(parse_body(br#"{"model":"m","stream":"yes"}"#).unwrap_err().contains("expected shape"));
         assert!(parse_body(br#"{"messages":"hi"}"#).unwrap_err().contains("expected shape"));
-        assert!(parse_body(b"[1,2]").is_err());
+        assert!(parse_body(b"[1,2]").unwrap_err().contains("JSON object"));
+        assert!(parse_body(br#"["auto",null,null,null,null,null,null]"#).is_err());
     }
 
     #[test]

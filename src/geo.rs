@@ -16,9 +16,11 @@ use crate::config::UnknownCountry;
 pub struct Country([u8; 2]);
 
 impl Country {
-    /// Parses two ASCII letters, in any case.
+    /// Parses two ASCII letters, in any case. `XX`, the code CDNs send when
+    /// they do not know the country, is unknown, not a country.
     pub fn parse(text: &str) -> Option<Self> {
         match text.trim().as_bytes() {
+            [a, b] if a.eq_ignore_ascii_case(&b'X') && b.eq_ignore_ascii_case(&b'X') => None,
             [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
                 Some(Self([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
             }
@@ -162,6 +164,7 @@ mod tests {
         assert_eq!(Country::parse("DEU"), None);
         assert_eq!(Country::parse("1A"), None);
         assert_eq!(Country::parse(""), None);
+        assert_eq!(Country::parse("xx"), None, "XX means unknown");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::RouterConfig;
 use crate::error::{Explanation, RouterError};
 use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, permits};
-use crate::model::{ModelChoice, Reached, choose_model, rewrite_body, serves};
+use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::{Action, Event, Failure, Forward, ForwardBody, Header, RequestBody};
 
 /// An exchange silent for this long is assumed abandoned by its host and its
@@ -26,7 +26,7 @@ const ABANDONED_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
 
 /// Headers never forwarded to an origin: hop-by-hop headers (RFC 9110 §7.6.1),
 /// headers the host sets itself, and the client's own credentials.
-const DROPPED_REQUEST_HEADERS: [&str; 12] = [
+const DROPPED_REQUEST_HEADERS: [&str; 13] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -39,7 +39,28 @@ const DROPPED_REQUEST_HEADERS: [&str; 12] = [
     "content-length",
     "authorization",
     "x-api-key",
+    "api-key",
 ];
+
+/// The client headers an origin may see: without hop-by-hop headers, the
+/// headers a `Connection` header names (RFC 9110 §7.6.1), and client keys.
+fn forwardable(headers: &[Header]) -> Vec<Header> {
+    let named_by_connection: Vec<String> = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| {
+            String::from_utf8_lossy(&h.value).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>()
+        })
+        .collect();
+    headers
+        .iter()
+        .filter(|h| {
+            !DROPPED_REQUEST_HEADERS.iter().any(|d| h.name.eq_ignore_ascii_case(d))
+                && !named_by_connection.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+        })
+        .cloned()
+        .collect()
+}
 
 /// One client request on its way through the fallback chain.
 #[derive(Debug)]
@@ -58,8 +79,6 @@ struct Exchange {
     attempts: u32,
     label: String,
     country: Option<Country>,
-    /// The client body, kept only when some node needs it rewritten.
-    body_for_rewrite: Option<Vec<u8>>,
     /// When the current attempt was sent.
     sent_ms: u64,
     last_activity_ms: u64,
@@ -156,14 +175,14 @@ impl Router {
         let jurisdiction = self.config.residency.jurisdiction_of(country);
         let endpoint = Endpoint::classify(&method, &target);
 
-        let (label, chain, body_for_rewrite) = if endpoint == Endpoint::Other {
+        let (label, chain) = if endpoint == Endpoint::Other {
             let Some(node) = self.config.passthrough else {
                 let path = target.split('?').next().unwrap_or_default().to_string();
                 return refuse(RouterError::NoRoute { method, path }, "passthrough");
             };
             let chain = vec![(node, ModelChoice::Keep)];
             match self.residency_filter(chain, jurisdiction) {
-                Ok(chain) => ("passthrough".to_string(), chain, None),
+                Ok(chain) => ("passthrough".to_string(), chain),
                 Err(e) => return refuse(e, "passthrough"),
             }
         } else {
@@ -179,8 +198,7 @@ impl Router {
                 Ok(c) => c,
                 Err(e) => return refuse(e, &label),
             };
-            let needs_body = chain.iter().any(|(_, m)| matches!(m, ModelChoice::Rewrite(_)));
-            (label, chain, needs_body.then_some(bytes))
+            (label, chain)
         };
 
         let exchange = Exchange {
@@ -194,7 +212,6 @@ impl Router {
             attempts: 0,
             label,
             country,
-            body_for_rewrite,
             sent_ms: now_ms,
             last_activity_ms: now_ms,
             failures: Vec::new(),
@@ -304,25 +321,12 @@ impl Router {
             ex.attempts += 1;
             ex.sent_ms = now_ms;
             ex.last_activity_ms = now_ms;
-            let body = match (&choice, &ex.body_for_rewrite) {
-                (ModelChoice::Rewrite(model), Some(original)) => match rewrite_body(original, model) {
-                    Some(rewritten) => {
-                        ex.rewritten_model = Some(model.clone());
-                        ForwardBody::Replaced(rewritten)
-                    }
-                    None => ForwardBody::Original,
-                },
-                _ => {
-                    ex.rewritten_model = None;
-                    ForwardBody::Original
-                }
+            ex.rewritten_model = match &choice {
+                ModelChoice::Rewrite(model) => Some(model.clone()),
+                _ => None,
             };
-            let headers = ex
-                .headers
-                .iter()
-                .filter(|h| !DROPPED_REQUEST_HEADERS.iter().any(|d| h.name.eq_ignore_ascii_case(d)))
-                .cloned()
-                .collect();
+            let body = ex.rewritten_model.clone().map_or(ForwardBody::Original, ForwardBody::RewriteModel);
+            let headers = forwardable(&ex.headers);
             return Action::Forward(Forward {
                 node: n.id.clone(),
                 attempt: ex.attempts,
@@ -495,7 +499,9 @@ mod tests {
         let headers = vec![
             Header::new("authorization", "Bearer client"),
             Header::new("x-api-key", "client"),
-            Header::new("connection", "keep-alive"),
+            Header::new("connection", "keep-alive, x-hop"),
+            Header::new("x-hop", "for the next hop only"),
+            Header::new("api-key", "client"),
             Header::new("x-trace", "t1"),
         ];
         let event = Event::Request { id, method, target, headers, country, body, now_ms, random };

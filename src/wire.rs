@@ -113,8 +113,10 @@ pub enum Event {
 pub enum ForwardBody {
     /// The client's body unchanged (or its stream, for streamed bodies).
     Original,
-    /// A rewritten body.
-    Replaced(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The client's body with its top-level `model` replaced by this one
+    /// (the host applies `edge_router::model::rewrite_body`, so the module
+    /// never holds request bodies beyond the decision).
+    RewriteModel(String),
 }
 
 /// A request to send to a node.

@@ -191,7 +191,10 @@ async fn send(
         return Err(Failure::Connect);
     };
     let body: ProxyBody = match &f.body {
-        ForwardBody::Replaced(b) => full(Bytes::from(b.clone())),
+        ForwardBody::RewriteModel(model) => match edge_router::model::rewrite_body(original, model) {
+            Some(b) => full(Bytes::from(b)),
+            None => full(original.clone()),
+        },
         ForwardBody::Original => match stream.take() {
             Some(incoming) => {
                 let limit = usize::try_from(shared.config.server.max_body_bytes).unwrap_or(usize::MAX);
@@ -247,6 +250,16 @@ pub fn host_error(error: &RouterError, country: Option<Country>) -> Response<Pro
 
 fn deliver(resp: Response<Incoming>, headers: &[Header], finish: FinishOnDrop) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
+    let named: Vec<HeaderName> = parts
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()))
+        .collect();
+    for name in named {
+        parts.headers.remove(name);
+    }
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }

@@ -26,6 +26,9 @@ async fn denied_and_unlisted_countries_get_451_json() {
     }
     let unknown = r.request("POST", "/v1/chat/completions", &[], &chat_body("m", 3).to_string()).await;
     assert_eq!((unknown.status, unknown.header("x-edge-country")), (451, "XX"));
+    // A CDN's "XX" means it does not know: treated as unknown, not as a country.
+    let xx = r.chat("XX", &chat_body("m", 3)).await;
+    assert_eq!((xx.status, xx.json()["error"]["type"].as_str()), (451, Some("geofence_denied")));
     assert_eq!(o.received_requests().await.unwrap_or_default().len(), 2, "refused requests never reach an origin");
 }
 

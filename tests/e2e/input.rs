@@ -27,7 +27,8 @@ async fn malformed_json_is_a_400_in_openai_error_shape() {
         ("{\"model\": \"m\", \"messages\": [", "not valid JSON"),
         ("{\"model\": \"m\", \"stream\": \"yes\"}", "expected shape"),
         ("{\"messages\": []}", "needs a `model`"),
-        ("", "not valid JSON"),
+        ("", "is empty"),
+        ("[\"auto\",null,null,null,null,null,null]", "must be a JSON object"),
     ] {
         let reply = r.request("POST", "/v1/chat/completions", &[("content-type", "application/json")], body).await;
         assert_eq!(reply.status, 400, "{body}");
@@ -68,12 +69,16 @@ async fn client_keys_are_never_forwarded_and_origin_keys_are_added() {
     assert!(!String::from_utf8_lossy(&denied.body).contains("sk-wrong"), "keys are not echoed");
 
     let ok = r
-        .chat_with("US", &chat_body("m", 3), &[("authorization", "Bearer sk-client"), ("x-api-key", "sk-client")])
+        .chat_with(
+            "US",
+            &chat_body("m", 3),
+            &[("authorization", "Bearer sk-client"), ("x-api-key", "sk-client"), ("api-key", "sk-client")],
+        )
         .await;
     assert_eq!(ok.status, 200);
     let sent = &o.received_requests().await.unwrap_or_default()[0];
     assert_eq!(sent.headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer origin-secret"));
-    assert!(sent.headers.get("x-api-key").is_none());
+    assert!(sent.headers.get("x-api-key").is_none() && sent.headers.get("api-key").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
