@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod facts;
 pub mod geo;
+pub mod hop;
 pub mod machine;
 pub mod model;
 pub mod rules;

@@ -16,6 +16,7 @@ use crate::config::RouterConfig;
 use crate::error::{Explanation, RouterError};
 use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, permits};
+use crate::hop::{connection_tokens, is_hop_by_hop};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::{Action, Event, Failure, Forward, ForwardBody, Header, RequestBody};
 
@@ -24,39 +25,19 @@ use crate::wire::{Action, Event, Failure, Forward, ForwardBody, Header, RequestB
 /// `Finished`; this only guards against a host bug leaking slots forever.
 const ABANDONED_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
 
-/// Headers never forwarded to an origin: hop-by-hop headers (RFC 9110 §7.6.1),
-/// headers the host sets itself, and the client's own credentials.
-const DROPPED_REQUEST_HEADERS: [&str; 13] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "authorization",
-    "x-api-key",
-    "api-key",
-];
+/// Besides hop-by-hop headers, never forwarded to an origin: headers the
+/// host sets itself, and the client's own credentials.
+const DROPPED_REQUEST_HEADERS: [&str; 5] = ["host", "content-length", "authorization", "x-api-key", "api-key"];
 
-/// The client headers an origin may see: without hop-by-hop headers, the
-/// headers a `Connection` header names (RFC 9110 §7.6.1), and client keys.
+/// The client headers an origin may see.
 fn forwardable(headers: &[Header]) -> Vec<Header> {
-    let named_by_connection: Vec<String> = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| {
-            String::from_utf8_lossy(&h.value).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>()
-        })
-        .collect();
+    let tokens = connection_tokens(
+        headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value.as_slice()),
+    );
     headers
         .iter()
         .filter(|h| {
-            !DROPPED_REQUEST_HEADERS.iter().any(|d| h.name.eq_ignore_ascii_case(d))
-                && !named_by_connection.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+            !is_hop_by_hop(&h.name, &tokens) && !DROPPED_REQUEST_HEADERS.iter().any(|d| h.name.eq_ignore_ascii_case(d))
         })
         .cloned()
         .collect()

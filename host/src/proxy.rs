@@ -13,6 +13,7 @@ use edge_router::RouterConfig;
 use edge_router::error::{Explanation, RouterError};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
+use edge_router::hop::{connection_tokens, is_hop_by_hop};
 use edge_router::wire::{Action, Event, Failure, Forward, ForwardBody, Header, RequestBody};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -21,10 +22,6 @@ use hyper::body::Incoming;
 
 use crate::module::WasmRouter;
 use crate::origins::{BoxError, Origins, ProxyBody};
-
-/// Response headers an origin sends that concern only its own connection (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// Everything a request needs, shared by all connections.
 pub struct Shared {
@@ -104,17 +101,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: IpAddr) -
     if declared.is_some_and(|n| n > limit) {
         return host_error(&RouterError::PayloadTooLarge { limit }, country);
     }
-    let (body, mut stream) = if endpoint == Endpoint::Other && declared != Some(0) && has_body(&parts.headers) {
-        (RequestBody::Streamed, Some(incoming))
+    // `original` is kept for fallbacks and model rewrites; the event gets its own copy.
+    let (body, original, mut stream) = if endpoint == Endpoint::Other && declared != Some(0) && has_body(&parts.headers)
+    {
+        (RequestBody::Streamed, Bytes::new(), Some(incoming))
     } else {
         match read_body(incoming, limit, config.server.client_timeout.0).await {
-            Ok(bytes) => (RequestBody::Buffered(bytes.to_vec()), None),
+            Ok(bytes) => (RequestBody::Buffered(bytes.to_vec()), bytes, None),
             Err(e) => return host_error(&e, country),
         }
-    };
-    let original = match &body {
-        RequestBody::Buffered(b) => Bytes::copy_from_slice(b),
-        RequestBody::Streamed => Bytes::new(),
     };
 
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -250,17 +245,9 @@ pub fn host_error(error: &RouterError, country: Option<Country>) -> Response<Pro
 
 fn deliver(resp: Response<Incoming>, headers: &[Header], finish: FinishOnDrop) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
-    let named: Vec<HeaderName> = parts
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()))
-        .collect();
-    for name in named {
-        parts.headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
+    let tokens = connection_tokens(parts.headers.get_all(http::header::CONNECTION).iter().map(HeaderValue::as_bytes));
+    let hop: Vec<HeaderName> = parts.headers.keys().filter(|n| is_hop_by_hop(n.as_str(), &tokens)).cloned().collect();
+    for name in hop {
         parts.headers.remove(name);
     }
     set_headers(&mut parts.headers, headers);
