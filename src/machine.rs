@@ -29,18 +29,24 @@ const ABANDONED_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
 /// host sets itself, and the client's own credentials.
 const DROPPED_REQUEST_HEADERS: [&str; 5] = ["host", "content-length", "authorization", "x-api-key", "api-key"];
 
-/// The client headers an origin may see.
-fn forwardable(headers: &[Header]) -> Vec<Header> {
+/// Statuses after which the next node of the chain is tried.
+const FALLBACK_STATUSES: [u16; 3] = [502, 503, 504];
+
+/// The lower-case names of the client headers an origin must not see.
+fn unforwardable(headers: &[Header]) -> Vec<String> {
     let tokens = connection_tokens(
         headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value.as_slice()),
     );
-    headers
+    let mut names: Vec<String> = headers
         .iter()
         .filter(|h| {
-            !is_hop_by_hop(&h.name, &tokens) && !DROPPED_REQUEST_HEADERS.iter().any(|d| h.name.eq_ignore_ascii_case(d))
+            is_hop_by_hop(&h.name, &tokens) || DROPPED_REQUEST_HEADERS.iter().any(|d| h.name.eq_ignore_ascii_case(d))
         })
-        .cloned()
-        .collect()
+        .map(|h| h.name.to_ascii_lowercase())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// One client request on its way through the fallback chain.
@@ -48,7 +54,8 @@ fn forwardable(headers: &[Header]) -> Vec<Header> {
 struct Exchange {
     method: String,
     target: String,
-    headers: Vec<Header>,
+    /// Client headers not to forward.
+    unforwardable: Vec<String>,
     /// Nodes to try, in order, with the model each is asked for.
     chain: Vec<(usize, ModelChoice)>,
     /// Position in `chain` of the next node to consider.
@@ -185,7 +192,7 @@ impl Router {
         let exchange = Exchange {
             method,
             target,
-            headers,
+            unforwardable: unforwardable(&headers),
             chain,
             next: 0,
             holding: None,
@@ -307,17 +314,20 @@ impl Router {
                 _ => None,
             };
             let body = ex.rewritten_model.clone().map_or(ForwardBody::Original, ForwardBody::RewriteModel);
-            let headers = forwardable(&ex.headers);
+            // A fallback status only matters while the chain has nodes left.
+            let ask_on_status = if ex.next < ex.chain.len() { FALLBACK_STATUSES.to_vec() } else { Vec::new() };
             return Action::Forward(Forward {
                 node: n.id.clone(),
                 attempt: ex.attempts,
                 url: format!("{}{}", n.base_url, ex.target),
                 method: ex.method.clone(),
-                headers,
+                remove_headers: ex.unforwardable.clone(),
                 body,
                 connect_timeout_ms: n.timeouts.connect.as_millis(),
                 first_byte_timeout_ms: n.timeouts.first_byte.as_millis(),
                 credential: n.api_key_env.clone(),
+                ask_on_status,
+                deliver_headers: delivery_headers(ex, &n.id),
             });
         }
         let Some(ex) = self.exchanges.remove(&id) else {
@@ -354,7 +364,7 @@ impl Router {
         if status < 500 {
             self.latency.observe(node, now_ms.saturating_sub(ex.sent_ms).saturating_mul(1000));
         }
-        let retryable = matches!(status, 502..=504);
+        let retryable = FALLBACK_STATUSES.contains(&status);
         let more = ex.chain[ex.next..]
             .iter()
             .any(|(n, _)| self.config.nodes[*n].max_concurrent.is_none_or(|max| self.in_flight[*n] < max));
@@ -364,11 +374,7 @@ impl Router {
             self.release(Some(node));
             return self.next_attempt(id, now_ms);
         }
-        let mut headers = explain(ex, &self.config.nodes[node].id);
-        if let Some(model) = &ex.rewritten_model {
-            headers.push(Header::new("x-edge-model", model));
-        }
-        Action::Deliver { headers }
+        Action::Deliver { headers: delivery_headers(ex, &self.config.nodes[node].id) }
     }
 
     fn on_origin_failed(&mut self, id: u64, failure: Failure, now_ms: u64) -> Action {
@@ -408,6 +414,15 @@ fn country_str(country: Option<Country>) -> String {
 fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
     let country = country_str(ex.country);
     Explanation { node, rule: &ex.label, attempts: ex.attempts, country: &country }.headers()
+}
+
+/// The headers added to the response of `node` for the exchange's current attempt.
+fn delivery_headers(ex: &Exchange, node: &str) -> Vec<Header> {
+    let mut headers = explain(ex, node);
+    if let Some(model) = &ex.rewritten_model {
+        headers.push(Header::new("x-edge-model", model));
+    }
+    headers
 }
 
 /// The router's own answer to a request it will not forward.
@@ -487,8 +502,7 @@ mod tests {
         ];
         let event = Event::Request { id, method, target, headers, country, body, now_ms, random };
         let Action::Forward(f) = r.handle(event) else { panic!("expected a forward") };
-        let names: Vec<&str> = f.headers.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, ["x-trace"]);
+        assert_eq!(f.remove_headers, ["api-key", "authorization", "connection", "x-api-key", "x-hop"]);
         assert_eq!(f.url, "http://a/base/v1/chat/completions");
         assert_eq!(f.credential.as_deref(), Some("A_KEY"));
     }

@@ -1,8 +1,10 @@
 //! The core-module ABI the native host calls (see `docs/abi.md`).
 //!
 //! The module is single-threaded and owns two buffers: the host asks for an
-//! input buffer of a given size with `er_input`, writes a postcard-encoded
-//! message into it, and calls `er_configure` or `er_handle` with its length.
+//! input buffer of a given size with `er_input`, writes postcard-encoded
+//! messages into it, and calls `er_configure` or `er_handle` with their length.
+//! The input buffer only moves when `er_input` is called, so a host may keep
+//! writing to it until it needs a larger one.
 //! The answer is written to an output buffer owned by the module and returned
 //! as `(ptr << 32) | len`; it stays valid until the next call.
 
@@ -12,6 +14,13 @@ use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::machine::Router;
 use crate::wire::{Action, Configured, Event};
+
+// The module's heap. Decoding an event, routing and encoding the action
+// allocate a few dozen small blocks per request; talc serves them several
+// times faster than the default dlmalloc (measured by `decision-cost`).
+#[cfg(not(target_feature = "atomics"))]
+#[global_allocator]
+static HEAP: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 struct Module {
     input: Vec<u8>,
@@ -26,7 +35,7 @@ thread_local! {
 /// ABI version; the host refuses a module whose version it does not know.
 #[unsafe(no_mangle)]
 pub extern "C" fn er_abi_version() -> u32 {
-    1
+    2
 }
 
 /// Returns a pointer to an input buffer of at least `len` bytes.
@@ -69,18 +78,32 @@ pub extern "C" fn er_configure(len: u32) -> u64 {
     })
 }
 
-/// Input: postcard `Event`. Output: postcard `Action`.
+/// Input: one or more postcard `Event`s, back to back, handled in order.
+/// Output: postcard `Action`, the answer to the last event. The host sends
+/// earlier events only when it does not need their answers (see `docs/abi.md`).
 #[unsafe(no_mangle)]
 pub extern "C" fn er_handle(len: u32) -> u64 {
     MODULE.with_borrow_mut(|m| {
-        let input = m.input.get(..len as usize).unwrap_or_default();
-        let action = match (postcard::from_bytes::<Event>(input), m.router.as_mut()) {
-            (Ok(event), Some(router)) => router.handle(event),
-            (Err(e), _) => internal(format!("malformed event: {e}")),
-            (_, None) => internal("the module has no configuration".into()),
+        let action = match m.router.as_mut() {
+            None => internal("the module has no configuration".into()),
+            Some(router) => handle_all(router, m.input.get(..len as usize).unwrap_or_default()),
         };
         reply(m, &action)
     })
+}
+
+fn handle_all(router: &mut Router, mut input: &[u8]) -> Action {
+    let mut action = None;
+    while !input.is_empty() {
+        match postcard::take_from_bytes::<Event>(input) {
+            Ok((event, rest)) => {
+                action = Some(router.handle(event));
+                input = rest;
+            }
+            Err(e) => return internal(format!("malformed event: {e}")),
+        }
+    }
+    action.unwrap_or_else(|| internal("the module was called without an event".into()))
 }
 
 fn internal(message: String) -> Action {

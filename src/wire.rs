@@ -130,8 +130,11 @@ pub struct Forward {
     pub url: String,
     /// Method.
     pub method: String,
-    /// Headers to send (client keys removed; the host adds the origin key).
-    pub headers: Vec<Header>,
+    /// Lower-case names of the client headers not to forward: hop-by-hop
+    /// headers, those the host sets itself (`host`, `content-length`) and the
+    /// client's credentials. Every other client header is forwarded unchanged,
+    /// except the host's trusted country header, which the host drops itself.
+    pub remove_headers: Vec<String>,
     /// Body to send.
     pub body: ForwardBody,
     /// Connect limit.
@@ -140,6 +143,14 @@ pub struct Forward {
     pub first_byte_timeout_ms: u64,
     /// Environment variable (or secret) whose value the host sends as `Authorization: Bearer`.
     pub credential: Option<String>,
+    /// Response statuses that may lead to a fallback. For these the host must
+    /// report `ResponseHead` and act on the answer before sending anything on.
+    pub ask_on_status: Vec<u16>,
+    /// Headers to add to a response whose status is not in `ask_on_status`:
+    /// exactly the `Deliver` headers the router would answer its
+    /// `ResponseHead` with, so the host may deliver at once and report the
+    /// head later, in the next batch (see `docs/abi.md`).
+    pub deliver_headers: Vec<Header>,
 }
 
 /// An output of the router.

@@ -20,7 +20,7 @@ fn w<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
 }
 
 /// The ABI version this host speaks (see `docs/abi.md`).
-const ABI_VERSION: u32 = 1;
+const ABI_VERSION: u32 = 2;
 /// How often the engine's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Ticks a single call may run: a routing decision takes microseconds, so a
@@ -71,14 +71,30 @@ struct Live {
     input: TypedFunc<u32, u32>,
     configure: TypedFunc<u32, u64>,
     handle: TypedFunc<u32, u64>,
+    /// The module's input buffer: it stays put until `er_input` is called again.
+    input_at: usize,
+    input_len: usize,
 }
+
+#[derive(Clone, Copy)]
+enum Call {
+    Configure,
+    Handle,
+}
+
+/// Events deferred before the batch is sent on its own.
+const MAX_DEFERRED: usize = 64;
 
 /// A configured router instance.
 pub struct WasmRouter {
     module: RouterModule,
     live: Live,
     config: (String, String),
-    scratch: Vec<u8>,
+    /// Encoded events for the next call: deferred ones, then the one being handled.
+    batch: Vec<u8>,
+    deferred: usize,
+    /// Buffers of `handle` and `defer`: the encoded event and the reply.
+    scratch: (Vec<u8>, Vec<u8>),
 }
 
 impl WasmRouter {
@@ -86,21 +102,72 @@ impl WasmRouter {
     pub fn new(module: &RouterModule, file: &str, text: &str) -> anyhow::Result<Self> {
         let mut live = instantiate(module)?;
         configure(&mut live, file, text)?;
-        Ok(Self { module: module.clone(), live, config: (file.into(), text.into()), scratch: Vec::with_capacity(4096) })
+        Ok(Self {
+            module: module.clone(),
+            live,
+            config: (file.into(), text.into()),
+            batch: Vec::with_capacity(16 << 10),
+            deferred: 0,
+            scratch: (Vec::with_capacity(4096), Vec::with_capacity(4096)),
+        })
     }
 
-    /// Feeds one event and returns the router's action. A trap rebuilds the instance and is reported as an error.
+    /// Feeds one event, after any deferred ones, and returns the router's
+    /// answer to it. A trap rebuilds the instance and is reported as an error.
     pub fn handle(&mut self, event: &Event) -> anyhow::Result<Action> {
-        self.scratch.clear();
-        let encoded = postcard::to_extend(event, std::mem::take(&mut self.scratch))?;
-        let handle = self.live.handle.clone();
-        let result = call(&mut self.live, &handle, &encoded).and_then(|(ptr, len)| {
+        let (mut encoded, mut reply) = std::mem::take(&mut self.scratch);
+        let result = encode(event, &mut encoded)
+            .and_then(|()| self.handle_encoded(&encoded, &mut reply))
+            .and_then(|()| decode(&reply));
+        self.scratch = (encoded, reply);
+        result
+    }
+
+    /// [`handle`](Self::handle) for an event already encoded with [`encode`]:
+    /// the reply's bytes are copied to `reply`, for [`decode`]. Encoding and
+    /// decoding need no access to the instance, so a host sharing it can do
+    /// both outside its lock.
+    pub fn handle_encoded(&mut self, event: &[u8], reply: &mut Vec<u8>) -> anyhow::Result<()> {
+        self.batch.extend_from_slice(event);
+        self.send(reply)
+    }
+
+    /// Queues an event whose answer the host does not need: a `ResponseHead`
+    /// whose status the `Forward` did not ask about, or a `Finished`. It
+    /// reaches the module before the next event handled, so every decision
+    /// sees it; `MAX_DEFERRED` of them are sent on their own.
+    pub fn defer(&mut self, event: &Event) {
+        let (mut encoded, reply) = std::mem::take(&mut self.scratch);
+        match encode(event, &mut encoded) {
+            Ok(()) => self.defer_encoded(&encoded),
+            Err(e) => tracing::error!("cannot encode an event for the router module: {e:#}"),
+        }
+        self.scratch = (encoded, reply);
+    }
+
+    /// [`defer`](Self::defer) for an event already encoded with [`encode`].
+    pub fn defer_encoded(&mut self, event: &[u8]) {
+        self.batch.extend_from_slice(event);
+        self.deferred += 1;
+        if self.deferred >= MAX_DEFERRED
+            && let Err(e) = self.send(&mut Vec::new())
+        {
+            tracing::error!("router module call failed: {e:#}");
+        }
+    }
+
+    /// Sends the batch; copies the reply to its last event into `reply`.
+    fn send(&mut self, reply: &mut Vec<u8>) -> anyhow::Result<()> {
+        let result = call(&mut self.live, Call::Handle, &self.batch).and_then(|(ptr, len)| {
             let data = self.live.memory.data(&self.live.store);
             let bytes =
                 data.get(ptr..ptr + len).ok_or_else(|| anyhow!("the module returned an out-of-bounds reply"))?;
-            postcard::from_bytes::<Action>(bytes).map_err(|e| anyhow!("the module returned a malformed action: {e}"))
+            reply.clear();
+            reply.extend_from_slice(bytes);
+            Ok(())
         });
-        self.scratch = encoded;
+        self.batch.clear();
+        self.deferred = 0;
         if result.is_err() {
             self.rebuild();
         }
@@ -122,6 +189,19 @@ impl WasmRouter {
     }
 }
 
+/// Encodes an event for [`WasmRouter::handle_encoded`] or
+/// [`WasmRouter::defer_encoded`], replacing what `into` held.
+pub fn encode(event: &Event, into: &mut Vec<u8>) -> anyhow::Result<()> {
+    into.clear();
+    *into = postcard::to_extend(event, std::mem::take(into))?;
+    Ok(())
+}
+
+/// Decodes a reply copied out by [`WasmRouter::handle_encoded`].
+pub fn decode(reply: &[u8]) -> anyhow::Result<Action> {
+    postcard::from_bytes::<Action>(reply).map_err(|e| anyhow!("the module returned a malformed action: {e}"))
+}
+
 fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
     let limits = StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).instances(1).build();
     let mut store = Store::new(&module.engine, limits);
@@ -141,13 +221,14 @@ fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
         configure: w(instance.get_typed_func(&mut store, "er_configure"))?,
         handle: w(instance.get_typed_func(&mut store, "er_handle"))?,
         store,
+        input_at: 0,
+        input_len: 0,
     })
 }
 
 fn configure(live: &mut Live, file: &str, text: &str) -> anyhow::Result<()> {
     let message = postcard::to_allocvec(&(file, text))?;
-    let configure = live.configure.clone();
-    let (ptr, len) = call(live, &configure, &message)?;
+    let (ptr, len) = call(live, Call::Configure, &message)?;
     let bytes = live.memory.data(&live.store).get(ptr..ptr + len).ok_or_else(|| anyhow!("out-of-bounds reply"))?;
     match postcard::from_bytes::<Configured>(bytes)? {
         Configured::Ok { .. } => Ok(()),
@@ -156,12 +237,18 @@ fn configure(live: &mut Live, file: &str, text: &str) -> anyhow::Result<()> {
 }
 
 /// Copies `input` into the module and calls `func`; returns the reply's location in memory.
-fn call(live: &mut Live, func: &TypedFunc<u32, u64>, input: &[u8]) -> anyhow::Result<(usize, usize)> {
+fn call(live: &mut Live, func: Call, input: &[u8]) -> anyhow::Result<(usize, usize)> {
     let len = u32::try_from(input.len()).context("message too large for the module")?;
     live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-    let ptr = w(live.input.call(&mut live.store, len))? as usize;
-    live.memory.write(&mut live.store, ptr, input).map_err(|e| anyhow!("{e}"))?;
-    live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-    let packed = w(func.call(&mut live.store, len))?;
+    if input.len() > live.input_len {
+        let want = len.max(16 << 10);
+        live.input_at = w(live.input.call(&mut live.store, want))? as usize;
+        live.input_len = want as usize;
+    }
+    live.memory.write(&mut live.store, live.input_at, input).map_err(|e| anyhow!("{e}"))?;
+    let packed = match func {
+        Call::Configure => w(live.configure.call(&mut live.store, len))?,
+        Call::Handle => w(live.handle.call(&mut live.store, len))?,
+    };
     Ok(((packed >> 32) as usize, (packed & 0xffff_ffff) as usize))
 }

@@ -1,7 +1,10 @@
-//! Connections to origins: one pooled client per node, and origin credentials.
+//! Connections to origins: pooled clients per node and worker thread, and
+//! origin credentials.
 //!
 //! A client per node lets each node have its own connect timeout while
-//! keeping connections alive between requests. Origin API keys are read from
+//! keeping connections alive between requests. Each worker thread has its
+//! own clients: a pooled connection's task then runs on the thread whose
+//! requests use it, with no wake-ups across threads. Origin API keys are read from
 //! the environment once at start-up, marked sensitive so they never appear in
 //! debug output, and are never passed to the router module.
 
@@ -26,17 +29,25 @@ pub type OriginClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Clients and credentials for every node.
 pub struct Origins {
-    clients: HashMap<String, OriginClient>,
+    /// Per worker thread: node id → client.
+    clients: Vec<HashMap<String, OriginClient>>,
     credentials: HashMap<String, HeaderValue>,
 }
 
 impl Origins {
-    /// Builds a client per node and reads the credentials the config names.
-    pub fn new(config: &RouterConfig) -> anyhow::Result<Self> {
-        let mut clients = HashMap::new();
+    /// Builds a client per node for each of `workers` threads and reads the
+    /// credentials the config names.
+    pub fn new(config: &RouterConfig, workers: usize) -> anyhow::Result<Self> {
+        let mut clients = Vec::with_capacity(workers);
+        for _ in 0..workers.max(1) {
+            let mut per_node = HashMap::new();
+            for node in &config.nodes {
+                per_node.insert(node.id.clone(), client(node.timeouts.connect.0)?);
+            }
+            clients.push(per_node);
+        }
         let mut credentials = HashMap::new();
         for node in &config.nodes {
-            clients.insert(node.id.clone(), client(node.timeouts.connect.0)?);
             if let Some(var) = &node.api_key_env {
                 match std::env::var(var) {
                     Ok(key) if !key.is_empty() => {
@@ -58,9 +69,14 @@ impl Origins {
         Ok(Self { clients, credentials })
     }
 
-    /// The client for `node`.
-    pub fn client(&self, node: &str) -> Option<&OriginClient> {
-        self.clients.get(node)
+    /// How many worker threads have clients.
+    pub fn workers(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The client for `node` on worker thread `worker`.
+    pub fn client(&self, worker: usize, node: &str) -> Option<&OriginClient> {
+        self.clients.get(worker)?.get(node)
     }
 
     /// The `Authorization` value for a credential name.

@@ -20,8 +20,13 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::module::WasmRouter;
+use crate::module::{self, WasmRouter};
 use crate::origins::{BoxError, Origins, ProxyBody};
+
+thread_local! {
+    /// Per-thread buffers for encoding events and copying out replies.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
 
 /// Everything a request needs, shared by all connections.
 pub struct Shared {
@@ -33,9 +38,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state for a configured router.
+    /// Shared state for a configured router served by `config.server.workers`
+    /// threads (one per CPU by default).
     pub fn new(router: WasmRouter, config: RouterConfig) -> anyhow::Result<Self> {
-        let origins = Origins::new(&config)?;
+        let workers = config.server.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            |n| usize::from(n.get()),
+        );
+        let origins = Origins::new(&config, workers)?;
         let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
         Ok(Self { router: Mutex::new(router), config, origins, next_id: AtomicU64::new(1), rng: AtomicU64::new(seed) })
     }
@@ -45,11 +55,19 @@ impl Shared {
         &self.config
     }
 
+    /// How many worker threads serve connections.
+    pub fn workers(&self) -> usize {
+        self.origins.workers()
+    }
+
     fn event(&self, event: &Event) -> Action {
-        let result = match self.router.lock() {
-            Ok(mut r) => r.handle(event),
-            Err(poisoned) => poisoned.into_inner().handle(event),
-        };
+        // Encoding and decoding happen outside the lock, which is held only
+        // for the module call itself.
+        let result = BUFFERS.with_borrow_mut(|(encoded, reply)| {
+            module::encode(event, encoded)?;
+            self.lock().handle_encoded(encoded, reply)?;
+            module::decode(reply)
+        });
         result.unwrap_or_else(|e| {
             tracing::error!("router module call failed: {e:#}");
             let (status, headers, body) =
@@ -63,8 +81,18 @@ impl Shared {
         self.event(&Event::Tick { now_ms: now_ms() });
     }
 
-    fn finished(&self, id: u64) {
-        self.event(&Event::Finished { id, now_ms: now_ms() });
+    /// Queues an event whose answer is not needed (see `WasmRouter::defer`).
+    fn defer(&self, event: &Event) {
+        BUFFERS.with_borrow_mut(|(encoded, _)| match module::encode(event, encoded) {
+            Ok(()) => self.lock().defer_encoded(encoded),
+            Err(e) => tracing::error!("cannot encode an event for the router module: {e:#}"),
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WasmRouter> {
+        // A panic while holding the lock cannot leave the module half-called:
+        // `WasmRouter` rebuilds its instance on any failed call.
+        self.router.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn random(&self) -> u64 {
@@ -89,8 +117,8 @@ fn client_country(headers: &HeaderMap, peer: IpAddr, config: &RouterConfig) -> O
     headers.get(name).and_then(|v| v.to_str().ok()).and_then(Country::parse)
 }
 
-/// Handles one client request.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+/// Handles one client request on worker thread `worker`.
+pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
     let config = &shared.config;
     let country = client_country(req.headers(), peer, config);
     let (parts, incoming) = req.into_parts();
@@ -141,10 +169,16 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: IpAddr) -
                 return host_error(&e, country);
             }
         };
-        let outcome = send(&shared, &forward, &original, &mut stream).await;
+        let outcome = send(&shared, worker, &forward, &parts.headers, &original, &mut stream).await;
         action = match outcome {
             Ok(resp) => {
-                let head = Event::ResponseHead { id, status: resp.status().as_u16(), now_ms: now_ms() };
+                let status = resp.status().as_u16();
+                let head = Event::ResponseHead { id, status, now_ms: now_ms() };
+                if !forward.ask_on_status.contains(&status) {
+                    // The router's answer is known: deliver now, tell it later.
+                    shared.defer(&head);
+                    return deliver(resp, &forward.deliver_headers, guard);
+                }
                 match shared.event(&head) {
                     Action::Deliver { headers } => return deliver(resp, &headers, guard),
                     other => other,
@@ -178,11 +212,13 @@ async fn read_body(body: Incoming, limit: u64, within: Duration) -> Result<Bytes
 
 async fn send(
     shared: &Shared,
+    worker: usize,
     f: &Forward,
+    client_headers: &HeaderMap,
     original: &Bytes,
     stream: &mut Option<Incoming>,
 ) -> Result<Response<Incoming>, Failure> {
-    let Some(client) = shared.origins.client(&f.node) else {
+    let Some(client) = shared.origins.client(worker, &f.node) else {
         return Err(Failure::Connect);
     };
     let body: ProxyBody = match &f.body {
@@ -200,9 +236,12 @@ async fn send(
     };
     let mut req = Request::builder().method(f.method.as_str()).uri(&f.url).body(body).map_err(|_| Failure::Connect)?;
     let headers = req.headers_mut();
-    for h in &f.headers {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value)) {
-            headers.append(n, v);
+    let country_header = shared.config.server.country_header.as_deref();
+    for (name, value) in client_headers {
+        let removed = f.remove_headers.binary_search_by(|r| r.as_str().cmp(name.as_str())).is_ok()
+            || country_header.is_some_and(|c| name.as_str().eq_ignore_ascii_case(c));
+        if !removed {
+            headers.append(name, value.clone());
         }
     }
     if let Some(value) = f.credential.as_deref().and_then(|c| shared.origins.credential(c)) {
@@ -263,7 +302,7 @@ struct FinishOnDrop {
 
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
-        self.shared.finished(self.id);
+        self.shared.defer(&Event::Finished { id: self.id, now_ms: now_ms() });
     }
 }
 

@@ -1,4 +1,9 @@
 //! Accepting connections and shutting down gracefully.
+//!
+//! One task accepts; each accepted connection is then served, start to end,
+//! by one of `workers` threads that each run a single-threaded runtime. A
+//! request, its origin connection and the response stream thus stay on one
+//! thread: no work-stealing and no wake-ups across threads on the hot path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -40,9 +46,31 @@ impl ServerHandle {
     }
 }
 
+/// A worker thread running a single-threaded runtime until told to stop.
+struct Worker {
+    runtime: Handle,
+    /// Dropping this ends the thread, and with it every task left on it.
+    _stop: oneshot::Sender<()>,
+}
+
+impl Worker {
+    fn start(index: usize) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new().name(format!("edge-worker-{index}")).spawn(move || {
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+        })?;
+        Ok(Self { runtime: handle, _stop: stop })
+    }
+}
+
 /// Serves `shared` on `listener` until shut down.
 pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
+    let workers = (0..shared.workers()).map(Worker::start).collect::<std::io::Result<Vec<_>>>()?;
     let (stop_tx, mut stop_rx) = oneshot::channel::<Duration>();
     let client_timeout = shared.config().server.client_timeout.0;
     let weak = Arc::downgrade(&shared);
@@ -58,6 +86,7 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
     });
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
+        let mut next = 0usize;
         let grace = loop {
             tokio::select! {
                 grace = &mut stop_rx => break grace.unwrap_or(Duration::ZERO),
@@ -72,18 +101,32 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
                         }
                     };
                     let _ = stream.set_nodelay(true);
+                    // Hand the socket over bare, so it registers with the worker's own reactor.
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!("connection from {peer} lost before serving: {e}");
+                            continue;
+                        }
+                    };
+                    let worker = next % workers.len();
+                    next = next.wrapping_add(1);
                     let shared = shared.clone();
-                    let service = service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(shared, req, peer.ip()).await) }
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(client_timeout)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                    let watcher = graceful.watcher();
+                    workers[worker].runtime.spawn(async move {
+                        let stream = match tokio::net::TcpStream::from_std(stream) {
+                            Ok(s) => s,
+                            Err(e) => return tracing::debug!("connection from {peer} lost before serving: {e}"),
+                        };
+                        let service = service_fn(move |req| {
+                            let shared = shared.clone();
+                            async move { Ok::<_, std::convert::Infallible>(handle(shared, worker, req, peer.ip()).await) }
+                        });
+                        let conn = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(client_timeout)
+                            .serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }
                     });
@@ -94,6 +137,7 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
         if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
             tracing::warn!("shutdown grace of {grace:?} ran out; closing the remaining connections");
         }
+        drop(workers);
     });
     Ok(ServerHandle { addr, stop: Some(stop_tx), task })
 }

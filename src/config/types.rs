@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     /// How long in-flight requests and streams may run on after SIGTERM or SIGINT.
     pub shutdown_grace: DurationSpec,
+    /// Threads that serve client connections, each with its own origin
+    /// connection pool. Default: one per CPU.
+    pub workers: Option<std::num::NonZeroU16>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             country_header: None,
             trusted_proxies: Vec::new(),
             shutdown_grace: DurationSpec::secs(30),
+            workers: None,
         }
     }
 }
