@@ -35,7 +35,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P_ORIGIN=$(free_port); P_NGINX=$(free_port); P_ROUTER=$(free_port)
+P_ORIGIN=$(free_port); P_NGINX=$(free_port); P_ROUTER=$(free_port); P_FLOOR=$(free_port)
 COMPLETION='{"id":"bench-1","object":"chat.completion","model":"llama-3-8b","choices":[{"index":0,"message":{"role":"assistant","content":"Edge routing keeps cheap work local and sensitive data in its jurisdiction."},"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":14,"total_tokens":45}}'
 
 nginx_conf() { # $1 dir, $2 server block
@@ -69,6 +69,8 @@ routing:
 CONF
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" &
 PIDS+=($!); ROUTER_PID=$!
+target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" &
+PIDS+=($!); FLOOR_PID=$!
 
 cat > "$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
@@ -76,7 +78,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"llama-3-8b","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise the attached paragraph in one sentence, please."}]}'
 LUA
 
-for p in $P_ORIGIN $P_NGINX $P_ROUTER; do
+for p in $P_ORIGIN $P_NGINX $P_ROUTER $P_FLOOR; do
   for _ in $(seq 50); do curl -sf -o /dev/null -X POST -d '{"model":"llama-3-8b","messages":[]}' "http://127.0.0.1:$p/v1/chat/completions" && break; sleep 0.2; done
 done
 
@@ -116,6 +118,7 @@ for r in $(seq "$ROUNDS"); do
   measure origin "$P_ORIGIN" ""
   measure nginx "$P_NGINX" "$(nginx_pids "$WORK/proxy")"
   measure router "$P_ROUTER" "$ROUTER_PID"
+  measure hyper-floor "$P_FLOOR" "$FLOOR_PID"
   echo "round $r done" >&2
 done
 
@@ -134,7 +137,7 @@ for line in open(sys.argv[1]):
 med = {k: {m: (statistics.median(v[m]) if v[m] else None) for m in ('rps', 'p50', 'p99', 'cpu')} | {'bad': v['bad']} for k, v in rows.items()}
 print("| target | req/s (median) | p50 µs | p99 µs | proxy CPU µs/req | non-2xx |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
-for k in ('origin', 'nginx', 'router'):
+for k in ('origin', 'nginx', 'router', 'hyper-floor'):
     m = med[k]; cpu = f"{m['cpu']:.1f}" if m['cpu'] is not None else "-"
     print(f"| {k} | {m['rps']:.0f} | {m['p50']:.0f} | {m['p99']:.0f} | {cpu} | {m['bad']} |")
 n, r = med['nginx'], med['router']
