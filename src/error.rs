@@ -108,6 +108,20 @@ impl RouterError {
     }
 }
 
+/// Names of the explanation headers.
+pub mod headers {
+    /// The node that served the response, `-` when the router answered itself.
+    pub const NODE: &str = "x-edge-node";
+    /// The rule (or `strategy:<name>`) that chose it.
+    pub const RULE: &str = "x-edge-rule";
+    /// Nodes tried.
+    pub const ATTEMPTS: &str = "x-edge-attempts";
+    /// The client's country as the router saw it, `XX` when unknown.
+    pub const COUNTRY: &str = "x-edge-country";
+    /// The model a request was rewritten to.
+    pub const MODEL: &str = "x-edge-model";
+}
+
 /// The explanation headers every response carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation<'a> {
@@ -125,10 +139,10 @@ impl Explanation<'_> {
     /// As `x-edge-*` headers.
     pub fn headers(&self) -> Vec<Header> {
         vec![
-            Header::new("x-edge-node", self.node),
-            Header::new("x-edge-rule", self.rule),
-            Header::new("x-edge-attempts", &self.attempts.to_string()),
-            Header::new("x-edge-country", self.country),
+            Header::new(headers::NODE, self.node),
+            Header::new(headers::RULE, self.rule),
+            Header::new(headers::ATTEMPTS, &self.attempts.to_string()),
+            Header::new(headers::COUNTRY, self.country),
         ]
     }
 }

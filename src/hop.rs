@@ -15,6 +15,16 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Client request headers an origin never sees besides the hop-by-hop ones:
+/// those the host sets itself and the client's credentials.
+pub const NEVER_FORWARDED: [&str; 5] = ["host", "content-length", "authorization", "x-api-key", "api-key"];
+
+/// Whether a client request header is never forwarded, whatever the request:
+/// always hop-by-hop, or in [`NEVER_FORWARDED`].
+pub fn never_forwarded(name: &str) -> bool {
+    HOP_BY_HOP.iter().chain(NEVER_FORWARDED.iter()).any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// The lower-cased header names listed in a message's `Connection` header values.
 pub fn connection_tokens<'a>(connection_values: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
     connection_values

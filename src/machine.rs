@@ -16,34 +16,28 @@ use crate::config::RouterConfig;
 use crate::error::{Explanation, RouterError};
 use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, permits};
-use crate::hop::{connection_tokens, is_hop_by_hop};
+use crate::hop::{connection_tokens, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
-use crate::wire::{Action, Event, Failure, Forward, ForwardBody, Header, RequestBody};
+use crate::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header, RequestBody};
 
 /// An exchange silent for this long is assumed abandoned by its host and its
 /// capacity slot is released on the next tick. Hosts always report
 /// `Finished`; this only guards against a host bug leaking slots forever.
 const ABANDONED_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
 
-/// Besides hop-by-hop headers, never forwarded to an origin: headers the
-/// host sets itself, and the client's own credentials.
-const DROPPED_REQUEST_HEADERS: [&str; 5] = ["host", "content-length", "authorization", "x-api-key", "api-key"];
-
 /// Statuses after which the next node of the chain is tried.
 const FALLBACK_STATUSES: [u16; 3] = [502, 503, 504];
 
-/// The lower-case names of the client headers an origin must not see.
+/// The lower-case names of the client headers an origin must not see beyond
+/// those it never sees ([`never_forwarded`]): the ones the client's
+/// `Connection` header names. Usually none, and then nothing is allocated.
 fn unforwardable(headers: &[Header]) -> Vec<String> {
-    let tokens = connection_tokens(
-        headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value.as_slice()),
-    );
-    let mut names: Vec<String> = headers
-        .iter()
-        .filter(|h| {
-            is_hop_by_hop(&h.name, &tokens) || DROPPED_REQUEST_HEADERS.iter().any(|d| h.name.eq_ignore_ascii_case(d))
-        })
-        .map(|h| h.name.to_ascii_lowercase())
-        .collect();
+    let mut connection = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).peekable();
+    if connection.peek().is_none() {
+        return Vec::new();
+    }
+    let mut names = connection_tokens(connection.map(|h| h.value.as_slice()));
+    names.retain(|n| !never_forwarded(n));
     names.sort_unstable();
     names.dedup();
     names
@@ -327,7 +321,7 @@ impl Router {
                 first_byte_timeout_ms: n.timeouts.first_byte.as_millis(),
                 credential: n.api_key_env.clone(),
                 ask_on_status,
-                deliver_headers: delivery_headers(ex, &n.id),
+                explain: delivery_explain(ex, &n.id),
             });
         }
         let Some(ex) = self.exchanges.remove(&id) else {
@@ -374,7 +368,7 @@ impl Router {
             self.release(Some(node));
             return self.next_attempt(id, now_ms);
         }
-        Action::Deliver { headers: delivery_headers(ex, &self.config.nodes[node].id) }
+        Action::Deliver(delivery_explain(ex, &self.config.nodes[node].id))
     }
 
     fn on_origin_failed(&mut self, id: u64, failure: Failure, now_ms: u64) -> Action {
@@ -416,13 +410,15 @@ fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
     Explanation { node, rule: &ex.label, attempts: ex.attempts, country: &country }.headers()
 }
 
-/// The headers added to the response of `node` for the exchange's current attempt.
-fn delivery_headers(ex: &Exchange, node: &str) -> Vec<Header> {
-    let mut headers = explain(ex, node);
-    if let Some(model) = &ex.rewritten_model {
-        headers.push(Header::new("x-edge-model", model));
+/// The explanation added to the response of `node` for the exchange's current attempt.
+fn delivery_explain(ex: &Exchange, node: &str) -> Explain {
+    Explain {
+        node: node.to_string(),
+        rule: ex.label.clone(),
+        attempts: ex.attempts,
+        country: country_str(ex.country),
+        model: ex.rewritten_model.clone(),
     }
-    headers
 }
 
 /// The router's own answer to a request it will not forward.
@@ -502,7 +498,11 @@ mod tests {
         ];
         let event = Event::Request { id, method, target, headers, country, body, now_ms, random };
         let Action::Forward(f) = r.handle(event) else { panic!("expected a forward") };
-        assert_eq!(f.remove_headers, ["api-key", "authorization", "connection", "x-api-key", "x-hop"]);
+        assert_eq!(f.remove_headers, ["x-hop"]);
+        for name in ["authorization", "x-api-key", "api-key", "connection", "Host", "content-length"] {
+            assert!(never_forwarded(name), "{name} must never be forwarded");
+        }
+        assert!(!never_forwarded("x-trace"));
         assert_eq!(f.url, "http://a/base/v1/chat/completions");
         assert_eq!(f.credential.as_deref(), Some("A_KEY"));
     }

@@ -130,10 +130,10 @@ pub struct Forward {
     pub url: String,
     /// Method.
     pub method: String,
-    /// Lower-case names of the client headers not to forward: hop-by-hop
-    /// headers, those the host sets itself (`host`, `content-length`) and the
-    /// client's credentials. Every other client header is forwarded unchanged,
-    /// except the host's trusted country header, which the host drops itself.
+    /// Lower-case names of further client headers not to forward: those the
+    /// client's `Connection` header names. The host never forwards the
+    /// headers [`crate::hop::never_forwarded`] names either, nor its own
+    /// trusted country header; every other client header goes on unchanged.
     pub remove_headers: Vec<String>,
     /// Body to send.
     pub body: ForwardBody,
@@ -146,11 +146,41 @@ pub struct Forward {
     /// Response statuses that may lead to a fallback. For these the host must
     /// report `ResponseHead` and act on the answer before sending anything on.
     pub ask_on_status: Vec<u16>,
-    /// Headers to add to a response whose status is not in `ask_on_status`:
-    /// exactly the `Deliver` headers the router would answer its
+    /// The explanation for a response whose status is not in
+    /// `ask_on_status`: exactly what the router would answer its
     /// `ResponseHead` with, so the host may deliver at once and report the
     /// head later, in the next batch (see `docs/abi.md`).
-    pub deliver_headers: Vec<Header>,
+    pub explain: Explain,
+}
+
+/// The `x-edge-*` headers of a delivered response, as data: fixed names need
+/// not cross the ABI on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explain {
+    /// Serving node id.
+    pub node: String,
+    /// Rule label or `strategy:<name>`.
+    pub rule: String,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// Client country, `XX` when unknown.
+    pub country: String,
+    /// The model the request was rewritten to, if it was.
+    pub model: Option<String>,
+}
+
+impl Explain {
+    /// Calls `f` with each header name and value, in a fixed order.
+    pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
+        use crate::error::headers as h;
+        f(h::NODE, &self.node);
+        f(h::RULE, &self.rule);
+        f(h::ATTEMPTS, &self.attempts.to_string());
+        f(h::COUNTRY, &self.country);
+        if let Some(model) = &self.model {
+            f(h::MODEL, model);
+        }
+    }
 }
 
 /// An output of the router.
@@ -168,11 +198,9 @@ pub enum Action {
     },
     /// Send this request to a node (a first attempt or a fallback).
     Forward(Forward),
-    /// Pass the origin's response to the client with these headers added, then report `Finished`.
-    Deliver {
-        /// Headers to add.
-        headers: Vec<Header>,
-    },
+    /// Pass the origin's response to the client with these explanation
+    /// headers added, then report `Finished`.
+    Deliver(Explain),
     /// Nothing to do.
     Done,
 }

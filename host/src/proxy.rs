@@ -13,8 +13,8 @@ use edge_router::RouterConfig;
 use edge_router::error::{Explanation, RouterError};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
-use edge_router::hop::{connection_tokens, is_hop_by_hop};
-use edge_router::wire::{Action, Event, Failure, Forward, ForwardBody, Header, RequestBody};
+use edge_router::hop::{connection_tokens, is_hop_by_hop, never_forwarded};
+use edge_router::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header, RequestBody};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
@@ -164,7 +164,7 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
         let forward = match action {
             Action::Respond { status, headers, body } => return respond(status, &headers, Bytes::from(body)),
             Action::Forward(f) => f,
-            Action::Deliver { .. } | Action::Done => {
+            Action::Deliver(_) | Action::Done => {
                 let e = RouterError::Internal("the router gave no answer for this request".into());
                 return host_error(&e, country);
             }
@@ -177,10 +177,10 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
                 if !forward.ask_on_status.contains(&status) {
                     // The router's answer is known: deliver now, tell it later.
                     shared.defer(&head);
-                    return deliver(resp, &forward.deliver_headers, guard);
+                    return deliver(resp, &forward.explain, guard);
                 }
                 match shared.event(&head) {
-                    Action::Deliver { headers } => return deliver(resp, &headers, guard),
+                    Action::Deliver(explain) => return deliver(resp, &explain, guard),
                     other => other,
                 }
             }
@@ -238,7 +238,8 @@ async fn send(
     let headers = req.headers_mut();
     let country_header = shared.config.server.country_header.as_deref();
     for (name, value) in client_headers {
-        let removed = f.remove_headers.binary_search_by(|r| r.as_str().cmp(name.as_str())).is_ok()
+        let removed = never_forwarded(name.as_str())
+            || f.remove_headers.binary_search_by(|r| r.as_str().cmp(name.as_str())).is_ok()
             || country_header.is_some_and(|c| name.as_str().eq_ignore_ascii_case(c));
         if !removed {
             headers.append(name, value.clone());
@@ -282,14 +283,18 @@ pub fn host_error(error: &RouterError, country: Option<Country>) -> Response<Pro
     respond(status, &headers, Bytes::from(body))
 }
 
-fn deliver(resp: Response<Incoming>, headers: &[Header], finish: FinishOnDrop) -> Response<ProxyBody> {
+fn deliver(resp: Response<Incoming>, explain: &Explain, finish: FinishOnDrop) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     let tokens = connection_tokens(parts.headers.get_all(http::header::CONNECTION).iter().map(HeaderValue::as_bytes));
     let hop: Vec<HeaderName> = parts.headers.keys().filter(|n| is_hop_by_hop(n.as_str(), &tokens)).cloned().collect();
     for name in hop {
         parts.headers.remove(name);
     }
-    set_headers(&mut parts.headers, headers);
+    explain.for_each_header(|name, value| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            parts.headers.insert(HeaderName::from_static(name), value);
+        }
+    });
     Response::from_parts(parts, Tracked { inner: body, finish: Some(finish) }.boxed())
 }
 
