@@ -46,6 +46,14 @@ pub enum RouterError {
     /// No node can serve the request at all.
     #[error("no node can serve this request: {0}")]
     NoNode(String),
+    /// Every candidate is unhealthy (its breaker open).
+    #[error("every node that can serve this request is unhealthy ({nodes}); retry in {retry_after_s}s")]
+    Unhealthy {
+        /// The node ids.
+        nodes: String,
+        /// Seconds until the first may take a probe request.
+        retry_after_s: u64,
+    },
     /// Every candidate is at `max_concurrent`.
     #[error("every node that can serve this request is at capacity; retry shortly")]
     AtCapacity,
@@ -70,7 +78,7 @@ impl RouterError {
             Self::PayloadTooLarge { .. } => 413,
             Self::ClientTimeout(_) => 408,
             Self::NoRoute { .. } => 404,
-            Self::ResidencyUnavailable { .. } | Self::NoNode(_) => 503,
+            Self::ResidencyUnavailable { .. } | Self::NoNode(_) | Self::Unhealthy { .. } => 503,
             Self::AtCapacity => 429,
             Self::UpstreamFailed(_) => 502,
             Self::UpstreamTimeout(_) => 504,
@@ -89,6 +97,7 @@ impl RouterError {
             Self::NoRoute { .. } => "not_found_error",
             Self::ResidencyUnavailable { .. } => "residency_unavailable",
             Self::NoNode(_) => "no_node_available",
+            Self::Unhealthy { .. } => "nodes_unhealthy",
             Self::AtCapacity => "capacity_exceeded",
             Self::UpstreamFailed(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
@@ -100,8 +109,12 @@ impl RouterError {
     pub fn to_response(&self, extra: Vec<Header>) -> (u16, Vec<Header>, Vec<u8>) {
         let body = serde_json::json!({"error": {"type": self.kind(), "message": self.to_string()}});
         let mut headers = vec![Header::new("content-type", "application/json")];
-        if matches!(self, Self::AtCapacity) {
-            headers.push(Header::new("retry-after", "1"));
+        match self {
+            Self::AtCapacity => headers.push(Header::new("retry-after", "1")),
+            Self::Unhealthy { retry_after_s, .. } => {
+                headers.push(Header::new("retry-after", &retry_after_s.to_string()))
+            }
+            _ => {}
         }
         headers.extend(extra);
         (self.status(), headers, serde_json::to_vec(&body).unwrap_or_default())

@@ -9,7 +9,10 @@
 
 use std::collections::HashMap;
 
-use origin_fallback::{Candidate, LatencyTracker, Strategy, order_candidates};
+use origin_fallback::{
+    Breaker, BreakerPolicy, BreakerState, Candidate, LatencyTracker, Strategy, Transition, counts_as_failure,
+    order_candidates,
+};
 
 use crate::auth::{Principal, presented_key};
 use crate::config::RouterConfig;
@@ -18,7 +21,7 @@ use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, permits};
 use crate::hop::{connection_tokens, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
-use crate::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header, RequestBody};
+use crate::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header, Notice, RequestBody};
 
 /// An exchange silent for this long is assumed abandoned by its host and its
 /// capacity slot is released on the next tick. Hosts always report
@@ -67,6 +70,19 @@ struct Exchange {
     failures: Vec<(usize, Failure)>,
     /// Status of a 502/503/504 skipped in favour of a fallback.
     skipped_statuses: Vec<(usize, u16)>,
+    /// Nodes passed over: unhealthy (breaker open) or full.
+    passed_over: Vec<(usize, PassedOver)>,
+    /// Whether the current attempt's node has answered (with a head) yet.
+    answered: bool,
+}
+
+/// Why a node of the chain got no attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassedOver {
+    /// Its breaker is open; a probe may go at this time.
+    Unhealthy { probe_at_ms: u64 },
+    /// At `max_concurrent`.
+    Full,
 }
 
 /// The router: configuration plus cross-request state.
@@ -76,13 +92,53 @@ pub struct Router {
     in_flight: Vec<u32>,
     latency: LatencyTracker,
     exchanges: HashMap<u64, Exchange>,
+    /// Passive health of each node, in config order.
+    breakers: Vec<Breaker>,
+    /// Health changes not yet handed to the host.
+    notices: Vec<Notice>,
+    /// The `random` of the latest request, for jitter.
+    entropy: u64,
 }
 
 impl Router {
     /// A router for a validated configuration.
     pub fn new(config: RouterConfig) -> Self {
         let n = config.nodes.len();
-        Self { config, in_flight: vec![0; n], latency: LatencyTracker::new(n), exchanges: HashMap::new() }
+        let h = &config.health_check;
+        let policy = BreakerPolicy {
+            threshold: h.unhealthy_threshold,
+            cool_down_ms: h.cool_down.as_millis(),
+            max_cool_down_ms: h.max_cool_down.as_millis(),
+        };
+        Self {
+            config,
+            in_flight: vec![0; n],
+            latency: LatencyTracker::new(n),
+            exchanges: HashMap::new(),
+            breakers: vec![Breaker::new(policy); n],
+            notices: Vec::new(),
+            entropy: 0,
+        }
+    }
+
+    /// Each node's breaker state, in config order.
+    pub fn health(&self) -> Vec<BreakerState> {
+        self.breakers.iter().map(Breaker::state).collect()
+    }
+
+    /// Health changes since the last call, for the host to log once each.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn note(&mut self, node: usize, transition: Option<Transition>, why: &str) {
+        let Some(t) = transition else { return };
+        let node = self.config.nodes[node].id.clone();
+        self.notices.push(match t {
+            Transition::Opened { for_ms } => Notice::Unhealthy { node, reason: why.to_string(), probe_in_ms: for_ms },
+            Transition::Probing => Notice::Probing { node },
+            Transition::Closed => Notice::Healthy { node },
+        });
     }
 
     /// The configuration in force.
@@ -104,13 +160,14 @@ impl Router {
     pub fn handle(&mut self, event: Event) -> Action {
         match event {
             Event::Request { id, method, target, headers, country, body, now_ms, random } => {
+                self.entropy = random;
                 self.on_request(id, method, target, headers, country, body, now_ms, random)
             }
             Event::ResponseHead { id, status, now_ms } => self.on_response_head(id, status, now_ms),
             Event::OriginFailed { id, failure, now_ms } => self.on_origin_failed(id, failure, now_ms),
-            Event::Finished { id, .. } => {
+            Event::Finished { id, now_ms } => {
                 if let Some(ex) = self.exchanges.remove(&id) {
-                    self.release(ex.holding);
+                    self.close(id, &ex, now_ms);
                 }
                 Action::Done
             }
@@ -123,7 +180,7 @@ impl Router {
                     .collect();
                 for id in stale {
                     if let Some(ex) = self.exchanges.remove(&id) {
-                        self.release(ex.holding);
+                        self.close(id, &ex, now_ms);
                     }
                 }
                 Action::Done
@@ -198,6 +255,8 @@ impl Router {
             last_activity_ms: now_ms,
             failures: Vec::new(),
             skipped_statuses: Vec::new(),
+            passed_over: Vec::new(),
+            answered: false,
         };
         self.exchanges.insert(id, exchange);
         self.next_attempt(id, now_ms)
@@ -295,10 +354,19 @@ impl Router {
             let (node, choice) = ex.chain[ex.next].clone();
             ex.next += 1;
             let n = &self.config.nodes[node];
-            if n.max_concurrent.is_some_and(|max| self.in_flight[node] >= max) {
+            if let Some(probe_at_ms) = self.breakers[node].next_chance_ms(now_ms) {
+                ex.passed_over.push((node, PassedOver::Unhealthy { probe_at_ms }));
                 continue;
             }
+            if n.max_concurrent.is_some_and(|max| self.in_flight[node] >= max) {
+                ex.passed_over.push((node, PassedOver::Full));
+                continue;
+            }
+            if self.breakers[node].acquire(id, now_ms).flatten().is_some() {
+                self.notices.push(Notice::Probing { node: n.id.clone() });
+            }
             self.in_flight[node] += 1;
+            ex.answered = false;
             ex.holding = Some(node);
             ex.attempts += 1;
             ex.sent_ms = now_ms;
@@ -327,19 +395,37 @@ impl Router {
         let Some(ex) = self.exchanges.remove(&id) else {
             return Action::Done;
         };
-        let error = self.exhausted(&ex);
+        let error = self.exhausted(&ex, now_ms);
         let (status, mut headers, body) = error.to_response(Vec::new());
         headers.extend(explain(&ex, "-"));
         Action::Respond { status, headers, body }
     }
 
-    fn exhausted(&self, ex: &Exchange) -> RouterError {
+    fn exhausted(&self, ex: &Exchange, now_ms: u64) -> RouterError {
+        let id = |n: &usize| self.config.nodes[*n].id.as_str();
         if ex.attempts == 0 {
-            return RouterError::AtCapacity;
+            let mut retry_after_s = u64::MAX;
+            let mut unhealthy = Vec::new();
+            for (n, why) in &ex.passed_over {
+                match why {
+                    PassedOver::Full => return RouterError::AtCapacity,
+                    PassedOver::Unhealthy { probe_at_ms } => {
+                        retry_after_s = retry_after_s.min(probe_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1));
+                        unhealthy.push(id(n));
+                    }
+                }
+            }
+            if unhealthy.is_empty() {
+                return RouterError::AtCapacity;
+            }
+            return RouterError::Unhealthy { nodes: unhealthy.join(", "), retry_after_s };
         }
-        let mut parts: Vec<String> =
-            ex.failures.iter().map(|(n, f)| format!("{}: {}", self.config.nodes[*n].id, f.describe())).collect();
-        parts.extend(ex.skipped_statuses.iter().map(|(n, s)| format!("{}: answered {s}", self.config.nodes[*n].id)));
+        let mut parts: Vec<String> = ex.failures.iter().map(|(n, f)| format!("{}: {}", id(n), f.describe())).collect();
+        parts.extend(ex.skipped_statuses.iter().map(|(n, s)| format!("{}: answered {s}", id(n))));
+        parts.extend(ex.passed_over.iter().map(|(n, why)| match why {
+            PassedOver::Full => format!("{}: at capacity", id(n)),
+            PassedOver::Unhealthy { .. } => format!("{}: unhealthy", id(n)),
+        }));
         let summary = parts.join("; ");
         match ex.failures.last() {
             Some((_, Failure::Timeout)) => RouterError::UpstreamTimeout(summary),
@@ -355,20 +441,44 @@ impl Router {
         let Some(node) = ex.holding else {
             return Action::Done;
         };
+        ex.answered = true;
         if status < 500 {
             self.latency.observe(node, now_ms.saturating_sub(ex.sent_ms).saturating_mul(1000));
         }
         let retryable = FALLBACK_STATUSES.contains(&status);
-        let more = ex.chain[ex.next..]
-            .iter()
-            .any(|(n, _)| self.config.nodes[*n].max_concurrent.is_none_or(|max| self.in_flight[*n] < max));
-        if retryable && more {
+        let more = ex.chain[ex.next..].iter().any(|(n, _)| {
+            self.breakers[*n].admits(now_ms)
+                && self.config.nodes[*n].max_concurrent.is_none_or(|max| self.in_flight[*n] < max)
+        });
+        let deliver = (!retryable || !more).then(|| delivery_explain(ex, &self.config.nodes[node].id));
+        if counts_as_failure(status) {
+            let jitter = self.jitter(id);
+            let transition = self.breakers[node].on_failure(id, now_ms, jitter);
+            if transition.is_some() {
+                self.note(node, transition, &format!("it answered {status}"));
+            }
+        } else {
+            let transition = self.breakers[node].on_success(id);
+            self.note(node, transition, "");
+        }
+        if let Some(explain) = deliver {
+            return Action::Deliver(explain);
+        }
+        if let Some(ex) = self.exchanges.get_mut(&id) {
             ex.skipped_statuses.push((node, status));
             ex.holding = None;
-            self.release(Some(node));
-            return self.next_attempt(id, now_ms);
         }
-        Action::Deliver(delivery_explain(ex, &self.config.nodes[node].id))
+        self.release(Some(node));
+        self.next_attempt(id, now_ms)
+    }
+
+    /// Randomness for a breaker's jitter: the last request's `random`, mixed
+    /// with the exchange id, so it stays a function of the events.
+    fn jitter(&self, id: u64) -> u64 {
+        let mut z = self.entropy ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 
     fn on_origin_failed(&mut self, id: u64, failure: Failure, now_ms: u64) -> Action {
@@ -379,9 +489,23 @@ impl Router {
         let held = ex.holding.take();
         if let Some(node) = held {
             ex.failures.push((node, failure));
+            let jitter = self.jitter(id);
+            let transition = self.breakers[node].on_failure(id, now_ms, jitter);
+            self.note(node, transition, failure.describe());
         }
         self.release(held);
         self.next_attempt(id, now_ms)
+    }
+
+    /// An exchange is over: its capacity slot is free, and if its node never
+    /// answered (the client left first), a probe it carried is handed on.
+    fn close(&mut self, id: u64, ex: &Exchange, now_ms: u64) {
+        if let Some(node) = ex.holding
+            && !ex.answered
+        {
+            self.breakers[node].on_abandoned(id, now_ms);
+        }
+        self.release(ex.holding);
     }
 
     fn release(&mut self, node: Option<usize>) {
@@ -568,5 +692,126 @@ mod tests {
             r.handle(Event::Finished { id: 7, now_ms: 3_000 });
             prop_assert!(r.in_flight().iter().all(|&c| c == 0), "slots leaked: {:?}", r.in_flight());
         }
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    const FLEET: &str = "
+nodes:
+  - {id: primary, type: local, host: \"http://primary\"}
+  - {id: backup, type: cloud, host: \"http://backup\"}
+routing:
+  rules:
+    - {name: main, match: {type: \"*\"}, target: primary, fallback: [backup]}
+health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
+";
+
+    fn request(id: u64, now_ms: u64) -> Event {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        Event::Request {
+            id,
+            method: "POST".into(),
+            target: "/v1/chat/completions".into(),
+            headers: Vec::new(),
+            country: Some("US".into()),
+            body: RequestBody::Buffered(body.to_vec()),
+            now_ms,
+            random: id,
+        }
+    }
+
+    fn forward_to(action: &Action) -> (&str, u32) {
+        match action {
+            Action::Forward(f) => (f.node.as_str(), f.attempt),
+            other => panic!("expected a forward, got {other:?}"),
+        }
+    }
+
+    /// A request whose first node refuses the connection and whose fallback answers 200.
+    fn failing_over(r: &mut Router, id: u64, now_ms: u64) {
+        assert_eq!(forward_to(&r.handle(request(id, now_ms))), ("primary", 1));
+        let next = r.handle(Event::OriginFailed { id, failure: Failure::Connect, now_ms });
+        assert_eq!(forward_to(&next), ("backup", 2));
+        assert!(matches!(r.handle(Event::ResponseHead { id, status: 200, now_ms }), Action::Deliver(_)));
+        r.handle(Event::Finished { id, now_ms });
+    }
+
+    #[test]
+    fn failures_open_the_breaker_and_a_probe_after_the_cool_down_closes_it() {
+        let mut r = Router::new(RouterConfig::load("t.yaml", FLEET).unwrap_or_else(|e| panic!("{e}")));
+        failing_over(&mut r, 1, 1_000);
+        assert!(r.take_notices().is_empty(), "one failure is below the threshold");
+        failing_over(&mut r, 2, 1_100);
+        let notices = r.take_notices();
+        assert!(
+            matches!(&notices[..], [Notice::Unhealthy { node, probe_in_ms, .. }] if node == "primary" && (500..=1_000).contains(probe_in_ms)),
+            "{notices:?}"
+        );
+
+        // While open, the primary is skipped: the backup serves at the first attempt.
+        assert_eq!(forward_to(&r.handle(request(3, 1_200))), ("backup", 1));
+        r.handle(Event::ResponseHead { id: 3, status: 200, now_ms: 1_210 });
+        r.handle(Event::Finished { id: 3, now_ms: 1_220 });
+        assert!(r.take_notices().is_empty(), "a state change is told once, not per request");
+
+        // After the cool-down one request probes; a concurrent one goes to the backup.
+        assert_eq!(forward_to(&r.handle(request(4, 2_200))), ("primary", 1));
+        assert_eq!(r.take_notices(), [Notice::Probing { node: "primary".into() }]);
+        assert_eq!(forward_to(&r.handle(request(5, 2_200))), ("backup", 1));
+        assert!(matches!(r.handle(Event::ResponseHead { id: 4, status: 200, now_ms: 2_250 }), Action::Deliver(_)));
+        assert_eq!(r.take_notices(), [Notice::Healthy { node: "primary".into() }]);
+        assert_eq!(forward_to(&r.handle(request(6, 2_300))), ("primary", 1));
+    }
+
+    #[test]
+    fn client_errors_and_501_do_not_count_but_other_5xx_do() {
+        let mut r = Router::new(RouterConfig::load("t.yaml", FLEET).unwrap_or_else(|e| panic!("{e}")));
+        for (id, status) in [(1, 404), (2, 429), (3, 501), (4, 400)] {
+            forward_to(&r.handle(request(id, 1_000)));
+            r.handle(Event::ResponseHead { id, status, now_ms: 1_000 });
+            r.handle(Event::Finished { id, now_ms: 1_000 });
+        }
+        assert_eq!(r.health()[0], BreakerState::Closed { failures: 0 });
+        for id in [5, 6] {
+            forward_to(&r.handle(request(id, 1_000)));
+            // The backup is free, so a 503 moves on; it still counts against the primary.
+            assert_eq!(forward_to(&r.handle(Event::ResponseHead { id, status: 503, now_ms: 1_000 })), ("backup", 2));
+            r.handle(Event::ResponseHead { id, status: 200, now_ms: 1_000 });
+            r.handle(Event::Finished { id, now_ms: 1_000 });
+        }
+        assert!(matches!(r.health()[0], BreakerState::Open { .. }));
+        assert_eq!(r.health()[1], BreakerState::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn with_every_candidate_unhealthy_the_answer_is_503_with_retry_after() {
+        let config = FLEET.replace("fallback: [backup]", "fallback: []");
+        let mut r = Router::new(RouterConfig::load("t.yaml", &config).unwrap_or_else(|e| panic!("{e}")));
+        for id in [1, 2] {
+            forward_to(&r.handle(request(id, 1_000)));
+            let failed = r.handle(Event::OriginFailed { id, failure: Failure::Timeout, now_ms: 1_000 });
+            assert!(matches!(failed, Action::Respond { status: 504, .. }), "{failed:?}");
+        }
+        let Action::Respond { status, headers, body } = r.handle(request(3, 1_100)) else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(status, 503);
+        let retry =
+            headers.iter().find(|h| h.name == "retry-after").map(|h| String::from_utf8_lossy(&h.value).into_owned());
+        assert!(retry.is_some_and(|s| s == "1"), "{headers:?}");
+        assert!(String::from_utf8_lossy(&body).contains("unhealthy (primary)"));
+    }
+
+    #[test]
+    fn a_probe_whose_client_left_hands_the_probe_to_the_next_request() {
+        let mut r = Router::new(RouterConfig::load("t.yaml", FLEET).unwrap_or_else(|e| panic!("{e}")));
+        failing_over(&mut r, 1, 1_000);
+        failing_over(&mut r, 2, 1_000);
+        assert_eq!(forward_to(&r.handle(request(3, 5_000))), ("primary", 1));
+        r.handle(Event::Finished { id: 3, now_ms: 5_010 });
+        assert_eq!(forward_to(&r.handle(request(4, 5_020))), ("primary", 1), "the next request probes");
     }
 }

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::machine::Router;
-use crate::wire::{Action, Configured, Event};
+use crate::wire::{Action, Configured, Event, Reply};
 
 // The module's heap. Decoding an event, routing and encoding the action
 // allocate a few dozen small blocks per request; talc serves them several
@@ -35,7 +35,7 @@ thread_local! {
 /// ABI version; the host refuses a module whose version it does not know.
 #[unsafe(no_mangle)]
 pub extern "C" fn er_abi_version() -> u32 {
-    2
+    3
 }
 
 /// Returns a pointer to an input buffer of at least `len` bytes.
@@ -79,16 +79,20 @@ pub extern "C" fn er_configure(len: u32) -> u64 {
 }
 
 /// Input: one or more postcard `Event`s, back to back, handled in order.
-/// Output: postcard `Action`, the answer to the last event. The host sends
-/// earlier events only when it does not need their answers (see `docs/abi.md`).
+/// Output: postcard `Reply`: the answer to the last event, and the health
+/// changes the events caused. The host sends earlier events only when it
+/// does not need their answers (see `docs/abi.md`).
 #[unsafe(no_mangle)]
 pub extern "C" fn er_handle(len: u32) -> u64 {
     MODULE.with_borrow_mut(|m| {
-        let action = match m.router.as_mut() {
-            None => internal("the module has no configuration".into()),
-            Some(router) => handle_all(router, m.input.get(..len as usize).unwrap_or_default()),
+        let answer = match m.router.as_mut() {
+            None => Reply { action: internal("the module has no configuration".into()), notices: Vec::new() },
+            Some(router) => {
+                let action = handle_all(router, m.input.get(..len as usize).unwrap_or_default());
+                Reply { action, notices: router.take_notices() }
+            }
         };
-        reply(m, &action)
+        reply(m, &answer)
     })
 }
 

@@ -205,6 +205,40 @@ pub enum Action {
     Done,
 }
 
+/// A change in a node's health, for the host to log once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    /// The node's breaker opened: it gets no requests until a probe.
+    Unhealthy {
+        /// Node id.
+        node: String,
+        /// The failure that tipped it.
+        reason: String,
+        /// Milliseconds until a probe request may go.
+        probe_in_ms: u64,
+    },
+    /// A probe request is on its way to a node that was unhealthy.
+    Probing {
+        /// Node id.
+        node: String,
+    },
+    /// The probe succeeded: the node gets requests again.
+    Healthy {
+        /// Node id.
+        node: String,
+    },
+}
+
+/// What `er_handle` returns: the answer to the last event, and the health
+/// changes any of the events caused (usually none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The answer.
+    pub action: Action,
+    /// Health changes, oldest first.
+    pub notices: Vec<Notice>,
+}
+
 /// The result of configuring the module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Configured {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use edge_router::wire::{Action, Configured, Event};
+use edge_router::wire::{Action, Configured, Event, Notice, Reply};
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 /// wasmtime has its own error type; this keeps its full message in an anyhow error.
@@ -20,7 +20,7 @@ fn w<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
 }
 
 /// The ABI version this host speaks (see `docs/abi.md`).
-const ABI_VERSION: u32 = 2;
+const ABI_VERSION: u32 = 3;
 /// How often the engine's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Ticks a single call may run: a routing decision takes microseconds, so a
@@ -120,7 +120,10 @@ impl WasmRouter {
             .and_then(|()| self.handle_encoded(&encoded, &mut reply))
             .and_then(|()| decode(&reply));
         self.scratch = (encoded, reply);
-        result
+        result.map(|r| {
+            log_notices(&r.notices);
+            r.action
+        })
     }
 
     /// [`handle`](Self::handle) for an event already encoded with [`encode`]:
@@ -149,10 +152,12 @@ impl WasmRouter {
     pub fn defer_encoded(&mut self, event: &[u8]) {
         self.batch.extend_from_slice(event);
         self.deferred += 1;
-        if self.deferred >= MAX_DEFERRED
-            && let Err(e) = self.send(&mut Vec::new())
-        {
-            tracing::error!("router module call failed: {e:#}");
+        if self.deferred >= MAX_DEFERRED {
+            let mut reply = Vec::new();
+            match self.send(&mut reply).and_then(|()| decode(&reply)) {
+                Ok(r) => log_notices(&r.notices),
+                Err(e) => tracing::error!("router module call failed: {e:#}"),
+            }
         }
     }
 
@@ -198,8 +203,23 @@ pub fn encode(event: &Event, into: &mut Vec<u8>) -> anyhow::Result<()> {
 }
 
 /// Decodes a reply copied out by [`WasmRouter::handle_encoded`].
-pub fn decode(reply: &[u8]) -> anyhow::Result<Action> {
-    postcard::from_bytes::<Action>(reply).map_err(|e| anyhow!("the module returned a malformed action: {e}"))
+pub fn decode(reply: &[u8]) -> anyhow::Result<Reply> {
+    postcard::from_bytes::<Reply>(reply).map_err(|e| anyhow!("the module returned a malformed reply: {e}"))
+}
+
+/// Logs the module's health changes, once each.
+pub fn log_notices(notices: &[Notice]) {
+    for notice in notices {
+        match notice {
+            Notice::Unhealthy { node, reason, probe_in_ms } => tracing::warn!(
+                node = %node,
+                "node unhealthy: {reason}; it gets no requests for {:.1}s, then one probe",
+                *probe_in_ms as f64 / 1000.0
+            ),
+            Notice::Probing { node } => tracing::info!(node = %node, "sending a probe request to an unhealthy node"),
+            Notice::Healthy { node } => tracing::info!(node = %node, "node healthy again"),
+        }
+    }
 }
 
 fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {

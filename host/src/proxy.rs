@@ -68,12 +68,17 @@ impl Shared {
             self.lock().handle_encoded(encoded, reply)?;
             module::decode(reply)
         });
-        result.unwrap_or_else(|e| {
-            tracing::error!("router module call failed: {e:#}");
-            let (status, headers, body) =
-                RouterError::Internal("the routing module failed".into()).to_response(Vec::new());
-            Action::Respond { status, headers, body }
-        })
+        result
+            .map(|r| {
+                module::log_notices(&r.notices);
+                r.action
+            })
+            .unwrap_or_else(|e| {
+                tracing::error!("router module call failed: {e:#}");
+                let (status, headers, body) =
+                    RouterError::Internal("the routing module failed".into()).to_response(Vec::new());
+                Action::Respond { status, headers, body }
+            })
     }
 
     /// Lets the router reap exchanges its host lost track of (see `Event::Tick`).

@@ -4,8 +4,10 @@
 //! crate decides the order in which they are tried. Time and randomness are
 //! arguments, so every decision can be replayed in a test.
 
+mod breaker;
 mod latency;
 mod selection;
 
+pub use breaker::{Breaker, BreakerPolicy, BreakerState, Transition, counts_as_failure};
 pub use latency::LatencyTracker;
 pub use selection::{Candidate, Strategy, order_candidates};

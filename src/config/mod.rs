@@ -82,4 +82,14 @@ mod tests {
         let cfg = RouterConfig::load("c.yaml", yaml).unwrap();
         assert!(cfg.warnings[0].message.contains("never can never match"), "{:?}", cfg.warnings);
     }
+
+    #[test]
+    fn health_check_cool_downs_are_checked() {
+        let yaml = "nodes:\n  - {id: a, type: cloud, host: \"http://a\"}\nhealth_check:\n  cool_down: 1m\n  max_cool_down: 30s\n";
+        let err = RouterConfig::load("c.yaml", yaml).unwrap_err().to_string();
+        assert!(err.contains("health_check.max_cool_down") && err.contains("shorter than the first"), "{err}");
+        let zero = yaml.replace("cool_down: 1m", "cool_down: 0s");
+        let err = RouterConfig::load("c.yaml", &zero).unwrap_err().to_string();
+        assert!(err.contains("health_check.cool_down: must be longer than zero"), "{err}");
+    }
 }

@@ -389,12 +389,23 @@ pub struct HealthCheckConfig {
     pub interval: DurationSpec,
     /// Time limit of one probe.
     pub timeout: DurationSpec,
-    /// Consecutive failures that mark a node unhealthy.
+    /// Consecutive failures (connect errors, timeouts, 5xx other than 501)
+    /// that open a node's breaker: it gets no requests until a cool-down ends.
     pub unhealthy_threshold: u32,
+    /// How long an unhealthy node rests before one probe request is let through.
+    pub cool_down: DurationSpec,
+    /// Longest rest: each failed probe doubles the cool-down up to this.
+    pub max_cool_down: DurationSpec,
 }
 
 impl Default for HealthCheckConfig {
     fn default() -> Self {
-        Self { interval: DurationSpec::secs(30), timeout: DurationSpec::secs(5), unhealthy_threshold: 3 }
+        Self {
+            interval: DurationSpec::secs(30),
+            timeout: DurationSpec::secs(5),
+            unhealthy_threshold: 3,
+            cool_down: DurationSpec::secs(10),
+            max_cool_down: DurationSpec::secs(300),
+        }
     }
 }

@@ -513,6 +513,15 @@ impl Validator<'_> {
                 format!("the timeout ({}) is longer than the interval ({})", h.timeout, h.interval),
             );
         }
+        if h.cool_down.0.is_zero() {
+            self.err("health_check.cool_down", "must be longer than zero");
+        }
+        if h.max_cool_down < h.cool_down {
+            self.err(
+                "health_check.max_cool_down",
+                format!("the longest cool-down ({}) is shorter than the first ({})", h.max_cool_down, h.cool_down),
+            );
+        }
     }
 
     fn model_routing(&mut self, m: &ModelRoutingConfig) {

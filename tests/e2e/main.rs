@@ -5,6 +5,7 @@
 
 mod fallback;
 mod geo;
+mod health;
 mod input;
 mod routing;
 mod streaming;

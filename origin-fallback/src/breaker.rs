@@ -1,0 +1,263 @@
+//! Passive health: a circuit breaker per node.
+//!
+//! `threshold` consecutive failures open the breaker: the node gets no
+//! requests for a cool-down. Then exactly one request is let through as a
+//! probe (half-open). Its success closes the breaker; its failure opens it
+//! again for twice the previous cool-down, up to a bound, with jitter so
+//! that several routers do not probe a recovering node in lockstep.
+//!
+//! What counts as a failure is the caller's business ([`counts_as_failure`]
+//! gives the usual rule for HTTP statuses). Time and randomness are passed in.
+
+/// How a breaker reacts to failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Consecutive failures that open the breaker (at least 1).
+    pub threshold: u32,
+    /// First cool-down, in milliseconds.
+    pub cool_down_ms: u64,
+    /// Largest cool-down after repeated failed probes, in milliseconds.
+    pub max_cool_down_ms: u64,
+}
+
+/// Where a breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Requests flow; `failures` consecutive failures so far.
+    Closed {
+        /// Consecutive failures.
+        failures: u32,
+    },
+    /// No requests until `until_ms`; the cool-down that got it here was `cool_down_ms`.
+    Open {
+        /// When a probe may go.
+        until_ms: u64,
+        /// The cool-down before this opening's jitter.
+        cool_down_ms: u64,
+    },
+    /// One probe, exchange `probe`, is in flight; nothing else goes.
+    HalfOpen {
+        /// The probing exchange.
+        probe: u64,
+        /// The cool-down of the opening before.
+        cool_down_ms: u64,
+    },
+}
+
+/// A change worth telling an operator about, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The node stopped getting requests.
+    Opened {
+        /// Milliseconds until a probe.
+        for_ms: u64,
+    },
+    /// A probe is on its way.
+    Probing,
+    /// The node is healthy again.
+    Closed,
+}
+
+/// One node's breaker.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    policy: BreakerPolicy,
+    state: BreakerState,
+}
+
+/// Whether a response status says the node (not the client) failed: 5xx
+/// other than 501 Not Implemented. A 4xx is the client's fault.
+pub fn counts_as_failure(status: u16) -> bool {
+    (500..600).contains(&status) && status != 501
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(policy: BreakerPolicy) -> Self {
+        Self {
+            policy: BreakerPolicy { threshold: policy.threshold.max(1), ..policy },
+            state: BreakerState::Closed { failures: 0 },
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// Whether a request may go to the node now, without taking the probe slot.
+    pub fn admits(&self, now_ms: u64) -> bool {
+        match self.state {
+            BreakerState::Closed { .. } => true,
+            BreakerState::Open { until_ms, .. } => now_ms >= until_ms,
+            BreakerState::HalfOpen { .. } => false,
+        }
+    }
+
+    /// `None` when a request may go now; otherwise the earliest time one
+    /// might (`now_ms` when a probe is out and its outcome decides).
+    pub fn next_chance_ms(&self, now_ms: u64) -> Option<u64> {
+        match self.state {
+            BreakerState::Closed { .. } => None,
+            BreakerState::Open { until_ms, .. } => (now_ms < until_ms).then_some(until_ms),
+            BreakerState::HalfOpen { .. } => Some(now_ms),
+        }
+    }
+
+    /// Claims the node for exchange `id`. `None` when the breaker refuses;
+    /// otherwise the transition this caused, if any (a cooled-down breaker
+    /// makes `id` its probe).
+    pub fn acquire(&mut self, id: u64, now_ms: u64) -> Option<Option<Transition>> {
+        match self.state {
+            BreakerState::Closed { .. } => Some(None),
+            BreakerState::Open { until_ms, cool_down_ms } if now_ms >= until_ms => {
+                self.state = BreakerState::HalfOpen { probe: id, cool_down_ms };
+                Some(Some(Transition::Probing))
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => None,
+        }
+    }
+
+    /// The node answered exchange `id` well.
+    pub fn on_success(&mut self, id: u64) -> Option<Transition> {
+        match self.state {
+            BreakerState::Closed { .. } => {
+                self.state = BreakerState::Closed { failures: 0 };
+                None
+            }
+            BreakerState::HalfOpen { probe, .. } if probe == id => {
+                self.state = BreakerState::Closed { failures: 0 };
+                Some(Transition::Closed)
+            }
+            // A late answer from before the breaker opened proves little; the probe decides.
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => None,
+        }
+    }
+
+    /// The node failed exchange `id`; `random` jitters a new cool-down.
+    pub fn on_failure(&mut self, id: u64, now_ms: u64, random: u64) -> Option<Transition> {
+        match self.state {
+            BreakerState::Closed { failures } => {
+                let failures = failures.saturating_add(1);
+                if failures >= self.policy.threshold {
+                    Some(self.open(self.policy.cool_down_ms, now_ms, random))
+                } else {
+                    self.state = BreakerState::Closed { failures };
+                    None
+                }
+            }
+            BreakerState::HalfOpen { probe, cool_down_ms } if probe == id => {
+                let next =
+                    cool_down_ms.saturating_mul(2).min(self.policy.max_cool_down_ms.max(self.policy.cool_down_ms));
+                Some(self.open(next, now_ms, random))
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => None,
+        }
+    }
+
+    /// Exchange `id` ended without telling whether the node is healthy (the
+    /// client went away). If it was the probe, the next request probes instead.
+    pub fn on_abandoned(&mut self, id: u64, now_ms: u64) {
+        if let BreakerState::HalfOpen { probe, cool_down_ms } = self.state
+            && probe == id
+        {
+            self.state = BreakerState::Open { until_ms: now_ms, cool_down_ms };
+        }
+    }
+
+    /// Opens for `cool_down_ms` with "equal jitter": between half and all of it.
+    fn open(&mut self, cool_down_ms: u64, now_ms: u64, random: u64) -> Transition {
+        let half = cool_down_ms / 2;
+        let wait = half + random % (cool_down_ms - half + 1);
+        self.state = BreakerState::Open { until_ms: now_ms.saturating_add(wait), cool_down_ms };
+        Transition::Opened { for_ms: wait }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::{any, proptest};
+
+    use super::*;
+
+    const POLICY: BreakerPolicy = BreakerPolicy { threshold: 3, cool_down_ms: 1_000, max_cool_down_ms: 8_000 };
+
+    fn opened(b: &mut Breaker, now_ms: u64) {
+        for id in 0..3 {
+            assert!(b.acquire(id, now_ms).is_some());
+            b.on_failure(id, now_ms, 0);
+        }
+    }
+
+    #[test]
+    fn threshold_consecutive_failures_open_it_and_a_success_resets_the_count() {
+        let mut b = Breaker::new(POLICY);
+        assert_eq!(b.on_failure(1, 0, 0), None);
+        assert_eq!(b.on_failure(2, 0, 0), None);
+        assert_eq!(b.on_success(3), None);
+        assert_eq!(b.on_failure(4, 0, 0), None);
+        assert_eq!(b.on_failure(5, 0, 0), None);
+        assert!(matches!(b.on_failure(6, 10, 0), Some(Transition::Opened { for_ms: 500 })));
+        assert!(!b.admits(10));
+        assert_eq!(b.next_chance_ms(10), Some(510));
+        assert_eq!(b.acquire(7, 10), None);
+    }
+
+    #[test]
+    fn after_the_cool_down_exactly_one_probe_goes_and_its_success_closes() {
+        let mut b = Breaker::new(POLICY);
+        opened(&mut b, 0);
+        assert!(b.admits(500));
+        assert_eq!(b.acquire(10, 500), Some(Some(Transition::Probing)));
+        assert_eq!(b.acquire(11, 500), None, "only one probe at a time");
+        assert_eq!(b.next_chance_ms(600), Some(600), "the probe's outcome decides");
+        assert_eq!(b.on_success(9), None, "an older exchange's success does not close it");
+        assert_eq!(b.on_success(10), Some(Transition::Closed));
+        assert_eq!(b.acquire(12, 501), Some(None));
+    }
+
+    #[test]
+    fn a_failed_probe_doubles_the_cool_down_up_to_the_bound() {
+        let mut b = Breaker::new(POLICY);
+        opened(&mut b, 0);
+        let mut now = 0;
+        for expected in [2_000, 4_000, 8_000, 8_000] {
+            now += 10_000;
+            assert_eq!(b.acquire(now, now), Some(Some(Transition::Probing)));
+            // random = u64::MAX - 1 picks near the top of [half, all].
+            let Some(Transition::Opened { for_ms }) = b.on_failure(now, now, u64::MAX - 1) else {
+                panic!("a failed probe reopens")
+            };
+            assert!((expected / 2..=expected).contains(&for_ms), "{for_ms} for {expected}");
+            assert_eq!(b.state(), BreakerState::Open { until_ms: now + for_ms, cool_down_ms: expected });
+        }
+    }
+
+    #[test]
+    fn an_abandoned_probe_hands_the_probe_to_the_next_request() {
+        let mut b = Breaker::new(POLICY);
+        opened(&mut b, 0);
+        assert_eq!(b.acquire(10, 1_000), Some(Some(Transition::Probing)));
+        b.on_abandoned(10, 1_200);
+        assert_eq!(b.acquire(11, 1_200), Some(Some(Transition::Probing)));
+    }
+
+    #[test]
+    fn statuses_that_count_as_node_failures() {
+        assert!(counts_as_failure(500) && counts_as_failure(502) && counts_as_failure(503) && counts_as_failure(504));
+        assert!(!counts_as_failure(501), "501 is a missing feature, not a sick node");
+        assert!(!counts_as_failure(404) && !counts_as_failure(429) && !counts_as_failure(200));
+    }
+
+    proptest! {
+        #[test]
+        fn jitter_stays_within_half_and_all_of_the_cool_down(random in any::<u64>(), now in 0u64..1 << 40) {
+            let mut b = Breaker::new(POLICY);
+            for id in 0..3 {
+                b.on_failure(id, now, random);
+            }
+            let BreakerState::Open { until_ms, .. } = b.state() else { panic!("open") };
+            assert!((now + 500..=now + 1_000).contains(&until_ms));
+        }
+    }
+}
