@@ -67,6 +67,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("EDGE_ROUTER_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -238,7 +240,7 @@ fn demo_instructions(addr: SocketAddr, control: SocketAddr, fleet: &DemoFleet) -
          2. Cloud route: a US client asking for gpt-4o goes to the cheapest US-resident cloud (x-edge-node: cloud-us):\n   {}\n\n\
          3. Small-model routing: model \"auto\" with a short prompt goes to the edge and is rewritten to its smallest model, streamed:\n   {}\n\n\
          4. Geofence refusal: a client from KP gets 451 with a JSON error:\n   {}\n\n\
-         5. Fallback: stop the local origin, then repeat command 1; it is served by cloud-eu (x-edge-attempts: 2),\n   never by cloud-us, because EU data stays in the EU:\n   curl -X POST http://{control}/stop/local-gpu\n   {}\n   curl -X POST http://{control}/start/local-gpu\n\n\
+         5. Fallback: stop the local origin, then repeat command 1; it is served by cloud-eu (x-edge-attempts: 2),\n   never by cloud-us, because EU data stays in the EU. After 3 failures in a row local-gpu rests (the log says so)\n   and cloud-eu answers at the first attempt; once restarted, local-gpu is back after one probe (up to 10s):\n   curl -X POST http://{control}/stop/local-gpu\n   {}\n   curl -X POST http://{control}/start/local-gpu\n\n\
          Press Ctrl-C to stop.\n",
         origins.join("\n"),
         curl("DE", "llama-3-8b", false),
