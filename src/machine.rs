@@ -165,6 +165,20 @@ impl Router {
             }
             Event::ResponseHead { id, status, now_ms } => self.on_response_head(id, status, now_ms),
             Event::OriginFailed { id, failure, now_ms } => self.on_origin_failed(id, failure, now_ms),
+            Event::BodyFailed { id, failure, now_ms } => {
+                let Some(ex) = self.exchanges.get_mut(&id) else { return Action::Done };
+                ex.last_activity_ms = now_ms;
+                if let Some(node) = ex.holding {
+                    let jitter = self.jitter(id);
+                    let transition = self.breakers[node].on_failure(id, now_ms, jitter);
+                    let why = match failure {
+                        Failure::Timeout => "its response body stalled",
+                        Failure::Connect | Failure::Reset => "its response body broke off",
+                    };
+                    self.note(node, transition, why);
+                }
+                Action::Done
+            }
             Event::Finished { id, now_ms } => {
                 if let Some(ex) = self.exchanges.remove(&id) {
                     self.close(id, &ex, now_ms);
@@ -387,6 +401,8 @@ impl Router {
                 body,
                 connect_timeout_ms: n.timeouts.connect.as_millis(),
                 first_byte_timeout_ms: n.timeouts.first_byte.as_millis(),
+                idle_timeout_ms: n.timeouts.idle.as_millis(),
+                total_timeout_ms: n.timeouts.total.as_millis(),
                 credential: n.api_key_env.clone(),
                 ask_on_status,
                 explain: delivery_explain(ex, &n.id),

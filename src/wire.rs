@@ -101,6 +101,18 @@ pub enum Event {
         /// Milliseconds since the Unix epoch.
         now_ms: u64,
     },
+    /// The current attempt's response body broke off after its head was
+    /// delivered: the node stalled (`Timeout`) or reset (`Reset`). Nothing
+    /// can be retried any more; the router counts it against the node's
+    /// health. The host needs no answer. `Finished` still follows.
+    BodyFailed {
+        /// Exchange id.
+        id: u64,
+        /// How it broke.
+        failure: Failure,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
     /// Time passes.
     Tick {
         /// Milliseconds since the Unix epoch.
@@ -141,6 +153,10 @@ pub struct Forward {
     pub connect_timeout_ms: u64,
     /// Response-head limit.
     pub first_byte_timeout_ms: u64,
+    /// Longest gap between response body chunks.
+    pub idle_timeout_ms: u64,
+    /// Limit from sending the request to the end of the response body.
+    pub total_timeout_ms: u64,
     /// Environment variable (or secret) whose value the host sends as `Authorization: Bearer`.
     pub credential: Option<String>,
     /// Response statuses that may lead to a fallback. For these the host must
@@ -184,6 +200,9 @@ impl Explain {
 }
 
 /// An output of the router.
+// Forward is the common case and an Action lives only until the host acts on
+// it; boxing it would add an allocation to every request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Answer the client with this response; the exchange is over.

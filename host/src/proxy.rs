@@ -174,6 +174,7 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
                 return host_error(&e, country);
             }
         };
+        let sent = tokio::time::Instant::now();
         let outcome = send(&shared, worker, &forward, &parts.headers, &original, &mut stream).await;
         action = match outcome {
             Ok(resp) => {
@@ -182,10 +183,14 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
                 if !forward.ask_on_status.contains(&status) {
                     // The router's answer is known: deliver now, tell it later.
                     shared.defer(&head);
-                    return deliver(resp, &forward.explain, guard);
+                    let limits = BodyLimits::of(&forward, sent);
+                    return deliver(resp, &forward.explain, limits, forward.node, guard);
                 }
                 match shared.event(&head) {
-                    Action::Deliver(explain) => return deliver(resp, &explain, guard),
+                    Action::Deliver(explain) => {
+                        let limits = BodyLimits::of(&forward, sent);
+                        return deliver(resp, &explain, limits, forward.node, guard);
+                    }
                     other => other,
                 }
             }
@@ -288,7 +293,30 @@ pub fn host_error(error: &RouterError, country: Option<Country>) -> Response<Pro
     respond(status, &headers, Bytes::from(body))
 }
 
-fn deliver(resp: Response<Incoming>, explain: &Explain, finish: FinishOnDrop) -> Response<ProxyBody> {
+/// Time limits of a response body.
+struct BodyLimits {
+    /// Longest gap between chunks.
+    idle: Duration,
+    /// When the whole exchange must be over.
+    deadline: tokio::time::Instant,
+}
+
+impl BodyLimits {
+    fn of(f: &Forward, sent: tokio::time::Instant) -> Self {
+        Self {
+            idle: Duration::from_millis(f.idle_timeout_ms),
+            deadline: sent + Duration::from_millis(f.total_timeout_ms),
+        }
+    }
+}
+
+fn deliver(
+    resp: Response<Incoming>,
+    explain: &Explain,
+    limits: BodyLimits,
+    node: String,
+    finish: FinishOnDrop,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     let tokens = connection_tokens(parts.headers.get_all(http::header::CONNECTION).iter().map(HeaderValue::as_bytes));
     let hop: Vec<HeaderName> = parts.headers.keys().filter(|n| is_hop_by_hop(n.as_str(), &tokens)).cloned().collect();
@@ -300,7 +328,11 @@ fn deliver(resp: Response<Incoming>, explain: &Explain, finish: FinishOnDrop) ->
             parts.headers.insert(HeaderName::from_static(name), value);
         }
     });
-    Response::from_parts(parts, Tracked { inner: body, finish: Some(finish) }.boxed())
+    let sse =
+        parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let timer = Box::pin(tokio::time::sleep_until(limits.deadline.min(tokio::time::Instant::now() + limits.idle)));
+    let tracked = Tracked { inner: body, finish: Some(finish), timer, limits, node, sse, ended: false };
+    Response::from_parts(parts, tracked.boxed())
 }
 
 /// Tells the router an exchange is over when dropped: after the response
@@ -308,6 +340,13 @@ fn deliver(resp: Response<Incoming>, explain: &Explain, finish: FinishOnDrop) ->
 struct FinishOnDrop {
     shared: Arc<Shared>,
     id: u64,
+}
+
+impl FinishOnDrop {
+    /// Tells the router the body broke off; `Finished` follows on drop.
+    fn body_failed(&self, failure: Failure) {
+        self.shared.defer(&Event::BodyFailed { id: self.id, failure, now_ms: now_ms() });
+    }
 }
 
 impl Drop for FinishOnDrop {
@@ -318,9 +357,48 @@ impl Drop for FinishOnDrop {
 
 /// An origin response body passed through frame by frame, so SSE chunks
 /// reach the client as they arrive. The exchange finishes at its end.
+///
+/// A body that stalls longer than the node's `idle` limit, or outlasts its
+/// `total` limit, is cut off and reported to the router as a node failure.
+/// An SSE stream then ends with an `event: error` carrying an OpenAI-shaped
+/// error (which OpenAI's SDKs raise as an API error), so the client sees
+/// why instead of hanging; any other body ends with an error, which closes
+/// the client connection before the declared length.
 struct Tracked {
     inner: Incoming,
     finish: Option<FinishOnDrop>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    limits: BodyLimits,
+    node: String,
+    sse: bool,
+    ended: bool,
+}
+
+impl Tracked {
+    fn fail(&mut self, failure: Failure) {
+        if let Some(finish) = self.finish.take() {
+            finish.body_failed(failure);
+        }
+    }
+
+    /// The time limit ran out: what the client gets instead of more body.
+    fn cut_off(&mut self) -> Result<Frame<Bytes>, BoxError> {
+        let total = tokio::time::Instant::now() >= self.limits.deadline;
+        let (kind, message) = if total {
+            ("upstream_timeout", format!("node {} did not finish its response within its total time limit", self.node))
+        } else {
+            let idle = self.limits.idle.as_secs_f64();
+            ("upstream_stall", format!("node {} sent nothing for {idle}s; the response was cut off", self.node))
+        };
+        tracing::warn!(node = %self.node, "{message}");
+        self.fail(Failure::Timeout);
+        self.ended = true;
+        if !self.sse {
+            return Err(message.into());
+        }
+        let error = serde_json::json!({"error": {"type": kind, "message": message}});
+        Ok(Frame::data(Bytes::from(format!("event: error\ndata: {error}\n\n"))))
+    }
 }
 
 impl Body for Tracked {
@@ -328,15 +406,35 @@ impl Body for Tracked {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.finish = None;
+        if self.ended {
+            return Poll::Ready(None);
         }
-        polled.map_err(Into::into)
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = self.limits.deadline.min(tokio::time::Instant::now() + self.limits.idle);
+                self.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!(node = %self.node, "the response body broke off: {e}");
+                self.fail(Failure::Reset);
+                self.ended = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                self.finish = None;
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(self.cut_off())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

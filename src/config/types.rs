@@ -161,11 +161,21 @@ pub struct NodeTimeouts {
     pub connect: DurationSpec,
     /// Time from sending the request to receiving the response head.
     pub first_byte: DurationSpec,
+    /// Longest silence between two chunks of the response body (a stalled
+    /// stream). A stream that stalls is ended with an SSE error event.
+    pub idle: DurationSpec,
+    /// Longest time from sending the request to the end of the response body.
+    pub total: DurationSpec,
 }
 
 impl Default for NodeTimeouts {
     fn default() -> Self {
-        Self { connect: DurationSpec::secs(5), first_byte: DurationSpec::secs(60) }
+        Self {
+            connect: DurationSpec::secs(5),
+            first_byte: DurationSpec::secs(60),
+            idle: DurationSpec::secs(60),
+            total: DurationSpec::secs(600),
+        }
     }
 }
 

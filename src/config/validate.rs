@@ -299,8 +299,14 @@ impl Validator<'_> {
                     );
                 }
             }
-            if n.timeouts.connect.0.is_zero() || n.timeouts.first_byte.0.is_zero() {
+            let t = &n.timeouts;
+            if [t.connect, t.first_byte, t.idle, t.total].iter().any(|d| d.0.is_zero()) {
                 self.err(format!("{path}.timeouts"), "time limits must be longer than zero");
+            } else if t.total < t.first_byte {
+                self.err(
+                    format!("{path}.timeouts.total"),
+                    format!("the total limit ({}) is shorter than first_byte ({})", t.total, t.first_byte),
+                );
             }
             let node_residency = match n.data_residency.as_deref() {
                 None => NodeResidency::Unspecified,

@@ -1,10 +1,14 @@
 //! Passive health: failing nodes are taken out of rotation after
 //! `unhealthy_threshold` consecutive failures, and one probe request after
-//! the cool-down brings them back.
+//! the cool-down brings them back. Bodies that stall or break off after the
+//! head end clearly for the client and count as the node's failures.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use edge_router_e2e::{TestRouter, chat_body, json_origin, refused_addr};
+use edge_router_e2e::{
+    TestRouter, breaks_after_head_origin, chat_body, json_origin, refused_addr, sse_origin, stalls_mid_body_origin,
+};
+use http_body_util::BodyExt;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -75,4 +79,76 @@ async fn a_refusing_node_without_fallback_gets_a_clear_503_and_no_traffic_while_
     assert_eq!(reply.json()["error"]["type"], "nodes_unhealthy");
     assert_eq!(reply.header("retry-after"), "1");
     assert_eq!(reply.header("x-edge-attempts"), "0");
+}
+
+/// Primary and backup, the primary with a 300 ms idle limit, and a breaker
+/// that opens at the first failure.
+fn stall_config(primary: &str, backup: &str) -> String {
+    format!(
+        "nodes:\n  - {{id: primary, type: local, host: \"{primary}\", timeouts: {{idle: 300ms}}}}\n  - {{id: backup, type: cloud, host: \"{backup}\"}}\nrouting:\n  rules:\n    - {{name: chain, match: {{}}, target: primary, fallback: [backup]}}\nhealth_check: {{unhealthy_threshold: 1, cool_down: 10s}}\n"
+    )
+}
+
+async fn post(r: &TestRouter) -> hyper::Response<hyper::body::Incoming> {
+    r.send("POST", "/v1/chat/completions", &[("content-type", "application/json")], &chat_body("m", 5).to_string())
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stalls_ends_with_an_sse_error_event_and_counts_against_the_node() {
+    let backup = json_origin(200, Duration::ZERO).await;
+    let r = TestRouter::new(&stall_config(&sse_origin(3, Duration::from_secs(5)).await, &backup.uri())).await;
+    let start = Instant::now();
+    let resp = post(&r).await;
+    assert_eq!((resp.status().as_u16(), resp.headers()["x-edge-node"].to_str().ok()), (200, Some("primary")));
+    let body = resp.into_body().collect().await.expect("the stream ends cleanly, with an error event").to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(start.elapsed() < Duration::from_secs(3), "a stall must not hang the client: {:?}", start.elapsed());
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 2, "{text}");
+    assert_eq!(events[0], r#"data: {"n":0}"#);
+    let error = events[1].strip_prefix("event: error\ndata: ").unwrap_or_else(|| panic!("not an error event: {text}"));
+    let error: serde_json::Value = serde_json::from_str(error).unwrap_or_default();
+    assert_eq!(error["error"]["type"], "upstream_stall");
+    assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("primary")), "{error}");
+
+    // The stall counted as the primary's failure: with a threshold of 1 it now rests.
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_body_that_stalls_is_cut_off_not_left_hanging() {
+    let backup = json_origin(200, Duration::ZERO).await;
+    let r = TestRouter::new(&stall_config(&stalls_mid_body_origin(Duration::from_secs(5)).await, &backup.uri())).await;
+    let start = Instant::now();
+    let resp = post(&r).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.into_body().collect().await.is_err(), "a cut-off JSON body must reach the client as broken");
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("backup", "1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_mid_body_counts_against_the_node() {
+    let backup = json_origin(200, Duration::ZERO).await;
+    let r = TestRouter::new(&stall_config(&breaks_after_head_origin().await, &backup.uri())).await;
+    let resp = post(&r).await;
+    assert!(resp.into_body().collect().await.is_err());
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("backup", "1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_outlasting_its_total_limit_ends_with_an_upstream_timeout_event() {
+    let slow = sse_origin(20, Duration::from_millis(100)).await;
+    let config = stall_config(&slow, "http://127.0.0.1:9")
+        .replace("timeouts: {idle: 300ms}", "timeouts: {first_byte: 400ms, total: 450ms}");
+    let r = TestRouter::new(&config).await;
+    let body = post(&r).await.into_body().collect().await.expect("ends with an error event").to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!((3..=6).contains(&events.len()), "a few chunks, then the cut: {text}");
+    assert!(events[events.len() - 1].contains(r#""type":"upstream_timeout""#), "{text}");
 }

@@ -184,6 +184,18 @@ pub async fn breaks_after_head_origin() -> String {
     .await
 }
 
+/// An origin that sends a JSON 200 head and part of its body, then stalls
+/// (keeping the connection open) for `stall`.
+pub async fn stalls_mid_body_origin(stall: Duration) -> String {
+    raw_origin(move |mut s| async move {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"id\":";
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.flush().await;
+        tokio::time::sleep(stall).await;
+    })
+    .await
+}
+
 /// An SSE origin that sends `chunks` events `gap` apart; returns its URL.
 pub async fn sse_origin(chunks: usize, gap: Duration) -> String {
     raw_origin(move |mut s| async move {
