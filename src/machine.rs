@@ -179,6 +179,14 @@ impl Router {
                 }
                 Action::Done
             }
+            Event::Probed { node, ok, now_ms } => {
+                if let Some(n) = self.config.nodes.iter().position(|c| c.id == node) {
+                    let jitter = self.jitter(now_ms);
+                    let transition = self.breakers[n].on_probe(ok, now_ms, jitter);
+                    self.note(n, transition, "its health probe failed");
+                }
+                Action::Done
+            }
             Event::Finished { id, now_ms } => {
                 if let Some(ex) = self.exchanges.remove(&id) {
                     self.close(id, &ex, now_ms);
@@ -829,5 +837,20 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         assert_eq!(forward_to(&r.handle(request(3, 5_000))), ("primary", 1));
         r.handle(Event::Finished { id: 3, now_ms: 5_010 });
         assert_eq!(forward_to(&r.handle(request(4, 5_020))), ("primary", 1), "the next request probes");
+    }
+
+    #[test]
+    fn failed_active_probes_open_the_breaker_without_a_failed_request() {
+        let mut r = Router::new(RouterConfig::load("t.yaml", FLEET).unwrap_or_else(|e| panic!("{e}")));
+        let probe = |ok, now_ms| Event::Probed { node: "primary".into(), ok, now_ms };
+        r.handle(Event::Probed { node: "nonexistent".into(), ok: false, now_ms: 0 });
+        r.handle(probe(false, 0));
+        assert_eq!(r.health()[0], BreakerState::Closed { failures: 1 });
+        r.handle(probe(false, 10));
+        assert!(matches!(r.take_notices()[..], [Notice::Unhealthy { .. }]));
+        assert_eq!(forward_to(&r.handle(request(1, 20))), ("backup", 1));
+        r.handle(probe(true, 2_000));
+        assert_eq!(r.take_notices(), [Notice::Healthy { node: "primary".into() }]);
+        assert_eq!(forward_to(&r.handle(request(2, 2_010))), ("primary", 1));
     }
 }

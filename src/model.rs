@@ -101,6 +101,7 @@ mod tests {
             weight: 1.0,
             api_key_env: None,
             timeouts: NodeTimeouts::default(),
+            health_path: "/v1/models".into(),
             capabilities: Vec::new(),
         }
     }

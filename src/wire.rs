@@ -113,6 +113,17 @@ pub enum Event {
         /// Milliseconds since the Unix epoch.
         now_ms: u64,
     },
+    /// An active health probe of a node came back: `ok` unless it failed to
+    /// connect, timed out, or answered with a status that counts as a node
+    /// failure (`origin_fallback::counts_as_failure`). No answer needed.
+    Probed {
+        /// Node id.
+        node: String,
+        /// Whether the node looked healthy.
+        ok: bool,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
     /// Time passes.
     Tick {
         /// Milliseconds since the Unix epoch.

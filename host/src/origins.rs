@@ -31,6 +31,8 @@ pub type OriginClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 pub struct Origins {
     /// Per worker thread: node id → client.
     clients: Vec<HashMap<String, OriginClient>>,
+    /// Node id → client for active health probes, which run off the workers.
+    probes: HashMap<String, OriginClient>,
     credentials: HashMap<String, HeaderValue>,
 }
 
@@ -45,6 +47,10 @@ impl Origins {
                 per_node.insert(node.id.clone(), client(node.timeouts.connect.0)?);
             }
             clients.push(per_node);
+        }
+        let mut probes = HashMap::new();
+        for node in &config.nodes {
+            probes.insert(node.id.clone(), client(node.timeouts.connect.0)?);
         }
         let mut credentials = HashMap::new();
         for node in &config.nodes {
@@ -66,7 +72,7 @@ impl Origins {
                 }
             }
         }
-        Ok(Self { clients, credentials })
+        Ok(Self { clients, probes, credentials })
     }
 
     /// How many worker threads have clients.
@@ -77,6 +83,11 @@ impl Origins {
     /// The client for `node` on worker thread `worker`.
     pub fn client(&self, worker: usize, node: &str) -> Option<&OriginClient> {
         self.clients.get(worker)?.get(node)
+    }
+
+    /// The client for active health probes of `node`.
+    pub fn probe_client(&self, node: &str) -> Option<&OriginClient> {
+        self.probes.get(node)
     }
 
     /// The `Authorization` value for a credential name.

@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use origin_fallback::counts_as_failure;
 
 use crate::module::{self, WasmRouter};
 use crate::origins::{BoxError, Origins, ProxyBody};
@@ -84,6 +85,40 @@ impl Shared {
     /// Lets the router reap exchanges its host lost track of (see `Event::Tick`).
     pub fn tick(&self) {
         self.event(&Event::Tick { now_ms: now_ms() });
+    }
+
+    /// Probes node `index` once (GET its `health_path` within
+    /// `health_check.timeout`) and tells the router what it found.
+    pub async fn probe(&self, index: usize) {
+        let Some(node) = self.config.nodes.get(index) else { return };
+        let ok = match self.probe_once(node).await {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::debug!(node = %node.id, "health probe failed: {why}");
+                false
+            }
+        };
+        self.event(&Event::Probed { node: node.id.clone(), ok, now_ms: now_ms() });
+    }
+
+    async fn probe_once(&self, node: &edge_router::config::Node) -> Result<(), String> {
+        let client = self.origins.probe_client(&node.id).ok_or("no client")?;
+        let url = format!("{}{}", node.base_url, node.health_path);
+        let mut req = Request::get(&url).body(full(Bytes::new())).map_err(|e| e.to_string())?;
+        if let Some(value) = node.api_key_env.as_deref().and_then(|c| self.origins.credential(c)) {
+            req.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
+        }
+        let exchange = async {
+            let resp = client.request(req).await.map_err(|e| format!("{e}"))?;
+            let status = resp.status().as_u16();
+            // Read (a bounded amount of) the body so the connection can be reused.
+            let _ = Limited::new(resp.into_body(), 1 << 20).collect().await;
+            if counts_as_failure(status) { Err(format!("it answered {status}")) } else { Ok(()) }
+        };
+        match tokio::time::timeout(self.config.health_check.timeout.0, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {}", self.config.health_check.timeout)),
+        }
     }
 
     /// Queues an event whose answer is not needed (see `WasmRouter::defer`).

@@ -84,6 +84,20 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
             shared.tick();
         }
     });
+    let interval = shared.config().health_check.interval.0;
+    for index in 0..shared.config().nodes.len() {
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            // Passive health covers the first interval; probing starts after it.
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(shared) = weak.upgrade() else { break };
+                shared.probe(index).await;
+            }
+        });
+    }
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         let mut next = 0usize;

@@ -137,21 +137,35 @@ impl Breaker {
     /// The node failed exchange `id`; `random` jitters a new cool-down.
     pub fn on_failure(&mut self, id: u64, now_ms: u64, random: u64) -> Option<Transition> {
         match self.state {
-            BreakerState::Closed { failures } => {
-                let failures = failures.saturating_add(1);
-                if failures >= self.policy.threshold {
-                    Some(self.open(self.policy.cool_down_ms, now_ms, random))
-                } else {
-                    self.state = BreakerState::Closed { failures };
-                    None
-                }
-            }
+            BreakerState::Closed { failures } => self.count(failures, now_ms, random),
             BreakerState::HalfOpen { probe, cool_down_ms } if probe == id => {
-                let next =
-                    cool_down_ms.saturating_mul(2).min(self.policy.max_cool_down_ms.max(self.policy.cool_down_ms));
-                Some(self.open(next, now_ms, random))
+                Some(self.reopen(cool_down_ms, now_ms, random))
             }
             BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => None,
+        }
+    }
+
+    /// An active health probe (not a request) came back: `ok` when the node
+    /// answered without a node failure. A failed probe counts like a failed
+    /// request. A good one resets the failure count of a closed breaker, and
+    /// closes an open breaker whose cool-down is over, as a request probe
+    /// would; while cooling down, or while a request probe is out, the
+    /// breaker waits for that instead.
+    pub fn on_probe(&mut self, ok: bool, now_ms: u64, random: u64) -> Option<Transition> {
+        match (self.state, ok) {
+            (BreakerState::Closed { .. }, true) => {
+                self.state = BreakerState::Closed { failures: 0 };
+                None
+            }
+            (BreakerState::Closed { failures }, false) => self.count(failures, now_ms, random),
+            (BreakerState::Open { until_ms, .. }, true) if now_ms >= until_ms => {
+                self.state = BreakerState::Closed { failures: 0 };
+                Some(Transition::Closed)
+            }
+            (BreakerState::Open { until_ms, cool_down_ms }, false) if now_ms >= until_ms => {
+                Some(self.reopen(cool_down_ms, now_ms, random))
+            }
+            (BreakerState::Open { .. } | BreakerState::HalfOpen { .. }, _) => None,
         }
     }
 
@@ -163,6 +177,22 @@ impl Breaker {
         {
             self.state = BreakerState::Open { until_ms: now_ms, cool_down_ms };
         }
+    }
+
+    /// One more failure of a closed breaker that had `failures` already.
+    fn count(&mut self, failures: u32, now_ms: u64, random: u64) -> Option<Transition> {
+        let failures = failures.saturating_add(1);
+        if failures >= self.policy.threshold {
+            return Some(self.open(self.policy.cool_down_ms, now_ms, random));
+        }
+        self.state = BreakerState::Closed { failures };
+        None
+    }
+
+    /// A probe failed after a cool-down of `previous_ms`: rest twice as long, up to the bound.
+    fn reopen(&mut self, previous_ms: u64, now_ms: u64, random: u64) -> Transition {
+        let bound = self.policy.max_cool_down_ms.max(self.policy.cool_down_ms);
+        self.open(previous_ms.saturating_mul(2).min(bound), now_ms, random)
     }
 
     /// Opens for `cool_down_ms` with "equal jitter": between half and all of it.
@@ -240,6 +270,26 @@ mod tests {
         assert_eq!(b.acquire(10, 1_000), Some(Some(Transition::Probing)));
         b.on_abandoned(10, 1_200);
         assert_eq!(b.acquire(11, 1_200), Some(Some(Transition::Probing)));
+    }
+
+    #[test]
+    fn active_probes_feed_the_same_breaker() {
+        let mut b = Breaker::new(POLICY);
+        assert_eq!(b.on_probe(false, 0, 0), None);
+        assert_eq!(b.on_probe(true, 0, 0), None, "a good probe resets the count");
+        assert_eq!(b.on_probe(false, 0, 0), None);
+        assert_eq!(b.on_probe(false, 0, 0), None);
+        assert!(matches!(b.on_probe(false, 0, 0), Some(Transition::Opened { .. })));
+        assert_eq!(b.on_probe(true, 100, 0), None, "still cooling down");
+        assert!(
+            matches!(b.on_probe(false, 1_000, u64::MAX - 1), Some(Transition::Opened { for_ms }) if for_ms > 1_000)
+        );
+        let BreakerState::Open { until_ms, .. } = b.state() else { panic!("open") };
+        assert_eq!(b.on_probe(true, until_ms, 0), Some(Transition::Closed));
+        // A request probe in flight is left to decide.
+        opened(&mut b, 10_000);
+        assert_eq!(b.acquire(99, 20_000), Some(Some(Transition::Probing)));
+        assert_eq!(b.on_probe(true, 20_000, 0), None);
     }
 
     #[test]

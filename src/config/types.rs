@@ -147,6 +147,14 @@ pub struct NodeConfig {
     /// Time limits for requests to this node.
     #[serde(default)]
     pub timeouts: NodeTimeouts,
+    /// Path the edge box probes every `health_check.interval` with a GET
+    /// (`/health`, say, for servers without the OpenAI model list).
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+}
+
+fn default_health_path() -> String {
+    "/v1/models".into()
 }
 
 fn default_weight() -> f64 {

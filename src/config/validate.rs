@@ -46,6 +46,8 @@ pub struct Node {
     pub api_key_env: Option<String>,
     /// Time limits.
     pub timeouts: NodeTimeouts,
+    /// Path of active health probes, starting with `/`.
+    pub health_path: String,
     /// Capabilities as written.
     pub capabilities: Vec<String>,
 }
@@ -299,6 +301,12 @@ impl Validator<'_> {
                     );
                 }
             }
+            if !n.health_path.starts_with('/') || n.health_path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.err(
+                    format!("{path}.health_path"),
+                    format!("`{}` is not a path such as `/v1/models` or `/health`", n.health_path),
+                );
+            }
             let t = &n.timeouts;
             if [t.connect, t.first_byte, t.idle, t.total].iter().any(|d| d.0.is_zero()) {
                 self.err(format!("{path}.timeouts"), "time limits must be longer than zero");
@@ -342,6 +350,7 @@ impl Validator<'_> {
                 weight: n.weight,
                 api_key_env: n.api_key_env.clone(),
                 timeouts: n.timeouts,
+                health_path: n.health_path.clone(),
                 capabilities: n.capabilities.clone(),
             });
         }

@@ -152,3 +152,51 @@ async fn a_stream_outlasting_its_total_limit_ends_with_an_upstream_timeout_event
     assert!((3..=6).contains(&events.len()), "a few chunks, then the cut: {text}");
     assert!(events[events.len() - 1].contains(r#""type":"upstream_timeout""#), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_probes_take_a_sick_node_out_before_any_request_fails_and_bring_it_back() {
+    let primary = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path("/health"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&primary)
+        .await;
+    Mock::given(method("GET")).respond_with(ResponseTemplate::new(200)).with_priority(2).mount(&primary).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"status": 200})))
+        .mount(&primary)
+        .await;
+    let backup = json_origin(200, Duration::ZERO).await;
+    let config = config(&primary.uri(), &backup.uri())
+        .replace("host: \"http://127", "health_path: /health, host: \"http://127")
+        .replace("health_check: {", "health_check: {interval: 150ms, timeout: 100ms, ");
+    let r = TestRouter::new(&config).await;
+
+    let count = |method: &'static str| {
+        let primary = &primary;
+        async move {
+            let requests = primary.received_requests().await.unwrap_or_default();
+            requests.iter().filter(|q| q.method.as_str() == method).count()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count("GET").await < 2 {
+        assert!(Instant::now() < deadline, "no probes arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("backup", "1"), "two failed probes open the breaker");
+    assert_eq!(count("POST").await, 0);
+
+    // The health endpoint recovers: a probe after the cool-down closes the breaker.
+    loop {
+        assert!(Instant::now() < deadline, "the node never came back");
+        if r.chat("US", &chat_body("m", 5)).await.node() == "primary" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
