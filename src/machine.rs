@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use origin_fallback::{
-    Breaker, BreakerPolicy, BreakerState, Candidate, LatencyTracker, Strategy, Transition, counts_as_failure,
-    order_candidates,
+    Breaker, BreakerPolicy, BreakerState, Candidate, LatencyTracker, RetryBudget, RetryPolicy, Strategy, Transition,
+    counts_as_failure, order_candidates,
 };
 
 use crate::auth::{Principal, presented_key};
@@ -74,6 +74,8 @@ struct Exchange {
     passed_over: Vec<(usize, PassedOver)>,
     /// Whether the current attempt's node has answered (with a head) yet.
     answered: bool,
+    /// A further attempt was refused by the retry budget.
+    retry_denied: bool,
 }
 
 /// Why a node of the chain got no attempt.
@@ -98,12 +100,16 @@ pub struct Router {
     notices: Vec<Notice>,
     /// The `random` of the latest request, for jitter.
     entropy: u64,
+    /// Caps fallback attempts when many requests fail.
+    retries: RetryBudget,
 }
 
 impl Router {
     /// A router for a validated configuration.
     pub fn new(config: RouterConfig) -> Self {
         let n = config.nodes.len();
+        let retry_policy =
+            RetryPolicy { ratio: config.retry_budget.ratio, min_per_second: config.retry_budget.min_per_second };
         let h = &config.health_check;
         let policy = BreakerPolicy {
             threshold: h.unhealthy_threshold,
@@ -118,6 +124,7 @@ impl Router {
             breakers: vec![Breaker::new(policy); n],
             notices: Vec::new(),
             entropy: 0,
+            retries: RetryBudget::new(retry_policy),
         }
     }
 
@@ -279,7 +286,9 @@ impl Router {
             skipped_statuses: Vec::new(),
             passed_over: Vec::new(),
             answered: false,
+            retry_denied: false,
         };
+        self.retries.deposit(now_ms);
         self.exchanges.insert(id, exchange);
         self.next_attempt(id, now_ms)
     }
@@ -384,6 +393,10 @@ impl Router {
                 ex.passed_over.push((node, PassedOver::Full));
                 continue;
             }
+            if ex.attempts > 0 && !self.retries.try_withdraw(now_ms) {
+                ex.retry_denied = true;
+                break;
+            }
             if self.breakers[node].acquire(id, now_ms).flatten().is_some() {
                 self.notices.push(Notice::Probing { node: n.id.clone() });
             }
@@ -450,6 +463,9 @@ impl Router {
             PassedOver::Full => format!("{}: at capacity", id(n)),
             PassedOver::Unhealthy { .. } => format!("{}: unhealthy", id(n)),
         }));
+        if ex.retry_denied {
+            parts.push("no further node tried: too many requests are failing over (retry budget spent)".into());
+        }
         let summary = parts.join("; ");
         match ex.failures.last() {
             Some((_, Failure::Timeout)) => RouterError::UpstreamTimeout(summary),
@@ -470,10 +486,11 @@ impl Router {
             self.latency.observe(node, now_ms.saturating_sub(ex.sent_ms).saturating_mul(1000));
         }
         let retryable = FALLBACK_STATUSES.contains(&status);
-        let more = ex.chain[ex.next..].iter().any(|(n, _)| {
-            self.breakers[*n].admits(now_ms)
-                && self.config.nodes[*n].max_concurrent.is_none_or(|max| self.in_flight[*n] < max)
-        });
+        let more = self.retries.allows(now_ms)
+            && ex.chain[ex.next..].iter().any(|(n, _)| {
+                self.breakers[*n].admits(now_ms)
+                    && self.config.nodes[*n].max_concurrent.is_none_or(|max| self.in_flight[*n] < max)
+            });
         let deliver = (!retryable || !more).then(|| delivery_explain(ex, &self.config.nodes[node].id));
         if counts_as_failure(status) {
             let jitter = self.jitter(id);
@@ -852,5 +869,30 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         r.handle(probe(true, 2_000));
         assert_eq!(r.take_notices(), [Notice::Healthy { node: "primary".into() }]);
         assert_eq!(forward_to(&r.handle(request(2, 2_010))), ("primary", 1));
+    }
+
+    #[test]
+    fn the_retry_budget_stops_failing_over_when_most_requests_fail() {
+        let config = FLEET
+            .replace("fallback: [backup]}", "fallback: [backup]}\n  retry_budget: {ratio: 0, min_per_second: 1}")
+            .replace("unhealthy_threshold: 2", "unhealthy_threshold: 1000");
+        let mut r = Router::new(RouterConfig::load("t.yaml", &config).unwrap_or_else(|e| panic!("{e}\n{config}")));
+        // One retry per second over ten seconds: ten requests fail over.
+        for id in 0..10 {
+            failing_over(&mut r, id, 1_000);
+        }
+        assert_eq!(forward_to(&r.handle(request(10, 1_000))), ("primary", 1));
+        let Action::Respond { status, body, .. } =
+            r.handle(Event::OriginFailed { id: 10, failure: Failure::Connect, now_ms: 1_000 })
+        else {
+            panic!("the budget is spent: no fallback")
+        };
+        assert_eq!(status, 502);
+        assert!(String::from_utf8_lossy(&body).contains("retry budget spent"));
+        // A 503 is then passed on as it is instead of being retried.
+        forward_to(&r.handle(request(11, 1_000)));
+        assert!(matches!(r.handle(Event::ResponseHead { id: 11, status: 503, now_ms: 1_000 }), Action::Deliver(_)));
+        // Ten seconds on, the window has moved and failing over works again.
+        failing_over(&mut r, 12, 11_000);
     }
 }

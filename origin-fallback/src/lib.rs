@@ -5,9 +5,11 @@
 //! arguments, so every decision can be replayed in a test.
 
 mod breaker;
+mod budget;
 mod latency;
 mod selection;
 
 pub use breaker::{Breaker, BreakerPolicy, BreakerState, Transition, counts_as_failure};
+pub use budget::{RetryBudget, RetryPolicy};
 pub use latency::LatencyTracker;
 pub use selection::{Candidate, Strategy, order_candidates};

@@ -228,6 +228,26 @@ pub struct RoutingConfig {
     /// Rules, tried in order (higher `priority_boost` first); the first match wins.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// How many fallback attempts (retries) may add to the traffic.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+}
+
+/// Caps retries when many requests fail, so a failing fleet is not hit by
+/// every request once per node of its chain.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed per client request over the last 10 seconds, e.g. `0.2`.
+    pub ratio: f64,
+    /// Retries allowed per second regardless of traffic.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self { ratio: 0.2, min_per_second: 10 }
+    }
 }
 
 /// One routing rule.

@@ -94,6 +94,8 @@ pub struct RouterConfig {
     pub auth: KeyTable,
     /// Health checking.
     pub health_check: HealthCheckConfig,
+    /// Retry budget.
+    pub retry_budget: RetryBudgetConfig,
     /// Legal but suspicious things.
     pub warnings: Vec<Warning>,
 }
@@ -160,6 +162,10 @@ impl Validator<'_> {
         let auth = self.auth(&raw.auth);
         self.health(&raw.health_check);
         self.model_routing(&raw.model_routing);
+        let b = raw.routing.retry_budget;
+        if !(b.ratio.is_finite() && b.ratio >= 0.0) {
+            self.err("routing.retry_budget.ratio", "must be zero or more (0.2 allows one retry per five requests)");
+        }
         RouterConfig {
             name: raw.name,
             server: raw.server,
@@ -176,6 +182,7 @@ impl Validator<'_> {
             requests: raw.requests,
             auth,
             health_check: raw.health_check,
+            retry_budget: raw.routing.retry_budget,
             warnings: Vec::new(),
         }
     }
