@@ -9,3 +9,6 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== unit, property and end-to-end tests"
 EDGE_ROUTER_MODULE="$PWD/target/wasm32-unknown-unknown/release/edge_router.wasm" \
   cargo test --locked --workspace
+echo "== load drill: the primary origin is killed and restarted under load; nothing may be lost"
+EDGE_ROUTER_MODULE="$PWD/target/wasm32-unknown-unknown/release/edge_router.wasm" \
+  cargo run --locked -q -p edge-router-bench --bin load-drill -- 10000 32
