@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use edge_router_e2e::{
-    TestRouter, breaks_after_head_origin, chat_body, json_origin, refused_addr, sse_origin, stalls_mid_body_origin,
+    TestRouter, breaks_after_head_origin, chat_body, json_origin, refused_addr, silent_origin, sse_origin,
+    stalls_mid_body_origin,
 };
 use http_body_util::BodyExt;
 use wiremock::matchers::method;
@@ -199,4 +200,20 @@ async fn active_probes_take_a_sick_node_out_before_any_request_fails_and_bring_i
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_accepts_and_never_answers_is_taken_out_after_the_threshold() {
+    let backup = json_origin(200, Duration::ZERO).await;
+    let config = config(&silent_origin().await, &backup.uri())
+        .replace("type: local, host", "type: local, timeouts: {first_byte: 200ms}, host");
+    let r = TestRouter::new(&config).await;
+    for _ in 0..2 {
+        let reply = r.chat("US", &chat_body("m", 5)).await;
+        assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "2"));
+    }
+    let start = Instant::now();
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("backup", "1"));
+    assert!(start.elapsed() < Duration::from_millis(150), "an open breaker costs no waiting: {:?}", start.elapsed());
 }
