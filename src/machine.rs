@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use origin_fallback::{
-    Breaker, BreakerPolicy, BreakerState, Candidate, LatencyTracker, RetryBudget, RetryPolicy, Strategy, Transition,
-    counts_as_failure, order_candidates,
+    Breaker, BreakerPolicy, BreakerState, Candidate, GOLDEN_GAMMA, LatencyTracker, RetryBudget, RetryPolicy, Strategy,
+    Transition, counts_as_failure, mix64, order_candidates,
 };
 
 use crate::auth::{Principal, presented_key};
@@ -138,11 +138,13 @@ impl Router {
         std::mem::take(&mut self.notices)
     }
 
-    fn note(&mut self, node: usize, transition: Option<Transition>, why: &str) {
+    /// Records a breaker transition of `node` for the host; `why` is only
+    /// asked for when the breaker opened.
+    fn note(&mut self, node: usize, transition: Option<Transition>, why: impl FnOnce() -> String) {
         let Some(t) = transition else { return };
         let node = self.config.nodes[node].id.clone();
         self.notices.push(match t {
-            Transition::Opened { for_ms } => Notice::Unhealthy { node, reason: why.to_string(), probe_in_ms: for_ms },
+            Transition::Opened { for_ms } => Notice::Unhealthy { node, reason: why(), probe_in_ms: for_ms },
             Transition::Probing => Notice::Probing { node },
             Transition::Closed => Notice::Healthy { node },
         });
@@ -176,13 +178,11 @@ impl Router {
                 let Some(ex) = self.exchanges.get_mut(&id) else { return Action::Done };
                 ex.last_activity_ms = now_ms;
                 if let Some(node) = ex.holding {
-                    let jitter = self.jitter(id);
-                    let transition = self.breakers[node].on_failure(id, now_ms, jitter);
                     let why = match failure {
                         Failure::Timeout => "its response body stalled",
                         Failure::Connect | Failure::Reset => "its response body broke off",
                     };
-                    self.note(node, transition, why);
+                    self.charge_failure(node, id, now_ms, || why.to_string());
                 }
                 Action::Done
             }
@@ -190,7 +190,7 @@ impl Router {
                 if let Some(n) = self.config.nodes.iter().position(|c| c.id == node) {
                     let jitter = self.jitter(now_ms);
                     let transition = self.breakers[n].on_probe(ok, now_ms, jitter);
-                    self.note(n, transition, "its health probe failed");
+                    self.note(n, transition, || "its health probe failed".to_string());
                 }
                 Action::Done
             }
@@ -384,15 +384,11 @@ impl Router {
         while ex.next < ex.chain.len() {
             let (node, choice) = ex.chain[ex.next].clone();
             ex.next += 1;
+            if let Some(why) = unavailable(&self.breakers, &self.in_flight, &self.config, node, now_ms) {
+                ex.passed_over.push((node, why));
+                continue;
+            }
             let n = &self.config.nodes[node];
-            if let Some(probe_at_ms) = self.breakers[node].next_chance_ms(now_ms) {
-                ex.passed_over.push((node, PassedOver::Unhealthy { probe_at_ms }));
-                continue;
-            }
-            if n.max_concurrent.is_some_and(|max| self.in_flight[node] >= max) {
-                ex.passed_over.push((node, PassedOver::Full));
-                continue;
-            }
             if ex.attempts > 0 && !self.retries.try_withdraw(now_ms) {
                 ex.retry_denied = true;
                 break;
@@ -487,20 +483,15 @@ impl Router {
         }
         let retryable = FALLBACK_STATUSES.contains(&status);
         let more = self.retries.allows(now_ms)
-            && ex.chain[ex.next..].iter().any(|(n, _)| {
-                self.breakers[*n].admits(now_ms)
-                    && self.config.nodes[*n].max_concurrent.is_none_or(|max| self.in_flight[*n] < max)
-            });
+            && ex.chain[ex.next..]
+                .iter()
+                .any(|(n, _)| unavailable(&self.breakers, &self.in_flight, &self.config, *n, now_ms).is_none());
         let deliver = (!retryable || !more).then(|| delivery_explain(ex, &self.config.nodes[node].id));
         if counts_as_failure(status) {
-            let jitter = self.jitter(id);
-            let transition = self.breakers[node].on_failure(id, now_ms, jitter);
-            if transition.is_some() {
-                self.note(node, transition, &format!("it answered {status}"));
-            }
+            self.charge_failure(node, id, now_ms, || format!("it answered {status}"));
         } else {
             let transition = self.breakers[node].on_success(id);
-            self.note(node, transition, "");
+            self.note(node, transition, String::new);
         }
         if let Some(explain) = deliver {
             return Action::Deliver(explain);
@@ -514,12 +505,17 @@ impl Router {
     }
 
     /// Randomness for a breaker's jitter: the last request's `random`, mixed
-    /// with the exchange id, so it stays a function of the events.
-    fn jitter(&self, id: u64) -> u64 {
-        let mut z = self.entropy ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    /// with `salt`, so it stays a function of the events.
+    fn jitter(&self, salt: u64) -> u64 {
+        mix64(self.entropy ^ salt.wrapping_mul(GOLDEN_GAMMA))
+    }
+
+    /// Charges `node` with a failure of exchange `id` (`why` says what, for
+    /// the notice if the breaker opens).
+    fn charge_failure(&mut self, node: usize, id: u64, now_ms: u64, why: impl FnOnce() -> String) {
+        let jitter = self.jitter(id);
+        let transition = self.breakers[node].on_failure(id, now_ms, jitter);
+        self.note(node, transition, why);
     }
 
     fn on_origin_failed(&mut self, id: u64, failure: Failure, now_ms: u64) -> Action {
@@ -530,9 +526,7 @@ impl Router {
         let held = ex.holding.take();
         if let Some(node) = held {
             ex.failures.push((node, failure));
-            let jitter = self.jitter(id);
-            let transition = self.breakers[node].on_failure(id, now_ms, jitter);
-            self.note(node, transition, failure.describe());
+            self.charge_failure(node, id, now_ms, || failure.describe().to_string());
         }
         self.release(held);
         self.next_attempt(id, now_ms)
@@ -573,6 +567,22 @@ fn country_str(country: Option<Country>) -> String {
 fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
     let country = country_str(ex.country);
     Explanation { node, rule: &ex.label, attempts: ex.attempts, country: &country }.headers()
+}
+
+/// Why `node` cannot take an attempt now, if it cannot. (A free function over
+/// the router's parts, so it can be asked while an exchange is borrowed.)
+fn unavailable(
+    breakers: &[Breaker],
+    in_flight: &[u32],
+    config: &RouterConfig,
+    node: usize,
+    now_ms: u64,
+) -> Option<PassedOver> {
+    if let Some(probe_at_ms) = breakers[node].next_chance_ms(now_ms) {
+        return Some(PassedOver::Unhealthy { probe_at_ms });
+    }
+    let full = config.nodes[node].max_concurrent.is_some_and(|max| in_flight[node] >= max);
+    full.then_some(PassedOver::Full)
 }
 
 /// The explanation added to the response of `node` for the exchange's current attempt.

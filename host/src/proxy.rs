@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use origin_fallback::counts_as_failure;
+use origin_fallback::{GOLDEN_GAMMA, counts_as_failure, mix64};
 
 use crate::module::{self, WasmRouter};
 use crate::origins::{BoxError, Origins, ProxyBody};
@@ -137,10 +137,7 @@ impl Shared {
 
     fn random(&self) -> u64 {
         // SplitMix64 over a shared counter: cheap, lock-free, uniform enough for weighted choice.
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix64(self.rng.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed).wrapping_add(GOLDEN_GAMMA))
     }
 }
 

@@ -87,11 +87,7 @@ impl Breaker {
 
     /// Whether a request may go to the node now, without taking the probe slot.
     pub fn admits(&self, now_ms: u64) -> bool {
-        match self.state {
-            BreakerState::Closed { .. } => true,
-            BreakerState::Open { until_ms, .. } => now_ms >= until_ms,
-            BreakerState::HalfOpen { .. } => false,
-        }
+        self.next_chance_ms(now_ms).is_none()
     }
 
     /// `None` when a request may go now; otherwise the earliest time one
