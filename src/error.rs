@@ -149,14 +149,19 @@ pub struct Explanation<'a> {
 }
 
 impl Explanation<'_> {
+    /// Calls `f` with each header name and value, in a fixed order.
+    pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
+        f(headers::NODE, self.node);
+        f(headers::RULE, self.rule);
+        f(headers::ATTEMPTS, &self.attempts.to_string());
+        f(headers::COUNTRY, self.country);
+    }
+
     /// As `x-edge-*` headers.
     pub fn headers(&self) -> Vec<Header> {
-        vec![
-            Header::new(headers::NODE, self.node),
-            Header::new(headers::RULE, self.rule),
-            Header::new(headers::ATTEMPTS, &self.attempts.to_string()),
-            Header::new(headers::COUNTRY, self.country),
-        ]
+        let mut list = Vec::with_capacity(4);
+        self.for_each_header(|name, value| list.push(Header::new(name, value)));
+        list
     }
 }
 

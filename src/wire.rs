@@ -199,13 +199,11 @@ pub struct Explain {
 impl Explain {
     /// Calls `f` with each header name and value, in a fixed order.
     pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
-        use crate::error::headers as h;
-        f(h::NODE, &self.node);
-        f(h::RULE, &self.rule);
-        f(h::ATTEMPTS, &self.attempts.to_string());
-        f(h::COUNTRY, &self.country);
-        if let Some(model) = &self.model {
-            f(h::MODEL, model);
+        use crate::error::{Explanation, headers};
+        let Self { node, rule, attempts, country, model } = self;
+        Explanation { node, rule, attempts: *attempts, country }.for_each_header(&mut f);
+        if let Some(model) = model {
+            f(headers::MODEL, model);
         }
     }
 }
