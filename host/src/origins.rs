@@ -40,18 +40,11 @@ impl Origins {
     /// Builds a client per node for each of `workers` threads and reads the
     /// credentials the config names.
     pub fn new(config: &RouterConfig, workers: usize) -> anyhow::Result<Self> {
-        let mut clients = Vec::with_capacity(workers);
-        for _ in 0..workers.max(1) {
-            let mut per_node = HashMap::new();
-            for node in &config.nodes {
-                per_node.insert(node.id.clone(), client(node.timeouts.connect.0)?);
-            }
-            clients.push(per_node);
-        }
-        let mut probes = HashMap::new();
-        for node in &config.nodes {
-            probes.insert(node.id.clone(), client(node.timeouts.connect.0)?);
-        }
+        let per_node = || -> anyhow::Result<HashMap<String, OriginClient>> {
+            config.nodes.iter().map(|n| Ok((n.id.clone(), client(n.timeouts.connect.0)?))).collect()
+        };
+        let clients = (0..workers.max(1)).map(|_| per_node()).collect::<anyhow::Result<_>>()?;
+        let probes = per_node()?;
         let mut credentials = HashMap::new();
         for node in &config.nodes {
             if let Some(var) = &node.api_key_env {
@@ -90,9 +83,11 @@ impl Origins {
         self.probes.get(node)
     }
 
-    /// The `Authorization` value for a credential name.
-    pub fn credential(&self, name: &str) -> Option<&HeaderValue> {
-        self.credentials.get(name)
+    /// Sets `Authorization` to the origin key named `credential`, if it is set.
+    pub fn authorize(&self, headers: &mut http::HeaderMap, credential: Option<&str>) {
+        if let Some(value) = credential.and_then(|c| self.credentials.get(c)) {
+            headers.insert(http::header::AUTHORIZATION, value.clone());
+        }
     }
 }
 

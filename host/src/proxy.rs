@@ -105,9 +105,7 @@ impl Shared {
         let client = self.origins.probe_client(&node.id).ok_or("no client")?;
         let url = format!("{}{}", node.base_url, node.health_path);
         let mut req = Request::get(&url).body(full(Bytes::new())).map_err(|e| e.to_string())?;
-        if let Some(value) = node.api_key_env.as_deref().and_then(|c| self.origins.credential(c)) {
-            req.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
-        }
+        self.origins.authorize(req.headers_mut(), node.api_key_env.as_deref());
         let exchange = async {
             let resp = client.request(req).await.map_err(|e| format!("{e}"))?;
             let status = resp.status().as_u16();
@@ -212,19 +210,21 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let head = Event::ResponseHead { id, status, now_ms: now_ms() };
-                if !forward.ask_on_status.contains(&status) {
+                let limits = BodyLimits::of(&forward, sent);
+                let explain = if forward.ask_on_status.contains(&status) {
+                    match shared.event(&head) {
+                        Action::Deliver(explain) => explain,
+                        other => {
+                            action = other;
+                            continue;
+                        }
+                    }
+                } else {
                     // The router's answer is known: deliver now, tell it later.
                     shared.defer(&head);
-                    let limits = BodyLimits::of(&forward, sent);
-                    return deliver(resp, &forward.explain, limits, forward.node, guard);
-                }
-                match shared.event(&head) {
-                    Action::Deliver(explain) => {
-                        let limits = BodyLimits::of(&forward, sent);
-                        return deliver(resp, &explain, limits, forward.node, guard);
-                    }
-                    other => other,
-                }
+                    forward.explain
+                };
+                return deliver(resp, &explain, limits, forward.node, guard);
             }
             Err(failure) => {
                 tracing::debug!(node = %forward.node, attempt = forward.attempt, "origin failed: {}", failure.describe());
@@ -287,9 +287,7 @@ async fn send(
             headers.append(name, value.clone());
         }
     }
-    if let Some(value) = f.credential.as_deref().and_then(|c| shared.origins.credential(c)) {
-        headers.insert(http::header::AUTHORIZATION, value.clone());
-    }
+    shared.origins.authorize(headers, f.credential.as_deref());
     match tokio::time::timeout(Duration::from_millis(f.first_byte_timeout_ms), client.request(req)).await {
         Err(_) => Err(Failure::Timeout),
         Ok(Ok(resp)) => Ok(resp),

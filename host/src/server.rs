@@ -46,6 +46,26 @@ impl ServerHandle {
     }
 }
 
+/// Runs `job` every `period`, the first time one period from now, for as
+/// long as the server lives: it owns the only lasting strong reference to
+/// `shared`, so when the server is gone, so is the task.
+fn every<F, Fut>(shared: &Arc<Shared>, period: Duration, job: F)
+where
+    F: Fn(Arc<Shared>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(shared) = weak.upgrade() else { break };
+            job(shared).await;
+        }
+    });
+}
+
 /// A worker thread running a single-threaded runtime until told to stop.
 struct Worker {
     runtime: Handle,
@@ -73,30 +93,10 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
     let workers = (0..shared.workers()).map(Worker::start).collect::<std::io::Result<Vec<_>>>()?;
     let (stop_tx, mut stop_rx) = oneshot::channel::<Duration>();
     let client_timeout = shared.config().server.client_timeout.0;
-    let weak = Arc::downgrade(&shared);
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(TICK_EVERY);
-        every.tick().await;
-        loop {
-            every.tick().await;
-            // The server owns the only strong reference: when it is gone, so is this task.
-            let Some(shared) = weak.upgrade() else { break };
-            shared.tick();
-        }
-    });
-    let interval = shared.config().health_check.interval.0;
+    every(&shared, TICK_EVERY, |shared| async move { shared.tick() });
+    // Passive health covers the first interval; probing starts after it.
     for index in 0..shared.config().nodes.len() {
-        let weak = Arc::downgrade(&shared);
-        tokio::spawn(async move {
-            // Passive health covers the first interval; probing starts after it.
-            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                let Some(shared) = weak.upgrade() else { break };
-                shared.probe(index).await;
-            }
-        });
+        every(&shared, shared.config().health_check.interval.0, move |shared| async move { shared.probe(index).await });
     }
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
