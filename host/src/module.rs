@@ -136,7 +136,8 @@ impl WasmRouter {
     }
 
     /// Queues an event whose answer the host does not need: a `ResponseHead`
-    /// whose status the `Forward` did not ask about, or a `Finished`. It
+    /// whose status the `Forward` did not ask about, a `BodyFailed` or a
+    /// `Finished` (see `docs/abi.md`). It
     /// reaches the module before the next event handled, so every decision
     /// sees it; `MAX_DEFERRED` of them are sent on their own.
     pub fn defer(&mut self, event: &Event) {
