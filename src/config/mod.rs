@@ -92,4 +92,13 @@ mod tests {
         let err = RouterConfig::load("c.yaml", &zero).unwrap_err().to_string();
         assert!(err.contains("health_check.cool_down: must be longer than zero"), "{err}");
     }
+
+    #[test]
+    fn node_health_paths_and_body_time_limits_are_checked() {
+        let yaml = "nodes:\n  - {id: a, type: cloud, host: \"http://a\", health_path: health, timeouts: {first_byte: 2m, total: 1m}}\n  - {id: b, type: cloud, host: \"http://b\", timeouts: {idle: 0s}}\n";
+        let err = RouterConfig::load("c.yaml", yaml).unwrap_err().to_string();
+        assert!(err.contains("nodes[0].health_path") && err.contains("`health` is not a path"), "{err}");
+        assert!(err.contains("nodes[0].timeouts.total") && err.contains("shorter than first_byte"), "{err}");
+        assert!(err.contains("nodes[1].timeouts: time limits must be longer than zero"), "{err}");
+    }
 }
