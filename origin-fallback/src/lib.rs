@@ -8,11 +8,15 @@ mod breaker;
 mod budget;
 mod latency;
 mod selection;
+mod spend;
+mod stats;
 
 pub use breaker::{Breaker, BreakerPolicy, BreakerState, Transition, counts_as_failure};
 pub use budget::{RetryBudget, RetryPolicy};
 pub use latency::LatencyTracker;
-pub use selection::{Candidate, Strategy, order_candidates};
+pub use selection::{Candidate, Strategy, canary_draw, order_candidates};
+pub use spend::{BudgetDay, DailySpend, MS_PER_DAY};
+pub use stats::{TrafficSummary, TrafficWindow};
 
 /// The SplitMix64 step between counter values: adding it to a `u64` state and
 /// [`mix64`]-ing the sum gives well-spread pseudo-random numbers.

@@ -64,6 +64,15 @@ pub fn order_candidates(strategy: Strategy, candidates: &[Candidate], random: u6
     ordered.into_iter().map(|c| c.node).collect()
 }
 
+/// Whether a request drawing `random` is one of the `percent` (0 to 100) of
+/// a rule's traffic that goes to its canary. The draw is salted, so it does
+/// not correlate with the weighted order drawn from the same value.
+pub fn canary_draw(random: u64, percent: f64) -> bool {
+    const SALT: u64 = 0xC0FF_EE00_CA9A_2157;
+    let unit = (crate::mix64(random ^ SALT) >> 11) as f64 / (1u64 << 53) as f64;
+    unit * 100.0 < percent
+}
+
 fn by_priority(a: &Candidate, b: &Candidate) -> Ordering {
     b.priority.cmp(&a.priority)
 }
@@ -155,6 +164,18 @@ mod tests {
         let firsts = (0..n).filter(|_| order_candidates(Strategy::Weighted, &c, rng.next_u64())[0] == 1).count();
         let share = firsts as f64 / n as f64;
         assert!((share - 0.75).abs() < 0.02, "share of the weight-3 node was {share}");
+    }
+
+    #[test]
+    fn the_canary_share_holds_within_a_percentage_point_over_ten_thousand_requests() {
+        for percent in [1.0, 5.0, 25.0, 50.0] {
+            let mut rng = SplitMix64(7);
+            let n = 10_000;
+            let hits = (0..n).filter(|_| canary_draw(rng.next_u64(), percent)).count();
+            let share = hits as f64 * 100.0 / n as f64;
+            assert!((share - percent).abs() <= 1.0, "{percent}% canary got {share}%");
+        }
+        assert!((0..1_000).all(|r| !canary_draw(r, 0.0) && canary_draw(r, 100.0)));
     }
 
     proptest! {
