@@ -57,6 +57,27 @@ pub enum RouterError {
     /// Every candidate is at `max_concurrent`.
     #[error("every node that can serve this request is at capacity; retry shortly")]
     AtCapacity,
+    /// Every candidate asked for a pause (a 429 or 503 with `retry-after`).
+    #[error("every node that can serve this request is rate limited ({nodes}); retry in {retry_after_s}s")]
+    RateLimited {
+        /// The node ids.
+        nodes: String,
+        /// Seconds until the first pause ends.
+        retry_after_s: u64,
+    },
+    /// Every candidate has spent its `max_cost_per_day`.
+    #[error(
+        "every node that can serve this request has spent its daily cost budget ({nodes}); budgets start again in {retry_after_s}s"
+    )]
+    BudgetSpent {
+        /// The node ids.
+        nodes: String,
+        /// Seconds until the next budget day.
+        retry_after_s: u64,
+    },
+    /// Every candidate is being drained by an operator.
+    #[error("every node that can serve this request is being drained ({0})")]
+    Draining(String),
     /// Every attempt failed.
     #[error("every node failed: {0}")]
     UpstreamFailed(String),
@@ -78,8 +99,12 @@ impl RouterError {
             Self::PayloadTooLarge { .. } => 413,
             Self::ClientTimeout(_) => 408,
             Self::NoRoute { .. } => 404,
-            Self::ResidencyUnavailable { .. } | Self::NoNode(_) | Self::Unhealthy { .. } => 503,
-            Self::AtCapacity => 429,
+            Self::ResidencyUnavailable { .. }
+            | Self::NoNode(_)
+            | Self::Unhealthy { .. }
+            | Self::BudgetSpent { .. }
+            | Self::Draining(_) => 503,
+            Self::AtCapacity | Self::RateLimited { .. } => 429,
             Self::UpstreamFailed(_) => 502,
             Self::UpstreamTimeout(_) => 504,
             Self::Internal(_) => 500,
@@ -99,9 +124,23 @@ impl RouterError {
             Self::NoNode(_) => "no_node_available",
             Self::Unhealthy { .. } => "nodes_unhealthy",
             Self::AtCapacity => "capacity_exceeded",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::BudgetSpent { .. } => "budget_exhausted",
+            Self::Draining(_) => "nodes_draining",
             Self::UpstreamFailed(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Seconds a client should wait before trying again, when that is known.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            Self::AtCapacity => Some(1),
+            Self::Unhealthy { retry_after_s, .. }
+            | Self::RateLimited { retry_after_s, .. }
+            | Self::BudgetSpent { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
         }
     }
 
@@ -109,12 +148,8 @@ impl RouterError {
     pub fn to_response(&self, extra: Vec<Header>) -> (u16, Vec<Header>, Vec<u8>) {
         let body = serde_json::json!({"error": {"type": self.kind(), "message": self.to_string()}});
         let mut headers = vec![Header::new("content-type", "application/json")];
-        match self {
-            Self::AtCapacity => headers.push(Header::new("retry-after", "1")),
-            Self::Unhealthy { retry_after_s, .. } => {
-                headers.push(Header::new("retry-after", &retry_after_s.to_string()))
-            }
-            _ => {}
+        if let Some(seconds) = self.retry_after_s() {
+            headers.push(Header::new("retry-after", &seconds.to_string()));
         }
         headers.extend(extra);
         (self.status(), headers, serde_json::to_vec(&body).unwrap_or_default())

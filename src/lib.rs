@@ -20,6 +20,7 @@ pub mod machine;
 pub mod model;
 pub mod rules;
 pub mod tokens;
+pub mod usage;
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]

@@ -177,6 +177,8 @@ pub struct Rule {
     pub strategy: Strategy,
     /// Rules with a larger boost are tried first.
     pub priority_boost: i64,
+    /// A node tried first for this share (0 to 100) of the rule's traffic, and never for the rest.
+    pub canary: Option<(usize, f64)>,
 }
 
 #[cfg(test)]

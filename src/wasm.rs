@@ -35,7 +35,7 @@ thread_local! {
 /// ABI version; the host refuses a module whose version it does not know.
 #[unsafe(no_mangle)]
 pub extern "C" fn er_abi_version() -> u32 {
-    5
+    6
 }
 
 /// Returns a pointer to an input buffer of at least `len` bytes.
@@ -79,17 +79,21 @@ pub extern "C" fn er_configure(len: u32) -> u64 {
 }
 
 /// Input: one or more postcard `Event`s, back to back, handled in order.
-/// Output: postcard `Reply`: the answer to the last event, and the health
-/// changes the events caused. The host sends earlier events only when it
+/// Output: postcard `Reply`: the answer to the last event, the health
+/// changes the events caused, and the spending they settled. The host sends earlier events only when it
 /// does not need their answers (see `docs/abi.md`).
 #[unsafe(no_mangle)]
 pub extern "C" fn er_handle(len: u32) -> u64 {
     MODULE.with_borrow_mut(|m| {
         let answer = match m.router.as_mut() {
-            None => Reply { action: internal("the module has no configuration".into()), notices: Vec::new() },
+            None => Reply {
+                action: internal("the module has no configuration".into()),
+                notices: Vec::new(),
+                spent: Vec::new(),
+            },
             Some(router) => {
                 let action = handle_all(router, m.input.get(..len as usize).unwrap_or_default());
-                Reply { action, notices: router.take_notices() }
+                Reply { action, notices: router.take_notices(), spent: router.take_spent() }
             }
         };
         reply(m, &answer)

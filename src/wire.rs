@@ -54,8 +54,69 @@ impl Failure {
     }
 }
 
+/// Tokens an origin reported using for one response (its `usage` object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens of the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Prompt plus completion.
+    pub fn total(self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// An operator's change to the running router (from the admin API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Control {
+    /// Changes a node's `weight` until the next change or restart.
+    SetWeight {
+        /// Node id.
+        node: String,
+        /// The new weight, zero or more.
+        weight: f64,
+    },
+    /// Sends the node no new requests; those in flight go on.
+    Drain {
+        /// Node id.
+        node: String,
+    },
+    /// Ends a drain.
+    Undrain {
+        /// Node id.
+        node: String,
+    },
+}
+
+/// A node's settled spending on a budget day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spend {
+    /// Node id.
+    pub node: String,
+    /// Budget day number (see `origin_fallback::BudgetDay`).
+    pub day: u32,
+    /// Cost settled that day.
+    pub spent: f64,
+}
+
+/// State the host keeps for the router across a module reload: spending
+/// (so a reload does not reset daily budgets) and operators' changes.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Restore {
+    /// The latest spending of each node.
+    pub spent: Vec<Spend>,
+    /// Weights set at run time.
+    pub weights: Vec<(String, f64)>,
+    /// Nodes being drained.
+    pub draining: Vec<String>,
+}
+
 /// An input to the router.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// A client request arrived.
     Request {
@@ -82,6 +143,9 @@ pub enum Event {
         id: u64,
         /// Status code.
         status: u16,
+        /// The `retry-after` of a 429 or 503, in seconds (an HTTP date is
+        /// converted by the host), if it sent one.
+        retry_after_s: Option<u32>,
         /// Milliseconds since the Unix epoch.
         now_ms: u64,
     },
@@ -98,6 +162,8 @@ pub enum Event {
     Finished {
         /// Request id.
         id: u64,
+        /// The `usage` the response body reported, for a `Forward` with `meter` set.
+        usage: Option<Usage>,
         /// Milliseconds since the Unix epoch.
         now_ms: u64,
     },
@@ -129,6 +195,23 @@ pub enum Event {
         /// Milliseconds since the Unix epoch.
         now_ms: u64,
     },
+    /// An operator's change. Answered with `Respond`: 200 and the node's new
+    /// state as JSON, or 404 / 400 with an error.
+    Control {
+        /// The change.
+        command: Control,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
+    /// Asks for the status report. Answered with `Respond`: 200 and JSON
+    /// (see `docs/admin.md`).
+    Status {
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
+    /// Hands back the state a previous instance reported (see [`Restore`]).
+    /// Sent right after configuring a fresh instance. No answer needed.
+    Restore(Restore),
 }
 
 /// What the host should send to an origin.
@@ -173,6 +256,9 @@ pub struct Forward {
     /// Response statuses that may lead to a fallback. For these the host must
     /// report `ResponseHead` and act on the answer before sending anything on.
     pub ask_on_status: Vec<u16>,
+    /// Whether the host should look for `usage` in the response body and
+    /// report it in `Finished` (the node has a price per token).
+    pub meter: bool,
     /// The explanation for a response whose status is not in
     /// `ask_on_status`: exactly what the router would answer its
     /// `ResponseHead` with, so the host may deliver at once and report the
@@ -257,14 +343,17 @@ pub enum Notice {
     },
 }
 
-/// What `er_handle` returns: the answer to the last event, and the health
-/// changes any of the events caused (usually none).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What `er_handle` returns: the answer to the last event, the health
+/// changes any of the events caused (usually none), and the spending they
+/// settled, for the host to keep across a module reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     /// The answer.
     pub action: Action,
     /// Health changes, oldest first.
     pub notices: Vec<Notice>,
+    /// Nodes whose spending changed, with the new totals.
+    pub spent: Vec<Spend>,
 }
 
 /// The result of configuring the module.

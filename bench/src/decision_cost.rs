@@ -49,8 +49,8 @@ fn round(start_id: u64, n: u64, handle: &mut dyn FnMut(&Event) -> Action, defer:
             Action::Forward(f) => assert!(!f.ask_on_status.contains(&200)),
             other => panic!("expected a forward, got {other:?}"),
         }
-        defer(&Event::ResponseHead { id, status: 200, now_ms: 1_700_000_000_100 + id });
-        defer(&Event::Finished { id, now_ms: 1_700_000_000_200 + id });
+        defer(&Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms: 1_700_000_000_100 + id });
+        defer(&Event::Finished { id, usage: None, now_ms: 1_700_000_000_200 + id });
     }
     t.elapsed().as_nanos() as f64 / n as f64
 }

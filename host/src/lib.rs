@@ -5,6 +5,7 @@
 //! boundary and `docs/edge-box.md` for running it.
 #![allow(clippy::disallowed_methods)]
 
+pub mod admin;
 pub mod demo;
 pub mod module;
 pub mod origins;
@@ -24,9 +25,26 @@ pub use server::ServerHandle;
 /// then serves on `listener`. A config the router refuses starts nothing.
 pub fn start(module: &RouterModule, file: &str, text: &str, listener: TcpListener) -> anyhow::Result<ServerHandle> {
     let config = RouterConfig::load(file, text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let token = admin::AdminToken::from_env(&config.admin.token_env)?;
+            let listener = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(TcpListener::from_std)
+                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
+            Some((listener, token))
+        }
+        None => None,
+    };
     let router = WasmRouter::new(module, file, text)?;
     let shared = Arc::new(proxy::Shared::new(router, config)?);
-    server::serve(shared, listener).context("cannot serve")
+    let mut handle = server::serve(shared.clone(), listener).context("cannot serve")?;
+    if let Some((listener, token)) = admin {
+        let addr = listener.local_addr()?;
+        tracing::info!("admin API on http://{addr}");
+        handle.set_admin(addr, tokio::spawn(admin::serve(Arc::downgrade(&shared), listener, token)));
+    }
+    Ok(handle)
 }
 
 /// Where the module is looked for when `--module` is not given.

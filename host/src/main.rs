@@ -53,6 +53,56 @@ enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Show each node's health, load, latency, cost and share of traffic (from the admin API).
+    Status {
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Change a node's weight at run time, e.g. `set-weight cloud-eu 0.6`.
+    SetWeight {
+        /// Node id.
+        node: String,
+        /// The new weight (zero or more).
+        weight: f64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop sending a node new requests; those in flight may finish until the timeout.
+    Drain {
+        /// Node id.
+        node: String,
+        /// How long in-flight responses may run on before they are cut off.
+        #[arg(long, default_value = "5m")]
+        timeout: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Send a drained node requests again.
+    Undrain {
+        /// Node id.
+        node: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Load the router module afresh from its file (a new build), keeping spending, weights and drains.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Base URL of the router's admin API (`admin.listen`).
+    #[arg(long, env = "EDGE_ROUTER_ADMIN_URL", default_value = "http://127.0.0.1:9901")]
+    admin: String,
+    /// Environment variable holding the admin token.
+    #[arg(long, default_value = "EDGE_ROUTER_ADMIN_TOKEN")]
+    token_env: String,
 }
 
 // A request makes a few dozen short-lived allocations (headers, bodies,
@@ -81,6 +131,22 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(serve(config, listen, module)))
         }
         Command::Demo { listen, module } => runtime().and_then(|rt| rt.block_on(demo(listen, module))),
+        Command::Status { json, admin } => admin_call(&admin, "GET", "/admin/status", None)
+            .map(|body| if json { println!("{body}") } else { print!("{}", status_table(&body)) }),
+        Command::SetWeight { node, weight, admin } => {
+            let body = serde_json::json!({ "weight": weight });
+            admin_call(&admin, "POST", &format!("/admin/nodes/{node}/weight"), Some(body))
+                .map(|_| println!("{node}: weight {weight}"))
+        }
+        Command::Drain { node, timeout, admin } => {
+            let body = serde_json::json!({ "timeout": timeout });
+            admin_call(&admin, "POST", &format!("/admin/nodes/{node}/drain"), Some(body))
+                .map(|_| println!("{node}: draining; responses still running after {timeout} will be cut off"))
+        }
+        Command::Undrain { node, admin } => admin_call(&admin, "POST", &format!("/admin/nodes/{node}/undrain"), None)
+            .map(|_| println!("{node}: taking requests again")),
+        Command::Reload { admin } => admin_call(&admin, "POST", "/admin/reload", None)
+            .map(|r| println!("reloaded the router module from {}", r["reloaded"].as_str().unwrap_or("?"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,6 +155,114 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Calls the admin API and returns the JSON body of a 2xx answer; any other
+/// answer becomes an error carrying the API's message.
+fn admin_call(
+    args: &AdminArgs,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    use http_body_util::{BodyExt, Full};
+    let token = std::env::var(&args.token_env)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .with_context(|| format!("set {} to the router's admin token", args.token_env))?;
+    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
+    let request = http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
+        .with_context(|| format!("`{url}` is not a valid admin URL"))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (status, bytes) = rt.block_on(async {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+            .await
+            .with_context(|| format!("no answer from {url} within 10s"))?
+            .with_context(|| format!("cannot reach the admin API at {url}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.context("the admin API's answer broke off")?.to_bytes();
+        anyhow::Ok((status, bytes))
+    })?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        let message =
+            json["error"]["message"].as_str().map_or_else(|| String::from_utf8_lossy(&bytes).into(), String::from);
+        anyhow::bail!("{status}: {message}");
+    }
+    Ok(json)
+}
+
+/// The status report as a table, like the seed's `deploy status`.
+fn status_table(report: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let num = |v: &serde_json::Value| v.as_f64();
+    let ms = |v: &serde_json::Value| num(v).map_or_else(|| "-".to_string(), |m| format!("{m:.1}"));
+    let _ = writeln!(
+        out,
+        "{:<16} {:<10} {:<16} {:>9} {:>6} {:>7} {:>8} {:>8} {:>17} {:>6}",
+        "node", "health", "breaker", "active", "weight", "err 1h", "p50 ms", "p95 ms", "cost today/budget", "share"
+    );
+    for n in report["nodes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let health = if n["draining"].as_bool() == Some(true) {
+            "draining"
+        } else if n["rate_limited_for_ms"].as_u64().is_some_and(|m| m > 0) {
+            "limited"
+        } else {
+            n["health"].as_str().unwrap_or("?")
+        };
+        let b = &n["breaker"];
+        let breaker = match b["state"].as_str() {
+            Some("closed") => format!("closed ({} fail)", b["failures"]),
+            Some("open") => format!("open ({:.0}s)", num(&b["probe_in_ms"]).unwrap_or(0.0) / 1000.0),
+            other => other.unwrap_or("?").to_string(),
+        };
+        let max = n["max_concurrent"].as_u64().map_or_else(|| "-".to_string(), |m| m.to_string());
+        let active = format!("{}/{max}", n["in_flight"]);
+        let h = &n["last_hour"];
+        let today = &n["today"];
+        let budget = num(&today["max_cost_per_day"]).map_or_else(|| "-".to_string(), |b| format!("{b:.2}"));
+        let cost = format!("{:.4}/{budget}", num(&today["cost"]).unwrap_or(0.0));
+        let _ = writeln!(
+            out,
+            "{:<16} {:<10} {:<16} {:>9} {:>6} {:>6.1}% {:>8} {:>8} {:>17} {:>5.1}%",
+            n["id"].as_str().unwrap_or("?"),
+            health,
+            breaker,
+            active,
+            num(&n["weight"]).unwrap_or(0.0),
+            num(&h["error_rate"]).unwrap_or(0.0) * 100.0,
+            ms(&h["p50_ms"]),
+            ms(&h["p95_ms"]),
+            cost,
+            num(&h["share_of_traffic"]).unwrap_or(0.0) * 100.0,
+        );
+    }
+    for (title, key) in [("tenants today", "tenants_today"), ("rules today", "rules_today")] {
+        let Some(map) = report[key].as_object().filter(|m| !m.is_empty()) else { continue };
+        let _ = writeln!(out, "\n{title}:");
+        for (name, t) in map {
+            let _ = writeln!(
+                out,
+                "  {name:<24} {:>8} requests {:>10} tokens  cost {:.4}",
+                t["requests"],
+                t["tokens"],
+                num(&t["cost"]).unwrap_or(0.0)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nshare, errors and latency (to the response head) cover the last hour; the budget day resets in {}s",
+        report["budget_day_resets_in_s"]
+    );
+    out
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

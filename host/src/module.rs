@@ -6,12 +6,17 @@
 //! replicated per thread. Each call runs under an epoch deadline and the
 //! instance's memory is bounded; if the module traps, it is instantiated
 //! afresh with the same configuration and the request gets a 500.
+//!
+//! The host keeps what must outlive an instance: the spending each reply
+//! reports and the operators' weights and drains. A fresh instance (after
+//! a trap, or a reload with a new module build) gets them in
+//! `Event::Restore`, so daily budgets are not reset by a reload.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use edge_router::wire::{Action, Configured, Event, Notice, Reply};
+use edge_router::wire::{Action, Configured, Control, Event, Notice, Reply, Restore};
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 /// wasmtime has its own error type; this keeps its full message in an anyhow error.
@@ -20,7 +25,7 @@ fn w<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
 }
 
 /// The ABI version this host speaks (see `docs/abi.md`).
-const ABI_VERSION: u32 = 5;
+const ABI_VERSION: u32 = 6;
 /// How often the engine's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Ticks a single call may run: a routing decision takes microseconds, so a
@@ -34,6 +39,8 @@ const MEMORY_LIMIT: usize = 256 << 20;
 pub struct RouterModule {
     engine: Engine,
     module: Module,
+    /// The file it was read from, for reloading.
+    path: Option<std::path::PathBuf>,
     /// Keeps the epoch thread alive; it stops when the last clone is dropped.
     _ticker: Arc<()>,
 }
@@ -53,7 +60,7 @@ impl RouterModule {
                 e.increment_epoch();
             }
         })?;
-        Ok(Self { engine, module, _ticker: ticker })
+        Ok(Self { engine, module, path: None, _ticker: ticker })
     }
 
     /// Reads and compiles a module file.
@@ -61,7 +68,12 @@ impl RouterModule {
         let bytes = std::fs::read(path).with_context(|| {
             format!("cannot read the router module {} (build it with scripts/build-module.sh)", path.display())
         })?;
-        Self::compile(&bytes)
+        Ok(Self { path: Some(path.to_path_buf()), ..Self::compile(&bytes)? })
+    }
+
+    /// The file the module was read from, if it was read from one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
     }
 }
 
@@ -95,6 +107,8 @@ pub struct WasmRouter {
     deferred: usize,
     /// Buffers of `handle` and `defer`: the encoded event and the reply.
     scratch: (Vec<u8>, Vec<u8>),
+    /// What a fresh instance must take over: spending and operators' changes.
+    kept: Restore,
 }
 
 impl WasmRouter {
@@ -109,7 +123,64 @@ impl WasmRouter {
             batch: Vec::with_capacity(16 << 10),
             deferred: 0,
             scratch: (Vec::with_capacity(4096), Vec::with_capacity(4096)),
+            kept: Restore::default(),
         })
+    }
+
+    /// Replaces the instance with one of `module` (a new build, say),
+    /// configured the same way and handed the spending, weights and drains
+    /// of the old one. Requests in flight lose their routing state, as
+    /// after a trap. On error the old instance stays.
+    pub fn reload(&mut self, module: &RouterModule) -> anyhow::Result<()> {
+        // Deferred events first: spending they settle must not be lost.
+        if self.deferred > 0 {
+            let mut reply = Vec::new();
+            if let Ok(r) = self.send(&mut reply).and_then(|()| decode(&reply)) {
+                self.keep(&r);
+            }
+        }
+        let mut live = instantiate(module)?;
+        configure(&mut live, &self.config.0, &self.config.1)?;
+        hand_over(&mut live, &self.kept)?;
+        self.live = live;
+        self.module = module.clone();
+        Ok(())
+    }
+
+    /// The file the running module was read from.
+    pub fn module_path(&self) -> Option<std::path::PathBuf> {
+        self.module.path().map(std::path::Path::to_path_buf)
+    }
+
+    /// Carries out an operator's change and remembers it for a reload.
+    pub fn control(&mut self, command: Control, now_ms: u64) -> anyhow::Result<Action> {
+        let action = self.handle(&Event::Control { command: command.clone(), now_ms })?;
+        if matches!(action, Action::Respond { status: 200, .. }) {
+            let kept = &mut self.kept;
+            match command {
+                Control::SetWeight { node, weight } => {
+                    kept.weights.retain(|(n, _)| *n != node);
+                    kept.weights.push((node, weight));
+                }
+                Control::Drain { node } => {
+                    if !kept.draining.contains(&node) {
+                        kept.draining.push(node);
+                    }
+                }
+                Control::Undrain { node } => kept.draining.retain(|n| *n != node),
+            }
+        }
+        Ok(action)
+    }
+
+    /// Keeps the spending a reply reported, for a fresh instance.
+    pub fn keep(&mut self, reply: &Reply) {
+        for s in &reply.spent {
+            match self.kept.spent.iter_mut().find(|k| k.node == s.node) {
+                Some(k) => *k = s.clone(),
+                None => self.kept.spent.push(s.clone()),
+            }
+        }
     }
 
     /// Feeds one event, after any deferred ones, and returns the router's
@@ -122,6 +193,7 @@ impl WasmRouter {
         self.scratch = (encoded, reply);
         result.map(|r| {
             log_notices(&r.notices);
+            self.keep(&r);
             r.action
         })
     }
@@ -156,7 +228,10 @@ impl WasmRouter {
         if self.deferred >= MAX_DEFERRED {
             let mut reply = Vec::new();
             match self.send(&mut reply).and_then(|()| decode(&reply)) {
-                Ok(r) => log_notices(&r.notices),
+                Ok(r) => {
+                    log_notices(&r.notices);
+                    self.keep(&r);
+                }
                 Err(e) => tracing::error!("router module call failed: {e:#}"),
             }
         }
@@ -184,15 +259,25 @@ impl WasmRouter {
         match instantiate(&self.module)
             .and_then(|mut live| configure(&mut live, &self.config.0, &self.config.1).map(|()| live))
         {
-            Ok(live) => {
+            Ok(mut live) => {
                 tracing::error!(
                     "the router module failed; it was restarted and requests in flight lost their routing state"
                 );
+                if let Err(e) = hand_over(&mut live, &self.kept) {
+                    tracing::error!("the restarted router module did not take over spending and weights: {e:#}");
+                }
                 self.live = live;
             }
             Err(e) => tracing::error!("the router module failed and could not be restarted: {e:#}"),
         }
     }
+}
+
+/// Sends a fresh instance the state its predecessor left (`Event::Restore`).
+fn hand_over(live: &mut Live, kept: &Restore) -> anyhow::Result<()> {
+    let mut encoded = Vec::new();
+    encode(&Event::Restore(kept.clone()), &mut encoded)?;
+    call(live, Call::Handle, &encoded).map(drop)
 }
 
 /// Encodes an event for [`WasmRouter::handle_encoded`] or

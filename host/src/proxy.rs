@@ -14,12 +14,13 @@ use edge_router::error::{Explanation, RouterError};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::hop::{connection_tokens, is_hop_by_hop, never_forwarded};
-use edge_router::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header, RequestBody};
+use edge_router::wire::{Action, Control, Event, Explain, Failure, Forward, ForwardBody, Header, RequestBody, Usage};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use origin_fallback::{GOLDEN_GAMMA, counts_as_failure, mix64};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::module::{self, WasmRouter};
 use crate::origins::{BoxError, Origins, ProxyBody};
@@ -36,6 +37,12 @@ pub struct Shared {
     origins: Origins,
     next_id: AtomicU64,
     rng: AtomicU64,
+    /// Per node: cancelled when a drain's time runs out, which cuts off the
+    /// responses still streaming from it; then replaced by a fresh one.
+    cut_offs: Vec<Mutex<CancellationToken>>,
+    /// Per node: counts drains and undrains, so a drain's cut-off only
+    /// happens if no later drain or undrain came.
+    drain_generation: Vec<AtomicU64>,
 }
 
 impl Shared {
@@ -48,7 +55,17 @@ impl Shared {
         );
         let origins = Origins::new(&config, workers)?;
         let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
-        Ok(Self { router: Mutex::new(router), config, origins, next_id: AtomicU64::new(1), rng: AtomicU64::new(seed) })
+        let cut_offs = config.nodes.iter().map(|_| Mutex::new(CancellationToken::new())).collect();
+        let drain_generation = config.nodes.iter().map(|_| AtomicU64::new(0)).collect();
+        Ok(Self {
+            router: Mutex::new(router),
+            config,
+            origins,
+            next_id: AtomicU64::new(1),
+            rng: AtomicU64::new(seed),
+            cut_offs,
+            drain_generation,
+        })
     }
 
     /// The configuration the host runs with.
@@ -72,19 +89,73 @@ impl Shared {
         result
             .map(|r| {
                 module::log_notices(&r.notices);
+                if !r.spent.is_empty() {
+                    self.lock().keep(&r);
+                }
                 r.action
             })
             .unwrap_or_else(|e| {
                 tracing::error!("router module call failed: {e:#}");
-                let (status, headers, body) =
-                    RouterError::Internal("the routing module failed".into()).to_response(Vec::new());
-                Action::Respond { status, headers, body }
+                internal_error()
             })
     }
 
     /// Lets the router reap exchanges its host lost track of (see `Event::Tick`).
     pub fn tick(&self) {
         self.event(&Event::Tick { now_ms: now_ms() });
+    }
+
+    /// The status report as JSON (`GET /admin/status`).
+    pub fn status(&self) -> (u16, Vec<Header>, Bytes) {
+        answer(self.event(&Event::Status { now_ms: now_ms() }))
+    }
+
+    /// Carries out an operator's change. A drain with a `cut_off` ends the
+    /// node's remaining responses when that time has passed, unless the
+    /// node was undrained or drained again in the meantime.
+    pub fn control(self: &Arc<Self>, command: Control, cut_off: Option<Duration>) -> (u16, Vec<Header>, Bytes) {
+        let node = match &command {
+            Control::SetWeight { node, .. } | Control::Drain { node } | Control::Undrain { node } => node.clone(),
+        };
+        let drain = matches!(command, Control::Drain { .. });
+        let result = self.lock().control(command, now_ms());
+        let action = result.unwrap_or_else(|e| {
+            tracing::error!("router module call failed: {e:#}");
+            internal_error()
+        });
+        let index = self.config.node_index(&node);
+        if let (Some(i), Action::Respond { status: 200, .. }) = (index, &action) {
+            let generation = self.drain_generation[i].fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(after) = cut_off.filter(|_| drain) {
+                let shared = Arc::downgrade(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let Some(shared) = shared.upgrade() else { return };
+                    if shared.drain_generation[i].load(Ordering::SeqCst) == generation {
+                        tracing::warn!(node = %node, "drain time is up: cutting off the node's remaining responses");
+                        let old = std::mem::take(&mut *lock(&shared.cut_offs[i]));
+                        old.cancel();
+                    }
+                });
+            }
+        }
+        answer(action)
+    }
+
+    /// Swaps in the module `module` (a new build), keeping spending,
+    /// weights and drains.
+    pub fn reload(&self, module: &crate::RouterModule) -> anyhow::Result<()> {
+        self.lock().reload(module)
+    }
+
+    /// The file the running module was read from.
+    pub fn module_path(&self) -> Option<std::path::PathBuf> {
+        self.lock().module_path()
+    }
+
+    fn cut_off(&self, node: &str) -> Option<WaitForCancellationFutureOwned> {
+        let i = self.config.node_index(node)?;
+        Some(lock(&self.cut_offs[i]).clone().cancelled_owned())
     }
 
     /// Probes node `index` once (GET its `health_path` within
@@ -130,12 +201,29 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, WasmRouter> {
         // A panic while holding the lock cannot leave the module half-called:
         // `WasmRouter` rebuilds its instance on any failed call.
-        self.router.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.router)
     }
 
     fn random(&self) -> u64 {
         // SplitMix64 over a shared counter: cheap, lock-free, uniform enough for weighted choice.
         mix64(self.rng.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed).wrapping_add(GOLDEN_GAMMA))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn internal_error() -> Action {
+    let (status, headers, body) = RouterError::Internal("the routing module failed".into()).to_response(Vec::new());
+    Action::Respond { status, headers, body }
+}
+
+/// The parts of a `Respond`; anything else is the router failing to answer.
+fn answer(action: Action) -> (u16, Vec<Header>, Bytes) {
+    match action {
+        Action::Respond { status, headers, body } => (status, headers, Bytes::from(body)),
+        _ => answer(internal_error()),
     }
 }
 
@@ -176,7 +264,7 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
     };
 
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let guard = FinishOnDrop { shared: shared.clone(), id };
+    let guard = FinishOnDrop { shared: shared.clone(), id, usage: None };
     let country_header = config.server.country_header.as_deref();
     let headers = parts
         .headers
@@ -209,7 +297,8 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
         action = match outcome {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let head = Event::ResponseHead { id, status, now_ms: now_ms() };
+                let retry_after_s = if matches!(status, 429 | 503) { retry_after(resp.headers()) } else { None };
+                let head = Event::ResponseHead { id, status, retry_after_s, now_ms: now_ms() };
                 let limits = BodyLimits::of(&forward, sent);
                 let explain = if forward.ask_on_status.contains(&status) {
                     match shared.event(&head) {
@@ -224,7 +313,9 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
                     shared.defer(&head);
                     forward.explain
                 };
-                return deliver(resp, &explain, limits, forward.node, guard);
+                let cut_off = shared.cut_off(&forward.node);
+                let meter = forward.meter.then(Vec::new);
+                return deliver(resp, &explain, limits, Watch { node: forward.node, cut_off, meter }, guard);
             }
             Err(failure) => {
                 tracing::debug!(node = %forward.node, attempt = forward.attempt, "origin failed: {}", failure.describe());
@@ -232,6 +323,17 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
             }
         };
     }
+}
+
+/// A `retry-after` in seconds: delta-seconds, or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(headers: &HeaderMap) -> Option<u32> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(u32::try_from(seconds).unwrap_or(u32::MAX));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+    Some(u32::try_from(wait.as_secs()).unwrap_or(u32::MAX))
 }
 
 fn path_and_query(uri: &http::Uri) -> &str {
@@ -340,11 +442,25 @@ impl BodyLimits {
     }
 }
 
+/// What a delivered body is watched for besides its time limits.
+struct Watch {
+    /// Node id, for messages.
+    node: String,
+    /// Completes when a drain of the node runs out of time.
+    cut_off: Option<WaitForCancellationFutureOwned>,
+    /// The body's tail, kept to find its `usage` at the end (metered nodes only).
+    meter: Option<Vec<u8>>,
+}
+
+/// How much of a metered body's end is kept: the last SSE chunks, or the
+/// end of a JSON response, where servers put `usage`.
+const METER_TAIL: usize = 16 << 10;
+
 fn deliver(
     resp: Response<Incoming>,
     explain: &Explain,
     limits: BodyLimits,
-    node: String,
+    watch: Watch,
     finish: FinishOnDrop,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
@@ -361,7 +477,18 @@ fn deliver(
     let sse =
         parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let timer = Box::pin(tokio::time::sleep_until(limits.deadline.min(tokio::time::Instant::now() + limits.idle)));
-    let tracked = Tracked { inner: body, finish: Some(finish), timer, limits, node, sse, ended: false };
+    let cut_off = watch.cut_off.map(Box::pin);
+    let tracked = Tracked {
+        inner: body,
+        finish: Some(finish),
+        timer,
+        limits,
+        node: watch.node,
+        cut_off,
+        meter: watch.meter,
+        sse,
+        ended: false,
+    };
     Response::from_parts(parts, tracked.boxed())
 }
 
@@ -370,6 +497,8 @@ fn deliver(
 struct FinishOnDrop {
     shared: Arc<Shared>,
     id: u64,
+    /// The `usage` the body reported, once it ended.
+    usage: Option<Usage>,
 }
 
 impl FinishOnDrop {
@@ -381,25 +510,29 @@ impl FinishOnDrop {
 
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
-        self.shared.defer(&Event::Finished { id: self.id, now_ms: now_ms() });
+        self.shared.defer(&Event::Finished { id: self.id, usage: self.usage, now_ms: now_ms() });
     }
 }
 
 /// An origin response body passed through frame by frame, so SSE chunks
-/// reach the client as they arrive. The exchange finishes at its end.
+/// reach the client as they arrive. The exchange finishes at its end, with
+/// the `usage` found in the body's tail if the node is metered.
 ///
 /// A body that stalls longer than the node's `idle` limit, or outlasts its
 /// `total` limit, is cut off and reported to the router as a node failure.
-/// An SSE stream then ends with an `event: error` carrying an OpenAI-shaped
-/// error (which OpenAI's SDKs raise as an API error), so the client sees
-/// why instead of hanging; any other body ends with an error, which closes
-/// the client connection before the declared length.
+/// A drain whose time ran out cuts it off too (not a failure). An SSE
+/// stream then ends with an `event: error` carrying an OpenAI-shaped error
+/// (which OpenAI's SDKs raise as an API error), so the client sees why
+/// instead of hanging; any other body ends with an error, which closes the
+/// client connection before the declared length.
 struct Tracked {
     inner: Incoming,
     finish: Option<FinishOnDrop>,
     timer: Pin<Box<tokio::time::Sleep>>,
     limits: BodyLimits,
     node: String,
+    cut_off: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    meter: Option<Vec<u8>>,
     sse: bool,
     ended: bool,
 }
@@ -411,8 +544,19 @@ impl Tracked {
         }
     }
 
-    /// The time limit ran out: what the client gets instead of more body.
-    fn cut_off(&mut self) -> Result<Frame<Bytes>, BoxError> {
+    /// The body ends early: what the client gets instead of more of it.
+    fn end_early(&mut self, kind: &str, message: String) -> Result<Frame<Bytes>, BoxError> {
+        tracing::warn!(node = %self.node, "{message}");
+        self.ended = true;
+        if !self.sse {
+            return Err(message.into());
+        }
+        let error = serde_json::json!({"error": {"type": kind, "message": message}});
+        Ok(Frame::data(Bytes::from(format!("event: error\ndata: {error}\n\n"))))
+    }
+
+    /// A time limit ran out.
+    fn timed_out(&mut self) -> Result<Frame<Bytes>, BoxError> {
         let total = tokio::time::Instant::now() >= self.limits.deadline;
         let (kind, message) = if total {
             ("upstream_timeout", format!("node {} did not finish its response within its total time limit", self.node))
@@ -420,14 +564,26 @@ impl Tracked {
             let idle = self.limits.idle.as_secs_f64();
             ("upstream_stall", format!("node {} sent nothing for {idle}s; the response was cut off", self.node))
         };
-        tracing::warn!(node = %self.node, "{message}");
         self.fail(Failure::Timeout);
-        self.ended = true;
-        if !self.sse {
-            return Err(message.into());
+        self.end_early(kind, message)
+    }
+
+    /// The whole body went through: the exchange finishes with the usage it reported.
+    fn complete(&mut self) {
+        if let Some(mut finish) = self.finish.take() {
+            finish.usage = self.meter.as_deref().and_then(edge_router::usage::find_usage);
         }
-        let error = serde_json::json!({"error": {"type": kind, "message": message}});
-        Ok(Frame::data(Bytes::from(format!("event: error\ndata: {error}\n\n"))))
+        self.ended = true;
+    }
+
+    /// Keeps the last `METER_TAIL` bytes (at most twice that are held).
+    fn keep_tail(&mut self, data: &Bytes) {
+        if let Some(tail) = &mut self.meter {
+            tail.extend_from_slice(data);
+            if tail.len() > 2 * METER_TAIL {
+                tail.drain(..tail.len() - METER_TAIL);
+            }
+        }
     }
 }
 
@@ -439,10 +595,25 @@ impl Body for Tracked {
         if self.ended {
             return Poll::Ready(None);
         }
+        if let Some(cut) = self.cut_off.as_mut()
+            && cut.as_mut().poll(cx).is_ready()
+        {
+            self.cut_off = None;
+            let message = format!("node {} is drained and its drain time ran out; the response was cut off", self.node);
+            return Poll::Ready(Some(self.end_early("node_drained", message)));
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let next = self.limits.deadline.min(tokio::time::Instant::now() + self.limits.idle);
                 self.timer.as_mut().reset(next);
+                if let Some(data) = frame.data_ref() {
+                    self.keep_tail(data);
+                }
+                // A body of known length is complete with its last frame;
+                // hyper does not poll it again.
+                if self.inner.is_end_stream() {
+                    self.complete();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -452,12 +623,11 @@ impl Body for Tracked {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
-                self.finish = None;
-                self.ended = true;
+                self.complete();
                 Poll::Ready(None)
             }
             Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(self.cut_off())),
+                Poll::Ready(()) => Poll::Ready(Some(self.timed_out())),
                 Poll::Pending => Poll::Pending,
             },
         }

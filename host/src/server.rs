@@ -28,6 +28,16 @@ pub struct ServerHandle {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<Duration>>,
     task: JoinHandle<()>,
+    /// The admin API's address and task, when it is served.
+    admin: Option<(SocketAddr, JoinHandle<()>)>,
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some((_, task)) = &self.admin {
+            task.abort();
+        }
+    }
 }
 
 impl ServerHandle {
@@ -36,9 +46,21 @@ impl ServerHandle {
         self.addr
     }
 
+    /// The admin API's address, if it is served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(addr, _)| *addr)
+    }
+
+    pub(crate) fn set_admin(&mut self, addr: SocketAddr, task: JoinHandle<()>) {
+        self.admin = Some((addr, task));
+    }
+
     /// Stops accepting, lets in-flight requests and streams run for up to
     /// `grace`, then closes what is left. Returns when done.
     pub async fn shutdown(mut self, grace: Duration) {
+        if let Some((_, admin)) = self.admin.take() {
+            admin.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(grace);
         }
@@ -153,5 +175,5 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
         }
         drop(workers);
     });
-    Ok(ServerHandle { addr, stop: Some(stop_tx), task })
+    Ok(ServerHandle { addr, stop: Some(stop_tx), task, admin: None })
 }

@@ -42,6 +42,12 @@ pub struct ConfigFile {
     /// Health checking of nodes.
     #[serde(default)]
     pub health_check: HealthCheckConfig,
+    /// When the days of `max_cost_per_day` start.
+    #[serde(default)]
+    pub budgets: BudgetsConfig,
+    /// The edge box's admin API (status, weights, draining). Ignored on Cloudflare Workers.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 /// Settings of the native edge box.
@@ -271,6 +277,20 @@ pub struct RuleConfig {
     /// Strategy among the target's candidates; defaults to `routing.default`.
     #[serde(default)]
     pub strategy: Option<StrategyName>,
+    /// Sends a share of the rule's traffic to one node first, e.g. a new
+    /// model server being tried out. The rest of the traffic never goes there.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
+}
+
+/// A canary split of a rule's traffic.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// The canary's node id. If it fails, the rule's own chain follows.
+    pub node: String,
+    /// Share of the rule's requests it gets first, from 0 to 100.
+    pub percent: f64,
 }
 
 /// Conditions of a rule. Absent conditions always hold.
@@ -445,5 +465,37 @@ impl Default for HealthCheckConfig {
             cool_down: DurationSpec::secs(10),
             max_cool_down: DurationSpec::secs(300),
         }
+    }
+}
+
+/// Budget days.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetsConfig {
+    /// The UTC offset of the midnight at which daily budgets start again,
+    /// such as `+00:00` (UTC) or `-05:00`. A fixed offset: summer time is not followed.
+    pub utc_offset: String,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> Self {
+        Self { utc_offset: "+00:00".into() }
+    }
+}
+
+/// The admin API of the edge box: `GET /admin/status`, and changes of
+/// weights and draining (see `docs/admin.md`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener, e.g. `127.0.0.1:9901`. Without it there is no admin API.
+    pub listen: Option<String>,
+    /// Environment variable holding the bearer token every admin request must present.
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: None, token_env: "EDGE_ROUTER_ADMIN_TOKEN".into() }
     }
 }

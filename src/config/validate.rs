@@ -96,6 +96,12 @@ pub struct RouterConfig {
     pub health_check: HealthCheckConfig,
     /// Retry budget.
     pub retry_budget: RetryBudgetConfig,
+    /// When budget days start.
+    pub budget_day: origin_fallback::BudgetDay,
+    /// Parsed `admin.listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin API settings.
+    pub admin: AdminConfig,
     /// Legal but suspicious things.
     pub warnings: Vec<Warning>,
 }
@@ -122,6 +128,24 @@ impl RouterConfig {
     pub fn node_index(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)
     }
+}
+
+/// Minutes east of UTC in an offset such as `+05:30` or `-08:00` (also `Z`).
+fn parse_utc_offset(text: &str) -> Option<i32> {
+    if text == "Z" {
+        return Some(0);
+    }
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && m < 60 && h * 60 + m <= 14 * 60).then_some(sign * (h * 60 + m))
 }
 
 struct Validator<'a> {
@@ -166,6 +190,20 @@ impl Validator<'_> {
         if !(b.ratio.is_finite() && b.ratio >= 0.0) {
             self.err("routing.retry_budget.ratio", "must be zero or more (0.2 allows one retry per five requests)");
         }
+        let budget_day = origin_fallback::BudgetDay {
+            utc_offset_minutes: parse_utc_offset(&raw.budgets.utc_offset).unwrap_or_else(|| {
+                let o = &raw.budgets.utc_offset;
+                self.err("budgets.utc_offset", format!("`{o}` is not an offset such as `+00:00` or `-05:30`"));
+                0
+            }),
+        };
+        let admin_listen = raw.admin.listen.as_ref().and_then(|l| {
+            let parsed = l.parse().ok();
+            if parsed.is_none() {
+                self.err("admin.listen", format!("`{l}` is not an address and port such as `127.0.0.1:9901`"));
+            }
+            parsed
+        });
         RouterConfig {
             name: raw.name,
             server: raw.server,
@@ -183,6 +221,9 @@ impl Validator<'_> {
             auth,
             health_check: raw.health_check,
             retry_budget: raw.routing.retry_budget,
+            budget_day,
+            admin_listen,
+            admin: raw.admin,
             warnings: Vec::new(),
         }
     }
@@ -411,6 +452,16 @@ impl Validator<'_> {
                 }
             }
             let matcher = self.matcher(&format!("{path}.match"), &r.matcher);
+            let canary = r.canary.as_ref().and_then(|c| {
+                let node = ids.iter().position(|id| *id == c.node);
+                if node.is_none() {
+                    self.err(format!("{path}.canary.node"), format!("`{}` is not the id of any node", c.node));
+                }
+                if !(0.0..=100.0).contains(&c.percent) {
+                    self.err(format!("{path}.canary.percent"), format!("{} is not a share from 0 to 100", c.percent));
+                }
+                Some((node?, c.percent))
+            });
             rules.push(Rule {
                 label: r.name.clone().unwrap_or_else(|| format!("rules[{i}]")),
                 matcher,
@@ -418,6 +469,7 @@ impl Validator<'_> {
                 fallback,
                 strategy: strategy(r.strategy.unwrap_or(routing.default)),
                 priority_boost: r.priority_boost,
+                canary,
             });
         }
         // Stable: equal boosts keep file order.

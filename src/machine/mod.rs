@@ -3,15 +3,21 @@
 //! The host feeds events (a request arrived, an origin answered or failed, an
 //! exchange finished, time passed) and performs the action each one returns.
 //! The router reads no clock and does no I/O; `now_ms` and `random` arrive in
-//! the events. It owns the state that routing needs across requests: requests
-//! in flight per node (for `max_concurrent`) and observed latencies (for
-//! `latency_first`).
+//! the events. It owns the state that routing needs across requests, per
+//! node: requests in flight (for `max_concurrent`), health, pauses an origin
+//! asked for, spending against the daily budget, operators' weights and
+//! drains, observed latencies (for `latency_first`) and the last hour's
+//! traffic (for `edge-router status`, see [`admin`]).
 
-use std::collections::HashMap;
+mod admin;
+#[cfg(test)]
+mod resilience_tests;
+
+use std::collections::{BTreeMap, HashMap};
 
 use origin_fallback::{
-    Breaker, BreakerPolicy, BreakerState, Candidate, GOLDEN_GAMMA, LatencyTracker, RetryBudget, RetryPolicy, Strategy,
-    Transition, counts_as_failure, mix64, order_candidates,
+    Breaker, BreakerPolicy, BreakerState, Candidate, DailySpend, GOLDEN_GAMMA, LatencyTracker, RetryBudget,
+    RetryPolicy, Strategy, TrafficWindow, Transition, canary_draw, counts_as_failure, mix64, order_candidates,
 };
 
 use crate::auth::{Principal, presented_key};
@@ -21,7 +27,7 @@ use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, permits};
 use crate::hop::{connection_tokens, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
-use crate::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header, Notice, RequestBody};
+use crate::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header, Notice, RequestBody, Spend, Usage};
 
 /// An exchange silent for this long is assumed abandoned by its host and its
 /// capacity slot is released on the next tick. Hosts always report
@@ -29,7 +35,10 @@ use crate::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header,
 const ABANDONED_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
 
 /// Statuses after which the next node of the chain is tried.
-const FALLBACK_STATUSES: [u16; 3] = [502, 503, 504];
+const FALLBACK_STATUSES: [u16; 4] = [429, 502, 503, 504];
+
+/// The longest pause a `retry-after` can impose on a node.
+const MAX_RETRY_AFTER_S: u64 = 3600;
 
 /// The lower-case names of the client headers an origin must not see beyond
 /// those it never sees ([`never_forwarded`]): the ones the client's
@@ -64,16 +73,22 @@ struct Exchange {
     attempts: u32,
     label: String,
     country: Option<Country>,
+    /// The caller's tenant, for cost accounting.
+    tenant: String,
+    /// Estimated tokens (prompt plus completion); zero for passthrough paths.
+    estimated_tokens: u64,
+    /// Cost reserved at the node holding the slot.
+    reserved: f64,
     /// When the current attempt was sent.
     sent_ms: u64,
     last_activity_ms: u64,
     failures: Vec<(usize, Failure)>,
-    /// Status of a 502/503/504 skipped in favour of a fallback.
+    /// Status of a fallback status skipped in favour of the next node.
     skipped_statuses: Vec<(usize, u16)>,
-    /// Nodes passed over: unhealthy (breaker open) or full.
+    /// Nodes passed over: unhealthy, full, resting, over budget or draining.
     passed_over: Vec<(usize, PassedOver)>,
-    /// Whether the current attempt's node has answered (with a head) yet.
-    answered: bool,
+    /// The status of the current attempt's response head, once it came.
+    status: Option<u16>,
     /// A further attempt was refused by the retry budget.
     retry_denied: bool,
 }
@@ -81,33 +96,82 @@ struct Exchange {
 /// Why a node of the chain got no attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PassedOver {
+    /// An operator is draining it.
+    Draining,
     /// Its breaker is open; a probe may go at this time.
     Unhealthy { probe_at_ms: u64 },
+    /// It asked for a pause (`retry-after`) until this time.
+    Resting { until_ms: u64 },
+    /// Its daily budget would be passed; the next budget day starts at this time.
+    OverBudget { until_ms: u64 },
     /// At `max_concurrent`.
     Full,
+}
+
+/// Requests, tokens and cost of one budget day.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Tally {
+    day: u32,
+    requests: u64,
+    tokens: u64,
+    cost: f64,
+}
+
+impl Tally {
+    fn add(&mut self, day: u32, tokens: u64, cost: f64) {
+        if day > self.day {
+            *self = Self { day, ..Self::default() };
+        }
+        self.requests += 1;
+        self.tokens = self.tokens.saturating_add(tokens);
+        self.cost += cost;
+    }
+
+    /// The tally as of `day` (empty if it is of an earlier day).
+    fn on(self, day: u32) -> Self {
+        if day > self.day { Self { day, ..Self::default() } } else { self }
+    }
+}
+
+/// What the router keeps about one node.
+#[derive(Debug, Clone)]
+struct NodeState {
+    breaker: Breaker,
+    in_flight: u32,
+    /// `weight`, as configured or as an operator set it.
+    weight: f64,
+    draining: bool,
+    /// No attempts before this time: the node answered with a `retry-after`.
+    resting_until_ms: u64,
+    spend: DailySpend,
+    /// Settled spending changed since the host was last told.
+    spend_changed: bool,
+    /// Tokens and requests of the day (its cost is `spend`).
+    today: Tally,
+    traffic: TrafficWindow,
 }
 
 /// The router: configuration plus cross-request state.
 #[derive(Debug)]
 pub struct Router {
     config: RouterConfig,
-    in_flight: Vec<u32>,
+    nodes: Vec<NodeState>,
     latency: LatencyTracker,
     exchanges: HashMap<u64, Exchange>,
-    /// Passive health of each node, in config order.
-    breakers: Vec<Breaker>,
     /// Health changes not yet handed to the host.
     notices: Vec<Notice>,
     /// The `random` of the latest request, for jitter.
     entropy: u64,
     /// Caps fallback attempts when many requests fail.
     retries: RetryBudget,
+    /// Today's requests, tokens and cost per tenant and per rule.
+    tenants: BTreeMap<String, Tally>,
+    rules: BTreeMap<String, Tally>,
 }
 
 impl Router {
     /// A router for a validated configuration.
     pub fn new(config: RouterConfig) -> Self {
-        let n = config.nodes.len();
         let retry_policy =
             RetryPolicy { ratio: config.retry_budget.ratio, min_per_second: config.retry_budget.min_per_second };
         let h = &config.health_check;
@@ -116,26 +180,54 @@ impl Router {
             cool_down_ms: h.cool_down.as_millis(),
             max_cool_down_ms: h.max_cool_down.as_millis(),
         };
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|n| NodeState {
+                breaker: Breaker::new(policy),
+                in_flight: 0,
+                weight: n.weight,
+                draining: false,
+                resting_until_ms: 0,
+                spend: DailySpend::default(),
+                spend_changed: false,
+                today: Tally::default(),
+                traffic: TrafficWindow::default(),
+            })
+            .collect();
         Self {
+            latency: LatencyTracker::new(config.nodes.len()),
             config,
-            in_flight: vec![0; n],
-            latency: LatencyTracker::new(n),
+            nodes,
             exchanges: HashMap::new(),
-            breakers: vec![Breaker::new(policy); n],
             notices: Vec::new(),
             entropy: 0,
             retries: RetryBudget::new(retry_policy),
+            tenants: BTreeMap::new(),
+            rules: BTreeMap::new(),
         }
     }
 
     /// Each node's breaker state, in config order.
     pub fn health(&self) -> Vec<BreakerState> {
-        self.breakers.iter().map(Breaker::state).collect()
+        self.nodes.iter().map(|n| n.breaker.state()).collect()
     }
 
     /// Health changes since the last call, for the host to log once each.
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
+    }
+
+    /// Spending settled since the last call, for the host to keep (and hand
+    /// back with `Event::Restore` after a module reload).
+    pub fn take_spent(&mut self) -> Vec<Spend> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter_mut().enumerate().filter(|(_, n)| n.spend_changed) {
+            n.spend_changed = false;
+            let day = n.spend.day();
+            out.push(Spend { node: self.config.nodes[i].id.clone(), day, spent: n.spend.spent(day) });
+        }
+        out
     }
 
     /// Records a breaker transition of `node` for the host; `why` is only
@@ -156,8 +248,8 @@ impl Router {
     }
 
     /// Requests in flight at each node, in config order.
-    pub fn in_flight(&self) -> &[u32] {
-        &self.in_flight
+    pub fn in_flight(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.in_flight).collect()
     }
 
     /// Exchanges not yet finished.
@@ -172,7 +264,9 @@ impl Router {
                 self.entropy = random;
                 self.on_request(id, method, target, headers, country, body, now_ms, random)
             }
-            Event::ResponseHead { id, status, now_ms } => self.on_response_head(id, status, now_ms),
+            Event::ResponseHead { id, status, retry_after_s, now_ms } => {
+                self.on_response_head(id, status, retry_after_s, now_ms)
+            }
             Event::OriginFailed { id, failure, now_ms } => self.on_origin_failed(id, failure, now_ms),
             Event::BodyFailed { id, failure, now_ms } => {
                 let Some(ex) = self.exchanges.get_mut(&id) else { return Action::Done };
@@ -182,21 +276,22 @@ impl Router {
                         Failure::Timeout => "its response body stalled",
                         Failure::Connect | Failure::Reset => "its response body broke off",
                     };
+                    self.nodes[node].traffic.broke_off(now_ms);
                     self.charge_failure(node, id, now_ms, || why.to_string());
                 }
                 Action::Done
             }
             Event::Probed { node, ok, now_ms } => {
-                if let Some(n) = self.config.nodes.iter().position(|c| c.id == node) {
+                if let Some(n) = self.config.node_index(&node) {
                     let jitter = self.jitter(now_ms);
-                    let transition = self.breakers[n].on_probe(ok, now_ms, jitter);
+                    let transition = self.nodes[n].breaker.on_probe(ok, now_ms, jitter);
                     self.note(n, transition, || "its health probe failed".to_string());
                 }
                 Action::Done
             }
-            Event::Finished { id, now_ms } => {
+            Event::Finished { id, usage, now_ms } => {
                 if let Some(ex) = self.exchanges.remove(&id) {
-                    self.close(id, &ex, now_ms);
+                    self.close(id, &ex, usage, now_ms);
                 }
                 Action::Done
             }
@@ -209,9 +304,15 @@ impl Router {
                     .collect();
                 for id in stale {
                     if let Some(ex) = self.exchanges.remove(&id) {
-                        self.close(id, &ex, now_ms);
+                        self.close(id, &ex, None, now_ms);
                     }
                 }
+                Action::Done
+            }
+            Event::Control { command, now_ms } => self.control(command, now_ms),
+            Event::Status { now_ms } => self.status(now_ms),
+            Event::Restore(state) => {
+                self.restore(state);
                 Action::Done
             }
         }
@@ -240,17 +341,18 @@ impl Router {
             None if self.config.auth.required => return refuse(RouterError::Unauthorized, "auth"),
             None => Principal::anonymous(),
         };
+        let tenant = principal.tenant.clone();
         let jurisdiction = self.config.residency.jurisdiction_of(country);
         let endpoint = Endpoint::classify(&method, &target);
 
-        let (label, chain) = if endpoint == Endpoint::Other {
+        let (label, chain, estimated_tokens) = if endpoint == Endpoint::Other {
             let Some(node) = self.config.passthrough else {
                 let path = target.split('?').next().unwrap_or_default().to_string();
                 return refuse(RouterError::NoRoute { method, path }, "passthrough");
             };
             let chain = vec![(node, ModelChoice::Keep)];
             match self.residency_filter(chain, jurisdiction) {
-                Ok(chain) => ("passthrough".to_string(), chain),
+                Ok(chain) => ("passthrough".to_string(), chain, 0),
                 Err(e) => return refuse(e, "passthrough"),
             }
         } else {
@@ -266,7 +368,7 @@ impl Router {
                 Ok(c) => c,
                 Err(e) => return refuse(e, &label),
             };
-            (label, chain)
+            (label, chain, facts.estimated_tokens)
         };
 
         let exchange = Exchange {
@@ -280,12 +382,15 @@ impl Router {
             attempts: 0,
             label,
             country,
+            tenant,
+            estimated_tokens,
+            reserved: 0.0,
             sent_ms: now_ms,
             last_activity_ms: now_ms,
             failures: Vec::new(),
             skipped_statuses: Vec::new(),
             passed_over: Vec::new(),
-            answered: false,
+            status: None,
             retry_denied: false,
         };
         self.retries.deposit(now_ms);
@@ -310,11 +415,12 @@ impl Router {
             .map_err(RouterError::BadRequest)
     }
 
-    /// Picks the rule (or default strategy) and orders its nodes.
+    /// Picks the rule (or default strategy) and orders its nodes. A rule's
+    /// canary goes first for its share of requests and is left out of the rest.
     fn plan(&self, facts: &RequestFacts, random: u64) -> (String, Vec<(usize, ModelChoice)>) {
         let cfg = &self.config;
-        let (label, candidates, fallback, strategy, primary) = match cfg.rules.iter().find(|r| r.matcher.matches(facts))
-        {
+        let rule = cfg.rules.iter().find(|r| r.matcher.matches(facts));
+        let (label, mut candidates, fallback, strategy, primary) = match rule {
             Some(rule) => (
                 rule.label.clone(),
                 rule.candidates.clone(),
@@ -329,11 +435,17 @@ impl Router {
                 (label, serving, &[][..], cfg.default_strategy, Reached::Default)
             }
         };
+        let canary = rule.and_then(|r| r.canary);
+        if let Some((node, _)) = canary {
+            candidates.retain(|&n| n != node);
+        }
+        let first = canary.filter(|&(_, percent)| canary_draw(random, percent)).map(|(node, _)| node);
         let ordered = self.order(strategy, &candidates, random);
-        let chain = ordered
+        let chain = first
             .into_iter()
+            .chain(ordered)
             .map(|n| (n, primary))
-            .chain(fallback.iter().map(|&n| (n, Reached::RuleFallback)))
+            .chain(fallback.iter().filter(|&&n| Some(n) != canary.map(|c| c.0)).map(|&n| (n, Reached::RuleFallback)))
             .map(|(n, reached)| (n, choose_model(&cfg.nodes[n], facts, &cfg.model_routing, reached)))
             .filter(|(_, m)| *m != ModelChoice::Unsuitable)
             .collect();
@@ -348,7 +460,7 @@ impl Router {
                 Candidate {
                     node: i,
                     priority: n.priority,
-                    weight: n.weight,
+                    weight: self.nodes[i].weight,
                     cost_per_1k_tokens: n.cost_per_1k_tokens,
                     latency_us: self.latency.latency_us(i),
                 }
@@ -375,29 +487,34 @@ impl Router {
         }
     }
 
-    /// Forwards to the next node in the chain with spare capacity, or answers
-    /// with the reason none is left.
+    /// Forwards to the next node in the chain that can take the request, or
+    /// answers with the reason none is left.
     fn next_attempt(&mut self, id: u64, now_ms: u64) -> Action {
         let Some(ex) = self.exchanges.get_mut(&id) else {
             return Action::Done;
         };
+        let day = self.config.budget_day.of(now_ms);
         while ex.next < ex.chain.len() {
             let (node, choice) = ex.chain[ex.next].clone();
             ex.next += 1;
-            if let Some(why) = unavailable(&self.breakers, &self.in_flight, &self.config, node, now_ms) {
+            let n = &self.config.nodes[node];
+            let cost = cost_of(ex.estimated_tokens, n.cost_per_1k_tokens);
+            if let Some(why) = unavailable(&self.nodes[node], n, now_ms, cost, &self.config) {
                 ex.passed_over.push((node, why));
                 continue;
             }
-            let n = &self.config.nodes[node];
             if ex.attempts > 0 && !self.retries.try_withdraw(now_ms) {
                 ex.retry_denied = true;
                 break;
             }
-            if self.breakers[node].acquire(id, now_ms).flatten().is_some() {
+            let state = &mut self.nodes[node];
+            if state.breaker.acquire(id, now_ms).flatten().is_some() {
                 self.notices.push(Notice::Probing { node: n.id.clone() });
             }
-            self.in_flight[node] += 1;
-            ex.answered = false;
+            state.in_flight += 1;
+            state.spend.reserve(day, cost);
+            ex.reserved = cost;
+            ex.status = None;
             ex.holding = Some(node);
             ex.attempts += 1;
             ex.sent_ms = now_ms;
@@ -422,6 +539,7 @@ impl Router {
                 total_timeout_ms: n.timeouts.total.as_millis(),
                 credential: n.api_key_env.clone(),
                 ask_on_status,
+                meter: n.cost_per_1k_tokens > 0.0,
                 explain: delivery_explain(ex, &n.id),
             });
         }
@@ -437,27 +555,19 @@ impl Router {
     fn exhausted(&self, ex: &Exchange, now_ms: u64) -> RouterError {
         let id = |n: &usize| self.config.nodes[*n].id.as_str();
         if ex.attempts == 0 {
-            let mut retry_after_s = u64::MAX;
-            let mut unhealthy = Vec::new();
-            for (n, why) in &ex.passed_over {
-                match why {
-                    PassedOver::Full => return RouterError::AtCapacity,
-                    PassedOver::Unhealthy { probe_at_ms } => {
-                        retry_after_s = retry_after_s.min(probe_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1));
-                        unhealthy.push(id(n));
-                    }
-                }
-            }
-            if unhealthy.is_empty() {
-                return RouterError::AtCapacity;
-            }
-            return RouterError::Unhealthy { nodes: unhealthy.join(", "), retry_after_s };
+            return self.none_available(&ex.passed_over, now_ms);
         }
         let mut parts: Vec<String> = ex.failures.iter().map(|(n, f)| format!("{}: {}", id(n), f.describe())).collect();
         parts.extend(ex.skipped_statuses.iter().map(|(n, s)| format!("{}: answered {s}", id(n))));
-        parts.extend(ex.passed_over.iter().map(|(n, why)| match why {
-            PassedOver::Full => format!("{}: at capacity", id(n)),
-            PassedOver::Unhealthy { .. } => format!("{}: unhealthy", id(n)),
+        parts.extend(ex.passed_over.iter().map(|(n, why)| {
+            let why = match why {
+                PassedOver::Full => "at capacity",
+                PassedOver::Unhealthy { .. } => "unhealthy",
+                PassedOver::Resting { .. } => "rate limited",
+                PassedOver::OverBudget { .. } => "daily budget spent",
+                PassedOver::Draining => "draining",
+            };
+            format!("{}: {why}", id(n))
         }));
         if ex.retry_denied {
             parts.push("no further node tried: too many requests are failing over (retry budget spent)".into());
@@ -469,7 +579,44 @@ impl Router {
         }
     }
 
-    fn on_response_head(&mut self, id: u64, status: u16, now_ms: u64) -> Action {
+    /// The answer when no node of the chain could take even a first attempt:
+    /// the most hopeful reason wins (a full node frees up soonest, then a
+    /// pause ends, then a probe, then a budget day), with the time to retry.
+    fn none_available(&self, passed_over: &[(usize, PassedOver)], now_ms: u64) -> RouterError {
+        let ids = |keep: fn(&PassedOver) -> Option<u64>| {
+            let mut ids = Vec::new();
+            let mut soonest = u64::MAX;
+            for (n, why) in passed_over {
+                if let Some(at) = keep(why) {
+                    ids.push(self.config.nodes[*n].id.as_str());
+                    soonest = soonest.min(at.saturating_sub(now_ms).div_ceil(1000).max(1));
+                }
+            }
+            (!ids.is_empty()).then(|| (ids.join(", "), soonest))
+        };
+        if passed_over.iter().any(|(_, why)| *why == PassedOver::Full) || passed_over.is_empty() {
+            return RouterError::AtCapacity;
+        }
+        if let Some((nodes, retry_after_s)) =
+            ids(|w| if let PassedOver::Resting { until_ms } = w { Some(*until_ms) } else { None })
+        {
+            return RouterError::RateLimited { nodes, retry_after_s };
+        }
+        if let Some((nodes, retry_after_s)) =
+            ids(|w| if let PassedOver::Unhealthy { probe_at_ms } = w { Some(*probe_at_ms) } else { None })
+        {
+            return RouterError::Unhealthy { nodes, retry_after_s };
+        }
+        if let Some((nodes, retry_after_s)) =
+            ids(|w| if let PassedOver::OverBudget { until_ms } = w { Some(*until_ms) } else { None })
+        {
+            return RouterError::BudgetSpent { nodes, retry_after_s };
+        }
+        let draining = ids(|w| (*w == PassedOver::Draining).then_some(0)).map(|(nodes, _)| nodes);
+        RouterError::Draining(draining.unwrap_or_default())
+    }
+
+    fn on_response_head(&mut self, id: u64, status: u16, retry_after_s: Option<u32>, now_ms: u64) -> Action {
         let Some(ex) = self.exchanges.get_mut(&id) else {
             return Action::Done;
         };
@@ -477,30 +624,41 @@ impl Router {
         let Some(node) = ex.holding else {
             return Action::Done;
         };
-        ex.answered = true;
+        ex.status = Some(status);
+        let latency_us = now_ms.saturating_sub(ex.sent_ms).saturating_mul(1000);
         if status < 500 {
-            self.latency.observe(node, now_ms.saturating_sub(ex.sent_ms).saturating_mul(1000));
+            self.latency.observe(node, latency_us);
+        }
+        let failed = counts_as_failure(status);
+        let state = &mut self.nodes[node];
+        state.traffic.answered(now_ms, latency_us, failed);
+        if let Some(pause) = retry_after_s.filter(|_| matches!(status, 429 | 503)) {
+            let pause_ms = u64::from(pause).min(MAX_RETRY_AFTER_S) * 1000;
+            state.resting_until_ms = state.resting_until_ms.max(now_ms + pause_ms);
         }
         let retryable = FALLBACK_STATUSES.contains(&status);
         let more = self.retries.allows(now_ms)
-            && ex.chain[ex.next..]
-                .iter()
-                .any(|(n, _)| unavailable(&self.breakers, &self.in_flight, &self.config, *n, now_ms).is_none());
+            && ex.chain[ex.next..].iter().any(|(n, _)| {
+                let cost = cost_of(ex.estimated_tokens, self.config.nodes[*n].cost_per_1k_tokens);
+                unavailable(&self.nodes[*n], &self.config.nodes[*n], now_ms, cost, &self.config).is_none()
+            });
         let deliver = (!retryable || !more).then(|| delivery_explain(ex, &self.config.nodes[node].id));
-        if counts_as_failure(status) {
+        if failed {
             self.charge_failure(node, id, now_ms, || format!("it answered {status}"));
         } else {
-            let transition = self.breakers[node].on_success(id);
+            let transition = self.nodes[node].breaker.on_success(id);
             self.note(node, transition, String::new);
         }
         if let Some(explain) = deliver {
+            self.nodes[node].traffic.served(now_ms);
             return Action::Deliver(explain);
         }
         if let Some(ex) = self.exchanges.get_mut(&id) {
             ex.skipped_statuses.push((node, status));
             ex.holding = None;
+            let reserved = std::mem::take(&mut ex.reserved);
+            self.release(node, reserved, 0.0, now_ms);
         }
-        self.release(Some(node));
         self.next_attempt(id, now_ms)
     }
 
@@ -514,7 +672,7 @@ impl Router {
     /// the notice if the breaker opens).
     fn charge_failure(&mut self, node: usize, id: u64, now_ms: u64, why: impl FnOnce() -> String) {
         let jitter = self.jitter(id);
-        let transition = self.breakers[node].on_failure(id, now_ms, jitter);
+        let transition = self.nodes[node].breaker.on_failure(id, now_ms, jitter);
         self.note(node, transition, why);
     }
 
@@ -523,33 +681,55 @@ impl Router {
             return Action::Done;
         };
         ex.last_activity_ms = now_ms;
-        let held = ex.holding.take();
-        if let Some(node) = held {
+        if let Some(node) = ex.holding.take() {
             ex.failures.push((node, failure));
+            let reserved = std::mem::take(&mut ex.reserved);
+            self.nodes[node].traffic.failed(now_ms);
             self.charge_failure(node, id, now_ms, || failure.describe().to_string());
+            self.release(node, reserved, 0.0, now_ms);
         }
-        self.release(held);
         self.next_attempt(id, now_ms)
     }
 
-    /// An exchange is over: its capacity slot is free, and if its node never
-    /// answered (the client left first), a probe it carried is handed on.
-    fn close(&mut self, id: u64, ex: &Exchange, now_ms: u64) {
-        if let Some(node) = ex.holding
-            && !ex.answered
-        {
-            self.breakers[node].on_abandoned(id, now_ms);
+    /// An exchange is over: its capacity slot is free, what it cost is
+    /// settled, and if its node never answered (the client left first), a
+    /// probe it carried is handed on.
+    ///
+    /// The cost is the `usage` the response reported; without one, a 2xx
+    /// (or a request whose client left before the head) is charged its
+    /// estimate, since the origin may well bill it, and anything else nothing.
+    fn close(&mut self, id: u64, ex: &Exchange, usage: Option<Usage>, now_ms: u64) {
+        let Some(node) = ex.holding else { return };
+        if ex.status.is_none() {
+            self.nodes[node].breaker.on_abandoned(id, now_ms);
         }
-        self.release(ex.holding);
+        let tokens = match (usage, ex.status) {
+            (Some(u), _) => u.total(),
+            (None, None) => ex.estimated_tokens,
+            (None, Some(s)) if (200..300).contains(&s) => ex.estimated_tokens,
+            (None, Some(_)) => 0,
+        };
+        let cost = cost_of(tokens, self.config.nodes[node].cost_per_1k_tokens);
+        let day = self.config.budget_day.of(now_ms);
+        self.tenants.entry(ex.tenant.clone()).or_default().add(day, tokens, cost);
+        self.rules.entry(ex.label.clone()).or_default().add(day, tokens, cost);
+        self.nodes[node].today.add(day, tokens, cost);
+        self.release(node, ex.reserved, cost, now_ms);
     }
 
-    fn release(&mut self, node: Option<usize>) {
-        if let Some(n) = node
-            && let Some(c) = self.in_flight.get_mut(n)
-        {
-            *c = c.saturating_sub(1);
-        }
+    /// Frees `node`'s capacity slot and settles its reservation at `cost`.
+    fn release(&mut self, node: usize, reserved: f64, cost: f64, now_ms: u64) {
+        let day = self.config.budget_day.of(now_ms);
+        let state = &mut self.nodes[node];
+        state.in_flight = state.in_flight.saturating_sub(1);
+        state.spend.settle(day, reserved, cost);
+        state.spend_changed |= cost > 0.0;
     }
+}
+
+/// The price of `tokens` at `per_1k` per thousand.
+fn cost_of(tokens: u64, per_1k: f64) -> f64 {
+    tokens as f64 * per_1k / 1000.0
 }
 
 fn presented_key_of(headers: &[Header]) -> Option<&[u8]> {
@@ -569,19 +749,30 @@ fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
     Explanation { node, rule: &ex.label, attempts: ex.attempts, country: &country }.headers()
 }
 
-/// Why `node` cannot take an attempt now, if it cannot. (A free function over
-/// the router's parts, so it can be asked while an exchange is borrowed.)
+/// Why a node cannot take an attempt costing `cost` now, if it cannot. (A
+/// free function over the node's parts, so it can be asked while an
+/// exchange is borrowed.)
 fn unavailable(
-    breakers: &[Breaker],
-    in_flight: &[u32],
-    config: &RouterConfig,
-    node: usize,
+    state: &NodeState,
+    node: &crate::config::Node,
     now_ms: u64,
+    cost: f64,
+    config: &RouterConfig,
 ) -> Option<PassedOver> {
-    if let Some(probe_at_ms) = breakers[node].next_chance_ms(now_ms) {
+    if state.draining {
+        return Some(PassedOver::Draining);
+    }
+    if let Some(probe_at_ms) = state.breaker.next_chance_ms(now_ms) {
         return Some(PassedOver::Unhealthy { probe_at_ms });
     }
-    let full = config.nodes[node].max_concurrent.is_some_and(|max| in_flight[node] >= max);
+    if state.resting_until_ms > now_ms {
+        return Some(PassedOver::Resting { until_ms: state.resting_until_ms });
+    }
+    let day = config.budget_day.of(now_ms);
+    if !state.spend.admits(day, node.max_cost_per_day, cost) {
+        return Some(PassedOver::OverBudget { until_ms: config.budget_day.end_ms(day) });
+    }
+    let full = node.max_concurrent.is_some_and(|max| state.in_flight >= max);
     full.then_some(PassedOver::Full)
 }
 
@@ -642,9 +833,12 @@ mod tests {
         assert_eq!(r.in_flight(), &[1]);
         let Action::Respond { status, .. } = r.handle(request(2, "US", "m", 0)) else { panic!("expected a refusal") };
         assert_eq!(status, 429);
-        assert!(matches!(r.handle(Event::ResponseHead { id: 1, status: 200, now_ms: 1_050 }), Action::Deliver { .. }));
-        r.handle(Event::Finished { id: 1, now_ms: 1_100 });
-        assert_eq!((r.in_flight(), r.open_exchanges()), (&[0][..], 0));
+        assert!(matches!(
+            r.handle(Event::ResponseHead { id: 1, status: 200, retry_after_s: None, now_ms: 1_050 }),
+            Action::Deliver { .. }
+        ));
+        r.handle(Event::Finished { id: 1, usage: None, now_ms: 1_100 });
+        assert_eq!((r.in_flight(), r.open_exchanges()), (vec![0], 0));
     }
 
     #[test]
@@ -654,7 +848,7 @@ mod tests {
         r.handle(Event::Tick { now_ms: 1_000 + ABANDONED_AFTER_MS });
         assert_eq!(r.open_exchanges(), 1, "not yet abandoned");
         r.handle(Event::Tick { now_ms: 1_001 + ABANDONED_AFTER_MS });
-        assert_eq!((r.open_exchanges(), r.in_flight()), (0, &[0][..]));
+        assert_eq!((r.open_exchanges(), r.in_flight()), (0, vec![0]));
     }
 
     #[test]
@@ -733,14 +927,14 @@ mod tests {
                 action = match outcome {
                     0 => r.handle(Event::OriginFailed { id: 7, failure: Failure::Connect, now_ms: 2_000 }),
                     1 => r.handle(Event::OriginFailed { id: 7, failure: Failure::Timeout, now_ms: 2_000 }),
-                    2 => r.handle(Event::ResponseHead { id: 7, status: 503, now_ms: 2_000 }),
-                    _ => r.handle(Event::ResponseHead { id: 7, status: 200, now_ms: 2_000 }),
+                    2 => r.handle(Event::ResponseHead { id: 7, status: 503, retry_after_s: None, now_ms: 2_000 }),
+                    _ => r.handle(Event::ResponseHead { id: 7, status: 200, retry_after_s: None, now_ms: 2_000 }),
                 };
             }
             if let Action::Respond { status, .. } = &action {
                 prop_assert!([502, 503, 504].contains(status), "unexpected status {status}");
             }
-            r.handle(Event::Finished { id: 7, now_ms: 3_000 });
+            r.handle(Event::Finished { id: 7, usage: None, now_ms: 3_000 });
             prop_assert!(r.in_flight().iter().all(|&c| c == 0), "slots leaked: {:?}", r.in_flight());
         }
     }
@@ -786,8 +980,11 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         assert_eq!(forward_to(&r.handle(request(id, now_ms))), ("primary", 1));
         let next = r.handle(Event::OriginFailed { id, failure: Failure::Connect, now_ms });
         assert_eq!(forward_to(&next), ("backup", 2));
-        assert!(matches!(r.handle(Event::ResponseHead { id, status: 200, now_ms }), Action::Deliver(_)));
-        r.handle(Event::Finished { id, now_ms });
+        assert!(matches!(
+            r.handle(Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms }),
+            Action::Deliver(_)
+        ));
+        r.handle(Event::Finished { id, usage: None, now_ms });
     }
 
     #[test]
@@ -804,15 +1001,18 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
 
         // While open, the primary is skipped: the backup serves at the first attempt.
         assert_eq!(forward_to(&r.handle(request(3, 1_200))), ("backup", 1));
-        r.handle(Event::ResponseHead { id: 3, status: 200, now_ms: 1_210 });
-        r.handle(Event::Finished { id: 3, now_ms: 1_220 });
+        r.handle(Event::ResponseHead { id: 3, status: 200, retry_after_s: None, now_ms: 1_210 });
+        r.handle(Event::Finished { id: 3, usage: None, now_ms: 1_220 });
         assert!(r.take_notices().is_empty(), "a state change is told once, not per request");
 
         // After the cool-down one request probes; a concurrent one goes to the backup.
         assert_eq!(forward_to(&r.handle(request(4, 2_200))), ("primary", 1));
         assert_eq!(r.take_notices(), [Notice::Probing { node: "primary".into() }]);
         assert_eq!(forward_to(&r.handle(request(5, 2_200))), ("backup", 1));
-        assert!(matches!(r.handle(Event::ResponseHead { id: 4, status: 200, now_ms: 2_250 }), Action::Deliver(_)));
+        assert!(matches!(
+            r.handle(Event::ResponseHead { id: 4, status: 200, retry_after_s: None, now_ms: 2_250 }),
+            Action::Deliver(_)
+        ));
         assert_eq!(r.take_notices(), [Notice::Healthy { node: "primary".into() }]);
         assert_eq!(forward_to(&r.handle(request(6, 2_300))), ("primary", 1));
     }
@@ -822,16 +1022,19 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         let mut r = Router::new(RouterConfig::load("t.yaml", FLEET).unwrap_or_else(|e| panic!("{e}")));
         for (id, status) in [(1, 404), (2, 429), (3, 501), (4, 400)] {
             forward_to(&r.handle(request(id, 1_000)));
-            r.handle(Event::ResponseHead { id, status, now_ms: 1_000 });
-            r.handle(Event::Finished { id, now_ms: 1_000 });
+            r.handle(Event::ResponseHead { id, status, retry_after_s: None, now_ms: 1_000 });
+            r.handle(Event::Finished { id, usage: None, now_ms: 1_000 });
         }
         assert_eq!(r.health()[0], BreakerState::Closed { failures: 0 });
         for id in [5, 6] {
             forward_to(&r.handle(request(id, 1_000)));
             // The backup is free, so a 503 moves on; it still counts against the primary.
-            assert_eq!(forward_to(&r.handle(Event::ResponseHead { id, status: 503, now_ms: 1_000 })), ("backup", 2));
-            r.handle(Event::ResponseHead { id, status: 200, now_ms: 1_000 });
-            r.handle(Event::Finished { id, now_ms: 1_000 });
+            assert_eq!(
+                forward_to(&r.handle(Event::ResponseHead { id, status: 503, retry_after_s: None, now_ms: 1_000 })),
+                ("backup", 2)
+            );
+            r.handle(Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms: 1_000 });
+            r.handle(Event::Finished { id, usage: None, now_ms: 1_000 });
         }
         assert!(matches!(r.health()[0], BreakerState::Open { .. }));
         assert_eq!(r.health()[1], BreakerState::Closed { failures: 0 });
@@ -862,7 +1065,7 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         failing_over(&mut r, 1, 1_000);
         failing_over(&mut r, 2, 1_000);
         assert_eq!(forward_to(&r.handle(request(3, 5_000))), ("primary", 1));
-        r.handle(Event::Finished { id: 3, now_ms: 5_010 });
+        r.handle(Event::Finished { id: 3, usage: None, now_ms: 5_010 });
         assert_eq!(forward_to(&r.handle(request(4, 5_020))), ("primary", 1), "the next request probes");
     }
 
@@ -901,7 +1104,10 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         assert!(String::from_utf8_lossy(&body).contains("retry budget spent"));
         // A 503 is then passed on as it is instead of being retried.
         forward_to(&r.handle(request(11, 1_000)));
-        assert!(matches!(r.handle(Event::ResponseHead { id: 11, status: 503, now_ms: 1_000 }), Action::Deliver(_)));
+        assert!(matches!(
+            r.handle(Event::ResponseHead { id: 11, status: 503, retry_after_s: None, now_ms: 1_000 }),
+            Action::Deliver(_)
+        ));
         // Ten seconds on, the window has moved and failing over works again.
         failing_over(&mut r, 12, 11_000);
     }

@@ -1,0 +1,171 @@
+//! The admin API: a separate listener (`admin.listen`) for operators and
+//! the `edge-router status | set-weight | drain | undrain` commands.
+//!
+//! Every request must carry `Authorization: Bearer <token>`, the token being
+//! the value of the environment variable `admin.token_env`. The presented
+//! token's SHA-256 is compared with the expected one in constant time;
+//! anything else gets 401. The token is never logged or echoed. See
+//! `docs/admin.md`.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge_router::auth::presented_key;
+use edge_router::config::DurationSpec;
+use edge_router::wire::{Control, Header};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+use crate::proxy::Shared;
+
+/// How long a drain lets responses run when no timeout is given.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 << 10;
+
+/// The SHA-256 of the admin token.
+#[derive(Clone, Copy)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    /// Reads the token from the environment variable `var`; refuses an unset or empty one.
+    pub fn from_env(var: &str) -> anyhow::Result<Self> {
+        match std::env::var(var) {
+            Ok(token) if !token.trim().is_empty() => Ok(Self(Sha256::digest(token.trim().as_bytes()).into())),
+            _ => anyhow::bail!(
+                "admin.listen is set but the environment variable {var} (admin.token_env) holds no token; \
+                 set it, or remove admin.listen"
+            ),
+        }
+    }
+
+    fn admits(&self, req: &Request<Incoming>) -> bool {
+        let headers = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+        let Some(presented) = presented_key(headers) else { return false };
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        bool::from(digest.ct_eq(&self.0))
+    }
+}
+
+/// Serves the admin API on `listener` for as long as `shared` lives.
+pub async fn serve(shared: Weak<Shared>, listener: TcpListener, token: AdminToken) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(shared, token, req).await) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn reply(status: u16, headers: &[Header], body: Bytes) -> Answer {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for h in headers {
+        if let (Ok(n), Ok(v)) =
+            (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value))
+        {
+            resp.headers_mut().insert(n, v);
+        }
+    }
+    resp
+}
+
+fn error(status: u16, kind: &str, message: &str) -> Answer {
+    let body = serde_json::json!({"error": {"type": kind, "message": message}});
+    let mut resp = reply(status, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string()));
+    if status == 401 {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+async fn route(shared: Weak<Shared>, token: AdminToken, req: Request<Incoming>) -> Answer {
+    if !token.admits(&req) {
+        return error(401, "authentication_error", "the admin API needs `Authorization: Bearer <admin token>`");
+    }
+    let Some(shared) = shared.upgrade() else {
+        return error(503, "shutting_down", "the router is shutting down");
+    };
+    let method = req.method().clone();
+    let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_string).collect();
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(400, "invalid_request_error", &format!("the request body could not be read: {e}")),
+    };
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (&method, path.as_slice()) {
+        (&Method::GET, ["admin", "status"]) => {
+            let (status, headers, body) = shared.status();
+            reply(status, &headers, body)
+        }
+        (&Method::POST, ["admin", "nodes", node, action]) => node_action(&shared, node, action, &body),
+        (&Method::POST, ["admin", "reload"]) => reload(&shared),
+        _ => error(404, "not_found_error", &format!("no admin endpoint {method} /{}", path.join("/"))),
+    }
+}
+
+fn node_action(shared: &Arc<Shared>, node: &str, action: &str, body: &[u8]) -> Answer {
+    let fields: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return error(400, "invalid_request_error", &format!("the body is not JSON: {e}")),
+        }
+    };
+    let node = node.to_string();
+    let (command, cut_off) = match action {
+        "weight" => match fields.get("weight").and_then(serde_json::Value::as_f64) {
+            Some(weight) => (Control::SetWeight { node, weight }, None),
+            None => return error(400, "invalid_request_error", "send {\"weight\": <number>}"),
+        },
+        "drain" => {
+            let timeout = match fields.get("timeout") {
+                None => DEFAULT_DRAIN_TIMEOUT,
+                Some(t) => match t.as_str().map(DurationSpec::try_from) {
+                    Some(Ok(d)) => d.0,
+                    _ => return error(400, "invalid_request_error", "`timeout` must be a duration such as \"5m\""),
+                },
+            };
+            (Control::Drain { node }, Some(timeout))
+        }
+        "undrain" => (Control::Undrain { node }, None),
+        other => return error(404, "not_found_error", &format!("no node action `{other}` (weight, drain, undrain)")),
+    };
+    let (status, headers, body) = shared.control(command, cut_off);
+    reply(status, &headers, body)
+}
+
+fn reload(shared: &Arc<Shared>) -> Answer {
+    let Some(path) = shared.module_path() else {
+        return error(409, "conflict", "the module was not loaded from a file, so there is nothing to reload");
+    };
+    let result = crate::RouterModule::from_file(&path).and_then(|m| shared.reload(&m));
+    match result {
+        Ok(()) => {
+            tracing::info!("router module reloaded from {}", path.display());
+            let body = serde_json::json!({"reloaded": path.display().to_string()});
+            reply(200, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string()))
+        }
+        Err(e) => error(500, "reload_failed", &format!("the module was not reloaded, the old one still runs: {e:#}")),
+    }
+}

@@ -1,0 +1,249 @@
+//! An operator's session with a running edge box, through the real binary:
+//! `serve` in one process, and `status`, `set-weight`, `drain`, `undrain`
+//! and `reload` as separate CLI invocations against its admin API. Origins
+//! are real HTTP servers on loopback; spending is read from their `usage`.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge-router");
+const TOKEN: &str = "test-admin-token-3f9a";
+
+/// The edge box as a child process; killed when dropped.
+struct EdgeBox {
+    child: Child,
+    addr: String,
+    admin: String,
+}
+
+impl Drop for EdgeBox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl EdgeBox {
+    fn start(config: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("edge-router-operators-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, config).expect("config written");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--module"])
+            .arg(edge_router_host::default_module_path())
+            .env("EDGE_ROUTER_ADMIN_TOKEN", TOKEN)
+            .env("EDGE_ROUTER_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("edge-router starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[edge-router] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let (mut addr, mut admin) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while addr.is_none() || admin.is_none() {
+            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("start-up log");
+            if let Some(a) = line.split("admin API on ").nth(1) {
+                admin = Some(a.trim().to_string());
+            }
+            if let Some(a) = line.split(" nodes on ").nth(1) {
+                addr = Some(a.trim().to_string());
+            }
+        }
+        Self { child, addr: addr.unwrap_or_default(), admin: admin.unwrap_or_default() }
+    }
+
+    /// Runs a CLI command against the admin API; returns (success, stdout, stderr).
+    fn cli(&self, args: &[&str], token: &str) -> (bool, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--admin", &self.admin])
+            .env("EDGE_ROUTER_ADMIN_TOKEN", token)
+            .output()
+            .expect("the CLI runs");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.cli(args, TOKEN);
+        assert!(ok, "edge-router {args:?} failed: {stderr}");
+        stdout
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).expect("status is JSON")
+    }
+}
+
+type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+async fn chat(client: &Client, addr: &str, model: &str, content: &str) -> hyper::Response<hyper::body::Incoming> {
+    let body = serde_json::json!({"model": model, "stream": model.starts_with("stream"),
+        "messages": [{"role": "user", "content": content}]});
+    let req = http::Request::post(format!("{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    client.request(req).await.expect("the router answers")
+}
+
+async fn served_by(client: &Client, addr: &str) -> String {
+    let resp = chat(client, addr, "m", "hello").await;
+    assert_eq!(resp.status(), 200);
+    let node = resp.headers()["x-edge-node"].to_str().unwrap_or_default().to_string();
+    let _ = resp.into_body().collect().await;
+    node
+}
+
+/// An SSE origin: a long stream (100 events, 50 ms apart) when the request
+/// mentions "long", else three events; the last data chunk reports usage.
+async fn sse_origin() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let events = if String::from_utf8_lossy(&buf[..n]).contains("long") { 100 } else { 3 };
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = s.write_all(head.as_bytes()).await;
+                let chunk = |e: String| format!("{:x}\r\n{e}\r\n", e.len());
+                for i in 0..events {
+                    let e = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{i}\"}}}}],\"usage\":null}}\n\n");
+                    if s.write_all(chunk(e).as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":20,\"total_tokens\":30}}\n\ndata: [DONE]\n\n";
+                let _ = s.write_all(format!("{}0\r\n\r\n", chunk(usage.to_string())).as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_budgets_reweights_drains_and_reloads_a_running_edge_box() {
+    let metered = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "choices": [{"message": {"content": "hi"}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 400, "total_tokens": 500}
+        })))
+        .mount(&metered)
+        .await;
+    let backup = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"ok": true})))
+        .mount(&backup)
+        .await;
+    let streamer = sse_origin().await;
+    let config = format!(
+        "admin: {{listen: \"127.0.0.1:0\"}}
+nodes:
+  - {{id: metered, type: cloud, host: \"{}\", cost_per_1k_tokens: 1.0, max_cost_per_day: 1.2}}
+  - {{id: backup, type: cloud, host: \"{}\"}}
+  - {{id: streamer, type: local, host: \"{streamer}\", cost_per_1k_tokens: 1.0}}
+routing:
+  rules:
+    - {{name: stream, match: {{model: \"stream*\"}}, target: streamer}}
+    - {{name: main, match: {{}}, target: metered, fallback: [backup]}}
+",
+        metered.uri(),
+        backup.uri()
+    );
+    let edge = EdgeBox::start(&config);
+    let addr = edge.addr.clone();
+    let client = client();
+
+    // Without the right token the admin API answers 401, and the CLI says so.
+    let (ok, _, stderr) = edge.cli(&["status"], "wrong-token");
+    assert!(!ok && stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains(TOKEN) && !stderr.contains("wrong-token"), "tokens are never echoed: {stderr}");
+
+    // Each answer costs 500 tokens at 1.0 per 1k, settled when its body has
+    // gone out. A third would pass the 1.2 budget with its estimate (about
+    // 0.26) reserved, so it goes to the backup.
+    assert_eq!(served_by(&client, &addr).await, "metered");
+    assert_eq!(served_by(&client, &addr).await, "metered");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = edge.status();
+    let today = &status["nodes"][0]["today"];
+    assert_eq!((today["cost"].as_f64(), today["tokens"].as_u64()), (Some(1.0), Some(1000)), "{status}");
+    assert_eq!(served_by(&client, &addr).await, "backup");
+    let table = edge.ok(&["status"]);
+    assert!(table.contains("metered") && table.contains("1.0000/1.20"), "{table}");
+
+    // A module reload keeps the day's spending: the node stays over budget.
+    let reloaded = edge.ok(&["reload"]);
+    assert!(reloaded.contains("reloaded the router module"), "{reloaded}");
+    assert_eq!(edge.status()["nodes"][0]["today"]["cost"], 1.0);
+    assert_eq!(served_by(&client, &addr).await, "backup");
+
+    // Weights change at run time.
+    edge.ok(&["set-weight", "backup", "0.25"]);
+    assert_eq!(edge.status()["nodes"][1]["weight"], 0.25);
+    let (ok, _, stderr) = edge.cli(&["set-weight", "nowhere", "1"], TOKEN);
+    assert!(!ok && stderr.contains("no node has the id `nowhere`"), "{stderr}");
+
+    // Draining: a stream in flight runs on until the drain's timeout, new
+    // requests are refused (the stream rule has no fallback), and undrain
+    // brings the node back.
+    let long = chat(&client, &addr, "stream-model", "a long story").await;
+    assert_eq!(long.status(), 200);
+    let drained_at = Instant::now();
+    let said = edge.ok(&["drain", "streamer", "--timeout", "1s"]);
+    assert!(said.contains("draining"), "{said}");
+    let refused = chat(&client, &addr, "stream-model", "hello").await;
+    assert_eq!(refused.status(), 503);
+    let body = refused.into_body().collect().await.expect("body").to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("nodes_draining"));
+    let streamed = long.into_body().collect().await.expect("the stream ends cleanly").to_bytes();
+    let streamed = String::from_utf8_lossy(&streamed);
+    let elapsed = drained_at.elapsed();
+    assert!(streamed.matches("data: {\"choices\"").count() >= 10, "it ran on during the drain: {streamed}");
+    assert!(streamed.ends_with("\n\n") && streamed.contains("event: error"), "{streamed}");
+    assert!(streamed.contains("node_drained"), "{streamed}");
+    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4), "cut after {elapsed:?}");
+    edge.ok(&["undrain", "streamer"]);
+    let again = chat(&client, &addr, "stream-model", "hello").await;
+    assert_eq!(again.status(), 200);
+    let body = again.into_body().collect().await.expect("body").to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("[DONE]"));
+
+    // The complete stream's usage (final chunk: 30 tokens) was priced; the
+    // one cut off reported none and was charged its estimate (about 266).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = edge.status();
+    let today = &status["nodes"][2]["today"];
+    let tokens = today["tokens"].as_u64().unwrap_or(0);
+    assert!((30 + 256..30 + 300).contains(&tokens), "{today}");
+    assert!((today["cost"].as_f64().unwrap_or(0.0) - tokens as f64 / 1000.0).abs() < 1e-9, "{today}");
+    assert_eq!(today["requests"], 2, "{today}");
+    // The reload kept the budgets only: tallies count from it (backup, two streams).
+    assert_eq!(status["tenants_today"]["anonymous"]["requests"], 3, "{status}");
+    assert_eq!(status["nodes"][0]["today"]["cost"], 1.0);
+}

@@ -1,0 +1,90 @@
+//! Finding the `usage` an origin reports at the end of a response.
+//!
+//! OpenAI-compatible servers put `usage` (`prompt_tokens`,
+//! `completion_tokens`, `total_tokens`) in a JSON response, and in the last
+//! data chunk of a stream when the client asked for it
+//! (`stream_options.include_usage`). The host keeps the tail of a metered
+//! response body and hands it here when the body ends; the router prices
+//! what it finds. Pure and allocation-light: it only parses the `usage`
+//! object itself.
+
+use serde::Deserialize;
+
+use crate::wire::Usage;
+
+/// How many `"usage"` occurrences are looked at, from the last one back,
+/// before giving up (stream chunks before the last often carry `"usage": null`).
+const MAX_TRIES: usize = 8;
+
+#[derive(Deserialize)]
+struct Reported {
+    #[serde(alias = "input_tokens")]
+    prompt_tokens: Option<u64>,
+    #[serde(alias = "output_tokens")]
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+}
+
+/// The last well-formed `usage` object in `tail` (a response body, or its
+/// end), if there is one.
+pub fn find_usage(tail: &[u8]) -> Option<Usage> {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut end = tail.len();
+    for _ in 0..MAX_TRIES {
+        let at = tail[..end].windows(KEY.len()).rposition(|w| w == KEY)?;
+        end = at;
+        // An escaped quote means the text is inside a string (a message's content).
+        if at > 0 && tail[at - 1] == b'\\' {
+            continue;
+        }
+        let rest = tail[at + KEY.len()..].trim_ascii_start();
+        let Some(value) = rest.strip_prefix(b":") else { continue };
+        let mut values = serde_json::Deserializer::from_slice(value.trim_ascii_start()).into_iter::<Option<Reported>>();
+        if let Some(Ok(Some(r))) = values.next() {
+            let prompt = r.prompt_tokens.unwrap_or(0);
+            let completion = r.completion_tokens.or_else(|| r.total_tokens.map(|t| t.saturating_sub(prompt)));
+            if r.prompt_tokens.is_some() || completion.is_some() {
+                return Some(Usage { prompt_tokens: prompt, completion_tokens: completion.unwrap_or(0) });
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(prompt: u64, completion: u64) -> Option<Usage> {
+        Some(Usage { prompt_tokens: prompt, completion_tokens: completion })
+    }
+
+    #[test]
+    fn a_json_response_reports_its_usage() {
+        let body = br#"{"id":"c1","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+        assert_eq!(find_usage(body), usage(12, 30));
+    }
+
+    #[test]
+    fn a_stream_reports_usage_in_its_last_chunk_after_null_ones() {
+        let body = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n\n\
+data: [DONE]\n\n";
+        assert_eq!(find_usage(body), usage(5, 7));
+    }
+
+    #[test]
+    fn embeddings_and_other_shapes_are_read_too() {
+        assert_eq!(find_usage(br#"{"data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}"#), usage(8, 0));
+        assert_eq!(find_usage(br#"{"usage": {"input_tokens": 3, "output_tokens": 4}}"#), usage(3, 4));
+    }
+
+    #[test]
+    fn text_that_only_mentions_usage_or_a_cut_object_is_not_usage() {
+        let quoted = br#"{"choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 99}"}}]}"#;
+        assert_eq!(find_usage(quoted), None);
+        assert_eq!(find_usage(br#"{"usage":{"prompt_tokens":1"#), None, "the body was cut off");
+        assert_eq!(find_usage(b"data: [DONE]\n\n"), None);
+        assert_eq!(find_usage(br#"{"usage":{}}"#), None);
+    }
+}
