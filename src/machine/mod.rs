@@ -89,6 +89,8 @@ struct Exchange {
     passed_over: Vec<(usize, PassedOver)>,
     /// The status of the current attempt's response head, once it came.
     status: Option<u16>,
+    /// The current attempt's body broke off after its head.
+    body_failed: bool,
     /// A further attempt was refused by the retry budget.
     retry_denied: bool,
 }
@@ -271,6 +273,7 @@ impl Router {
             Event::BodyFailed { id, failure, now_ms } => {
                 let Some(ex) = self.exchanges.get_mut(&id) else { return Action::Done };
                 ex.last_activity_ms = now_ms;
+                ex.body_failed = true;
                 if let Some(node) = ex.holding {
                     let why = match failure {
                         Failure::Timeout => "its response body stalled",
@@ -391,6 +394,7 @@ impl Router {
             skipped_statuses: Vec::new(),
             passed_over: Vec::new(),
             status: None,
+            body_failed: false,
             retry_denied: false,
         };
         self.retries.deposit(now_ms);
@@ -645,13 +649,16 @@ impl Router {
         let deliver = (!retryable || !more).then(|| delivery_explain(ex, &self.config.nodes[node].id));
         if failed {
             self.charge_failure(node, id, now_ms, || format!("it answered {status}"));
-        } else {
-            let transition = self.nodes[node].breaker.on_success(id);
-            self.note(node, transition, String::new);
         }
         if let Some(explain) = deliver {
+            // A delivered answer's success is judged when its body has gone
+            // through (see `close`): a body that breaks off is a failure.
             self.nodes[node].traffic.served(now_ms);
             return Action::Deliver(explain);
+        }
+        if !failed {
+            let transition = self.nodes[node].breaker.on_success(id);
+            self.note(node, transition, String::new);
         }
         if let Some(ex) = self.exchanges.get_mut(&id) {
             ex.skipped_statuses.push((node, status));
@@ -692,7 +699,8 @@ impl Router {
     }
 
     /// An exchange is over: its capacity slot is free, what it cost is
-    /// settled, and if its node never answered (the client left first), a
+    /// settled, an answer whose body went through counts as the node's
+    /// success, and if its node never answered (the client left first), a
     /// probe it carried is handed on.
     ///
     /// The cost is the `usage` the response reported; without one, a 2xx
@@ -700,8 +708,13 @@ impl Router {
     /// estimate, since the origin may well bill it, and anything else nothing.
     fn close(&mut self, id: u64, ex: &Exchange, usage: Option<Usage>, now_ms: u64) {
         let Some(node) = ex.holding else { return };
-        if ex.status.is_none() {
-            self.nodes[node].breaker.on_abandoned(id, now_ms);
+        match ex.status {
+            None => self.nodes[node].breaker.on_abandoned(id, now_ms),
+            Some(status) if !counts_as_failure(status) && !ex.body_failed => {
+                let transition = self.nodes[node].breaker.on_success(id);
+                self.note(node, transition, String::new);
+            }
+            Some(_) => {}
         }
         let tokens = match (usage, ex.status) {
             (Some(u), _) => u.total(),
@@ -1013,8 +1026,24 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
             r.handle(Event::ResponseHead { id: 4, status: 200, retry_after_s: None, now_ms: 2_250 }),
             Action::Deliver(_)
         ));
+        assert!(r.take_notices().is_empty(), "the probe succeeds when its body has gone through");
+        assert_eq!(forward_to(&r.handle(request(6, 2_260))), ("backup", 1));
+        r.handle(Event::Finished { id: 4, usage: None, now_ms: 2_270 });
         assert_eq!(r.take_notices(), [Notice::Healthy { node: "primary".into() }]);
-        assert_eq!(forward_to(&r.handle(request(6, 2_300))), ("primary", 1));
+        assert_eq!(forward_to(&r.handle(request(7, 2_300))), ("primary", 1));
+    }
+
+    #[test]
+    fn bodies_that_break_off_after_a_good_head_open_the_breaker() {
+        let mut r = Router::new(RouterConfig::load("t.yaml", FLEET).unwrap_or_else(|e| panic!("{e}")));
+        for id in [1, 2] {
+            assert_eq!(forward_to(&r.handle(request(id, 1_000))), ("primary", 1));
+            r.handle(Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms: 1_000 });
+            r.handle(Event::BodyFailed { id, failure: Failure::Reset, now_ms: 1_010 });
+            r.handle(Event::Finished { id, usage: None, now_ms: 1_010 });
+        }
+        assert!(matches!(r.health()[0], BreakerState::Open { .. }), "{:?}", r.health());
+        assert_eq!(forward_to(&r.handle(request(3, 1_020))), ("backup", 1));
     }
 
     #[test]

@@ -124,3 +124,51 @@ async fn every_candidate_full_is_429_with_retry_after() {
     assert_eq!(second.json()["error"]["type"], "capacity_exceeded");
     assert_eq!(first.await.expect("first").status, 200);
 }
+
+/// An origin answering 429 with the given `retry-after` value.
+async fn rate_limited_origin(retry_after: &str) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(429)
+                .insert_header("retry-after", retry_after)
+                .set_body_json(serde_json::json!({"error": {"type": "rate_limit", "message": "slow down"}})),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_falls_back_and_its_retry_after_rests_the_node() {
+    let backup = json_origin(200, Duration::ZERO).await;
+    let limited = rate_limited_origin("1").await;
+    let r = TestRouter::new(&chain_config(&limited.uri(), &backup.uri(), "5s")).await;
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "2"));
+    // For the next second the limited node is left alone.
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("backup", "1"));
+    assert_eq!(limited.received_requests().await.map_or(0, |r| r.len()), 1);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("backup", "2"), "tried again after the pause");
+    assert_eq!(limited.received_requests().await.map_or(0, |r| r.len()), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_date_is_honoured_and_the_last_nodes_429_is_passed_on() {
+    let in_a_minute = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+    let limited = rate_limited_origin(&in_a_minute).await;
+    let config = chain_config(&limited.uri(), "http://127.0.0.1:9", "5s").replace("fallback: [backup]", "fallback: []");
+    let r = TestRouter::new(&config).await;
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.status, reply.node()), (429, "primary"), "the origin's own 429 reaches the client");
+    assert_eq!(reply.json()["error"]["type"], "rate_limit");
+    // Now the router answers itself, with the pause that is left.
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.status, reply.json()["error"]["type"].as_str()), (429, Some("rate_limited")));
+    let wait: u64 = reply.header("retry-after").parse().unwrap_or(0);
+    assert!((55..=60).contains(&wait), "retry-after {wait}");
+    assert_eq!(limited.received_requests().await.map_or(0, |r| r.len()), 1);
+}
