@@ -98,7 +98,7 @@ async fn answer(name: String, req: Request<Incoming>) -> Result<Response<ProxyBo
         Response::builder()
             .header("content-type", "text/event-stream")
             .header("x-demo-origin", &name)
-            .body(sse_stream(words, model.clone()).boxed())
+            .body(sse_stream(words, model.clone(), parsed["stream_options"]["include_usage"] == true).boxed())
     } else if path.ends_with("/chat/completions") || path.ends_with("/completions") {
         let json = serde_json::json!({
             "id": "demo-1", "object": "chat.completion", "model": model,
@@ -122,8 +122,9 @@ fn full(s: String) -> ProxyBody {
     Full::new(Bytes::from(s)).map_err(|never| match never {}).boxed()
 }
 
-/// SSE chunks, one word each, 80 ms apart, then `[DONE]`.
-fn sse_stream(words: Vec<String>, model: String) -> ChannelBody {
+/// SSE chunks, one word each, 80 ms apart, then (if the client asked for it
+/// with `stream_options.include_usage`) a usage chunk, then `[DONE]`.
+fn sse_stream(words: Vec<String>, model: String, include_usage: bool) -> ChannelBody {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
         for w in words {
@@ -133,6 +134,11 @@ fn sse_stream(words: Vec<String>, model: String) -> ChannelBody {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(80)).await;
+        }
+        if include_usage {
+            let usage = serde_json::json!({"object": "chat.completion.chunk", "model": model, "choices": [],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 14, "total_tokens": 24}});
+            let _ = tx.send(Bytes::from(format!("data: {usage}\n\n"))).await;
         }
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
     });

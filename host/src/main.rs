@@ -219,7 +219,7 @@ fn status_table(report: &serde_json::Value) -> String {
         };
         let b = &n["breaker"];
         let breaker = match b["state"].as_str() {
-            Some("closed") => format!("closed ({} fail)", b["failures"]),
+            Some("closed") => format!("closed ({} fail)", b["failures"].as_u64().unwrap_or(0)),
             Some("open") => format!("open ({:.0}s)", num(&b["probe_in_ms"]).unwrap_or(0.0) / 1000.0),
             other => other.unwrap_or("?").to_string(),
         };
@@ -251,8 +251,8 @@ fn status_table(report: &serde_json::Value) -> String {
             let _ = writeln!(
                 out,
                 "  {name:<24} {:>8} requests {:>10} tokens  cost {:.4}",
-                t["requests"],
-                t["tokens"],
+                t["requests"].as_u64().unwrap_or(0),
+                t["tokens"].as_u64().unwrap_or(0),
                 num(&t["cost"]).unwrap_or(0.0)
             );
         }
@@ -383,7 +383,12 @@ async fn shutdown_signal() {
 async fn demo(listen: SocketAddr, module: Option<PathBuf>) -> anyhow::Result<()> {
     let module = load_module(module)?;
     let fleet = DemoFleet::start().await.context("cannot start the demo origins")?;
-    let config = fleet.config.clone();
+    let mut config = fleet.config.clone();
+    // The admin API needs a token the operator chose; without one the demo has none.
+    let admin = std::env::var("EDGE_ROUTER_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty());
+    if admin {
+        config.push_str("admin:\n  listen: \"127.0.0.1:0\"\n");
+    }
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let handle = start(&module, "examples/demo.yaml", &config, listener)?;
     let control = TcpListener::bind("127.0.0.1:0").await?;
@@ -391,7 +396,26 @@ async fn demo(listen: SocketAddr, module: Option<PathBuf>) -> anyhow::Result<()>
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
     tokio::spawn(control_server(control, fleet.clone()));
     print!("{}", demo_instructions(handle.addr(), control_addr, &*fleet.lock().await));
+    print!("{}", admin_instructions(handle.admin_addr()));
+    println!("\nPress Ctrl-C to stop.");
     wait_and_shut_down(handle, std::time::Duration::from_secs(5)).await
+}
+
+fn admin_instructions(admin: Option<SocketAddr>) -> String {
+    let Some(admin) = admin else {
+        return "\n6. Status, weights and draining: run the demo with EDGE_ROUTER_ADMIN_TOKEN set (any secret you choose)\n   \
+                to get the admin API, then `edge-router status` shows health, load, latency and cost per node.\n"
+            .to_string();
+    };
+    format!(
+        "\n6. Status, weights and draining, through the admin API on http://{admin} (token: your EDGE_ROUTER_ADMIN_TOKEN):\n   \
+         export EDGE_ROUTER_ADMIN_URL=http://{admin}\n   \
+         target/release/edge-router status\n   \
+         target/release/edge-router set-weight cloud-us 0.5\n   \
+         target/release/edge-router drain local-gpu --timeout 30s   # then command 1 is served by cloud-eu\n   \
+         target/release/edge-router undrain local-gpu\n   \
+         Cost comes from each answer's usage; a stream reports it with \"stream_options\":{{\"include_usage\":true}}.\n"
+    )
 }
 
 fn demo_instructions(addr: SocketAddr, control: SocketAddr, fleet: &DemoFleet) -> String {
@@ -414,8 +438,7 @@ fn demo_instructions(addr: SocketAddr, control: SocketAddr, fleet: &DemoFleet) -
          2. Cloud route: a US client asking for gpt-4o goes to the cheapest US-resident cloud (x-edge-node: cloud-us):\n   {}\n\n\
          3. Small-model routing: model \"auto\" with a short prompt goes to the edge and is rewritten to its smallest model, streamed:\n   {}\n\n\
          4. Geofence refusal: a client from KP gets 451 with a JSON error:\n   {}\n\n\
-         5. Fallback: stop the local origin, then repeat command 1; it is served by cloud-eu (x-edge-attempts: 2),\n   never by cloud-us, because EU data stays in the EU. After 3 failures in a row local-gpu rests (the log says so)\n   and cloud-eu answers at the first attempt; once restarted, local-gpu is back after one probe (up to 10s):\n   curl -X POST http://{control}/stop/local-gpu\n   {}\n   curl -X POST http://{control}/start/local-gpu\n\n\
-         Press Ctrl-C to stop.\n",
+         5. Fallback: stop the local origin, then repeat command 1; it is served by cloud-eu (x-edge-attempts: 2),\n   never by cloud-us, because EU data stays in the EU. After 3 failures in a row local-gpu rests (the log says so)\n   and cloud-eu answers at the first attempt; once restarted, local-gpu is back after one probe (up to 10s):\n   curl -X POST http://{control}/stop/local-gpu\n   {}\n   curl -X POST http://{control}/start/local-gpu\n",
         origins.join("\n"),
         curl("DE", "llama-3-8b", false),
         curl("US", "gpt-4o", false),
