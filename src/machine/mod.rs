@@ -953,6 +953,21 @@ mod tests {
     }
 }
 
+/// A `POST /v1/chat/completions` from a US client with `body`.
+#[cfg(test)]
+fn chat_event(id: u64, now_ms: u64, random: u64, body: &str) -> Event {
+    Event::Request {
+        id,
+        method: "POST".into(),
+        target: "/v1/chat/completions".into(),
+        headers: Vec::new(),
+        country: Some("US".into()),
+        body: RequestBody::Buffered(body.as_bytes().to_vec()),
+        now_ms,
+        random,
+    }
+}
+
 #[cfg(test)]
 mod health_tests {
     use super::*;
@@ -968,17 +983,7 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
 ";
 
     fn request(id: u64, now_ms: u64) -> Event {
-        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-        Event::Request {
-            id,
-            method: "POST".into(),
-            target: "/v1/chat/completions".into(),
-            headers: Vec::new(),
-            country: Some("US".into()),
-            body: RequestBody::Buffered(body.to_vec()),
-            now_ms,
-            random: id,
-        }
+        chat_event(id, now_ms, id, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)
     }
 
     fn forward_to(action: &Action) -> (&str, u32) {

@@ -15,16 +15,7 @@ fn router(yaml: &str) -> Router {
 /// A chat request saying "hi": estimated at 7 prompt tokens plus `max_tokens`.
 fn request(id: u64, now_ms: u64, random: u64, max_tokens: u64) -> Event {
     let body = format!(r#"{{"model":"m","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"hi"}}]}}"#);
-    Event::Request {
-        id,
-        method: "POST".into(),
-        target: "/v1/chat/completions".into(),
-        headers: Vec::new(),
-        country: Some("US".into()),
-        body: RequestBody::Buffered(body.into_bytes()),
-        now_ms,
-        random,
-    }
+    chat_event(id, now_ms, random, &body)
 }
 
 fn node_of(action: &Action) -> &str {
