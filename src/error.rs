@@ -58,12 +58,14 @@ pub enum RouterError {
     #[error("every node that can serve this request is at capacity; retry shortly")]
     AtCapacity,
     /// Every candidate asked for a pause (a 429 or 503 with `retry-after`).
-    #[error("every node that can serve this request is rate limited ({nodes}); retry in {retry_after_s}s")]
-    RateLimited {
+    #[error("every node that can serve this request asked for a pause ({nodes}); retry in {retry_after_s}s")]
+    Paused {
         /// The node ids.
         nodes: String,
         /// Seconds until the first pause ends.
         retry_after_s: u64,
+        /// 429 if a node was rate limited, else 503 (the status the nodes paused with).
+        status: u16,
     },
     /// Every candidate has spent its `max_cost_per_day`.
     #[error(
@@ -104,7 +106,8 @@ impl RouterError {
             | Self::Unhealthy { .. }
             | Self::BudgetSpent { .. }
             | Self::Draining(_) => 503,
-            Self::AtCapacity | Self::RateLimited { .. } => 429,
+            Self::AtCapacity => 429,
+            Self::Paused { status, .. } => *status,
             Self::UpstreamFailed(_) => 502,
             Self::UpstreamTimeout(_) => 504,
             Self::Internal(_) => 500,
@@ -124,7 +127,8 @@ impl RouterError {
             Self::NoNode(_) => "no_node_available",
             Self::Unhealthy { .. } => "nodes_unhealthy",
             Self::AtCapacity => "capacity_exceeded",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::Paused { status: 429, .. } => "rate_limited",
+            Self::Paused { .. } => "nodes_unavailable",
             Self::BudgetSpent { .. } => "budget_exhausted",
             Self::Draining(_) => "nodes_draining",
             Self::UpstreamFailed(_) => "upstream_error",
@@ -138,7 +142,7 @@ impl RouterError {
         match self {
             Self::AtCapacity => Some(1),
             Self::Unhealthy { retry_after_s, .. }
-            | Self::RateLimited { retry_after_s, .. }
+            | Self::Paused { retry_after_s, .. }
             | Self::BudgetSpent { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         }

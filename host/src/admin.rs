@@ -11,7 +11,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_router::auth::presented_key;
 use edge_router::config::DurationSpec;
 use edge_router::wire::{Control, Header};
 use http::{Method, Request, Response, StatusCode};
@@ -48,10 +47,15 @@ impl AdminToken {
         }
     }
 
+    /// Whether the request's `Authorization: Bearer` token is the admin token.
     fn admits(&self, req: &Request<Incoming>) -> bool {
-        let headers = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-        let Some(presented) = presented_key(headers) else { return false };
-        let digest: [u8; 32] = Sha256::digest(presented).into();
+        let Some(value) = req.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes) else {
+            return false;
+        };
+        let Some(token) = value.get(..7).filter(|p| p.eq_ignore_ascii_case(b"bearer ")).map(|_| &value[7..]) else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(token.trim_ascii()).into();
         bool::from(digest.ct_eq(&self.0))
     }
 }
@@ -118,7 +122,7 @@ async fn route(shared: Weak<Shared>, token: AdminToken, req: Request<Incoming>) 
             reply(status, &headers, body)
         }
         (&Method::POST, ["admin", "nodes", node, action]) => node_action(&shared, node, action, &body),
-        (&Method::POST, ["admin", "reload"]) => reload(&shared),
+        (&Method::POST, ["admin", "reload"]) => reload(&shared).await,
         _ => error(404, "not_found_error", &format!("no admin endpoint {method} /{}", path.join("/"))),
     }
 }
@@ -155,11 +159,14 @@ fn node_action(shared: &Arc<Shared>, node: &str, action: &str, body: &[u8]) -> A
     reply(status, &headers, body)
 }
 
-fn reload(shared: &Arc<Shared>) -> Answer {
+async fn reload(shared: &Arc<Shared>) -> Answer {
     let Some(path) = shared.module_path() else {
         return error(409, "conflict", "the module was not loaded from a file, so there is nothing to reload");
     };
-    let result = crate::RouterModule::from_file(&path).and_then(|m| shared.reload(&m));
+    // Compiling takes a while: off the async threads.
+    let file = path.clone();
+    let compiled = tokio::task::spawn_blocking(move || crate::RouterModule::from_file(&file)).await;
+    let result = compiled.map_err(anyhow::Error::from).and_then(|m| m).and_then(|m| shared.reload(&m));
     match result {
         Ok(()) => {
             tracing::info!("router module reloaded from {}", path.display());

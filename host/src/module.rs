@@ -173,11 +173,14 @@ impl WasmRouter {
         Ok(action)
     }
 
-    /// Keeps the spending a reply reported, for a fresh instance.
+    /// Keeps the spending a reply reported, for a fresh instance. Spending
+    /// only grows within a day, so a record only ever moves forward: replies
+    /// kept out of order cannot set it back.
     pub fn keep(&mut self, reply: &Reply) {
         for s in &reply.spent {
             match self.kept.spent.iter_mut().find(|k| k.node == s.node) {
-                Some(k) => *k = s.clone(),
+                Some(k) if (s.day, s.spent) > (k.day, k.spent) => *k = s.clone(),
+                Some(_) => {}
                 None => self.kept.spent.push(s.clone()),
             }
         }

@@ -90,6 +90,8 @@ impl Shared {
             .map(|r| {
                 module::log_notices(&r.notices);
                 if !r.spent.is_empty() {
+                    // Outside the call's lock, so replies may be kept out of
+                    // order; `keep` only ever moves a node's record forward.
                     self.lock().keep(&r);
                 }
                 r.action
@@ -114,30 +116,42 @@ impl Shared {
     /// node's remaining responses when that time has passed, unless the
     /// node was undrained or drained again in the meantime.
     pub fn control(self: &Arc<Self>, command: Control, cut_off: Option<Duration>) -> (u16, Vec<Header>, Bytes) {
-        let node = match &command {
-            Control::SetWeight { node, .. } | Control::Drain { node } | Control::Undrain { node } => node.clone(),
+        let (node, drains) = match &command {
+            Control::SetWeight { node, .. } => (node.clone(), None),
+            Control::Drain { node } => (node.clone(), Some(true)),
+            Control::Undrain { node } => (node.clone(), Some(false)),
         };
-        let drain = matches!(command, Control::Drain { .. });
-        let result = self.lock().control(command, now_ms());
-        let action = result.unwrap_or_else(|e| {
+        let index = self.config.node_index(&node);
+        // The generation moves under the router lock, so concurrent drains
+        // and undrains take effect in the order the module saw them.
+        let mut router = self.lock();
+        let action = router.control(command, now_ms()).unwrap_or_else(|e| {
             tracing::error!("router module call failed: {e:#}");
             internal_error()
         });
-        let index = self.config.node_index(&node);
-        if let (Some(i), Action::Respond { status: 200, .. }) = (index, &action) {
-            let generation = self.drain_generation[i].fetch_add(1, Ordering::SeqCst) + 1;
-            if let Some(after) = cut_off.filter(|_| drain) {
-                let shared = Arc::downgrade(self);
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let Some(shared) = shared.upgrade() else { return };
-                    if shared.drain_generation[i].load(Ordering::SeqCst) == generation {
-                        tracing::warn!(node = %node, "drain time is up: cutting off the node's remaining responses");
-                        let old = std::mem::take(&mut *lock(&shared.cut_offs[i]));
-                        old.cancel();
-                    }
-                });
-            }
+        let (Some(i), Some(drain), Action::Respond { status: 200, .. }) = (index, drains, &action) else {
+            return answer(action);
+        };
+        let generation = self.drain_generation[i].fetch_add(1, Ordering::SeqCst) + 1;
+        // A new drain or an undrain starts from a token not yet cancelled.
+        let mut token = lock(&self.cut_offs[i]);
+        if token.is_cancelled() {
+            *token = CancellationToken::new();
+        }
+        drop((token, router));
+        if let Some(after) = cut_off.filter(|_| drain) {
+            let shared = Arc::downgrade(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let Some(shared) = shared.upgrade() else { return };
+                let _router = shared.lock();
+                if shared.drain_generation[i].load(Ordering::SeqCst) == generation {
+                    tracing::warn!(node = %node, "drain time is up: cutting off the node's remaining responses");
+                    // It stays cancelled until an undrain or a new drain, so a
+                    // response whose head comes later is cut off at once too.
+                    lock(&shared.cut_offs[i]).cancel();
+                }
+            });
         }
         answer(action)
     }
@@ -153,9 +167,9 @@ impl Shared {
         self.lock().module_path()
     }
 
-    fn cut_off(&self, node: &str) -> Option<WaitForCancellationFutureOwned> {
+    fn cut_off(&self, node: &str) -> Option<CancellationToken> {
         let i = self.config.node_index(node)?;
-        Some(lock(&self.cut_offs[i]).clone().cancelled_owned())
+        Some(lock(&self.cut_offs[i]).clone())
     }
 
     /// Probes node `index` once (GET its `health_path` within
@@ -446,8 +460,8 @@ impl BodyLimits {
 struct Watch {
     /// Node id, for messages.
     node: String,
-    /// Completes when a drain of the node runs out of time.
-    cut_off: Option<WaitForCancellationFutureOwned>,
+    /// Cancelled when a drain of the node runs out of time.
+    cut_off: Option<CancellationToken>,
     /// The body's tail, kept to find its `usage` at the end (metered nodes only).
     meter: Option<Vec<u8>>,
 }
@@ -477,14 +491,14 @@ fn deliver(
     let sse =
         parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let timer = Box::pin(tokio::time::sleep_until(limits.deadline.min(tokio::time::Instant::now() + limits.idle)));
-    let cut_off = watch.cut_off.map(Box::pin);
     let tracked = Tracked {
         inner: body,
         finish: Some(finish),
         timer,
         limits,
         node: watch.node,
-        cut_off,
+        cut_off: watch.cut_off,
+        cut_wait: None,
         meter: watch.meter,
         sse,
         ended: false,
@@ -531,7 +545,9 @@ struct Tracked {
     timer: Pin<Box<tokio::time::Sleep>>,
     limits: BodyLimits,
     node: String,
-    cut_off: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    cut_off: Option<CancellationToken>,
+    /// Waits for `cut_off`; made only once the body has had to wait.
+    cut_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     meter: Option<Vec<u8>>,
     sse: bool,
     ended: bool,
@@ -553,6 +569,14 @@ impl Tracked {
         }
         let error = serde_json::json!({"error": {"type": kind, "message": message}});
         Ok(Frame::data(Bytes::from(format!("event: error\ndata: {error}\n\n"))))
+    }
+
+    /// A drain of the node ran out of time (not the node's failure).
+    fn drained(&mut self) -> Result<Frame<Bytes>, BoxError> {
+        self.cut_off = None;
+        self.cut_wait = None;
+        let message = format!("node {} is drained and its drain time ran out; the response was cut off", self.node);
+        self.end_early("node_drained", message)
     }
 
     /// A time limit ran out.
@@ -595,12 +619,8 @@ impl Body for Tracked {
         if self.ended {
             return Poll::Ready(None);
         }
-        if let Some(cut) = self.cut_off.as_mut()
-            && cut.as_mut().poll(cx).is_ready()
-        {
-            self.cut_off = None;
-            let message = format!("node {} is drained and its drain time ran out; the response was cut off", self.node);
-            return Poll::Ready(Some(self.end_early("node_drained", message)));
+        if self.cut_off.as_ref().is_some_and(CancellationToken::is_cancelled) {
+            return Poll::Ready(Some(self.drained()));
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -626,10 +646,22 @@ impl Body for Tracked {
                 self.complete();
                 Poll::Ready(None)
             }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(self.timed_out())),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if self.cut_wait.is_none()
+                    && let Some(token) = &self.cut_off
+                {
+                    self.cut_wait = Some(Box::pin(token.clone().cancelled_owned()));
+                }
+                if let Some(wait) = self.cut_wait.as_mut()
+                    && wait.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Some(self.drained()));
+                }
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(self.timed_out())),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -102,8 +102,8 @@ enum PassedOver {
     Draining,
     /// Its breaker is open; a probe may go at this time.
     Unhealthy { probe_at_ms: u64 },
-    /// It asked for a pause (`retry-after`) until this time.
-    Resting { until_ms: u64 },
+    /// It asked for a pause (`retry-after` on a 429 or 503) until this time.
+    Resting { until_ms: u64, status: u16 },
     /// Its daily budget would be passed; the next budget day starts at this time.
     OverBudget { until_ms: u64 },
     /// At `max_concurrent`.
@@ -145,6 +145,8 @@ struct NodeState {
     draining: bool,
     /// No attempts before this time: the node answered with a `retry-after`.
     resting_until_ms: u64,
+    /// The status (429 or 503) that came with the latest `retry-after`.
+    resting_status: u16,
     spend: DailySpend,
     /// Settled spending changed since the host was last told.
     spend_changed: bool,
@@ -191,6 +193,7 @@ impl Router {
                 weight: n.weight,
                 draining: false,
                 resting_until_ms: 0,
+                resting_status: 429,
                 spend: DailySpend::default(),
                 spend_changed: false,
                 today: Tally::default(),
@@ -602,9 +605,10 @@ impl Router {
             return RouterError::AtCapacity;
         }
         if let Some((nodes, retry_after_s)) =
-            ids(|w| if let PassedOver::Resting { until_ms } = w { Some(*until_ms) } else { None })
+            ids(|w| if let PassedOver::Resting { until_ms, .. } = w { Some(*until_ms) } else { None })
         {
-            return RouterError::RateLimited { nodes, retry_after_s };
+            let limited = passed_over.iter().any(|(_, w)| matches!(w, PassedOver::Resting { status: 429, .. }));
+            return RouterError::Paused { nodes, retry_after_s, status: if limited { 429 } else { 503 } };
         }
         if let Some((nodes, retry_after_s)) =
             ids(|w| if let PassedOver::Unhealthy { probe_at_ms } = w { Some(*probe_at_ms) } else { None })
@@ -639,6 +643,7 @@ impl Router {
         if let Some(pause) = retry_after_s.filter(|_| matches!(status, 429 | 503)) {
             let pause_ms = u64::from(pause).min(MAX_RETRY_AFTER_S) * 1000;
             state.resting_until_ms = state.resting_until_ms.max(now_ms + pause_ms);
+            state.resting_status = status;
         }
         let retryable = FALLBACK_STATUSES.contains(&status);
         let more = self.retries.allows(now_ms)
@@ -650,15 +655,23 @@ impl Router {
         if failed {
             self.charge_failure(node, id, now_ms, || format!("it answered {status}"));
         }
+        let breaker = &mut self.nodes[node].breaker;
+        let probing = matches!(breaker.state(), BreakerState::HalfOpen { probe, .. } if probe == id);
+        if status == 429 {
+            // A rate limit says nothing of health; a probe it answered is handed on.
+            breaker.on_abandoned(id, now_ms);
+        } else if !failed && (probing || deliver.is_none()) {
+            // A good head closes a probing breaker at once, so a recovered
+            // node is not kept out for as long as the probe's stream runs;
+            // a body that then breaks off counts as a failure as usual.
+            let transition = breaker.on_success(id);
+            self.note(node, transition, String::new);
+        }
         if let Some(explain) = deliver {
-            // A delivered answer's success is judged when its body has gone
-            // through (see `close`): a body that breaks off is a failure.
+            // Otherwise a delivered answer's success is judged when its body
+            // has gone through (see `close`).
             self.nodes[node].traffic.served(now_ms);
             return Action::Deliver(explain);
-        }
-        if !failed {
-            let transition = self.nodes[node].breaker.on_success(id);
-            self.note(node, transition, String::new);
         }
         if let Some(ex) = self.exchanges.get_mut(&id) {
             ex.skipped_statuses.push((node, status));
@@ -710,7 +723,7 @@ impl Router {
         let Some(node) = ex.holding else { return };
         match ex.status {
             None => self.nodes[node].breaker.on_abandoned(id, now_ms),
-            Some(status) if !counts_as_failure(status) && !ex.body_failed => {
+            Some(status) if !counts_as_failure(status) && status != 429 && !ex.body_failed => {
                 let transition = self.nodes[node].breaker.on_success(id);
                 self.note(node, transition, String::new);
             }
@@ -724,8 +737,12 @@ impl Router {
         };
         let cost = cost_of(tokens, self.config.nodes[node].cost_per_1k_tokens);
         let day = self.config.budget_day.of(now_ms);
-        self.tenants.entry(ex.tenant.clone()).or_default().add(day, tokens, cost);
-        self.rules.entry(ex.label.clone()).or_default().add(day, tokens, cost);
+        for (tallies, key) in [(&mut self.tenants, &ex.tenant), (&mut self.rules, &ex.label)] {
+            match tallies.get_mut(key) {
+                Some(t) => t.add(day, tokens, cost),
+                None => tallies.entry(key.clone()).or_default().add(day, tokens, cost),
+            }
+        }
         self.nodes[node].today.add(day, tokens, cost);
         self.release(node, ex.reserved, cost, now_ms);
     }
@@ -779,7 +796,7 @@ fn unavailable(
         return Some(PassedOver::Unhealthy { probe_at_ms });
     }
     if state.resting_until_ms > now_ms {
-        return Some(PassedOver::Resting { until_ms: state.resting_until_ms });
+        return Some(PassedOver::Resting { until_ms: state.resting_until_ms, status: state.resting_status });
     }
     let day = config.budget_day.of(now_ms);
     if !state.spend.admits(day, node.max_cost_per_day, cost) {
@@ -1031,11 +1048,10 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
             r.handle(Event::ResponseHead { id: 4, status: 200, retry_after_s: None, now_ms: 2_250 }),
             Action::Deliver(_)
         ));
-        assert!(r.take_notices().is_empty(), "the probe succeeds when its body has gone through");
-        assert_eq!(forward_to(&r.handle(request(6, 2_260))), ("backup", 1));
-        r.handle(Event::Finished { id: 4, usage: None, now_ms: 2_270 });
+        // The probe's good head closes the breaker at once, so the node is
+        // back while the probe's body is still streaming.
         assert_eq!(r.take_notices(), [Notice::Healthy { node: "primary".into() }]);
-        assert_eq!(forward_to(&r.handle(request(7, 2_300))), ("primary", 1));
+        assert_eq!(forward_to(&r.handle(request(6, 2_300))), ("primary", 1));
     }
 
     #[test]

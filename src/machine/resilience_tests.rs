@@ -71,15 +71,17 @@ fn a_429_with_retry_after_moves_on_and_rests_the_node_for_that_long() {
 }
 
 #[test]
-fn with_every_candidate_rate_limited_the_answer_is_429_with_the_shortest_pause() {
+fn with_every_candidate_paused_the_answer_carries_the_shortest_pause() {
     let mut r = router(&CHAIN.replace("fallback: [b]", "fallback: []"));
     r.handle(request(1, 1_000, 0, 10));
     assert!(matches!(r.handle(head(1, 503, Some(7), 1_000)), Action::Deliver(_)), "the last node's 503 is passed on");
     r.handle(finished(1, None, 1_000));
     let Action::Respond { status, headers, body } = r.handle(request(2, 2_000, 0, 10)) else { panic!("no refusal") };
-    assert_eq!(status, 429);
+    assert_eq!(status, 503);
     assert!(headers.iter().any(|h| h.name == "retry-after" && h.value == b"6"), "{headers:?}");
-    assert!(String::from_utf8_lossy(&body).contains("rate limited (a)"));
+    assert!(String::from_utf8_lossy(&body).contains("asked for a pause (a)"));
+    // A pause that came with a 503 is answered with 503, one of a 429 with 429.
+    assert!(String::from_utf8_lossy(&body).contains("nodes_unavailable"));
 }
 
 #[test]
@@ -146,6 +148,13 @@ fn restored_spending_counts_against_the_budget_and_older_days_do_not() {
         ..Restore::default()
     }));
     assert_eq!(node_of(&r.handle(request(2, 1_000, 0, 95))), "b", "a smaller record of the same day is not taken");
+    // A record of an older day than the one held is ignored too.
+    let restore = |day, spent| {
+        Event::Restore(Restore { spent: vec![Spend { node: "a".into(), day, spent }], ..Restore::default() })
+    };
+    r.handle(restore(1, 0.1));
+    r.handle(restore(0, 1.0));
+    assert_eq!(node_of(&r.handle(request(3, DAY_MS + 1, 0, 93))), "a", "day 1: 0.1 + 0.2 fits");
 }
 
 #[test]
