@@ -1,1 +1,17 @@
-//! Cache policy lands with the edge-cache issue.
+//! Pure cache policy for edge-router: no clock reads, no I/O. Builds for
+//! native, `wasm32-unknown-unknown` and `wasm32-wasip2`.
+//!
+//! - [`http`]: RFC 9111 shared caching of `GET` and `HEAD` (with RFC 9213
+//!   `CDN-Cache-Control` and RFC 5861 stale extensions): what may be stored,
+//!   what a stored response is good for, revalidation and invalidation.
+//! - [`ai`]: keys and decisions of the AI-request cache.
+//! - [`directives`]: `Cache-Control` parsing.
+//! - [`store`]: the store trait and a byte-bounded LRU memory store.
+
+pub mod ai;
+pub mod directives;
+pub mod http;
+pub mod store;
+
+pub use directives::Directives;
+pub use http::{Lookup, NotStorable, Revalidate, Stored, lookup, storable};
