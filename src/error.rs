@@ -172,6 +172,10 @@ pub mod headers {
     pub const COUNTRY: &str = "x-edge-country";
     /// The model a request was rewritten to.
     pub const MODEL: &str = "x-edge-model";
+    /// What the edge cache did: `HIT`, `MISS`, `STALE`, `BYPASS` or `REVALIDATED`.
+    pub const CACHE: &str = "x-edge-cache";
+    /// Tokens a cached answer saved.
+    pub const TOKENS_SAVED: &str = "x-edge-cache-tokens-saved";
 }
 
 /// The explanation headers every response carries.

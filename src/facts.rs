@@ -63,6 +63,10 @@ pub struct RequestFacts {
     pub country: Option<Country>,
     /// Who is calling.
     pub principal: Principal,
+    /// Whether the answer is sampled, so differs from call to call: a chat
+    /// or completion request with a `temperature` above 0 or none (the
+    /// OpenAI default is 1). Embeddings never are.
+    pub samples: bool,
 }
 
 /// What the body told us.
@@ -76,6 +80,8 @@ pub struct BodyFacts {
     pub max_tokens: Option<u64>,
     /// Estimated prompt tokens.
     pub prompt_tokens: u64,
+    /// `temperature`
+    pub temperature: Option<f64>,
 }
 
 /// Tokens OpenAI's chat format adds around every message and before the reply.
@@ -95,6 +101,7 @@ pub fn parse_body(body: &[u8]) -> Result<BodyFacts, String> {
         stream: Option<bool>,
         max_tokens: Option<u64>,
         max_completion_tokens: Option<u64>,
+        temperature: Option<f64>,
     }
     // serde also reads a struct from a JSON array of its fields; a body must be an object.
     match body.trim_ascii_start().first() {
@@ -113,6 +120,7 @@ pub fn parse_body(body: &[u8]) -> Result<BodyFacts, String> {
         stream: parsed.stream.unwrap_or(false),
         max_tokens: parsed.max_tokens.or(parsed.max_completion_tokens),
         prompt_tokens,
+        temperature: parsed.temperature,
     })
 }
 
@@ -150,6 +158,7 @@ pub fn request_facts(
         request_type,
         country,
         principal,
+        samples: endpoint != Endpoint::Embeddings && body.temperature.is_none_or(|t| t > 0.0),
     })
 }
 
@@ -326,7 +335,8 @@ mod tests {
 
     #[test]
     fn short_streamed_chat_is_realtime_and_header_wins() {
-        let body = BodyFacts { model: Some("m".into()), stream: true, max_tokens: None, prompt_tokens: 20 };
+        let body =
+            BodyFacts { model: Some("m".into()), stream: true, max_tokens: None, prompt_tokens: 20, temperature: None };
         let f =
             request_facts(Endpoint::ChatCompletions, body.clone(), None, None, Principal::anonymous(), &cfg()).unwrap();
         assert_eq!(f.request_type, "realtime_chat");

@@ -117,6 +117,7 @@ mod tests {
             request_type: kind.into(),
             country: None,
             principal: Principal::anonymous(),
+            samples: true,
         }
     }
 

@@ -179,6 +179,8 @@ pub struct Rule {
     pub priority_boost: i64,
     /// A node tried first for this share (0 to 100) of the rule's traffic, and never for the rest.
     pub canary: Option<(usize, f64)>,
+    /// How long answers to the rule's requests stay cached.
+    pub cache_ttl: Option<crate::config::DurationSpec>,
 }
 
 #[cfg(test)]

@@ -209,6 +209,22 @@ pub enum Event {
         /// Milliseconds since the Unix epoch.
         now_ms: u64,
     },
+    /// The request's `Lookup` found the answer in the cache, which the host
+    /// served; the exchange is over. No answer needed.
+    CacheHit {
+        /// Request id.
+        id: u64,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
+    /// The request's `Lookup` found nothing (or another request's fill of
+    /// the same key failed). Answered with the next action: a `Forward`.
+    CacheMiss {
+        /// Request id.
+        id: u64,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
     /// Hands back the state a previous instance reported (see [`Restore`]).
     /// Sent right after configuring a fresh instance. No answer needed.
     Restore(Restore),
@@ -259,6 +275,8 @@ pub struct Forward {
     /// Whether the host should look for `usage` in the response body and
     /// report it in `Finished` (the node has a price per token).
     pub meter: bool,
+    /// Store a successful (200) answer in the edge cache.
+    pub fill: Option<CacheFill>,
     /// The explanation for a response whose status is not in
     /// `ask_on_status`: exactly what the router would answer its
     /// `ResponseHead` with, so the host may deliver at once and report the
@@ -280,18 +298,71 @@ pub struct Explain {
     pub country: String,
     /// The model the request was rewritten to, if it was.
     pub model: Option<String>,
+    /// What the edge cache did (`x-edge-cache`).
+    pub cache: CacheStatus,
 }
 
 impl Explain {
     /// Calls `f` with each header name and value, in a fixed order.
     pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
         use crate::error::{Explanation, headers};
-        let Self { node, rule, attempts, country, model } = self;
+        let Self { node, rule, attempts, country, model, cache } = self;
         Explanation { node, rule, attempts: *attempts, country }.for_each_header(&mut f);
         if let Some(model) = model {
             f(headers::MODEL, model);
         }
+        f(headers::CACHE, cache.as_str());
     }
+}
+
+/// What the edge cache did for a response: the `x-edge-cache` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheStatus {
+    /// Answered from the cache.
+    Hit,
+    /// Not in the cache: forwarded, and stored if it succeeds.
+    Miss,
+    /// Answered from the cache past its freshness (`stale-while-revalidate`, `stale-if-error`).
+    Stale,
+    /// The cache was not used for this request.
+    Bypass,
+    /// A stale entry was confirmed by the origin (`304`) and served.
+    Revalidated,
+}
+
+impl CacheStatus {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Stale => "STALE",
+            Self::Bypass => "BYPASS",
+            Self::Revalidated => "REVALIDATED",
+        }
+    }
+}
+
+/// Where a forwarded answer is stored when it succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFill {
+    /// The cache key (see `edge_cache::ai::ai_key`).
+    pub key: String,
+    /// How long the answer stays fresh, in seconds.
+    pub ttl_s: u64,
+    /// The request's estimated tokens: what a hit saves when the answer
+    /// reports no `usage`.
+    pub estimated_tokens: u64,
+}
+
+/// A cache lookup the host makes before the router picks a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheLookup {
+    /// Where the answer would be.
+    pub key: String,
+    /// The explanation of a hit (the host puts the node that answered
+    /// originally in `node`).
+    pub explain: Explain,
 }
 
 /// An output of the router.
@@ -312,6 +383,9 @@ pub enum Action {
     },
     /// Send this request to a node (a first attempt or a fallback).
     Forward(Forward),
+    /// Look the answer up in the edge cache: on a hit, answer from it and
+    /// report `CacheHit`; on a miss, report `CacheMiss` for the next action.
+    Lookup(CacheLookup),
     /// Pass the origin's response to the client with these explanation
     /// headers added, then report `Finished`.
     Deliver(Explain),

@@ -157,16 +157,24 @@ pub enum AiDecision {
     },
 }
 
-/// Decides what the cache does for an AI request with this `body`,
-/// `Cache-Control` values and `x-edge-cache-ttl` value.
+/// Whether a request samples, so that its answer differs from call to call:
+/// a `temperature` above 0, or none on a chat or completion request (the
+/// OpenAI default is 1). Embeddings, which take no temperature, do not.
+pub fn samples(body: &Value) -> bool {
+    match body.get("temperature") {
+        Some(t) => t.as_f64().is_none_or(|t| t > 0.0),
+        None => body.get("messages").is_some() || body.get("prompt").is_some(),
+    }
+}
+
+/// Decides what the cache does for an AI request, given whether it
+/// [`samples`], its `Cache-Control` values and its `x-edge-cache-ttl` value.
 ///
 /// The TTL is the rule's, then the node's, then the default. A client's
 /// `no-store` bypasses the cache; its `no-cache` refreshes the entry. A
-/// request that samples (`temperature` above 0, or absent, since the
-/// OpenAI default is 1) is not cached unless `cache_sampled`; embeddings,
-/// which take no temperature, are deterministic.
+/// sampling request is not cached unless `cache_sampled`.
 pub fn ai_decision<'a>(
-    body: &Value,
+    samples: bool,
     cache_control: impl IntoIterator<Item = &'a str>,
     client_ttl: Option<&str>,
     policy: &AiPolicy,
@@ -175,12 +183,8 @@ pub fn ai_decision<'a>(
     if cc.no_store {
         return AiDecision::Bypass("the client sent cache-control: no-store");
     }
-    let samples = match body.get("temperature") {
-        Some(t) => t.as_f64().is_none_or(|t| t > 0.0),
-        None => body.get("messages").is_some() || body.get("prompt").is_some(),
-    };
     if samples && !policy.cache_sampled {
-        return AiDecision::Bypass("the request samples (temperature above 0)");
+        return AiDecision::Bypass("the request samples (temperature above 0, or unset)");
     }
     let mut ttl_s = policy.rule_ttl_s.or(policy.node_ttl_s).unwrap_or(policy.default_ttl_s);
     if policy.client_ttl
@@ -259,7 +263,7 @@ mod tests {
     #[test]
     fn ttl_comes_from_rule_then_node_then_default_and_client_overrides_when_allowed() {
         let body = json!({"messages": [], "temperature": 0});
-        let ttl = |p: AiPolicy, header: Option<&str>| ai_decision(&body, [], header, &p);
+        let ttl = |p: AiPolicy, header: Option<&str>| ai_decision(samples(&body), [], header, &p);
         assert_eq!(ttl(POLICY, None), AiDecision::Use { refresh: false, ttl_s: 300 });
         let node = AiPolicy { node_ttl_s: Some(60), ..POLICY };
         assert_eq!(ttl(node, None), AiDecision::Use { refresh: false, ttl_s: 60 });
@@ -274,15 +278,16 @@ mod tests {
     #[test]
     fn client_cache_control_and_sampling_decide_bypass_and_refresh() {
         let greedy = json!({"messages": [], "temperature": 0});
-        assert!(matches!(ai_decision(&greedy, ["no-store"], None, &POLICY), AiDecision::Bypass(_)));
-        assert_eq!(ai_decision(&greedy, ["no-cache"], None, &POLICY), AiDecision::Use { refresh: true, ttl_s: 300 });
+        let decide = |body: &Value, cc: &[&str], p: &AiPolicy| ai_decision(samples(body), cc.iter().copied(), None, p);
+        assert!(matches!(decide(&greedy, &["no-store"], &POLICY), AiDecision::Bypass(_)));
+        assert_eq!(decide(&greedy, &["no-cache"], &POLICY), AiDecision::Use { refresh: true, ttl_s: 300 });
         let sampled = json!({"messages": [], "temperature": 0.7});
-        assert!(matches!(ai_decision(&sampled, [], None, &POLICY), AiDecision::Bypass(_)));
+        assert!(matches!(decide(&sampled, &[], &POLICY), AiDecision::Bypass(_)));
         let default_temperature = json!({"messages": []});
-        assert!(matches!(ai_decision(&default_temperature, [], None, &POLICY), AiDecision::Bypass(_)));
+        assert!(matches!(decide(&default_temperature, &[], &POLICY), AiDecision::Bypass(_)));
         let allowed = AiPolicy { cache_sampled: true, ..POLICY };
-        assert!(matches!(ai_decision(&sampled, [], None, &allowed), AiDecision::Use { .. }));
+        assert!(matches!(decide(&sampled, &[], &allowed), AiDecision::Use { .. }));
         let embedding = json!({"input": "text"});
-        assert!(matches!(ai_decision(&embedding, [], None, &POLICY), AiDecision::Use { .. }));
+        assert!(matches!(decide(&embedding, &[], &POLICY), AiDecision::Use { .. }));
     }
 }

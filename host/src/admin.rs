@@ -123,8 +123,25 @@ async fn route(shared: Weak<Shared>, token: AdminToken, req: Request<Incoming>) 
         }
         (&Method::POST, ["admin", "nodes", node, action]) => node_action(&shared, node, action, &body),
         (&Method::POST, ["admin", "reload"]) => reload(&shared).await,
+        (&Method::POST, ["admin", "cache", "purge"]) => purge(&shared, &body),
         _ => error(404, "not_found_error", &format!("no admin endpoint {method} /{}", path.join("/"))),
     }
+}
+
+/// `{"prefix": "ai/acme/"}`, `{"node": "cloud-eu"}` (both: entries matching
+/// both), or `{"all": true}`.
+fn purge(shared: &Arc<Shared>, body: &[u8]) -> Answer {
+    let fields: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = |name: &str| fields.get(name).and_then(serde_json::Value::as_str);
+    let (prefix, node, all) = (text("prefix"), text("node"), fields.get("all") == Some(&serde_json::Value::Bool(true)));
+    if prefix.is_none() && node.is_none() && !all {
+        let message = "say what to purge: {\"prefix\": \"ai/<tenant>/\"}, {\"node\": \"<id>\"} or {\"all\": true}";
+        return error(400, "invalid_request_error", message);
+    }
+    let purged = shared.purge(prefix, node);
+    tracing::info!(prefix = prefix.unwrap_or(""), node = node.unwrap_or(""), "purged {purged} cache entries");
+    let body = serde_json::json!({ "purged": purged });
+    reply(200, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string()))
 }
 
 fn node_action(shared: &Arc<Shared>, node: &str, action: &str, body: &[u8]) -> Answer {

@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod admin;
+pub mod cache;
 pub mod demo;
 pub mod module;
 pub mod origins;

@@ -92,6 +92,20 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Drop cached answers: by key prefix (`ai/<tenant>/`), by the node that answered, or all.
+    Purge {
+        /// Only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only answers this node gave.
+        #[arg(long)]
+        node: Option<String>,
+        /// Everything.
+        #[arg(long, conflicts_with_all = ["prefix", "node"])]
+        all: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// Where the admin API is and how to authenticate to it.
@@ -145,6 +159,11 @@ fn main() -> ExitCode {
         }
         Command::Undrain { node, admin } => admin_call(&admin, "POST", &format!("/admin/nodes/{node}/undrain"), None)
             .map(|_| println!("{node}: taking requests again")),
+        Command::Purge { prefix, node, all, admin } => {
+            let body = serde_json::json!({ "prefix": prefix, "node": node, "all": all });
+            admin_call(&admin, "POST", "/admin/cache/purge", Some(body))
+                .map(|r| println!("purged {} cache entries", r["purged"]))
+        }
         Command::Reload { admin } => admin_call(&admin, "POST", "/admin/reload", None)
             .map(|r| println!("reloaded the router module from {}", r["reloaded"].as_str().unwrap_or("?"))),
     };

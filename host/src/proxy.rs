@@ -14,7 +14,9 @@ use edge_router::error::{Explanation, RouterError};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::hop::{connection_tokens, is_hop_by_hop, never_forwarded};
-use edge_router::wire::{Action, Control, Event, Explain, Failure, Forward, ForwardBody, Header, RequestBody, Usage};
+use edge_router::wire::{
+    Action, CacheFill, CacheLookup, Control, Event, Explain, Failure, Forward, ForwardBody, Header, RequestBody, Usage,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
@@ -22,6 +24,7 @@ use hyper::body::Incoming;
 use origin_fallback::{GOLDEN_GAMMA, counts_as_failure, mix64};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::cache::{EdgeCache, Entry, Fill, FillGuard};
 use crate::module::{self, WasmRouter};
 use crate::origins::{BoxError, Origins, ProxyBody};
 
@@ -43,6 +46,8 @@ pub struct Shared {
     /// Per node: counts drains and undrains, so a drain's cut-off only
     /// happens if no later drain or undrain came.
     drain_generation: Vec<AtomicU64>,
+    /// The edge cache's entries.
+    cache: Arc<EdgeCache>,
 }
 
 impl Shared {
@@ -59,12 +64,13 @@ impl Shared {
         let drain_generation = config.nodes.iter().map(|_| AtomicU64::new(0)).collect();
         Ok(Self {
             router: Mutex::new(router),
-            config,
             origins,
             next_id: AtomicU64::new(1),
             rng: AtomicU64::new(seed),
             cut_offs,
             drain_generation,
+            cache: Arc::new(EdgeCache::new(config.cache.memory.0)),
+            config,
         })
     }
 
@@ -107,9 +113,25 @@ impl Shared {
         self.event(&Event::Tick { now_ms: now_ms() });
     }
 
-    /// The status report as JSON (`GET /admin/status`).
+    /// The status report as JSON (`GET /admin/status`), with the cache store's counters.
     pub fn status(&self) -> (u16, Vec<Header>, Bytes) {
-        answer(self.event(&Event::Status { now_ms: now_ms() }))
+        let (status, headers, body) = answer(self.event(&Event::Status { now_ms: now_ms() }));
+        let Ok(mut report) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return (status, headers, body);
+        };
+        let s = self.cache.stats();
+        report["cache_store"] = serde_json::json!({
+            "hits": s.hits, "misses": s.misses, "evictions": s.evictions,
+            "entries": s.entries, "bytes": s.bytes, "capacity": s.capacity,
+        });
+        (status, headers, Bytes::from(serde_json::to_vec_pretty(&report).unwrap_or_default()))
+    }
+
+    /// Drops cached entries whose key starts with `prefix`, or that `node`
+    /// answered, or all of them; how many went.
+    pub fn purge(&self, prefix: Option<&str>, node: Option<&str>) -> usize {
+        self.cache
+            .purge(&|key, entry| prefix.is_none_or(|p| key.starts_with(p)) && node.is_none_or(|n| entry.node == n))
     }
 
     /// Carries out an operator's change. A drain with a `cut_off` ends the
@@ -278,7 +300,7 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
     };
 
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let guard = FinishOnDrop { shared: shared.clone(), id, usage: None };
+    let guard = FinishOnDrop { shared: shared.clone(), id, usage: None, armed: true };
     let country_header = config.server.country_header.as_deref();
     let headers = parts
         .headers
@@ -296,12 +318,27 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
         now_ms: now_ms(),
         random: shared.random(),
     });
+    // Held while this request fills its cache key; dropped when that ends.
+    let mut filling = None;
+    if let Action::Lookup(lookup) = &action {
+        match look_up(&shared, lookup).await {
+            Ok(hit) => {
+                guard.disarm();
+                shared.defer(&Event::CacheHit { id, now_ms: now_ms() });
+                return hit;
+            }
+            Err(leader) => {
+                filling = leader;
+                action = shared.event(&Event::CacheMiss { id, now_ms: now_ms() });
+            }
+        }
+    }
 
     loop {
         let forward = match action {
             Action::Respond { status, headers, body } => return respond(status, &headers, Bytes::from(body)),
             Action::Forward(f) => f,
-            Action::Deliver(_) | Action::Done => {
+            Action::Deliver(_) | Action::Lookup(_) | Action::Done => {
                 let e = RouterError::Internal("the router gave no answer for this request".into());
                 return host_error(&e, country);
             }
@@ -329,7 +366,12 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
                 };
                 let cut_off = shared.cut_off(&forward.node);
                 let meter = forward.meter.then(Vec::new);
-                return deliver(resp, &explain, limits, Watch { node: forward.node, cut_off, meter }, guard);
+                let capture = match forward.fill {
+                    Some(fill) if status == 200 => Some(Capture::new(&shared, fill, &explain, filling.take())),
+                    _ => None,
+                };
+                let watch = Watch { node: forward.node, cut_off, meter, capture };
+                return deliver(resp, &explain, limits, watch, guard);
             }
             Err(failure) => {
                 tracing::debug!(node = %forward.node, attempt = forward.attempt, "origin failed: {}", failure.describe());
@@ -348,6 +390,50 @@ fn retry_after(headers: &HeaderMap) -> Option<u32> {
     let at = httpdate::parse_http_date(value).ok()?;
     let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
     Some(u32::try_from(wait.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// Looks a request's answer up in the cache: the cached response on a hit.
+/// On a miss, the guard of the fill this request now leads (`None` when
+/// another fill of the key failed while this one waited: it then goes to
+/// the origin on its own, without filling).
+async fn look_up(shared: &Arc<Shared>, lookup: &CacheLookup) -> Result<Response<ProxyBody>, Option<FillGuard>> {
+    let mut waited = false;
+    loop {
+        if let Some(entry) = shared.cache.get(&lookup.key, now_ms()) {
+            return Ok(cached_response(&entry, &lookup.explain));
+        }
+        if waited {
+            return Err(None);
+        }
+        match shared.cache.fill(&lookup.key) {
+            Fill::Leader(guard) => return Err(Some(guard)),
+            Fill::Follower(mut done) => {
+                // Returns when the leader's guard is dropped: stored or failed.
+                let _ = done.changed().await;
+                waited = true;
+            }
+        }
+    }
+}
+
+/// A response from the cache: the stored head and body, this request's
+/// explanation (with the node that answered originally), its `age`, and the
+/// tokens it saved.
+fn cached_response(entry: &Entry, explain: &Explain) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(entry.body.clone()));
+    *resp.status_mut() = entry.status;
+    *resp.headers_mut() = entry.headers.clone();
+    let explain = Explain { node: entry.node.clone(), model: entry.model.clone(), ..explain.clone() };
+    let headers = resp.headers_mut();
+    explain.for_each_header(|name, value| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    });
+    let age = now_ms().saturating_sub(entry.stored_ms) / 1000;
+    headers.insert(http::header::AGE, HeaderValue::from(age));
+    headers.insert(HeaderName::from_static(edge_router::error::headers::TOKENS_SAVED), HeaderValue::from(entry.tokens));
+    resp
 }
 
 fn path_and_query(uri: &http::Uri) -> &str {
@@ -464,6 +550,60 @@ struct Watch {
     cut_off: Option<CancellationToken>,
     /// The body's tail, kept to find its `usage` at the end (metered nodes only).
     meter: Option<Vec<u8>>,
+    /// The whole body, kept to store in the cache when it ends well.
+    capture: Option<Capture>,
+}
+
+/// A response being kept for the cache as it streams to the client. It is
+/// stored only if the whole body went through; dropped any other way (too
+/// large, broken off, cut), it stores nothing, and its fill guard wakes the
+/// requests waiting for it.
+struct Capture {
+    cache: Arc<EdgeCache>,
+    fill: CacheFill,
+    status: StatusCode,
+    headers: HeaderMap,
+    node: String,
+    model: Option<String>,
+    body: Vec<u8>,
+    _guard: Option<FillGuard>,
+}
+
+impl Capture {
+    fn new(shared: &Shared, fill: CacheFill, explain: &Explain, guard: Option<FillGuard>) -> Self {
+        Self {
+            cache: shared.cache.clone(),
+            fill,
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            node: explain.node.clone(),
+            model: explain.model.clone(),
+            body: Vec::new(),
+            _guard: guard,
+        }
+    }
+
+    /// Adds a chunk; false once the body is too large to store.
+    fn keep(&mut self, data: &[u8]) -> bool {
+        self.body.extend_from_slice(data);
+        self.body.len() <= self.cache.max_entry()
+    }
+
+    fn store(self) {
+        let now = now_ms();
+        let tokens = edge_router::usage::find_usage(&self.body).map_or(self.fill.estimated_tokens, Usage::total);
+        let entry = Entry {
+            status: self.status,
+            headers: self.headers,
+            body: Bytes::from(self.body),
+            node: self.node,
+            model: self.model,
+            stored_ms: now,
+            expires_ms: now.saturating_add(self.fill.ttl_s.saturating_mul(1000)),
+            tokens,
+        };
+        self.cache.put(self.fill.key, entry);
+    }
 }
 
 /// How much of a metered body's end is kept: the last SSE chunks, or the
@@ -483,6 +623,11 @@ fn deliver(
     for name in hop {
         parts.headers.remove(name);
     }
+    let mut capture = watch.capture;
+    if let Some(c) = &mut capture {
+        c.status = parts.status;
+        c.headers = parts.headers.clone();
+    }
     explain.for_each_header(|name, value| {
         if let Ok(value) = HeaderValue::from_str(value) {
             parts.headers.insert(HeaderName::from_static(name), value);
@@ -500,6 +645,7 @@ fn deliver(
         cut_off: watch.cut_off,
         cut_wait: None,
         meter: watch.meter,
+        capture,
         sse,
         ended: false,
     };
@@ -513,9 +659,16 @@ struct FinishOnDrop {
     id: u64,
     /// The `usage` the body reported, once it ended.
     usage: Option<Usage>,
+    /// Cleared when another event (`CacheHit`) ends the exchange instead.
+    armed: bool,
 }
 
 impl FinishOnDrop {
+    /// The exchange ends some other way: no `Finished` on drop.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+
     /// Tells the router the body broke off; `Finished` follows on drop.
     fn body_failed(&self, failure: Failure) {
         self.shared.defer(&Event::BodyFailed { id: self.id, failure, now_ms: now_ms() });
@@ -524,7 +677,9 @@ impl FinishOnDrop {
 
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
-        self.shared.defer(&Event::Finished { id: self.id, usage: self.usage, now_ms: now_ms() });
+        if self.armed {
+            self.shared.defer(&Event::Finished { id: self.id, usage: self.usage, now_ms: now_ms() });
+        }
     }
 }
 
@@ -549,6 +704,7 @@ struct Tracked {
     /// Waits for `cut_off`; made only once the body has had to wait.
     cut_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     meter: Option<Vec<u8>>,
+    capture: Option<Capture>,
     sse: bool,
     ended: bool,
 }
@@ -564,6 +720,7 @@ impl Tracked {
     fn end_early(&mut self, kind: &str, message: String) -> Result<Frame<Bytes>, BoxError> {
         tracing::warn!(node = %self.node, "{message}");
         self.ended = true;
+        self.capture = None;
         if !self.sse {
             return Err(message.into());
         }
@@ -597,6 +754,9 @@ impl Tracked {
         if let Some(mut finish) = self.finish.take() {
             finish.usage = self.meter.as_deref().and_then(edge_router::usage::find_usage);
         }
+        if let Some(capture) = self.capture.take() {
+            capture.store();
+        }
         self.ended = true;
     }
 
@@ -628,6 +788,11 @@ impl Body for Tracked {
                 self.timer.as_mut().reset(next);
                 if let Some(data) = frame.data_ref() {
                     self.keep_tail(data);
+                    if let Some(capture) = &mut self.capture
+                        && !capture.keep(data)
+                    {
+                        self.capture = None;
+                    }
                 }
                 // A body of known length is complete with its last frame;
                 // hyper does not poll it again.
@@ -638,6 +803,7 @@ impl Body for Tracked {
             }
             Poll::Ready(Some(Err(e))) => {
                 tracing::debug!(node = %self.node, "the response body broke off: {e}");
+                self.capture = None;
                 self.fail(Failure::Reset);
                 self.ended = true;
                 Poll::Ready(Some(Err(e.into())))

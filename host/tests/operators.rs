@@ -99,8 +99,11 @@ fn client() -> Client {
 }
 
 async fn chat(client: &Client, addr: &str, model: &str, content: &str) -> hyper::Response<hyper::body::Incoming> {
-    let body = serde_json::json!({"model": model, "stream": model.starts_with("stream"),
+    let mut body = serde_json::json!({"model": model, "stream": model.starts_with("stream"),
         "messages": [{"role": "user", "content": content}]});
+    if content == "deterministic" {
+        body["temperature"] = serde_json::json!(0);
+    }
     let req = http::Request::post(format!("{addr}/v1/chat/completions"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
@@ -246,4 +249,15 @@ routing:
     // The reload kept the budgets only: tallies count from it (backup, two streams).
     assert_eq!(status["tenants_today"]["anonymous"]["requests"], 3, "{status}");
     assert_eq!(status["nodes"][0]["today"]["cost"], 1.0);
+
+    // Purging the cache: by node, after a deterministic answer was cached.
+    let cache_state = |resp: &hyper::Response<hyper::body::Incoming>| resp.headers()["x-edge-cache"].clone();
+    assert_eq!(cache_state(&chat(&client, &addr, "m", "deterministic").await), "MISS");
+    assert_eq!(cache_state(&chat(&client, &addr, "m", "deterministic").await), "HIT");
+    let (ok, _, stderr) = edge.cli(&["purge"], TOKEN);
+    assert!(!ok && stderr.contains("say what to purge"), "{stderr}");
+    assert!(edge.ok(&["purge", "--node", "metered"]).contains("purged 0 cache entries"));
+    assert!(edge.ok(&["purge", "--node", "backup"]).contains("purged 1 cache entries"));
+    assert_eq!(cache_state(&chat(&client, &addr, "m", "deterministic").await), "MISS");
+    assert_eq!(edge.status()["cache_store"]["entries"], 1);
 }

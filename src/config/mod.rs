@@ -7,12 +7,14 @@
 mod duration;
 mod load;
 mod net;
+mod size;
 mod types;
 mod validate;
 
 pub use duration::DurationSpec;
 pub use load::{ConfigError, ConfigErrors, Position};
 pub use net::CidrBlock;
+pub use size::ByteSize;
 pub use types::*;
 pub use validate::{Node, RouterConfig, Warning};
 
@@ -91,6 +93,19 @@ mod tests {
         let zero = yaml.replace("cool_down: 1m", "cool_down: 0s");
         let err = RouterConfig::load("c.yaml", &zero).unwrap_err().to_string();
         assert!(err.contains("health_check.cool_down: must be longer than zero"), "{err}");
+    }
+
+    #[test]
+    fn cache_sizes_and_rule_ttls_are_checked() {
+        let yaml = "nodes:\n  - {id: a, type: cloud, host: \"http://a\"}\nrouting:\n  rules:\n    - {match: {}, target: a, cache_ttl: soon}\ncache:\n  memory: 12 parsecs\n";
+        let err = RouterConfig::load("c.yaml", yaml).unwrap_err().to_string();
+        assert!(err.contains("c.yaml:5:") && err.contains("`soon` is not a duration"), "{err}");
+        let small = yaml.replace("cache_ttl: soon", "cache_ttl: 1h").replace("12 parsecs", "1KiB");
+        let err = RouterConfig::load("c.yaml", &small).unwrap_err().to_string();
+        assert!(err.contains("cache.memory: 1KiB is too small"), "{err}");
+        let ok = small.replace("1KiB", "256MiB");
+        let cfg = RouterConfig::load("c.yaml", &ok).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((cfg.cache.memory.0, cfg.rules[0].cache_ttl.map(|t| t.as_millis())), (256 << 20, Some(3_600_000)));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::duration::DurationSpec;
+use super::size::ByteSize;
 
 /// An edge-router configuration.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -48,6 +49,9 @@ pub struct ConfigFile {
     /// The edge box's admin API (status, weights, draining). Ignored on Cloudflare Workers.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The edge cache of AI answers.
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 /// Settings of the native edge box.
@@ -281,6 +285,9 @@ pub struct RuleConfig {
     /// model server being tried out. The rest of the traffic never goes there.
     #[serde(default)]
     pub canary: Option<CanaryConfig>,
+    /// How long answers to this rule's requests stay cached; overrides the node's `cache_ttl`.
+    #[serde(default)]
+    pub cache_ttl: Option<DurationSpec>,
 }
 
 /// A canary split of a rule's traffic.
@@ -497,5 +504,38 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         Self { listen: None, token_env: "EDGE_ROUTER_ADMIN_TOKEN".into() }
+    }
+}
+
+/// The edge cache (see `docs/cache.md`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Whether anything is cached.
+    pub enabled: bool,
+    /// Memory the cache may hold, e.g. `256MiB`; least recently used entries go first.
+    pub memory: ByteSize,
+    /// How long AI answers stay cached when neither their rule nor their node sets `cache_ttl`.
+    pub default_ttl: DurationSpec,
+    /// One cache for every tenant. By default each tenant (from `auth.keys`) has its own,
+    /// and one tenant never sees another's cached answer.
+    pub shared: bool,
+    /// Also cache answers to requests that sample (`temperature` above 0, or unset: the OpenAI
+    /// default is 1), which would otherwise differ from call to call.
+    pub cache_sampled: bool,
+    /// Let clients set an answer's TTL with an `x-edge-cache-ttl: SECONDS` header.
+    pub client_ttl: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            memory: ByteSize(64 << 20),
+            default_ttl: DurationSpec::secs(300),
+            shared: false,
+            cache_sampled: false,
+            client_ttl: false,
+        }
     }
 }

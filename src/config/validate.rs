@@ -102,6 +102,8 @@ pub struct RouterConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Admin API settings.
     pub admin: AdminConfig,
+    /// The edge cache.
+    pub cache: CacheConfig,
     /// Legal but suspicious things.
     pub warnings: Vec<Warning>,
 }
@@ -197,6 +199,9 @@ impl Validator<'_> {
                 0
             }),
         };
+        if raw.cache.enabled && raw.cache.memory.0 < 64 << 10 {
+            self.err("cache.memory", format!("{} is too small for a cache: give it at least 64KiB", raw.cache.memory));
+        }
         let admin_listen = raw.admin.listen.as_ref().and_then(|l| {
             let parsed = l.parse().ok();
             if parsed.is_none() {
@@ -224,6 +229,7 @@ impl Validator<'_> {
             budget_day,
             admin_listen,
             admin: raw.admin,
+            cache: raw.cache,
             warnings: Vec::new(),
         }
     }
@@ -470,6 +476,7 @@ impl Validator<'_> {
                 strategy: strategy(r.strategy.unwrap_or(routing.default)),
                 priority_boost: r.priority_boost,
                 canary,
+                cache_ttl: r.cache_ttl,
             });
         }
         // Stable: equal boosts keep file order.

@@ -72,6 +72,7 @@ impl Router {
             "now_ms": now_ms,
             "budget_day_resets_in_s": self.config.budget_day.end_ms(day).saturating_sub(now_ms).div_ceil(1000),
             "requests_in_flight": self.exchanges.len(),
+            "cache_hits": self.cache_hits,
             "nodes": nodes,
             "tenants_today": tally(&self.tenants),
             "rules_today": tally(&self.rules),

@@ -27,7 +27,10 @@ use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, permits};
 use crate::hop::{connection_tokens, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
-use crate::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header, Notice, RequestBody, Spend, Usage};
+use crate::wire::{
+    Action, CacheFill, CacheLookup, CacheStatus, Event, Explain, Failure, Forward, ForwardBody, Header, Notice,
+    RequestBody, Spend, Usage,
+};
 
 /// An exchange silent for this long is assumed abandoned by its host and its
 /// capacity slot is released on the next tick. Hosts always report
@@ -93,6 +96,10 @@ struct Exchange {
     body_failed: bool,
     /// A further attempt was refused by the retry budget.
     retry_denied: bool,
+    /// Where a successful answer is cached.
+    fill: Option<CacheFill>,
+    /// What the cache did, for `x-edge-cache`.
+    cache: CacheStatus,
 }
 
 /// Why a node of the chain got no attempt.
@@ -171,6 +178,8 @@ pub struct Router {
     /// Today's requests, tokens and cost per tenant and per rule.
     tenants: BTreeMap<String, Tally>,
     rules: BTreeMap<String, Tally>,
+    /// Requests answered from the edge cache.
+    cache_hits: u64,
 }
 
 impl Router {
@@ -210,6 +219,7 @@ impl Router {
             retries: RetryBudget::new(retry_policy),
             tenants: BTreeMap::new(),
             rules: BTreeMap::new(),
+            cache_hits: 0,
         }
     }
 
@@ -315,6 +325,13 @@ impl Router {
                 }
                 Action::Done
             }
+            Event::CacheHit { id, .. } => {
+                if self.exchanges.remove(&id).is_some() {
+                    self.cache_hits += 1;
+                }
+                Action::Done
+            }
+            Event::CacheMiss { id, now_ms } => self.next_attempt(id, now_ms),
             Event::Control { command, now_ms } => self.control(command, now_ms),
             Event::Status { now_ms } => self.status(now_ms),
             Event::Restore(state) => {
@@ -351,14 +368,14 @@ impl Router {
         let jurisdiction = self.config.residency.jurisdiction_of(country);
         let endpoint = Endpoint::classify(&method, &target);
 
-        let (label, chain, estimated_tokens) = if endpoint == Endpoint::Other {
+        let (label, chain, estimated_tokens, fill) = if endpoint == Endpoint::Other {
             let Some(node) = self.config.passthrough else {
                 let path = target.split('?').next().unwrap_or_default().to_string();
                 return refuse(RouterError::NoRoute { method, path }, "passthrough");
             };
             let chain = vec![(node, ModelChoice::Keep)];
             match self.residency_filter(chain, jurisdiction) {
-                Ok(chain) => ("passthrough".to_string(), chain, 0),
+                Ok(chain) => ("passthrough".to_string(), chain, 0, None),
                 Err(e) => return refuse(e, "passthrough"),
             }
         } else {
@@ -369,12 +386,13 @@ impl Router {
                 Ok(f) => f,
                 Err(e) => return refuse(e, "-"),
             };
-            let (label, chain) = self.plan(&facts, random);
+            let (label, chain, rule_ttl) = self.plan(&facts, random);
             let chain = match self.residency_filter(chain, jurisdiction) {
                 Ok(c) => c,
                 Err(e) => return refuse(e, &label),
             };
-            (label, chain, facts.estimated_tokens)
+            let fill = self.cache_fill(&method, &target, &bytes, &headers, &facts, &chain, rule_ttl, &tenant);
+            (label, chain, facts.estimated_tokens, fill)
         };
 
         let exchange = Exchange {
@@ -399,10 +417,70 @@ impl Router {
             status: None,
             body_failed: false,
             retry_denied: false,
+            cache: if fill.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass },
+            fill: fill.as_ref().map(|(fill, _)| fill.clone()),
         };
         self.retries.deposit(now_ms);
+        let lookup = match fill {
+            Some((fill, false)) => {
+                let explain = Explain { cache: CacheStatus::Hit, ..delivery_explain(&exchange, "-") };
+                Some(CacheLookup { key: fill.key, explain })
+            }
+            _ => None,
+        };
         self.exchanges.insert(id, exchange);
-        self.next_attempt(id, now_ms)
+        match lookup {
+            Some(lookup) => Action::Lookup(lookup),
+            None => self.next_attempt(id, now_ms),
+        }
+    }
+
+    /// Where the answer to an AI request is cached, and whether the client
+    /// asked to refresh it (skip the lookup); `None` when the cache is
+    /// bypassed. The key's model is the one the first node of the chain
+    /// would be asked for.
+    #[allow(clippy::too_many_arguments)]
+    fn cache_fill(
+        &self,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        headers: &[Header],
+        facts: &RequestFacts,
+        chain: &[(usize, ModelChoice)],
+        rule_ttl: Option<crate::config::DurationSpec>,
+        tenant: &str,
+    ) -> Option<(CacheFill, bool)> {
+        use edge_cache::ai::{AiDecision, AiPolicy, Partition, ai_decision, ai_key};
+        let cfg = &self.config.cache;
+        let (first, choice) = chain.first()?;
+        if !cfg.enabled {
+            return None;
+        }
+        let policy = AiPolicy {
+            rule_ttl_s: rule_ttl.map(|t| t.0.as_secs()),
+            node_ttl_s: self.config.nodes[*first].cache_ttl.map(|t| t.0.as_secs()),
+            default_ttl_s: cfg.default_ttl.0.as_secs(),
+            cache_sampled: cfg.cache_sampled,
+            client_ttl: cfg.client_ttl,
+        };
+        let cache_control = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
+            .filter_map(|h| std::str::from_utf8(&h.value).ok());
+        let AiDecision::Use { refresh, ttl_s } =
+            ai_decision(facts.samples, cache_control, header_str(headers, "x-edge-cache-ttl"), &policy)
+        else {
+            return None;
+        };
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let model = match choice {
+            ModelChoice::Rewrite(m) => m.as_str(),
+            _ => facts.model.as_deref().unwrap_or_default(),
+        };
+        let partition = if cfg.shared { Partition::Shared } else { Partition::Tenant(tenant) };
+        let key = ai_key(method, target, model, &value, partition);
+        Some((CacheFill { key, ttl_s, estimated_tokens: facts.estimated_tokens }, refresh))
     }
 
     fn facts(
@@ -424,7 +502,12 @@ impl Router {
 
     /// Picks the rule (or default strategy) and orders its nodes. A rule's
     /// canary goes first for its share of requests and is left out of the rest.
-    fn plan(&self, facts: &RequestFacts, random: u64) -> (String, Vec<(usize, ModelChoice)>) {
+    #[allow(clippy::type_complexity)]
+    fn plan(
+        &self,
+        facts: &RequestFacts,
+        random: u64,
+    ) -> (String, Vec<(usize, ModelChoice)>, Option<crate::config::DurationSpec>) {
         let cfg = &self.config;
         let rule = cfg.rules.iter().find(|r| r.matcher.matches(facts));
         let (label, mut candidates, fallback, strategy, primary) = match rule {
@@ -456,7 +539,7 @@ impl Router {
             .map(|(n, reached)| (n, choose_model(&cfg.nodes[n], facts, &cfg.model_routing, reached)))
             .filter(|(_, m)| *m != ModelChoice::Unsuitable)
             .collect();
-        (label, chain)
+        (label, chain, rule.and_then(|r| r.cache_ttl))
     }
 
     fn order(&self, strategy: Strategy, nodes: &[usize], random: u64) -> Vec<usize> {
@@ -547,6 +630,7 @@ impl Router {
                 credential: n.api_key_env.clone(),
                 ask_on_status,
                 meter: n.cost_per_1k_tokens > 0.0,
+                fill: ex.fill.clone(),
                 explain: delivery_explain(ex, &n.id),
             });
         }
@@ -814,6 +898,7 @@ fn delivery_explain(ex: &Exchange, node: &str) -> Explain {
         attempts: ex.attempts,
         country: country_str(ex.country),
         model: ex.rewritten_model.clone(),
+        cache: ex.cache,
     }
 }
 

@@ -3,6 +3,7 @@
 //! script).
 #![allow(clippy::disallowed_methods)]
 
+mod cache;
 mod drills;
 mod fallback;
 mod geo;

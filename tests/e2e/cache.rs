@@ -1,0 +1,168 @@
+//! The AI-request cache through the real host and module: a repeated
+//! deterministic question is answered at the edge, per tenant, until its
+//! TTL; streams are replayed as streams; concurrent misses reach the origin
+//! once; and clients can opt out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_router_e2e::{TRUSTING_SERVER, TestRouter, sha256_hex, sse_origin};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+async fn answering_origin(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(delay).set_body_json(serde_json::json!({
+            "choices": [{"message": {"role": "assistant", "content": "Paris."}}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+        })))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn hits(server: &MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
+
+fn config(origin: &str, extra: &str) -> String {
+    format!(
+        "{TRUSTING_SERVER}nodes:\n  - {{id: gpu, type: local, host: \"{origin}\"}}\nrouting:\n  rules:\n    - {{name: main, match: {{}}, target: gpu}}\n{extra}"
+    )
+}
+
+fn question(temperature: f64) -> serde_json::Value {
+    serde_json::json!({"model": "m", "temperature": temperature,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_question_is_a_hit_after_a_miss_and_reports_what_it_saved() {
+    let origin = answering_origin(Duration::ZERO).await;
+    let r = TestRouter::new(&config(&origin.uri(), "")).await;
+    let first = r.chat("US", &question(0.0)).await;
+    assert_eq!((first.status, first.header("x-edge-cache")), (200, "MISS"));
+    // Key order and number spelling do not matter.
+    let same = serde_json::json!({"messages": [{"content": "What is the capital of France?", "role": "user"}],
+        "temperature": 0, "model": "m"});
+    let second = r.chat("US", &same).await;
+    assert_eq!((second.status, second.header("x-edge-cache")), (200, "HIT"));
+    assert_eq!(second.body, first.body, "the same answer");
+    assert_eq!((second.node(), second.header("x-edge-attempts")), ("gpu", "0"));
+    assert_eq!(second.header("x-edge-cache-tokens-saved"), "15", "from the answer's usage");
+    assert!(second.header("age").parse::<u64>().is_ok());
+    assert_eq!(hits(&origin).await, 1);
+
+    // A sampled request bypasses the cache; a client's no-store too.
+    let sampled = r.chat("US", &question(0.8)).await;
+    assert_eq!(sampled.header("x-edge-cache"), "BYPASS");
+    let no_store = r.chat_with("US", &question(0.0), &[("cache-control", "no-store")]).await;
+    assert_eq!(no_store.header("x-edge-cache"), "BYPASS");
+    // no-cache refreshes: it goes to the origin and stores the new answer.
+    let refreshed = r.chat_with("US", &question(0.0), &[("cache-control", "no-cache")]).await;
+    assert_eq!(refreshed.header("x-edge-cache"), "MISS");
+    assert_eq!(hits(&origin).await, 4);
+    assert_eq!(r.chat("US", &question(0.0)).await.header("x-edge-cache"), "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_expire_with_their_ttl() {
+    let origin = answering_origin(Duration::ZERO).await;
+    let r = TestRouter::new(&config(&origin.uri(), "").replace("target: gpu}", "target: gpu, cache_ttl: 1s}")).await;
+    assert_eq!(r.chat("US", &question(0.0)).await.header("x-edge-cache"), "MISS");
+    assert_eq!(r.chat("US", &question(0.0)).await.header("x-edge-cache"), "HIT");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(r.chat("US", &question(0.0)).await.header("x-edge-cache"), "MISS", "expired after its 1s TTL");
+    assert_eq!(hits(&origin).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_never_sees_anothers_cached_answer_unless_the_cache_is_shared() {
+    let origin = answering_origin(Duration::ZERO).await;
+    let keys = format!(
+        "auth:\n  keys:\n    - {{sha256: \"{}\", tenant: acme}}\n    - {{sha256: \"{}\", tenant: globex}}\n",
+        sha256_hex("key-acme"),
+        sha256_hex("key-globex")
+    );
+    let ask = |r: &Arc<TestRouter>, key: &'static str| {
+        let r = r.clone();
+        async move {
+            let auth = format!("Bearer {key}");
+            r.chat_with("US", &question(0.0), &[("authorization", auth.as_str())])
+                .await
+                .header("x-edge-cache")
+                .to_string()
+        }
+    };
+    let r = Arc::new(TestRouter::new(&config(&origin.uri(), &keys)).await);
+    assert_eq!(ask(&r, "key-acme").await, "MISS");
+    assert_eq!(ask(&r, "key-acme").await, "HIT");
+    assert_eq!(ask(&r, "key-globex").await, "MISS", "globex does not get acme's answer");
+    assert_eq!(hits(&origin).await, 2);
+
+    let shared = answering_origin(Duration::ZERO).await;
+    let r = Arc::new(TestRouter::new(&config(&shared.uri(), &format!("{keys}cache: {{shared: true}}\n"))).await);
+    assert_eq!(ask(&r, "key-acme").await, "MISS");
+    assert_eq!(ask(&r, "key-globex").await, "HIT", "a shared cache serves everyone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_cached_as_it_passes_and_replayed_as_the_same_events() {
+    let origin = sse_origin(4, Duration::from_millis(20)).await;
+    let r = TestRouter::new(&config(&origin, "")).await;
+    let mut body = question(0.0);
+    body["stream"] = serde_json::json!(true);
+    let live = r.chat("US", &body).await;
+    assert_eq!((live.header("x-edge-cache"), live.header("content-type")), ("MISS", "text/event-stream"));
+    let replay = r.chat("US", &body).await;
+    assert_eq!((replay.header("x-edge-cache"), replay.header("content-type")), ("HIT", "text/event-stream"));
+    let events = |b: &[u8]| {
+        String::from_utf8_lossy(b).split("\n\n").filter(|e| !e.is_empty()).map(String::from).collect::<Vec<_>>()
+    };
+    assert_eq!(events(&replay.body), events(&live.body));
+    assert_eq!(events(&replay.body).len(), 4);
+    // Without usage in the stream, the saving is the request's estimate.
+    assert!(replay.header("x-edge-cache-tokens-saved").parse::<u64>().is_ok_and(|t| t > 256));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_misses_reach_the_origin_once() {
+    let origin = answering_origin(Duration::from_millis(300)).await;
+    let r = Arc::new(TestRouter::new(&config(&origin.uri(), "")).await);
+    let asks: Vec<_> = (0..8)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.chat("US", &question(0.0)).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for ask in asks {
+        let reply = tokio::time::timeout(Duration::from_secs(5), ask).await.expect("no hang").expect("task");
+        statuses.push((reply.status, reply.header("x-edge-cache").to_string()));
+    }
+    assert_eq!(hits(&origin).await, 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|(s, c)| *s == 200 && c == "MISS").count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|(s, c)| *s == 200 && c == "HIT").count(), 7, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fill_wakes_the_waiters_who_then_try_on_their_own() {
+    let origin = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_delay(Duration::from_millis(200)).set_body_string("boom"))
+        .mount(&origin)
+        .await;
+    let r = Arc::new(TestRouter::new(&config(&origin.uri(), "health_check: {unhealthy_threshold: 100}\n")).await);
+    let asks: Vec<_> = (0..4)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.chat("US", &question(0.0)).await })
+        })
+        .collect();
+    for ask in asks {
+        let reply = tokio::time::timeout(Duration::from_secs(5), ask).await.expect("nobody hangs").expect("task");
+        assert_eq!((reply.status, reply.header("x-edge-cache")), (500, "MISS"), "the origin's error, uncached");
+    }
+    assert_eq!(hits(&origin).await, 4, "each waiter tried on its own after the failed fill");
+}
