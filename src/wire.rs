@@ -353,6 +353,9 @@ pub struct CacheFill {
     /// The request's estimated tokens: what a hit saves when the answer
     /// reports no `usage`.
     pub estimated_tokens: u64,
+    /// A `GET`/`HEAD` of a passthrough path, cached as RFC 9111 says
+    /// (`edge_cache::http`): `ttl_s` is unused, the response decides.
+    pub http: bool,
 }
 
 /// A cache lookup the host makes before the router picks a node.
@@ -360,6 +363,8 @@ pub struct CacheFill {
 pub struct CacheLookup {
     /// Where the answer would be.
     pub key: String,
+    /// An RFC 9111 entry (see [`CacheFill::http`]) rather than an AI answer.
+    pub http: bool,
     /// The explanation of a hit (the host puts the node that answered
     /// originally in `node`).
     pub explain: Explain,

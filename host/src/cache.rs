@@ -34,6 +34,9 @@ pub struct Entry {
     pub expires_ms: u64,
     /// Tokens the answer cost (its usage, or the request's estimate): what a hit saves.
     pub tokens: u64,
+    /// For a `GET` of a passthrough path: what RFC 9111 needs to judge it
+    /// (`expires_ms` is then never reached; freshness is the RFC's).
+    pub meta: Option<edge_cache::Stored>,
 }
 
 struct Cached(Arc<Entry>);
@@ -42,7 +45,13 @@ impl Weigh for Cached {
     fn weight(&self) -> usize {
         let e = &self.0;
         let headers: usize = e.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum();
-        std::mem::size_of::<Entry>() + e.body.len() + headers + e.node.len() + e.model.as_ref().map_or(0, String::len)
+        let meta = e.meta.as_ref().map_or(0, |m| m.headers.iter().map(|(n, v)| n.len() + v.len() + 48).sum());
+        std::mem::size_of::<Entry>()
+            + e.body.len()
+            + headers
+            + meta
+            + e.node.len()
+            + e.model.as_ref().map_or(0, String::len)
     }
 }
 
@@ -136,6 +145,11 @@ impl EdgeCache {
         let (done, waiting) = watch::channel(());
         filling.insert(key.to_string(), waiting);
         Fill::Leader(FillGuard { cache: self.clone(), key: key.to_string(), _done: done })
+    }
+
+    /// Drops the entry under `key`.
+    pub fn remove(&self, key: &str) {
+        lock(self.shard(key)).remove(key);
     }
 
     /// Drops every entry `doomed` says yes to; how many went.

@@ -9,13 +9,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use edge_cache::http::{Lookup, Revalidate};
 use edge_router::RouterConfig;
 use edge_router::error::{Explanation, RouterError};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::hop::{connection_tokens, is_hop_by_hop, never_forwarded};
 use edge_router::wire::{
-    Action, CacheFill, CacheLookup, Control, Event, Explain, Failure, Forward, ForwardBody, Header, RequestBody, Usage,
+    Action, CacheFill, CacheLookup, CacheStatus, Control, Event, Explain, Failure, Forward, ForwardBody, Header,
+    RequestBody, Usage,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -289,8 +291,7 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
         return host_error(&RouterError::PayloadTooLarge { limit }, country);
     }
     // `original` is kept for fallbacks and model rewrites; the event gets its own copy.
-    let (body, original, mut stream) = if endpoint == Endpoint::Other && declared != Some(0) && has_body(&parts.headers)
-    {
+    let (body, original, stream) = if endpoint == Endpoint::Other && declared != Some(0) && has_body(&parts.headers) {
         (RequestBody::Streamed, Bytes::new(), Some(incoming))
     } else {
         match read_body(incoming, limit, config.server.client_timeout.0).await {
@@ -318,67 +319,268 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
         now_ms: now_ms(),
         random: shared.random(),
     });
-    // Held while this request fills its cache key; dropped when that ends.
-    let mut filling = None;
+    let mut pending = Pending {
+        shared: shared.clone(),
+        worker,
+        id,
+        guard,
+        parts,
+        original,
+        stream,
+        country,
+        endpoint,
+        filling: None,
+        stale: None,
+    };
     if let Action::Lookup(lookup) = &action {
-        match look_up(&shared, lookup).await {
-            Ok(hit) => {
-                guard.disarm();
+        let miss = |shared: &Shared| shared.event(&Event::CacheMiss { id, now_ms: now_ms() });
+        match look_up(&shared, lookup, &pending.parts.headers).await {
+            Looked::Hit(hit) => {
+                pending.guard.disarm();
                 shared.defer(&Event::CacheHit { id, now_ms: now_ms() });
                 return hit;
             }
-            Err(leader) => {
-                filling = leader;
-                action = shared.event(&Event::CacheMiss { id, now_ms: now_ms() });
+            Looked::Stale { response, entry } => {
+                // stale-while-revalidate: the client gets the stale answer
+                // now, and the same exchange revalidates it in the background.
+                pending.stale = Some(Stale { entry, if_error: true });
+                let action = miss(&shared);
+                tokio::spawn(async move {
+                    let refreshed = pending.route(action).await;
+                    let _ = refreshed.into_body().collect().await;
+                });
+                return response;
+            }
+            Looked::Revalidate { entry, if_error, leader } => {
+                pending.stale = Some(Stale { entry, if_error });
+                pending.filling = leader;
+                action = miss(&shared);
+            }
+            Looked::Miss(leader) => {
+                pending.filling = leader;
+                action = miss(&shared);
             }
         }
     }
+    pending.route(action).await
+}
 
-    loop {
-        let forward = match action {
-            Action::Respond { status, headers, body } => return respond(status, &headers, Bytes::from(body)),
-            Action::Forward(f) => f,
-            Action::Deliver(_) | Action::Lookup(_) | Action::Done => {
-                let e = RouterError::Internal("the router gave no answer for this request".into());
-                return host_error(&e, country);
-            }
-        };
-        let sent = tokio::time::Instant::now();
-        let outcome = send(&shared, worker, &forward, &parts.headers, &original, &mut stream).await;
-        action = match outcome {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after_s = if matches!(status, 429 | 503) { retry_after(resp.headers()) } else { None };
-                let head = Event::ResponseHead { id, status, retry_after_s, now_ms: now_ms() };
-                let limits = BodyLimits::of(&forward, sent);
-                let explain = if forward.ask_on_status.contains(&status) {
-                    match shared.event(&head) {
-                        Action::Deliver(explain) => explain,
-                        other => {
-                            action = other;
-                            continue;
+/// A stored entry being revalidated.
+struct Stale {
+    entry: Arc<Entry>,
+    /// Whether an error may be answered with it (`stale-if-error`).
+    if_error: bool,
+}
+
+/// A request on its way to an origin.
+struct Pending {
+    shared: Arc<Shared>,
+    worker: usize,
+    id: u64,
+    guard: FinishOnDrop,
+    parts: http::request::Parts,
+    /// The buffered body, kept for fallbacks and model rewrites.
+    original: Bytes,
+    /// The body still in the connection (passthrough paths).
+    stream: Option<Incoming>,
+    country: Option<Country>,
+    endpoint: Endpoint,
+    /// Held while this request fills its cache key; dropped when that ends.
+    filling: Option<FillGuard>,
+    /// The cached entry this request revalidates, if it does.
+    stale: Option<Stale>,
+}
+
+impl Pending {
+    /// Carries out the router's actions until there is a response.
+    async fn route(mut self, mut action: Action) -> Response<ProxyBody> {
+        let shared = self.shared.clone();
+        let id = self.id;
+        loop {
+            let forward = match action {
+                Action::Respond { status, headers, body } => {
+                    if let Some(stale) = self.stale.take().filter(|s| s.if_error && status >= 500) {
+                        return self.serve_stale(&stale.entry, None);
+                    }
+                    return respond(status, &headers, Bytes::from(body));
+                }
+                Action::Forward(f) => f,
+                Action::Deliver(_) | Action::Lookup(_) | Action::Done => {
+                    let e = RouterError::Internal("the router gave no answer for this request".into());
+                    return host_error(&e, self.country);
+                }
+            };
+            let conditional = self
+                .stale
+                .as_ref()
+                .and_then(|s| s.entry.meta.as_ref())
+                .map(edge_cache::http::conditional_headers)
+                .unwrap_or_default();
+            let sent = tokio::time::Instant::now();
+            let sent_ms = now_ms();
+            let outcome = send(
+                &shared,
+                self.worker,
+                &forward,
+                &self.parts.headers,
+                &self.original,
+                &mut self.stream,
+                &conditional,
+            )
+            .await;
+            action = match outcome {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after_s = if matches!(status, 429 | 503) { retry_after(resp.headers()) } else { None };
+                    let head = Event::ResponseHead { id, status, retry_after_s, now_ms: now_ms() };
+                    let limits = BodyLimits::of(&forward, sent);
+                    let explain = if forward.ask_on_status.contains(&status) {
+                        match shared.event(&head) {
+                            Action::Deliver(explain) => explain,
+                            other => {
+                                action = other;
+                                continue;
+                            }
+                        }
+                    } else {
+                        // The router's answer is known: deliver now, tell it later.
+                        shared.defer(&head);
+                        forward.explain
+                    };
+                    self.invalidate(&forward.node, status, resp.headers());
+                    if let Some(stale) = self.stale.take() {
+                        if status == 304 {
+                            let key = forward.fill.as_ref().map(|f| f.key.as_str());
+                            return self.revalidated(&stale.entry, resp.headers(), sent_ms, &explain, key);
+                        }
+                        if stale.if_error && status >= 500 {
+                            return self.serve_stale(&stale.entry, Some(&explain));
                         }
                     }
-                } else {
-                    // The router's answer is known: deliver now, tell it later.
-                    shared.defer(&head);
-                    forward.explain
-                };
-                let cut_off = shared.cut_off(&forward.node);
-                let meter = forward.meter.then(Vec::new);
-                let capture = match forward.fill {
-                    Some(fill) if status == 200 => Some(Capture::new(&shared, fill, &explain, filling.take())),
-                    _ => None,
-                };
-                let watch = Watch { node: forward.node, cut_off, meter, capture };
-                return deliver(resp, &explain, limits, watch, guard);
-            }
-            Err(failure) => {
-                tracing::debug!(node = %forward.node, attempt = forward.attempt, "origin failed: {}", failure.describe());
-                shared.event(&Event::OriginFailed { id, failure, now_ms: now_ms() })
-            }
-        };
+                    let cut_off = shared.cut_off(&forward.node);
+                    let meter = forward.meter.then(Vec::new);
+                    let credential = forward.credential.is_some();
+                    let capture =
+                        forward.fill.and_then(|fill| self.capture(fill, &resp, &explain, sent_ms, credential));
+                    let watch = Watch { node: forward.node, cut_off, meter, capture };
+                    return deliver(resp, &explain, limits, watch, self.guard);
+                }
+                Err(failure) => {
+                    tracing::debug!(node = %forward.node, attempt = forward.attempt, "origin failed: {}", failure.describe());
+                    shared.event(&Event::OriginFailed { id, failure, now_ms: now_ms() })
+                }
+            };
+        }
     }
+
+    /// What of the response is kept for the cache, if it may be stored: an
+    /// AI answer when it is a `200`; a `GET` of a passthrough path when RFC
+    /// 9111 allows, judged on the request as the origin saw it (with the
+    /// node's key if it has one, without the client's credentials).
+    fn capture(
+        &mut self,
+        fill: CacheFill,
+        resp: &Response<Incoming>,
+        explain: &Explain,
+        sent_ms: u64,
+        credential: bool,
+    ) -> Option<Capture> {
+        let meta = if fill.http {
+            if self.parts.method != http::Method::GET {
+                return None;
+            }
+            let mut request = text_pairs(&self.parts.headers, |n| !never_forwarded(n));
+            if credential {
+                request.push(("authorization".into(), "Bearer (the node's key)".into()));
+            }
+            let response = text_pairs(resp.headers(), |_| true);
+            let status = resp.status().as_u16();
+            Some(edge_cache::http::storable("GET", &request, status, &response, sent_ms, now_ms()).ok()?)
+        } else if resp.status() == StatusCode::OK {
+            None
+        } else {
+            return None;
+        };
+        Some(Capture::new(&self.shared, fill, explain, meta, self.filling.take()))
+    }
+
+    /// A `304` confirmed the stale entry: it is freshened (RFC 9111
+    /// §4.3.4), stored again and served.
+    fn revalidated(
+        self,
+        entry: &Entry,
+        not_modified: &HeaderMap,
+        sent_ms: u64,
+        explain: &Explain,
+        key: Option<&str>,
+    ) -> Response<ProxyBody> {
+        let Some(mut meta) = entry.meta.clone() else { return self.serve_stale(entry, Some(explain)) };
+        edge_cache::http::freshen(&mut meta, &text_pairs(not_modified, |_| true), sent_ms, now_ms());
+        let mut headers = entry.headers.clone();
+        for (name, value) in not_modified {
+            let kept =
+                matches!(name.as_str(), "content-length" | "transfer-encoding" | "content-encoding" | "content-range");
+            if !kept && !is_hop_by_hop(name.as_str(), &[]) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        let fresh = Entry {
+            status: entry.status,
+            headers,
+            body: entry.body.clone(),
+            node: entry.node.clone(),
+            model: entry.model.clone(),
+            stored_ms: now_ms(),
+            expires_ms: entry.expires_ms,
+            tokens: entry.tokens,
+            meta: Some(meta),
+        };
+        let age = fresh.meta.as_ref().map_or(0, |m| m.age_s(now_ms()));
+        let response = cached_response(&fresh, &Explain { cache: CacheStatus::Revalidated, ..explain.clone() }, age);
+        if let Some(key) = key {
+            self.shared.cache.put(key.to_string(), fresh);
+        }
+        response
+    }
+
+    /// Answers with the stale entry (`stale-if-error`).
+    fn serve_stale(self, entry: &Entry, explain: Option<&Explain>) -> Response<ProxyBody> {
+        let explain = explain.cloned().unwrap_or_else(|| Explain {
+            node: entry.node.clone(),
+            rule: "passthrough".into(),
+            attempts: 0,
+            country: self.country.map_or_else(|| "XX".to_string(), |c| c.to_string()),
+            model: None,
+            cache: CacheStatus::Stale,
+        });
+        let age = entry.meta.as_ref().map_or(0, |m| m.age_s(now_ms()));
+        cached_response(entry, &Explain { cache: CacheStatus::Stale, ..explain }, age)
+    }
+
+    /// A successful unsafe request through a passthrough path drops what the
+    /// cache holds for its target, and for same-origin `Location` and
+    /// `Content-Location` (RFC 9111 §4.4).
+    fn invalidate(&self, node: &str, status: u16, response: &HeaderMap) {
+        let method = self.parts.method.as_str();
+        if self.endpoint != Endpoint::Other || matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE") {
+            return;
+        }
+        let origin = format!("http/{node}");
+        let target = path_and_query(&self.parts.uri);
+        let locations = text_pairs(response, |n| n == "location" || n == "content-location");
+        for key in edge_cache::http::invalidated(method, status, &origin, target, &locations) {
+            self.shared.cache.remove(&key);
+        }
+    }
+}
+
+/// Header fields as lower-case name and text value pairs (non-text values are skipped).
+fn text_pairs(headers: &HeaderMap, keep: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(n, _)| keep(n.as_str()))
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
 }
 
 /// A `retry-after` in seconds: delta-seconds, or an HTTP date (RFC 9110 §10.2.3).
@@ -392,21 +594,52 @@ fn retry_after(headers: &HeaderMap) -> Option<u32> {
     Some(u32::try_from(wait.as_secs()).unwrap_or(u32::MAX))
 }
 
-/// Looks a request's answer up in the cache: the cached response on a hit.
-/// On a miss, the guard of the fill this request now leads (`None` when
-/// another fill of the key failed while this one waited: it then goes to
-/// the origin on its own, without filling).
-async fn look_up(shared: &Arc<Shared>, lookup: &CacheLookup) -> Result<Response<ProxyBody>, Option<FillGuard>> {
+/// What the cache had for a request.
+enum Looked {
+    /// A fresh answer: serve it.
+    Hit(Response<ProxyBody>),
+    /// A stale answer to serve now and revalidate in the background.
+    Stale { response: Response<ProxyBody>, entry: Arc<Entry> },
+    /// A stale entry to revalidate before use; `leader` if this request fills the key.
+    Revalidate { entry: Arc<Entry>, if_error: bool, leader: Option<FillGuard> },
+    /// Nothing: go to the origin, filling the key if `Some`.
+    Miss(Option<FillGuard>),
+}
+
+/// Looks a request's answer up in the cache. On a miss this request leads
+/// the fill of its key, or waits for the fill under way and looks again
+/// (going to the origin on its own, without filling, if that fill failed).
+async fn look_up(shared: &Arc<Shared>, lookup: &CacheLookup, request: &HeaderMap) -> Looked {
     let mut waited = false;
     loop {
-        if let Some(entry) = shared.cache.get(&lookup.key, now_ms()) {
-            return Ok(cached_response(&entry, &lookup.explain));
+        let now = now_ms();
+        if let Some(entry) = shared.cache.get(&lookup.key, now) {
+            let Some(meta) = entry.meta.as_ref() else {
+                let age = now.saturating_sub(entry.stored_ms) / 1000;
+                return Looked::Hit(cached_response(&entry, &lookup.explain, age));
+            };
+            match edge_cache::http::lookup(&text_pairs(request, |_| true), meta, now) {
+                Lookup::Fresh { age_s } => return Looked::Hit(cached_response(&entry, &lookup.explain, age_s)),
+                Lookup::Stale { age_s, revalidate: Revalidate::InBackground } => {
+                    let explain = Explain { cache: CacheStatus::Stale, ..lookup.explain.clone() };
+                    let response = cached_response(&entry, &explain, age_s);
+                    return Looked::Stale { response, entry };
+                }
+                Lookup::Stale { revalidate: Revalidate::First { if_error }, .. } => {
+                    let leader = match shared.cache.fill(&lookup.key) {
+                        Fill::Leader(guard) => Some(guard),
+                        Fill::Follower(_) => None,
+                    };
+                    return Looked::Revalidate { entry, if_error, leader };
+                }
+                Lookup::Miss => {}
+            }
         }
         if waited {
-            return Err(None);
+            return Looked::Miss(None);
         }
         match shared.cache.fill(&lookup.key) {
-            Fill::Leader(guard) => return Err(Some(guard)),
+            Fill::Leader(guard) => return Looked::Miss(Some(guard)),
             Fill::Follower(mut done) => {
                 // Returns when the leader's guard is dropped: stored or failed.
                 let _ = done.changed().await;
@@ -417,9 +650,9 @@ async fn look_up(shared: &Arc<Shared>, lookup: &CacheLookup) -> Result<Response<
 }
 
 /// A response from the cache: the stored head and body, this request's
-/// explanation (with the node that answered originally), its `age`, and the
-/// tokens it saved.
-fn cached_response(entry: &Entry, explain: &Explain) -> Response<ProxyBody> {
+/// explanation (with the node that answered originally), its `age`, and
+/// for an AI answer the tokens it saved.
+fn cached_response(entry: &Entry, explain: &Explain, age_s: u64) -> Response<ProxyBody> {
     let mut resp = Response::new(full(entry.body.clone()));
     *resp.status_mut() = entry.status;
     *resp.headers_mut() = entry.headers.clone();
@@ -430,9 +663,11 @@ fn cached_response(entry: &Entry, explain: &Explain) -> Response<ProxyBody> {
             headers.insert(HeaderName::from_static(name), value);
         }
     });
-    let age = now_ms().saturating_sub(entry.stored_ms) / 1000;
-    headers.insert(http::header::AGE, HeaderValue::from(age));
-    headers.insert(HeaderName::from_static(edge_router::error::headers::TOKENS_SAVED), HeaderValue::from(entry.tokens));
+    headers.insert(http::header::AGE, HeaderValue::from(age_s));
+    if entry.meta.is_none() {
+        let saved = HeaderName::from_static(edge_router::error::headers::TOKENS_SAVED);
+        headers.insert(saved, HeaderValue::from(entry.tokens));
+    }
     resp
 }
 
@@ -461,6 +696,7 @@ async fn send(
     client_headers: &HeaderMap,
     original: &Bytes,
     stream: &mut Option<Incoming>,
+    extra: &[(String, String)],
 ) -> Result<Response<Incoming>, Failure> {
     let Some(client) = shared.origins.client(worker, &f.node) else {
         return Err(Failure::Connect);
@@ -487,6 +723,11 @@ async fn send(
             || country_header.is_some_and(|c| name.as_str().eq_ignore_ascii_case(c));
         if !removed {
             headers.append(name, value.clone());
+        }
+    }
+    for (name, value) in extra {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.insert(n, v);
         }
     }
     shared.origins.authorize(headers, f.credential.as_deref());
@@ -565,12 +806,20 @@ struct Capture {
     headers: HeaderMap,
     node: String,
     model: Option<String>,
+    /// RFC 9111 metadata of a passthrough `GET`.
+    meta: Option<edge_cache::Stored>,
     body: Vec<u8>,
     _guard: Option<FillGuard>,
 }
 
 impl Capture {
-    fn new(shared: &Shared, fill: CacheFill, explain: &Explain, guard: Option<FillGuard>) -> Self {
+    fn new(
+        shared: &Shared,
+        fill: CacheFill,
+        explain: &Explain,
+        meta: Option<edge_cache::Stored>,
+        guard: Option<FillGuard>,
+    ) -> Self {
         Self {
             cache: shared.cache.clone(),
             fill,
@@ -578,6 +827,7 @@ impl Capture {
             headers: HeaderMap::new(),
             node: explain.node.clone(),
             model: explain.model.clone(),
+            meta,
             body: Vec::new(),
             _guard: guard,
         }
@@ -599,8 +849,13 @@ impl Capture {
             node: self.node,
             model: self.model,
             stored_ms: now,
-            expires_ms: now.saturating_add(self.fill.ttl_s.saturating_mul(1000)),
+            expires_ms: if self.meta.is_some() {
+                u64::MAX
+            } else {
+                now.saturating_add(self.fill.ttl_s.saturating_mul(1000))
+            },
             tokens,
+            meta: self.meta,
         };
         self.cache.put(self.fill.key, entry);
     }

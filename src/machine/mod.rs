@@ -374,8 +374,13 @@ impl Router {
                 return refuse(RouterError::NoRoute { method, path }, "passthrough");
             };
             let chain = vec![(node, ModelChoice::Keep)];
+            let http = self.config.cache.enabled && matches!(method.as_str(), "GET" | "HEAD");
+            let fill = http.then(|| {
+                let key = format!("http/{}{}", self.config.nodes[node].id, target);
+                (CacheFill { key, ttl_s: 0, estimated_tokens: 0, http: true }, false)
+            });
             match self.residency_filter(chain, jurisdiction) {
-                Ok(chain) => ("passthrough".to_string(), chain, 0, None),
+                Ok(chain) => ("passthrough".to_string(), chain, 0, fill),
                 Err(e) => return refuse(e, "passthrough"),
             }
         } else {
@@ -424,7 +429,7 @@ impl Router {
         let lookup = match fill {
             Some((fill, false)) => {
                 let explain = Explain { cache: CacheStatus::Hit, ..delivery_explain(&exchange, "-") };
-                Some(CacheLookup { key: fill.key, explain })
+                Some(CacheLookup { key: fill.key, http: fill.http, explain })
             }
             _ => None,
         };
@@ -480,7 +485,7 @@ impl Router {
         };
         let partition = if cfg.shared { Partition::Shared } else { Partition::Tenant(tenant) };
         let key = ai_key(method, target, model, &value, partition);
-        Some((CacheFill { key, ttl_s, estimated_tokens: facts.estimated_tokens }, refresh))
+        Some((CacheFill { key, ttl_s, estimated_tokens: facts.estimated_tokens, http: false }, refresh))
     }
 
     fn facts(

@@ -166,3 +166,125 @@ async fn a_failed_fill_wakes_the_waiters_who_then_try_on_their_own() {
     }
     assert_eq!(hits(&origin).await, 4, "each waiter tried on its own after the failed fill");
 }
+
+mod http_caching {
+    //! RFC 9111 caching of `GET`s on passthrough paths, through the host.
+
+    use std::time::Duration;
+
+    use edge_router_e2e::TestRouter;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn config(origin: &str) -> String {
+        format!("nodes:\n  - {{id: web, type: cloud, host: \"{origin}\"}}\nrouting:\n  passthrough: web\n")
+    }
+
+    async fn get(r: &TestRouter) -> edge_router_e2e::Reply {
+        r.request("GET", "/v1/models", &[], "").await
+    }
+
+    async fn hits(server: &MockServer) -> usize {
+        server.received_requests().await.map_or(0, |r| r.len())
+    }
+
+    fn ok(cache_control: &str) -> ResponseTemplate {
+        ResponseTemplate::new(200)
+            .insert_header("cache-control", cache_control)
+            .insert_header("etag", "\"v1\"")
+            .set_body_string("{\"data\":[\"m\"]}")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rfc9111_a_fresh_get_is_served_from_the_cache_with_its_age() {
+        let origin = MockServer::start().await;
+        Mock::given(method("GET")).respond_with(ok("max-age=60")).mount(&origin).await;
+        let r = TestRouter::new(&config(&origin.uri())).await;
+        let first = get(&r).await;
+        assert_eq!((first.status, first.header("x-edge-cache")), (200, "MISS"));
+        let second = get(&r).await;
+        assert_eq!((second.status, second.header("x-edge-cache"), second.header("age")), (200, "HIT", "0"));
+        assert_eq!(second.body, first.body);
+        assert_eq!(hits(&origin).await, 1);
+        // A client's no-cache makes the cache revalidate first (RFC 9111 §5.2.1.4).
+        let checked = r.request("GET", "/v1/models", &[("cache-control", "no-cache")], "").await;
+        assert_ne!(checked.header("x-edge-cache"), "HIT");
+        assert_eq!(hits(&origin).await, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rfc9111_4_3_a_stale_entry_is_revalidated_and_a_304_refreshes_it() {
+        let origin = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(header("if-none-match", "\"v1\""))
+            .respond_with(ResponseTemplate::new(304).insert_header("cache-control", "max-age=60"))
+            .with_priority(1)
+            .mount(&origin)
+            .await;
+        Mock::given(method("GET")).respond_with(ok("max-age=1")).with_priority(2).mount(&origin).await;
+        let r = TestRouter::new(&config(&origin.uri())).await;
+        assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let revalidated = get(&r).await;
+        assert_eq!((revalidated.status, revalidated.header("x-edge-cache")), (200, "REVALIDATED"));
+        assert_eq!(revalidated.body, "{\"data\":[\"m\"]}", "the stored body, confirmed");
+        let after = get(&r).await;
+        assert_eq!(after.header("x-edge-cache"), "HIT", "the 304's max-age=60 now applies");
+        assert_eq!(hits(&origin).await, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rfc5861_stale_if_error_serves_the_stale_entry_when_the_origin_is_down() {
+        let origin = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ok("max-age=1, stale-if-error=60"))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&origin)
+            .await;
+        Mock::given(method("GET")).respond_with(ResponseTemplate::new(503)).with_priority(2).mount(&origin).await;
+        let r = TestRouter::new(&config(&origin.uri())).await;
+        assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let stale = get(&r).await;
+        assert_eq!((stale.status, stale.header("x-edge-cache")), (200, "STALE"));
+        assert_eq!(stale.body, "{\"data\":[\"m\"]}");
+        assert!(stale.header("age").parse::<u64>().is_ok_and(|a| a >= 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rfc5861_stale_while_revalidate_answers_at_once_and_refreshes_behind() {
+        let origin = MockServer::start().await;
+        Mock::given(method("GET")).respond_with(ok("max-age=1, stale-while-revalidate=30")).mount(&origin).await;
+        let r = TestRouter::new(&config(&origin.uri())).await;
+        assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(get(&r).await.header("x-edge-cache"), "STALE");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(hits(&origin).await, 2, "revalidated in the background");
+        assert_eq!(get(&r).await.header("x-edge-cache"), "HIT");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rfc9111_no_store_is_honoured_and_unsafe_methods_invalidate() {
+        let origin = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/private"))
+            .respond_with(ResponseTemplate::new(200).insert_header("cache-control", "no-store, max-age=60"))
+            .mount(&origin)
+            .await;
+        Mock::given(method("GET")).and(path("/v1/models")).respond_with(ok("max-age=60")).mount(&origin).await;
+        Mock::given(method("POST")).respond_with(ResponseTemplate::new(201)).mount(&origin).await;
+        let r = TestRouter::new(&config(&origin.uri())).await;
+        for _ in 0..2 {
+            let reply = r.request("GET", "/private", &[], "").await;
+            assert_eq!(reply.header("x-edge-cache"), "MISS", "no-store: never stored (RFC 9111 §5.2.2.5)");
+        }
+        assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
+        assert_eq!(get(&r).await.header("x-edge-cache"), "HIT");
+        // RFC 9111 §4.4: a successful POST to the URI drops the stored response.
+        let posted = r.request("POST", "/v1/models", &[("content-type", "application/json")], "{}").await;
+        assert_eq!((posted.status, posted.header("x-edge-cache")), (201, "BYPASS"));
+        assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
+    }
+}
