@@ -2,16 +2,17 @@
 //! bounded by bytes with least-recently-used eviction.
 //!
 //! The memory store counts each entry as its value's [`Weigh::weight`] plus
-//! its key plus [`ENTRY_OVERHEAD`] for the bookkeeping, and evicts the least
+//! its key twice (the index and the list each hold a copy) plus
+//! [`ENTRY_OVERHEAD`] for the bookkeeping, and evicts the least
 //! recently used entries until the total is within the budget again. It is
 //! single-threaded; a host shares it behind a lock (or several, sharded by
 //! key).
 
 use std::collections::HashMap;
 
-/// Bytes counted per entry besides its key and value: the hash table slot,
-/// the list links and the key's allocation header, roughly.
-pub const ENTRY_OVERHEAD: usize = 96;
+/// Bytes counted per entry besides its keys and value: the hash table slot,
+/// the list node, and the allocators' rounding of the two key copies, roughly.
+pub const ENTRY_OVERHEAD: usize = 128;
 
 /// A value that knows how many bytes it holds.
 pub trait Weigh {
@@ -153,7 +154,7 @@ impl<V: Weigh> Store<V> for MemoryStore<V> {
 
     fn put(&mut self, key: String, value: V) {
         self.remove(&key);
-        let weight = value.weight() + key.len() + ENTRY_OVERHEAD;
+        let weight = value.weight() + 2 * key.len() + ENTRY_OVERHEAD;
         if weight > self.capacity {
             self.sync_stats();
             return;
@@ -222,7 +223,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_entry_goes_first() {
-        let each = 100 + 1 + ENTRY_OVERHEAD;
+        let each = 100 + 2 + ENTRY_OVERHEAD;
         let mut s = MemoryStore::new(3 * each);
         for k in ["a", "b", "c"] {
             s.put(k.into(), entry(100));
@@ -267,7 +268,7 @@ mod tests {
         assert!(s.get("ai/acme/1").is_none() && s.get("ai/globex/1").is_some());
         assert!(s.remove("http/x") && !s.remove("http/x"));
         assert_eq!(s.stats().entries, 1);
-        assert_eq!(s.stats().bytes as usize, 10 + "ai/globex/1".len() + ENTRY_OVERHEAD);
+        assert_eq!(s.stats().bytes as usize, 10 + 2 * "ai/globex/1".len() + ENTRY_OVERHEAD);
         s.put("huge".into(), entry(1 << 17));
         assert!(s.get("huge").is_none(), "larger than the whole budget: not stored");
         // Slots are reused after removals.

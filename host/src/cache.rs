@@ -44,9 +44,13 @@ struct Cached(Arc<Entry>);
 impl Weigh for Cached {
     fn weight(&self) -> usize {
         let e = &self.0;
-        let headers: usize = e.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum();
+        // A header map's slots (name, value, links: about 100 bytes each) and
+        // index, plus the bytes of values and of names it had to allocate.
+        let slots = e.headers.capacity() * 104;
+        let headers: usize = slots + e.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum::<usize>();
         let meta = e.meta.as_ref().map_or(0, |m| m.headers.iter().map(|(n, v)| n.len() + v.len() + 48).sum());
-        std::mem::size_of::<Entry>()
+        // The Arc's counts, then the entry itself.
+        16 + std::mem::size_of::<Entry>()
             + e.body.len()
             + headers
             + meta

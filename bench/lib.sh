@@ -1,0 +1,100 @@
+# Helpers shared by the benchmark scripts (sourced, not run).
+#
+# Expects: WORK (a temporary folder), and fills PIDS with processes to stop.
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  echo "installing nginx and wrk from apt" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+NGINX=$(command -v nginx)
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for d in "$WORK"/*/; do [ -f "$d/nginx.pid" ] && kill "$(cat "$d/nginx.pid")" 2>/dev/null || true; done
+  sleep 0.3; [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+nginx_conf() { # $1 dir, $2 http-level config (server blocks and the like)
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes 2;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
+  keepalive_requests 1000000;
+  $2
+}
+CONF
+}
+
+start_nginx() { "$NGINX" -c "$1/nginx.conf" -e "$1/error.log"; }
+
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { # sum utime+stime of the given pids (and their threads)
+  local t=0; for p in "$@"; do
+    read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14]))
+  done; echo $t
+}
+# nginx workers do not carry the config path in their command line: take the
+# master from its pid file and the workers as its children.
+nginx_pids() { local m; m=$(cat "$1/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')"; }
+
+# wrk_measure NAME URL "PIDS" [LUA] : one wrk run; appends
+# "NAME req/s p50 p99 cpu-µs/req non-2xx" to $WORK/results.
+wrk_measure() {
+  local before after out script=()
+  [ -n "${4:-}" ] && script=(-s "$4")
+  before=$( [ -n "$3" ] && cpu_ticks $3 || echo 0 )
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${script[@]}" "$2")
+  after=$( [ -n "$3" ] && cpu_ticks $3 || echo 0 )
+  local rps p50 p99 reqs non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  local cpu_us="-"
+  [ -n "$3" ] && cpu_us=$(python3 -c "print(f'{($after-$before)*1e6/$TCK/$reqs:.1f}')")
+  echo "$1 $rps $p50 $p99 $cpu_us $non2xx" >> "$WORK/results"
+}
+
+# median_table NAMES... : the medians of $WORK/results as a markdown table.
+median_table() {
+  python3 - "$WORK/results" "$@" <<'PY'
+import sys, statistics, re
+def us(v):
+    m = re.match(r'([0-9.]+)(us|ms|s)$', v); n = float(m.group(1))
+    return n * {'us': 1, 'ms': 1000, 's': 1e6}[m.group(2)]
+rows = {}
+for line in open(sys.argv[1]):
+    name, rps, p50, p99, cpu, non2xx = line.split()
+    r = rows.setdefault(name, {'rps': [], 'p50': [], 'p99': [], 'cpu': [], 'bad': 0})
+    r['rps'].append(float(rps)); r['p50'].append(us(p50)); r['p99'].append(us(p99))
+    if cpu != '-': r['cpu'].append(float(cpu))
+    r['bad'] += int(non2xx)
+print("| target | req/s (median) | p50 µs | p99 µs | proxy CPU µs/req | non-2xx |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+for k in sys.argv[2:]:
+    v = rows[k]; m = {x: (statistics.median(v[x]) if v[x] else None) for x in ('rps', 'p50', 'p99', 'cpu')}
+    cpu = f"{m['cpu']:.1f}" if m['cpu'] is not None else "-"
+    print(f"| {k} | {m['rps']:.0f} | {m['p50']:.0f} | {m['p99']:.0f} | {cpu} | {v['bad']} |")
+PY
+}
+
+# median_of NAME FIELD : one median from $WORK/results (FIELD: rps, cpu).
+median_of() {
+  python3 - "$WORK/results" "$1" "$2" <<'PY'
+import sys, statistics
+col = {'rps': 1, 'cpu': 4}[sys.argv[3]]
+vals = [float(l.split()[col]) for l in open(sys.argv[1]) if l.split()[0] == sys.argv[2] and l.split()[col] != '-']
+print(statistics.median(vals))
+PY
+}
