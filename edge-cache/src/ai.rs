@@ -53,19 +53,7 @@ pub fn ai_key(method: &str, path: &str, model: &str, body: &Value, partition: Pa
         canonical.push('\n');
     }
     if let Value::Object(fields) = body {
-        let mut keys: Vec<&String> =
-            fields.keys().filter(|k| k.as_str() != "model" && !IGNORED_FIELDS.contains(&k.as_str())).collect();
-        keys.sort();
-        canonical.push('{');
-        for (i, k) in keys.iter().enumerate() {
-            if i > 0 {
-                canonical.push(',');
-            }
-            write_string(&mut canonical, k);
-            canonical.push(':');
-            write_canonical(&mut canonical, &fields[k.as_str()]);
-        }
-        canonical.push('}');
+        write_object(&mut canonical, fields, |k| k != "model" && !IGNORED_FIELDS.contains(&k));
     } else {
         write_canonical(&mut canonical, body);
     }
@@ -83,22 +71,25 @@ fn write_string(out: &mut String, s: &str) {
     out.push_str(&Value::String(s.to_string()).to_string());
 }
 
+/// An object with the keys `keep` accepts, sorted.
+fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, keep: impl Fn(&str) -> bool) {
+    let mut keys: Vec<&String> = map.keys().filter(|k| keep(k)).collect();
+    keys.sort();
+    out.push('{');
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, k);
+        out.push(':');
+        write_canonical(out, &map[k.as_str()]);
+    }
+    out.push('}');
+}
+
 fn write_canonical(out: &mut String, value: &Value) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_canonical(out, &map[k.as_str()]);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_object(out, map, |_| true),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
