@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_router_e2e::{TRUSTING_SERVER, TestRouter, sha256_hex, sse_origin};
+use edge_router_e2e::{TRUSTING_SERVER, TestRouter, breaks_after_head_origin, sha256_hex, sse_origin};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -124,6 +124,20 @@ async fn a_stream_is_cached_as_it_passes_and_replayed_as_the_same_events() {
     assert_eq!(events(&replay.body).len(), 4);
     // Without usage in the stream, the saving is the request's estimate.
     assert!(replay.header("x-edge-cache-tokens-saved").parse::<u64>().is_ok_and(|t| t > 256));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_broke_off_is_never_stored() {
+    let origin = breaks_after_head_origin().await;
+    let r = TestRouter::new(&config(&origin, "")).await;
+    let mut body = question(0.0);
+    body["stream"] = serde_json::json!(true);
+    for _ in 0..2 {
+        let resp =
+            r.send("POST", "/v1/chat/completions", &[("content-type", "application/json")], &body.to_string()).await;
+        assert_eq!(resp.headers()["x-edge-cache"], "MISS", "never a HIT of the broken answer");
+        assert!(http_body_util::BodyExt::collect(resp.into_body()).await.is_err(), "it reaches the client as broken");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
