@@ -7,7 +7,7 @@
 #      its resident memory is compared with the budget.
 # wrk drives 1 and 2 at CONNS connections for DURATION, ROUNDS times, interleaved; medians.
 #
-# Usage: bash bench/cache.sh            (env: CONNS=32 DURATION=10s ROUNDS=3)
+# Usage: bash bench/cache.sh    (env: CONNS=32 DURATION=10s ROUNDS=3 MEM=64 (MiB) FILL=20s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${CONNS:-32}
@@ -20,7 +20,8 @@ cargo build --locked --release -q -p edge-router-host
 
 WORK=$(mktemp -d /tmp/edge-cache-bench.XXXXXX)
 source bench/lib.sh
-P_ORIGIN=$(free_port); P_NGINX=$(free_port); P_ROUTER=$(free_port); P_FILL=$(free_port)
+P_ORIGIN=$(free_port); P_NGINX=$(free_port); P_ROUTER=$(free_port); P_FILL=$(free_port); P_ADMIN=$(free_port)
+export EDGE_ROUTER_ADMIN_TOKEN="bench-$RANDOM-$RANDOM"
 MODELS='{"object":"list","data":[{"id":"llama-3-8b","object":"model"},{"id":"qwen2.5-0.5b","object":"model"}]}'
 # A chat completion of about 2 KiB, and a 3.5 KiB one for the memory fill (nginx's config
 # takes at most 4 KiB in one `return`).
@@ -45,7 +46,8 @@ start_nginx "$WORK/proxy"
 
 cat > "$WORK/router.yaml" <<CONF
 name: cache-bench
-cache: {memory: 64MiB, default_ttl: 1h}
+cache: {memory: ${MEM:-64}MiB, default_ttl: 1h}
+admin: {listen: "127.0.0.1:$P_ADMIN"}
 nodes:
   - {id: origin, type: local, host: "http://127.0.0.1:$P_ORIGIN", data_residency: global}
   - {id: filler, type: local, host: "http://127.0.0.1:$P_ORIGIN/fill", data_residency: global}
@@ -58,7 +60,7 @@ CONF
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" &
 PIDS+=($!); ROUTER_PID=$!
 # The same router with the cache off: the memory peer for the fill.
-sed 's/cache: {memory: 64MiB, default_ttl: 1h}/cache: {enabled: false}/' "$WORK/router.yaml" > "$WORK/nocache.yaml"
+sed -e "s/cache: {memory: ${MEM:-64}MiB, default_ttl: 1h}/cache: {enabled: false}/" -e '/^admin:/d' "$WORK/router.yaml" > "$WORK/nocache.yaml"
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --config "$WORK/nocache.yaml" --listen "127.0.0.1:$P_FILL" &
 PIDS+=($!); NOCACHE_PID=$!
 for p in $P_ORIGIN $P_NGINX $P_ROUTER $P_FILL; do
@@ -115,11 +117,15 @@ fill() { # $1 port, $2 pid -> "requests growth_kib"
 }
 read -r filled growth rss < <(fill "$P_ROUTER" "$ROUTER_PID")
 read -r peer_filled peer_growth peer_rss < <(fill "$P_FILL" "$NOCACHE_PID")
+store=$(curl -s -H "authorization: Bearer $EDGE_ROUTER_ADMIN_TOKEN" "http://127.0.0.1:$P_ADMIN/admin/status" |
+  python3 -c 'import json,sys; s=json.load(sys.stdin)["cache_store"]; print(s["bytes"], s["entries"])')
+read -r store_bytes store_entries <<<"$store"
 python3 -c "
-budget = 64 * 1024
+budget = ${MEM:-64} * 1024
+print(f'store: {$store_entries} entries, {$store_bytes/2**20:.1f} MiB counted ({$store_bytes/max($store_entries,1):.0f} B each)')
 filled = $filled * 3.5 / 1024
 growth, peer = $growth, $peer_growth
-held = growth - peer * $filled / max($peer_filled, 1)
-print(f'memory: budget 64 MiB, filled {filled:.0f} MiB ({filled/64:.1f}x) in $filled distinct answers; resident now {$rss/1024:.0f} MiB')
-print(f'  resident growth {growth/1024:.0f} MiB; the cacheless router grew {peer/1024:.0f} MiB over $peer_filled of the same requests')
+held = $rss - $peer_rss
+print(f'memory: budget {budget//1024} MiB, filled {filled:.0f} MiB ({filled*1024/budget:.1f}x) in $filled distinct answers')
+print(f'  resident after the fill: {$rss/1024:.0f} MiB with the cache, {$peer_rss/1024:.0f} MiB without (growth during the fill: {growth/1024:.0f} and {peer/1024:.0f} MiB)')
 print(f'  held by the cache: about {held/1024:.0f} MiB = {held/budget:.2f}x the budget (bar: at most 1.10x)')"

@@ -10,9 +10,10 @@
 
 use std::collections::HashMap;
 
-/// Bytes counted per entry besides its keys and value: the hash table slot,
-/// the list node, and the allocators' rounding of the two key copies, roughly.
-pub const ENTRY_OVERHEAD: usize = 128;
+/// Bytes counted per entry besides its keys and value: the hash table slot
+/// (with the table's spare capacity), the list node, and the allocators'
+/// rounding of the two key copies, roughly.
+pub const ENTRY_OVERHEAD: usize = 192;
 
 /// A value that knows how many bytes it holds.
 pub trait Weigh {

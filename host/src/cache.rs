@@ -45,9 +45,12 @@ impl Weigh for Cached {
     fn weight(&self) -> usize {
         let e = &self.0;
         // A header map's slots (name, value, links: about 100 bytes each) and
-        // index, plus the bytes of values and of names it had to allocate.
-        let slots = e.headers.capacity() * 104;
-        let headers: usize = slots + e.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum::<usize>();
+        // index, plus each value's own allocation (and a custom name's),
+        // rounded as allocators do.
+        let slots = e.headers.capacity() * 112;
+        let alloc = |n: usize| n.next_multiple_of(16) + 16;
+        let headers: usize =
+            slots + e.headers.iter().map(|(n, v)| alloc(n.as_str().len()) + alloc(v.len())).sum::<usize>();
         let meta = e.meta.as_ref().map_or(0, |m| m.headers.iter().map(|(n, v)| n.len() + v.len() + 48).sum());
         // The Arc's counts, then the entry itself.
         16 + std::mem::size_of::<Entry>()
@@ -58,6 +61,11 @@ impl Weigh for Cached {
             + e.model.as_ref().map_or(0, String::len)
     }
 }
+
+/// Share of `cache.memory` the entries may count: the rest is left for what
+/// no per-entry estimate sees (the allocator's free lists and partly used
+/// pages under churn).
+const COUNTED_SHARE: f64 = 0.9;
 
 /// The largest shard count; small budgets get fewer, so an entry can still be large.
 const MAX_SHARDS: usize = 16;
@@ -103,7 +111,8 @@ impl EdgeCache {
     /// A cache of at most `budget` bytes.
     pub fn new(budget: u64) -> Self {
         let shards = usize::try_from(budget / MIN_SHARD_BYTES).unwrap_or(MAX_SHARDS).clamp(1, MAX_SHARDS);
-        let per_shard = usize::try_from(budget / shards as u64).unwrap_or(usize::MAX);
+        let counted = (budget as f64 * COUNTED_SHARE) as u64;
+        let per_shard = usize::try_from(counted / shards as u64).unwrap_or(usize::MAX);
         Self {
             shards: (0..shards).map(|_| Mutex::new(MemoryStore::new(per_shard))).collect(),
             hasher: RandomState::new(),

@@ -520,8 +520,9 @@ impl Pending {
         for (name, value) in not_modified {
             let kept =
                 matches!(name.as_str(), "content-length" | "transfer-encoding" | "content-encoding" | "content-range");
-            if !kept && !is_hop_by_hop(name.as_str(), &[]) {
-                headers.insert(name.clone(), value.clone());
+            let copy = (HeaderName::from_bytes(name.as_str().as_bytes()), HeaderValue::from_bytes(value.as_bytes()));
+            if let (false, false, Ok(name), Ok(value)) = (kept, is_hop_by_hop(name.as_str(), &[]), copy.0, copy.1) {
+                headers.insert(name, value);
             }
         }
         let fresh = Entry {
@@ -572,6 +573,19 @@ impl Pending {
             self.shared.cache.remove(&key);
         }
     }
+}
+
+/// A copy of `headers` that shares no memory with them. Parsed header names
+/// and values are slices of the connection's read buffer; a cached entry
+/// holding such slices would keep the whole buffer (kilobytes) alive.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .filter_map(|(n, v)| {
+            let name = HeaderName::from_bytes(n.as_str().as_bytes()).ok()?;
+            Some((name, HeaderValue::from_bytes(v.as_bytes()).ok()?))
+        })
+        .collect()
 }
 
 /// Header fields as lower-case name and text value pairs (non-text values are skipped).
@@ -881,7 +895,7 @@ fn deliver(
     let mut capture = watch.capture;
     if let Some(c) = &mut capture {
         c.status = parts.status;
-        c.headers = parts.headers.clone();
+        c.headers = owned(&parts.headers);
     }
     explain.for_each_header(|name, value| {
         if let Ok(value) = HeaderValue::from_str(value) {

@@ -219,6 +219,9 @@ mod http_caching {
         let second = get(&r).await;
         assert_eq!((second.status, second.header("x-edge-cache"), second.header("age")), (200, "HIT", "0"));
         assert_eq!(second.body, first.body);
+        // A HEAD is answered from the stored GET, without a body (RFC 9110 §9.3.2).
+        let head = r.request("HEAD", "/v1/models", &[], "").await;
+        assert_eq!((head.status, head.header("x-edge-cache"), head.body.len()), (200, "HIT", 0));
         assert_eq!(hits(&origin).await, 1);
         // A client's no-cache makes the cache revalidate first (RFC 9111 §5.2.1.4).
         let checked = r.request("GET", "/v1/models", &[("cache-control", "no-cache")], "").await;
