@@ -200,10 +200,12 @@ impl Explanation<'_> {
         f(headers::COUNTRY, self.country);
     }
 
-    /// As `x-edge-*` headers.
+    /// The `x-edge-*` headers of an answer the router gives itself: the
+    /// explanation, and `x-edge-cache: BYPASS` (no cache was involved).
     pub fn headers(&self) -> Vec<Header> {
-        let mut list = Vec::with_capacity(4);
+        let mut list = Vec::with_capacity(5);
         self.for_each_header(|name, value| list.push(Header::new(name, value)));
+        list.push(Header::new(headers::CACHE, "BYPASS"));
         list
     }
 }

@@ -23,6 +23,7 @@ async fn denied_and_unlisted_countries_get_451_json() {
         assert_eq!(reply.json()["error"]["type"], "geofence_denied");
         assert_eq!(reply.header("x-edge-country"), country);
         assert_eq!(reply.header("x-edge-rule"), "geofence");
+        assert_eq!(reply.header("x-edge-cache"), "BYPASS", "the router's own answers say so too");
     }
     let unknown = r.request("POST", "/v1/chat/completions", &[], &chat_body("m", 3).to_string()).await;
     assert_eq!((unknown.status, unknown.header("x-edge-country")), (451, "XX"));
