@@ -83,13 +83,7 @@ type Answer = Response<Full<Bytes>>;
 fn reply(status: u16, headers: &[Header], body: Bytes) -> Answer {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    for h in headers {
-        if let (Ok(n), Ok(v)) =
-            (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value))
-        {
-            resp.headers_mut().insert(n, v);
-        }
-    }
+    crate::proxy::set_headers(resp.headers_mut(), headers);
     resp
 }
 

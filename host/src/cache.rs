@@ -15,6 +15,8 @@ use edge_cache::store::{MemoryStore, Store, StoreStats, Weigh};
 use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
 
+use crate::lock;
+
 /// An answer kept in the cache.
 #[derive(Debug)]
 pub struct Entry {
@@ -101,10 +103,6 @@ impl Drop for FillGuard {
     fn drop(&mut self) {
         lock(&self.cache.filling).remove(&self.key);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl EdgeCache {

@@ -48,6 +48,12 @@ pub fn start(module: &RouterModule, file: &str, text: &str, listener: TcpListene
     Ok(handle)
 }
 
+/// Locks `mutex`, also after a panic elsewhere while it was held: every
+/// value the host keeps behind a lock stays consistent between statements.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Where the module is looked for when `--module` is not given.
 pub fn default_module_path() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("EDGE_ROUTER_MODULE") {

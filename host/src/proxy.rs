@@ -27,6 +27,7 @@ use origin_fallback::{GOLDEN_GAMMA, counts_as_failure, mix64};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::cache::{EdgeCache, Entry, Fill, FillGuard};
+use crate::lock;
 use crate::module::{self, WasmRouter};
 use crate::origins::{BoxError, Origins, ProxyBody};
 
@@ -246,10 +247,6 @@ impl Shared {
         // SplitMix64 over a shared counter: cheap, lock-free, uniform enough for weighted choice.
         mix64(self.rng.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed).wrapping_add(GOLDEN_GAMMA))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn internal_error() -> Action {
@@ -764,7 +761,8 @@ fn respond(status: u16, headers: &[Header], body: Bytes) -> Response<ProxyBody> 
     resp
 }
 
-fn set_headers(map: &mut HeaderMap, headers: &[Header]) {
+/// Sets each of `headers` on `map` (names or values HTTP refuses are skipped).
+pub(crate) fn set_headers(map: &mut HeaderMap, headers: &[Header]) {
     for h in headers {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value)) {
             map.insert(n, v);
