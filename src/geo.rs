@@ -34,6 +34,11 @@ impl Country {
     }
 }
 
+/// A client country for the `x-edge-country` header: its code, or `XX` when unknown.
+pub fn country_label(country: Option<Country>) -> String {
+    country.map_or_else(|| "XX".to_string(), |c| c.to_string())
+}
+
 impl fmt::Display for Country {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

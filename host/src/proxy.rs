@@ -13,7 +13,7 @@ use edge_cache::http::{Lookup, Revalidate};
 use edge_router::RouterConfig;
 use edge_router::error::{Explanation, RouterError};
 use edge_router::facts::Endpoint;
-use edge_router::geo::Country;
+use edge_router::geo::{Country, country_label};
 use edge_router::hop::{connection_tokens, is_hop_by_hop, never_forwarded};
 use edge_router::wire::{
     Action, CacheFill, CacheLookup, CacheStatus, Control, Event, Explain, Failure, Forward, ForwardBody, Header,
@@ -547,7 +547,7 @@ impl Pending {
             node: entry.node.clone(),
             rule: "passthrough".into(),
             attempts: 0,
-            country: self.country.map_or_else(|| "XX".to_string(), |c| c.to_string()),
+            country: country_label(self.country),
             model: None,
             cache: CacheStatus::Stale,
         });
@@ -772,7 +772,7 @@ pub(crate) fn set_headers(map: &mut HeaderMap, headers: &[Header]) {
 
 /// An error the host answers itself (before the router saw the request).
 pub fn host_error(error: &RouterError, country: Option<Country>) -> Response<ProxyBody> {
-    let country = country.map_or_else(|| "XX".to_string(), |c| c.to_string());
+    let country = country_label(country);
     let extra = Explanation { node: "-", rule: "-", attempts: 0, country: &country }.headers();
     let (status, headers, body) = error.to_response(extra);
     respond(status, &headers, Bytes::from(body))

@@ -24,7 +24,7 @@ use crate::auth::{Principal, presented_key};
 use crate::config::RouterConfig;
 use crate::error::{Explanation, RouterError};
 use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
-use crate::geo::{Country, JurisdictionId, permits};
+use crate::geo::{Country, JurisdictionId, country_label, permits};
 use crate::hop::{connection_tokens, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::{
@@ -859,12 +859,8 @@ fn header_str<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
     headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(&h.value).ok())
 }
 
-fn country_str(country: Option<Country>) -> String {
-    country.map_or_else(|| "XX".to_string(), |c| c.to_string())
-}
-
 fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
-    let country = country_str(ex.country);
+    let country = country_label(ex.country);
     Explanation { node, rule: &ex.label, attempts: ex.attempts, country: &country }.headers()
 }
 
@@ -901,7 +897,7 @@ fn delivery_explain(ex: &Exchange, node: &str) -> Explain {
         node: node.to_string(),
         rule: ex.label.clone(),
         attempts: ex.attempts,
-        country: country_str(ex.country),
+        country: country_label(ex.country),
         model: ex.rewritten_model.clone(),
         cache: ex.cache,
     }
@@ -909,7 +905,7 @@ fn delivery_explain(ex: &Exchange, node: &str) -> Explain {
 
 /// The router's own answer to a request it will not forward.
 fn refusal(error: &RouterError, label: &str, country: Option<Country>) -> Action {
-    let country = country_str(country);
+    let country = country_label(country);
     let extra = Explanation { node: "-", rule: label, attempts: 0, country: &country }.headers();
     let (status, headers, body) = error.to_response(extra);
     Action::Respond { status, headers, body }
