@@ -22,6 +22,13 @@ const HEURISTIC_STATUSES: [u16; 12] = [200, 203, 204, 206, 300, 301, 308, 404, 4
 /// Header fields a `304` must not replace in the stored response (RFC 9111 §3.2).
 const NOT_UPDATED: [&str; 5] = ["content-length", "content-encoding", "transfer-encoding", "content-range", "age"];
 
+/// Whether a `304`'s header field `name` (lower-case) replaces the stored
+/// one: all do except those §3.2 excludes (and `Age`, which the cache
+/// computes itself).
+pub fn replaced_by_304(name: &str) -> bool {
+    !NOT_UPDATED.contains(&name)
+}
+
 /// Values of every field line named `name`.
 fn values<'a>(headers: &'a Headers, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
@@ -294,12 +301,12 @@ pub fn conditional_headers(stored: &Stored) -> Vec<(String, String)> {
 /// freshness start again from this response.
 pub fn freshen(stored: &mut Stored, not_modified: &Headers, request_ms: u64, response_ms: u64) {
     for (name, _) in not_modified {
-        if !NOT_UPDATED.contains(&name.as_str()) {
+        if replaced_by_304(name) {
             stored.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         }
     }
     for (name, value) in not_modified {
-        if !NOT_UPDATED.contains(&name.as_str()) {
+        if replaced_by_304(name) {
             stored.headers.push((name.clone(), value.clone()));
         }
     }

@@ -514,12 +514,9 @@ impl Pending {
         let Some(mut meta) = entry.meta.clone() else { return self.serve_stale(entry, Some(explain)) };
         edge_cache::http::freshen(&mut meta, &text_pairs(not_modified, |_| true), sent_ms, now_ms());
         let mut headers = entry.headers.clone();
-        for (name, value) in not_modified {
-            let kept =
-                matches!(name.as_str(), "content-length" | "transfer-encoding" | "content-encoding" | "content-range");
-            let copy = (HeaderName::from_bytes(name.as_str().as_bytes()), HeaderValue::from_bytes(value.as_bytes()));
-            if let (false, false, Ok(name), Ok(value)) = (kept, is_hop_by_hop(name.as_str(), &[]), copy.0, copy.1) {
-                headers.insert(name, value);
+        for (name, value) in &owned(not_modified) {
+            if edge_cache::http::replaced_by_304(name.as_str()) && !is_hop_by_hop(name.as_str(), &[]) {
+                headers.insert(name.clone(), value.clone());
             }
         }
         let fresh = Entry {
