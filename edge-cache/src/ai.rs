@@ -71,35 +71,39 @@ fn write_string(out: &mut String, s: &str) {
     out.push_str(&Value::String(s.to_string()).to_string());
 }
 
+/// Writes `items` between `open` and `close`, comma-separated, each with `write`.
+fn write_list<T>(
+    out: &mut String,
+    open: char,
+    items: impl IntoIterator<Item = T>,
+    close: char,
+    write: impl Fn(&mut String, T),
+) {
+    out.push(open);
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write(out, item);
+    }
+    out.push(close);
+}
+
 /// An object with the keys `keep` accepts, sorted.
 fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, keep: impl Fn(&str) -> bool) {
     let mut keys: Vec<&String> = map.keys().filter(|k| keep(k)).collect();
     keys.sort();
-    out.push('{');
-    for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    write_list(out, '{', keys, '}', |out, k| {
         write_string(out, k);
         out.push(':');
         write_canonical(out, &map[k.as_str()]);
-    }
-    out.push('}');
+    });
 }
 
 fn write_canonical(out: &mut String, value: &Value) {
     match value {
         Value::Object(map) => write_object(out, map, |_| true),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(']');
-        }
+        Value::Array(items) => write_list(out, '[', items, ']', write_canonical),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
                 out.push_str(&i.to_string());
