@@ -10,10 +10,6 @@
 # Usage: bash bench/cache.sh    (env: CONNS=32 DURATION=10s ROUNDS=3 MEM=64 (MiB) FILL=20s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONNS=${CONNS:-32}
-DURATION=${DURATION:-10s}
-ROUNDS=${ROUNDS:-3}
-THREADS=${THREADS:-2}
 
 bash scripts/build-module.sh >/dev/null
 cargo build --locked --release -q -p edge-router-host

@@ -2,6 +2,12 @@
 #
 # Expects: WORK (a temporary folder), and fills PIDS with processes to stop.
 
+# wrk's load, the same for every benchmark unless set in the environment.
+CONNS=${CONNS:-32}
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-2}
+
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need nginx || ! need wrk; then
   echo "installing nginx and wrk from apt" >&2
