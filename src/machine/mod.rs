@@ -594,7 +594,7 @@ impl Router {
             ex.next += 1;
             let n = &self.config.nodes[node];
             let cost = cost_of(ex.estimated_tokens, n.cost_per_1k_tokens);
-            if let Some(why) = unavailable(&self.nodes[node], n, now_ms, cost, &self.config) {
+            if let Some(why) = unavailable(&self.nodes, &self.config, node, cost, now_ms) {
                 ex.passed_over.push((node, why));
                 continue;
             }
@@ -736,9 +736,9 @@ impl Router {
         }
         let retryable = FALLBACK_STATUSES.contains(&status);
         let more = self.retries.allows(now_ms)
-            && ex.chain[ex.next..].iter().any(|(n, _)| {
-                let cost = cost_of(ex.estimated_tokens, self.config.nodes[*n].cost_per_1k_tokens);
-                unavailable(&self.nodes[*n], &self.config.nodes[*n], now_ms, cost, &self.config).is_none()
+            && ex.chain[ex.next..].iter().any(|&(n, _)| {
+                let cost = cost_of(ex.estimated_tokens, self.config.nodes[n].cost_per_1k_tokens);
+                unavailable(&self.nodes, &self.config, n, cost, now_ms).is_none()
             });
         let deliver = (!retryable || !more).then(|| delivery_explain(ex, &self.config.nodes[node].id));
         if failed {
@@ -867,13 +867,8 @@ fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
 /// Why a node cannot take an attempt costing `cost` now, if it cannot. (A
 /// free function over the node's parts, so it can be asked while an
 /// exchange is borrowed.)
-fn unavailable(
-    state: &NodeState,
-    node: &crate::config::Node,
-    now_ms: u64,
-    cost: f64,
-    config: &RouterConfig,
-) -> Option<PassedOver> {
+fn unavailable(nodes: &[NodeState], config: &RouterConfig, index: usize, cost: f64, now_ms: u64) -> Option<PassedOver> {
+    let (state, node) = (&nodes[index], &config.nodes[index]);
     if state.draining {
         return Some(PassedOver::Draining);
     }
