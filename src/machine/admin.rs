@@ -57,7 +57,7 @@ impl Router {
     pub(super) fn status(&self, now_ms: u64) -> Action {
         let day = self.config.budget_day.of(now_ms);
         let served: u64 = self.nodes.iter().map(|n| n.traffic.summary(now_ms).served).sum();
-        let nodes: Vec<Value> = (0..self.nodes.len()).map(|i| self.node_status(i, now_ms, served)).collect();
+        let nodes: Vec<Value> = (0..self.nodes.len()).map(|i| self.node_status(i, now_ms, Some(served))).collect();
         let tally = |map: &std::collections::BTreeMap<String, Tally>| -> Value {
             map.iter()
                 .map(|(k, t)| {
@@ -82,12 +82,12 @@ impl Router {
 
     /// Node `i`'s entry of the report; `served_by_all` is the last hour's
     /// requests served by every node (asked for when absent).
-    fn node_status(&self, i: usize, now_ms: u64, served_by_all: impl Into<Option<u64>>) -> Value {
+    fn node_status(&self, i: usize, now_ms: u64, served_by_all: Option<u64>) -> Value {
         let (node, state) = (&self.config.nodes[i], &self.nodes[i]);
         let day = self.config.budget_day.of(now_ms);
         let traffic = state.traffic.summary(now_ms);
         let served_by_all =
-            served_by_all.into().unwrap_or_else(|| self.nodes.iter().map(|n| n.traffic.summary(now_ms).served).sum());
+            served_by_all.unwrap_or_else(|| self.nodes.iter().map(|n| n.traffic.summary(now_ms).served).sum());
         let breaker = match state.breaker.state() {
             BreakerState::Closed { failures } => json!({"state": "closed", "failures": failures}),
             BreakerState::Open { until_ms, .. } => {
