@@ -160,6 +160,14 @@ impl RouterError {
     }
 }
 
+/// An OpenAI-shaped error as the last event of an SSE stream that had to be
+/// cut off (OpenAI's SDKs raise it as an API error), so the client sees why
+/// instead of a stream that just stops.
+pub fn sse_error_event(kind: &str, message: &str) -> String {
+    let error = serde_json::json!({"error": {"type": kind, "message": message}});
+    format!("event: error\ndata: {error}\n\n")
+}
+
 /// Names of the explanation headers.
 pub mod headers {
     /// The node that served the response, `-` when the router answered itself.

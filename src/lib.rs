@@ -23,8 +23,11 @@ pub mod tokens;
 pub mod usage;
 pub mod wire;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "workers")))]
 pub mod wasm;
+
+#[cfg(all(target_arch = "wasm32", feature = "workers"))]
+pub mod workers;
 
 pub use config::RouterConfig;
 pub use machine::Router;

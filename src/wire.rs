@@ -228,6 +228,19 @@ pub enum Event {
     /// Hands back the state a previous instance reported (see [`Restore`]).
     /// Sent right after configuring a fresh instance. No answer needed.
     Restore(Restore),
+    /// A ledger shared by many routers (the Workers build's `BudgetLedger`)
+    /// refused the reservation of the current attempt (see
+    /// `Router::reservation`): its node has spent `spent` today across all
+    /// of them. The attempt is not made; answered with the next action, as
+    /// for `OriginFailed`, but the node's health is not charged.
+    BudgetRefused {
+        /// Request id.
+        id: u64,
+        /// The node's spending today, as the ledger knows it.
+        spent: f64,
+        /// Milliseconds since the Unix epoch.
+        now_ms: u64,
+    },
 }
 
 /// What the host should send to an origin.

@@ -988,8 +988,7 @@ impl Tracked {
         if !self.sse {
             return Err(message.into());
         }
-        let error = serde_json::json!({"error": {"type": kind, "message": message}});
-        Ok(Frame::data(Bytes::from(format!("event: error\ndata: {error}\n\n"))))
+        Ok(Frame::data(Bytes::from(edge_router::error::sse_error_event(kind, &message))))
     }
 
     /// A drain of the node ran out of time (not the node's failure).

@@ -15,7 +15,7 @@ pub use breaker::{Breaker, BreakerPolicy, BreakerState, Transition, counts_as_fa
 pub use budget::{RetryBudget, RetryPolicy};
 pub use latency::LatencyTracker;
 pub use selection::{Candidate, Strategy, canary_draw, order_candidates};
-pub use spend::{BudgetDay, DailySpend, MS_PER_DAY};
+pub use spend::{BudgetDay, DailySpend, Ledger, MS_PER_DAY, Reserved};
 pub use stats::{TrafficSummary, TrafficWindow};
 
 /// The SplitMix64 step between counter values: adding it to a `u64` state and

@@ -97,9 +97,96 @@ impl DailySpend {
     }
 }
 
+/// A node's spending as a ledger shared by many routers keeps it (the
+/// Workers build's `BudgetLedger` Durable Object, one per node): each router
+/// reserves a request's estimate here before forwarding it and settles the
+/// reservation at the real cost when the response ends. A reservation that
+/// is never settled (its router went away) expires, so it cannot hold the
+/// budget forever.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Ledger {
+    /// The day the spending is of.
+    pub day: u32,
+    /// Settled spending on `day`.
+    pub spent: f64,
+    /// Open reservations: token, amount, expiry (ms since the epoch).
+    pub open: Vec<(u64, f64, u64)>,
+    /// The last token handed out.
+    pub last_token: u64,
+}
+
+/// What a [`Ledger`] says to a reservation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reserved {
+    /// Held under this token until settled or expired.
+    Granted { token: u64, spent: f64 },
+    /// It would pass the limit; `spent` is today's settled spending.
+    Refused { spent: f64 },
+}
+
+impl Ledger {
+    fn roll(&mut self, day: u32, now_ms: u64) {
+        if day > self.day {
+            self.day = day;
+            self.spent = 0.0;
+        }
+        self.open.retain(|&(_, _, expires_ms)| expires_ms > now_ms);
+    }
+
+    /// Reserves `amount` on `day` if settled spending, open reservations and
+    /// `amount` stay within `limit`; the reservation lapses at `expires_ms`.
+    pub fn reserve(&mut self, day: u32, amount: f64, limit: f64, now_ms: u64, expires_ms: u64) -> Reserved {
+        self.roll(day, now_ms);
+        let held: f64 = self.open.iter().map(|&(_, a, _)| a).sum();
+        let spent = if day < self.day { 0.0 } else { self.spent };
+        if spent + held + amount > limit {
+            return Reserved::Refused { spent };
+        }
+        self.last_token += 1;
+        self.open.push((self.last_token, amount, expires_ms));
+        Reserved::Granted { token: self.last_token, spent }
+    }
+
+    /// Releases reservation `token` and adds `cost` to `day`'s spending (a
+    /// cost of a day already over is dropped). Returns today's spending.
+    pub fn settle(&mut self, token: u64, day: u32, cost: f64, now_ms: u64) -> f64 {
+        self.roll(day, now_ms);
+        self.open.retain(|&(t, _, _)| t != token);
+        if day == self.day {
+            self.spent += cost.max(0.0);
+        }
+        self.spent
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ledger_refuses_what_would_pass_the_limit_counting_open_reservations() {
+        let mut ledger = Ledger::default();
+        let Reserved::Granted { token: a, .. } = ledger.reserve(3, 4.0, 10.0, 0, 1_000) else { panic!() };
+        assert!(matches!(ledger.reserve(3, 4.0, 10.0, 0, 1_000), Reserved::Granted { .. }));
+        assert_eq!(ledger.reserve(3, 4.0, 10.0, 0, 1_000), Reserved::Refused { spent: 0.0 });
+        // Settling below the estimate frees room.
+        assert_eq!(ledger.settle(a, 3, 1.0, 10), 1.0);
+        assert!(matches!(ledger.reserve(3, 4.0, 10.0, 10, 1_000), Reserved::Granted { spent, .. } if spent == 1.0));
+    }
+
+    #[test]
+    fn unsettled_reservations_expire_and_a_new_day_starts_from_zero() {
+        let mut ledger = Ledger::default();
+        assert!(matches!(ledger.reserve(3, 9.0, 10.0, 0, 500), Reserved::Granted { .. }));
+        assert_eq!(ledger.reserve(3, 2.0, 10.0, 499, 2_000), Reserved::Refused { spent: 0.0 });
+        assert!(matches!(ledger.reserve(3, 2.0, 10.0, 500, 2_000), Reserved::Granted { .. }));
+        let Reserved::Granted { token, .. } = ledger.reserve(3, 1.0, 10.0, 600, 2_000) else { panic!() };
+        assert_eq!(ledger.settle(token, 3, 7.5, 700), 7.5);
+        assert_eq!(ledger.reserve(3, 2.0, 10.0, 800, 2_000), Reserved::Refused { spent: 7.5 });
+        // The next day: spending starts again; a late settlement of the old day is dropped.
+        assert!(matches!(ledger.reserve(4, 8.0, 10.0, 900, 3_000), Reserved::Granted { spent, .. } if spent == 0.0));
+        assert_eq!(ledger.settle(99, 3, 5.0, 950), 0.0);
+    }
 
     const DAY: u64 = MS_PER_DAY;
 

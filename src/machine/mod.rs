@@ -180,6 +180,39 @@ pub struct Router {
     rules: BTreeMap<String, Tally>,
     /// Requests answered from the edge cache.
     cache_hits: u64,
+    /// Reservations of budgeted nodes released since the last call of
+    /// `take_settled`.
+    settled: Vec<Settlement>,
+}
+
+/// What a request's reservation at a node with a daily budget is, for a
+/// ledger shared by many routers (the Workers build's Durable Object): the
+/// host reserves `amount` there before forwarding, and settles it at the
+/// cost the router reports in a [`Settlement`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetClaim {
+    /// Node id.
+    pub node: String,
+    /// Budget day number.
+    pub day: u32,
+    /// The estimated cost reserved.
+    pub amount: f64,
+    /// The node's `max_cost_per_day`.
+    pub limit: f64,
+}
+
+/// A released reservation at a node with a daily budget: what the attempt
+/// of exchange `id` cost (zero when it failed or was passed over).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    /// Exchange id.
+    pub id: u64,
+    /// Node id.
+    pub node: String,
+    /// Budget day number.
+    pub day: u32,
+    /// What it cost.
+    pub cost: f64,
 }
 
 impl Router {
@@ -220,7 +253,23 @@ impl Router {
             tenants: BTreeMap::new(),
             rules: BTreeMap::new(),
             cache_hits: 0,
+            settled: Vec::new(),
         }
+    }
+
+    /// The reservation the current attempt of exchange `id` holds, if its
+    /// node has a daily budget.
+    pub fn reservation(&self, id: u64) -> Option<BudgetClaim> {
+        let ex = self.exchanges.get(&id)?;
+        let node = ex.holding?;
+        let limit = self.config.nodes[node].max_cost_per_day?;
+        let day = self.nodes[node].spend.day();
+        Some(BudgetClaim { node: self.config.nodes[node].id.clone(), day, amount: ex.reserved, limit })
+    }
+
+    /// Reservations at budgeted nodes released since the last call.
+    pub fn take_settled(&mut self) -> Vec<Settlement> {
+        std::mem::take(&mut self.settled)
     }
 
     /// Each node's breaker state, in config order.
@@ -338,7 +387,27 @@ impl Router {
                 self.restore(state);
                 Action::Done
             }
+            Event::BudgetRefused { id, spent, now_ms } => self.on_budget_refused(id, spent, now_ms),
         }
+    }
+
+    /// A shared ledger refused the current attempt's reservation: the node
+    /// is over its budget across all routers (`spent` so far today). The
+    /// attempt never went out, so it is not counted, and the chain goes on.
+    fn on_budget_refused(&mut self, id: u64, spent: f64, now_ms: u64) -> Action {
+        let Some(ex) = self.exchanges.get_mut(&id) else {
+            return Action::Done;
+        };
+        if let Some(node) = ex.holding.take() {
+            let day = self.config.budget_day.of(now_ms);
+            ex.passed_over.push((node, PassedOver::OverBudget { until_ms: self.config.budget_day.end_ms(day) }));
+            ex.attempts = ex.attempts.saturating_sub(1);
+            let reserved = std::mem::take(&mut ex.reserved);
+            self.nodes[node].breaker.on_abandoned(id, now_ms);
+            self.nodes[node].spend.restore(day, spent);
+            self.release(id, node, reserved, 0.0, now_ms);
+        }
+        self.next_attempt(id, now_ms)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -766,7 +835,7 @@ impl Router {
             ex.skipped_statuses.push((node, status));
             ex.holding = None;
             let reserved = std::mem::take(&mut ex.reserved);
-            self.release(node, reserved, 0.0, now_ms);
+            self.release(id, node, reserved, 0.0, now_ms);
         }
         self.next_attempt(id, now_ms)
     }
@@ -795,7 +864,7 @@ impl Router {
             let reserved = std::mem::take(&mut ex.reserved);
             self.nodes[node].traffic.failed(now_ms);
             self.charge_failure(node, id, now_ms, || failure.describe().to_string());
-            self.release(node, reserved, 0.0, now_ms);
+            self.release(id, node, reserved, 0.0, now_ms);
         }
         self.next_attempt(id, now_ms)
     }
@@ -833,16 +902,19 @@ impl Router {
             }
         }
         self.nodes[node].today.add(day, tokens, cost);
-        self.release(node, ex.reserved, cost, now_ms);
+        self.release(id, node, ex.reserved, cost, now_ms);
     }
 
     /// Frees `node`'s capacity slot and settles its reservation at `cost`.
-    fn release(&mut self, node: usize, reserved: f64, cost: f64, now_ms: u64) {
+    fn release(&mut self, id: u64, node: usize, reserved: f64, cost: f64, now_ms: u64) {
         let day = self.config.budget_day.of(now_ms);
         let state = &mut self.nodes[node];
         state.in_flight = state.in_flight.saturating_sub(1);
         state.spend.settle(day, reserved, cost);
         state.spend_changed |= cost > 0.0;
+        if self.config.nodes[node].max_cost_per_day.is_some() {
+            self.settled.push(Settlement { id, node: self.config.nodes[node].id.clone(), day, cost });
+        }
     }
 }
 

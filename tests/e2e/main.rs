@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod cache;
+mod conformance;
 mod drills;
 mod fallback;
 mod geo;

@@ -1,0 +1,58 @@
+//! For the Workers build (`--features workers`): finds the config file that
+//! `wrangler.toml` names in `[vars] EDGE_ROUTER_CONFIG`, so that
+//! `src/workers/state.rs` can bundle it. `EDGE_ROUTER_CONFIG` in the build's
+//! environment overrides it. Other builds need nothing from here.
+
+use std::path::Path;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=EDGE_ROUTER_CONFIG");
+    println!("cargo:rerun-if-env-changed=CARGO_FEATURE_WORKERS");
+    if std::env::var_os("CARGO_FEATURE_WORKERS").is_none() {
+        return;
+    }
+    let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&root);
+    let wrangler = root.join("wrangler.toml");
+    println!("cargo:rerun-if-changed={}", wrangler.display());
+    let name = match std::env::var("EDGE_ROUTER_CONFIG") {
+        Ok(name) => name,
+        Err(_) => {
+            let text = std::fs::read_to_string(&wrangler).unwrap_or_else(|e| panic!("{}: {e}", wrangler.display()));
+            config_var(&text).unwrap_or_else(|| {
+                panic!(
+                    "{}: [vars] has no EDGE_ROUTER_CONFIG = \"FILE\" naming the config to bundle",
+                    wrangler.display()
+                )
+            })
+        }
+    };
+    let path = root.join(&name);
+    if !path.is_file() {
+        panic!("EDGE_ROUTER_CONFIG names {name}, which is not a file under {}", root.display());
+    }
+    println!("cargo:rerun-if-changed={}", path.display());
+    println!("cargo:rustc-env=EDGE_ROUTER_BUNDLED_CONFIG={}", path.display());
+    println!("cargo:rustc-env=EDGE_ROUTER_BUNDLED_NAME={name}");
+}
+
+/// The value of `EDGE_ROUTER_CONFIG` in the `[vars]` table of a wrangler.toml
+/// (a plain `key = "value"` line; that is all this needs of TOML).
+fn config_var(toml: &str) -> Option<String> {
+    let mut in_vars = false;
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_vars = line == "[vars]";
+            continue;
+        }
+        if !in_vars {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else { continue };
+        if key.trim() == "EDGE_ROUTER_CONFIG" {
+            let value = value.split('#').next()?.trim();
+            return Some(value.trim_matches('"').to_string());
+        }
+    }
+    None
+}

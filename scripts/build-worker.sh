@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds the Cloudflare Workers flavour into build/worker/ (wrangler.toml runs
+# this as its build command, so `npx wrangler deploy` and `wrangler dev` do too).
+# The tools come from scripts/worker-tools.sh: nothing is downloaded from
+# outside crates.io and npm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/worker-tools.sh
+export WASM_BINDGEN_BIN="$PWD/.tools/bin/wasm-bindgen"
+export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
+export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
+# A separate target folder: the workers feature changes the root crate, and
+# sharing target/ would rebuild the edge box's module after every Worker build.
+exec "$PWD/.tools/bin/worker-build" --release -- --locked -p edge-router --features workers --target-dir target/worker

@@ -1,0 +1,162 @@
+//! Daily budgets across all edge locations: the `BudgetLedger` Durable
+//! Object, one per node (named by the node id), holds the node's spending
+//! (`origin_fallback::Ledger`).
+//!
+//! Before a request goes to a node with a `max_cost_per_day`, the isolate
+//! reserves the router's estimate at the node's ledger; a refusal passes the
+//! node over (`Event::BudgetRefused`) as if the local budget were spent.
+//! When the attempt ends, its reservation is settled at the real cost. An
+//! isolate's own router still enforces its local view of the budget, which
+//! the ledger's answers keep up to date. If the ledger cannot be reached the
+//! request goes on under the local view (and the error is logged): budgets
+//! then hold per isolate until it answers again.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use origin_fallback::{Ledger, Reserved};
+use serde::{Deserialize, Serialize};
+use worker::{DurableObject, Env, Method, Request, RequestInit, Response, State, durable_object};
+
+use super::now_ms;
+use super::origin::Later;
+use super::state::Generation;
+use crate::wire::{Action, Event, Forward, Restore, Spend};
+
+/// The Durable Object binding in `wrangler.toml`.
+const BINDING: &str = "BUDGETS";
+/// How long a reservation holds when its settlement never comes.
+const RESERVATION_TTL_MS: u64 = 15 * 60 * 1000;
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Op {
+    Reserve { day: u32, amount: f64, limit: f64 },
+    Settle { token: u64, day: u32, cost: f64 },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    /// The reservation's token; `None` when refused (or for a settlement).
+    token: Option<u64>,
+    /// The node's settled spending today, across all isolates.
+    spent: f64,
+}
+
+/// The ledger as stored.
+#[derive(Serialize, Deserialize, Default)]
+struct Stored {
+    day: u32,
+    spent: f64,
+    open: Vec<(u64, f64, u64)>,
+    last_token: u64,
+}
+
+/// One node's spending across every edge location.
+#[durable_object(fetch)]
+pub struct BudgetLedger {
+    state: State,
+    ledger: RefCell<Option<Ledger>>,
+}
+
+impl DurableObject for BudgetLedger {
+    fn new(state: State, _env: Env) -> Self {
+        Self { state, ledger: RefCell::new(None) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let op: Op = match req.json().await {
+            Ok(op) => op,
+            Err(e) => return Response::error(format!("not a ledger operation: {e}"), 400),
+        };
+        if self.ledger.borrow().is_none() {
+            let stored: Stored = self.state.storage().get("ledger").await?.unwrap_or_default();
+            let loaded =
+                Ledger { day: stored.day, spent: stored.spent, open: stored.open, last_token: stored.last_token };
+            self.ledger.borrow_mut().get_or_insert(loaded);
+        }
+        let now = now_ms();
+        let (answer, stored) = {
+            let mut slot = self.ledger.borrow_mut();
+            let Some(ledger) = slot.as_mut() else { return Response::error("ledger not loaded", 500) };
+            let answer = match op {
+                Op::Reserve { day, amount, limit } => {
+                    match ledger.reserve(day, amount, limit, now, now + RESERVATION_TTL_MS) {
+                        Reserved::Granted { token, spent } => Answer { token: Some(token), spent },
+                        Reserved::Refused { spent } => Answer { token: None, spent },
+                    }
+                }
+                Op::Settle { token, day, cost } => Answer { token: None, spent: ledger.settle(token, day, cost, now) },
+            };
+            let stored = Stored {
+                day: ledger.day,
+                spent: ledger.spent,
+                open: ledger.open.clone(),
+                last_token: ledger.last_token,
+            };
+            (answer, stored)
+        };
+        // Durable Objects hold the answer until the write is durable (output gate).
+        self.state.storage().put("ledger", stored).await?;
+        Response::from_json(&answer)
+    }
+}
+
+thread_local! {
+    /// Each exchange's reservation token at its node's ledger.
+    static TOKENS: RefCell<HashMap<u64, u64>> = RefCell::new(HashMap::new());
+}
+
+async fn call(env: &Env, node: &str, op: &Op) -> worker::Result<Answer> {
+    let stub = env.durable_object(BINDING)?.id_from_name(node)?.get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(serde_json::to_string(op)?.into()));
+    let request = Request::new_with_init("https://ledger.invalid/", &init)?;
+    let mut response = stub.fetch_with_request(request).await?;
+    if response.status_code() != 200 {
+        let text = response.text().await.unwrap_or_default();
+        return Err(worker::Error::RustError(format!("the ledger answered {}: {text}", response.status_code())));
+    }
+    response.json().await
+}
+
+/// Reserves the attempt's estimate at its node's ledger. `Some` is the
+/// router's next action when the ledger refused.
+pub async fn reserve(generation: &Generation, env: &Env, id: u64, forward: &Forward) -> Option<Action> {
+    let claim = generation.router.borrow().reservation(id)?;
+    debug_assert_eq!(claim.node, forward.node);
+    let op = Op::Reserve { day: claim.day, amount: claim.amount, limit: claim.limit };
+    match call(env, &claim.node, &op).await {
+        Ok(Answer { token: Some(token), spent }) => {
+            TOKENS.with_borrow_mut(|t| t.insert(id, token));
+            let spent = vec![Spend { node: claim.node, day: claim.day, spent }];
+            generation.handle(Event::Restore(Restore { spent, ..Restore::default() }));
+            None
+        }
+        Ok(Answer { token: None, spent }) => {
+            Some(generation.handle(Event::BudgetRefused { id, spent, now_ms: now_ms() }))
+        }
+        Err(e) => {
+            worker::console_error!(
+                "edge-router: the budget ledger of {} failed, using this isolate's view: {e}",
+                claim.node
+            );
+            None
+        }
+    }
+}
+
+/// Settles, after the response, the reservations the router released.
+pub fn settle(generation: &Generation, env: &Env, later: &Later) {
+    let settled = generation.router.borrow_mut().take_settled();
+    for s in settled {
+        let Some(token) = TOKENS.with_borrow_mut(|t| t.remove(&s.id)) else { continue };
+        let env = env.clone();
+        later.run(async move {
+            let op = Op::Settle { token, day: s.day, cost: s.cost };
+            if let Err(e) = call(&env, &s.node, &op).await {
+                worker::console_error!("edge-router: settling at the budget ledger of {} failed: {e}", s.node);
+            }
+        });
+    }
+}

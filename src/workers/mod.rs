@@ -1,0 +1,158 @@
+//! The Cloudflare Workers flavour (`--features workers`, built by
+//! worker-build from `wrangler.toml`): a thin async driver that feeds the
+//! same [`Router`] the edge box runs and carries out its actions with
+//! Workers APIs (`fetch`, the Cache API, KV, a Durable Object).
+//!
+//! What differs from the edge box, and why, is in `docs/workers.md`:
+//! - the client's country is `request.cf.country`, the only trusted source;
+//! - origin API keys are Worker secrets, named per node by `api_key_env`;
+//! - the config is bundled at build time (the file `EDGE_ROUTER_CONFIG` in
+//!   `wrangler.toml` names), and a config in the KV namespace `CONFIG` under
+//!   the key `config` overrides it without a redeploy;
+//! - health, breakers, capacity and latencies are per isolate; daily budgets
+//!   are global, kept by the `BudgetLedger` Durable Object.
+
+mod budget;
+mod cache;
+mod origin;
+mod state;
+
+use std::rc::Rc;
+
+use worker::{Context, Env, Request, Response, event};
+
+use crate::error::{Explanation, RouterError};
+use crate::facts::Endpoint;
+use crate::geo::{Country, country_label};
+use crate::wire::{Action, Event, Header, RequestBody};
+
+pub use budget::BudgetLedger;
+
+/// Milliseconds since the Unix epoch (Workers advance it on I/O only).
+fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// A uniformly random `u64` for the router's weighted choices (which need
+/// spread, not secrecy): `Math.random` gives 53 bits, two of them fill it.
+fn random() -> u64 {
+    let half = || (worker::js_sys::Math::random() * 4_294_967_296.0) as u64;
+    (half() << 32) | half()
+}
+
+/// The Worker's entry point.
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    console_error_panic_hook::set_once();
+    let country = req.cf().and_then(|cf| cf.country()).as_deref().and_then(Country::parse);
+    match serve(req, &env, &ctx, country).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            worker::console_error!("edge-router: {e}");
+            Ok(router_error(&RouterError::Internal("the Worker failed to handle the request".into()), country))
+        }
+    }
+}
+
+/// A test hook: with the variable `EDGE_ROUTER_PANIC_PATH` set (never in a
+/// deployment), a request for that path panics, so the tests can check a
+/// panic is reported and answered with a JSON 500 (by `worker/entry.mjs`).
+fn panic_hook_requested(env: &Env, path: &str) -> bool {
+    env.var("EDGE_ROUTER_PANIC_PATH").is_ok_and(|v| !v.to_string().is_empty() && v.to_string() == path)
+}
+
+async fn serve(mut req: Request, env: &Env, ctx: &Context, country: Option<Country>) -> worker::Result<Response> {
+    let generation = match state::current(env).await {
+        Ok(g) => g,
+        Err(refused) => {
+            let e = RouterError::Internal(format!("the bundled config was refused: {refused}"));
+            return Ok(router_error(&e, country));
+        }
+    };
+    let url = req.url()?;
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    if panic_hook_requested(env, url.path()) {
+        panic!("edge-router: panic requested by EDGE_ROUTER_PANIC_PATH");
+    }
+    let method = req.method().to_string();
+    let endpoint = Endpoint::classify(&method, &target);
+    let limit = generation.router.borrow().config().server.max_body_bytes;
+    let declared = req.headers().get("content-length")?.and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(router_error(&RouterError::PayloadTooLarge { limit }, country));
+    }
+    let headers: Vec<Header> =
+        req.headers().entries().map(|(name, value)| Header { name, value: value.into_bytes() }).collect();
+    let has_body = declared.is_some_and(|n| n > 0) || req.headers().has("transfer-encoding")?;
+    let (body, original, stream) = if endpoint == Endpoint::Other && has_body {
+        (RequestBody::Streamed, Rc::<[u8]>::from(Vec::new()), req.inner().body())
+    } else {
+        let bytes = match req.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let e = RouterError::BadRequest(format!("the request body could not be read: {e}"));
+                return Ok(router_error(&e, country));
+            }
+        };
+        if bytes.len() as u64 > limit {
+            return Ok(router_error(&RouterError::PayloadTooLarge { limit }, country));
+        }
+        (RequestBody::Buffered(bytes.clone()), Rc::from(bytes), None)
+    };
+    let id = state::next_id();
+    let action = generation.handle(Event::Request {
+        id,
+        method: method.clone(),
+        target,
+        headers: headers.clone(),
+        country: country.map(|c| c.to_string()),
+        body,
+        now_ms: now_ms(),
+        random: random(),
+    });
+    let later = origin::Later::open(ctx);
+    let exchange = origin::Exchange {
+        generation: generation.clone(),
+        env: env.clone(),
+        later: later.clone(),
+        id,
+        headers,
+        original,
+        stream,
+        country,
+        finish: Some(origin::Finish::new(generation.clone(), id, later, env.clone())),
+    };
+    let action = match action {
+        Action::Lookup(lookup) => match cache::look_up(&lookup).await {
+            Some(hit) => {
+                exchange.cache_hit();
+                return Ok(hit);
+            }
+            None => generation.handle(Event::CacheMiss { id, now_ms: now_ms() }),
+        },
+        other => other,
+    };
+    exchange.route(action).await
+}
+
+/// An answer the Worker gives itself, with the explanation headers.
+fn router_error(error: &RouterError, country: Option<Country>) -> Response {
+    let country = country_label(country);
+    let extra = Explanation { node: "-", rule: "-", attempts: 0, country: &country }.headers();
+    let (status, headers, body) = error.to_response(extra);
+    respond(status, &headers, body)
+}
+
+/// A complete response.
+fn respond(status: u16, headers: &[Header], body: Vec<u8>) -> Response {
+    let out = worker::Headers::new();
+    for h in headers {
+        if let Ok(value) = std::str::from_utf8(&h.value) {
+            let _ = out.set(&h.name, value);
+        }
+    }
+    Response::builder().with_status(status).with_headers(out).fixed(body)
+}

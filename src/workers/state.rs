@@ -1,0 +1,183 @@
+//! The isolate's router and where its config comes from.
+//!
+//! The config bundled at build time is in force until the KV namespace
+//! `CONFIG` holds another one under the key `config`. The isolate looks at
+//! that key at most every `CONFIG_REFRESH_SECONDS` (30 by default). A config
+//! from KV that does not load is refused with its errors logged, and the last
+//! good one stays in force; deleting the key brings the bundled one back.
+//!
+//! Each accepted config makes a new [`Generation`]: a router of its own.
+//! Requests hold the generation they started with, so an exchange in flight
+//! finishes on the router that knows it, and the settled spending is handed
+//! to the next generation (`Event::Restore`) so a config change does not
+//! reset local budgets.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use worker::Env;
+
+use crate::config::RouterConfig;
+use crate::machine::Router;
+use crate::wire::{Action, Event, Notice, Restore, Spend};
+
+/// The config compiled into the Worker (see `build.rs`).
+const BUNDLED: &str = include_str!(env!("EDGE_ROUTER_BUNDLED_CONFIG"));
+/// Its file name as `wrangler.toml` gives it, for error messages.
+const BUNDLED_NAME: &str = env!("EDGE_ROUTER_BUNDLED_NAME");
+/// The KV binding and key of the override.
+const KV_BINDING: &str = "CONFIG";
+const KV_KEY: &str = "config";
+/// How often the isolate sends the router a `Tick`.
+const TICK_MS: u64 = 1000;
+
+/// One router and the requests it has seen.
+pub struct Generation {
+    pub router: RefCell<Router>,
+    last_tick_ms: Cell<u64>,
+}
+
+impl Generation {
+    fn new(config: RouterConfig, kept: &BTreeMap<String, Spend>) -> Rc<Self> {
+        let mut router = Router::new(config);
+        if !kept.is_empty() {
+            router.handle(Event::Restore(Restore { spent: kept.values().cloned().collect(), ..Restore::default() }));
+        }
+        Rc::new(Self { router: RefCell::new(router), last_tick_ms: Cell::new(0) })
+    }
+
+    /// Feeds the router one event; logs the health changes it reports and
+    /// keeps the spending it settled.
+    pub fn handle(&self, event: Event) -> Action {
+        let mut router = self.router.borrow_mut();
+        let now = super::now_ms();
+        if now.saturating_sub(self.last_tick_ms.get()) >= TICK_MS {
+            self.last_tick_ms.set(now);
+            router.handle(Event::Tick { now_ms: now });
+        }
+        let action = router.handle(event);
+        for notice in router.take_notices() {
+            match notice {
+                Notice::Unhealthy { node, reason, probe_in_ms } => worker::console_warn!(
+                    "edge-router: node {node} is unhealthy in this isolate ({reason}); a probe may go in {probe_in_ms} ms"
+                ),
+                Notice::Probing { node } => worker::console_log!("edge-router: probing node {node}"),
+                Notice::Healthy { node } => worker::console_log!("edge-router: node {node} is healthy again"),
+            }
+        }
+        let spent = router.take_spent();
+        if !spent.is_empty() {
+            ISOLATE.with_borrow_mut(|isolate| {
+                if let Some(isolate) = isolate {
+                    for s in spent {
+                        isolate.kept.insert(s.node.clone(), s);
+                    }
+                }
+            });
+        }
+        action
+    }
+}
+
+struct Isolate {
+    current: Rc<Generation>,
+    /// The text of the config in force.
+    text: String,
+    /// A KV text that was refused, so it is not loaded again on every check.
+    refused: Option<String>,
+    checked_ms: u64,
+    /// The latest settled spending of each node, for the next generation.
+    kept: BTreeMap<String, Spend>,
+}
+
+thread_local! {
+    static ISOLATE: RefCell<Option<Isolate>> = const { RefCell::new(None) };
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+/// An id no other request of this isolate has, whichever router it goes to.
+pub fn next_id() -> u64 {
+    NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    })
+}
+
+/// The router requests should use now: the bundled config's on the first
+/// request, replaced when the KV override changed. `Err` only when the
+/// bundled config itself does not load (and nothing better is known).
+pub async fn current(env: &Env) -> Result<Rc<Generation>, String> {
+    let now = super::now_ms();
+    let due = ISOLATE.with_borrow(|isolate| match isolate {
+        None => true,
+        Some(i) => now.saturating_sub(i.checked_ms) >= refresh_ms(env),
+    });
+    if due {
+        let override_text = read_override(env).await;
+        ISOLATE.with_borrow_mut(|isolate| adopt(isolate, override_text, now))?;
+    }
+    ISOLATE.with_borrow(|isolate| isolate.as_ref().map(|i| i.current.clone())).ok_or_else(|| "no config".to_string())
+}
+
+fn refresh_ms(env: &Env) -> u64 {
+    env.var("CONFIG_REFRESH_SECONDS")
+        .ok()
+        .and_then(|v| v.to_string().trim().parse::<u64>().ok())
+        .unwrap_or(30)
+        .saturating_mul(1000)
+}
+
+/// The override's text; `None` when there is no KV binding or no key.
+async fn read_override(env: &Env) -> Option<String> {
+    let kv = env.kv(KV_BINDING).ok()?;
+    match kv.get(KV_KEY).text().await {
+        Ok(text) => text,
+        Err(e) => {
+            worker::console_error!("edge-router: reading the config from KV failed, keeping the one in force: {e}");
+            None
+        }
+    }
+}
+
+/// Puts the config that should be in force in place, given the override's text.
+fn adopt(isolate: &mut Option<Isolate>, override_text: Option<String>, now: u64) -> Result<(), String> {
+    let (text, from_kv) = match override_text {
+        Some(text) => (text, true),
+        None => (BUNDLED.to_string(), false),
+    };
+    if let Some(i) = isolate.as_mut() {
+        i.checked_ms = now;
+        if i.text == text || i.refused.as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+    }
+    let file = if from_kv { format!("kv:{KV_BINDING}/{KV_KEY}") } else { BUNDLED_NAME.to_string() };
+    match RouterConfig::load(&file, &text) {
+        Ok(config) => {
+            let (nodes, rules) = (config.nodes.len(), config.rules.len());
+            let kept = isolate.take().map(|i| i.kept).unwrap_or_default();
+            worker::console_log!("edge-router: config {file} in force ({nodes} nodes, {rules} rules)");
+            *isolate =
+                Some(Isolate { current: Generation::new(config, &kept), text, refused: None, checked_ms: now, kept });
+            Ok(())
+        }
+        Err(errors) => {
+            worker::console_error!("edge-router: config {file} refused, the one in force stays:\n{errors}");
+            match isolate.as_mut() {
+                Some(i) => {
+                    i.refused = Some(text);
+                    Ok(())
+                }
+                // A refused override with nothing in force yet: fall back to the bundled config.
+                None if from_kv => adopt(isolate, None, now).inspect(|()| {
+                    if let Some(i) = isolate.as_mut() {
+                        i.refused = Some(text);
+                    }
+                }),
+                None => Err(errors.to_string()),
+            }
+        }
+    }
+}
