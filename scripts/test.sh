@@ -2,6 +2,7 @@
 # The README's second command: the whole test suite, from a fresh clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 bash scripts/build-module.sh
 echo "== format and lints"
 cargo fmt --all -- --check
@@ -14,3 +15,9 @@ done
 echo "== unit, property and end-to-end tests, and the load drill (bench/tests/drill.rs)"
 EDGE_ROUTER_MODULE="$PWD/target/wasm32-unknown-unknown/release/edge_router.wasm" \
   cargo test --locked --workspace
+echo "== the Cloudflare Workers build: lints, the upload wrangler would deploy, its size budget"
+bash scripts/worker-tools.sh
+cargo clippy --locked -p edge-router --target wasm32-unknown-unknown --features workers -- -D warnings
+bash scripts/worker-bundle.sh
+echo "== the conformance scenarios and the Workers tests in workerd (Miniflare)"
+node --test tests/workers/

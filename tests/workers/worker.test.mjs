@@ -1,0 +1,198 @@
+// What only the Workers build does: config from the bundle and from KV,
+// origin keys from Worker secrets, budgets shared through the BudgetLedger
+// Durable Object, streaming through workerd, and a JSON 500 after a panic.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { scriptedOrigin, send, startWorker } from "./harness.mjs";
+
+const chat = (extra = {}) =>
+  JSON.stringify({ model: "m", messages: [{ role: "user", content: "hello there" }], ...extra });
+const config = (nodes, extra = {}) => JSON.stringify({ nodes, ...extra });
+const node = (id, url, extra = {}) => ({ id, type: "cloud", host: url, ...extra });
+
+test("without a KV config the bundled one (worker/config.yaml) is in force", async () => {
+  const mf = await startWorker();
+  try {
+    const r = await send(mf, { country: "KP", body: chat() });
+    assert.equal(r.status, 451, r.text);
+    assert.equal(JSON.parse(r.text).error.type, "geofence_denied");
+  } finally {
+    await mf.dispose();
+  }
+});
+
+test("a config in KV replaces the bundled one; a bad one is refused and the last good one stays", async () => {
+  const a = await scriptedOrigin("a");
+  const b = await scriptedOrigin("b");
+  const mf = await startWorker({ config: config([node("a", a.url)]) });
+  try {
+    const kv = await mf.getKVNamespace("CONFIG");
+    assert.equal((await send(mf, { country: "KP", body: chat() })).headers.get("x-edge-node"), "a");
+
+    await kv.put("config", config([node("b", b.url)]));
+    assert.equal((await send(mf, { country: "US", body: chat() })).headers.get("x-edge-node"), "b");
+
+    // Unknown field and a dangling fallback: refused as a whole, b stays in force.
+    await kv.put("config", JSON.stringify({ nodes: [node("a", a.url, { colour: "red" })], routing: { rules: [{ match: { type: "*" }, target: "a", fallback: ["ghost"] }] } }));
+    const kept = await send(mf, { country: "US", body: chat() });
+    assert.equal(kept.status, 200, kept.text);
+    assert.equal(kept.headers.get("x-edge-node"), "b");
+
+    // Deleting the key brings the bundled config back (it denies KP).
+    await kv.delete("config");
+    assert.equal((await send(mf, { country: "KP", body: chat() })).status, 451);
+  } finally {
+    await mf.dispose();
+    a.close();
+    b.close();
+  }
+});
+
+test("origin keys come from Worker secrets; client keys never reach the origin", async () => {
+  const a = await scriptedOrigin("a");
+  const mf = await startWorker({
+    config: config([node("a", a.url, { api_key_env: "ORIGIN_A_KEY" })], {
+      auth: { required: true, keys: [{ sha256: await sha256("sk-client-1"), tier: "std", tenant: "t" }] },
+    }),
+    bindings: { ORIGIN_A_KEY: "sk-origin-secret" },
+  });
+  try {
+    const refused = await send(mf, { country: "US", body: chat() });
+    assert.equal(refused.status, 401, refused.text);
+    const r = await send(mf, { country: "US", body: chat(), headers: { authorization: "Bearer sk-client-1" } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(a.seen.length, 1);
+    assert.equal(a.seen[0].headers.authorization, "Bearer sk-origin-secret");
+    assert.ok(!JSON.stringify(a.seen[0]).includes("sk-client-1"), "the client's key reached the origin");
+    assert.ok(!r.text.includes("sk-origin-secret") && !JSON.stringify([...r.headers]).includes("sk-origin-secret"));
+  } finally {
+    await mf.dispose();
+    a.close();
+  }
+});
+
+test("a daily budget spent at another edge location is enforced here (BudgetLedger)", async () => {
+  const a = await scriptedOrigin("a");
+  const b = await scriptedOrigin("b");
+  const budgeted = node("a", a.url, { cost_per_1k_tokens: 1, max_cost_per_day: 50 });
+  const mf = await startWorker({
+    config: config([budgeted, node("b", b.url)], {
+      routing: { rules: [{ name: "chain", match: { type: "*" }, target: "a", fallback: ["b"] }] },
+    }),
+  });
+  try {
+    const ledger = await ledgerOf(mf, "a");
+    const day = Math.floor(Date.now() / 86_400_000);
+    // Another location spends 100 of a's 50 today.
+    const held = await ledger({ op: "reserve", day, amount: 100, limit: 1e9 });
+    assert.equal((await ledger({ op: "settle", token: held.token, day, cost: 100 })).spent, 100);
+
+    const r = await send(mf, { country: "US", body: chat() });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers.get("x-edge-node"), "b");
+    assert.equal(r.headers.get("x-edge-attempts"), "1", "the refused reservation is not an attempt");
+    assert.equal(a.seen.length, 0, "the over-budget node got the request");
+  } finally {
+    await mf.dispose();
+    a.close();
+    b.close();
+  }
+});
+
+test("a metered answer's cost is settled at the node's ledger", async () => {
+  const a = await scriptedOrigin("a");
+  const mf = await startWorker({ config: config([node("a", a.url, { cost_per_1k_tokens: 2, max_cost_per_day: 50 })]) });
+  try {
+    const r = await send(mf, { country: "US", body: chat() });
+    assert.equal(r.status, 200, r.text);
+    const ledger = await ledgerOf(mf, "a");
+    const day = Math.floor(Date.now() / 86_400_000);
+    // usage says 10 tokens at 2 per 1k: 0.02, settled after the response (waitUntil).
+    let spent = 0;
+    for (let i = 0; i < 50 && spent === 0; i++) {
+      spent = (await ledger({ op: "reserve", day, amount: 0, limit: 1e9 })).spent;
+      if (spent === 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(Math.abs(spent - 0.02) < 1e-9, `the ledger holds ${spent}`);
+  } finally {
+    await mf.dispose();
+    a.close();
+  }
+});
+
+test("SSE chunks reach the client as the origin sends them", async () => {
+  const gapMs = 300;
+  const origin = http.createServer((req, res) => {
+    req.resume();
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    let n = 0;
+    const tick = () => {
+      if (n === 3) return res.end("data: [DONE]\n\n");
+      res.write(`data: {"n":${n++}}\n\n`);
+      setTimeout(tick, gapMs);
+    };
+    tick();
+  });
+  await new Promise((r) => origin.listen(0, "127.0.0.1", r));
+  const url = `http://127.0.0.1:${origin.address().port}`;
+  const mf = await startWorker({ config: config([node("a", url)]) });
+  try {
+    const started = Date.now();
+    const res = await mf.dispatchFetch("https://edge.example/v1/chat/completions", {
+      method: "POST",
+      body: chat({ stream: true }),
+      headers: { "content-type": "application/json" },
+      cf: { country: "US" },
+    });
+    assert.equal(res.status, 200);
+    const reader = res.body.getReader();
+    const first = await reader.read();
+    const firstAt = Date.now() - started;
+    assert.match(new TextDecoder().decode(first.value), /"n":0/);
+    let rest = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      rest += new TextDecoder().decode(value);
+    }
+    const total = Date.now() - started;
+    assert.match(rest, /\[DONE\]/);
+    assert.ok(firstAt < total - 2 * gapMs + 100, `first chunk after ${firstAt} ms of ${total} ms: buffered`);
+  } finally {
+    await mf.dispose();
+    origin.close();
+  }
+});
+
+test("a panic in the router is reported and answered with a JSON 500; the next request works", async () => {
+  const a = await scriptedOrigin("a");
+  const mf = await startWorker({ config: config([node("a", a.url)]), bindings: { EDGE_ROUTER_PANIC_PATH: "/v1/panic" } });
+  try {
+    const r = await send(mf, { path: "/v1/panic", country: "DE", method: "GET" });
+    assert.equal(r.status, 500, r.text);
+    assert.equal(JSON.parse(r.text).error.type, "internal_error");
+    assert.equal(r.headers.get("x-edge-country"), "DE");
+    const next = await send(mf, { country: "DE", body: chat() });
+    assert.equal(next.status, 200, next.text);
+  } finally {
+    await mf.dispose();
+    a.close();
+  }
+});
+
+/** Calls the BudgetLedger of `node` directly, as another edge location's isolate would. */
+async function ledgerOf(mf, node) {
+  const ns = await mf.getDurableObjectNamespace("BUDGETS");
+  const stub = ns.get(ns.idFromName(node));
+  return async (op) => {
+    const res = await stub.fetch("https://ledger.invalid/", { method: "POST", body: JSON.stringify(op) });
+    assert.equal(res.status, 200);
+    return res.json();
+  };
+}
+
+async function sha256(text) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
