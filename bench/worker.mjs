@@ -1,0 +1,147 @@
+// Workers benchmark (bash bench/worker.sh): the built Worker (dist/) and a
+// plain pass-through Worker (bench/worker/passthrough.mjs), each in its own
+// workerd through Miniflare, measured in the same run against the same
+// origin on 127.0.0.1:
+//   - start: a fresh workerd until it is ready to serve (process start,
+//     loading the script: for the router, compiling and instantiating its
+//     wasm module). The pass-through Worker's start is the same minus the
+//     module, so the difference is the module's instantiation. (Node 20's V8
+//     cannot compile the module on its own to time it alone: it lacks the
+//     reference types wasm-bindgen emits.) Median of ROUNDS;
+//   - first request: the first answer of a fresh instance (for the router,
+//     loading its config), median of ROUNDS;
+//   - CPU per request: utime+stime of the workerd process over REQUESTS
+//     requests at CONCURRENCY, median of ROUNDS.
+import http from "node:http";
+import { readFileSync, readdirSync } from "node:fs";
+import { Miniflare } from "miniflare";
+
+const ROUNDS = Number(process.env.ROUNDS ?? 5);
+const REQUESTS = Number(process.env.REQUESTS ?? 2000);
+const CONCURRENCY = Number(process.env.CONCURRENCY ?? 8);
+const ROOT = new URL("../", import.meta.url);
+const DIST = new URL("dist/", ROOT).pathname;
+const COMPATIBILITY_DATE = readFileSync(new URL("wrangler.toml", ROOT), "utf8").match(/^compatibility_date\s*=\s*"([^"]+)"/m)[1];
+const CLK_TCK = 100;
+
+const completion = JSON.stringify({
+  id: "cmpl-bench", object: "chat.completion", model: "m",
+  choices: [{ index: 0, message: { role: "assistant", content: "hello from the bench origin" }, finish_reason: "stop" }],
+  usage: { prompt_tokens: 12, completion_tokens: 8, total_tokens: 20 },
+});
+const origin = http.createServer((req, res) => {
+  req.resume();
+  req.on("end", () => {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(completion);
+  });
+});
+await new Promise((r) => origin.listen(0, "127.0.0.1", r));
+const originUrl = `http://127.0.0.1:${origin.address().port}`;
+const routerConfig = JSON.stringify({
+  nodes: [{ id: "origin", type: "cloud", host: originUrl, models: ["m"] }],
+  routing: { rules: [{ name: "all", match: { type: "*" }, target: "origin" }] },
+});
+const body = JSON.stringify({ model: "m", messages: [{ role: "user", content: "Say hello to the benchmark." }], max_tokens: 16 });
+
+const options = {
+  router: {
+    modules: true, scriptPath: DIST + "entry.js", modulesRoot: DIST,
+    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+    compatibilityDate: COMPATIBILITY_DATE, kvNamespaces: ["CONFIG"],
+    durableObjects: { BUDGETS: "BudgetLedger" }, bindings: { CONFIG_REFRESH_SECONDS: "3600" },
+  },
+  passthrough: {
+    modules: true, scriptPath: new URL("bench/worker/passthrough.mjs", ROOT).pathname,
+    compatibilityDate: COMPATIBILITY_DATE, bindings: { ORIGIN: originUrl },
+  },
+};
+const prepare = {
+  router: async (mf) => (await mf.getKVNamespace("CONFIG")).put("config", routerConfig),
+  passthrough: async () => {},
+};
+
+async function request(mf) {
+  const res = await mf.dispatchFetch("https://edge.example/v1/chat/completions", {
+    method: "POST", body, headers: { "content-type": "application/json" }, cf: { country: "US" },
+  });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`status ${res.status}: ${text}`);
+}
+
+/** Pids of the workerd processes started by this process. */
+function workerdPids() {
+  const pids = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (stat.includes("(workerd)") && Number(fields[1]) === process.pid) pids.push(Number(entry));
+    } catch {}
+  }
+  return pids;
+}
+
+function cpuMs(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return (ticks * 1000) / CLK_TCK;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const results = {
+  router: { start: [], first: [], cpu: [], rps: [] },
+  passthrough: { start: [], first: [], cpu: [], rps: [] },
+};
+
+for (let round = 0; round < ROUNDS; round++) {
+  for (const name of Object.keys(options)) {
+    const before = new Set(workerdPids());
+    const t0 = performance.now();
+    const mf = new Miniflare(options[name]);
+    await mf.ready;
+    results[name].start.push(performance.now() - t0);
+    await prepare[name](mf);
+    const t1 = performance.now();
+    await request(mf);
+    results[name].first.push(performance.now() - t1);
+    const pids = workerdPids().filter((p) => !before.has(p));
+    for (let i = 0; i < 200; i++) await request(mf); // warm up
+    const cpu0 = cpuMs(pids);
+    const t2 = performance.now();
+    let sent = 0;
+    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+      while (sent < REQUESTS) {
+        sent++;
+        await request(mf);
+      }
+    }));
+    const wall = performance.now() - t2;
+    results[name].cpu.push(((cpuMs(pids) - cpu0) * 1000) / REQUESTS);
+    results[name].rps.push((REQUESTS * 1000) / wall);
+    await mf.dispose();
+  }
+}
+
+const wasm = readFileSync(DIST + readdirSync(DIST).find((f) => f.endsWith(".wasm")));
+origin.close();
+
+const row = (name) => {
+  const r = results[name];
+  const cells = [r.start, r.first, r.cpu, r.rps].map((xs) => median(xs).toFixed(0));
+  return `| ${name} | ${cells.join(" | ")} |`;
+};
+console.log(`rounds ${ROUNDS}, ${REQUESTS} requests at ${CONCURRENCY} concurrent per round; medians`);
+console.log("| worker | start ms | first request ms | workerd CPU µs/req | req/s |");
+console.log("| --- | ---: | ---: | ---: | ---: |");
+console.log(row("router"));
+console.log(row("passthrough"));
+const cpu = (n) => median(results[n].cpu);
+console.log(`router / passthrough CPU per request: ${(cpu("router") / cpu("passthrough")).toFixed(2)}x (router adds ${(cpu("router") - cpu("passthrough")).toFixed(0)} µs)`);
+const extra = median(results.router.start) - median(results.passthrough.start);
+console.log(`module instantiation (router start beyond the pass-through's): ${extra.toFixed(0)} ms; wasm module ${(wasm.length / 1024).toFixed(0)} KiB`);

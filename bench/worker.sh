@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Workers benchmark: the compressed upload size (as wrangler reports it),
+# then bench/worker.mjs (cold start, wasm compile, workerd CPU per request of
+# the router against a plain pass-through Worker, in the same run).
+# Knobs: ROUNDS (5), REQUESTS (2000), CONCURRENCY (8).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/worker-bundle.sh | grep -E '^(Total Upload|worker-upload-gzip-kib)'
+node bench/worker.mjs
