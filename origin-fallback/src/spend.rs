@@ -125,10 +125,14 @@ pub enum Reserved {
 }
 
 impl Ledger {
+    /// Moves to `day` if it is later: spending starts again from zero, and
+    /// the old day's reservations go (their settlements are of that day and
+    /// are dropped).
     fn roll(&mut self, day: u32, now_ms: u64) {
         if day > self.day {
             self.day = day;
             self.spent = 0.0;
+            self.open.clear();
         }
         self.open.retain(|&(_, _, expires_ms)| expires_ms > now_ms);
     }
@@ -183,8 +187,10 @@ mod tests {
         let Reserved::Granted { token, .. } = ledger.reserve(3, 1.0, 10.0, 600, 2_000) else { panic!() };
         assert_eq!(ledger.settle(token, 3, 7.5, 700), 7.5);
         assert_eq!(ledger.reserve(3, 2.0, 10.0, 800, 2_000), Reserved::Refused { spent: 7.5 });
-        // The next day: spending starts again; a late settlement of the old day is dropped.
-        assert!(matches!(ledger.reserve(4, 8.0, 10.0, 900, 3_000), Reserved::Granted { spent, .. } if spent == 0.0));
+        // The next day: spending and the old day's reservations (2.5 still
+        // open) start again; a late settlement of the old day is dropped.
+        assert!(matches!(ledger.reserve(3, 0.5, 10.0, 850, 3_000), Reserved::Granted { .. }));
+        assert!(matches!(ledger.reserve(4, 9.5, 10.0, 900, 3_000), Reserved::Granted { spent, .. } if spent == 0.0));
         assert_eq!(ledger.settle(99, 3, 5.0, 950), 0.0);
     }
 

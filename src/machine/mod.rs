@@ -181,8 +181,9 @@ pub struct Router {
     /// Requests answered from the edge cache.
     cache_hits: u64,
     /// Reservations of budgeted nodes released since the last call of
-    /// `take_settled`.
+    /// `take_settled`, kept only once `record_settlements` was called.
     settled: Vec<Settlement>,
+    recording_settlements: bool,
 }
 
 /// What a request's reservation at a node with a daily budget is, for a
@@ -254,7 +255,16 @@ impl Router {
             rules: BTreeMap::new(),
             cache_hits: 0,
             settled: Vec::new(),
+            recording_settlements: false,
         }
+    }
+
+    /// Makes the router keep a [`Settlement`] for every released
+    /// reservation at a budgeted node, for a host that reserves at a shared
+    /// ledger too (the Workers build). Such a host must drain them with
+    /// `take_settled`; others never call this, and nothing is kept.
+    pub fn record_settlements(&mut self) {
+        self.recording_settlements = true;
     }
 
     /// The reservation the current attempt of exchange `id` holds, if its
@@ -912,7 +922,7 @@ impl Router {
         state.in_flight = state.in_flight.saturating_sub(1);
         state.spend.settle(day, reserved, cost);
         state.spend_changed |= cost > 0.0;
-        if self.config.nodes[node].max_cost_per_day.is_some() {
+        if self.recording_settlements && self.config.nodes[node].max_cost_per_day.is_some() {
             self.settled.push(Settlement { id, node: self.config.nodes[node].id.clone(), day, cost });
         }
     }

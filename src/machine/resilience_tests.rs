@@ -118,6 +118,55 @@ fn spending_is_reserved_then_settled_from_usage_and_the_budget_skips_the_node() 
 }
 
 #[test]
+fn a_shared_ledger_reserves_what_the_router_reserved_and_is_told_what_each_attempt_cost() {
+    let mut r = router(CHAIN);
+    assert!(r.take_settled().is_empty());
+    // Not recording: a host without a shared ledger is never handed settlements.
+    assert_eq!(node_of(&r.handle(request(1, 1_000, 0, 93))), "a");
+    r.handle(finished(1, None, 1_010));
+    assert!(r.take_settled().is_empty(), "kept without record_settlements");
+
+    let mut r = router(CHAIN);
+    r.record_settlements();
+    assert_eq!(node_of(&r.handle(request(2, 1_000, 0, 93))), "a");
+    let claim = r.reservation(2).unwrap_or_else(|| panic!("a has a budget"));
+    assert_eq!(claim, BudgetClaim { node: "a".into(), day: 0, amount: 0.2, limit: 1.05 });
+    // A failed attempt settles at nothing; the fallback b has no budget, so no claim.
+    assert_eq!(node_of(&r.handle(Event::OriginFailed { id: 2, failure: Failure::Connect, now_ms: 1_010 })), "b");
+    assert_eq!(r.reservation(2), None);
+    r.handle(finished(2, None, 1_020));
+    assert_eq!(r.take_settled(), [Settlement { id: 2, node: "a".into(), day: 0, cost: 0.0 }]);
+    // A delivered answer settles at its usage: 300 tokens at 2.0 per 1k.
+    assert_eq!(node_of(&r.handle(request(3, 2_000, 0, 93))), "a");
+    r.handle(head(3, 200, None, 2_010));
+    r.handle(finished(3, Some(Usage { prompt_tokens: 100, completion_tokens: 200 }), 2_020));
+    let settled = r.take_settled();
+    assert_eq!(settled.len(), 1);
+    assert!((settled[0].cost - 0.6).abs() < 1e-9 && settled[0].id == 3, "{settled:?}");
+    assert!(r.take_settled().is_empty(), "told once");
+}
+
+#[test]
+fn a_refusal_by_the_shared_ledger_passes_the_node_over_without_charging_its_health() {
+    let mut r = router(&format!("{CHAIN}health_check: {{unhealthy_threshold: 1}}\n"));
+    r.record_settlements();
+    assert_eq!(node_of(&r.handle(request(1, 1_000, 0, 93))), "a");
+    // Other routers spent 1.0 of a's 1.05: the refused attempt is not counted.
+    let Action::Forward(f) = r.handle(Event::BudgetRefused { id: 1, spent: 1.0, now_ms: 1_010 }) else {
+        panic!("expected the fallback")
+    };
+    assert_eq!((f.node.as_str(), f.attempt, f.explain.attempts), ("b", 1, 1));
+    r.handle(head(1, 200, None, 1_020));
+    r.handle(finished(1, None, 1_030));
+    assert_eq!(r.health()[0], BreakerState::Closed { failures: 0 }, "a budget refusal is not a failure");
+    // This router now knows a's spending: 1.0 + 0.2 would pass 1.05, so b directly.
+    assert_eq!(node_of(&r.handle(request(2, 2_000, 0, 93))), "b");
+    assert_eq!(r.reservation(2), None);
+    let (_, status) = json_of(r.handle(Event::Status { now_ms: 2_010 }));
+    assert_eq!(status["nodes"][0]["today"]["reserved"], 0.0, "the refused reservation was released");
+}
+
+#[test]
 fn with_every_candidate_over_budget_the_answer_says_when_budgets_reset() {
     let mut r = router(&CHAIN.replace("fallback: [b]", "fallback: []"));
     r.handle(Event::Restore(Restore {

@@ -25,6 +25,7 @@ use crate::error::{Explanation, RouterError};
 use crate::facts::Endpoint;
 use crate::geo::{Country, country_label};
 use crate::wire::{Action, Event, Header, RequestBody};
+use cache::Looked;
 
 pub use budget::BudgetLedger;
 
@@ -65,7 +66,9 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context, country: Option<Count
     let generation = match state::current(env).await {
         Ok(g) => g,
         Err(refused) => {
-            let e = RouterError::Internal(format!("the bundled config was refused: {refused}"));
+            // The details go to the log, not to clients.
+            worker::console_error!("edge-router: the bundled config was refused:\n{refused}");
+            let e = RouterError::Internal("the Worker's config was refused; its log says why".into());
             return Ok(router_error(&e, country));
         }
     };
@@ -77,7 +80,8 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context, country: Option<Count
     if panic_hook_requested(env, url.path()) {
         panic!("edge-router: panic requested by EDGE_ROUTER_PANIC_PATH");
     }
-    let method = req.method().to_string();
+    // Not `req.method()`: worker's Method turns methods it does not know into GET.
+    let method = req.inner().method();
     let endpoint = Endpoint::classify(&method, &target);
     let limit = generation.router.borrow().config().server.max_body_bytes;
     let declared = req.headers().get("content-length")?.and_then(|v| v.parse::<u64>().ok());
@@ -106,7 +110,7 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context, country: Option<Count
     let action = generation.handle(Event::Request {
         id,
         method: method.clone(),
-        target,
+        target: target.clone(),
         headers: headers.clone(),
         country: country.map(|c| c.to_string()),
         body,
@@ -114,24 +118,44 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context, country: Option<Count
         random: random(),
     });
     let later = origin::Later::open(ctx);
-    let exchange = origin::Exchange {
+    let mut exchange = origin::Exchange {
         generation: generation.clone(),
         env: env.clone(),
         later: later.clone(),
         id,
+        method: method.clone(),
+        target,
         headers,
         original,
         stream,
         country,
-        finish: Some(origin::Finish::new(generation.clone(), id, later, env.clone())),
+        finish: Some(origin::Finish::new(generation.clone(), id, later.clone(), env.clone())),
+        stale: None,
     };
+    let miss = || generation.handle(Event::CacheMiss { id, now_ms: now_ms() });
     let action = match action {
-        Action::Lookup(lookup) => match cache::look_up(&lookup).await {
-            Some(hit) => {
+        Action::Lookup(lookup) => match cache::look_up(&lookup, &exchange.headers, method == "HEAD").await {
+            Looked::Hit(hit) => {
                 exchange.cache_hit();
                 return Ok(hit);
             }
-            None => generation.handle(Event::CacheMiss { id, now_ms: now_ms() }),
+            Looked::Stale { response, entry } => {
+                // stale-while-revalidate: the client gets the stale answer
+                // now, and the same exchange revalidates it after.
+                exchange.stale = Some(origin::Stale { entry, if_error: true });
+                let action = miss();
+                later.run(async move {
+                    if let Ok(mut refreshed) = exchange.route(action).await {
+                        let _ = refreshed.bytes().await;
+                    }
+                });
+                return Ok(response);
+            }
+            Looked::Revalidate { entry, if_error } => {
+                exchange.stale = Some(origin::Stale { entry, if_error });
+                miss()
+            }
+            Looked::Miss => miss(),
         },
         other => other,
     };

@@ -6,14 +6,14 @@ use std::time::Duration;
 use futures_util::future::{Either, LocalBoxFuture, select};
 use futures_util::{FutureExt, StreamExt};
 use worker::wasm_bindgen::JsValue;
-use worker::{AbortController, ByteStream, Context, Delay, Env, Fetch, Headers, Request, RequestInit, Response};
+use worker::{AbortController, ByteStream, Context, Delay, Env, Fetch, Headers, Request, Response};
 
 use super::state::Generation;
 use super::{cache, now_ms, respond, router_error};
 use crate::error::RouterError;
 use crate::geo::Country;
 use crate::hop::{connection_tokens, is_hop_by_hop, never_forwarded};
-use crate::wire::{Action, Event, Explain, Failure, Forward, ForwardBody, Header, Usage};
+use crate::wire::{Action, CacheStatus, Event, Explain, Failure, Forward, ForwardBody, Header, Usage};
 
 /// How much of a metered body's end is kept to find its `usage`.
 const METER_TAIL: usize = 16 << 10;
@@ -73,12 +73,35 @@ impl Drop for Finish {
     }
 }
 
+/// What became of a request sent to a node.
+enum Sent {
+    Answered(Response),
+    Failed(Failure),
+    /// `fetch` refused the request itself.
+    Unsendable(String),
+}
+
+/// Statuses whose responses have no body (a JS `Response` with one throws).
+pub fn null_body_status(status: u16) -> bool {
+    matches!(status, 101 | 204 | 205 | 304)
+}
+
+/// A stored passthrough entry this request revalidates.
+pub struct Stale {
+    pub entry: cache::Entry,
+    /// Whether an error may be answered with it (`stale-if-error`).
+    pub if_error: bool,
+}
+
 /// A request on its way to origins.
 pub struct Exchange {
     pub generation: Rc<Generation>,
     pub env: Env,
     pub later: Later,
     pub id: u64,
+    pub method: String,
+    /// Path and query.
+    pub target: String,
     pub headers: Vec<Header>,
     /// The buffered body, kept for fallbacks and model rewrites.
     pub original: Rc<[u8]>,
@@ -86,6 +109,7 @@ pub struct Exchange {
     pub stream: Option<worker::web_sys::ReadableStream>,
     pub country: Option<Country>,
     pub finish: Option<Finish>,
+    pub stale: Option<Stale>,
 }
 
 impl Exchange {
@@ -102,7 +126,20 @@ impl Exchange {
         let id = self.id;
         loop {
             let forward = match action {
-                Action::Respond { status, headers, body } => return Ok(respond(status, &headers, body)),
+                Action::Respond { status, headers, body } => {
+                    if let Some(stale) = self.stale.take().filter(|s| s.if_error && status >= 500) {
+                        let explain = Explain {
+                            node: stale.entry.node().to_string(),
+                            rule: "passthrough".into(),
+                            attempts: 0,
+                            country: crate::geo::country_label(self.country),
+                            model: None,
+                            cache: CacheStatus::Stale,
+                        };
+                        return Ok(stale.entry.serve_stale(&explain, self.head_only()));
+                    }
+                    return Ok(respond(status, &headers, body));
+                }
                 Action::Forward(f) => f,
                 Action::Deliver(_) | Action::Lookup(_) | Action::Done => {
                     let e = RouterError::Internal("the router gave no answer for this request".into());
@@ -117,26 +154,83 @@ impl Exchange {
             }
             let sent_ms = now_ms();
             action = match self.send(&forward).await {
-                Ok(resp) => {
+                Sent::Unsendable(why) => {
+                    let e = RouterError::BadRequest(format!("the request cannot be forwarded from a Worker: {why}"));
+                    return Ok(router_error(&e, self.country));
+                }
+                Sent::Answered(resp) => {
                     let status = resp.status_code();
                     let retry_after_s = if matches!(status, 429 | 503) { retry_after(resp.headers()) } else { None };
                     let head = Event::ResponseHead { id, status, retry_after_s, now_ms: now_ms() };
                     match self.generation.handle(head) {
-                        Action::Deliver(explain) => return Ok(self.deliver(resp, explain, &forward, sent_ms)),
+                        Action::Deliver(explain) => return Ok(self.answer(resp, explain, &forward, sent_ms)),
                         other => other,
                     }
                 }
-                Err(failure) => self.generation.handle(Event::OriginFailed { id, failure, now_ms: now_ms() }),
+                Sent::Failed(failure) => self.generation.handle(Event::OriginFailed { id, failure, now_ms: now_ms() }),
             };
         }
     }
 
-    async fn send(&mut self, f: &Forward) -> Result<Response, Failure> {
+    fn head_only(&self) -> bool {
+        self.method == "HEAD"
+    }
+
+    /// What the client gets once a node answered and the router said to
+    /// deliver: a revalidated or stale cache entry, or the node's answer.
+    fn answer(mut self, resp: Response, explain: Explain, forward: &Forward, sent_ms: u64) -> Response {
+        let status = resp.status_code();
+        self.invalidate(&forward.node, status, resp.headers());
+        if let Some(stale) = self.stale.take() {
+            if status == 304 {
+                let not_modified: Vec<(String, String)> = resp.headers().entries().collect();
+                let key = forward.fill.as_ref().map(|f| f.key.clone());
+                let (response, store) =
+                    stale.entry.revalidated(&not_modified, sent_ms, &explain, self.head_only(), key);
+                if let Some(store) = store {
+                    self.later.run(store);
+                }
+                return response;
+            }
+            if stale.if_error && status >= 500 {
+                return stale.entry.serve_stale(&explain, self.head_only());
+            }
+        }
+        self.deliver(resp, explain, forward, sent_ms)
+    }
+
+    /// A successful unsafe request through a passthrough path drops what the
+    /// cache holds for its target, and for same-origin `Location` and
+    /// `Content-Location` (RFC 9111 §4.4).
+    fn invalidate(&self, node: &str, status: u16, response: &Headers) {
+        let method = self.method.as_str();
+        if crate::facts::Endpoint::classify(method, &self.target) != crate::facts::Endpoint::Other
+            || matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
+        {
+            return;
+        }
+        let locations: Vec<(String, String)> =
+            response.entries().filter(|(n, _)| n == "location" || n == "content-location").collect();
+        let keys = edge_cache::http::invalidated(method, status, &format!("http/{node}"), &self.target, &locations);
+        if !keys.is_empty() {
+            self.later.run(cache::remove(keys));
+        }
+    }
+
+    async fn send(&mut self, f: &Forward) -> Sent {
         let headers = Headers::new();
+        let country_header = self.generation.router.borrow().config().server.country_header.clone();
         for h in &self.headers {
-            let removed = never_forwarded(&h.name) || f.remove_headers.binary_search(&h.name).is_ok();
+            let removed = never_forwarded(&h.name)
+                || f.remove_headers.binary_search(&h.name).is_ok()
+                || country_header.as_deref().is_some_and(|c| h.name.eq_ignore_ascii_case(c));
             if let (false, Ok(value)) = (removed, std::str::from_utf8(&h.value)) {
                 let _ = headers.append(&h.name, value);
+            }
+        }
+        if let Some(stale) = &self.stale {
+            for (name, value) in stale.entry.conditional_headers() {
+                let _ = headers.set(&name, &value);
             }
         }
         if let Some(name) = &f.credential {
@@ -161,32 +255,38 @@ impl Exchange {
                 None => Some(worker::js_sys::Uint8Array::from(&self.original[..]).into()),
             },
         };
-        let mut init = RequestInit::new();
-        init.with_method(worker::Method::from(f.method.clone()))
-            .with_headers(headers)
-            .with_body(body)
-            .with_redirect(worker::RequestRedirect::Manual);
-        let request = Request::new_with_init(&f.url, &init).map_err(|e| {
-            worker::console_error!("edge-router: cannot make a request to node {}: {e}", f.node);
-            Failure::Connect
-        })?;
+        // web_sys directly: worker's own Method turns methods it does not
+        // know into GET, and the edge box forwards any method.
+        let init = worker::web_sys::RequestInit::new();
+        init.set_method(&f.method);
+        init.set_headers(&headers.0);
+        if let Some(body) = &body {
+            init.set_body(body);
+        }
+        init.set_redirect(worker::web_sys::RequestRedirect::Manual);
+        let request = match worker::web_sys::Request::new_with_str_and_init(&f.url, &init) {
+            Ok(request) => Request::from(request),
+            // The client's request is one fetch cannot send (a GET with a
+            // body, TRACE…): not the node's fault.
+            Err(e) => return Sent::Unsendable(format!("{e:?}")),
+        };
         let abort = AbortController::default();
         let signal = abort.signal();
         let fetch = Fetch::Request(request);
         let sent = Box::pin(fetch.send_with_signal(&signal));
         let limit = Box::pin(Delay::from(Duration::from_millis(f.first_byte_timeout_ms)));
         match select(sent, limit).await {
-            Either::Left((Ok(resp), _)) => Ok(resp),
+            Either::Left((Ok(resp), _)) => Sent::Answered(resp),
             // Workers do not say whether the connection was made; the
             // router falls back on either, and the edge box reports the
             // same for a refused connection.
             Either::Left((Err(e), _)) => {
                 worker::console_warn!("edge-router: node {} failed: {e}", f.node);
-                Err(Failure::Connect)
+                Sent::Failed(Failure::Connect)
             }
             Either::Right(((), _)) => {
                 abort.abort();
-                Err(Failure::Timeout)
+                Sent::Failed(Failure::Timeout)
             }
         }
     }
@@ -199,23 +299,37 @@ impl Exchange {
             origin_headers.get("connection").ok().flatten().iter().map(|v| v.as_bytes()).collect::<Vec<_>>(),
         );
         let out = Headers::new();
+        let all: Vec<(String, String)> = origin_headers.entries().collect();
         let mut kept: Vec<(String, String)> = Vec::new();
-        for (name, value) in origin_headers.entries() {
-            if !is_hop_by_hop(&name, &tokens) {
-                let _ = out.append(&name, &value);
-                kept.push((name, value));
+        for (name, value) in &all {
+            if !is_hop_by_hop(name, &tokens) {
+                let _ = out.append(name, value);
+                kept.push((name.clone(), value.clone()));
             }
         }
         explain.for_each_header(|name, value| {
             let _ = out.set(name, value);
         });
         let sse = kept.iter().any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream"));
-        let capture = forward
-            .fill
-            .clone()
-            .filter(|fill| !fill.http && status == 200)
-            .map(|fill| cache::Capture::new(fill, kept, &explain));
-        let Ok(inner) = resp.stream() else {
+        let capture = match forward.fill.clone() {
+            Some(fill) if fill.http && self.method == "GET" => {
+                // Judged on the request as the origin saw it: with the node's
+                // key if it has one, without the client's credentials.
+                let mut request = cache::text_pairs(self.headers.iter().filter(|h| !never_forwarded(&h.name)));
+                if forward.credential.is_some() {
+                    request.push(("authorization".into(), "Bearer (the node's key)".into()));
+                }
+                edge_cache::http::storable("GET", &request, status, &all, sent_ms, now_ms())
+                    .ok()
+                    .map(|stored| cache::Capture::http(fill.key, stored, &explain))
+            }
+            Some(fill) if !fill.http && status == 200 => {
+                Some(cache::Capture::ai(fill.key, fill.ttl_s, fill.estimated_tokens, kept, &explain))
+            }
+            _ => None,
+        };
+        let inner = if null_body_status(status) || self.head_only() { Err(()) } else { resp.stream().map_err(|_| ()) };
+        let Ok(inner) = inner else {
             // No body (a HEAD, a 204): nothing to pass through.
             drop(self.finish.take());
             return Response::builder().with_status(status).with_headers(out).empty();
@@ -279,14 +393,25 @@ impl Tracked {
                 None
             }
             Either::Left((Some(Err(e)), _)) => {
+                // As on the edge box: the body ends with an error, which
+                // closes the client's stream short.
+                worker::console_warn!("edge-router: node {} broke off its response: {e}", self.node);
                 self.fail(Failure::Reset);
-                let message = format!("node {} broke off its response: {e}", self.node);
-                self.end_early("upstream_error", message)
+                self.ended = true;
+                Some((Err(e), self))
             }
             Either::Right(((), _)) => {
                 self.fail(Failure::Timeout);
-                let message = format!("node {} stalled; the response was cut off", self.node);
-                self.end_early("upstream_timeout", message)
+                let (kind, message) = if now_ms() >= self.deadline_ms {
+                    (
+                        "upstream_timeout",
+                        format!("node {} did not finish its response within its total time limit", self.node),
+                    )
+                } else {
+                    let idle = self.idle_ms as f64 / 1000.0;
+                    ("upstream_stall", format!("node {} sent nothing for {idle}s; the response was cut off", self.node))
+                };
+                self.end_early(kind, message)
             }
         }
     }

@@ -41,6 +41,7 @@ pub struct Generation {
 impl Generation {
     fn new(config: RouterConfig, kept: &BTreeMap<String, Spend>) -> Rc<Self> {
         let mut router = Router::new(config);
+        router.record_settlements();
         if !kept.is_empty() {
             router.handle(Event::Restore(Restore { spent: kept.values().cloned().collect(), ..Restore::default() }));
         }
@@ -71,7 +72,15 @@ impl Generation {
             ISOLATE.with_borrow_mut(|isolate| {
                 if let Some(isolate) = isolate {
                     for s in spent {
-                        isolate.kept.insert(s.node.clone(), s);
+                        // A later day, or more of the same day: an exchange
+                        // finishing on an older generation reports less.
+                        let newer = isolate
+                            .kept
+                            .get(&s.node)
+                            .is_none_or(|k| s.day > k.day || (s.day == k.day && s.spent > k.spent));
+                        if newer {
+                            isolate.kept.insert(s.node.clone(), s);
+                        }
                     }
                 }
             });
@@ -115,8 +124,17 @@ pub async fn current(env: &Env) -> Result<Rc<Generation>, String> {
         Some(i) => now.saturating_sub(i.checked_ms) >= refresh_ms(env),
     });
     if due {
-        let override_text = read_override(env).await;
-        ISOLATE.with_borrow_mut(|isolate| adopt(isolate, override_text, now))?;
+        match read_override(env).await {
+            Ok(override_text) => ISOLATE.with_borrow_mut(|isolate| adopt(isolate, override_text, now))?,
+            // Keep what is in force; with nothing in force yet, start from the bundled config.
+            Err(()) => ISOLATE.with_borrow_mut(|isolate| match isolate.as_mut() {
+                Some(i) => {
+                    i.checked_ms = now;
+                    Ok(())
+                }
+                None => adopt(isolate, None, now),
+            })?,
+        }
     }
     ISOLATE.with_borrow(|isolate| isolate.as_ref().map(|i| i.current.clone())).ok_or_else(|| "no config".to_string())
 }
@@ -129,16 +147,13 @@ fn refresh_ms(env: &Env) -> u64 {
         .saturating_mul(1000)
 }
 
-/// The override's text; `None` when there is no KV binding or no key.
-async fn read_override(env: &Env) -> Option<String> {
-    let kv = env.kv(KV_BINDING).ok()?;
-    match kv.get(KV_KEY).text().await {
-        Ok(text) => text,
-        Err(e) => {
-            worker::console_error!("edge-router: reading the config from KV failed, keeping the one in force: {e}");
-            None
-        }
-    }
+/// The override's text: `None` when there is no KV binding or no key,
+/// `Err` when it could not be read.
+async fn read_override(env: &Env) -> Result<Option<String>, ()> {
+    let Ok(kv) = env.kv(KV_BINDING) else { return Ok(None) };
+    kv.get(KV_KEY).text().await.map_err(|e| {
+        worker::console_error!("edge-router: reading the config from KV failed, keeping the one in force: {e}");
+    })
 }
 
 /// Puts the config that should be in force in place, given the override's text.

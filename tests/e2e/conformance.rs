@@ -3,6 +3,7 @@
 //! files through the Workers build in workerd.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use edge_router_e2e::TestRouter;
 use serde_json::{Value, json};
@@ -60,7 +61,7 @@ async fn run(scenario: &Value) -> Result<(), String> {
         } else {
             let server = MockServer::start().await;
             Mock::given(wiremock::matchers::any())
-                .respond_with(Scripted { name: name.clone(), spec: spec.clone() })
+                .respond_with(Scripted { name: name.clone(), spec: spec.clone(), served: AtomicUsize::new(0) })
                 .mount(&server)
                 .await;
             (server.uri(), Some(server))
@@ -181,24 +182,42 @@ fn check(
     Ok(())
 }
 
-/// An origin scripted by a scenario: it answers with `status` (200 by
-/// default) and `headers`, and with a chat completion naming itself and the
-/// model it was asked for, as JSON or (with `sse`) as four SSE events.
+/// An origin scripted by a scenario (see the README): it answers with
+/// `status` (200 by default) and `headers`, and with a chat completion naming
+/// itself and the model it was asked for, as JSON or (with `sse`) as four SSE
+/// events; with `etag`, a matching `If-None-Match` gets a 304; with
+/// `responses`, the n-th request is answered by the n-th of them (the last
+/// one repeats).
 struct Scripted {
     name: String,
     spec: Value,
+    served: AtomicUsize,
 }
 
 impl Respond for Scripted {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        let n = self.served.fetch_add(1, Ordering::SeqCst);
+        let spec = match self.spec["responses"].as_array() {
+            Some(list) if !list.is_empty() => &list[n.min(list.len() - 1)],
+            _ => &self.spec,
+        };
         let model = serde_json::from_slice::<Value>(&request.body).ok().and_then(|b| b.get("model").cloned());
-        let status = self.spec["status"].as_u64().unwrap_or(200) as u16;
+        let status = spec["status"].as_u64().unwrap_or(200) as u16;
         let usage = json!({"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10});
-        let mut template = ResponseTemplate::new(status);
-        for (n, v) in self.spec["headers"].as_object().into_iter().flatten() {
+        let etag = spec["etag"].as_str();
+        let matched =
+            etag.is_some_and(|e| request.headers.get("if-none-match").is_some_and(|v| v.as_bytes() == e.as_bytes()));
+        let mut template = ResponseTemplate::new(if matched { 304 } else { status });
+        for (n, v) in spec["headers"].as_object().into_iter().flatten() {
             template = template.insert_header(n.as_str(), v.as_str().unwrap_or_default());
         }
-        if self.spec["sse"].as_bool() == Some(true) {
+        if let Some(etag) = etag {
+            template = template.insert_header("etag", etag);
+        }
+        if matched {
+            return template;
+        }
+        if spec["sse"].as_bool() == Some(true) {
             let chunk = |content: &str, usage: Value| {
                 let c = json!({"object": "chat.completion.chunk", "origin": self.name, "model": model,
                     "choices": [{"index": 0, "delta": {"content": content}}], "usage": usage});
@@ -213,7 +232,10 @@ impl Respond for Scripted {
             .concat();
             return template.set_body_raw(body, "text/event-stream");
         }
-        let body = json!({"object": "chat.completion", "origin": self.name, "model": model,
+        if status == 204 {
+            return template;
+        }
+        let body = json!({"object": "chat.completion", "origin": self.name, "model": model, "method": request.method.as_str(),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("hello from {}", self.name)}, "finish_reason": "stop"}],
             "usage": usage});
         template.set_body_raw(body.to_string(), "application/json")

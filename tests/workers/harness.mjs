@@ -55,18 +55,22 @@ export async function refusedUrl() {
 }
 
 /**
- * An origin scripted like a conformance scenario's: it answers with `status`
- * (200 by default) and `headers`, and a chat completion naming itself and
- * the model it was asked for, as JSON or (with `sse`) as four SSE events.
- * `seen` keeps every request it got.
+ * An origin scripted like a conformance scenario's (tests/conformance/README.md):
+ * it answers with `status` (200 by default) and `headers`, and a chat
+ * completion naming itself and the model it was asked for, as JSON or (with
+ * `sse`) as four SSE events; with `etag`, a matching If-None-Match gets a 304;
+ * with `responses`, the n-th request is answered by the n-th of them (the
+ * last one repeats). `seen` keeps every request it got.
  */
-export async function scriptedOrigin(name, spec = {}) {
+export async function scriptedOrigin(name, scripted = {}) {
   const seen = [];
   const server = http.createServer((req, res) => {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
       const body = Buffer.concat(chunks).toString();
+      const list = scripted.responses;
+      const spec = list?.length ? list[Math.min(seen.length, list.length - 1)] : scripted;
       seen.push({ method: req.method, url: req.url, headers: req.headers, body });
       let model = null;
       try {
@@ -75,6 +79,14 @@ export async function scriptedOrigin(name, spec = {}) {
       const usage = { prompt_tokens: 5, completion_tokens: 5, total_tokens: 10 };
       const headers = { ...(spec.headers ?? {}) };
       const status = spec.status ?? 200;
+      if (spec.etag) {
+        headers.etag = spec.etag;
+        if (req.headers["if-none-match"] === spec.etag) {
+          res.writeHead(304, headers);
+          res.end();
+          return;
+        }
+      }
       if (spec.sse) {
         res.writeHead(status, { ...headers, "content-type": "text/event-stream" });
         const chunk = (content, usage) =>
@@ -82,10 +94,16 @@ export async function scriptedOrigin(name, spec = {}) {
         res.end(chunk("hello", null) + chunk(" from", null) + chunk(" here", usage) + "data: [DONE]\n\n");
         return;
       }
+      if (status === 204) {
+        res.writeHead(status, headers);
+        res.end();
+        return;
+      }
       res.writeHead(status, { ...headers, "content-type": "application/json" });
       res.end(JSON.stringify({
         object: "chat.completion",
         origin: name,
+        method: req.method,
         model,
         choices: [{ index: 0, message: { role: "assistant", content: `hello from ${name}` }, finish_reason: "stop" }],
         usage,
