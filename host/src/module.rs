@@ -50,6 +50,11 @@ impl RouterModule {
     pub fn compile(wasm: &[u8]) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // For profiling the module with `perf` (see bench/README.md): names
+        // its compiled functions in /tmp/perf-PID.map.
+        if std::env::var_os("EDGE_ROUTER_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = w(Engine::new(&config))?;
         let module = w(Module::new(&engine, wasm)).context("the router module does not compile")?;
         let ticker = Arc::new(());

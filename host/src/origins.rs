@@ -1,36 +1,50 @@
-//! Connections to origins: pooled clients per node and worker thread, and
-//! origin credentials.
+//! Connections to origins: keep-alive connections per node and worker
+//! thread, and origin credentials.
 //!
-//! A client per node lets each node have its own connect timeout while
-//! keeping connections alive between requests. Each worker thread has its
-//! own clients: a pooled connection's task then runs on the thread whose
-//! requests use it, with no wake-ups across threads. Origin API keys are read from
-//! the environment once at start-up, marked sensitive so they never appear in
-//! debug output, and are never passed to the router module.
+//! Each worker thread has its own pool per node: a connection's task then
+//! runs on the thread whose requests use it, with no wake-ups across
+//! threads, and a node's own connect timeout applies to it. A connection is
+//! lent out for one exchange and comes back when its response body has been
+//! read to the end; one broken off is closed. Origin API keys are read from
+//! the environment once at start-up, marked sensitive so they never appear
+//! in debug output, and are never passed to the router module.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use edge_router::RouterConfig;
-use http::HeaderValue;
+use edge_router::wire::Failure;
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::lock;
 
 /// Error type of bodies passed through the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A body in either direction.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-/// A pooled HTTP/HTTPS client.
+/// A pooled HTTP/HTTPS client (active health probes, off the request path).
 pub type OriginClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// How long an unused connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Unused connections kept per node and worker thread.
+const MAX_IDLE: usize = 1024;
 
 /// Clients and credentials for every node.
 pub struct Origins {
-    /// Per worker thread: node id → client.
-    clients: Vec<HashMap<String, OriginClient>>,
+    /// Per worker thread: node id → its connections.
+    pools: Vec<HashMap<String, Arc<Pool>>>,
     /// Node id → client for active health probes, which run off the workers.
     probes: HashMap<String, OriginClient>,
     credentials: HashMap<String, HeaderValue>,
@@ -40,11 +54,15 @@ impl Origins {
     /// Builds a client per node for each of `workers` threads and reads the
     /// credentials the config names.
     pub fn new(config: &RouterConfig, workers: usize) -> anyhow::Result<Self> {
-        let per_node = || -> anyhow::Result<HashMap<String, OriginClient>> {
-            config.nodes.iter().map(|n| Ok((n.id.clone(), client(n.timeouts.connect.0)?))).collect()
+        let per_node = || -> anyhow::Result<HashMap<String, Arc<Pool>>> {
+            config.nodes.iter().map(|n| Ok((n.id.clone(), Arc::new(Pool::new(n)?)))).collect()
         };
-        let clients = (0..workers.max(1)).map(|_| per_node()).collect::<anyhow::Result<_>>()?;
-        let probes = per_node()?;
+        let pools = (0..workers.max(1)).map(|_| per_node()).collect::<anyhow::Result<_>>()?;
+        let probes = config
+            .nodes
+            .iter()
+            .map(|n| Ok((n.id.clone(), client(n.timeouts.connect.0)?)))
+            .collect::<anyhow::Result<_>>()?;
         let mut credentials = HashMap::new();
         for node in &config.nodes {
             if let Some(var) = &node.api_key_env {
@@ -65,17 +83,17 @@ impl Origins {
                 }
             }
         }
-        Ok(Self { clients, probes, credentials })
+        Ok(Self { pools, probes, credentials })
     }
 
-    /// How many worker threads have clients.
+    /// How many worker threads have pools.
     pub fn workers(&self) -> usize {
-        self.clients.len()
+        self.pools.len()
     }
 
-    /// The client for `node` on worker thread `worker`.
-    pub fn client(&self, worker: usize, node: &str) -> Option<&OriginClient> {
-        self.clients.get(worker)?.get(node)
+    /// The connections to `node` of worker thread `worker`.
+    pub fn pool(&self, worker: usize, node: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(worker)?.get(node)
     }
 
     /// The client for active health probes of `node`.
@@ -91,18 +109,125 @@ impl Origins {
     }
 }
 
-fn client(connect_timeout: Duration) -> anyhow::Result<OriginClient> {
+fn connector(connect_timeout: Duration) -> anyhow::Result<HttpsConnector<HttpConnector>> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(http))
+}
+
+fn client(connect_timeout: Duration) -> anyhow::Result<OriginClient> {
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(https))
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(MAX_IDLE)
+        .build(connector(connect_timeout)?))
+}
+
+/// Keep-alive connections to one node, used by one worker thread.
+pub struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// The node's URL, which new connections are opened to.
+    base: Uri,
+    /// `Host` of every request to the node.
+    host: HeaderValue,
+    /// Unused connections, most recently used last, with when they came back.
+    idle: Mutex<Vec<(SendRequest<ProxyBody>, Instant)>>,
+}
+
+/// A connection lent out for one exchange.
+pub struct Lease {
+    sender: SendRequest<ProxyBody>,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    /// Gives the connection back: its response body was read to the end.
+    pub fn release(self) {
+        let mut idle = lock(&self.pool.idle);
+        if idle.len() < MAX_IDLE && !self.sender.is_closed() {
+            idle.push((self.sender, Instant::now()));
+        }
+    }
+}
+
+impl Pool {
+    fn new(node: &edge_router::config::Node) -> anyhow::Result<Self> {
+        let base: Uri = node.base_url.parse()?;
+        let host = host_header(&base)
+            .ok_or_else(|| anyhow::anyhow!("node {}: `{}` has no usable host", node.id, node.base_url))?;
+        Ok(Self { connector: connector(node.timeouts.connect.0)?, base, host, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// An unused connection that has not been idle too long, if there is one.
+    fn take_idle(&self) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = lock(&self.idle);
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Sends `req` (whose URI is absolute: the node's URL and the target)
+    /// on an unused connection, or on a new one. The request goes out in
+    /// origin form with the node's `Host`. A request a reused connection
+    /// could not take (it was closing) goes on the next one; a request that
+    /// was sent and then failed is not sent again.
+    pub async fn send(self: &Arc<Self>, mut req: Request<ProxyBody>) -> Result<(Response<Incoming>, Lease), Failure> {
+        let path = req.uri().path_and_query().map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+        *req.uri_mut() = path;
+        req.headers_mut().insert(http::header::HOST, self.host.clone());
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Lease { sender, pool: self.clone() })),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(Failure::Reset),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, Lease { sender, pool: self.clone() })),
+            Err(_) => Err(Failure::Reset),
+        }
+    }
+
+    /// Opens a connection (TCP, and TLS for `https`) and runs it on this thread.
+    async fn connect(&self) -> Result<SendRequest<ProxyBody>, Failure> {
+        let io = self.connector.clone().call(self.base.clone()).await.map_err(|e| {
+            tracing::debug!("cannot connect to the origin: {e}");
+            Failure::Connect
+        })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|_| Failure::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("origin connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// `Host` for a request to `url`: its host, and its port unless it is the scheme's default.
+fn host_header(url: &Uri) -> Option<HeaderValue> {
+    let host = url.host()?;
+    let default = match url.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match url.port_u16() {
+        Some(port) if port != default => HeaderValue::from_str(&format!("{host}:{port}")),
+        _ => HeaderValue::from_str(host),
+    };
+    value.ok()
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::cache::{EdgeCache, Entry, Fill, FillGuard};
 use crate::lock;
 use crate::module::{self, WasmRouter};
-use crate::origins::{BoxError, Origins, ProxyBody};
+use crate::origins::{BoxError, Lease, Origins, ProxyBody};
 
 thread_local! {
     /// Per-thread buffers for encoding events and copying out replies.
@@ -237,9 +237,19 @@ impl Shared {
         });
     }
 
+    /// Takes the module's lock. A module call takes microseconds, so a
+    /// thread finding it taken spins a little before it sleeps: on a busy
+    /// proxy, sleeping and being woken cost more than the wait.
     fn lock(&self) -> std::sync::MutexGuard<'_, WasmRouter> {
         // A panic while holding the lock cannot leave the module half-called:
         // `WasmRouter` rebuilds its instance on any failed call.
+        for _ in 0..SPIN {
+            match self.router.try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
         lock(&self.router)
     }
 
@@ -248,6 +258,9 @@ impl Shared {
         mix64(self.rng.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed).wrapping_add(GOLDEN_GAMMA))
     }
 }
+
+/// Tries at the module's lock before sleeping on it (tens of microseconds at most).
+const SPIN: usize = 1000;
 
 fn internal_error() -> Action {
     let (status, headers, body) = RouterError::Internal("the routing module failed".into()).to_response(Vec::new());
@@ -426,7 +439,7 @@ impl Pending {
             )
             .await;
             action = match outcome {
-                Ok(resp) => {
+                Ok((resp, lease)) => {
                     let status = resp.status().as_u16();
                     let retry_after_s = if matches!(status, 429 | 503) { retry_after(resp.headers()) } else { None };
                     let head = Event::ResponseHead { id, status, retry_after_s, now_ms: now_ms() };
@@ -459,7 +472,7 @@ impl Pending {
                     let credential = forward.credential.is_some();
                     let capture =
                         forward.fill.and_then(|fill| self.capture(fill, &resp, &explain, sent_ms, credential));
-                    let watch = Watch { node: forward.node, cut_off, meter, capture };
+                    let watch = Watch { node: forward.node, cut_off, meter, capture, lease };
                     return deliver(resp, &explain, limits, watch, self.guard);
                 }
                 Err(failure) => {
@@ -705,8 +718,8 @@ async fn send(
     original: &Bytes,
     stream: &mut Option<Incoming>,
     extra: &[(String, String)],
-) -> Result<Response<Incoming>, Failure> {
-    let Some(client) = shared.origins.client(worker, &f.node) else {
+) -> Result<(Response<Incoming>, Lease), Failure> {
+    let Some(pool) = shared.origins.pool(worker, &f.node) else {
         return Err(Failure::Connect);
     };
     let body: ProxyBody = match &f.body {
@@ -739,12 +752,9 @@ async fn send(
         }
     }
     shared.origins.authorize(headers, f.credential.as_deref());
-    match tokio::time::timeout(Duration::from_millis(f.first_byte_timeout_ms), client.request(req)).await {
-        Err(_) => Err(Failure::Timeout),
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
-        Ok(Err(_)) => Err(Failure::Reset),
-    }
+    tokio::time::timeout(Duration::from_millis(f.first_byte_timeout_ms), pool.send(req))
+        .await
+        .unwrap_or(Err(Failure::Timeout))
 }
 
 fn full(bytes: Bytes) -> ProxyBody {
@@ -802,6 +812,8 @@ struct Watch {
     meter: Option<Vec<u8>>,
     /// The whole body, kept to store in the cache when it ends well.
     capture: Option<Capture>,
+    /// The origin connection, given back when the body has been read to the end.
+    lease: Lease,
 }
 
 /// A response being kept for the cache as it streams to the client. It is
@@ -910,6 +922,7 @@ fn deliver(
         cut_wait: None,
         meter: watch.meter,
         capture,
+        lease: Some(watch.lease),
         sse,
         ended: false,
     };
@@ -969,6 +982,7 @@ struct Tracked {
     cut_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     meter: Option<Vec<u8>>,
     capture: Option<Capture>,
+    lease: Option<Lease>,
     sse: bool,
     ended: bool,
 }
@@ -1019,6 +1033,9 @@ impl Tracked {
         }
         if let Some(capture) = self.capture.take() {
             capture.store();
+        }
+        if let Some(lease) = self.lease.take() {
+            lease.release();
         }
         self.ended = true;
     }

@@ -5,6 +5,7 @@
 
 mod cache;
 mod conformance;
+mod connections;
 mod drills;
 mod fallback;
 mod geo;
