@@ -45,16 +45,24 @@ pub struct KeyTable {
 impl KeyTable {
     /// Looks up a presented key. Every entry is compared, whatever matches.
     pub fn identify(&self, presented: Option<&[u8]>) -> Option<&Principal> {
-        let presented = presented?;
-        let digest: [u8; 32] = Sha256::digest(presented).into();
+        self.identify_digest(&key_digest(presented?))
+    }
+
+    /// Looks up the SHA-256 of a presented key, in constant time as [`identify`](Self::identify).
+    pub fn identify_digest(&self, digest: &[u8; 32]) -> Option<&Principal> {
         let mut found = None;
         for entry in &self.entries {
-            if bool::from(entry.digest.ct_eq(&digest)) && found.is_none() {
+            if bool::from(entry.digest.ct_eq(digest)) && found.is_none() {
                 found = Some(&entry.principal);
             }
         }
         found
     }
+}
+
+/// SHA-256 of a presented key, as the key table stores keys.
+pub fn key_digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
 }
 
 /// The key a client presented, from `Authorization: Bearer …` or `x-api-key`.

@@ -136,6 +136,11 @@ pub enum Event {
         now_ms: u64,
         /// A uniformly random value for weighted choices.
         random: u64,
+        /// SHA-256 of the client key the headers present (the one
+        /// [`crate::auth::presented_key`] finds), when the host hashed it;
+        /// with `None` the router hashes it. A native host has SHA-256 in
+        /// hardware, the module only in software.
+        key_sha256: Option<[u8; 32]>,
     },
     /// The origin of the current attempt sent its response head.
     ResponseHead {

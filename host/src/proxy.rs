@@ -319,6 +319,9 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
         .filter(|(n, _)| country_header.is_none_or(|c| !n.as_str().eq_ignore_ascii_case(c)))
         .map(|(n, v)| Header { name: n.as_str().to_string(), value: v.as_bytes().to_vec() })
         .collect();
+    // SHA-256 is in hardware here and only in software in the module.
+    let key = edge_router::auth::presented_key(parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let key_sha256 = key.map(edge_router::auth::key_digest);
     let mut action = shared.event(&Event::Request {
         id,
         method: parts.method.as_str().to_string(),
@@ -328,6 +331,7 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
         body,
         now_ms: now_ms(),
         random: shared.random(),
+        key_sha256,
     });
     let mut pending = Pending {
         shared: shared.clone(),

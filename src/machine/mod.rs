@@ -20,7 +20,7 @@ use origin_fallback::{
     RetryPolicy, Strategy, TrafficWindow, Transition, canary_draw, counts_as_failure, mix64, order_candidates,
 };
 
-use crate::auth::{Principal, presented_key};
+use crate::auth::{Principal, key_digest, presented_key};
 use crate::config::RouterConfig;
 use crate::error::{Explanation, RouterError};
 use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
@@ -334,9 +334,10 @@ impl Router {
     /// Handles one event and says what to do next.
     pub fn handle(&mut self, event: Event) -> Action {
         match event {
-            Event::Request { id, method, target, headers, country, body, now_ms, random } => {
+            Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256 } => {
                 self.entropy = random;
-                self.on_request(id, method, target, headers, country, body, now_ms, random)
+                let head = RequestHead { method, target, headers, country, key_sha256 };
+                self.on_request(id, head, body, now_ms, random)
             }
             Event::ResponseHead { id, status, retry_after_s, now_ms } => {
                 self.on_response_head(id, status, retry_after_s, now_ms)
@@ -420,25 +421,15 @@ impl Router {
         self.next_attempt(id, now_ms)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_request(
-        &mut self,
-        id: u64,
-        method: String,
-        target: String,
-        headers: Vec<Header>,
-        country: Option<String>,
-        body: RequestBody,
-        now_ms: u64,
-        random: u64,
-    ) -> Action {
+    fn on_request(&mut self, id: u64, head: RequestHead, body: RequestBody, now_ms: u64, random: u64) -> Action {
+        let RequestHead { method, target, headers, country, key_sha256 } = head;
         let country = country.as_deref().and_then(Country::parse);
         let refuse = |e: RouterError, label: &str| refusal(&e, label, country);
         if let Err(geo) = self.config.geofence.check(country) {
             return refuse(RouterError::Geofenced(geo.to_string()), "geofence");
         }
-        let key = presented_key_of(&headers);
-        let principal = match self.config.auth.identify(key) {
+        let digest = key_sha256.or_else(|| presented_key_of(&headers).map(key_digest));
+        let principal = match digest.and_then(|d| self.config.auth.identify_digest(&d)) {
             Some(p) => p.clone(),
             None if self.config.auth.required => return refuse(RouterError::Unauthorized, "auth"),
             None => Principal::anonymous(),
@@ -933,6 +924,15 @@ fn cost_of(tokens: u64, per_1k: f64) -> f64 {
     tokens as f64 * per_1k / 1000.0
 }
 
+/// What a `Request` event says besides its id, body, time and randomness.
+struct RequestHead {
+    method: String,
+    target: String,
+    headers: Vec<Header>,
+    country: Option<String>,
+    key_sha256: Option<[u8; 32]>,
+}
+
 fn presented_key_of(headers: &[Header]) -> Option<&[u8]> {
     presented_key(headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())))
 }
@@ -1009,6 +1009,7 @@ mod tests {
             body: RequestBody::Buffered(body.into_bytes()),
             now_ms: 1_000,
             random,
+            key_sha256: None,
         }
     }
 
@@ -1045,6 +1046,29 @@ mod tests {
     }
 
     #[test]
+    fn a_key_digest_from_the_host_stands_in_for_hashing_the_presented_key() {
+        let digest = crate::auth::key_digest(b"sk-team-a");
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let mut r = router(&format!(
+            "nodes:\n  - {{id: a, type: local, host: \"http://a\"}}\nauth:\n  required: true\n  keys:\n    - {{sha256: \"{hex}\", tier: vip, tenant: acme}}\n"
+        ));
+        let keyed = |id: u64, header: Option<&str>, key_sha256: Option<[u8; 32]>| {
+            let Event::Request { method, target, country, body, now_ms, random, .. } = request(id, "US", "m", 0) else {
+                unreachable!()
+            };
+            let headers = header.map(|h| vec![Header::new("authorization", h)]).unwrap_or_default();
+            Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256 }
+        };
+        // The router hashes the presented key itself...
+        assert!(matches!(r.handle(keyed(1, Some("Bearer sk-team-a"), None)), Action::Forward(_)));
+        assert!(matches!(r.handle(keyed(2, Some("Bearer sk-team-b"), None)), Action::Respond { status: 401, .. }));
+        // ...or takes the host's digest of it.
+        assert!(matches!(r.handle(keyed(3, None, Some(digest))), Action::Forward(_)));
+        let other = crate::auth::key_digest(b"sk-team-b");
+        assert!(matches!(r.handle(keyed(4, None, Some(other))), Action::Respond { status: 401, .. }));
+    }
+
+    #[test]
     fn forwarded_headers_drop_client_keys_and_hop_by_hop_headers() {
         let mut r = router("nodes:\n  - {id: a, type: local, host: \"http://a/base\", api_key_env: A_KEY}\n");
         let Event::Request { id, method, target, country, body, now_ms, random, .. } = request(1, "US", "m", 0) else {
@@ -1058,7 +1082,7 @@ mod tests {
             Header::new("api-key", "client"),
             Header::new("x-trace", "t1"),
         ];
-        let event = Event::Request { id, method, target, headers, country, body, now_ms, random };
+        let event = Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256: None };
         let Action::Forward(f) = r.handle(event) else { panic!("expected a forward") };
         assert_eq!(f.remove_headers, ["x-hop"]);
         for name in ["authorization", "x-api-key", "api-key", "connection", "Host", "content-length"] {
@@ -1145,6 +1169,7 @@ fn chat_event(id: u64, now_ms: u64, random: u64, body: &str) -> Event {
         body: RequestBody::Buffered(body.as_bytes().to_vec()),
         now_ms,
         random,
+        key_sha256: None,
     }
 }
 

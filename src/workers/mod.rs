@@ -116,6 +116,8 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context, country: Option<Count
         body,
         now_ms: now_ms(),
         random: random(),
+        // No SHA-256 in hardware here: the router hashes the key itself.
+        key_sha256: None,
     });
     let later = origin::Later::open(ctx);
     let mut exchange = origin::Exchange {
