@@ -23,6 +23,8 @@ pub mod tokens;
 pub mod usage;
 pub mod wire;
 
+#[cfg(any(test, all(target_arch = "wasm32", not(feature = "workers"))))]
+mod heap;
 #[cfg(all(target_arch = "wasm32", not(feature = "workers")))]
 pub mod wasm;
 

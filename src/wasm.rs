@@ -17,10 +17,13 @@ use crate::wire::{Action, Configured, Event, Reply};
 
 // The module's heap. Decoding an event, routing and encoding the action
 // allocate a few dozen small blocks per request; with talc instead of the
-// default dlmalloc the wasm decision got about a tenth cheaper (`decision-cost`).
+// default dlmalloc the wasm decision got about a tenth cheaper, and with
+// free lists for the small blocks in front of talc (`crate::heap`) about
+// another eighth (`decision-cost`, bench/README.md).
 #[cfg(not(target_feature = "atomics"))]
 #[global_allocator]
-static HEAP: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static HEAP: crate::heap::Heap<talc::wasm::WasmDynamicTalc> =
+    crate::heap::Heap::new(talc::wasm::new_wasm_dynamic_allocator());
 
 struct Module {
     input: Vec<u8>,

@@ -19,6 +19,11 @@ use edge_router::wire::{Action, Event, Header, Reply, RequestBody};
 use edge_router::{Router, RouterConfig};
 use edge_router_host::{RouterModule, WasmRouter, default_module_path};
 
+// The edge box's allocator, for both sides: the native router and the
+// host's half of the module calls.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROUNDS: usize = 7;
 const PER_ROUND: u64 = 20_000;
 /// The client key the requests present (a key `examples/hybrid.yaml` knows).
