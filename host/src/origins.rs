@@ -51,8 +51,9 @@ pub struct Origins {
 }
 
 impl Origins {
-    /// Builds a client per node for each of `workers` threads and reads the
-    /// credentials the config names.
+    /// Makes a connection pool per node for each of `workers` threads, and a
+    /// client per node for health probes, and reads the credentials the
+    /// config names.
     pub fn new(config: &RouterConfig, workers: usize) -> anyhow::Result<Self> {
         let per_node = || -> anyhow::Result<HashMap<String, Arc<Pool>>> {
             config.nodes.iter().map(|n| Ok((n.id.clone(), Arc::new(Pool::new(n)?)))).collect()
@@ -128,7 +129,9 @@ fn client(connect_timeout: Duration) -> anyhow::Result<OriginClient> {
         .build(connector(connect_timeout)?))
 }
 
-/// Keep-alive connections to one node, used by one worker thread.
+/// Keep-alive connections to one node, used by one worker thread. An
+/// unused connection is dropped when the origin closes it, or when it is
+/// found unused for longer than `IDLE_TIMEOUT`.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// The node's URL, which new connections are opened to.
