@@ -23,8 +23,8 @@ struct Seen {
 }
 
 /// A keep-alive origin answering every request with a JSON completion. With
-/// `close_after`, it drops each connection that long after accepting it,
-/// as servers do with idle connections.
+/// `close_after`, it drops each connection that long after its first
+/// answer, as servers do with idle connections.
 async fn counting_origin(close_after: Option<Duration>) -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -34,9 +34,11 @@ async fn counting_origin(close_after: Option<Duration>) -> (String, Arc<Seen>) {
         while let Ok((stream, _)) = listener.accept().await {
             counts.connections.fetch_add(1, Ordering::SeqCst);
             let counts = counts.clone();
+            let answered = Arc::new(tokio::sync::Notify::new());
             tokio::spawn(async move {
+                let notify = answered.clone();
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let counts = counts.clone();
+                    let (counts, notify) = (counts.clone(), notify.clone());
                     async move {
                         let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                         counts.requests.lock().expect("lock").push((host, req.uri().to_string()));
@@ -46,12 +48,22 @@ async fn counting_origin(close_after: Option<Duration>) -> (String, Arc<Seen>) {
                             .header("content-type", "application/json")
                             .body(Full::new(Bytes::from_static(body.as_bytes())))
                             .expect("response");
+                        notify.notify_one();
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 match close_after {
-                    Some(after) => drop(tokio::time::timeout(after, conn).await),
+                    Some(after) => {
+                        let idle_close = async {
+                            answered.notified().await;
+                            tokio::time::sleep(after).await;
+                        };
+                        tokio::select! {
+                            _ = conn => {}
+                            () = idle_close => {}
+                        }
+                    }
                     None => drop(conn.await),
                 }
             });
