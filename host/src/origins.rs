@@ -38,6 +38,10 @@ pub type OriginClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// How long an unused connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a connection whose response ended may take to be free for the
+/// next request (it may still be sending a streamed request body the
+/// origin did not wait for) before it is closed instead of pooled.
+const FREE_WITHIN: Duration = Duration::from_secs(5);
 /// Unused connections kept per node and worker thread.
 const MAX_IDLE: usize = 1024;
 
@@ -149,12 +153,18 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Gives the connection back: its response body was read to the end.
+    /// Gives the connection back once it is free for another request: its
+    /// response has been read to the end (or had no body).
     pub fn release(self) {
-        let mut idle = lock(&self.pool.idle);
-        if idle.len() < MAX_IDLE && !self.sender.is_closed() {
-            idle.push((self.sender, Instant::now()));
+        if self.sender.is_ready() {
+            return self.pool.keep(self.sender);
         }
+        let Self { mut sender, pool } = self;
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(FREE_WITHIN, sender.ready()).await {
+                pool.keep(sender);
+            }
+        });
     }
 }
 
@@ -166,11 +176,21 @@ impl Pool {
         Ok(Self { connector: connector(node.timeouts.connect.0)?, base, host, idle: Mutex::new(Vec::new()) })
     }
 
-    /// An unused connection that has not been idle too long, if there is one.
+    /// Keeps a free connection for the next request.
+    fn keep(&self, sender: SendRequest<ProxyBody>) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// An unused connection that is still open and has not been idle too
+    /// long, if there is one. Only free connections are kept, so one that
+    /// is not ready has been closed.
     fn take_idle(&self) -> Option<SendRequest<ProxyBody>> {
         let mut idle = lock(&self.idle);
         while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
                 return Some(sender);
             }
         }
@@ -187,9 +207,6 @@ impl Pool {
         *req.uri_mut() = path;
         req.headers_mut().insert(http::header::HOST, self.host.clone());
         while let Some(mut sender) = self.take_idle() {
-            if sender.ready().await.is_err() {
-                continue;
-            }
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Lease { sender, pool: self.clone() })),
                 Err(mut e) => match e.take_message() {

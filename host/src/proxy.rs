@@ -444,6 +444,13 @@ impl Pending {
             .await;
             action = match outcome {
                 Ok((resp, lease)) => {
+                    // A response without a body (HEAD, 204, 304, length 0) frees its connection now.
+                    let lease = if resp.body().is_end_stream() {
+                        lease.release();
+                        None
+                    } else {
+                        Some(lease)
+                    };
                     let status = resp.status().as_u16();
                     let retry_after_s = if matches!(status, 429 | 503) { retry_after(resp.headers()) } else { None };
                     let head = Event::ResponseHead { id, status, retry_after_s, now_ms: now_ms() };
@@ -817,7 +824,7 @@ struct Watch {
     /// The whole body, kept to store in the cache when it ends well.
     capture: Option<Capture>,
     /// The origin connection, given back when the body has been read to the end.
-    lease: Lease,
+    lease: Option<Lease>,
 }
 
 /// A response being kept for the cache as it streams to the client. It is
@@ -926,7 +933,7 @@ fn deliver(
         cut_wait: None,
         meter: watch.meter,
         capture,
-        lease: Some(watch.lease),
+        lease: watch.lease,
         sse,
         ended: false,
     };

@@ -74,7 +74,7 @@ async fn counting_origin(close_after: Option<Duration>) -> (String, Arc<Seen>) {
 
 fn config(primary: &str, backup: &str) -> String {
     format!(
-        "nodes:\n  - {{id: primary, type: local, host: \"{primary}\"}}\n  - {{id: backup, type: cloud, host: \"{backup}\"}}\nrouting:\n  rules:\n    - {{name: chain, match: {{}}, target: primary, fallback: [backup]}}\n"
+        "server:\n  workers: 2\nnodes:\n  - {{id: primary, type: local, host: \"{primary}\"}}\n  - {{id: backup, type: cloud, host: \"{backup}\"}}\nrouting:\n  rules:\n    - {{name: chain, match: {{}}, target: primary, fallback: [backup]}}\n"
     )
 }
 
