@@ -22,10 +22,11 @@ struct Seen {
     requests: Mutex<Vec<(String, String)>>,
 }
 
-/// A keep-alive origin answering every request with a JSON completion. With
-/// `close_after`, it drops each connection that long after its first
-/// answer, as servers do with idle connections.
-async fn counting_origin(close_after: Option<Duration>) -> (String, Arc<Seen>) {
+/// A keep-alive origin answering every request with a JSON completion, or
+/// with an empty body when `empty`. With `close_after`, it drops each
+/// connection that long after its first answer, as servers do with idle
+/// connections.
+async fn counting_origin(close_after: Option<Duration>, empty: bool) -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Seen::default());
@@ -43,7 +44,8 @@ async fn counting_origin(close_after: Option<Duration>) -> (String, Arc<Seen>) {
                         let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                         counts.requests.lock().expect("lock").push((host, req.uri().to_string()));
                         let _ = req.into_body().collect().await;
-                        let body = r#"{"choices":[{"message":{"role":"assistant","content":"ok"}}]}"#;
+                        let body =
+                            if empty { "" } else { r#"{"choices":[{"message":{"role":"assistant","content":"ok"}}]}"# };
                         let resp = hyper::Response::builder()
                             .header("content-type", "application/json")
                             .body(Full::new(Bytes::from_static(body.as_bytes())))
@@ -80,7 +82,7 @@ fn config(primary: &str, backup: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_connections_are_kept_alive_and_reused() {
-    let (origin, seen) = counting_origin(None).await;
+    let (origin, seen) = counting_origin(None, false).await;
     let r = TestRouter::new(&config(&origin, &refused_addr().await)).await;
     for _ in 0..20 {
         let reply = r.chat("US", &chat_body("m", 5)).await;
@@ -101,7 +103,7 @@ async fn origin_connections_are_kept_alive_and_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_origin_closed_while_idle_is_not_used() {
-    let (origin, seen) = counting_origin(Some(Duration::from_millis(100))).await;
+    let (origin, seen) = counting_origin(Some(Duration::from_millis(100)), false).await;
     let r = TestRouter::new(&config(&origin, &refused_addr().await)).await;
     for i in 0..4 {
         let reply = r.chat("US", &chat_body("m", 5)).await;
@@ -115,4 +117,18 @@ async fn a_connection_the_origin_closed_while_idle_is_not_used() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(seen.connections.load(Ordering::SeqCst), 4, "each request needed a new connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_without_a_body_frees_its_connection_for_the_next_request() {
+    // An empty body ends with the head: nothing reads it to the end, so the
+    // connection must go back to the pool when the head arrives.
+    let (origin, seen) = counting_origin(None, true).await;
+    let r = TestRouter::new(&config(&origin, &refused_addr().await)).await;
+    for _ in 0..10 {
+        let reply = r.chat("US", &chat_body("m", 5)).await;
+        assert_eq!((reply.status, reply.node(), reply.body.len()), (200, "primary", 0));
+    }
+    let connections = seen.connections.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&connections), "10 sequential empty answers opened {connections} origin connections");
 }
