@@ -69,8 +69,9 @@ pub struct RequestFacts {
     pub samples: bool,
 }
 
-/// What the body told us.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What the body told us. A native host reads it (with [`parse_body`]) and
+/// hands it over in `Event::Request`, so the module need not parse the JSON.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct BodyFacts {
     /// `model`
     pub model: Option<String>,

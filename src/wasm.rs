@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::machine::Router;
-use crate::wire::{Action, Configured, Event, Reply};
+use crate::wire::{Action, Configured, Event, REQUEST_TAG, Reply, RequestRef};
 
 // The module's heap. Decoding an event, routing and encoding the action
 // allocate a few dozen small blocks per request; with talc instead of the
@@ -38,7 +38,7 @@ thread_local! {
 /// ABI version; the host refuses a module whose version it does not know.
 #[unsafe(no_mangle)]
 pub extern "C" fn er_abi_version() -> u32 {
-    9
+    10
 }
 
 /// Returns a pointer to an input buffer of at least `len` bytes.
@@ -105,10 +105,16 @@ pub extern "C" fn er_handle(len: u32) -> u64 {
 
 fn handle_all(router: &mut Router, mut input: &[u8]) -> Action {
     let mut action = None;
-    while !input.is_empty() {
-        match postcard::take_from_bytes::<Event>(input) {
-            Ok((event, rest)) => {
-                action = Some(router.handle(event));
+    while let Some((&tag, after_tag)) = input.split_first() {
+        // A request is read in place: its headers and body are not copied.
+        let read = if tag == REQUEST_TAG {
+            postcard::take_from_bytes::<RequestRef>(after_tag).map(|(request, rest)| (router.request(request), rest))
+        } else {
+            postcard::take_from_bytes::<Event>(input).map(|(event, rest)| (router.handle(event), rest))
+        };
+        match read {
+            Ok((answer, rest)) => {
+                action = Some(answer);
                 input = rest;
             }
             Err(e) => return internal(format!("malformed event: {e}")),

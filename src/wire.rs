@@ -21,6 +21,77 @@ impl Header {
     pub fn new(name: &str, value: &str) -> Self {
         Self { name: name.to_string(), value: value.as_bytes().to_vec() }
     }
+
+    /// The header, borrowed.
+    pub fn as_ref(&self) -> HeaderRef<'_> {
+        HeaderRef { name: &self.name, value: &self.value }
+    }
+}
+
+/// A client header as the router reads it: borrowed from a [`Header`], or
+/// straight from an encoded [`Event::Request`] (see [`RequestRef`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct HeaderRef<'a> {
+    /// Lower-case name.
+    pub name: &'a str,
+    /// Raw value.
+    pub value: &'a [u8],
+}
+
+/// The first byte of an encoded [`Event::Request`]: postcard writes an
+/// enum's variant index first, and `Request` is the first variant.
+pub const REQUEST_TAG: u8 = 0;
+
+/// [`Event::Request`] borrowed: its strings, headers and body point into the
+/// message they were read from, so the module reads a request without
+/// copying it. The fields are `Event::Request`'s, in the same order and
+/// encoding, so postcard reads an encoded `Event::Request` after its
+/// [`REQUEST_TAG`] as this. Native callers use [`Event::Request`], which the
+/// router borrows the same way.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RequestRef<'a> {
+    /// Host-chosen id, unique among requests in flight.
+    pub id: u64,
+    /// Method.
+    pub method: &'a str,
+    /// Path and query.
+    pub target: &'a str,
+    /// Client headers.
+    #[serde(borrow)]
+    pub headers: Vec<HeaderRef<'a>>,
+    /// ISO country from a trusted source, if any.
+    #[serde(borrow)]
+    pub country: Option<&'a str>,
+    /// The body.
+    #[serde(borrow)]
+    pub body: BodyRef<'a>,
+    /// Milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    /// A uniformly random value for weighted choices.
+    pub random: u64,
+    /// See [`Event::Request`].
+    pub key_sha256: Option<[u8; 32]>,
+    /// See [`Event::Request`].
+    pub body_facts: Option<crate::facts::BodyFacts>,
+}
+
+/// [`RequestBody`] borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum BodyRef<'a> {
+    /// Read completely.
+    Buffered(&'a [u8]),
+    /// Left in the connection.
+    Streamed,
+}
+
+impl RequestBody {
+    /// The body, borrowed.
+    pub fn as_ref(&self) -> BodyRef<'_> {
+        match self {
+            Self::Buffered(bytes) => BodyRef::Buffered(bytes),
+            Self::Streamed => BodyRef::Streamed,
+        }
+    }
 }
 
 /// The body of a client request as the host hands it over.
@@ -141,6 +212,11 @@ pub enum Event {
         /// with `None` the router hashes it. A native host has SHA-256 in
         /// hardware, the module only in software.
         key_sha256: Option<[u8; 32]>,
+        /// What [`crate::facts::parse_body`] read from a buffered body of
+        /// one of the three API endpoints, when the host read it; with
+        /// `None` the router parses the body itself (and explains a body
+        /// it cannot read). A native host parses faster than the module.
+        body_facts: Option<crate::facts::BodyFacts>,
     },
     /// The origin of the current attempt sent its response head.
     ResponseHead {
@@ -465,4 +541,84 @@ pub enum Configured {
     },
     /// Refused; the previous config (if any) stays in force.
     Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::BodyFacts;
+
+    /// Encodes `event` as the host does and reads it back as the module does.
+    fn read_back(event: &Event) -> Vec<u8> {
+        let bytes = postcard::to_allocvec(event).expect("encodes");
+        assert_eq!(bytes.first(), Some(&REQUEST_TAG), "a request's encoding starts with its tag");
+        bytes
+    }
+
+    #[test]
+    fn an_encoded_request_reads_back_borrowed_field_by_field() {
+        let facts = BodyFacts {
+            model: Some("auto".into()),
+            stream: true,
+            max_tokens: Some(7),
+            prompt_tokens: 12,
+            temperature: Some(0.5),
+        };
+        let cases = [
+            (RequestBody::Buffered(b"{\"model\":\"auto\"}".to_vec()), Some("DE"), Some([7u8; 32]), Some(facts)),
+            (RequestBody::Streamed, None, None, None),
+            (RequestBody::Buffered(Vec::new()), Some(""), None, Some(BodyFacts::default())),
+        ];
+        for (body, country, key_sha256, body_facts) in cases {
+            let headers = vec![
+                Header::new("authorization", "Bearer sk"),
+                // Not UTF-8: values are bytes, and none may be lost.
+                Header { name: "x-raw".into(), value: vec![0xff, 0x00, b'a'] },
+                Header::new("", ""),
+            ];
+            let event = Event::Request {
+                id: u64::MAX,
+                method: "POST".into(),
+                target: "/v1/chat/completions?x=ü".into(),
+                headers: headers.clone(),
+                country: country.map(Into::into),
+                body: body.clone(),
+                now_ms: 1_700_000_000_000,
+                random: 0x9E37_79B9_7F4A_7C15,
+                key_sha256,
+                body_facts: body_facts.clone(),
+            };
+            let bytes = read_back(&event);
+            let (request, rest) = postcard::take_from_bytes::<RequestRef>(&bytes[1..]).expect("reads as a RequestRef");
+            assert!(rest.is_empty(), "the whole request was read");
+            assert_eq!(
+                request,
+                RequestRef {
+                    id: u64::MAX,
+                    method: "POST",
+                    target: "/v1/chat/completions?x=ü",
+                    headers: headers.iter().map(Header::as_ref).collect(),
+                    country,
+                    body: body.as_ref(),
+                    now_ms: 1_700_000_000_000,
+                    random: 0x9E37_79B9_7F4A_7C15,
+                    key_sha256,
+                    body_facts,
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn no_other_event_starts_with_the_request_tag() {
+        let others = [
+            Event::ResponseHead { id: 0, status: 200, retry_after_s: None, now_ms: 0 },
+            Event::Finished { id: 0, usage: None, now_ms: 0 },
+            Event::Tick { now_ms: 0 },
+            Event::Status { now_ms: 0 },
+        ];
+        for event in others {
+            assert_ne!(postcard::to_allocvec(&event).expect("encodes")[0], REQUEST_TAG, "{event:?}");
+        }
+    }
 }

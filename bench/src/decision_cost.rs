@@ -6,9 +6,10 @@
 //! forward did not ask about) and the end are deferred and reach the module
 //! with the next request, in one call. Each side runs `ROUNDS` rounds of `PER_ROUND`
 //! decisions, interleaved so machine noise hits both alike; the medians are
-//! compared. The client key is hashed natively on both sides, as in the
-//! edge box: by the native router itself, and for the module by the caller
-//! (inside the timed loop), which passes the digest in the event.
+//! compared. The client key is hashed, and the JSON body read, natively on
+//! both sides, as in the edge box: by the native router itself, and for the
+//! module by the caller (inside the timed loop), which passes the digest and
+//! the body's facts in the event.
 //!
 //! Usage: decision-cost [CONFIG] [MODULE]
 #![allow(clippy::disallowed_methods)]
@@ -29,9 +30,10 @@ const PER_ROUND: u64 = 20_000;
 /// The client key the requests present (a key `examples/hybrid.yaml` knows).
 const KEY: &str = "sk-demo-vip";
 
-/// A keyed chat request. `hash_key`: the caller hashes the client key, as
-/// the edge box does for the module (the native router hashes it itself).
-fn request(id: u64, hash_key: bool) -> Event {
+/// A keyed chat request. `host_side`: the caller hashes the client key and
+/// reads the body's facts, as the edge box does for the module (the native
+/// router does both itself).
+fn request(id: u64, host_side: bool) -> Event {
     let body = br#"{"model":"llama-3-8b","stream":false,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise the attached paragraph in one sentence, please."}]}"#;
     Event::Request {
         id,
@@ -48,7 +50,8 @@ fn request(id: u64, hash_key: bool) -> Event {
         body: RequestBody::Buffered(body.to_vec()),
         now_ms: 1_700_000_000_000 + id,
         random: id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        key_sha256: hash_key.then(|| edge_router::auth::key_digest(KEY.as_bytes())),
+        key_sha256: host_side.then(|| edge_router::auth::key_digest(KEY.as_bytes())),
+        body_facts: host_side.then(|| edge_router::facts::parse_body(body).expect("the body parses")),
     }
 }
 
@@ -57,13 +60,13 @@ fn request(id: u64, hash_key: bool) -> Event {
 fn round(
     start_id: u64,
     n: u64,
-    hash_key: bool,
+    host_side: bool,
     handle: &mut dyn FnMut(&Event) -> Action,
     defer: &mut dyn FnMut(&Event),
 ) -> f64 {
     let t = Instant::now();
     for id in start_id..start_id + n {
-        match handle(&request(id, hash_key)) {
+        match handle(&request(id, host_side)) {
             Action::Forward(f) => assert!(!f.ask_on_status.contains(&200)),
             other => panic!("expected a forward, got {other:?}"),
         }
@@ -119,6 +122,12 @@ fn main() -> anyhow::Result<()> {
     round(id, PER_ROUND / 4, false, &mut native_handle, &mut native_defer);
     round(id, PER_ROUND / 4, true, &mut wasm_handle, &mut wasm_defer);
     round(id, PER_ROUND / 4, true, &mut encoded_handle, &mut encoded_defer);
+    // For profiling the module's side alone (see bench/README.md).
+    if std::env::var_os("DECISION_COST_WASM_ONLY").is_some() {
+        let per = round(id, PER_ROUND * ROUNDS as u64, true, &mut wasm_handle, &mut wasm_defer);
+        println!("wasmtime only: {:.2} µs", per / 1000.0);
+        return Ok(());
+    }
     for _ in 0..ROUNDS {
         id += PER_ROUND;
         native_ns.push(round(id, PER_ROUND, false, &mut native_handle, &mut native_defer));

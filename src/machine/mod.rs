@@ -23,13 +23,13 @@ use origin_fallback::{
 use crate::auth::{Principal, key_digest, presented_key};
 use crate::config::RouterConfig;
 use crate::error::{Explanation, RouterError};
-use crate::facts::{Endpoint, RequestFacts, parse_body, request_facts};
+use crate::facts::{BodyFacts, Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, country_label, permits};
 use crate::hop::{connection_tokens, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::{
-    Action, CacheFill, CacheLookup, CacheStatus, Event, Explain, Failure, Forward, ForwardBody, Header, Notice,
-    RequestBody, Spend, Usage,
+    Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Event, Explain, Failure, Forward, ForwardBody, Header,
+    HeaderRef, Notice, RequestRef, Spend, Usage,
 };
 
 /// An exchange silent for this long is assumed abandoned by its host and its
@@ -46,12 +46,12 @@ const MAX_RETRY_AFTER_S: u64 = 3600;
 /// The lower-case names of the client headers an origin must not see beyond
 /// those it never sees ([`never_forwarded`]): the ones the client's
 /// `Connection` header names. Usually none, and then nothing is allocated.
-fn unforwardable(headers: &[Header]) -> Vec<String> {
+fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
     let mut connection = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).peekable();
     if connection.peek().is_none() {
         return Vec::new();
     }
-    let mut names = connection_tokens(connection.map(|h| h.value.as_slice()));
+    let mut names = connection_tokens(connection.map(|h| h.value));
     names.retain(|n| !never_forwarded(n));
     names.sort_unstable();
     names.dedup();
@@ -331,13 +331,29 @@ impl Router {
         self.exchanges.len()
     }
 
+    /// Handles a client request (an [`Event::Request`], borrowed) and says
+    /// what to do next.
+    pub fn request(&mut self, request: RequestRef<'_>) -> Action {
+        self.entropy = request.random;
+        self.on_request(request)
+    }
+
     /// Handles one event and says what to do next.
     pub fn handle(&mut self, event: Event) -> Action {
         match event {
-            Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256 } => {
-                self.entropy = random;
-                let head = RequestHead { method, target, headers, country, key_sha256 };
-                self.on_request(id, head, body, now_ms, random)
+            Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256, body_facts } => {
+                self.request(RequestRef {
+                    id,
+                    method: &method,
+                    target: &target,
+                    headers: headers.iter().map(Header::as_ref).collect(),
+                    country: country.as_deref(),
+                    body: body.as_ref(),
+                    now_ms,
+                    random,
+                    key_sha256,
+                    body_facts,
+                })
             }
             Event::ResponseHead { id, status, retry_after_s, now_ms } => {
                 self.on_response_head(id, status, retry_after_s, now_ms)
@@ -421,9 +437,9 @@ impl Router {
         self.next_attempt(id, now_ms)
     }
 
-    fn on_request(&mut self, id: u64, head: RequestHead, body: RequestBody, now_ms: u64, random: u64) -> Action {
-        let RequestHead { method, target, headers, country, key_sha256 } = head;
-        let country = country.as_deref().and_then(Country::parse);
+    fn on_request(&mut self, request: RequestRef<'_>) -> Action {
+        let RequestRef { id, method, target, headers, country, body, now_ms, random, key_sha256, body_facts } = request;
+        let country = country.and_then(Country::parse);
         let refuse = |e: RouterError, label: &str| refusal(&e, label, country);
         if let Err(geo) = self.config.geofence.check(country) {
             return refuse(RouterError::Geofenced(geo.to_string()), "geofence");
@@ -436,15 +452,15 @@ impl Router {
         };
         let tenant = principal.tenant.clone();
         let jurisdiction = self.config.residency.jurisdiction_of(country);
-        let endpoint = Endpoint::classify(&method, &target);
+        let endpoint = Endpoint::classify(method, target);
 
         let (label, chain, estimated_tokens, fill) = if endpoint == Endpoint::Other {
             let Some(node) = self.config.passthrough else {
                 let path = target.split('?').next().unwrap_or_default().to_string();
-                return refuse(RouterError::NoRoute { method, path }, "passthrough");
+                return refuse(RouterError::NoRoute { method: method.to_string(), path }, "passthrough");
             };
             let chain = vec![(node, ModelChoice::Keep)];
-            let http = self.config.cache.enabled && matches!(method.as_str(), "GET" | "HEAD");
+            let http = self.config.cache.enabled && matches!(method, "GET" | "HEAD");
             let fill = http.then(|| {
                 let key = format!("http/{}{}", self.config.nodes[node].id, target);
                 (CacheFill { key, ttl_s: 0, estimated_tokens: 0, http: true }, false)
@@ -454,10 +470,10 @@ impl Router {
                 Err(e) => return refuse(e, "passthrough"),
             }
         } else {
-            let RequestBody::Buffered(bytes) = body else {
+            let BodyRef::Buffered(bytes) = body else {
                 return refuse(RouterError::Internal("the host did not buffer an API request body".into()), "-");
             };
-            let facts = match self.facts(endpoint, &bytes, &headers, country, principal) {
+            let facts = match self.facts(endpoint, bytes, body_facts, &headers, country, principal) {
                 Ok(f) => f,
                 Err(e) => return refuse(e, "-"),
             };
@@ -466,13 +482,13 @@ impl Router {
                 Ok(c) => c,
                 Err(e) => return refuse(e, &label),
             };
-            let fill = self.cache_fill(&method, &target, &bytes, &headers, &facts, &chain, rule_ttl, &tenant);
+            let fill = self.cache_fill(method, target, bytes, &headers, &facts, &chain, rule_ttl, &tenant);
             (label, chain, facts.estimated_tokens, fill)
         };
 
         let exchange = Exchange {
-            method,
-            target,
+            method: method.to_string(),
+            target: target.to_string(),
             unforwardable: unforwardable(&headers),
             chain,
             next: 0,
@@ -520,7 +536,7 @@ impl Router {
         method: &str,
         target: &str,
         body: &[u8],
-        headers: &[Header],
+        headers: &[HeaderRef<'_>],
         facts: &RequestFacts,
         chain: &[(usize, ModelChoice)],
         rule_ttl: Option<crate::config::DurationSpec>,
@@ -542,7 +558,7 @@ impl Router {
         let cache_control = headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
-            .filter_map(|h| std::str::from_utf8(&h.value).ok());
+            .filter_map(|h| std::str::from_utf8(h.value).ok());
         let AiDecision::Use { refresh, ttl_s } =
             ai_decision(facts.samples, cache_control, header_str(headers, "x-edge-cache-ttl"), &policy)
         else {
@@ -562,11 +578,15 @@ impl Router {
         &self,
         endpoint: Endpoint,
         body: &[u8],
-        headers: &[Header],
+        parsed: Option<BodyFacts>,
+        headers: &[HeaderRef<'_>],
         country: Option<Country>,
         principal: Principal,
     ) -> Result<RequestFacts, RouterError> {
-        let parsed = parse_body(body).map_err(RouterError::BadRequest)?;
+        let parsed = match parsed {
+            Some(parsed) => parsed,
+            None => parse_body(body).map_err(RouterError::BadRequest)?,
+        };
         if parsed.model.as_deref().is_none_or(str::is_empty) {
             return Err(RouterError::BadRequest("the request body needs a `model` (or `auto`)".into()));
         }
@@ -924,21 +944,12 @@ fn cost_of(tokens: u64, per_1k: f64) -> f64 {
     tokens as f64 * per_1k / 1000.0
 }
 
-/// What a `Request` event says besides its id, body, time and randomness.
-struct RequestHead {
-    method: String,
-    target: String,
-    headers: Vec<Header>,
-    country: Option<String>,
-    key_sha256: Option<[u8; 32]>,
+fn presented_key_of<'a>(headers: &[HeaderRef<'a>]) -> Option<&'a [u8]> {
+    presented_key(headers.iter().map(|h| (h.name, h.value)))
 }
 
-fn presented_key_of(headers: &[Header]) -> Option<&[u8]> {
-    presented_key(headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())))
-}
-
-fn header_str<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
-    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(&h.value).ok())
+fn header_str<'a>(headers: &[HeaderRef<'a>], name: &str) -> Option<&'a str> {
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
 }
 
 fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
@@ -1006,10 +1017,11 @@ mod tests {
             target: "/v1/chat/completions".into(),
             headers: vec![Header::new("content-type", "application/json")],
             country: Some(country.into()),
-            body: RequestBody::Buffered(body.into_bytes()),
+            body: crate::wire::RequestBody::Buffered(body.into_bytes()),
             now_ms: 1_000,
             random,
             key_sha256: None,
+            body_facts: None,
         }
     }
 
@@ -1057,7 +1069,7 @@ mod tests {
                 unreachable!()
             };
             let headers = header.map(|h| vec![Header::new("authorization", h)]).unwrap_or_default();
-            Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256 }
+            Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256, body_facts: None }
         };
         // The router hashes the presented key itself...
         assert!(matches!(r.handle(keyed(1, Some("Bearer sk-team-a"), None)), Action::Forward(_)));
@@ -1066,6 +1078,56 @@ mod tests {
         assert!(matches!(r.handle(keyed(3, None, Some(digest))), Action::Forward(_)));
         let other = crate::auth::key_digest(b"sk-team-b");
         assert!(matches!(r.handle(keyed(4, None, Some(other))), Action::Respond { status: 401, .. }));
+    }
+
+    #[test]
+    fn body_facts_from_the_host_stand_in_for_parsing_the_body() {
+        let config = "nodes:\n  - {id: small, type: edge, host: \"http://s\", models: [tiny]}\n  - {id: big, type: cloud, host: \"http://b\", models: [huge]}\nrouting:\n  rules:\n    - {match: {max_tokens: 100}, target: small}\n";
+        let with_facts = |id: u64, body: &str, facts: Option<BodyFacts>| {
+            let Event::Request { method, target, headers, country, now_ms, random, .. } = request(id, "US", "m", 0)
+            else {
+                unreachable!()
+            };
+            let body = crate::wire::RequestBody::Buffered(body.as_bytes().to_vec());
+            Event::Request {
+                id,
+                method,
+                target,
+                headers,
+                country,
+                body,
+                now_ms,
+                random,
+                key_sha256: None,
+                body_facts: facts,
+            }
+        };
+        let forward = |r: &mut Router, e: Event| match r.handle(e) {
+            Action::Forward(f) => (f.node, f.body),
+            other => panic!("expected a forward, got {other:?}"),
+        };
+        // The host's reading of a body and the router's own lead to the same forward.
+        for body in [
+            r#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"max_tokens":10}"#,
+            r#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"max_tokens":5000}"#,
+            r#"{"model":"huge","prompt":"once upon a time","stream":true}"#,
+        ] {
+            let facts = parse_body(body.as_bytes()).expect("parses");
+            let own = forward(&mut router(config), with_facts(1, body, None));
+            let host = forward(&mut router(config), with_facts(1, body, Some(facts)));
+            assert_eq!(own, host, "{body}");
+        }
+        // The router does not read the body again: the host's facts decide.
+        let facts = BodyFacts { model: Some("auto".into()), max_tokens: Some(10), ..BodyFacts::default() };
+        let (node, _) = forward(&mut router(config), with_facts(2, "{not json, never parsed", Some(facts)));
+        assert_eq!(node, "small");
+        // Without them, the router explains what is wrong with the body.
+        let mut r = router(config);
+        let Action::Respond { status, body, .. } = r.handle(with_facts(3, "{not json", None)) else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(status, 400);
+        assert!(String::from_utf8_lossy(&body).contains("not valid JSON"), "{}", String::from_utf8_lossy(&body));
     }
 
     #[test]
@@ -1082,7 +1144,18 @@ mod tests {
             Header::new("api-key", "client"),
             Header::new("x-trace", "t1"),
         ];
-        let event = Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256: None };
+        let event = Event::Request {
+            id,
+            method,
+            target,
+            headers,
+            country,
+            body,
+            now_ms,
+            random,
+            key_sha256: None,
+            body_facts: None,
+        };
         let Action::Forward(f) = r.handle(event) else { panic!("expected a forward") };
         assert_eq!(f.remove_headers, ["x-hop"]);
         for name in ["authorization", "x-api-key", "api-key", "connection", "Host", "content-length"] {
@@ -1166,10 +1239,11 @@ fn chat_event(id: u64, now_ms: u64, random: u64, body: &str) -> Event {
         target: "/v1/chat/completions".into(),
         headers: Vec::new(),
         country: Some("US".into()),
-        body: RequestBody::Buffered(body.as_bytes().to_vec()),
+        body: crate::wire::RequestBody::Buffered(body.as_bytes().to_vec()),
         now_ms,
         random,
         key_sha256: None,
+        body_facts: None,
     }
 }
 

@@ -118,6 +118,8 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context, country: Option<Count
         random: random(),
         // No SHA-256 in hardware here: the router hashes the key itself.
         key_sha256: None,
+        // Nor a native parser: the router reads the body itself.
+        body_facts: None,
     });
     let later = origin::Later::open(ctx);
     let mut exchange = origin::Exchange {
