@@ -36,7 +36,10 @@ impl Country {
 
 /// A client country for the `x-edge-country` header: its code, or `XX` when unknown.
 pub fn country_label(country: Option<Country>) -> String {
-    country.map_or_else(|| "XX".to_string(), |c| c.to_string())
+    match &country {
+        Some(c) => c.as_str().to_string(),
+        None => "XX".to_string(),
+    }
 }
 
 impl fmt::Display for Country {

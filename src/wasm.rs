@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::machine::Router;
-use crate::wire::{Action, Configured, Event, REQUEST_TAG, Reply, RequestRef};
+use crate::wire::{Action, Configured, Reply};
 
 // The module's heap. Decoding an event, routing and encoding the action
 // allocate a few dozen small blocks per request; with talc instead of the
@@ -103,24 +103,12 @@ pub extern "C" fn er_handle(len: u32) -> u64 {
     })
 }
 
-fn handle_all(router: &mut Router, mut input: &[u8]) -> Action {
-    let mut action = None;
-    while let Some((&tag, after_tag)) = input.split_first() {
-        // A request is read in place: its headers and body are not copied.
-        let read = if tag == REQUEST_TAG {
-            postcard::take_from_bytes::<RequestRef>(after_tag).map(|(request, rest)| (router.request(request), rest))
-        } else {
-            postcard::take_from_bytes::<Event>(input).map(|(event, rest)| (router.handle(event), rest))
-        };
-        match read {
-            Ok((answer, rest)) => {
-                action = Some(answer);
-                input = rest;
-            }
-            Err(e) => return internal(format!("malformed event: {e}")),
-        }
+fn handle_all(router: &mut Router, input: &[u8]) -> Action {
+    match router.handle_batch(input) {
+        Ok(Some(action)) => action,
+        Ok(None) => internal("the module was called without an event".into()),
+        Err(e) => internal(format!("malformed event: {e}")),
     }
-    action.unwrap_or_else(|| internal("the module was called without an event".into()))
 }
 
 fn internal(message: String) -> Action {

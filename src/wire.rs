@@ -335,17 +335,16 @@ pub enum ForwardBody {
     RewriteModel(String),
 }
 
-/// A request to send to a node.
+/// A request to send to a node: the client's method, to the node's
+/// `base_url` followed by the client's target
+/// ([`crate::config::Node::url_for`]). The host has both already, so neither
+/// crosses the ABI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forward {
     /// Node id.
     pub node: String,
     /// 1 for the first attempt.
     pub attempt: u32,
-    /// Absolute URL.
-    pub url: String,
-    /// Method.
-    pub method: String,
     /// Lower-case names of further client headers not to forward: those the
     /// client's `Connection` header names. The host never forwards the
     /// headers [`crate::hop::never_forwarded`] names either, nor its own

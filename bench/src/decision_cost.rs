@@ -102,22 +102,25 @@ fn main() -> anyhow::Result<()> {
     let native = std::cell::RefCell::new(native);
     let wasm = std::cell::RefCell::new(wasm);
     let mut native_handle = |e: &Event| native.borrow_mut().handle(e.clone());
-    let mut native_defer = |e: &Event| drop(native.borrow_mut().handle(e.clone()));
+    let mut native_defer = |e: &Event| native.borrow_mut().absorb(e.clone());
     let mut wasm_handle = |e: &Event| wasm.borrow_mut().handle(e).expect("module call");
     let mut wasm_defer = |e: &Event| wasm.borrow_mut().defer(e);
-    // Deferred events ride with the next call, so only answered ones have a reply.
-    let decoded = |e: &Event| -> Event {
-        let bytes = postcard::to_allocvec(e).expect("encode event");
-        postcard::from_bytes(&bytes).expect("decode event")
-    };
+    // As in the module: deferred events are encoded into a batch that rides
+    // with the next call, which is read as `er_handle` reads it.
+    let batch = std::cell::RefCell::new(Vec::new());
+    let onto =
+        |e: &Event, batch: &mut Vec<u8>| *batch = postcard::to_extend(e, std::mem::take(batch)).expect("encode event");
     let mut encoded_handle = |e: &Event| {
         let mut router = encoded.borrow_mut();
-        let action = router.handle(decoded(e));
+        let mut batch = batch.borrow_mut();
+        onto(e, &mut batch);
+        let action = router.handle_batch(&batch).expect("decode events").expect("an answer");
+        batch.clear();
         let reply = Reply { action, notices: router.take_notices(), spent: router.take_spent() };
         let bytes = postcard::to_allocvec(&reply).expect("encode reply");
         postcard::from_bytes::<Reply>(&bytes).expect("decode reply").action
     };
-    let mut encoded_defer = |e: &Event| drop(encoded.borrow_mut().handle(decoded(e)));
+    let mut encoded_defer = |e: &Event| onto(e, &mut batch.borrow_mut());
     // Warm-up, then interleaved measured rounds.
     round(id, PER_ROUND / 4, false, &mut native_handle, &mut native_defer);
     round(id, PER_ROUND / 4, true, &mut wasm_handle, &mut wasm_defer);

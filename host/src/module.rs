@@ -184,7 +184,7 @@ impl WasmRouter {
     pub fn keep(&mut self, reply: &Reply) {
         for s in &reply.spent {
             match self.kept.spent.iter_mut().find(|k| k.node == s.node) {
-                Some(k) if (s.day, s.spent) > (k.day, k.spent) => *k = s.clone(),
+                Some(k) if (s.day, s.spent) > (k.day, k.spent) => (k.day, k.spent) = (s.day, s.spent),
                 Some(_) => {}
                 None => self.kept.spent.push(s.clone()),
             }

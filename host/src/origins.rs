@@ -140,6 +140,9 @@ pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// The node's URL, which new connections are opened to.
     base: Uri,
+    /// The path of the node's URL, without a trailing `/`: it comes before
+    /// the client's target.
+    prefix: String,
     /// `Host` of every request to the node.
     host: HeaderValue,
     /// Unused connections, most recently used last, with when they came back.
@@ -173,7 +176,19 @@ impl Pool {
         let base: Uri = node.base_url.parse()?;
         let host = host_header(&base)
             .ok_or_else(|| anyhow::anyhow!("node {}: `{}` has no usable host", node.id, node.base_url))?;
-        Ok(Self { connector: connector(node.timeouts.connect.0)?, base, host, idle: Mutex::new(Vec::new()) })
+        let prefix = base.path().trim_end_matches('/').to_string();
+        Ok(Self { connector: connector(node.timeouts.connect.0)?, base, host, prefix, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// The origin-form target on this node of a client's request for
+    /// `client` (whose path and query are kept): the node's path, if its URL
+    /// has one, then the client's.
+    pub fn target(&self, client: &Uri) -> Result<Uri, http::Error> {
+        let Some(path) = client.path_and_query() else { return Ok(Uri::from_static("/")) };
+        if self.prefix.is_empty() {
+            return Ok(Uri::from(path.clone()));
+        }
+        Ok(Uri::try_from(format!("{}{}", self.prefix, path.as_str()))?)
     }
 
     /// Keeps a free connection for the next request.
@@ -197,14 +212,12 @@ impl Pool {
         None
     }
 
-    /// Sends `req` (whose URI is absolute: the node's URL and the target)
-    /// on an unused connection, or on a new one. The request goes out in
-    /// origin form with the node's `Host`. A request a reused connection
-    /// could not take (it was closing) goes on the next one; a request that
-    /// was sent and then failed is not sent again.
+    /// Sends `req` (whose URI is in origin form, from [`Pool::target`]) on
+    /// an unused connection, or on a new one, with the node's `Host`. A
+    /// request a reused connection could not take (it was closing) goes on
+    /// the next one; a request that was sent and then failed is not sent
+    /// again.
     pub async fn send(self: &Arc<Self>, mut req: Request<ProxyBody>) -> Result<(Response<Incoming>, Lease), Failure> {
-        let path = req.uri().path_and_query().map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
-        *req.uri_mut() = path;
         req.headers_mut().insert(http::header::HOST, self.host.clone());
         while let Some(mut sender) = self.take_idle() {
             match sender.try_send_request(req).await {

@@ -440,16 +440,8 @@ impl Pending {
                 .unwrap_or_default();
             let sent = tokio::time::Instant::now();
             let sent_ms = now_ms();
-            let outcome = send(
-                &shared,
-                self.worker,
-                &forward,
-                &self.parts.headers,
-                &self.original,
-                &mut self.stream,
-                &conditional,
-            )
-            .await;
+            let outcome =
+                send(&shared, self.worker, &forward, &self.parts, &self.original, &mut self.stream, &conditional).await;
             action = match outcome {
                 Ok((resp, lease)) => {
                     // A response without a body (HEAD, 204, 304, length 0) frees its connection now.
@@ -733,7 +725,7 @@ async fn send(
     shared: &Shared,
     worker: usize,
     f: &Forward,
-    client_headers: &HeaderMap,
+    client: &http::request::Parts,
     original: &Bytes,
     stream: &mut Option<Incoming>,
     extra: &[(String, String)],
@@ -754,10 +746,12 @@ async fn send(
             None => full(original.clone()),
         },
     };
-    let mut req = Request::builder().method(f.method.as_str()).uri(&f.url).body(body).map_err(|_| Failure::Connect)?;
+    let target = pool.target(&client.uri).map_err(|_| Failure::Connect)?;
+    let mut req =
+        Request::builder().method(client.method.clone()).uri(target).body(body).map_err(|_| Failure::Connect)?;
     let headers = req.headers_mut();
     let country_header = shared.config.server.country_header.as_deref();
-    for (name, value) in client_headers {
+    for (name, value) in &client.headers {
         let removed = never_forwarded(name.as_str())
             || f.remove_headers.binary_search_by(|r| r.as_str().cmp(name.as_str())).is_ok()
             || country_header.is_some_and(|c| name.as_str().eq_ignore_ascii_case(c));

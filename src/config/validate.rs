@@ -52,6 +52,17 @@ pub struct Node {
     pub capabilities: Vec<String>,
 }
 
+impl Node {
+    /// Where a request for `target` (path and query) goes on this node:
+    /// its base URL, whose path (if any) comes before the target's.
+    pub fn url_for(&self, target: &str) -> String {
+        let mut url = String::with_capacity(self.base_url.len() + target.len());
+        url.push_str(&self.base_url);
+        url.push_str(target);
+        url
+    }
+}
+
 /// Something legal but probably unintended, reported by `edge-router check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {

@@ -29,7 +29,7 @@ use crate::hop::{connection_tokens, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::{
     Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Event, Explain, Failure, Forward, ForwardBody, Header,
-    HeaderRef, Notice, RequestRef, Spend, Usage,
+    HeaderRef, Notice, REQUEST_TAG, RequestRef, Spend, Usage,
 };
 
 /// An exchange silent for this long is assumed abandoned by its host and its
@@ -61,8 +61,6 @@ fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
 /// One client request on its way through the fallback chain.
 #[derive(Debug)]
 struct Exchange {
-    method: String,
-    target: String,
     /// Client headers not to forward.
     unforwardable: Vec<String>,
     /// Nodes to try, in order, with the model each is asked for.
@@ -338,8 +336,49 @@ impl Router {
         self.on_request(request)
     }
 
+    /// Handles postcard-encoded events, back to back, in order (the
+    /// module's `er_handle`; see `docs/abi.md`), and returns the answer to
+    /// the last: the host sends earlier ones only when it needs no answer,
+    /// so they are [absorbed](Self::absorb). A request is read in place
+    /// ([`RequestRef`]): its headers and body are not copied. An event that
+    /// cannot be read ends the batch with the error; those before it were
+    /// handled.
+    pub fn handle_batch(&mut self, mut input: &[u8]) -> Result<Option<Action>, postcard::Error> {
+        let mut action = None;
+        while let Some((&tag, after_tag)) = input.split_first() {
+            if tag == REQUEST_TAG {
+                let (request, rest) = postcard::take_from_bytes::<RequestRef>(after_tag)?;
+                action = Some(self.request(request));
+                input = rest;
+            } else {
+                let (event, rest) = postcard::take_from_bytes::<Event>(input)?;
+                if rest.is_empty() {
+                    action = Some(self.handle(event));
+                } else {
+                    self.absorb(event);
+                }
+                input = rest;
+            }
+        }
+        Ok(action)
+    }
+
     /// Handles one event and says what to do next.
     pub fn handle(&mut self, event: Event) -> Action {
+        self.dispatch(event, true)
+    }
+
+    /// Handles an event whose answer the caller does not need (one the
+    /// edge box deferred: a `ResponseHead` whose status the `Forward` did
+    /// not ask about, a `BodyFailed` or a `Finished`; see `docs/abi.md`).
+    /// The router changes its state exactly as [`handle`](Self::handle)
+    /// would, but builds no answer nobody reads.
+    pub fn absorb(&mut self, event: Event) {
+        self.dispatch(event, false);
+    }
+
+    /// `answer`: whether the caller reads the action (see [`absorb`](Self::absorb)).
+    fn dispatch(&mut self, event: Event, answer: bool) -> Action {
         match event {
             Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256, body_facts } => {
                 self.request(RequestRef {
@@ -356,7 +395,7 @@ impl Router {
                 })
             }
             Event::ResponseHead { id, status, retry_after_s, now_ms } => {
-                self.on_response_head(id, status, retry_after_s, now_ms)
+                self.on_response_head(id, status, retry_after_s, now_ms, answer)
             }
             Event::OriginFailed { id, failure, now_ms } => self.on_origin_failed(id, failure, now_ms),
             Event::BodyFailed { id, failure, now_ms } => {
@@ -487,8 +526,6 @@ impl Router {
         };
 
         let exchange = Exchange {
-            method: method.to_string(),
-            target: target.to_string(),
             unforwardable: unforwardable(&headers),
             chain,
             next: 0,
@@ -680,7 +717,9 @@ impl Router {
         };
         let day = self.config.budget_day.of(now_ms);
         while ex.next < ex.chain.len() {
-            let (node, choice) = ex.chain[ex.next].clone();
+            // Entries before `next` are never read again: the model choice is taken, not copied.
+            let (node, ref mut entry) = ex.chain[ex.next];
+            let choice = std::mem::replace(entry, ModelChoice::Keep);
             ex.next += 1;
             let n = &self.config.nodes[node];
             let cost = cost_of(ex.estimated_tokens, n.cost_per_1k_tokens);
@@ -704,8 +743,8 @@ impl Router {
             ex.attempts += 1;
             ex.sent_ms = now_ms;
             ex.last_activity_ms = now_ms;
-            ex.rewritten_model = match &choice {
-                ModelChoice::Rewrite(model) => Some(model.clone()),
+            ex.rewritten_model = match choice {
+                ModelChoice::Rewrite(model) => Some(model),
                 _ => None,
             };
             let body = ex.rewritten_model.clone().map_or(ForwardBody::Original, ForwardBody::RewriteModel);
@@ -714,8 +753,6 @@ impl Router {
             return Action::Forward(Forward {
                 node: n.id.clone(),
                 attempt: ex.attempts,
-                url: format!("{}{}", n.base_url, ex.target),
-                method: ex.method.clone(),
                 remove_headers: ex.unforwardable.clone(),
                 body,
                 connect_timeout_ms: n.timeouts.connect.as_millis(),
@@ -803,7 +840,14 @@ impl Router {
         RouterError::Draining(draining.unwrap_or_default())
     }
 
-    fn on_response_head(&mut self, id: u64, status: u16, retry_after_s: Option<u32>, now_ms: u64) -> Action {
+    fn on_response_head(
+        &mut self,
+        id: u64,
+        status: u16,
+        retry_after_s: Option<u32>,
+        now_ms: u64,
+        answer: bool,
+    ) -> Action {
         let Some(ex) = self.exchanges.get_mut(&id) else {
             return Action::Done;
         };
@@ -830,7 +874,9 @@ impl Router {
                 let cost = cost_of(ex.estimated_tokens, self.config.nodes[n].cost_per_1k_tokens);
                 unavailable(&self.nodes, &self.config, n, cost, now_ms).is_none()
             });
-        let deliver = (!retryable || !more).then(|| delivery_explain(ex, &self.config.nodes[node].id));
+        let deliver = !retryable || !more;
+        // The explanation is only built for a caller who reads it.
+        let explain = (deliver && answer).then(|| delivery_explain(ex, &self.config.nodes[node].id));
         if failed {
             self.charge_failure(node, id, now_ms, || format!("it answered {status}"));
         }
@@ -839,18 +885,18 @@ impl Router {
         if status == 429 {
             // A rate limit says nothing of health; a probe it answered is handed on.
             breaker.on_abandoned(id, now_ms);
-        } else if !failed && (probing || deliver.is_none()) {
+        } else if !failed && (probing || !deliver) {
             // A good head closes a probing breaker at once, so a recovered
             // node is not kept out for as long as the probe's stream runs;
             // a body that then breaks off counts as a failure as usual.
             let transition = breaker.on_success(id);
             self.note(node, transition, String::new);
         }
-        if let Some(explain) = deliver {
+        if deliver {
             // Otherwise a delivered answer's success is judged when its body
             // has gone through (see `close`).
             self.nodes[node].traffic.served(now_ms);
-            return Action::Deliver(explain);
+            return explain.map_or(Action::Done, Action::Deliver);
         }
         if let Some(ex) = self.exchanges.get_mut(&id) {
             ex.skipped_statuses.push((node, status));
@@ -1081,6 +1127,57 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_answers_its_last_event_after_the_deferred_ones() {
+        let mut r = router("nodes:\n  - {id: a, type: local, host: \"http://a\"}\n");
+        let encode = |events: &[Event]| -> Vec<u8> {
+            events.iter().flat_map(|e| postcard::to_allocvec(e).expect("encodes")).collect()
+        };
+        let Ok(Some(Action::Forward(f))) = r.handle_batch(&encode(&[request(1, "US", "m", 0)])) else {
+            panic!("expected a forward")
+        };
+        assert_eq!((f.node.as_str(), r.in_flight()), ("a", vec![1]));
+        let deferred = [
+            Event::ResponseHead { id: 1, status: 200, retry_after_s: None, now_ms: 1_100 },
+            Event::Finished { id: 1, usage: None, now_ms: 1_200 },
+        ];
+        let batch = encode(&[&deferred[..], &[request(2, "US", "m", 0)]].concat());
+        assert!(matches!(r.handle_batch(&batch), Ok(Some(Action::Forward(_)))));
+        assert_eq!((r.open_exchanges(), r.in_flight()), (1, vec![1]), "exchange 1 ended, 2 is in flight");
+        // The last event is answered, whatever it is.
+        let head = Event::ResponseHead { id: 2, status: 200, retry_after_s: None, now_ms: 1_300 };
+        assert!(matches!(r.handle_batch(&encode(&[head])), Ok(Some(Action::Deliver(_)))));
+        assert_eq!(r.handle_batch(&[]), Ok(None));
+        let mut broken = encode(&[Event::Tick { now_ms: 5 }]);
+        broken.push(REQUEST_TAG);
+        assert!(r.handle_batch(&broken).is_err(), "a request cut short is an error");
+    }
+
+    #[test]
+    fn an_absorbed_event_changes_the_router_as_a_handled_one_does() {
+        let config = "nodes:\n  - {id: a, type: cloud, host: \"http://a\", cost_per_1k_tokens: 1.0, max_cost_per_day: 100}\n  - {id: b, type: local, host: \"http://b\"}\nrouting:\n  rules:\n    - {match: {type: \"*\"}, target: a, fallback: [b]}\n";
+        let (mut handled, mut absorbed) = (router(config), router(config));
+        let status = |r: &mut Router| match r.handle(Event::Status { now_ms: 9_000 }) {
+            Action::Respond { body, .. } => String::from_utf8(body).expect("utf-8"),
+            other => panic!("expected a report, got {other:?}"),
+        };
+        for (id, head) in [(1, 200), (2, 500), (3, 200), (4, 503)] {
+            for r in [&mut handled, &mut absorbed] {
+                assert!(matches!(r.handle(request(id, "US", "m", id)), Action::Forward(_)));
+            }
+            let head = Event::ResponseHead { id, status: head, retry_after_s: None, now_ms: 1_100 };
+            let end =
+                Event::Finished { id, usage: Some(Usage { prompt_tokens: 10, completion_tokens: 90 }), now_ms: 1_200 };
+            assert!(matches!(handled.handle(head.clone()), Action::Deliver(_) | Action::Forward(_)));
+            handled.handle(end.clone());
+            absorbed.absorb(head);
+            absorbed.absorb(end);
+        }
+        assert_eq!(status(&mut handled), status(&mut absorbed));
+        assert_eq!((handled.open_exchanges(), handled.in_flight()), (absorbed.open_exchanges(), absorbed.in_flight()));
+        assert_eq!(handled.take_spent(), absorbed.take_spent());
+    }
+
+    #[test]
     fn body_facts_from_the_host_stand_in_for_parsing_the_body() {
         let config = "nodes:\n  - {id: small, type: edge, host: \"http://s\", models: [tiny]}\n  - {id: big, type: cloud, host: \"http://b\", models: [huge]}\nrouting:\n  rules:\n    - {match: {max_tokens: 100}, target: small}\n";
         let with_facts = |id: u64, body: &str, facts: Option<BodyFacts>| {
@@ -1162,7 +1259,7 @@ mod tests {
             assert!(never_forwarded(name), "{name} must never be forwarded");
         }
         assert!(!never_forwarded("x-trace"));
-        assert_eq!(f.url, "http://a/base/v1/chat/completions");
+        assert_eq!(r.config().nodes[0].url_for("/v1/chat/completions?x=1"), "http://a/base/v1/chat/completions?x=1");
         assert_eq!(f.credential.as_deref(), Some("A_KEY"));
     }
 

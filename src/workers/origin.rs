@@ -219,7 +219,14 @@ impl Exchange {
 
     async fn send(&mut self, f: &Forward) -> Sent {
         let headers = Headers::new();
-        let country_header = self.generation.router.borrow().config().server.country_header.clone();
+        let (country_header, url) = {
+            let router = self.generation.router.borrow();
+            let config = router.config();
+            let url = config.node_index(&f.node).map(|i| config.nodes[i].url_for(&self.target));
+            (config.server.country_header.clone(), url)
+        };
+        // The router only forwards to nodes of its config.
+        let Some(url) = url else { return Sent::Failed(Failure::Connect) };
         for h in &self.headers {
             let removed = never_forwarded(&h.name)
                 || f.remove_headers.binary_search(&h.name).is_ok()
@@ -251,20 +258,20 @@ impl Exchange {
             }
             ForwardBody::Original => match self.stream.take() {
                 Some(stream) => Some(stream.into()),
-                None if self.original.is_empty() && matches!(f.method.as_str(), "GET" | "HEAD") => None,
+                None if self.original.is_empty() && matches!(self.method.as_str(), "GET" | "HEAD") => None,
                 None => Some(worker::js_sys::Uint8Array::from(&self.original[..]).into()),
             },
         };
         // web_sys directly: worker's own Method turns methods it does not
         // know into GET, and the edge box forwards any method.
         let init = worker::web_sys::RequestInit::new();
-        init.set_method(&f.method);
+        init.set_method(&self.method);
         init.set_headers(&headers.0);
         if let Some(body) = &body {
             init.set_body(body);
         }
         init.set_redirect(worker::web_sys::RequestRedirect::Manual);
-        let request = match worker::web_sys::Request::new_with_str_and_init(&f.url, &init) {
+        let request = match worker::web_sys::Request::new_with_str_and_init(&url, &init) {
             Ok(request) => Request::from(request),
             // The client's request is one fetch cannot send (a GET with a
             // body, TRACE…): not the node's fault.
