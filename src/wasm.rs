@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::machine::Router;
-use crate::wire::{Action, Configured, Reply};
+use crate::wire::{Action, Configured, Reply, Spent};
 
 // The module's heap. Decoding an event, routing and encoding the action
 // allocate a few dozen small blocks per request; with talc instead of the
@@ -28,11 +28,13 @@ static HEAP: crate::heap::Heap<talc::wasm::WasmDynamicTalc> =
 struct Module {
     input: Vec<u8>,
     output: Vec<u8>,
+    /// Reused for every reply's spending.
+    spent: Vec<Spent>,
     router: Option<Router>,
 }
 
 thread_local! {
-    static MODULE: RefCell<Module> = const { RefCell::new(Module { input: Vec::new(), output: Vec::new(), router: None }) };
+    static MODULE: RefCell<Module> = const { RefCell::new(Module { input: Vec::new(), output: Vec::new(), spent: Vec::new(), router: None }) };
 }
 
 /// ABI version; the host refuses a module whose version it does not know.
@@ -55,7 +57,7 @@ fn reply<T: serde::Serialize>(m: &mut Module, value: &T) -> u64 {
     m.output.clear();
     // Encoding into a Vec cannot fail for these types; an empty output makes
     // the host report a broken module rather than act on garbage.
-    if let Ok(bytes) = postcard::to_extend(value, std::mem::take(&mut m.output)) {
+    if let Ok(bytes) = crate::wire::encode_into(value, std::mem::take(&mut m.output)) {
         m.output = bytes;
     }
     ((m.output.as_ptr() as u64) << 32) | m.output.len() as u64
@@ -71,9 +73,10 @@ pub extern "C" fn er_configure(len: u32) -> u64 {
             Ok((file, text)) => match RouterConfig::load(&file, &text) {
                 Err(errors) => Configured::Refused(errors.to_string()),
                 Ok(config) => {
-                    let (nodes, rules) = (config.nodes.len() as u32, config.rules.len() as u32);
+                    let node_ids = config.nodes.iter().map(|n| n.id.clone()).collect();
+                    let rules = config.rules.len() as u32;
                     m.router = Some(Router::new(config));
-                    Configured::Ok { nodes, rules }
+                    Configured::Ok { node_ids, rules }
                 }
             },
         };
@@ -96,10 +99,15 @@ pub extern "C" fn er_handle(len: u32) -> u64 {
             },
             Some(router) => {
                 let action = handle_all(router, m.input.get(..len as usize).unwrap_or_default());
-                Reply { action, notices: router.take_notices(), spent: router.take_spent() }
+                let mut spent = std::mem::take(&mut m.spent);
+                router.take_spent_into(&mut spent);
+                Reply { action, notices: router.take_notices(), spent }
             }
         };
-        reply(m, &answer)
+        let at = reply(m, &answer);
+        m.spent = answer.spent;
+        m.spent.clear();
+        at
     })
 }
 

@@ -6,6 +6,45 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Encodes `value` with postcard at the end of `out`, as both sides of the
+/// ABI do. postcard's own `to_extend` appends every piece, down to each
+/// one-byte varint, with a copy of variable length: natively a call to
+/// `memmove`, and in the module a call out of wasm (`memory.copy`), either
+/// far dearer than the byte it copies. Here pieces of up to three bytes (most
+/// varints) are pushed.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> postcard::Result<Vec<u8>> {
+    postcard::serialize_with_flavor(value, Appender(out))
+}
+
+struct Appender(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Appender {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        // Unrolled, not a loop: in the module every loop iteration also
+        // checks the call's deadline.
+        match *data {
+            [a] => self.0.push(a),
+            [a, b] => self.0.extend_from_slice(&[a, b]),
+            [a, b, c] => self.0.extend_from_slice(&[a, b, c]),
+            _ => self.0.extend_from_slice(data),
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
 /// One header. Values are bytes: HTTP allows non-UTF-8 values and none may be lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -168,6 +207,19 @@ pub enum Control {
 pub struct Spend {
     /// Node id.
     pub node: String,
+    /// Budget day number (see `origin_fallback::BudgetDay`).
+    pub day: u32,
+    /// Cost settled that day.
+    pub spent: f64,
+}
+
+/// A node's settled spending as a [`Reply`] reports it: the node by its
+/// place in the config's list of nodes ([`Configured::Ok`] lists their ids
+/// once), so that no id crosses the ABI with every metered request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spent {
+    /// Index of the node in the config's `nodes`.
+    pub node: u32,
     /// Budget day number (see `origin_fallback::BudgetDay`).
     pub day: u32,
     /// Cost settled that day.
@@ -364,7 +416,8 @@ pub struct Forward {
     pub credential: Option<String>,
     /// Response statuses that may lead to a fallback. For these the host must
     /// report `ResponseHead` and act on the answer before sending anything on.
-    pub ask_on_status: Vec<u16>,
+    /// (The router's list is a constant, so it lends it rather than copying it.)
+    pub ask_on_status: std::borrow::Cow<'static, [u16]>,
     /// Whether the host should look for `usage` in the response body and
     /// report it in `Finished` (the node has a price per token).
     pub meter: bool,
@@ -525,7 +578,7 @@ pub struct Reply {
     /// Health changes, oldest first.
     pub notices: Vec<Notice>,
     /// Nodes whose spending changed, with the new totals.
-    pub spent: Vec<Spend>,
+    pub spent: Vec<Spent>,
 }
 
 /// The result of configuring the module.
@@ -533,8 +586,8 @@ pub struct Reply {
 pub enum Configured {
     /// Accepted.
     Ok {
-        /// Number of nodes.
-        nodes: u32,
+        /// The nodes' ids, in the config's order: [`Spent::node`] indexes this list.
+        node_ids: Vec<String>,
         /// Number of rules.
         rules: u32,
     },

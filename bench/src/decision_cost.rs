@@ -116,7 +116,9 @@ fn main() -> anyhow::Result<()> {
         onto(e, &mut batch);
         let action = router.handle_batch(&batch).expect("decode events").expect("an answer");
         batch.clear();
-        let reply = Reply { action, notices: router.take_notices(), spent: router.take_spent() };
+        let mut spent = Vec::new();
+        router.take_spent_into(&mut spent);
+        let reply = Reply { action, notices: router.take_notices(), spent };
         let bytes = postcard::to_allocvec(&reply).expect("encode reply");
         postcard::from_bytes::<Reply>(&bytes).expect("decode reply").action
     };

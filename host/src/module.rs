@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use edge_router::wire::{Action, Configured, Control, Event, Notice, Reply, Restore};
+use edge_router::wire::{Action, Configured, Control, Event, Notice, Reply, Restore, Spend};
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 /// wasmtime has its own error type; this keeps its full message in an anyhow error.
@@ -114,14 +114,17 @@ pub struct WasmRouter {
     scratch: (Vec<u8>, Vec<u8>),
     /// What a fresh instance must take over: spending and operators' changes.
     kept: Restore,
+    /// The config's node ids, in its order: replies name nodes by index.
+    node_ids: Vec<String>,
 }
 
 impl WasmRouter {
     /// Instantiates the module and configures it; a refused config is an error carrying the module's explanation.
     pub fn new(module: &RouterModule, file: &str, text: &str) -> anyhow::Result<Self> {
         let mut live = instantiate(module)?;
-        configure(&mut live, file, text)?;
+        let node_ids = configure(&mut live, file, text)?;
         Ok(Self {
+            node_ids,
             module: module.clone(),
             live,
             config: (file.into(), text.into()),
@@ -145,7 +148,7 @@ impl WasmRouter {
             }
         }
         let mut live = instantiate(module)?;
-        configure(&mut live, &self.config.0, &self.config.1)?;
+        self.node_ids = configure(&mut live, &self.config.0, &self.config.1)?;
         hand_over(&mut live, &self.kept)?;
         self.live = live;
         self.module = module.clone();
@@ -183,10 +186,17 @@ impl WasmRouter {
     /// kept out of order cannot set it back.
     pub fn keep(&mut self, reply: &Reply) {
         for s in &reply.spent {
-            match self.kept.spent.iter_mut().find(|k| k.node == s.node) {
+            let Some(node) = self.node_ids.get(s.node as usize) else {
+                tracing::error!(
+                    "the router module reported spending of node #{}, which the config does not have",
+                    s.node
+                );
+                continue;
+            };
+            match self.kept.spent.iter_mut().find(|k| k.node == *node) {
                 Some(k) if (s.day, s.spent) > (k.day, k.spent) => (k.day, k.spent) = (s.day, s.spent),
                 Some(_) => {}
-                None => self.kept.spent.push(s.clone()),
+                None => self.kept.spent.push(Spend { node: node.clone(), day: s.day, spent: s.spent }),
             }
         }
     }
@@ -265,7 +275,7 @@ impl WasmRouter {
 
     fn rebuild(&mut self) {
         match instantiate(&self.module)
-            .and_then(|mut live| configure(&mut live, &self.config.0, &self.config.1).map(|()| live))
+            .and_then(|mut live| configure(&mut live, &self.config.0, &self.config.1).map(|_| live))
         {
             Ok(mut live) => {
                 tracing::error!(
@@ -292,7 +302,7 @@ fn hand_over(live: &mut Live, kept: &Restore) -> anyhow::Result<()> {
 /// [`WasmRouter::defer_encoded`], replacing what `into` held.
 pub fn encode(event: &Event, into: &mut Vec<u8>) -> anyhow::Result<()> {
     into.clear();
-    *into = postcard::to_extend(event, std::mem::take(into))?;
+    *into = edge_router::wire::encode_into(event, std::mem::take(into))?;
     Ok(())
 }
 
@@ -340,12 +350,13 @@ fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
     })
 }
 
-fn configure(live: &mut Live, file: &str, text: &str) -> anyhow::Result<()> {
+/// Configures the instance; returns the config's node ids.
+fn configure(live: &mut Live, file: &str, text: &str) -> anyhow::Result<Vec<String>> {
     let message = postcard::to_allocvec(&(file, text))?;
     let (ptr, len) = call(live, Call::Configure, &message)?;
     let bytes = live.memory.data(&live.store).get(ptr..ptr + len).ok_or_else(|| anyhow!("out-of-bounds reply"))?;
     match postcard::from_bytes::<Configured>(bytes)? {
-        Configured::Ok { .. } => Ok(()),
+        Configured::Ok { node_ids, .. } => Ok(node_ids),
         Configured::Refused(why) => bail!("{why}"),
     }
 }

@@ -14,6 +14,7 @@ mod admin;
 mod resilience_tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use origin_fallback::{
     Breaker, BreakerPolicy, BreakerState, Candidate, DailySpend, GOLDEN_GAMMA, LatencyTracker, RetryBudget,
@@ -29,7 +30,7 @@ use crate::hop::{connection_tokens, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::{
     Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Event, Explain, Failure, Forward, ForwardBody, Header,
-    HeaderRef, Notice, REQUEST_TAG, RequestRef, Spend, Usage,
+    HeaderRef, Notice, REQUEST_TAG, RequestRef, Spend, Spent, Usage,
 };
 
 /// An exchange silent for this long is assumed abandoned by its host and its
@@ -166,7 +167,7 @@ pub struct Router {
     config: RouterConfig,
     nodes: Vec<NodeState>,
     latency: LatencyTracker,
-    exchanges: HashMap<u64, Exchange>,
+    exchanges: HashMap<u64, Exchange, BuildHasherDefault<IdHasher>>,
     /// Health changes not yet handed to the host.
     notices: Vec<Notice>,
     /// The `random` of the latest request, for jitter.
@@ -245,7 +246,7 @@ impl Router {
             latency: LatencyTracker::new(config.nodes.len()),
             config,
             nodes,
-            exchanges: HashMap::new(),
+            exchanges: HashMap::default(),
             notices: Vec::new(),
             entropy: 0,
             retries: RetryBudget::new(retry_policy),
@@ -293,13 +294,20 @@ impl Router {
     /// Spending settled since the last call, for the host to keep (and hand
     /// back with `Event::Restore` after a module reload).
     pub fn take_spent(&mut self) -> Vec<Spend> {
-        let mut out = Vec::new();
+        let mut by_index = Vec::new();
+        self.take_spent_into(&mut by_index);
+        let id = |s: &Spent| self.config.nodes[s.node as usize].id.clone();
+        by_index.iter().map(|s| Spend { node: id(s), day: s.day, spent: s.spent }).collect()
+    }
+
+    /// [`take_spent`](Self::take_spent) with nodes by index, appended to
+    /// `out`: what a module's reply carries.
+    pub fn take_spent_into(&mut self, out: &mut Vec<Spent>) {
         for (i, n) in self.nodes.iter_mut().enumerate().filter(|(_, n)| n.spend_changed) {
             n.spend_changed = false;
             let day = n.spend.day();
-            out.push(Spend { node: self.config.nodes[i].id.clone(), day, spent: n.spend.spent(day) });
+            out.push(Spent { node: i as u32, day, spent: n.spend.spent(day) });
         }
-        out
     }
 
     /// Records a breaker transition of `node` for the host; `why` is only
@@ -749,7 +757,8 @@ impl Router {
             };
             let body = ex.rewritten_model.clone().map_or(ForwardBody::Original, ForwardBody::RewriteModel);
             // A fallback status only matters while the chain has nodes left.
-            let ask_on_status = if ex.next < ex.chain.len() { FALLBACK_STATUSES.to_vec() } else { Vec::new() };
+            let ask_on_status =
+                std::borrow::Cow::Borrowed(if ex.next < ex.chain.len() { &FALLBACK_STATUSES[..] } else { &[] });
             return Action::Forward(Forward {
                 node: n.id.clone(),
                 attempt: ex.attempts,
@@ -982,6 +991,29 @@ impl Router {
         if self.recording_settlements && self.config.nodes[node].max_cost_per_day.is_some() {
             self.settled.push(Settlement { id, node: self.config.nodes[node].id.clone(), day, cost });
         }
+    }
+}
+
+/// Hashes exchange ids for the map of exchanges in flight: one mixing
+/// step instead of SipHash, whose resistance to chosen keys an id chosen by
+/// the host does not need (several times cheaper in the module).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the key is a `u64`); this keeps other keys correct.
+        for &b in bytes {
+            self.0 = mix64(self.0 ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = mix64(self.0 ^ id);
     }
 }
 
