@@ -47,6 +47,12 @@ impl postcard::ser_flavors::Flavor for Appender {
     }
 }
 
+/// Encodes `request` as the [`Event::Request`] it borrows from, at the end of `out`.
+pub fn encode_request(request: &RequestRef<'_>, mut out: Vec<u8>) -> postcard::Result<Vec<u8>> {
+    out.push(REQUEST_TAG);
+    encode_into(request, out)
+}
+
 /// One header. Values are bytes: HTTP allows non-UTF-8 values and none may be lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -71,11 +77,12 @@ impl Header {
 
 /// A client header as the router reads it: borrowed from a [`Header`], or
 /// straight from an encoded [`Event::Request`] (see [`RequestRef`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderRef<'a> {
     /// Lower-case name.
     pub name: &'a str,
     /// Raw value.
+    #[serde(with = "serde_bytes")]
     pub value: &'a [u8],
 }
 
@@ -87,9 +94,11 @@ pub const REQUEST_TAG: u8 = 0;
 /// message they were read from, so the module reads a request without
 /// copying it. The fields are `Event::Request`'s, in the same order and
 /// encoding, so postcard reads an encoded `Event::Request` after its
-/// [`REQUEST_TAG`] as this. Native callers use [`Event::Request`], which the
-/// router borrows the same way.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// [`REQUEST_TAG`] as this, and [`encode_request`] writes one that reads back
+/// as an `Event::Request`: the edge box encodes its requests from the
+/// client's headers and body without copying them first. Native callers of
+/// the router may also use [`Event::Request`], which it borrows the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestRef<'a> {
     /// Host-chosen id, unique among requests in flight.
     pub id: u64,
@@ -117,10 +126,10 @@ pub struct RequestRef<'a> {
 }
 
 /// [`RequestBody`] borrowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BodyRef<'a> {
     /// Read completely.
-    Buffered(&'a [u8]),
+    Buffered(#[serde(with = "serde_bytes")] &'a [u8]),
     /// Left in the connection.
     Streamed,
 }
@@ -645,6 +654,8 @@ mod tests {
             let bytes = read_back(&event);
             let (request, rest) = postcard::take_from_bytes::<RequestRef>(&bytes[1..]).expect("reads as a RequestRef");
             assert!(rest.is_empty(), "the whole request was read");
+            // ...and a RequestRef encodes to the very same bytes.
+            assert_eq!(encode_request(&request, Vec::new()).expect("encodes"), bytes);
             assert_eq!(
                 request,
                 RequestRef {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use edge_router::wire::{Action, Configured, Control, Event, Notice, Reply, Restore, Spend};
+use edge_router::wire::{Action, Configured, Control, Event, Notice, Reply, RequestRef, Restore, Spend};
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 /// wasmtime has its own error type; this keeps its full message in an anyhow error.
@@ -303,6 +303,14 @@ fn hand_over(live: &mut Live, kept: &Restore) -> anyhow::Result<()> {
 pub fn encode(event: &Event, into: &mut Vec<u8>) -> anyhow::Result<()> {
     into.clear();
     *into = edge_router::wire::encode_into(event, std::mem::take(into))?;
+    Ok(())
+}
+
+/// [`encode`] for a request borrowed from the client's (the same bytes as
+/// the `Event::Request` it stands for).
+pub fn encode_request(request: &RequestRef<'_>, into: &mut Vec<u8>) -> anyhow::Result<()> {
+    into.clear();
+    *into = edge_router::wire::encode_request(request, std::mem::take(into))?;
     Ok(())
 }
 

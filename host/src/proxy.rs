@@ -16,8 +16,8 @@ use edge_router::facts::Endpoint;
 use edge_router::geo::{Country, country_label};
 use edge_router::hop::{connection_tokens, is_hop_by_hop, never_forwarded};
 use edge_router::wire::{
-    Action, CacheFill, CacheLookup, CacheStatus, Control, Event, Explain, Failure, Forward, ForwardBody, Header,
-    RequestBody, Usage,
+    Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Control, Event, Explain, Failure, Forward, ForwardBody,
+    Header, HeaderRef, RequestRef, Usage,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -88,10 +88,20 @@ impl Shared {
     }
 
     fn event(&self, event: &Event) -> Action {
+        self.call(|encoded| module::encode(event, encoded))
+    }
+
+    /// A client request (an `Event::Request`, borrowed).
+    fn request(&self, request: &RequestRef<'_>) -> Action {
+        self.call(|encoded| module::encode_request(request, encoded))
+    }
+
+    /// Calls the module with the event `encode` writes.
+    fn call(&self, encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>) -> Action {
         // Encoding and decoding happen outside the lock, which is held only
         // for the module call itself.
         let result = BUFFERS.with_borrow_mut(|(encoded, reply)| {
-            module::encode(event, encoded)?;
+            encode(encoded)?;
             self.lock().handle_encoded(encoded, reply)?;
             module::decode(reply)
         });
@@ -300,12 +310,12 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
     if declared.is_some_and(|n| n > limit) {
         return host_error(&RouterError::PayloadTooLarge { limit }, country);
     }
-    // `original` is kept for fallbacks and model rewrites; the event gets its own copy.
-    let (body, original, stream) = if endpoint == Endpoint::Other && declared != Some(0) && has_body(&parts.headers) {
-        (RequestBody::Streamed, Bytes::new(), Some(incoming))
+    // `original` is kept for fallbacks and model rewrites (the event borrows it).
+    let (original, stream) = if endpoint == Endpoint::Other && declared != Some(0) && has_body(&parts.headers) {
+        (None, Some(incoming))
     } else {
         match read_body(incoming, limit, config.server.client_timeout.0).await {
-            Ok(bytes) => (RequestBody::Buffered(bytes.to_vec()), bytes, None),
+            Ok(bytes) => (Some(bytes), None),
             Err(e) => return host_error(&e, country),
         }
     };
@@ -313,11 +323,13 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let guard = FinishOnDrop { shared: shared.clone(), id, usage: None, armed: true };
     let country_header = config.server.country_header.as_deref();
+    // The event borrows the client's headers and body: they are encoded
+    // straight from the request, not copied first.
     let headers = parts
         .headers
         .iter()
         .filter(|(n, _)| country_header.is_none_or(|c| !n.as_str().eq_ignore_ascii_case(c)))
-        .map(|(n, v)| Header { name: n.as_str().to_string(), value: v.as_bytes().to_vec() })
+        .map(|(n, v)| HeaderRef { name: n.as_str(), value: v.as_bytes() })
         .collect();
     // SHA-256 is in hardware here and only in software in the module.
     let key = edge_router::auth::presented_key(parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
@@ -325,22 +337,24 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
     // So is reading the JSON body: natively here it costs about a third of
     // what it does in the module. A body that does not parse is left to the
     // module, which explains what is wrong with it.
-    let body_facts = match &body {
-        RequestBody::Buffered(bytes) if endpoint != Endpoint::Other => edge_router::facts::parse_body(bytes).ok(),
+    let body_facts = match &original {
+        Some(bytes) if endpoint != Endpoint::Other => edge_router::facts::parse_body(bytes).ok(),
         _ => None,
     };
-    let mut action = shared.event(&Event::Request {
+    let country_code = country.as_ref().map(Country::as_str);
+    let mut action = shared.request(&RequestRef {
         id,
-        method: parts.method.as_str().to_string(),
-        target: path_and_query(&parts.uri).to_string(),
+        method: parts.method.as_str(),
+        target: path_and_query(&parts.uri),
         headers,
-        country: country.map(|c| c.to_string()),
-        body,
+        country: country_code,
+        body: original.as_deref().map_or(BodyRef::Streamed, BodyRef::Buffered),
         now_ms: now_ms(),
         random: shared.random(),
         key_sha256,
         body_facts,
     });
+    let original = original.unwrap_or_default();
     let mut pending = Pending {
         shared: shared.clone(),
         worker,
