@@ -11,4 +11,7 @@ export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 # A separate target folder: the workers feature changes the root crate, and
 # sharing target/ would rebuild the edge box's module after every Worker build.
+# Without the edge box's inline threshold (.cargo/config.toml): V8 inlines
+# wasm itself, and the Worker's upload and start-up grow with its size.
+export CARGO_ENCODED_RUSTFLAGS=""
 exec "$PWD/.tools/bin/worker-build" --release -- --locked -p edge-router --features workers --target-dir target/worker
