@@ -1212,24 +1212,13 @@ mod tests {
     #[test]
     fn body_facts_from_the_host_stand_in_for_parsing_the_body() {
         let config = "nodes:\n  - {id: small, type: edge, host: \"http://s\", models: [tiny]}\n  - {id: big, type: cloud, host: \"http://b\", models: [huge]}\nrouting:\n  rules:\n    - {match: {max_tokens: 100}, target: small}\n";
-        let with_facts = |id: u64, body: &str, facts: Option<BodyFacts>| {
-            let Event::Request { method, target, headers, country, now_ms, random, .. } = request(id, "US", "m", 0)
-            else {
-                unreachable!()
-            };
-            let body = crate::wire::RequestBody::Buffered(body.as_bytes().to_vec());
-            Event::Request {
-                id,
-                method,
-                target,
-                headers,
-                country,
-                body,
-                now_ms,
-                random,
-                key_sha256: None,
-                body_facts: facts,
+        let with_facts = |id: u64, text: &str, facts: Option<BodyFacts>| {
+            let mut event = request(id, "US", "m", 0);
+            if let Event::Request { body, body_facts, .. } = &mut event {
+                *body = crate::wire::RequestBody::Buffered(text.as_bytes().to_vec());
+                *body_facts = facts;
             }
+            event
         };
         let forward = |r: &mut Router, e: Event| match r.handle(e) {
             Action::Forward(f) => (f.node, f.body),
@@ -1262,29 +1251,17 @@ mod tests {
     #[test]
     fn forwarded_headers_drop_client_keys_and_hop_by_hop_headers() {
         let mut r = router("nodes:\n  - {id: a, type: local, host: \"http://a/base\", api_key_env: A_KEY}\n");
-        let Event::Request { id, method, target, country, body, now_ms, random, .. } = request(1, "US", "m", 0) else {
-            unreachable!()
-        };
-        let headers = vec![
-            Header::new("authorization", "Bearer client"),
-            Header::new("x-api-key", "client"),
-            Header::new("connection", "keep-alive, x-hop"),
-            Header::new("x-hop", "for the next hop only"),
-            Header::new("api-key", "client"),
-            Header::new("x-trace", "t1"),
-        ];
-        let event = Event::Request {
-            id,
-            method,
-            target,
-            headers,
-            country,
-            body,
-            now_ms,
-            random,
-            key_sha256: None,
-            body_facts: None,
-        };
+        let mut event = request(1, "US", "m", 0);
+        if let Event::Request { headers, .. } = &mut event {
+            *headers = vec![
+                Header::new("authorization", "Bearer client"),
+                Header::new("x-api-key", "client"),
+                Header::new("connection", "keep-alive, x-hop"),
+                Header::new("x-hop", "for the next hop only"),
+                Header::new("api-key", "client"),
+                Header::new("x-trace", "t1"),
+            ];
+        }
         let Action::Forward(f) = r.handle(event) else { panic!("expected a forward") };
         assert_eq!(f.remove_headers, ["x-hop"]);
         for name in ["authorization", "x-api-key", "api-key", "connection", "Host", "content-length"] {
