@@ -12,6 +12,8 @@ export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 # A separate target folder: the workers feature changes the root crate, and
 # sharing target/ would rebuild the edge box's module after every Worker build.
 # Without the edge box's inline threshold (.cargo/config.toml): V8 inlines
-# wasm itself, and the Worker's upload and start-up grow with its size.
-export CARGO_ENCODED_RUSTFLAGS=""
+# wasm itself, and the Worker's upload and start-up grow with its size. A set
+# RUSTFLAGS, even empty, takes the place of the config file's target flags
+# (a developer's own RUSTFLAGS still apply).
+export RUSTFLAGS="${RUSTFLAGS:-}"
 exec "$PWD/.tools/bin/worker-build" --release -- --locked -p edge-router --features workers --target-dir target/worker

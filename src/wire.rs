@@ -611,8 +611,8 @@ mod tests {
     use super::*;
     use crate::facts::BodyFacts;
 
-    /// Encodes `event` as the host does and reads it back as the module does.
-    fn read_back(event: &Event) -> Vec<u8> {
+    /// Encodes `event` as the host does; its first byte must be the request tag.
+    fn encoded_request(event: &Event) -> Vec<u8> {
         let bytes = postcard::to_allocvec(event).expect("encodes");
         assert_eq!(bytes.first(), Some(&REQUEST_TAG), "a request's encoding starts with its tag");
         bytes
@@ -651,7 +651,7 @@ mod tests {
                 key_sha256,
                 body_facts: body_facts.clone(),
             };
-            let bytes = read_back(&event);
+            let bytes = encoded_request(&event);
             let (request, rest) = postcard::take_from_bytes::<RequestRef>(&bytes[1..]).expect("reads as a RequestRef");
             assert!(rest.is_empty(), "the whole request was read");
             // ...and a RequestRef encodes to the very same bytes.
@@ -675,7 +675,7 @@ mod tests {
     }
 
     #[test]
-    fn no_other_event_starts_with_the_request_tag() {
+    fn other_events_do_not_start_with_the_request_tag() {
         let others = [
             Event::ResponseHead { id: 0, status: 200, retry_after_s: None, now_ms: 0 },
             Event::Finished { id: 0, usage: None, now_ms: 0 },

@@ -148,9 +148,10 @@ impl WasmRouter {
             }
         }
         let mut live = instantiate(module)?;
-        self.node_ids = configure(&mut live, &self.config.0, &self.config.1)?;
+        let node_ids = configure(&mut live, &self.config.0, &self.config.1)?;
         hand_over(&mut live, &self.kept)?;
         self.live = live;
+        self.node_ids = node_ids;
         self.module = module.clone();
         Ok(())
     }

@@ -180,15 +180,9 @@ impl Pool {
         Ok(Self { connector: connector(node.timeouts.connect.0)?, base, host, prefix, idle: Mutex::new(Vec::new()) })
     }
 
-    /// The origin-form target on this node of a client's request for
-    /// `client` (whose path and query are kept): the node's path, if its URL
-    /// has one, then the client's.
+    /// The target on this node of a client's request for `client`: see [`origin_target`].
     pub fn target(&self, client: &Uri) -> Result<Uri, http::Error> {
-        let Some(path) = client.path_and_query() else { return Ok(Uri::from_static("/")) };
-        if self.prefix.is_empty() {
-            return Ok(Uri::from(path.clone()));
-        }
-        Ok(Uri::try_from(format!("{}{}", self.prefix, path.as_str()))?)
+        origin_target(&self.prefix, client)
     }
 
     /// Keeps a free connection for the next request.
@@ -251,6 +245,18 @@ impl Pool {
     }
 }
 
+/// The origin-form target of a client's request for `client` (whose path
+/// and query are kept, in origin or absolute form) on a node whose URL has
+/// the path `prefix` (empty, or without a trailing `/`): the prefix, then
+/// the client's path. An asterisk-form `*` (`OPTIONS *`) stays as it is.
+fn origin_target(prefix: &str, client: &Uri) -> Result<Uri, http::Error> {
+    let Some(path) = client.path_and_query() else { return Ok(Uri::from_static("/")) };
+    if prefix.is_empty() || path.as_str() == "*" {
+        return Ok(Uri::from(path.clone()));
+    }
+    Ok(Uri::try_from(format!("{prefix}{}", path.as_str()))?)
+}
+
 /// `Host` for a request to `url`: its host, and its port unless it is the scheme's default.
 fn host_header(url: &Uri) -> Option<HeaderValue> {
     let host = url.host()?;
@@ -263,4 +269,44 @@ fn host_header(url: &Uri) -> Option<HeaderValue> {
         _ => HeaderValue::from_str(host),
     };
     value.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_the_nodes_path_then_the_clients() {
+        let target = |prefix: &str, client: &str| {
+            origin_target(prefix, &client.parse::<Uri>().expect("a URI")).expect("a target").to_string()
+        };
+        for (prefix, client, expected) in [
+            ("", "/v1/chat/completions", "/v1/chat/completions"),
+            ("", "/v1/models?limit=5&after=x", "/v1/models?limit=5&after=x"),
+            ("/openai", "/v1/chat/completions", "/openai/v1/chat/completions"),
+            ("/openai", "/v1/models?limit=5", "/openai/v1/models?limit=5"),
+            // An absolute-form request line keeps only its path and query.
+            ("", "http://edge.example/v1/models?x=1", "/v1/models?x=1"),
+            ("/a/b", "http://edge.example:8080/v1/models", "/a/b/v1/models"),
+            // `OPTIONS *` asks about the server as a whole.
+            ("", "*", "*"),
+            ("/openai", "*", "*"),
+        ] {
+            assert_eq!(target(prefix, client), expected, "{prefix} + {client}");
+        }
+    }
+
+    #[test]
+    fn a_pool_takes_its_prefix_from_the_nodes_url() {
+        let config = edge_router::RouterConfig::load(
+            "t.yaml",
+            "nodes:\n  - {id: plain, type: local, host: \"http://a:8000\"}\n  - {id: based, type: cloud, host: \"https://b.example/openai/\"}\n",
+        )
+        .expect("a valid config");
+        let pools: Vec<Pool> = config.nodes.iter().map(|n| Pool::new(n).expect("a pool")).collect();
+        let client: Uri = "/v1/chat/completions?x=1".parse().expect("a URI");
+        assert_eq!(pools[0].target(&client).expect("a target"), "/v1/chat/completions?x=1");
+        assert_eq!(pools[1].target(&client).expect("a target"), "/openai/v1/chat/completions?x=1");
+        assert_eq!((pools[0].host.to_str().ok(), pools[1].host.to_str().ok()), (Some("a:8000"), Some("b.example")));
+    }
 }

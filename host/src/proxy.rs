@@ -336,9 +336,12 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
     let key_sha256 = key.map(edge_router::auth::key_digest);
     // So is reading the JSON body: natively here it costs about a third of
     // what it does in the module. A body that does not parse is left to the
-    // module, which explains what is wrong with it.
+    // module, which explains what is wrong with it; so is a request the
+    // router will refuse before it looks at the body (geofence, unknown key).
+    let refused = config.geofence.check(country).is_err()
+        || (config.auth.required && key_sha256.is_none_or(|d| config.auth.identify_digest(&d).is_none()));
     let body_facts = match &original {
-        Some(bytes) if endpoint != Endpoint::Other => edge_router::facts::parse_body(bytes).ok(),
+        Some(bytes) if endpoint != Endpoint::Other && !refused => edge_router::facts::parse_body(bytes).ok(),
         _ => None,
     };
     let country_code = country.as_ref().map(Country::as_str);
@@ -747,6 +750,8 @@ async fn send(
     let Some(pool) = shared.origins.pool(worker, &f.node) else {
         return Err(Failure::Connect);
     };
+    // Before the body: a streamed one can be taken only once.
+    let target = pool.target(&client.uri).map_err(|_| Failure::Connect)?;
     let body: ProxyBody = match &f.body {
         ForwardBody::RewriteModel(model) => match edge_router::model::rewrite_body(original, model) {
             Some(b) => full(Bytes::from(b)),
@@ -760,7 +765,6 @@ async fn send(
             None => full(original.clone()),
         },
     };
-    let target = pool.target(&client.uri).map_err(|_| Failure::Connect)?;
     let mut req =
         Request::builder().method(client.method.clone()).uri(target).body(body).map_err(|_| Failure::Connect)?;
     let headers = req.headers_mut();

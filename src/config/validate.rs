@@ -442,6 +442,11 @@ impl Validator<'_> {
         if uri.query().is_some() {
             self.err(path, complaint("it cannot carry a query string"));
         }
+        // `http::Uri` drops a fragment silently, and a request's target
+        // cannot follow one.
+        if host.contains('#') {
+            self.err(path, complaint("it cannot carry a fragment (`#…`)"));
+        }
         host.trim_end_matches('/').to_string()
     }
 

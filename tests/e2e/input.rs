@@ -118,6 +118,7 @@ async fn invalid_configs_are_refused_with_file_line_and_reason() {
             "is not a duration",
         ),
         ("nodes:\n  - {id: a, type: cloud, host: \"ftp://x\"}\n", "test.yaml:2:", "scheme must be http or https"),
+        ("nodes:\n  - {id: a, type: cloud, host: \"http://x/v1#top\"}\n", "test.yaml:2:", "cannot carry a fragment"),
         ("nodes: [\n", "test.yaml:", "not valid YAML"),
     ];
     for (config, location, reason) in cases {
