@@ -400,8 +400,9 @@ pub enum ForwardBody {
 
 /// A request to send to a node: the client's method, to the node's
 /// `base_url` followed by the client's target
-/// ([`crate::config::Node::url_for`]). The host has both already, so neither
-/// crosses the ABI.
+/// ([`crate::config::Node::url_for`]), with the node's key (its
+/// `api_key_env`) as `Authorization: Bearer`. The host has all of these
+/// already, so none crosses the ABI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forward {
     /// Node id.
@@ -423,8 +424,6 @@ pub struct Forward {
     pub idle_timeout_ms: u64,
     /// Limit from sending the request to the end of the response body.
     pub total_timeout_ms: u64,
-    /// Environment variable (or secret) whose value the host sends as `Authorization: Bearer`.
-    pub credential: Option<String>,
     /// Response statuses that may lead to a fallback. For these the host must
     /// report `ResponseHead` and act on the answer before sending anything on.
     /// (The router's list is a constant, so it lends it rather than copying it.)
@@ -434,11 +433,33 @@ pub struct Forward {
     pub meter: bool,
     /// Store a successful (200) answer in the edge cache.
     pub fill: Option<CacheFill>,
-    /// The explanation for a response whose status is not in
+    /// The rule label (or `strategy:<name>`) that chose the node.
+    pub rule: String,
+    /// What the edge cache did for the request.
+    pub cache: CacheStatus,
+}
+
+impl Forward {
+    /// The explanation of a response whose status is not in
     /// `ask_on_status`: exactly what the router would answer its
     /// `ResponseHead` with, so the host may deliver at once and report the
-    /// head later, in the next batch (see `docs/abi.md`).
-    pub explain: Explain,
+    /// head later, in the next batch (see `docs/abi.md`). Its node, attempt
+    /// and model are the forward's own, and `country` is the client's, as
+    /// the request gave it, so only the rule and the cache status cross
+    /// the ABI.
+    pub fn explain(&self, country: Option<crate::geo::Country>) -> Explain {
+        Explain {
+            node: self.node.clone(),
+            rule: self.rule.clone(),
+            attempts: self.attempt,
+            country: crate::geo::country_label(country),
+            model: match &self.body {
+                ForwardBody::RewriteModel(model) => Some(model.clone()),
+                ForwardBody::Original => None,
+            },
+            cache: self.cache,
+        }
+    }
 }
 
 /// The `x-edge-*` headers of a delivered response, as data: fixed names need

@@ -59,10 +59,6 @@ impl Origins {
     /// client per node for health probes, and reads the credentials the
     /// config names.
     pub fn new(config: &RouterConfig, workers: usize) -> anyhow::Result<Self> {
-        let per_node = || -> anyhow::Result<HashMap<String, Arc<Pool>>> {
-            config.nodes.iter().map(|n| Ok((n.id.clone(), Arc::new(Pool::new(n)?)))).collect()
-        };
-        let pools = (0..workers.max(1)).map(|_| per_node()).collect::<anyhow::Result<_>>()?;
         let probes = config
             .nodes
             .iter()
@@ -88,6 +84,17 @@ impl Origins {
                 }
             }
         }
+        let per_node = || -> anyhow::Result<HashMap<String, Arc<Pool>>> {
+            config
+                .nodes
+                .iter()
+                .map(|n| {
+                    let key = n.api_key_env.as_ref().and_then(|var| credentials.get(var)).cloned();
+                    Ok((n.id.clone(), Arc::new(Pool::new(n, key)?)))
+                })
+                .collect()
+        };
+        let pools = (0..workers.max(1)).map(|_| per_node()).collect::<anyhow::Result<_>>()?;
         Ok(Self { pools, probes, credentials })
     }
 
@@ -145,6 +152,9 @@ pub struct Pool {
     prefix: String,
     /// `Host` of every request to the node.
     host: HeaderValue,
+    /// `Authorization` of every request to the node: its key, when its
+    /// `api_key_env` is set.
+    key: Option<HeaderValue>,
     /// Unused connections, most recently used last, with when they came back.
     idle: Mutex<Vec<(SendRequest<ProxyBody>, Instant)>>,
 }
@@ -172,12 +182,18 @@ impl Lease {
 }
 
 impl Pool {
-    fn new(node: &edge_router::config::Node) -> anyhow::Result<Self> {
+    fn new(node: &edge_router::config::Node, key: Option<HeaderValue>) -> anyhow::Result<Self> {
         let base: Uri = node.base_url.parse()?;
         let host = host_header(&base)
             .ok_or_else(|| anyhow::anyhow!("node {}: `{}` has no usable host", node.id, node.base_url))?;
         let prefix = base.path().trim_end_matches('/').to_string();
-        Ok(Self { connector: connector(node.timeouts.connect.0)?, base, host, prefix, idle: Mutex::new(Vec::new()) })
+        let connector = connector(node.timeouts.connect.0)?;
+        Ok(Self { connector, base, host, prefix, key, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// Whether requests to the node carry its key.
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
     }
 
     /// The target on this node of a client's request for `client`: see [`origin_target`].
@@ -207,12 +223,16 @@ impl Pool {
     }
 
     /// Sends `req` (whose URI is in origin form, from [`Pool::target`]) on
-    /// an unused connection, or on a new one, with the node's `Host`. A
+    /// an unused connection, or on a new one, with the node's `Host` and
+    /// key. A
     /// request a reused connection could not take (it was closing) goes on
     /// the next one; a request that was sent and then failed is not sent
     /// again.
     pub async fn send(self: &Arc<Self>, mut req: Request<ProxyBody>) -> Result<(Response<Incoming>, Lease), Failure> {
         req.headers_mut().insert(http::header::HOST, self.host.clone());
+        if let Some(key) = &self.key {
+            req.headers_mut().insert(http::header::AUTHORIZATION, key.clone());
+        }
         while let Some(mut sender) = self.take_idle() {
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Lease { sender, pool: self.clone() })),
@@ -303,7 +323,7 @@ mod tests {
             "nodes:\n  - {id: plain, type: local, host: \"http://a:8000\"}\n  - {id: based, type: cloud, host: \"https://b.example/openai/\"}\n",
         )
         .expect("a valid config");
-        let pools: Vec<Pool> = config.nodes.iter().map(|n| Pool::new(n).expect("a pool")).collect();
+        let pools: Vec<Pool> = config.nodes.iter().map(|n| Pool::new(n, None).expect("a pool")).collect();
         let client: Uri = "/v1/chat/completions?x=1".parse().expect("a URI");
         assert_eq!(pools[0].target(&client).expect("a target"), "/v1/chat/completions?x=1");
         assert_eq!(pools[1].target(&client).expect("a target"), "/openai/v1/chat/completions?x=1");

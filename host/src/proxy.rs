@@ -483,7 +483,7 @@ impl Pending {
                     } else {
                         // The router's answer is known: deliver now, tell it later.
                         shared.defer(&head);
-                        forward.explain
+                        forward.explain(self.country)
                     };
                     self.invalidate(&forward.node, status, resp.headers());
                     if let Some(stale) = self.stale.take() {
@@ -497,7 +497,7 @@ impl Pending {
                     }
                     let cut_off = shared.cut_off(&forward.node);
                     let meter = forward.meter.then(Vec::new);
-                    let credential = forward.credential.is_some();
+                    let credential = shared.origins.pool(self.worker, &forward.node).is_some_and(|p| p.has_key());
                     let capture =
                         forward.fill.and_then(|fill| self.capture(fill, &resp, &explain, sent_ms, credential));
                     let watch = Watch { node: forward.node, cut_off, meter, capture, lease };
@@ -782,7 +782,6 @@ async fn send(
             headers.insert(n, v);
         }
     }
-    shared.origins.authorize(headers, f.credential.as_deref());
     tokio::time::timeout(Duration::from_millis(f.first_byte_timeout_ms), pool.send(req))
         .await
         .unwrap_or(Err(Failure::Timeout))

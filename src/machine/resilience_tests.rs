@@ -155,7 +155,7 @@ fn a_refusal_by_the_shared_ledger_passes_the_node_over_without_charging_its_heal
     let Action::Forward(f) = r.handle(Event::BudgetRefused { id: 1, spent: 1.0, now_ms: 1_010 }) else {
         panic!("expected the fallback")
     };
-    assert_eq!((f.node.as_str(), f.attempt, f.explain.attempts), ("b", 1, 1));
+    assert_eq!((f.node.as_str(), f.attempt, f.explain(None).attempts), ("b", 1, 1));
     r.handle(head(1, 200, None, 1_020));
     r.handle(finished(1, None, 1_030));
     assert_eq!(r.health()[0], BreakerState::Closed { failures: 0 }, "a budget refusal is not a failure");

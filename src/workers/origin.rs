@@ -217,16 +217,25 @@ impl Exchange {
         }
     }
 
+    /// Whether requests to `node` carry its key (it names an `api_key_env`).
+    fn node_has_key(&self, node: &str) -> bool {
+        let router = self.generation.router.borrow();
+        let config = router.config();
+        config.node_index(node).is_some_and(|i| config.nodes[i].api_key_env.is_some())
+    }
+
     async fn send(&mut self, f: &Forward) -> Sent {
         let headers = Headers::new();
-        let (country_header, url) = {
+        let (country_header, node) = {
             let router = self.generation.router.borrow();
             let config = router.config();
-            let url = config.node_index(&f.node).map(|i| config.nodes[i].url_for(&self.target));
-            (config.server.country_header.clone(), url)
+            let node = config
+                .node_index(&f.node)
+                .map(|i| (config.nodes[i].url_for(&self.target), config.nodes[i].api_key_env.clone()));
+            (config.server.country_header.clone(), node)
         };
         // The router only forwards to nodes of its config.
-        let Some(url) = url else { return Sent::Failed(Failure::Connect) };
+        let Some((url, credential)) = node else { return Sent::Failed(Failure::Connect) };
         for h in &self.headers {
             let removed = never_forwarded(&h.name)
                 || f.remove_headers.binary_search(&h.name).is_ok()
@@ -240,7 +249,7 @@ impl Exchange {
                 let _ = headers.set(&name, &value);
             }
         }
-        if let Some(name) = &f.credential {
+        if let Some(name) = &credential {
             match self.env.secret(name) {
                 Ok(secret) => {
                     let _ = headers.set("authorization", &format!("Bearer {secret}"));
@@ -323,7 +332,7 @@ impl Exchange {
                 // Judged on the request as the origin saw it: with the node's
                 // key if it has one, without the client's credentials.
                 let mut request = cache::text_pairs(self.headers.iter().filter(|h| !never_forwarded(&h.name)));
-                if forward.credential.is_some() {
+                if self.node_has_key(&forward.node) {
                     request.push(("authorization".into(), "Bearer (the node's key)".into()));
                 }
                 edge_cache::http::storable("GET", &request, status, &all, sent_ms, now_ms())
