@@ -497,9 +497,8 @@ impl Pending {
                     }
                     let cut_off = shared.cut_off(&forward.node);
                     let meter = forward.meter.then(Vec::new);
-                    let credential = shared.origins.pool(self.worker, &forward.node).is_some_and(|p| p.has_key());
                     let capture =
-                        forward.fill.and_then(|fill| self.capture(fill, &resp, &explain, sent_ms, credential));
+                        forward.fill.and_then(|fill| self.capture(fill, &resp, &explain, sent_ms, &forward.node));
                     let watch = Watch { node: forward.node, cut_off, meter, capture, lease };
                     return deliver(resp, &explain, limits, watch, self.guard);
                 }
@@ -521,14 +520,15 @@ impl Pending {
         resp: &Response<Incoming>,
         explain: &Explain,
         sent_ms: u64,
-        credential: bool,
+        node: &str,
     ) -> Option<Capture> {
         let meta = if fill.http {
             if self.parts.method != http::Method::GET {
                 return None;
             }
             let mut request = text_pairs(&self.parts.headers, |n| !never_forwarded(n));
-            if credential {
+            // Only here: looking the node's pool up for every response would be wasted.
+            if self.shared.origins.pool(self.worker, node).is_some_and(|p| p.has_key()) {
                 request.push(("authorization".into(), "Bearer (the node's key)".into()));
             }
             let response = text_pairs(resp.headers(), |_| true);
