@@ -86,6 +86,22 @@ pub struct HeaderRef<'a> {
     pub value: &'a [u8],
 }
 
+/// The client headers the router reads (lower-case), besides the key
+/// headers ([`KEY_HEADERS`]). Its decisions depend on no other request
+/// header, so a host may leave the others out of [`Event::Request`]: the
+/// edge box does, which saves encoding and reading them in the module.
+pub const READ_HEADERS: [&str; 4] = ["cache-control", "connection", "x-edge-cache-ttl", "x-request-type"];
+
+/// The headers a client key comes in. The router reads them only when the
+/// host does not pass the key's digest (`key_sha256`).
+pub const KEY_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
+
+/// Whether the router may read request header `name` (lower-case); `hashed`:
+/// the host passes the key's digest.
+pub fn router_reads(name: &str, hashed: bool) -> bool {
+    READ_HEADERS.contains(&name) || (!hashed && KEY_HEADERS.contains(&name))
+}
+
 /// The first byte of an encoded [`Event::Request`]: postcard writes an
 /// enum's variant index first, and `Request` is the first variant.
 pub const REQUEST_TAG: u8 = 0;

@@ -48,11 +48,11 @@ const MAX_RETRY_AFTER_S: u64 = 3600;
 /// those it never sees ([`never_forwarded`]): the ones the client's
 /// `Connection` header names. Usually none, and then nothing is allocated.
 fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
-    let mut connection = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).peekable();
+    let mut connection = named(headers, "connection").peekable();
     if connection.peek().is_none() {
         return Vec::new();
     }
-    let mut names = connection_tokens(connection.map(|h| h.value));
+    let mut names = connection_tokens(connection);
     names.retain(|n| !never_forwarded(n));
     names.sort_unstable();
     names.dedup();
@@ -600,10 +600,7 @@ impl Router {
             cache_sampled: cfg.cache_sampled,
             client_ttl: cfg.client_ttl,
         };
-        let cache_control = headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
-            .filter_map(|h| std::str::from_utf8(h.value).ok());
+        let cache_control = named(headers, "cache-control").filter_map(|v| std::str::from_utf8(v).ok());
         let AiDecision::Use { refresh, ttl_s } =
             ai_decision(facts.samples, cache_control, header_str(headers, "x-edge-cache-ttl"), &policy)
         else {
@@ -1026,8 +1023,15 @@ fn presented_key_of<'a>(headers: &[HeaderRef<'a>]) -> Option<&'a [u8]> {
     presented_key(headers.iter().map(|h| (h.name, h.value)))
 }
 
-fn header_str<'a>(headers: &[HeaderRef<'a>], name: &str) -> Option<&'a str> {
-    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
+/// The values of request header `name`, which must be one of
+/// [`READ_HEADERS`](crate::wire::READ_HEADERS): a host may send only those.
+fn named<'h, 'a>(headers: &'h [HeaderRef<'a>], name: &'static str) -> impl Iterator<Item = &'a [u8]> + 'h {
+    debug_assert!(crate::wire::READ_HEADERS.contains(&name), "the router reads `{name}`: add it to READ_HEADERS");
+    headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+fn header_str<'a>(headers: &[HeaderRef<'a>], name: &'static str) -> Option<&'a str> {
+    named(headers, name).next().and_then(|v| std::str::from_utf8(v).ok())
 }
 
 fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
@@ -1156,6 +1160,55 @@ mod tests {
         assert!(matches!(r.handle(keyed(3, None, Some(digest))), Action::Forward(_)));
         let other = crate::auth::key_digest(b"sk-team-b");
         assert!(matches!(r.handle(keyed(4, None, Some(other))), Action::Respond { status: 401, .. }));
+    }
+
+    #[test]
+    fn the_router_answers_the_same_when_given_only_the_headers_it_reads() {
+        let digest = crate::auth::key_digest(b"sk-team-a");
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let config = format!(
+            "nodes:\n  - {{id: small, type: edge, host: \"http://s\", models: [tiny, huge]}}\n  - {{id: big, type: cloud, host: \"http://b\", models: [huge]}}\nrouting:\n  rules:\n    - {{name: hard, match: {{type: complex_reasoning}}, target: big}}\n    - {{name: vip, match: {{user_tier: vip}}, target: small}}\ncache:\n  memory: 1MiB\n  client_ttl: true\nauth:\n  keys:\n    - {{sha256: \"{hex}\", tier: vip, tenant: acme}}\n"
+        );
+        let (mut all, mut only_read) = (router(&config), router(&config));
+        let cases: [&[(&str, &str)]; 5] = [
+            &[("x-request-type", "complex_reasoning"), ("user-agent", "OpenAI/Python 1.52.0")],
+            &[("connection", "keep-alive, x-hop"), ("x-hop", "1"), ("accept", "application/json")],
+            &[("cache-control", "no-store"), ("x-stainless-lang", "python")],
+            &[("x-edge-cache-ttl", "60"), ("host", "edge.example")],
+            &[("authorization", "Bearer sk-team-a"), ("x-trace", "t1")],
+        ];
+        for (id, headers) in (1..).zip(cases) {
+            for hashed in [false, true] {
+                let id = id * 2 + u64::from(hashed);
+                let with = |keep: &dyn Fn(&str) -> bool| {
+                    let Event::Request { method, target, country, body, now_ms, random, .. } =
+                        request(id, "DE", "auto", id)
+                    else {
+                        unreachable!()
+                    };
+                    // The host hashes the key from all the client's headers.
+                    let key = presented_key(headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+                    let key_sha256 = if hashed { key.map(crate::auth::key_digest) } else { None };
+                    let headers = headers.iter().filter(|(n, _)| keep(n)).map(|(n, v)| Header::new(n, v)).collect();
+                    Event::Request {
+                        id,
+                        method,
+                        target,
+                        headers,
+                        country,
+                        body,
+                        now_ms,
+                        random,
+                        key_sha256,
+                        body_facts: None,
+                    }
+                };
+                let everything = all.handle(with(&|_| true));
+                let read = only_read.handle(with(&|n| crate::wire::router_reads(n, hashed)));
+                assert_eq!(everything, read, "headers {headers:?}, key hashed by the host: {hashed}");
+                assert!(matches!(everything, Action::Forward(_)), "{everything:?}");
+            }
+        }
     }
 
     #[test]
