@@ -44,32 +44,36 @@ CONF
 start_nginx() { "$NGINX" -c "$1/nginx.conf" -e "$1/error.log"; }
 
 TCK=$(getconf CLK_TCK)
-cpu_ticks() { # sum utime+stime of the given pids (and their threads)
-  local t=0; for p in "$@"; do
-    read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14]))
-  done; echo $t
+cpu_ticks() { # "utime stime" summed over the given pids (and their threads)
+  local u=0 s=0; for p in "$@"; do
+    read -r -a f < "/proc/$p/stat"; u=$((u + f[13])); s=$((s + f[14]))
+  done; echo "$u $s"
 }
 # nginx workers do not carry the config path in their command line: take the
 # master from its pid file and the workers as its children.
 nginx_pids() { local m; m=$(cat "$1/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')"; }
 
 # wrk_measure NAME URL "PIDS" [LUA] : one wrk run; appends
-# "NAME req/s p50 p99 cpu-µs/req non-2xx" to $WORK/results.
+# "NAME req/s p50 p99 cpu-µs/req non-2xx user-µs/req sys-µs/req" to $WORK/results.
 wrk_measure() {
   local before after out script=()
   [ -n "${4:-}" ] && script=(-s "$4")
-  before=$( [ -n "$3" ] && cpu_ticks $3 || echo 0 )
+  before=$( [ -n "$3" ] && cpu_ticks $3 || echo "0 0" )
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${script[@]}" "$2")
-  after=$( [ -n "$3" ] && cpu_ticks $3 || echo 0 )
+  after=$( [ -n "$3" ] && cpu_ticks $3 || echo "0 0" )
   local rps p50 p99 reqs non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  local cpu_us="-"
-  [ -n "$3" ] && cpu_us=$(python3 -c "print(f'{($after-$before)*1e6/$TCK/$reqs:.1f}')")
-  echo "$1 $rps $p50 $p99 $cpu_us $non2xx" >> "$WORK/results"
+  local cpu_us="- - -"
+  [ -n "$3" ] && cpu_us=$(python3 -c "
+(bu, bs), (au, as_) = [map(int, x.split()) for x in ('$before', '$after')]
+us = lambda ticks: f'{ticks * 1e6 / $TCK / $reqs:.1f}'
+print(us(au - bu + as_ - bs), us(au - bu), us(as_ - bs))")
+  read -r cpu_us user_us sys_us <<<"$cpu_us"
+  echo "$1 $rps $p50 $p99 $cpu_us $non2xx $user_us $sys_us" >> "$WORK/results"
 }
 
 # median_table NAMES... : the medians of $WORK/results as a markdown table.
@@ -81,25 +85,27 @@ def us(v):
     return n * {'us': 1, 'ms': 1000, 's': 1e6}[m.group(2)]
 rows = {}
 for line in open(sys.argv[1]):
-    name, rps, p50, p99, cpu, non2xx = line.split()
-    r = rows.setdefault(name, {'rps': [], 'p50': [], 'p99': [], 'cpu': [], 'bad': 0})
+    name, rps, p50, p99, cpu, non2xx, user, sys_ = line.split()
+    r = rows.setdefault(name, {'rps': [], 'p50': [], 'p99': [], 'cpu': [], 'user': [], 'sys': [], 'bad': 0})
     r['rps'].append(float(rps)); r['p50'].append(us(p50)); r['p99'].append(us(p99))
-    if cpu != '-': r['cpu'].append(float(cpu))
+    if cpu != '-':
+        r['cpu'].append(float(cpu)); r['user'].append(float(user)); r['sys'].append(float(sys_))
     r['bad'] += int(non2xx)
-print("| target | req/s (median) | p50 µs | p99 µs | proxy CPU µs/req | non-2xx |")
-print("| --- | ---: | ---: | ---: | ---: | ---: |")
+print("| target | req/s (median) | p50 µs | p99 µs | proxy CPU µs/req | of it user / sys | non-2xx |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for k in sys.argv[2:]:
-    v = rows[k]; m = {x: (statistics.median(v[x]) if v[x] else None) for x in ('rps', 'p50', 'p99', 'cpu')}
+    v = rows[k]; m = {x: (statistics.median(v[x]) if v[x] else None) for x in ('rps', 'p50', 'p99', 'cpu', 'user', 'sys')}
     cpu = f"{m['cpu']:.1f}" if m['cpu'] is not None else "-"
-    print(f"| {k} | {m['rps']:.0f} | {m['p50']:.0f} | {m['p99']:.0f} | {cpu} | {v['bad']} |")
+    split = f"{m['user']:.1f} / {m['sys']:.1f}" if m['cpu'] is not None else "-"
+    print(f"| {k} | {m['rps']:.0f} | {m['p50']:.0f} | {m['p99']:.0f} | {cpu} | {split} | {v['bad']} |")
 PY
 }
 
-# median_of NAME FIELD : one median from $WORK/results (FIELD: rps, cpu).
+# median_of NAME FIELD : one median from $WORK/results (FIELD: rps, cpu, user, sys).
 median_of() {
   python3 - "$WORK/results" "$1" "$2" <<'PY'
 import sys, statistics
-col = {'rps': 1, 'cpu': 4}[sys.argv[3]]
+col = {'rps': 1, 'cpu': 4, 'user': 6, 'sys': 7}[sys.argv[3]]
 vals = [float(l.split()[col]) for l in open(sys.argv[1]) if l.split()[0] == sys.argv[2] and l.split()[col] != '-']
 print(statistics.median(vals))
 PY

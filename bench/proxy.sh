@@ -66,6 +66,9 @@ echo
 python3 -c "
 r, n = $(median_of router rps), $(median_of nginx rps)
 rc, nc = $(median_of router cpu), $(median_of nginx cpu)
-print(f'router / nginx: req/s {r/n:.2f}× (bar ≥ 0.9×), CPU per request {rc/nc:.2f}× (bar ≤ 1.3×)')"
+print(f'router / nginx: req/s {r/n:.2f}× (bar ≥ 0.9×), CPU per request {rc/nc:.2f}× (bar ≤ 1.3×)')
+ru, fu = $(median_of router user), $(median_of hyper-floor user)
+rs, fs = $(median_of router sys), $(median_of hyper-floor sys)
+print(f'router / hyper-floor: user CPU per request {ru/fu:.2f}×, system CPU {rs/fs:.2f}×')"
 echo
 target/release/decision-cost examples/hybrid.yaml
