@@ -110,3 +110,39 @@ vals = [float(l.split()[col]) for l in open(sys.argv[1]) if l.split()[0] == sys.
 print(statistics.median(vals))
 PY
 }
+
+# proxy_setup : for the proxy benchmarks (proxy.sh, ab.sh). Starts an nginx
+# origin answering a fixed chat completion on $P_ORIGIN and nginx as a
+# keep-alive reverse proxy to it on $P_NGINX (both ports chosen here), and
+# writes $WORK/router.yaml (one rule to the origin; CONFIG_EXTRA appended) and
+# $WORK/post.lua (wrk's chat request).
+proxy_setup() {
+  P_ORIGIN=$(free_port); P_NGINX=$(free_port)
+  local completion='{"id":"bench-1","object":"chat.completion","model":"llama-3-8b","choices":[{"index":0,"message":{"role":"assistant","content":"Edge routing keeps cheap work local and sensitive data in its jurisdiction."},"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":14,"total_tokens":45}}'
+  nginx_conf "$WORK/origin" "server { listen 127.0.0.1:$P_ORIGIN; location / { default_type application/json; return 200 '$completion'; } }"
+  nginx_conf "$WORK/proxy" "upstream origin { server 127.0.0.1:$P_ORIGIN; keepalive 128; }
+  server { listen 127.0.0.1:$P_NGINX; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+  start_nginx "$WORK/origin"
+  start_nginx "$WORK/proxy"
+  cat > "$WORK/router.yaml" <<CONF
+name: bench
+nodes:
+  - {id: origin, type: local, host: "http://127.0.0.1:$P_ORIGIN", models: [llama-3-8b], data_residency: global}
+routing:
+  rules:
+    - {name: bench, match: {type: "*"}, target: origin}
+${CONFIG_EXTRA:-}
+CONF
+  cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"llama-3-8b","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise the attached paragraph in one sentence, please."}]}'
+LUA
+}
+
+# wait_ready PORT... : until each answers a chat request (10 s at most each).
+wait_ready() {
+  for p in "$@"; do
+    for _ in $(seq 50); do curl -sf -o /dev/null -X POST -d '{"model":"llama-3-8b","messages":[]}' "http://127.0.0.1:$p/v1/chat/completions" && break; sleep 0.2; done
+  done
+}

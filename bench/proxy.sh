@@ -16,37 +16,13 @@ cargo build --locked --release -q -p edge-router-host -p edge-router-bench
 
 WORK=$(mktemp -d /tmp/edge-bench.XXXXXX)
 source bench/lib.sh
-P_ORIGIN=$(free_port); P_NGINX=$(free_port); P_ROUTER=$(free_port); P_FLOOR=$(free_port)
-COMPLETION='{"id":"bench-1","object":"chat.completion","model":"llama-3-8b","choices":[{"index":0,"message":{"role":"assistant","content":"Edge routing keeps cheap work local and sensitive data in its jurisdiction."},"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":14,"total_tokens":45}}'
-
-nginx_conf "$WORK/origin" "server { listen 127.0.0.1:$P_ORIGIN; location / { default_type application/json; return 200 '$COMPLETION'; } }"
-nginx_conf "$WORK/proxy" "upstream origin { server 127.0.0.1:$P_ORIGIN; keepalive 128; }
-  server { listen 127.0.0.1:$P_NGINX; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-start_nginx "$WORK/origin"
-start_nginx "$WORK/proxy"
-
-cat > "$WORK/router.yaml" <<CONF
-name: bench
-nodes:
-  - {id: origin, type: local, host: "http://127.0.0.1:$P_ORIGIN", models: [llama-3-8b], data_residency: global}
-routing:
-  rules:
-    - {name: bench, match: {type: "*"}, target: origin}
-CONF
+proxy_setup
+P_ROUTER=$(free_port); P_FLOOR=$(free_port)
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" &
 PIDS+=($!); ROUTER_PID=$!
 target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" &
 PIDS+=($!); FLOOR_PID=$!
-
-cat > "$WORK/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"llama-3-8b","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise the attached paragraph in one sentence, please."}]}'
-LUA
-
-for p in $P_ORIGIN $P_NGINX $P_ROUTER $P_FLOOR; do
-  for _ in $(seq 50); do curl -sf -o /dev/null -X POST -d '{"model":"llama-3-8b","messages":[]}' "http://127.0.0.1:$p/v1/chat/completions" && break; sleep 0.2; done
-done
+wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR"
 
 measure() { # $1 name, $2 port, $3 pids to charge CPU to ("" for none)
   wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$3" "$WORK/post.lua"
