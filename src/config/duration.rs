@@ -11,9 +11,11 @@ use serde::{Deserialize, Deserializer, de};
 pub struct DurationSpec(pub Duration);
 
 impl DurationSpec {
-    /// Whole milliseconds, saturating.
+    /// Whole milliseconds, saturating. In 64-bit arithmetic: `Duration::as_millis`
+    /// is 128-bit, which wasm has no instruction for (each multiply is a call
+    /// out, four per forwarded request).
     pub fn as_millis(self) -> u64 {
-        u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
+        self.0.as_secs().saturating_mul(1000).saturating_add(u64::from(self.0.subsec_millis()))
     }
 
     /// A duration of whole seconds, for defaults.
@@ -112,6 +114,18 @@ mod tests {
         assert_eq!(DurationSpec::try_from("250ms").unwrap().as_millis(), 250);
         assert_eq!(DurationSpec::try_from("1h30m").unwrap().as_millis(), 5_400_000);
         assert_eq!(DurationSpec::try_from("1d").unwrap().as_millis(), 86_400_000);
+    }
+
+    #[test]
+    fn milliseconds_are_whole_and_saturate_as_the_128_bit_ones_would() {
+        let secs = [0, 1, 59, 86_400, u64::MAX / 1000 - 1, u64::MAX / 1000, u64::MAX / 1000 + 1, u64::MAX];
+        for s in secs {
+            for nanos in [0, 999_999, 1_000_000, 615_999_999, 999_999_999] {
+                let d = Duration::new(s, nanos);
+                let wide = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                assert_eq!(DurationSpec(d).as_millis(), wide, "{s} s {nanos} ns");
+            }
+        }
     }
 
     #[test]
