@@ -327,16 +327,18 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
     let key_sha256 = key.map(edge_router::auth::key_digest);
     // The event borrows the client's headers and body: they are encoded
     // straight from the request, not copied first. Only the headers the
-    // router reads go (the key's digest stands in for the key headers); the
-    // origin still gets all but the hop-by-hop ones and the key.
+    // router reads go (the key headers only when there is no digest to
+    // stand in for them); the origin still gets all but the hop-by-hop ones
+    // and the key.
+    let hashed = key_sha256.is_some();
     let headers = parts
         .headers
         .iter()
-        .filter(|(n, _)| edge_router::wire::router_reads(n.as_str(), true))
+        .filter(|(n, _)| edge_router::wire::router_reads(n.as_str(), hashed))
         .map(|(n, v)| HeaderRef { name: n.as_str(), value: v.as_bytes() })
         .collect();
-    // So is reading the JSON body: natively here it costs about a third of
-    // what it does in the module. A body that does not parse is left to the
+    // Reading the JSON body natively here costs about a third of what it
+    // does in the module. A body that does not parse is left to the
     // module, which explains what is wrong with it; so is a request the
     // router will refuse before it looks at the body (geofence, unknown key).
     let refused = config.geofence.check(country).is_err()
