@@ -9,8 +9,10 @@
 #    to both routers' config, e.g. "server: {workers: 1}")
 # Copy each build's binary and module aside first: a build overwrites target/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 : "${A_BIN:?} ${A_MODULE:?} ${B_BIN:?} ${B_MODULE:?}"
+A_BIN=$(realpath "$A_BIN"); A_MODULE=$(realpath "$A_MODULE")
+B_BIN=$(realpath "$B_BIN"); B_MODULE=$(realpath "$B_MODULE")
+cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-5}
 cargo build --locked --release -q -p edge-router-bench

@@ -12,9 +12,10 @@
 //! to the edge box), and borrow it. The native router hashes the client key,
 //! reads the JSON body and scans the headers itself. For the module the
 //! caller does what the edge box does, inside the timed loop: it hashes the
-//! key and reads the body natively, passes the digest, the body's facts and
-//! only the headers the router reads, encodes the request and decodes the
-//! reply.
+//! key and reads the body natively (once it has checked, as the edge box
+//! does, that the router will not refuse the request first), passes the
+//! digest, the body's facts and only the headers the router reads, encodes
+//! the request and decodes the reply.
 //!
 //! Usage: decision-cost [CONFIG] [MODULE]
 #![allow(clippy::disallowed_methods)]
@@ -22,7 +23,8 @@
 use std::time::Instant;
 
 use edge_router::auth::{key_digest, presented_key};
-use edge_router::facts::parse_body;
+use edge_router::facts::{Endpoint, parse_body};
+use edge_router::geo::Country;
 use edge_router::wire::{Action, BodyRef, Event, Header, Reply, RequestBody, RequestRef, router_reads};
 use edge_router::{Router, RouterConfig};
 use edge_router_host::{RouterModule, WasmRouter, default_module_path, module};
@@ -74,29 +76,44 @@ fn request(id: u64) -> Event {
     }
 }
 
-/// `request` borrowed, as the router reads it. `host_side`: as the edge box
-/// hands it to the module: with the client key hashed and the body's facts
-/// read natively, and only the headers the router reads. Otherwise as the
-/// native router takes it, which does all of that itself.
-fn borrowed(request: &Event, host_side: bool) -> RequestRef<'_> {
+/// `request` borrowed, as the router reads it. With `host`, the config the
+/// edge box runs with: as the edge box hands it to the module (`proxy::handle`),
+/// with the client key hashed and the body's facts read natively (unless the
+/// router will refuse it before reading the body), and only the headers the
+/// router reads. Without: as the native router takes it, which does all of
+/// that itself.
+fn borrowed<'e>(request: &'e Event, host: Option<&RouterConfig>) -> RequestRef<'e> {
     let Event::Request {
         id, method, target, headers, country, body: RequestBody::Buffered(body), now_ms, random, ..
     } = request
     else {
         unreachable!("built by `request`")
     };
-    let key = host_side.then(|| presented_key(headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())))).flatten();
+    let (mut key_sha256, mut body_facts) = (None, None);
+    if let Some(config) = host {
+        key_sha256 = presented_key(headers.iter().map(|h| (h.name.as_str(), h.value.as_slice()))).map(key_digest);
+        let refused = config.geofence.check(country.as_deref().and_then(Country::parse)).is_err()
+            || (config.auth.required && key_sha256.is_none_or(|d| config.auth.identify_digest(&d).is_none()));
+        if Endpoint::classify(method, target) != Endpoint::Other && !refused {
+            body_facts = parse_body(body).ok();
+        }
+    }
+    let hashed = key_sha256.is_some();
     RequestRef {
         id: *id,
         method,
         target,
-        headers: headers.iter().filter(|h| !host_side || router_reads(&h.name, true)).map(Header::as_ref).collect(),
+        headers: headers
+            .iter()
+            .filter(|h| host.is_none() || router_reads(&h.name, hashed))
+            .map(Header::as_ref)
+            .collect(),
         country: country.as_deref(),
         body: BodyRef::Buffered(body),
         now_ms: *now_ms,
         random: *random,
-        key_sha256: key.map(key_digest),
-        body_facts: host_side.then(|| parse_body(body).ok()).flatten(),
+        key_sha256,
+        body_facts,
     }
 }
 
@@ -128,6 +145,8 @@ fn main() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&config_path)?;
     let config = RouterConfig::load(&config_path, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let native = Router::new(config.clone());
+    let host = Some(config.clone());
+    let host = host.as_ref();
     // The native router behind the ABI's encoding: events and replies go
     // through postcard as they do to and from the module. It shows how much
     // of the module's cost is the boundary rather than the compiled code.
@@ -140,13 +159,13 @@ fn main() -> anyhow::Result<()> {
     let mut wasm_ns = Vec::new();
     let native = std::cell::RefCell::new(native);
     let wasm = std::cell::RefCell::new(wasm);
-    let mut native_handle = |e: &Event| native.borrow_mut().request(borrowed(e, false));
+    let mut native_handle = |e: &Event| native.borrow_mut().request(borrowed(e, None));
     let mut native_defer = |e: &Event| native.borrow_mut().absorb(e.clone());
     // As `Shared::request` in the edge box: the request is encoded from the
     // borrowed one, the reply decoded outside the call.
     let (mut event_bytes, mut reply_bytes) = (Vec::new(), Vec::new());
     let mut wasm_handle = |e: &Event| {
-        module::encode_request(&borrowed(e, true), &mut event_bytes).expect("encode request");
+        module::encode_request(&borrowed(e, host), &mut event_bytes).expect("encode request");
         wasm.borrow_mut().handle_encoded(&event_bytes, &mut reply_bytes).expect("module call");
         let reply = module::decode(&reply_bytes).expect("decode reply");
         if !reply.spent.is_empty() {
@@ -163,7 +182,7 @@ fn main() -> anyhow::Result<()> {
     let mut encoded_handle = |e: &Event| {
         let mut router = encoded.borrow_mut();
         let mut batch = batch.borrow_mut();
-        *batch = edge_router::wire::encode_request(&borrowed(e, true), std::mem::take(&mut *batch)).expect("encode");
+        *batch = edge_router::wire::encode_request(&borrowed(e, host), std::mem::take(&mut *batch)).expect("encode");
         let action = router.handle_batch(&batch).expect("decode events").expect("an answer");
         batch.clear();
         let mut spent = Vec::new();
