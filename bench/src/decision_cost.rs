@@ -11,22 +11,22 @@
 //! Both sides start from the same request, already parsed (as hyper hands it
 //! to the edge box), and borrow it. The native router hashes the client key,
 //! reads the JSON body and scans the headers itself. For the module the
-//! caller does what the edge box does, inside the timed loop: it hashes the
-//! key and reads the body natively (once it has checked, as the edge box
-//! does, that the router will not refuse the request first), passes the
-//! digest, the body's facts and only the headers the router reads, encodes
-//! the request and decodes the reply.
+//! caller does what the edge box does, inside the timed loop, with the edge
+//! box's own code (`proxy::host_reads`): it hashes the key and reads the body
+//! natively (once it has checked that the router will not refuse the request
+//! first), passes the digest, the body's facts and only the headers the
+//! router reads, encodes the request and decodes the reply.
 //!
 //! Usage: decision-cost [CONFIG] [MODULE]
 #![allow(clippy::disallowed_methods)]
 
 use std::time::Instant;
 
-use edge_router::auth::{key_digest, presented_key};
-use edge_router::facts::{Endpoint, parse_body};
+use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
-use edge_router::wire::{Action, BodyRef, Event, Header, Reply, RequestBody, RequestRef, router_reads};
+use edge_router::wire::{Action, BodyRef, Event, Header, Reply, RequestBody, RequestRef};
 use edge_router::{Router, RouterConfig};
+use edge_router_host::proxy::{HostReads, host_reads};
 use edge_router_host::{RouterModule, WasmRouter, default_module_path, module};
 
 // The edge box's allocator, for both sides: the native router and the
@@ -77,11 +77,10 @@ fn request(id: u64) -> Event {
 }
 
 /// `request` borrowed, as the router reads it. With `host`, the config the
-/// edge box runs with: as the edge box hands it to the module (`proxy::handle`),
-/// with the client key hashed and the body's facts read natively (unless the
-/// router will refuse it before reading the body), and only the headers the
-/// router reads. Without: as the native router takes it, which does all of
-/// that itself.
+/// edge box runs with: as the edge box hands it to the module, read by its
+/// own `proxy::host_reads` (the key hashed, the body's facts read, only the
+/// headers the router reads). Without: as the native router takes it, which
+/// does all of that itself.
 fn borrowed<'e>(request: &'e Event, host: Option<&RouterConfig>) -> RequestRef<'e> {
     let Event::Request {
         id, method, target, headers, country, body: RequestBody::Buffered(body), now_ms, random, ..
@@ -89,25 +88,20 @@ fn borrowed<'e>(request: &'e Event, host: Option<&RouterConfig>) -> RequestRef<'
     else {
         unreachable!("built by `request`")
     };
-    let (mut key_sha256, mut body_facts) = (None, None);
-    if let Some(config) = host {
-        key_sha256 = presented_key(headers.iter().map(|h| (h.name.as_str(), h.value.as_slice()))).map(key_digest);
-        let refused = config.geofence.check(country.as_deref().and_then(Country::parse)).is_err()
-            || (config.auth.required && key_sha256.is_none_or(|d| config.auth.identify_digest(&d).is_none()));
-        if Endpoint::classify(method, target) != Endpoint::Other && !refused {
-            body_facts = parse_body(body).ok();
-        }
-    }
-    let hashed = key_sha256.is_some();
+    let reads = host.map(|config| {
+        let all = || headers.iter().map(|h| (h.name.as_str(), h.value.as_slice()));
+        let endpoint = Endpoint::classify(method, target);
+        host_reads(config, all, country.as_deref().and_then(Country::parse), endpoint, Some(body))
+    });
+    let (headers, key_sha256, body_facts) = match reads {
+        Some(HostReads { headers, key_sha256, body_facts }) => (headers, key_sha256, body_facts),
+        None => (headers.iter().map(Header::as_ref).collect(), None, None),
+    };
     RequestRef {
         id: *id,
         method,
         target,
-        headers: headers
-            .iter()
-            .filter(|h| host.is_none() || router_reads(&h.name, hashed))
-            .map(Header::as_ref)
-            .collect(),
+        headers,
         country: country.as_deref(),
         body: BodyRef::Buffered(body),
         now_ms: *now_ms,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use edge_cache::http::{Lookup, Revalidate};
 use edge_router::RouterConfig;
 use edge_router::error::{Explanation, RouterError};
-use edge_router::facts::Endpoint;
+use edge_router::facts::{BodyFacts, Endpoint};
 use edge_router::geo::{Country, country_label};
 use edge_router::hop::{connection_tokens, is_hop_by_hop, never_forwarded};
 use edge_router::wire::{
@@ -298,6 +298,54 @@ fn client_country(headers: &HeaderMap, peer: IpAddr, config: &RouterConfig) -> O
     headers.get(name).and_then(|v| v.to_str().ok()).and_then(Country::parse)
 }
 
+/// What the edge box works out natively for the module's `Event::Request`.
+pub struct HostReads<'a> {
+    /// The client headers the router reads (`wire::router_reads`).
+    pub headers: Vec<HeaderRef<'a>>,
+    /// SHA-256 of the client key, if one is presented.
+    pub key_sha256: Option<[u8; 32]>,
+    /// What the buffered body of an API request says, unless it does not
+    /// parse or the router will refuse the request before reading it.
+    pub body_facts: Option<BodyFacts>,
+}
+
+/// Reads a request for the module (`decision-cost` times this as the edge
+/// box's share of a decision). SHA-256 is in hardware here and only in
+/// software in the module, and reading the JSON body natively costs about a
+/// third of what it does there. A body that does not parse is left to the
+/// module, which explains what is wrong with it; so is one of a request the
+/// router will refuse before it looks at the body (geofence, unknown key).
+/// Only the headers the router reads go (the key headers only when there is
+/// no digest to stand in for them). `headers` yields the client's headers
+/// afresh at each call.
+pub fn host_reads<'a, I>(
+    config: &RouterConfig,
+    headers: impl Fn() -> I,
+    country: Option<Country>,
+    endpoint: Endpoint,
+    body: Option<&[u8]>,
+) -> HostReads<'a>
+where
+    I: Iterator<Item = (&'a str, &'a [u8])>,
+{
+    let key_sha256 = edge_router::auth::presented_key(headers()).map(edge_router::auth::key_digest);
+    let hashed = key_sha256.is_some();
+    let refused = config.geofence.check(country).is_err()
+        || (config.auth.required && key_sha256.is_none_or(|d| config.auth.identify_digest(&d).is_none()));
+    let body_facts = match body {
+        Some(bytes) if endpoint != Endpoint::Other && !refused => edge_router::facts::parse_body(bytes).ok(),
+        _ => None,
+    };
+    HostReads {
+        headers: headers()
+            .filter(|(n, _)| edge_router::wire::router_reads(n, hashed))
+            .map(|(name, value)| HeaderRef { name, value })
+            .collect(),
+        key_sha256,
+        body_facts,
+    }
+}
+
 /// Handles one client request on worker thread `worker`.
 pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
     let config = &shared.config;
@@ -322,31 +370,12 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
 
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let guard = FinishOnDrop { shared: shared.clone(), id, usage: None, armed: true };
-    // SHA-256 is in hardware here and only in software in the module.
-    let key = edge_router::auth::presented_key(parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-    let key_sha256 = key.map(edge_router::auth::key_digest);
     // The event borrows the client's headers and body: they are encoded
-    // straight from the request, not copied first. Only the headers the
-    // router reads go (the key headers only when there is no digest to
-    // stand in for them); the origin still gets all but the hop-by-hop ones
-    // and the key.
-    let hashed = key_sha256.is_some();
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(n, _)| edge_router::wire::router_reads(n.as_str(), hashed))
-        .map(|(n, v)| HeaderRef { name: n.as_str(), value: v.as_bytes() })
-        .collect();
-    // Reading the JSON body natively here costs about a third of what it
-    // does in the module. A body that does not parse is left to the
-    // module, which explains what is wrong with it; so is a request the
-    // router will refuse before it looks at the body (geofence, unknown key).
-    let refused = config.geofence.check(country).is_err()
-        || (config.auth.required && key_sha256.is_none_or(|d| config.auth.identify_digest(&d).is_none()));
-    let body_facts = match &original {
-        Some(bytes) if endpoint != Endpoint::Other && !refused => edge_router::facts::parse_body(bytes).ok(),
-        _ => None,
-    };
+    // straight from the request, not copied first. The origin still gets all
+    // headers but the hop-by-hop ones and the key.
+    let client_headers = || parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+    let HostReads { headers, key_sha256, body_facts } =
+        host_reads(config, client_headers, country, endpoint, original.as_deref());
     let country_code = country.as_ref().map(Country::as_str);
     let mut action = shared.request(&RequestRef {
         id,
