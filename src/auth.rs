@@ -5,22 +5,33 @@
 //! timing reveals which entry matched. The key itself is dropped from the
 //! request before it is forwarded.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Who a request belongs to.
+/// Who a request belongs to. The names are shared, not copied: every
+/// request of a key (and every exchange) holds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// Tier used by `user_tier` rules.
-    pub tier: String,
+    pub tier: Arc<str>,
     /// Tenant the key belongs to.
-    pub tenant: String,
+    pub tenant: Arc<str>,
 }
 
 impl Principal {
+    /// A principal of tier `tier` and tenant `tenant`.
+    pub fn new(tier: &str, tenant: &str) -> Self {
+        Self { tier: tier.into(), tenant: tenant.into() }
+    }
+
     /// A caller without a known key.
     pub fn anonymous() -> Self {
-        Self { tier: "default".into(), tenant: "anonymous".into() }
+        thread_local! {
+            static ANONYMOUS: Principal = Principal::new("default", "anonymous");
+        }
+        ANONYMOUS.with(Clone::clone)
     }
 }
 
@@ -113,18 +124,15 @@ mod tests {
 
     fn table() -> KeyTable {
         let digest: [u8; 32] = Sha256::digest(b"sk-team-a").into();
-        KeyTable {
-            required: true,
-            entries: vec![KeyEntry { digest, principal: Principal { tier: "vip".into(), tenant: "acme".into() } }],
-        }
+        KeyTable { required: true, entries: vec![KeyEntry { digest, principal: Principal::new("vip", "acme") }] }
     }
 
     #[test]
     fn bearer_and_x_api_key_are_both_recognised() {
         let k = key_of("Authorization", b"Bearer sk-team-a ");
-        assert_eq!(table().identify(k.as_deref()).unwrap().tenant, "acme");
+        assert_eq!(&*table().identify(k.as_deref()).unwrap().tenant, "acme");
         let k = key_of("x-api-key", b"sk-team-a");
-        assert_eq!(table().identify(k.as_deref()).unwrap().tier, "vip");
+        assert_eq!(&*table().identify(k.as_deref()).unwrap().tier, "vip");
     }
 
     #[test]

@@ -25,13 +25,24 @@ pub fn never_forwarded(name: &str) -> bool {
     HOP_BY_HOP.iter().chain(NEVER_FORWARDED.iter()).any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Calls `f` with each header name listed in a message's `Connection`
+/// header values, trimmed and as sent (not lower-cased). Allocates nothing
+/// unless a value is not UTF-8: most requests carry a bare `keep-alive`.
+pub fn for_each_connection_token<'a>(connection_values: impl IntoIterator<Item = &'a [u8]>, mut f: impl FnMut(&str)) {
+    for value in connection_values {
+        let text = match std::str::from_utf8(value) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(value),
+        };
+        text.split(',').map(str::trim).filter(|t| !t.is_empty()).for_each(&mut f);
+    }
+}
+
 /// The lower-cased header names listed in a message's `Connection` header values.
 pub fn connection_tokens<'a>(connection_values: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
-    connection_values
-        .into_iter()
-        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-        .filter(|t| !t.is_empty())
-        .collect()
+    let mut tokens = Vec::new();
+    for_each_connection_token(connection_values, |t| tokens.push(t.to_ascii_lowercase()));
+    tokens
 }
 
 /// Whether `name` must not be passed on, given the message's `Connection` tokens.
@@ -52,5 +63,7 @@ mod tests {
         assert!(is_hop_by_hop("x-hop", &tokens));
         assert!(!is_hop_by_hop("x-trace", &tokens));
         assert!(!is_hop_by_hop("x-hop", &[]));
+        // Empty tokens are skipped; a value that is not UTF-8 is read lossily.
+        assert_eq!(connection_tokens([&b" , Close,,"[..], b"x-\xffa, b"]), ["close", "x-\u{fffd}a", "b"]);
     }
 }

@@ -22,8 +22,10 @@ pub const AUTO: &str = "auto";
 pub enum ModelChoice {
     /// Send the body as the client wrote it.
     Keep,
-    /// Replace `model` with this one.
-    Rewrite(String),
+    /// Replace `model` with the node's model at this index of its
+    /// `models` (an index: the name is copied only into the forward that
+    /// asks for it, not for every node of a fallback chain).
+    Rewrite(usize),
     /// The node cannot serve the request (`auto` on a node with no models).
     Unsuitable,
 }
@@ -52,11 +54,11 @@ pub fn choose_model(node: &Node, facts: &RequestFacts, cfg: &ModelRoutingConfig,
         return ModelChoice::Keep;
     }
     let simple = facts.estimated_tokens <= cfg.small_max_tokens && !cfg.complex_types.contains(&facts.request_type);
-    let pick = if simple { node.models.first() } else { node.models.last() };
-    match pick {
-        Some(m) => ModelChoice::Rewrite(m.clone()),
-        None if auto => ModelChoice::Unsuitable,
-        None => ModelChoice::Keep,
+    match node.models.len() {
+        0 if auto => ModelChoice::Unsuitable,
+        0 => ModelChoice::Keep,
+        _ if simple => ModelChoice::Rewrite(0),
+        n => ModelChoice::Rewrite(n - 1),
     }
 }
 
@@ -106,6 +108,14 @@ mod tests {
         }
     }
 
+    /// The model `choice` rewrites to on `node`, if it rewrites.
+    fn rewritten(node: &Node, choice: ModelChoice) -> Option<&str> {
+        match choice {
+            ModelChoice::Rewrite(i) => Some(node.models[i].as_str()),
+            _ => None,
+        }
+    }
+
     fn facts(model: &str, tokens: u64, kind: &str) -> RequestFacts {
         RequestFacts {
             endpoint: Endpoint::ChatCompletions,
@@ -125,10 +135,10 @@ mod tests {
     fn auto_picks_smallest_for_short_and_largest_for_long_or_complex() {
         let cfg = ModelRoutingConfig::default();
         let n = node(&["tiny", "mid", "big"], false);
-        let pick = |f| choose_model(&n, &f, &cfg, Reached::Default);
-        assert_eq!(pick(facts("auto", 100, "chat")), ModelChoice::Rewrite("tiny".into()));
-        assert_eq!(pick(facts("auto", 5000, "chat")), ModelChoice::Rewrite("big".into()));
-        assert_eq!(pick(facts("auto", 100, "complex_reasoning")), ModelChoice::Rewrite("big".into()));
+        let pick = |f| rewritten(&n, choose_model(&n, &f, &cfg, Reached::Default));
+        assert_eq!(pick(facts("auto", 100, "chat")), Some("tiny"));
+        assert_eq!(pick(facts("auto", 5000, "chat")), Some("big"));
+        assert_eq!(pick(facts("auto", 100, "complex_reasoning")), Some("big"));
         assert_eq!(
             choose_model(&node(&[], false), &facts("auto", 1, "chat"), &cfg, Reached::Default),
             ModelChoice::Unsuitable
@@ -143,8 +153,8 @@ mod tests {
         let small = node(&["qwen-0.5b", "llama-3b"], true);
         assert_eq!(choose_model(&plain, &f, &cfg, Reached::Default), ModelChoice::Keep);
         assert_eq!(choose_model(&plain, &f, &cfg, Reached::RuleTarget), ModelChoice::Keep);
-        assert_eq!(choose_model(&plain, &f, &cfg, Reached::RuleFallback), ModelChoice::Rewrite("llama".into()));
-        assert_eq!(choose_model(&small, &f, &cfg, Reached::RuleTarget), ModelChoice::Rewrite("qwen-0.5b".into()));
+        assert_eq!(rewritten(&plain, choose_model(&plain, &f, &cfg, Reached::RuleFallback)), Some("llama"));
+        assert_eq!(rewritten(&small, choose_model(&small, &f, &cfg, Reached::RuleTarget)), Some("qwen-0.5b"));
         let served = facts("llama-3b", 100, "chat");
         assert_eq!(choose_model(&small, &served, &cfg, Reached::RuleTarget), ModelChoice::Keep);
     }

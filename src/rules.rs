@@ -108,7 +108,7 @@ impl Matcher {
             && self.max_tokens.is_none_or(|n| tokens <= n)
             && self.estimated_tokens.is_none_or(|c| c.holds(tokens))
             && self.geo.as_ref().is_none_or(|g| f.country.is_some_and(|c| g.contains(&c)))
-            && self.user_tier.as_ref().is_none_or(|t| t.contains(&f.principal.tier))
+            && self.user_tier.as_ref().is_none_or(|t| t.iter().any(|tier| **tier == *f.principal.tier))
             && self
                 .model
                 .as_ref()

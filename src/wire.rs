@@ -27,23 +27,35 @@ impl postcard::ser_flavors::Flavor for Appender {
         Ok(())
     }
 
-    // Not inlined: every field's encoding calls this, and inlined it made
-    // the module a fifth larger for no measurable gain.
-    #[inline(never)]
+    // Only a single byte (most varints: lengths, tags, small numbers) is
+    // pushed in place; the rest is a call. Inlined whole at every field,
+    // it made the module a fifth larger for no measurable gain.
+    #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        // Unrolled, not a loop: in the module every loop iteration also
-        // checks the call's deadline.
         match *data {
             [a] => self.0.push(a),
-            [a, b] => self.0.extend_from_slice(&[a, b]),
-            [a, b, c] => self.0.extend_from_slice(&[a, b, c]),
-            _ => self.0.extend_from_slice(data),
+            _ => self.extend(data),
         }
         Ok(())
     }
 
     fn finalize(self) -> postcard::Result<Vec<u8>> {
         Ok(self.0)
+    }
+}
+
+impl Appender {
+    #[inline(never)]
+    fn extend(&mut self, data: &[u8]) {
+        // Unrolled, not a loop: in the module every loop iteration also
+        // checks the call's deadline. Copies of a fixed size are plain
+        // loads and stores; eight bytes is an `f64` (spending, prices).
+        match *data {
+            [a, b] => self.0.extend_from_slice(&[a, b]),
+            [a, b, c] => self.0.extend_from_slice(&[a, b, c]),
+            [a, b, c, d, e, f, g, h] => self.0.extend_from_slice(&[a, b, c, d, e, f, g, h]),
+            _ => self.0.extend_from_slice(data),
+        }
     }
 }
 
@@ -136,6 +148,7 @@ pub struct RequestRef<'a> {
     /// A uniformly random value for weighted choices.
     pub random: u64,
     /// See [`Event::Request`].
+    #[serde(with = "serde_bytes")]
     pub key_sha256: Option<[u8; 32]>,
     /// See [`Event::Request`].
     pub body_facts: Option<crate::facts::BodyFacts>,
@@ -289,7 +302,10 @@ pub enum Event {
         /// SHA-256 of the client key the headers present (the one
         /// [`crate::auth::presented_key`] finds), when the host hashed it;
         /// with `None` the router hashes it. A native host has SHA-256 in
-        /// hardware, the module only in software.
+        /// hardware, the module only in software. Encoded as a byte string:
+        /// postcard writes an array element by element, and the module
+        /// would read it back with 32 calls.
+        #[serde(with = "serde_bytes")]
         key_sha256: Option<[u8; 32]>,
         /// What [`crate::facts::parse_body`] read from a buffered body of
         /// one of the three API endpoints, when the host read it; with
@@ -421,8 +437,11 @@ pub enum ForwardBody {
 /// already, so none crosses the ABI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forward {
-    /// Node id.
-    pub node: String,
+    /// The node: its index in the config's `nodes`, the order of
+    /// [`Configured::Ok`]'s `node_ids` ([`crate::RouterConfig::node_at`]).
+    /// An index rather than the id, so no string is copied out of the
+    /// router and, in the edge box, none decoded from the module's reply.
+    pub node: u32,
     /// 1 for the first attempt.
     pub attempt: u32,
     /// Lower-case names of further client headers not to forward: those the
@@ -440,33 +459,57 @@ pub struct Forward {
     pub idle_timeout_ms: u64,
     /// Limit from sending the request to the end of the response body.
     pub total_timeout_ms: u64,
-    /// Response statuses that may lead to a fallback. For these the host must
-    /// report `ResponseHead` and act on the answer before sending anything on.
-    /// (The router's list is a constant, so it lends it rather than copying it.)
-    pub ask_on_status: std::borrow::Cow<'static, [u16]>,
+    /// Whether a response status in [`FALLBACK_STATUSES`] may lead to a
+    /// fallback (the chain has nodes left): see [`Forward::asks_about`].
+    pub fallback: bool,
     /// Whether the host should look for `usage` in the response body and
     /// report it in `Finished` (the node has a price per token).
     pub meter: bool,
     /// Store a successful (200) answer in the edge cache.
     pub fill: Option<CacheFill>,
-    /// The rule label (or `strategy:<name>`) that chose the node.
-    pub rule: String,
+    /// What chose the node (its label is the `x-edge-rule` header:
+    /// [`crate::RouterConfig::rule_label`]).
+    pub rule: RuleRef,
     /// What the edge cache did for the request.
     pub cache: CacheStatus,
 }
 
+/// What chose a request's nodes, by reference: the label it stands for
+/// ([`crate::RouterConfig::rule_label`]) is in the config, which the host
+/// has too, so no string crosses the ABI for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RuleRef {
+    /// The rule at this index of the config's rules, in evaluation order.
+    Rule(u32),
+    /// No rule matched: the default strategy.
+    Default,
+    /// A path other than the three API endpoints, sent to the passthrough node.
+    Passthrough,
+}
+
+/// Response statuses after which the next node of a fallback chain is tried.
+pub const FALLBACK_STATUSES: [u16; 4] = [429, 502, 503, 504];
+
 impl Forward {
-    /// The explanation of a response whose status is not in
-    /// `ask_on_status`: exactly what the router would answer its
+    /// Whether the host must report a response head with this status and
+    /// act on the router's answer before it sends anything on: the status
+    /// may lead to a fallback. For any other status the answer is known in
+    /// advance ([`Forward::explain`]).
+    pub fn asks_about(&self, status: u16) -> bool {
+        self.fallback && FALLBACK_STATUSES.contains(&status)
+    }
+
+    /// The explanation of a response the forward does not ask about
+    /// ([`Forward::asks_about`]): exactly what the router would answer its
     /// `ResponseHead` with, so the host may deliver at once and report the
-    /// head later, in the next batch (see `docs/abi.md`). Its node, attempt
-    /// and model are the forward's own, and `country` is the client's, as
-    /// the request gave it, so only the rule and the cache status cross
-    /// the ABI.
-    pub fn explain(&self, country: Option<crate::geo::Country>) -> Explain {
-        Explain {
-            node: self.node.clone(),
-            rule: self.rule.clone(),
+    /// head later, in the next batch (see `docs/abi.md`). Its node, rule,
+    /// attempt and model are the forward's own, named as `config` (the
+    /// router's) names them, and `country` is the client's, as the request
+    /// gave it. `None` if `config` has no such node.
+    pub fn explain(&self, config: &crate::RouterConfig, country: Option<crate::geo::Country>) -> Option<Explain> {
+        Some(Explain {
+            node: config.node_at(self.node)?.id.clone(),
+            rule: config.rule_label(self.rule).to_string(),
             attempts: self.attempt,
             country: crate::geo::country_label(country),
             model: match &self.body {
@@ -474,7 +517,7 @@ impl Forward {
                 ForwardBody::Original => None,
             },
             cache: self.cache,
-        }
+        })
     }
 }
 

@@ -118,7 +118,7 @@ fn round(requests: &[Event], handle: &mut dyn FnMut(&Event) -> Action, defer: &m
     for request in requests {
         let Event::Request { id, .. } = *request else { unreachable!("built by `request`") };
         match handle(request) {
-            Action::Forward(f) => assert!(!f.ask_on_status.contains(&200)),
+            Action::Forward(f) => assert!(!f.asks_about(200)),
             other => panic!("expected a forward, got {other:?}"),
         }
         defer(&Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms: 1_700_000_000_100 + id });

@@ -25,7 +25,7 @@ fn w<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
 }
 
 /// The ABI version this host speaks (see `docs/abi.md`).
-const ABI_VERSION: u32 = 10;
+const ABI_VERSION: u32 = 11;
 /// How often the engine's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Ticks a single call may run: a routing decision takes microseconds, so a

@@ -47,8 +47,8 @@ const MAX_IDLE: usize = 1024;
 
 /// Clients and credentials for every node.
 pub struct Origins {
-    /// Per worker thread: node id → its connections.
-    pools: Vec<HashMap<String, Arc<Pool>>>,
+    /// Per worker thread: each node's connections, in the config's order.
+    pools: Vec<Vec<Arc<Pool>>>,
     /// Node id → client for active health probes, which run off the workers.
     probes: HashMap<String, OriginClient>,
     credentials: HashMap<String, HeaderValue>,
@@ -84,13 +84,13 @@ impl Origins {
                 }
             }
         }
-        let per_node = || -> anyhow::Result<HashMap<String, Arc<Pool>>> {
+        let per_node = || -> anyhow::Result<Vec<Arc<Pool>>> {
             config
                 .nodes
                 .iter()
                 .map(|n| {
                     let key = n.api_key_env.as_ref().and_then(|var| credentials.get(var)).cloned();
-                    Ok((n.id.clone(), Arc::new(Pool::new(n, key)?)))
+                    Ok(Arc::new(Pool::new(n, key)?))
                 })
                 .collect()
         };
@@ -103,9 +103,9 @@ impl Origins {
         self.pools.len()
     }
 
-    /// The connections to `node` of worker thread `worker`.
-    pub fn pool(&self, worker: usize, node: &str) -> Option<&Arc<Pool>> {
-        self.pools.get(worker)?.get(node)
+    /// The connections to node `node` (its index in the config) of worker thread `worker`.
+    pub fn pool(&self, worker: usize, node: u32) -> Option<&Arc<Pool>> {
+        self.pools.get(worker)?.get(usize::try_from(node).ok()?)
     }
 
     /// The client for active health probes of `node`.

@@ -51,6 +51,9 @@ pub struct Shared {
     drain_generation: Vec<AtomicU64>,
     /// The edge cache's entries.
     cache: Arc<EdgeCache>,
+    /// The nodes' ids, in the config's order (`Forward::node` indexes it),
+    /// shared with the responses that name them rather than copied.
+    node_ids: Vec<Arc<str>>,
 }
 
 impl Shared {
@@ -73,6 +76,7 @@ impl Shared {
             cut_offs,
             drain_generation,
             cache: Arc::new(EdgeCache::new(config.cache.memory.0)),
+            node_ids: config.nodes.iter().map(|n| Arc::from(n.id.as_str())).collect(),
             config,
         })
     }
@@ -202,9 +206,8 @@ impl Shared {
         self.lock().module_path()
     }
 
-    fn cut_off(&self, node: &str) -> Option<CancellationToken> {
-        let i = self.config.node_index(node)?;
-        Some(lock(&self.cut_offs[i]).clone())
+    fn cut_off(&self, node: u32) -> Option<CancellationToken> {
+        Some(lock(self.cut_offs.get(node as usize)?).clone())
     }
 
     /// Probes node `index` once (GET its `health_path` within
@@ -481,6 +484,13 @@ impl Pending {
                     return host_error(&e, self.country);
                 }
             };
+            let unknown_node = |country| {
+                let e = RouterError::Internal("the router named a node this host does not have".into());
+                host_error(&e, country)
+            };
+            let Some(node) = shared.node_ids.get(forward.node as usize).cloned() else {
+                return unknown_node(self.country);
+            };
             let conditional = self
                 .stale
                 .as_ref()
@@ -504,7 +514,7 @@ impl Pending {
                     let retry_after_s = if matches!(status, 429 | 503) { retry_after(resp.headers()) } else { None };
                     let head = Event::ResponseHead { id, status, retry_after_s, now_ms: now_ms() };
                     let limits = BodyLimits::of(&forward, sent);
-                    let explain = if forward.ask_on_status.contains(&status) {
+                    let explain = if forward.asks_about(status) {
                         match shared.event(&head) {
                             Action::Deliver(explain) => explain,
                             other => {
@@ -515,9 +525,12 @@ impl Pending {
                     } else {
                         // The router's answer is known: deliver now, tell it later.
                         shared.defer(&head);
-                        forward.explain(self.country)
+                        match forward.explain(&shared.config, self.country) {
+                            Some(explain) => explain,
+                            None => return unknown_node(self.country),
+                        }
                     };
-                    self.invalidate(&forward.node, status, resp.headers());
+                    self.invalidate(&node, status, resp.headers());
                     if let Some(stale) = self.stale.take() {
                         if status == 304 {
                             let key = forward.fill.as_ref().map(|f| f.key.as_str());
@@ -527,15 +540,15 @@ impl Pending {
                             return self.serve_stale(&stale.entry, Some(&explain));
                         }
                     }
-                    let cut_off = shared.cut_off(&forward.node);
+                    let cut_off = shared.cut_off(forward.node);
                     let meter = forward.meter.then(Vec::new);
                     let capture =
-                        forward.fill.and_then(|fill| self.capture(fill, &resp, &explain, sent_ms, &forward.node));
-                    let watch = Watch { node: forward.node, cut_off, meter, capture, lease };
+                        forward.fill.and_then(|fill| self.capture(fill, &resp, &explain, sent_ms, forward.node));
+                    let watch = Watch { node, cut_off, meter, capture, lease };
                     return deliver(resp, &explain, limits, watch, self.guard);
                 }
                 Err(failure) => {
-                    tracing::debug!(node = %forward.node, attempt = forward.attempt, "origin failed: {}", failure.describe());
+                    tracing::debug!(node = %node, attempt = forward.attempt, "origin failed: {}", failure.describe());
                     shared.event(&Event::OriginFailed { id, failure, now_ms: now_ms() })
                 }
             };
@@ -552,7 +565,7 @@ impl Pending {
         resp: &Response<Incoming>,
         explain: &Explain,
         sent_ms: u64,
-        node: &str,
+        node: u32,
     ) -> Option<Capture> {
         let meta = if fill.http {
             if self.parts.method != http::Method::GET {
@@ -779,7 +792,7 @@ async fn send(
     stream: &mut Option<Incoming>,
     extra: &[(String, String)],
 ) -> Result<(Response<Incoming>, Lease), Failure> {
-    let Some(pool) = shared.origins.pool(worker, &f.node) else {
+    let Some(pool) = shared.origins.pool(worker, f.node) else {
         return Err(Failure::Connect);
     };
     // Before the body: a streamed one can be taken only once.
@@ -867,7 +880,7 @@ impl BodyLimits {
 /// What a delivered body is watched for besides its time limits.
 struct Watch {
     /// Node id, for messages.
-    node: String,
+    node: Arc<str>,
     /// Cancelled when a drain of the node runs out of time.
     cut_off: Option<CancellationToken>,
     /// The body's tail, kept to find its `usage` at the end (metered nodes only).
@@ -1038,7 +1051,7 @@ struct Tracked {
     finish: Option<FinishOnDrop>,
     timer: Pin<Box<tokio::time::Sleep>>,
     limits: BodyLimits,
-    node: String,
+    node: Arc<str>,
     cut_off: Option<CancellationToken>,
     /// Waits for `cut_off`; made only once the body has had to wait.
     cut_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,

@@ -25,7 +25,8 @@ impl LatencyTracker {
             *slot = Some(match *slot {
                 None => sample_us,
                 Some(old) => {
-                    (old.saturating_mul(8 - NEW_SAMPLE_EIGHTHS) + sample_us.saturating_mul(NEW_SAMPLE_EIGHTHS)) / 8
+                    let mul = crate::saturating_mul_by;
+                    mul(old, 8 - NEW_SAMPLE_EIGHTHS).saturating_add(mul(sample_us, NEW_SAMPLE_EIGHTHS)) / 8
                 }
             });
         }

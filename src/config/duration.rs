@@ -13,9 +13,9 @@ pub struct DurationSpec(pub Duration);
 impl DurationSpec {
     /// Whole milliseconds, saturating. In 64-bit arithmetic: `Duration::as_millis`
     /// is 128-bit, which wasm has no instruction for (each multiply is a call
-    /// out, four per forwarded request).
+    /// out, four per forwarded request), and so is `u64::saturating_mul`.
     pub fn as_millis(self) -> u64 {
-        self.0.as_secs().saturating_mul(1000).saturating_add(u64::from(self.0.subsec_millis()))
+        origin_fallback::saturating_mul_by(self.0.as_secs(), 1000).saturating_add(u64::from(self.0.subsec_millis()))
     }
 
     /// A duration of whole seconds, for defaults.

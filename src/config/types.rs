@@ -222,6 +222,16 @@ impl StrategyName {
             Self::Weighted => "weighted",
         }
     }
+
+    /// The `x-edge-rule` of a request no rule matched: `strategy:<name>`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::CostAware => "strategy:cost_aware",
+            Self::LatencyFirst => "strategy:latency_first",
+            Self::Priority => "strategy:priority",
+            Self::Weighted => "strategy:weighted",
+        }
+    }
 }
 
 /// The routing table.

@@ -141,6 +141,24 @@ impl RouterConfig {
     pub fn node_index(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)
     }
+
+    /// The node at `index`, as a `Forward` names it; `None` past the end
+    /// (a module configured otherwise than this host).
+    pub fn node_at(&self, index: u32) -> Option<&Node> {
+        self.nodes.get(usize::try_from(index).ok()?)
+    }
+
+    /// The `x-edge-rule` label of what chose a request's nodes: the rule's
+    /// name (or `rules[i]`), `strategy:<name>`, or `passthrough`; `-` for
+    /// a rule past the end (a module configured otherwise than this host).
+    pub fn rule_label(&self, rule: crate::wire::RuleRef) -> &str {
+        use crate::wire::RuleRef;
+        match rule {
+            RuleRef::Rule(i) => usize::try_from(i).ok().and_then(|i| self.rules.get(i)).map_or("-", |r| &r.label),
+            RuleRef::Default => self.default_strategy_name.label(),
+            RuleRef::Passthrough => "passthrough",
+        }
+    }
 }
 
 /// Minutes east of UTC in an offset such as `+05:30` or `-08:00` (also `Z`).
@@ -589,7 +607,7 @@ impl Validator<'_> {
             if k.tenant.trim().is_empty() {
                 self.err(format!("{path}.tenant"), "a tenant cannot be empty");
             }
-            entries.push(KeyEntry { digest, principal: Principal { tier: k.tier.clone(), tenant: k.tenant.clone() } });
+            entries.push(KeyEntry { digest, principal: Principal::new(&k.tier, &k.tenant) });
         }
         if a.required && entries.is_empty() {
             self.err("auth.required", "keys are required but none are listed, so every request would be refused");

@@ -19,6 +19,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use origin_fallback::{
     Breaker, BreakerPolicy, BreakerState, Candidate, DailySpend, GOLDEN_GAMMA, LatencyTracker, RetryBudget,
     RetryPolicy, Strategy, TrafficWindow, Transition, canary_draw, counts_as_failure, mix64, order_candidates,
+    saturating_mul_by,
 };
 
 use crate::auth::{Principal, key_digest, presented_key};
@@ -26,11 +27,11 @@ use crate::config::RouterConfig;
 use crate::error::{Explanation, RouterError};
 use crate::facts::{BodyFacts, Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, country_label, permits};
-use crate::hop::{connection_tokens, never_forwarded};
+use crate::hop::{for_each_connection_token, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::{
-    Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Event, Explain, Failure, Forward, ForwardBody, Header,
-    HeaderRef, Notice, REQUEST_TAG, RequestRef, Spend, Spent, Usage,
+    Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Event, Explain, FALLBACK_STATUSES, Failure, Forward,
+    ForwardBody, Header, HeaderRef, Notice, REQUEST_TAG, RequestRef, RuleRef, Spend, Spent, Usage,
 };
 
 /// An exchange silent for this long is assumed abandoned by its host and its
@@ -38,24 +39,24 @@ use crate::wire::{
 /// `Finished`; this only guards against a host bug leaking slots forever.
 const ABANDONED_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
 
-/// Statuses after which the next node of the chain is tried.
-const FALLBACK_STATUSES: [u16; 4] = [429, 502, 503, 504];
-
 /// The longest pause a `retry-after` can impose on a node.
 const MAX_RETRY_AFTER_S: u64 = 3600;
 
 /// The lower-case names of the client headers an origin must not see beyond
 /// those it never sees ([`never_forwarded`]): the ones the client's
-/// `Connection` header names. Usually none, and then nothing is allocated.
+/// `Connection` header names. Usually none (a bare `keep-alive` or `close`
+/// names only hop-by-hop headers), and then nothing is allocated.
 fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
-    let mut connection = named(headers, "connection").peekable();
-    if connection.peek().is_none() {
-        return Vec::new();
+    let mut names = Vec::new();
+    for_each_connection_token(named(headers, "connection"), |t| {
+        if !never_forwarded(t) {
+            names.push(t.to_ascii_lowercase());
+        }
+    });
+    if names.len() > 1 {
+        names.sort_unstable();
+        names.dedup();
     }
-    let mut names = connection_tokens(connection);
-    names.retain(|n| !never_forwarded(n));
-    names.sort_unstable();
-    names.dedup();
     names
 }
 
@@ -70,13 +71,15 @@ struct Exchange {
     next: usize,
     /// Node currently holding a capacity slot for this exchange.
     holding: Option<usize>,
-    /// The model the current attempt asked for, when it was rewritten.
-    rewritten_model: Option<String>,
+    /// The model the current attempt asked for, when it was rewritten: its
+    /// index in the `models` of the node the exchange is `holding`.
+    rewritten_model: Option<usize>,
     attempts: u32,
-    label: String,
+    /// What chose the chain: the `x-edge-rule` label, by reference.
+    label: RuleRef,
     country: Option<Country>,
     /// The caller's tenant, for cost accounting.
-    tenant: String,
+    tenant: std::sync::Arc<str>,
     /// Estimated tokens (prompt plus completion); zero for passthrough paths.
     estimated_tokens: u64,
     /// Cost reserved at the node holding the slot.
@@ -513,7 +516,7 @@ impl Router {
                 (CacheFill { key, ttl_s: 0, estimated_tokens: 0, http: true }, false)
             });
             match self.residency_filter(chain, jurisdiction) {
-                Ok(chain) => ("passthrough".to_string(), chain, 0, fill),
+                Ok(chain) => (RuleRef::Passthrough, chain, 0, fill),
                 Err(e) => return refuse(e, "passthrough"),
             }
         } else {
@@ -527,7 +530,7 @@ impl Router {
             let (label, chain, rule_ttl) = self.plan(&facts, random);
             let chain = match self.residency_filter(chain, jurisdiction) {
                 Ok(c) => c,
-                Err(e) => return refuse(e, &label),
+                Err(e) => return refuse(e, self.config.rule_label(label)),
             };
             let fill = self.cache_fill(method, target, bytes, &headers, &facts, &chain, rule_ttl, &tenant);
             (label, chain, facts.estimated_tokens, fill)
@@ -559,7 +562,7 @@ impl Router {
         self.retries.deposit(now_ms);
         let lookup = match fill {
             Some((fill, false)) => {
-                let explain = Explain { cache: CacheStatus::Hit, ..delivery_explain(&exchange, "-") };
+                let explain = Explain { cache: CacheStatus::Hit, ..delivery_explain(&self.config, &exchange, None) };
                 Some(CacheLookup { key: fill.key, http: fill.http, explain })
             }
             _ => None,
@@ -608,7 +611,7 @@ impl Router {
         };
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         let model = match choice {
-            ModelChoice::Rewrite(m) => m.as_str(),
+            ModelChoice::Rewrite(m) => self.config.nodes[*first].models[*m].as_str(),
             _ => facts.model.as_deref().unwrap_or_default(),
         };
         let partition = if cfg.shared { Partition::Shared } else { Partition::Tenant(tenant) };
@@ -644,22 +647,22 @@ impl Router {
         &self,
         facts: &RequestFacts,
         random: u64,
-    ) -> (String, Vec<(usize, ModelChoice)>, Option<crate::config::DurationSpec>) {
+    ) -> (RuleRef, Vec<(usize, ModelChoice)>, Option<crate::config::DurationSpec>) {
         let cfg = &self.config;
-        let rule = cfg.rules.iter().find(|r| r.matcher.matches(facts));
-        let (label, mut candidates, fallback, strategy, primary) = match rule {
-            Some(rule) => (
-                rule.label.clone(),
+        let index = cfg.rules.iter().position(|r| r.matcher.matches(facts));
+        let rule = index.map(|i| &cfg.rules[i]);
+        let (label, mut candidates, fallback, strategy, primary) = match (rule, index) {
+            (Some(rule), Some(i)) => (
+                RuleRef::Rule(i as u32),
                 rule.candidates.clone(),
                 rule.fallback.as_slice(),
                 rule.strategy,
                 Reached::RuleTarget,
             ),
-            None => {
+            _ => {
                 let serving: Vec<usize> =
                     (0..cfg.nodes.len()).filter(|&i| serves(&cfg.nodes[i], facts.model.as_deref())).collect();
-                let label = format!("strategy:{}", cfg.default_strategy_name.as_str());
-                (label, serving, &[][..], cfg.default_strategy, Reached::Default)
+                (RuleRef::Default, serving, &[][..], cfg.default_strategy, Reached::Default)
             }
         };
         let canary = rule.and_then(|r| r.canary);
@@ -752,12 +755,10 @@ impl Router {
                 ModelChoice::Rewrite(model) => Some(model),
                 _ => None,
             };
-            let body = ex.rewritten_model.clone().map_or(ForwardBody::Original, ForwardBody::RewriteModel);
-            // A fallback status only matters while the chain has nodes left.
-            let ask_on_status =
-                std::borrow::Cow::Borrowed(if ex.next < ex.chain.len() { &FALLBACK_STATUSES[..] } else { &[] });
+            let body =
+                ex.rewritten_model.map_or(ForwardBody::Original, |m| ForwardBody::RewriteModel(n.models[m].clone()));
             return Action::Forward(Forward {
-                node: n.id.clone(),
+                node: node as u32,
                 attempt: ex.attempts,
                 remove_headers: ex.unforwardable.clone(),
                 body,
@@ -765,10 +766,11 @@ impl Router {
                 first_byte_timeout_ms: n.timeouts.first_byte.as_millis(),
                 idle_timeout_ms: n.timeouts.idle.as_millis(),
                 total_timeout_ms: n.timeouts.total.as_millis(),
-                ask_on_status,
+                // A fallback status only matters while the chain has nodes left.
+                fallback: ex.next < ex.chain.len(),
                 meter: n.cost_per_1k_tokens > 0.0,
                 fill: ex.fill.clone(),
-                rule: ex.label.clone(),
+                rule: ex.label,
                 cache: ex.cache,
             });
         }
@@ -777,7 +779,7 @@ impl Router {
         };
         let error = self.exhausted(&ex, now_ms);
         let (status, mut headers, body) = error.to_response(Vec::new());
-        headers.extend(explain(&ex, "-"));
+        headers.extend(explain(&self.config, &ex, "-"));
         Action::Respond { status, headers, body }
     }
 
@@ -862,7 +864,7 @@ impl Router {
             return Action::Done;
         };
         ex.status = Some(status);
-        let latency_us = now_ms.saturating_sub(ex.sent_ms).saturating_mul(1000);
+        let latency_us = saturating_mul_by(now_ms.saturating_sub(ex.sent_ms), 1000);
         if status < 500 {
             self.latency.observe(node, latency_us);
         }
@@ -874,15 +876,17 @@ impl Router {
             state.resting_until_ms = state.resting_until_ms.max(now_ms + pause_ms);
             state.resting_status = status;
         }
-        let retryable = FALLBACK_STATUSES.contains(&status);
-        let more = self.retries.allows(now_ms)
-            && ex.chain[ex.next..].iter().any(|&(n, _)| {
-                let cost = cost_of(ex.estimated_tokens, self.config.nodes[n].cost_per_1k_tokens);
-                unavailable(&self.nodes, &self.config, n, cost, now_ms).is_none()
-            });
-        let deliver = !retryable || !more;
+        // Whether another node may be tried, asked only of a status that allows it.
+        let more = || {
+            self.retries.allows(now_ms)
+                && ex.chain[ex.next..].iter().any(|&(n, _)| {
+                    let cost = cost_of(ex.estimated_tokens, self.config.nodes[n].cost_per_1k_tokens);
+                    unavailable(&self.nodes, &self.config, n, cost, now_ms).is_none()
+                })
+        };
+        let deliver = !FALLBACK_STATUSES.contains(&status) || !more();
         // The explanation is only built for a caller who reads it.
-        let explain = (deliver && answer).then(|| delivery_explain(ex, &self.config.nodes[node].id));
+        let explain = (deliver && answer).then(|| delivery_explain(&self.config, ex, Some(node)));
         if failed {
             self.charge_failure(node, id, now_ms, || format!("it answered {status}"));
         }
@@ -968,10 +972,10 @@ impl Router {
         };
         let cost = cost_of(tokens, self.config.nodes[node].cost_per_1k_tokens);
         let day = self.config.budget_day.of(now_ms);
-        for (tallies, key) in [(&mut self.tenants, &ex.tenant), (&mut self.rules, &ex.label)] {
+        for (tallies, key) in [(&mut self.tenants, &*ex.tenant), (&mut self.rules, self.config.rule_label(ex.label))] {
             match tallies.get_mut(key) {
                 Some(t) => t.add(day, tokens, cost),
-                None => tallies.entry(key.clone()).or_default().add(day, tokens, cost),
+                None => tallies.entry(key.to_string()).or_default().add(day, tokens, cost),
             }
         }
         self.nodes[node].today.add(day, tokens, cost);
@@ -1034,9 +1038,9 @@ fn header_str<'a>(headers: &[HeaderRef<'a>], name: &'static str) -> Option<&'a s
     named(headers, name).next().and_then(|v| std::str::from_utf8(v).ok())
 }
 
-fn explain(ex: &Exchange, node: &str) -> Vec<Header> {
+fn explain(config: &RouterConfig, ex: &Exchange, node: &str) -> Vec<Header> {
     let country = country_label(ex.country);
-    Explanation { node, rule: &ex.label, attempts: ex.attempts, country: &country }.headers()
+    Explanation { node, rule: config.rule_label(ex.label), attempts: ex.attempts, country: &country }.headers()
 }
 
 /// Why a node cannot take an attempt costing `cost` now, if it cannot. (A
@@ -1061,14 +1065,16 @@ fn unavailable(nodes: &[NodeState], config: &RouterConfig, index: usize, cost: f
     full.then_some(PassedOver::Full)
 }
 
-/// The explanation added to the response of `node` for the exchange's current attempt.
-fn delivery_explain(ex: &Exchange, node: &str) -> Explain {
+/// The explanation added to the response of `node` (its index; `-` before
+/// any attempt) for the exchange's current attempt.
+fn delivery_explain(config: &RouterConfig, ex: &Exchange, node: Option<usize>) -> Explain {
+    let node = node.map(|i| &config.nodes[i]);
     Explain {
-        node: node.to_string(),
-        rule: ex.label.clone(),
+        node: node.map_or("-", |n| &n.id).to_string(),
+        model: node.zip(ex.rewritten_model).map(|(n, m)| n.models[m].clone()),
+        rule: config.rule_label(ex.label).to_string(),
         attempts: ex.attempts,
         country: country_label(ex.country),
-        model: ex.rewritten_model.clone(),
         cache: ex.cache,
     }
 }
@@ -1107,17 +1113,24 @@ mod tests {
         }
     }
 
-    fn forwarded(action: &Action) -> Option<&str> {
+    /// The id of the node `action` forwards to, if it is a forward.
+    fn forward_id<'r>(r: &'r Router, action: &Action) -> Option<&'r str> {
         match action {
-            Action::Forward(f) => Some(f.node.as_str()),
+            Action::Forward(f) => Some(r.config().node_at(f.node).expect("a node of the config").id.as_str()),
             _ => None,
         }
+    }
+
+    /// Handles `event`; the id of the node it is forwarded to, if it is.
+    fn forwarded(r: &mut Router, event: Event) -> Option<&str> {
+        let action = r.handle(event);
+        forward_id(r, &action)
     }
 
     #[test]
     fn finishing_releases_the_capacity_slot() {
         let mut r = router("nodes:\n  - {id: a, type: local, host: \"http://a\", max_concurrent: 1}\n");
-        assert_eq!(forwarded(&r.handle(request(1, "US", "m", 0))), Some("a"));
+        assert_eq!(forwarded(&mut r, request(1, "US", "m", 0)), Some("a"));
         assert_eq!(r.in_flight(), &[1]);
         let Action::Respond { status, .. } = r.handle(request(2, "US", "m", 0)) else { panic!("expected a refusal") };
         assert_eq!(status, 429);
@@ -1230,7 +1243,7 @@ mod tests {
             assert_eq!(matches!(f.body, ForwardBody::RewriteModel(_)), id == 1, "{body}");
             let head = Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms: 1_100 };
             let Action::Deliver(answered) = r.handle(head) else { panic!("expected a delivery") };
-            assert_eq!(f.explain(Country::parse(country)), answered, "{body}");
+            assert_eq!(f.explain(r.config(), Country::parse(country)), Some(answered), "{body}");
         }
     }
 
@@ -1243,7 +1256,7 @@ mod tests {
         let Ok(Some(Action::Forward(f))) = r.handle_batch(&encode(&[request(1, "US", "m", 0)])) else {
             panic!("expected a forward")
         };
-        assert_eq!((f.node.as_str(), r.in_flight()), ("a", vec![1]));
+        assert_eq!((forward_id(&r, &Action::Forward(f)), r.in_flight()), (Some("a"), vec![1]));
         let deferred = [
             Event::ResponseHead { id: 1, status: 200, retry_after_s: None, now_ms: 1_100 },
             Event::Finished { id: 1, usage: None, now_ms: 1_200 },
@@ -1313,8 +1326,9 @@ mod tests {
         }
         // The router does not read the body again: the host's facts decide.
         let facts = BodyFacts { model: Some("auto".into()), max_tokens: Some(10), ..BodyFacts::default() };
-        let (node, _) = forward(&mut router(config), with_facts(2, "{not json, never parsed", Some(facts)));
-        assert_eq!(node, "small");
+        let mut r = router(config);
+        let (node, _) = forward(&mut r, with_facts(2, "{not json, never parsed", Some(facts)));
+        assert_eq!(r.config().node_at(node).map(|n| n.id.as_str()), Some("small"));
         // Without them, the router explains what is wrong with the body.
         let mut r = router(config);
         let Action::Respond { status, body, .. } = r.handle(with_facts(3, "{not json", None)) else {
@@ -1393,7 +1407,7 @@ mod tests {
             };
             let mut action = r.handle(request(7, country, "m", random));
             for outcome in outcomes {
-                let Some(node) = forwarded(&action) else { break };
+                let Some(node) = forward_id(&r, &action) else { break };
                 prop_assert!(allowed(node), "{country} request sent to {node}\n{yaml}");
                 action = match outcome {
                     0 => r.handle(Event::OriginFailed { id: 7, failure: Failure::Connect, now_ms: 2_000 }),
@@ -1446,18 +1460,18 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         chat_event(id, now_ms, id, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)
     }
 
-    fn forward_to(action: &Action) -> (&str, u32) {
-        match action {
-            Action::Forward(f) => (f.node.as_str(), f.attempt),
+    /// Handles `event`, which must be forwarded: to which node id, and the attempt's number.
+    fn forward_to(r: &mut Router, event: Event) -> (&str, u32) {
+        match r.handle(event) {
+            Action::Forward(f) => (r.config().node_at(f.node).expect("a node of the config").id.as_str(), f.attempt),
             other => panic!("expected a forward, got {other:?}"),
         }
     }
 
     /// A request whose first node refuses the connection and whose fallback answers 200.
     fn failing_over(r: &mut Router, id: u64, now_ms: u64) {
-        assert_eq!(forward_to(&r.handle(request(id, now_ms))), ("primary", 1));
-        let next = r.handle(Event::OriginFailed { id, failure: Failure::Connect, now_ms });
-        assert_eq!(forward_to(&next), ("backup", 2));
+        assert_eq!(forward_to(r, request(id, now_ms)), ("primary", 1));
+        assert_eq!(forward_to(r, Event::OriginFailed { id, failure: Failure::Connect, now_ms }), ("backup", 2));
         assert!(matches!(
             r.handle(Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms }),
             Action::Deliver(_)
@@ -1478,15 +1492,15 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         );
 
         // While open, the primary is skipped: the backup serves at the first attempt.
-        assert_eq!(forward_to(&r.handle(request(3, 1_200))), ("backup", 1));
+        assert_eq!(forward_to(&mut r, request(3, 1_200)), ("backup", 1));
         r.handle(Event::ResponseHead { id: 3, status: 200, retry_after_s: None, now_ms: 1_210 });
         r.handle(Event::Finished { id: 3, usage: None, now_ms: 1_220 });
         assert!(r.take_notices().is_empty(), "a state change is told once, not per request");
 
         // After the cool-down one request probes; a concurrent one goes to the backup.
-        assert_eq!(forward_to(&r.handle(request(4, 2_200))), ("primary", 1));
+        assert_eq!(forward_to(&mut r, request(4, 2_200)), ("primary", 1));
         assert_eq!(r.take_notices(), [Notice::Probing { node: "primary".into() }]);
-        assert_eq!(forward_to(&r.handle(request(5, 2_200))), ("backup", 1));
+        assert_eq!(forward_to(&mut r, request(5, 2_200)), ("backup", 1));
         assert!(matches!(
             r.handle(Event::ResponseHead { id: 4, status: 200, retry_after_s: None, now_ms: 2_250 }),
             Action::Deliver(_)
@@ -1494,36 +1508,36 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         // The probe's good head closes the breaker at once, so the node is
         // back while the probe's body is still streaming.
         assert_eq!(r.take_notices(), [Notice::Healthy { node: "primary".into() }]);
-        assert_eq!(forward_to(&r.handle(request(6, 2_300))), ("primary", 1));
+        assert_eq!(forward_to(&mut r, request(6, 2_300)), ("primary", 1));
     }
 
     #[test]
     fn bodies_that_break_off_after_a_good_head_open_the_breaker() {
         let mut r = Router::new(RouterConfig::load("t.yaml", FLEET).unwrap_or_else(|e| panic!("{e}")));
         for id in [1, 2] {
-            assert_eq!(forward_to(&r.handle(request(id, 1_000))), ("primary", 1));
+            assert_eq!(forward_to(&mut r, request(id, 1_000)), ("primary", 1));
             r.handle(Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms: 1_000 });
             r.handle(Event::BodyFailed { id, failure: Failure::Reset, now_ms: 1_010 });
             r.handle(Event::Finished { id, usage: None, now_ms: 1_010 });
         }
         assert!(matches!(r.health()[0], BreakerState::Open { .. }), "{:?}", r.health());
-        assert_eq!(forward_to(&r.handle(request(3, 1_020))), ("backup", 1));
+        assert_eq!(forward_to(&mut r, request(3, 1_020)), ("backup", 1));
     }
 
     #[test]
     fn client_errors_and_501_do_not_count_but_other_5xx_do() {
         let mut r = Router::new(RouterConfig::load("t.yaml", FLEET).unwrap_or_else(|e| panic!("{e}")));
         for (id, status) in [(1, 404), (2, 429), (3, 501), (4, 400)] {
-            forward_to(&r.handle(request(id, 1_000)));
+            forward_to(&mut r, request(id, 1_000));
             r.handle(Event::ResponseHead { id, status, retry_after_s: None, now_ms: 1_000 });
             r.handle(Event::Finished { id, usage: None, now_ms: 1_000 });
         }
         assert_eq!(r.health()[0], BreakerState::Closed { failures: 0 });
         for id in [5, 6] {
-            forward_to(&r.handle(request(id, 1_000)));
+            forward_to(&mut r, request(id, 1_000));
             // The backup is free, so a 503 moves on; it still counts against the primary.
             assert_eq!(
-                forward_to(&r.handle(Event::ResponseHead { id, status: 503, retry_after_s: None, now_ms: 1_000 })),
+                forward_to(&mut r, Event::ResponseHead { id, status: 503, retry_after_s: None, now_ms: 1_000 }),
                 ("backup", 2)
             );
             r.handle(Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms: 1_000 });
@@ -1538,7 +1552,7 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         let config = FLEET.replace("fallback: [backup]", "fallback: []");
         let mut r = Router::new(RouterConfig::load("t.yaml", &config).unwrap_or_else(|e| panic!("{e}")));
         for id in [1, 2] {
-            forward_to(&r.handle(request(id, 1_000)));
+            forward_to(&mut r, request(id, 1_000));
             let failed = r.handle(Event::OriginFailed { id, failure: Failure::Timeout, now_ms: 1_000 });
             assert!(matches!(failed, Action::Respond { status: 504, .. }), "{failed:?}");
         }
@@ -1557,9 +1571,9 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         let mut r = Router::new(RouterConfig::load("t.yaml", FLEET).unwrap_or_else(|e| panic!("{e}")));
         failing_over(&mut r, 1, 1_000);
         failing_over(&mut r, 2, 1_000);
-        assert_eq!(forward_to(&r.handle(request(3, 5_000))), ("primary", 1));
+        assert_eq!(forward_to(&mut r, request(3, 5_000)), ("primary", 1));
         r.handle(Event::Finished { id: 3, usage: None, now_ms: 5_010 });
-        assert_eq!(forward_to(&r.handle(request(4, 5_020))), ("primary", 1), "the next request probes");
+        assert_eq!(forward_to(&mut r, request(4, 5_020)), ("primary", 1), "the next request probes");
     }
 
     #[test]
@@ -1571,10 +1585,10 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         assert_eq!(r.health()[0], BreakerState::Closed { failures: 1 });
         r.handle(probe(false, 10));
         assert!(matches!(r.take_notices()[..], [Notice::Unhealthy { .. }]));
-        assert_eq!(forward_to(&r.handle(request(1, 20))), ("backup", 1));
+        assert_eq!(forward_to(&mut r, request(1, 20)), ("backup", 1));
         r.handle(probe(true, 2_000));
         assert_eq!(r.take_notices(), [Notice::Healthy { node: "primary".into() }]);
-        assert_eq!(forward_to(&r.handle(request(2, 2_010))), ("primary", 1));
+        assert_eq!(forward_to(&mut r, request(2, 2_010)), ("primary", 1));
     }
 
     #[test]
@@ -1587,7 +1601,7 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         for id in 0..10 {
             failing_over(&mut r, id, 1_000);
         }
-        assert_eq!(forward_to(&r.handle(request(10, 1_000))), ("primary", 1));
+        assert_eq!(forward_to(&mut r, request(10, 1_000)), ("primary", 1));
         let Action::Respond { status, body, .. } =
             r.handle(Event::OriginFailed { id: 10, failure: Failure::Connect, now_ms: 1_000 })
         else {
@@ -1596,7 +1610,7 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
         assert_eq!(status, 502);
         assert!(String::from_utf8_lossy(&body).contains("retry budget spent"));
         // A 503 is then passed on as it is instead of being retried.
-        forward_to(&r.handle(request(11, 1_000)));
+        forward_to(&mut r, request(11, 1_000));
         assert!(matches!(
             r.handle(Event::ResponseHead { id: 11, status: 503, retry_after_s: None, now_ms: 1_000 }),
             Action::Deliver(_)

@@ -18,11 +18,18 @@ fn request(id: u64, now_ms: u64, random: u64, max_tokens: u64) -> Event {
     chat_event(id, now_ms, random, &body)
 }
 
-fn node_of(action: &Action) -> &str {
+/// The id of the node `action`, a forward, goes to.
+fn node_id<'r>(r: &'r Router, action: &Action) -> &'r str {
     match action {
-        Action::Forward(f) => &f.node,
+        Action::Forward(f) => &r.config().node_at(f.node).expect("a node of the config").id,
         other => panic!("expected a forward, got {other:?}"),
     }
+}
+
+/// Handles `event`, which must be forwarded: the id of the node it goes to.
+fn node_of(r: &mut Router, event: Event) -> &str {
+    let action = r.handle(event);
+    node_id(r, &action)
 }
 
 fn head(id: u64, status: u16, retry_after_s: Option<u32>, now_ms: u64) -> Event {
@@ -54,19 +61,19 @@ routing:
 #[test]
 fn a_429_with_retry_after_moves_on_and_rests_the_node_for_that_long() {
     let mut r = router(CHAIN);
-    assert_eq!(node_of(&r.handle(request(1, 1_000, 0, 10))), "a");
+    assert_eq!(node_of(&mut r, request(1, 1_000, 0, 10)), "a");
     // 429 is a fallback status: the host must ask, and the next node is tried.
-    assert_eq!(node_of(&r.handle(head(1, 429, Some(30), 1_010))), "b");
+    assert_eq!(node_of(&mut r, head(1, 429, Some(30), 1_010)), "b");
     r.handle(head(1, 200, None, 1_020));
     r.handle(finished(1, None, 1_030));
     // For 30 s the node gets nothing; then it is back.
-    assert_eq!(node_of(&r.handle(request(2, 30_000, 0, 10))), "b");
+    assert_eq!(node_of(&mut r, request(2, 30_000, 0, 10)), "b");
     r.handle(finished(2, None, 30_001));
-    assert_eq!(node_of(&r.handle(request(3, 31_011, 0, 10))), "a");
+    assert_eq!(node_of(&mut r, request(3, 31_011, 0, 10)), "a");
     // A 429 without retry-after moves on but imposes no pause.
-    assert_eq!(node_of(&r.handle(head(3, 429, None, 31_020))), "b");
+    assert_eq!(node_of(&mut r, head(3, 429, None, 31_020)), "b");
     r.handle(finished(3, None, 31_030));
-    assert_eq!(node_of(&r.handle(request(4, 31_040, 0, 10))), "a");
+    assert_eq!(node_of(&mut r, request(4, 31_040, 0, 10)), "a");
     assert_eq!(r.health()[0], BreakerState::Closed { failures: 0 }, "a 429 is not a node failure");
 }
 
@@ -88,7 +95,7 @@ fn with_every_candidate_paused_the_answer_carries_the_shortest_pause() {
 fn spending_is_reserved_then_settled_from_usage_and_the_budget_skips_the_node() {
     let mut r = router(CHAIN);
     // Estimated 7 + 93 = 100 tokens at 2.0 per 1k: 0.2 reserved.
-    assert_eq!(node_of(&r.handle(request(1, 1_000, 0, 93))), "a");
+    assert_eq!(node_of(&mut r, request(1, 1_000, 0, 93)), "a");
     r.handle(head(1, 200, None, 1_010));
     let (_, status) = json_of(r.handle(Event::Status { now_ms: 1_020 }));
     assert_eq!(status["nodes"][0]["today"]["reserved"], 0.2);
@@ -97,15 +104,15 @@ fn spending_is_reserved_then_settled_from_usage_and_the_budget_skips_the_node() 
     assert_eq!(r.take_spent(), [Spend { node: "a".into(), day: 0, spent: 0.6 }]);
     assert!(r.take_spent().is_empty(), "told once");
     // 0.6 spent + 0.2 estimated fits under 1.05; settled without usage, a 2xx costs its estimate.
-    assert_eq!(node_of(&r.handle(request(2, 2_000, 0, 93))), "a");
+    assert_eq!(node_of(&mut r, request(2, 2_000, 0, 93)), "a");
     r.handle(head(2, 200, None, 2_010));
     r.handle(finished(2, None, 2_020));
     // 0.8 + 0.2 still fits; a failed attempt costs nothing and moves on.
-    assert_eq!(node_of(&r.handle(request(3, 3_000, 0, 93))), "a");
-    assert_eq!(node_of(&r.handle(Event::OriginFailed { id: 3, failure: Failure::Connect, now_ms: 3_010 })), "b");
+    assert_eq!(node_of(&mut r, request(3, 3_000, 0, 93)), "a");
+    assert_eq!(node_of(&mut r, Event::OriginFailed { id: 3, failure: Failure::Connect, now_ms: 3_010 }), "b");
     r.handle(finished(3, None, 3_020));
     // A bigger request (0.4) no longer fits: the node is skipped like an unhealthy one.
-    assert_eq!(node_of(&r.handle(request(4, 4_000, 0, 193))), "b");
+    assert_eq!(node_of(&mut r, request(4, 4_000, 0, 193)), "b");
     r.handle(finished(4, None, 4_010));
     let (_, status) = json_of(r.handle(Event::Status { now_ms: 4_020 }));
     let a = &status["nodes"][0]["today"];
@@ -114,7 +121,7 @@ fn spending_is_reserved_then_settled_from_usage_and_the_budget_skips_the_node() 
     assert_eq!(status["tenants_today"]["anonymous"]["requests"], 4);
     assert_eq!(status["rules_today"]["main"]["requests"], 4);
     // The next UTC day the budget starts again.
-    assert_eq!(node_of(&r.handle(request(5, DAY_MS + 1, 0, 193))), "a");
+    assert_eq!(node_of(&mut r, request(5, DAY_MS + 1, 0, 193)), "a");
 }
 
 #[test]
@@ -122,22 +129,22 @@ fn a_shared_ledger_reserves_what_the_router_reserved_and_is_told_what_each_attem
     let mut r = router(CHAIN);
     assert!(r.take_settled().is_empty());
     // Not recording: a host without a shared ledger is never handed settlements.
-    assert_eq!(node_of(&r.handle(request(1, 1_000, 0, 93))), "a");
+    assert_eq!(node_of(&mut r, request(1, 1_000, 0, 93)), "a");
     r.handle(finished(1, None, 1_010));
     assert!(r.take_settled().is_empty(), "kept without record_settlements");
 
     let mut r = router(CHAIN);
     r.record_settlements();
-    assert_eq!(node_of(&r.handle(request(2, 1_000, 0, 93))), "a");
+    assert_eq!(node_of(&mut r, request(2, 1_000, 0, 93)), "a");
     let claim = r.reservation(2).unwrap_or_else(|| panic!("a has a budget"));
     assert_eq!(claim, BudgetClaim { node: "a".into(), day: 0, amount: 0.2, limit: 1.05 });
     // A failed attempt settles at nothing; the fallback b has no budget, so no claim.
-    assert_eq!(node_of(&r.handle(Event::OriginFailed { id: 2, failure: Failure::Connect, now_ms: 1_010 })), "b");
+    assert_eq!(node_of(&mut r, Event::OriginFailed { id: 2, failure: Failure::Connect, now_ms: 1_010 }), "b");
     assert_eq!(r.reservation(2), None);
     r.handle(finished(2, None, 1_020));
     assert_eq!(r.take_settled(), [Settlement { id: 2, node: "a".into(), day: 0, cost: 0.0 }]);
     // A delivered answer settles at its usage: 300 tokens at 2.0 per 1k.
-    assert_eq!(node_of(&r.handle(request(3, 2_000, 0, 93))), "a");
+    assert_eq!(node_of(&mut r, request(3, 2_000, 0, 93)), "a");
     r.handle(head(3, 200, None, 2_010));
     r.handle(finished(3, Some(Usage { prompt_tokens: 100, completion_tokens: 200 }), 2_020));
     let settled = r.take_settled();
@@ -150,17 +157,18 @@ fn a_shared_ledger_reserves_what_the_router_reserved_and_is_told_what_each_attem
 fn a_refusal_by_the_shared_ledger_passes_the_node_over_without_charging_its_health() {
     let mut r = router(&format!("{CHAIN}health_check: {{unhealthy_threshold: 1}}\n"));
     r.record_settlements();
-    assert_eq!(node_of(&r.handle(request(1, 1_000, 0, 93))), "a");
+    assert_eq!(node_of(&mut r, request(1, 1_000, 0, 93)), "a");
     // Other routers spent 1.0 of a's 1.05: the refused attempt is not counted.
     let Action::Forward(f) = r.handle(Event::BudgetRefused { id: 1, spent: 1.0, now_ms: 1_010 }) else {
         panic!("expected the fallback")
     };
-    assert_eq!((f.node.as_str(), f.attempt, f.explain(None).attempts), ("b", 1, 1));
+    let explain = f.explain(r.config(), None).expect("a node of the config");
+    assert_eq!((explain.node.as_str(), f.attempt, explain.attempts), ("b", 1, 1));
     r.handle(head(1, 200, None, 1_020));
     r.handle(finished(1, None, 1_030));
     assert_eq!(r.health()[0], BreakerState::Closed { failures: 0 }, "a budget refusal is not a failure");
     // This router now knows a's spending: 1.0 + 0.2 would pass 1.05, so b directly.
-    assert_eq!(node_of(&r.handle(request(2, 2_000, 0, 93))), "b");
+    assert_eq!(node_of(&mut r, request(2, 2_000, 0, 93)), "b");
     assert_eq!(r.reservation(2), None);
     let (_, status) = json_of(r.handle(Event::Status { now_ms: 2_010 }));
     assert_eq!(status["nodes"][0]["today"]["reserved"], 0.0, "the refused reservation was released");
@@ -189,21 +197,21 @@ fn restored_spending_counts_against_the_budget_and_older_days_do_not() {
         weights: vec![("b".into(), 0.5)],
         draining: vec![],
     }));
-    assert_eq!(node_of(&r.handle(request(1, 1_000, 0, 93))), "b", "0.9 + 0.2 passes 1.05");
+    assert_eq!(node_of(&mut r, request(1, 1_000, 0, 93)), "b", "0.9 + 0.2 passes 1.05");
     let (_, status) = json_of(r.handle(Event::Status { now_ms: 1_000 }));
     assert_eq!(status["nodes"][1]["weight"], 0.5);
     r.handle(Event::Restore(Restore {
         spent: vec![Spend { node: "a".into(), day: 0, spent: 0.1 }],
         ..Restore::default()
     }));
-    assert_eq!(node_of(&r.handle(request(2, 1_000, 0, 95))), "b", "a smaller record of the same day is not taken");
+    assert_eq!(node_of(&mut r, request(2, 1_000, 0, 95)), "b", "a smaller record of the same day is not taken");
     // A record of an older day than the one held is ignored too.
     let restore = |day, spent| {
         Event::Restore(Restore { spent: vec![Spend { node: "a".into(), day, spent }], ..Restore::default() })
     };
     r.handle(restore(1, 0.1));
     r.handle(restore(0, 1.0));
-    assert_eq!(node_of(&r.handle(request(3, DAY_MS + 1, 0, 93))), "a", "day 1: 0.1 + 0.2 fits");
+    assert_eq!(node_of(&mut r, request(3, DAY_MS + 1, 0, 93)), "a", "day 1: 0.1 + 0.2 fits");
 }
 
 #[test]
@@ -215,8 +223,8 @@ fn budget_days_follow_the_configured_offset() {
         ..Restore::default()
     }));
     let two_hours = 2 * 3_600_000;
-    assert_eq!(node_of(&r.handle(request(1, DAY_MS - two_hours - 1, 0, 95))), "b");
-    assert_eq!(node_of(&r.handle(request(2, DAY_MS - two_hours, 0, 95))), "a", "local midnight at +02:00");
+    assert_eq!(node_of(&mut r, request(1, DAY_MS - two_hours - 1, 0, 95)), "b");
+    assert_eq!(node_of(&mut r, request(2, DAY_MS - two_hours, 0, 95)), "a", "local midnight at +02:00");
     let err = RouterConfig::load("t.yaml", &config.replace("+02:00", "2h")).unwrap_err().to_string();
     assert!(err.contains("budgets.utc_offset") && err.contains("`2h` is not an offset"), "{err}");
 }
@@ -238,7 +246,7 @@ routing:
     for id in 0..10_000 {
         seed = seed.wrapping_add(GOLDEN_GAMMA);
         let action = r.handle(request(id, 1_000, mix64(seed), 10));
-        match node_of(&action) {
+        match node_id(&r, &action) {
             "canary" => canary += 1,
             "stable" => {}
             other => panic!("unexpected first node {other}"),
@@ -251,13 +259,13 @@ routing:
 
     // Not drawn: failing over skips the canary, even though it is a listed fallback.
     let not_drawn = (0..).find(|&x| !canary_draw(x, 5.0)).unwrap_or_default();
-    assert_eq!(node_of(&r.handle(request(1, 2_000, not_drawn, 10))), "stable");
-    assert_eq!(node_of(&r.handle(Event::OriginFailed { id: 1, failure: Failure::Connect, now_ms: 2_000 })), "backup");
+    assert_eq!(node_of(&mut r, request(1, 2_000, not_drawn, 10)), "stable");
+    assert_eq!(node_of(&mut r, Event::OriginFailed { id: 1, failure: Failure::Connect, now_ms: 2_000 }), "backup");
     // A failing canary falls back to the rule's own chain.
     let mut r = router(config);
     let drawn = (0..).find(|&x| canary_draw(x, 5.0)).unwrap_or_default();
-    assert_eq!(node_of(&r.handle(request(1, 1_000, drawn, 10))), "canary");
-    assert_eq!(node_of(&r.handle(Event::OriginFailed { id: 1, failure: Failure::Connect, now_ms: 1_000 })), "stable");
+    assert_eq!(node_of(&mut r, request(1, 1_000, drawn, 10)), "canary");
+    assert_eq!(node_of(&mut r, Event::OriginFailed { id: 1, failure: Failure::Connect, now_ms: 1_000 }), "stable");
     let bad = config.replace("node: canary, percent: 5", "node: nope, percent: 120");
     let err = RouterConfig::load("t.yaml", &bad).unwrap_err().to_string();
     assert!(err.contains("canary.node: `nope` is not the id of any node"), "{err}");
@@ -282,7 +290,7 @@ fn weights_set_at_run_time_steer_the_weighted_strategy() {
     let (status, node) = control(&mut r, Control::SetWeight { node: "a".into(), weight: 0.0 });
     assert_eq!((status, node["id"].as_str(), node["weight"].as_f64()), (200, Some("a"), Some(0.0)));
     for id in 0..200 {
-        assert_eq!(node_of(&r.handle(request(id, 1_000, mix64(id), 10))), "b");
+        assert_eq!(node_of(&mut r, request(id, 1_000, mix64(id), 10)), "b");
         r.handle(finished(id, None, 1_000));
     }
     let (status, err) = control(&mut r, Control::SetWeight { node: "a".into(), weight: -1.0 });
@@ -295,12 +303,12 @@ fn weights_set_at_run_time_steer_the_weighted_strategy() {
 #[test]
 fn a_drained_node_gets_no_new_requests_but_keeps_those_in_flight() {
     let mut r = router(PAIR);
-    let first = (0..).find(|&x| node_of(&router(PAIR).handle(request(0, 0, x, 10))) == "a").unwrap_or_default();
-    assert_eq!(node_of(&r.handle(request(1, 1_000, first, 10))), "a");
+    let first = (0..).find(|&x| node_of(&mut router(PAIR), request(0, 0, x, 10)) == "a").unwrap_or_default();
+    assert_eq!(node_of(&mut r, request(1, 1_000, first, 10)), "a");
     let (status, node) = control(&mut r, Control::Drain { node: "a".into() });
     assert_eq!((status, node["draining"].as_bool(), node["in_flight"].as_u64()), (200, Some(true), Some(1)));
     for id in 2..50 {
-        assert_eq!(node_of(&r.handle(request(id, 1_000, mix64(id), 10))), "b");
+        assert_eq!(node_of(&mut r, request(id, 1_000, mix64(id), 10)), "b");
         r.handle(finished(id, None, 1_000));
     }
     // The request in flight carries on and is delivered.
@@ -310,7 +318,7 @@ fn a_drained_node_gets_no_new_requests_but_keeps_those_in_flight() {
     let (status, body) = json_of(r.handle(request(60, 1_000, 0, 10)));
     assert_eq!((status, body["error"]["type"].as_str()), (503, Some("nodes_draining")));
     control(&mut r, Control::Undrain { node: "a".into() });
-    assert_eq!(node_of(&r.handle(request(61, 1_000, 0, 10))), "a");
+    assert_eq!(node_of(&mut r, request(61, 1_000, 0, 10)), "a");
 }
 
 #[test]

@@ -124,7 +124,10 @@ async fn call(env: &Env, node: &str, op: &Op) -> worker::Result<Answer> {
 /// router's next action when the ledger refused.
 pub async fn reserve(generation: &Generation, env: &Env, id: u64, forward: &Forward) -> Option<Action> {
     let claim = generation.router.borrow().reservation(id)?;
-    debug_assert_eq!(claim.node, forward.node);
+    debug_assert_eq!(
+        generation.router.borrow().config().node_at(forward.node).map(|n| n.id.as_str()),
+        Some(claim.node.as_str())
+    );
     let op = Op::Reserve { day: claim.day, amount: claim.amount, limit: claim.limit };
     match call(env, &claim.node, &op).await {
         Ok(Answer { token: Some(token), spent }) => {

@@ -180,7 +180,7 @@ impl Exchange {
     /// deliver: a revalidated or stale cache entry, or the node's answer.
     fn answer(mut self, resp: Response, explain: Explain, forward: &Forward, sent_ms: u64) -> Response {
         let status = resp.status_code();
-        self.invalidate(&forward.node, status, resp.headers());
+        self.invalidate(&explain.node, status, resp.headers());
         if let Some(stale) = self.stale.take() {
             if status == 304 {
                 let not_modified: Vec<(String, String)> = resp.headers().entries().collect();
@@ -217,11 +217,9 @@ impl Exchange {
         }
     }
 
-    /// Whether requests to `node` carry its key (it names an `api_key_env`).
-    fn node_has_key(&self, node: &str) -> bool {
-        let router = self.generation.router.borrow();
-        let config = router.config();
-        config.node_index(node).is_some_and(|i| config.nodes[i].api_key_env.is_some())
+    /// Whether requests to node `node` (its index) carry its key (it names an `api_key_env`).
+    fn node_has_key(&self, node: u32) -> bool {
+        self.generation.router.borrow().config().node_at(node).is_some_and(|n| n.api_key_env.is_some())
     }
 
     async fn send(&mut self, f: &Forward) -> Sent {
@@ -229,13 +227,11 @@ impl Exchange {
         let (country_header, node) = {
             let router = self.generation.router.borrow();
             let config = router.config();
-            let node = config
-                .node_index(&f.node)
-                .map(|i| (config.nodes[i].url_for(&self.target), config.nodes[i].api_key_env.clone()));
+            let node = config.node_at(f.node).map(|n| (n.id.clone(), n.url_for(&self.target), n.api_key_env.clone()));
             (config.server.country_header.clone(), node)
         };
         // The router only forwards to nodes of its config.
-        let Some((url, credential)) = node else { return Sent::Failed(Failure::Connect) };
+        let Some((node, url, credential)) = node else { return Sent::Failed(Failure::Connect) };
         for h in &self.headers {
             let removed = never_forwarded(&h.name)
                 || f.remove_headers.binary_search(&h.name).is_ok()
@@ -256,7 +252,7 @@ impl Exchange {
                 }
                 // The name is configuration, never the value.
                 Err(_) => {
-                    worker::console_error!("edge-router: node {} needs the secret {name}, which is not set", f.node)
+                    worker::console_error!("edge-router: node {node} needs the secret {name}, which is not set")
                 }
             }
         }
@@ -297,7 +293,7 @@ impl Exchange {
             // router falls back on either, and the edge box reports the
             // same for a refused connection.
             Either::Left((Err(e), _)) => {
-                worker::console_warn!("edge-router: node {} failed: {e}", f.node);
+                worker::console_warn!("edge-router: node {node} failed: {e}");
                 Sent::Failed(Failure::Connect)
             }
             Either::Right(((), _)) => {
@@ -332,7 +328,7 @@ impl Exchange {
                 // Judged on the request as the origin saw it: with the node's
                 // key if it has one, without the client's credentials.
                 let mut request = cache::text_pairs(self.headers.iter().filter(|h| !never_forwarded(&h.name)));
-                if self.node_has_key(&forward.node) {
+                if self.node_has_key(forward.node) {
                     request.push(("authorization".into(), "Bearer (the node's key)".into()));
                 }
                 edge_cache::http::storable("GET", &request, status, &all, sent_ms, now_ms())
@@ -359,7 +355,7 @@ impl Exchange {
             capture,
             later: self.later.clone(),
             sse,
-            node: forward.node.clone(),
+            node: explain.node.clone(),
             ended: false,
         };
         let stream = futures_util::stream::unfold(body, Tracked::next_chunk);
