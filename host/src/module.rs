@@ -116,15 +116,18 @@ pub struct WasmRouter {
     kept: Restore,
     /// The config's node ids, in its order: replies name nodes by index.
     node_ids: Vec<String>,
+    /// The config's number of rules: replies name rules by index.
+    rules: u32,
 }
 
 impl WasmRouter {
     /// Instantiates the module and configures it; a refused config is an error carrying the module's explanation.
     pub fn new(module: &RouterModule, file: &str, text: &str) -> anyhow::Result<Self> {
         let mut live = instantiate(module)?;
-        let node_ids = configure(&mut live, file, text)?;
+        let (node_ids, rules) = configure(&mut live, file, text)?;
         Ok(Self {
             node_ids,
+            rules,
             module: module.clone(),
             live,
             config: (file.into(), text.into()),
@@ -148,11 +151,36 @@ impl WasmRouter {
             }
         }
         let mut live = instantiate(module)?;
-        let node_ids = configure(&mut live, &self.config.0, &self.config.1)?;
+        let (node_ids, rules) = configure(&mut live, &self.config.0, &self.config.1)?;
+        if (&node_ids, rules) != (&self.node_ids, self.rules) {
+            bail!(
+                "the new module reads the config's nodes or rules otherwise than the running one; replies name \
+                 them by their place in the config, so it would send requests to the wrong nodes"
+            );
+        }
         hand_over(&mut live, &self.kept)?;
         self.live = live;
-        self.node_ids = node_ids;
         self.module = module.clone();
+        Ok(())
+    }
+
+    /// Refuses a module that reads `config` otherwise than the host: replies
+    /// name nodes and rules by their place in the config, which the host
+    /// looks up in its own reading of it.
+    pub fn check_layout(&self, config: &edge_router::RouterConfig) -> anyhow::Result<()> {
+        let ids = config.nodes.iter().map(|n| n.id.as_str());
+        if !ids.eq(self.node_ids.iter().map(String::as_str))
+            || usize::try_from(self.rules).ok() != Some(config.rules.len())
+        {
+            bail!(
+                "the router module reads the config's nodes or rules otherwise than this host (module and host \
+                 builds differ?): its nodes {:?} and {} rules, the host's {:?} and {} rules",
+                self.node_ids,
+                self.rules,
+                config.nodes.iter().map(|n| &n.id).collect::<Vec<_>>(),
+                config.rules.len()
+            );
+        }
         Ok(())
     }
 
@@ -360,12 +388,13 @@ fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
 }
 
 /// Configures the instance; returns the config's node ids.
-fn configure(live: &mut Live, file: &str, text: &str) -> anyhow::Result<Vec<String>> {
+/// Configures the instance; returns the config's node ids and number of rules, as the module read them.
+fn configure(live: &mut Live, file: &str, text: &str) -> anyhow::Result<(Vec<String>, u32)> {
     let message = postcard::to_allocvec(&(file, text))?;
     let (ptr, len) = call(live, Call::Configure, &message)?;
     let bytes = live.memory.data(&live.store).get(ptr..ptr + len).ok_or_else(|| anyhow!("out-of-bounds reply"))?;
     match postcard::from_bytes::<Configured>(bytes)? {
-        Configured::Ok { node_ids, .. } => Ok(node_ids),
+        Configured::Ok { node_ids, rules } => Ok((node_ids, rules)),
         Configured::Refused(why) => bail!("{why}"),
     }
 }

@@ -60,6 +60,7 @@ impl Shared {
     /// Shared state for a configured router served by `config.server.workers`
     /// threads (one per CPU by default).
     pub fn new(router: WasmRouter, config: RouterConfig) -> anyhow::Result<Self> {
+        router.check_layout(&config)?;
         let workers = config.server.workers.map_or_else(
             || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             |n| usize::from(n.get()),
@@ -484,12 +485,17 @@ impl Pending {
                     return host_error(&e, self.country);
                 }
             };
-            let unknown_node = |country| {
-                let e = RouterError::Internal("the router named a node this host does not have".into());
-                host_error(&e, country)
-            };
-            let Some(node) = shared.node_ids.get(forward.node as usize).cloned() else {
-                return unknown_node(self.country);
+            let found = shared.node_ids.get(forward.node as usize).cloned();
+            let (Some(node), Some(explained)) = (found, forward.explain(&shared.config, self.country)) else {
+                // A node this host does not know: not expected, since a module
+                // that reads the config otherwise is refused at start and at
+                // reload. Treated as the node being unreachable.
+                tracing::error!(
+                    "the router module named node #{}, which this host's config does not have",
+                    forward.node
+                );
+                action = shared.event(&Event::OriginFailed { id, failure: Failure::Connect, now_ms: now_ms() });
+                continue;
             };
             let conditional = self
                 .stale
@@ -525,10 +531,7 @@ impl Pending {
                     } else {
                         // The router's answer is known: deliver now, tell it later.
                         shared.defer(&head);
-                        match forward.explain(&shared.config, self.country) {
-                            Some(explain) => explain,
-                            None => return unknown_node(self.country),
-                        }
+                        explained
                     };
                     self.invalidate(&node, status, resp.headers());
                     if let Some(stale) = self.stale.take() {

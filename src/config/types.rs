@@ -549,3 +549,17 @@ impl Default for CacheConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StrategyName;
+
+    #[test]
+    fn a_default_strategy_label_is_strategy_and_its_name() {
+        for name in
+            [StrategyName::CostAware, StrategyName::LatencyFirst, StrategyName::Priority, StrategyName::Weighted]
+        {
+            assert_eq!(name.label(), format!("strategy:{}", name.as_str()));
+        }
+    }
+}

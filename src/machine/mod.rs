@@ -44,8 +44,8 @@ const MAX_RETRY_AFTER_S: u64 = 3600;
 
 /// The lower-case names of the client headers an origin must not see beyond
 /// those it never sees ([`never_forwarded`]): the ones the client's
-/// `Connection` header names. Usually none (a bare `keep-alive` or `close`
-/// names only hop-by-hop headers), and then nothing is allocated.
+/// `Connection` header names. Usually none (a bare `keep-alive` names only a
+/// hop-by-hop header), and then nothing is allocated.
 fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
     let mut names = Vec::new();
     for_each_connection_token(named(headers, "connection"), |t| {
@@ -76,7 +76,7 @@ struct Exchange {
     rewritten_model: Option<usize>,
     attempts: u32,
     /// What chose the chain: the `x-edge-rule` label, by reference.
-    label: RuleRef,
+    rule: RuleRef,
     country: Option<Country>,
     /// The caller's tenant, for cost accounting.
     tenant: std::sync::Arc<str>,
@@ -504,7 +504,7 @@ impl Router {
         let jurisdiction = self.config.residency.jurisdiction_of(country);
         let endpoint = Endpoint::classify(method, target);
 
-        let (label, chain, estimated_tokens, fill) = if endpoint == Endpoint::Other {
+        let (rule, chain, estimated_tokens, fill) = if endpoint == Endpoint::Other {
             let Some(node) = self.config.passthrough else {
                 let path = target.split('?').next().unwrap_or_default().to_string();
                 return refuse(RouterError::NoRoute { method: method.to_string(), path }, "passthrough");
@@ -527,13 +527,13 @@ impl Router {
                 Ok(f) => f,
                 Err(e) => return refuse(e, "-"),
             };
-            let (label, chain, rule_ttl) = self.plan(&facts, random);
+            let (rule, chain, rule_ttl) = self.plan(&facts, random);
             let chain = match self.residency_filter(chain, jurisdiction) {
                 Ok(c) => c,
-                Err(e) => return refuse(e, self.config.rule_label(label)),
+                Err(e) => return refuse(e, self.config.rule_label(rule)),
             };
             let fill = self.cache_fill(method, target, bytes, &headers, &facts, &chain, rule_ttl, &tenant);
-            (label, chain, facts.estimated_tokens, fill)
+            (rule, chain, facts.estimated_tokens, fill)
         };
 
         let exchange = Exchange {
@@ -543,7 +543,7 @@ impl Router {
             holding: None,
             rewritten_model: None,
             attempts: 0,
-            label,
+            rule,
             country,
             tenant,
             estimated_tokens,
@@ -651,15 +651,16 @@ impl Router {
         let cfg = &self.config;
         let index = cfg.rules.iter().position(|r| r.matcher.matches(facts));
         let rule = index.map(|i| &cfg.rules[i]);
-        let (label, mut candidates, fallback, strategy, primary) = match (rule, index) {
-            (Some(rule), Some(i)) => (
-                RuleRef::Rule(i as u32),
+        let (label, mut candidates, fallback, strategy, primary) = match index.zip(rule) {
+            // A config has far fewer than 2^32 rules.
+            Some((i, rule)) => (
+                RuleRef::Rule(u32::try_from(i).unwrap_or(u32::MAX)),
                 rule.candidates.clone(),
                 rule.fallback.as_slice(),
                 rule.strategy,
                 Reached::RuleTarget,
             ),
-            _ => {
+            None => {
                 let serving: Vec<usize> =
                     (0..cfg.nodes.len()).filter(|&i| serves(&cfg.nodes[i], facts.model.as_deref())).collect();
                 (RuleRef::Default, serving, &[][..], cfg.default_strategy, Reached::Default)
@@ -758,7 +759,7 @@ impl Router {
             let body =
                 ex.rewritten_model.map_or(ForwardBody::Original, |m| ForwardBody::RewriteModel(n.models[m].clone()));
             return Action::Forward(Forward {
-                node: node as u32,
+                node: u32::try_from(node).unwrap_or(u32::MAX),
                 attempt: ex.attempts,
                 remove_headers: ex.unforwardable.clone(),
                 body,
@@ -770,7 +771,7 @@ impl Router {
                 fallback: ex.next < ex.chain.len(),
                 meter: n.cost_per_1k_tokens > 0.0,
                 fill: ex.fill.clone(),
-                rule: ex.label,
+                rule: ex.rule,
                 cache: ex.cache,
             });
         }
@@ -972,7 +973,7 @@ impl Router {
         };
         let cost = cost_of(tokens, self.config.nodes[node].cost_per_1k_tokens);
         let day = self.config.budget_day.of(now_ms);
-        for (tallies, key) in [(&mut self.tenants, &*ex.tenant), (&mut self.rules, self.config.rule_label(ex.label))] {
+        for (tallies, key) in [(&mut self.tenants, &*ex.tenant), (&mut self.rules, self.config.rule_label(ex.rule))] {
             match tallies.get_mut(key) {
                 Some(t) => t.add(day, tokens, cost),
                 None => tallies.entry(key.to_string()).or_default().add(day, tokens, cost),
@@ -1040,7 +1041,7 @@ fn header_str<'a>(headers: &[HeaderRef<'a>], name: &'static str) -> Option<&'a s
 
 fn explain(config: &RouterConfig, ex: &Exchange, node: &str) -> Vec<Header> {
     let country = country_label(ex.country);
-    Explanation { node, rule: config.rule_label(ex.label), attempts: ex.attempts, country: &country }.headers()
+    Explanation { node, rule: config.rule_label(ex.rule), attempts: ex.attempts, country: &country }.headers()
 }
 
 /// Why a node cannot take an attempt costing `cost` now, if it cannot. (A
@@ -1072,7 +1073,7 @@ fn delivery_explain(config: &RouterConfig, ex: &Exchange, node: Option<usize>) -
     Explain {
         node: node.map_or("-", |n| &n.id).to_string(),
         model: node.zip(ex.rewritten_model).map(|(n, m)| n.models[m].clone()),
-        rule: config.rule_label(ex.label).to_string(),
+        rule: config.rule_label(ex.rule).to_string(),
         attempts: ex.attempts,
         country: country_label(ex.country),
         cache: ex.cache,
@@ -1359,6 +1360,45 @@ mod tests {
         }
         assert!(!never_forwarded("x-trace"));
         assert_eq!(r.config().nodes[0].url_for("/v1/chat/completions?x=1"), "http://a/base/v1/chat/completions?x=1");
+        // Names are matched without regard to case and listed lower-case,
+        // sorted and once each, over all `Connection` headers; those the host
+        // never forwards anyway are left out.
+        let mut connection = |values: &[&str]| {
+            let mut event = request(2, "US", "m", 0);
+            if let Event::Request { headers, .. } = &mut event {
+                *headers = values.iter().map(|v| Header::new("connection", v)).collect();
+            }
+            match r.handle(event) {
+                Action::Forward(f) => f.remove_headers,
+                other => panic!("expected a forward, got {other:?}"),
+            }
+        };
+        assert!(connection(&["Keep-Alive", "Upgrade, TE"]).is_empty());
+        assert_eq!(connection(&["X-Zeta, keep-alive", "x-alpha , X-ZETA", "Authorization"]), ["x-alpha", "x-zeta"]);
+    }
+
+    #[test]
+    fn a_fallback_node_is_asked_for_a_model_of_its_own() {
+        let config = "nodes:\n  - {id: small, type: edge, host: \"http://s\", models: [tiny, less-tiny], capabilities: [small_models]}\n  - {id: big, type: cloud, host: \"http://b\", models: [huge, huger]}\nrouting:\n  rules:\n    - {name: all, match: {type: \"*\"}, target: small, fallback: [big]}\n";
+        let mut r = router(config);
+        let model = |f: &Forward| match &f.body {
+            ForwardBody::RewriteModel(m) => m.clone(),
+            ForwardBody::Original => "(the client's)".into(),
+        };
+        let Action::Forward(first) = r.handle(request(1, "US", "gpt-4o", 0)) else { panic!("expected a forward") };
+        assert_eq!((forward_id(&r, &Action::Forward(first.clone())), model(&first)), (Some("small"), "tiny".into()));
+        let Action::Forward(second) = r.handle(Event::OriginFailed { id: 1, failure: Failure::Connect, now_ms: 1_010 })
+        else {
+            panic!("expected the fallback")
+        };
+        assert_eq!((forward_id(&r, &Action::Forward(second.clone())), model(&second)), (Some("big"), "huge".into()));
+        let head = Event::ResponseHead { id: 1, status: 200, retry_after_s: None, now_ms: 1_020 };
+        let Action::Deliver(explain) = r.handle(head) else { panic!("expected a delivery") };
+        assert_eq!(
+            (explain.node.as_str(), explain.model.as_deref(), explain.rule.as_str()),
+            ("big", Some("huge"), "all")
+        );
+        assert_eq!(second.explain(r.config(), Country::parse("US")), Some(explain));
     }
 
     const RESIDENCIES: [&str; 4] = ["EU", "US", "global", ""];

@@ -146,3 +146,23 @@ async fn a_client_that_stalls_its_body_gets_408() {
     assert!(text.contains("request_timeout"), "{text}");
     assert!(o.received_requests().await.unwrap_or_default().is_empty());
 }
+
+#[test]
+fn a_module_that_reads_the_config_otherwise_than_the_host_is_refused() {
+    // Replies name nodes and rules by their place in the config, which the
+    // host looks up in its own reading: the two must agree.
+    let config = |nodes: [&str; 2], rules: &str| {
+        let nodes: String =
+            nodes.iter().map(|id| format!("  - {{id: {id}, type: cloud, host: \"http://127.0.0.1:9\"}}\n")).collect();
+        format!("nodes:\n{nodes}routing:\n  rules:\n{rules}")
+    };
+    let rule = "    - {match: {type: \"*\"}, target: a}\n";
+    let text = config(["a", "b"], rule);
+    let router = edge_router_host::WasmRouter::new(edge_router_e2e::module(), "test.yaml", &text).expect("configures");
+    let host = |text: &str| edge_router::RouterConfig::load("test.yaml", text).expect("a valid config");
+    router.check_layout(&host(&text)).expect("the same config is the same layout");
+    for other in [config(["b", "a"], rule), config(["a", "b"], &format!("{rule}{rule}"))] {
+        let err = router.check_layout(&host(&other)).expect_err("another layout");
+        assert!(format!("{err:#}").contains("otherwise than this host"), "{err:#}");
+    }
+}
