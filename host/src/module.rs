@@ -387,7 +387,6 @@ fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
     })
 }
 
-/// Configures the instance; returns the config's node ids.
 /// Configures the instance; returns the config's node ids and number of rules, as the module read them.
 fn configure(live: &mut Live, file: &str, text: &str) -> anyhow::Result<(Vec<String>, u32)> {
     let message = postcard::to_allocvec(&(file, text))?;

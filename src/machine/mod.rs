@@ -1114,14 +1114,6 @@ mod tests {
         }
     }
 
-    /// The id of the node `action` forwards to, if it is a forward.
-    fn forward_id<'r>(r: &'r Router, action: &Action) -> Option<&'r str> {
-        match action {
-            Action::Forward(f) => Some(r.config().node_at(f.node).expect("a node of the config").id.as_str()),
-            _ => None,
-        }
-    }
-
     /// Handles `event`; the id of the node it is forwarded to, if it is.
     fn forwarded(r: &mut Router, event: Event) -> Option<&str> {
         let action = r.handle(event);
@@ -1465,6 +1457,15 @@ mod tests {
     }
 }
 
+/// The id of the node `action` forwards to, if it is a forward.
+#[cfg(test)]
+fn forward_id<'r>(r: &'r Router, action: &Action) -> Option<&'r str> {
+    match action {
+        Action::Forward(f) => Some(r.config().node_at(f.node).expect("a node of the config").id.as_str()),
+        _ => None,
+    }
+}
+
 /// A `POST /v1/chat/completions` from a US client with `body`.
 #[cfg(test)]
 fn chat_event(id: u64, now_ms: u64, random: u64, body: &str) -> Event {
@@ -1502,9 +1503,10 @@ health_check: {unhealthy_threshold: 2, cool_down: 1s, max_cool_down: 4s}
 
     /// Handles `event`, which must be forwarded: to which node id, and the attempt's number.
     fn forward_to(r: &mut Router, event: Event) -> (&str, u32) {
-        match r.handle(event) {
-            Action::Forward(f) => (r.config().node_at(f.node).expect("a node of the config").id.as_str(), f.attempt),
-            other => panic!("expected a forward, got {other:?}"),
+        let action = r.handle(event);
+        match (forward_id(r, &action), &action) {
+            (Some(node), Action::Forward(f)) => (node, f.attempt),
+            _ => panic!("expected a forward, got {action:?}"),
         }
     }
 

@@ -20,10 +20,7 @@ fn request(id: u64, now_ms: u64, random: u64, max_tokens: u64) -> Event {
 
 /// The id of the node `action`, a forward, goes to.
 fn node_id<'r>(r: &'r Router, action: &Action) -> &'r str {
-    match action {
-        Action::Forward(f) => &r.config().node_at(f.node).expect("a node of the config").id,
-        other => panic!("expected a forward, got {other:?}"),
-    }
+    forward_id(r, action).unwrap_or_else(|| panic!("expected a forward, got {action:?}"))
 }
 
 /// Handles `event`, which must be forwarded: the id of the node it goes to.
