@@ -3,6 +3,9 @@
 #   origin   nginx serving a fixed JSON chat completion
 #   nginx    nginx as a keep-alive reverse proxy to that origin
 #   router   edge-router (release build, wasm module) routing to that origin
+#   hyper-floor     a bare hyper reverse proxy (bench/src/hyper_floor.rs)
+#   decision-floor  hyper-floor plus the module's decision per request and
+#                   nothing else: a lower bound for a router on this stack
 # wrk drives each with POST /v1/chat/completions at CONNS connections for DURATION,
 # ROUNDS times, interleaved; the medians are reported, with proxy CPU µs per
 # request read from /proc (utime+stime of the proxy's processes).
@@ -17,12 +20,14 @@ cargo build --locked --release -q -p edge-router-host -p edge-router-bench
 WORK=$(mktemp -d /tmp/edge-bench.XXXXXX)
 source bench/lib.sh
 proxy_setup
-P_ROUTER=$(free_port); P_FLOOR=$(free_port)
+P_ROUTER=$(free_port); P_FLOOR=$(free_port); P_DECIDE=$(free_port)
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" &
 PIDS+=($!); ROUTER_PID=$!
 target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" &
 PIDS+=($!); FLOOR_PID=$!
-wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR"
+target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" target/wasm32-unknown-unknown/release/edge_router.wasm &
+PIDS+=($!); DECIDE_PID=$!
+wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE"
 
 measure() { # $1 name, $2 port, $3 pids to charge CPU to ("" for none)
   wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$3" "$WORK/post.lua"
@@ -34,10 +39,11 @@ for r in $(seq "$ROUNDS"); do
   measure nginx "$P_NGINX" "$(nginx_pids "$WORK/proxy")"
   measure router "$P_ROUTER" "$ROUTER_PID"
   measure hyper-floor "$P_FLOOR" "$FLOOR_PID"
+  measure decision-floor "$P_DECIDE" "$DECIDE_PID"
   echo "round $r done" >&2
 done
 
-median_table origin nginx router hyper-floor
+median_table origin nginx router hyper-floor decision-floor
 echo
 python3 -c "
 r, n = $(median_of router rps), $(median_of nginx rps)
@@ -46,5 +52,8 @@ print(f'router / nginx: req/s {r/n:.2f}× (bar ≥ 0.9×), CPU per request {rc/n
 ru, fu = $(median_of router user), $(median_of hyper-floor user)
 rs, fs = $(median_of router sys), $(median_of hyper-floor sys)
 print(f'router / hyper-floor: user CPU per request {ru/fu:.2f}×, system CPU {rs/fs:.2f}×')"
+for peer in hyper-floor decision-floor; do
+  python3 -c "print(f'$peer / nginx: req/s {$(median_of $peer rps) / $(median_of nginx rps):.2f}×, CPU per request {$(median_of $peer cpu) / $(median_of nginx cpu):.2f}×')"
+done
 echo
 target/release/decision-cost examples/hybrid.yaml

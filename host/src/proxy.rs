@@ -289,7 +289,8 @@ fn answer(action: Action) -> (u16, Vec<Header>, Bytes) {
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, as the router's events carry them.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
