@@ -33,8 +33,13 @@ measure() { wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$3" "$WO
 echo "loopback, $CONNS connections, $DURATION × $ROUNDS rounds, $(nproc) cores; A=$A_BIN B=$B_BIN" >&2
 for r in $(seq "$ROUNDS"); do
   measure nginx "$P_NGINX" "$(nginx_pids "$WORK/proxy")"
-  measure A "$P_A" "$A_PID"
-  measure B "$P_B" "$B_PID"
+  # Each build goes first every other round: a slow spell, or whatever the
+  # first of two measurements pays, then falls on both alike.
+  if [ $((r % 2)) -eq 1 ]; then
+    measure A "$P_A" "$A_PID"; measure B "$P_B" "$B_PID"
+  else
+    measure B "$P_B" "$B_PID"; measure A "$P_A" "$A_PID"
+  fi
   measure hyper-floor "$P_FLOOR" "$FLOOR_PID"
   echo "round $r done" >&2
 done
@@ -43,3 +48,16 @@ python3 -c "
 n, nc = $(median_of nginx rps), $(median_of nginx cpu)
 for name, r, c in (('A', $(median_of A rps), $(median_of A cpu)), ('B', $(median_of B rps), $(median_of B cpu))):
     print(f'{name} / nginx: req/s {r/n:.2f}×, CPU per request {c/nc:.2f}×')"
+# Paired by round: B's figure over A's from the same round, whose conditions
+# they shared; the median of those ratios, and their range.
+python3 - "$WORK/results" <<'PY'
+import sys, statistics
+rows = {'A': [], 'B': []}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f[0] in rows:
+        rows[f[0]].append((float(f[1]), float(f[4])))
+for label, i in (('req/s', 0), ('CPU per request', 1)):
+    ratios = sorted(b[i] / a[i] for a, b in zip(rows['A'], rows['B']))
+    print(f'B / A, paired by round: {label} {statistics.median(ratios):.3f}× (rounds {ratios[0]:.3f}–{ratios[-1]:.3f}×)')
+PY

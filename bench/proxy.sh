@@ -6,6 +6,8 @@
 #   hyper-floor     a bare hyper reverse proxy (bench/src/hyper_floor.rs)
 #   decision-floor  hyper-floor plus the module's decision per request and
 #                   nothing else: a lower bound for a router on this stack
+#   decision-floor-shared  the same with one module instance for all threads,
+#                   as the edge box has
 # wrk drives each with POST /v1/chat/completions at CONNS connections for DURATION,
 # ROUNDS times, interleaved; the medians are reported, with proxy CPU µs per
 # request read from /proc (utime+stime of the proxy's processes).
@@ -20,14 +22,16 @@ cargo build --locked --release -q -p edge-router-host -p edge-router-bench
 WORK=$(mktemp -d /tmp/edge-bench.XXXXXX)
 source bench/lib.sh
 proxy_setup
-P_ROUTER=$(free_port); P_FLOOR=$(free_port); P_DECIDE=$(free_port)
+P_ROUTER=$(free_port); P_FLOOR=$(free_port); P_DECIDE=$(free_port); P_SHARED=$(free_port)
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" &
 PIDS+=($!); ROUTER_PID=$!
 target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" &
 PIDS+=($!); FLOOR_PID=$!
 target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" target/wasm32-unknown-unknown/release/edge_router.wasm &
 PIDS+=($!); DECIDE_PID=$!
-wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE"
+DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" target/wasm32-unknown-unknown/release/edge_router.wasm &
+PIDS+=($!); SHARED_PID=$!
+wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE" "$P_SHARED"
 
 measure() { # $1 name, $2 port, $3 pids to charge CPU to ("" for none)
   wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$3" "$WORK/post.lua"
@@ -40,10 +44,11 @@ for r in $(seq "$ROUNDS"); do
   measure router "$P_ROUTER" "$ROUTER_PID"
   measure hyper-floor "$P_FLOOR" "$FLOOR_PID"
   measure decision-floor "$P_DECIDE" "$DECIDE_PID"
+  measure decision-floor-shared "$P_SHARED" "$SHARED_PID"
   echo "round $r done" >&2
 done
 
-median_table origin nginx router hyper-floor decision-floor
+median_table origin nginx router hyper-floor decision-floor decision-floor-shared
 echo
 python3 -c "
 r, n = $(median_of router rps), $(median_of nginx rps)
@@ -52,7 +57,7 @@ print(f'router / nginx: req/s {r/n:.2f}× (bar ≥ 0.9×), CPU per request {rc/n
 ru, fu = $(median_of router user), $(median_of hyper-floor user)
 rs, fs = $(median_of router sys), $(median_of hyper-floor sys)
 print(f'router / hyper-floor: user CPU per request {ru/fu:.2f}×, system CPU {rs/fs:.2f}×')"
-for peer in hyper-floor decision-floor; do
+for peer in hyper-floor decision-floor decision-floor-shared; do
   python3 -c "print(f'$peer / nginx: req/s {$(median_of $peer rps) / $(median_of nginx rps):.2f}×, CPU per request {$(median_of $peer cpu) / $(median_of nginx cpu):.2f}×')"
 done
 echo
