@@ -5,8 +5,9 @@
 #
 # Usage: A_BIN=/path/edge-router A_MODULE=/path/edge_router.wasm \
 #        B_BIN=... B_MODULE=... bash bench/ab.sh
-#   (env as proxy.sh: CONNS=32 DURATION=5s ROUNDS=5; CONFIG_EXTRA is appended
-#    to both routers' config, e.g. "server: {workers: 1}")
+#   (env as proxy.sh: CONNS=32 DURATION=5s ROUNDS=6, even so that each build
+#    goes first equally often; CONFIG_EXTRA is appended to both routers'
+#    config, e.g. "server: {workers: 1}")
 # Copy each build's binary and module aside first: a build overwrites target/.
 set -euo pipefail
 : "${A_BIN:?} ${A_MODULE:?} ${B_BIN:?} ${B_MODULE:?}"
@@ -14,7 +15,7 @@ A_BIN=$(realpath "$A_BIN"); A_MODULE=$(realpath "$A_MODULE")
 B_BIN=$(realpath "$B_BIN"); B_MODULE=$(realpath "$B_MODULE")
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-6}
 cargo build --locked --release -q -p edge-router-bench
 
 WORK=$(mktemp -d /tmp/edge-ab.XXXXXX)
@@ -25,7 +26,7 @@ EDGE_ROUTER_LOG=warn "$A_BIN" serve --module "$A_MODULE" --config "$WORK/router.
 PIDS+=($!); A_PID=$!
 EDGE_ROUTER_LOG=warn "$B_BIN" serve --module "$B_MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_B" &
 PIDS+=($!); B_PID=$!
-target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" &
+target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
 PIDS+=($!); FLOOR_PID=$!
 wait_ready "$P_NGINX" "$P_A" "$P_B" "$P_FLOOR"
 

@@ -23,13 +23,14 @@ WORK=$(mktemp -d /tmp/edge-bench.XXXXXX)
 source bench/lib.sh
 proxy_setup
 P_ROUTER=$(free_port); P_FLOOR=$(free_port); P_DECIDE=$(free_port); P_SHARED=$(free_port)
-EDGE_ROUTER_LOG=warn target/release/edge-router serve --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" &
+MODULE=target/wasm32-unknown-unknown/release/edge_router.wasm
+EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" &
 PIDS+=($!); ROUTER_PID=$!
-target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" &
+target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
 PIDS+=($!); FLOOR_PID=$!
-target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" target/wasm32-unknown-unknown/release/edge_router.wasm &
+target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
 PIDS+=($!); DECIDE_PID=$!
-DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" target/wasm32-unknown-unknown/release/edge_router.wasm &
+DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
 PIDS+=($!); SHARED_PID=$!
 wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE" "$P_SHARED"
 
@@ -38,13 +39,15 @@ measure() { # $1 name, $2 port, $3 pids to charge CPU to ("" for none)
 }
 
 echo "loopback, $CONNS connections, $THREADS wrk threads, $DURATION × $ROUNDS rounds, $(nproc) cores" >&2
+# The proxies take turns going first: each round starts one later in the list.
+PROXIES=("nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" "hyper-floor $P_FLOOR $FLOOR_PID"
+  "decision-floor $P_DECIDE $DECIDE_PID" "decision-floor-shared $P_SHARED $SHARED_PID")
 for r in $(seq "$ROUNDS"); do
   measure origin "$P_ORIGIN" ""
-  measure nginx "$P_NGINX" "$(nginx_pids "$WORK/proxy")"
-  measure router "$P_ROUTER" "$ROUTER_PID"
-  measure hyper-floor "$P_FLOOR" "$FLOOR_PID"
-  measure decision-floor "$P_DECIDE" "$DECIDE_PID"
-  measure decision-floor-shared "$P_SHARED" "$SHARED_PID"
+  for i in $(seq 0 $((${#PROXIES[@]} - 1))); do
+    read -r name port pids <<<"${PROXIES[$(((i + r - 1) % ${#PROXIES[@]}))]}"
+    measure "$name" "$port" "$pids"
+  done
   echo "round $r done" >&2
 done
 

@@ -3,20 +3,23 @@
 //! HTTP stack itself. One current-thread runtime per core, SO_REUSEPORT
 //! listeners, and a per-thread pool of keep-alive connections to the origin.
 //!
-//! Usage: hyper-floor LISTEN ORIGIN [CONFIG MODULE] (LISTEN and ORIGIN as host:port)
+//! Usage: hyper-floor LISTEN ORIGIN [CONFIG MODULE] (LISTEN and ORIGIN as
+//! host:port; a LISTEN port of 0 takes a free one). It prints
+//! `listening on ADDR` once it accepts connections.
 //!
 //! With CONFIG and MODULE it is the **decision floor**: the same proxy plus
 //! the least a router built on the module must do per request, and nothing
 //! else. It reads the body (the router's choice depends on it), reads the
 //! request for the module as the edge box does (`proxy::host_reads`), asks the
-//! module for its decision, forwards to the origin only if the module said
-//! forward, and tells the module about the response head and the end,
-//! deferred as the edge box defers them (the end right after the head: nothing
-//! watches the body). Each thread has its own module instance, so it pays
-//! nothing for sharing one; with `DECISION_FLOOR_SHARED=1` the threads share
-//! one, as the edge box's workers do. There are no timeouts, no explanation
-//! headers and no copy of the client's headers. What it costs above nginx is
-//! a lower bound for any edge-router on this stack.
+//! module for its decision (`proxy::call_module`, the edge box's own call),
+//! forwards to the origin only if the module said forward (otherwise it
+//! answers what the module answered), and tells the module about the response
+//! head and the end, deferred as the edge box defers them (the end right after
+//! the head: nothing watches the body). Each thread has its own module
+//! instance, so it pays nothing for sharing one; with
+//! `DECISION_FLOOR_SHARED=1` the threads share one, as the edge box's workers
+//! do. What it leaves out is listed in bench/README.md; what it costs above
+//! nginx is a lower bound for an edge-router on this stack.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -34,13 +37,18 @@ use tokio::net::{TcpSocket, TcpStream};
 use edge_router::RouterConfig;
 use edge_router::facts::Endpoint;
 use edge_router::wire::{Action, BodyRef, Event, RequestRef};
-use edge_router_host::proxy::{HostReads, host_reads, now_ms};
+use edge_router_host::proxy::{HostReads, call_module, defer_event, host_reads, now_ms};
 use edge_router_host::{RouterModule, WasmRouter, module};
+use origin_fallback::{GOLDEN_GAMMA, mix64};
+
+// The edge box's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 type Pool<B> = Arc<Mutex<Vec<SendRequest<B>>>>;
 
-/// What the decision floor needs: the config (as the host reads it) and the
+/// The decision floor's module: the config (as the host reads it) and the
 /// module with its config's text.
 #[derive(Clone)]
 struct Decide {
@@ -50,24 +58,18 @@ struct Decide {
     text: Arc<str>,
 }
 
-/// One thread's module instance and its request ids.
-struct Instance {
-    router: WasmRouter,
-    next_id: u64,
-    /// Buffers for the encoded event and the reply.
-    event: Vec<u8>,
-    reply: Vec<u8>,
+impl Decide {
+    fn instance(&self) -> anyhow::Result<Arc<Mutex<WasmRouter>>> {
+        Ok(Arc::new(Mutex::new(WasmRouter::new(&self.module, &self.file, &self.text)?)))
+    }
 }
 
-impl Instance {
-    fn new(d: &Decide) -> anyhow::Result<Arc<Mutex<Self>>> {
-        Ok(Arc::new(Mutex::new(Self {
-            router: WasmRouter::new(&d.module, &d.file, &d.text)?,
-            next_id: 1,
-            event: Vec::with_capacity(4096),
-            reply: Vec::with_capacity(4096),
-        })))
-    }
+/// What a decision-floor request needs: the host's config, this thread's (or
+/// the shared) module instance, and request ids and random numbers.
+struct Decider {
+    config: Arc<RouterConfig>,
+    router: Arc<Mutex<WasmRouter>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,62 +87,80 @@ fn main() -> anyhow::Result<()> {
         _ => anyhow::bail!("give both CONFIG and MODULE, or neither"),
     };
     let shared = match &decide {
-        Some(d) if std::env::var_os("DECISION_FLOOR_SHARED").is_some() => Some(Instance::new(d)?),
+        Some(d) if std::env::var("DECISION_FLOOR_SHARED").is_ok_and(|v| v == "1") => Some(d.instance()?),
         _ => None,
     };
+    // Bound here first, so a port of 0 becomes one port all threads share.
+    let first = bind(listen)?;
+    let listen = first.local_addr()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (decide, shared) = (decide.clone(), shared.clone());
-            std::thread::spawn(move || run(listen, origin, decide, shared))
+    let mut sockets = vec![first];
+    for _ in 1..threads {
+        sockets.push(bind(listen)?);
+    }
+    let (ready, listening) = std::sync::mpsc::channel();
+    let handles: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(thread, socket)| {
+            let decider = match &decide {
+                None => Ok(None),
+                Some(d) => shared.clone().map_or_else(|| d.instance(), Ok).map(|router| {
+                    let seed = mix64(std::process::id().into()) ^ mix64(thread as u64);
+                    Some(Decider { config: d.config.clone(), router, next: seed.into() })
+                }),
+            };
+            let ready = ready.clone();
+            std::thread::spawn(move || run(socket, origin, decider?, ready))
         })
         .collect();
+    drop(ready);
+    // Once every thread listens (a thread that failed drops its sender early).
+    if listening.iter().take(threads).count() == threads {
+        println!("listening on {listen}");
+    }
     for h in handles {
         h.join().map_err(|_| anyhow::anyhow!("thread panicked"))??;
     }
     Ok(())
 }
 
+fn bind(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseport(true)?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
 fn run(
-    listen: SocketAddr,
+    socket: TcpSocket,
     origin: SocketAddr,
-    decide: Option<Decide>,
-    shared: Option<Arc<Mutex<Instance>>>,
+    decider: Option<Decider>,
+    ready: std::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let socket = TcpSocket::new_v4()?;
-        socket.set_reuseport(true)?;
-        socket.set_reuseaddr(true)?;
-        socket.bind(listen)?;
         let listener = socket.listen(1024)?;
-        let instance = match (&decide, shared) {
-            (_, Some(shared)) => Some(shared),
-            (Some(d), None) => Some(Instance::new(d)?),
-            (None, None) => None,
-        };
+        let _ = ready.send(());
+        let decider = decider.map(Arc::new);
         let (plain, decided): (Pool<Incoming>, Pool<Full<Bytes>>) = (Arc::default(), Arc::default());
         loop {
             let (stream, _) = listener.accept().await?;
             stream.set_nodelay(true)?;
             let io = TokioIo::new(stream);
-            match (&decide, &instance) {
-                (Some(d), Some(instance)) => {
-                    let (config, instance, pool) = (d.config.clone(), instance.clone(), decided.clone());
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            decided_forward(config.clone(), instance.clone(), pool.clone(), origin, req)
-                        });
-                        let _ = http1::Builder::new().serve_connection(io, service).await;
-                    });
-                }
-                _ => {
-                    let pool = plain.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| forward(pool.clone(), origin, req));
-                        let _ = http1::Builder::new().serve_connection(io, service).await;
-                    });
-                }
+            if let Some(decider) = &decider {
+                let (decider, pool) = (decider.clone(), decided.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| decided_forward(decider.clone(), pool.clone(), origin, req));
+                    let _ = http1::Builder::new().serve_connection(io, service).await;
+                });
+            } else {
+                let pool = plain.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| forward(pool.clone(), origin, req));
+                    let _ = http1::Builder::new().serve_connection(io, service).await;
+                });
             }
         }
     })
@@ -148,8 +168,7 @@ fn run(
 
 /// The decision floor's request: body read, the module asked, then forwarded.
 async fn decided_forward(
-    config: Arc<RouterConfig>,
-    instance: Arc<Mutex<Instance>>,
+    decider: Arc<Decider>,
     pool: Pool<Full<Bytes>>,
     origin: SocketAddr,
     req: Request<Incoming>,
@@ -159,45 +178,38 @@ async fn decided_forward(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let endpoint = Endpoint::classify(parts.method.as_str(), target);
     let headers = || parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-    let HostReads { headers, key_sha256, body_facts } = host_reads(&config, headers, None, endpoint, Some(&body));
-    let sent_ms = now_ms();
-    let (id, forwarded) = {
-        let mut guard = instance.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Instance { router, next_id, event, reply } = &mut *guard;
-        let id = *next_id;
-        *next_id += 1;
-        let request = RequestRef {
-            id,
-            method: parts.method.as_str(),
-            target,
-            headers,
-            country: None,
-            body: BodyRef::Buffered(&body),
-            now_ms: sent_ms,
-            random: id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            key_sha256,
-            body_facts,
-        };
-        let action = module::encode_request(&request, event)
-            .and_then(|()| router.handle_encoded(event, reply))
-            .and_then(|()| module::decode(reply));
-        (id, matches!(action, Ok(r) if matches!(r.action, Action::Forward(_))))
+    let HostReads { headers, key_sha256, body_facts } =
+        host_reads(&decider.config, headers, None, endpoint, Some(&body));
+    let id = decider.next.fetch_add(GOLDEN_GAMMA, std::sync::atomic::Ordering::Relaxed);
+    let request = RequestRef {
+        id,
+        method: parts.method.as_str(),
+        target,
+        headers,
+        country: None,
+        body: BodyRef::Buffered(&body),
+        now_ms: now_ms(),
+        random: mix64(id),
+        key_sha256,
+        body_facts,
     };
-    if !forwarded {
-        let mut refused =
-            Response::new(Full::new(Bytes::from_static(b"not forwarded")).map_err(|n| match n {}).boxed());
-        *refused.status_mut() = StatusCode::BAD_GATEWAY;
-        return Ok(refused);
+    let answer = |status: StatusCode, body: Bytes| {
+        let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+        *resp.status_mut() = status;
+        resp
+    };
+    match call_module(&decider.router, |into| module::encode_request(&request, into)).map(|r| r.action) {
+        Ok(Action::Forward(_)) => {}
+        Ok(Action::Respond { status, body, .. }) => {
+            return Ok(answer(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), body.into()));
+        }
+        Ok(other) => return Ok(answer(StatusCode::BAD_GATEWAY, format!("not forwarded: {other:?}").into())),
+        Err(e) => return Ok(answer(StatusCode::INTERNAL_SERVER_ERROR, format!("module call failed: {e:#}").into())),
     }
     let resp = forward(pool, origin, Request::from_parts(parts, Full::new(body))).await?;
-    let mut guard = instance.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let status = resp.status().as_u16();
-    let now_ms = now_ms();
-    for event in
-        [Event::ResponseHead { id, status, retry_after_s: None, now_ms }, Event::Finished { id, usage: None, now_ms }]
-    {
-        guard.router.defer(&event);
-    }
+    let (status, at) = (resp.status().as_u16(), now_ms());
+    defer_event(&decider.router, &Event::ResponseHead { id, status, retry_after_s: None, now_ms: at });
+    defer_event(&decider.router, &Event::Finished { id, usage: None, now_ms: at });
     Ok(resp)
 }
 
@@ -228,6 +240,8 @@ where
     let body = Returning { inner: body, back: Some((sender, pool)) }.boxed();
     Ok(Response::from_parts(parts, body))
 }
+
+/// Puts the connection back in the pool when the response body ends.
 struct Returning<B> {
     inner: Incoming,
     back: Option<(SendRequest<B>, Pool<B>)>,

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -33,53 +32,29 @@ async fn origin(count: Arc<AtomicUsize>) -> SocketAddr {
     addr
 }
 
-/// Kills the child process when dropped, so a failed assertion leaves nothing running.
-struct Child(std::process::Child);
+/// The decision floor as a child process, killed (and its config removed) when dropped.
+struct Floor {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    addr: SocketAddr,
+}
 
-impl Drop for Child {
+impl Drop for Floor {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Posts a chat request to the decision floor at `port` until it answers (it
-/// needs a moment to compile the module); returns the status and body.
-async fn chat(port: u16) -> (u16, String) {
-    let body = r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"Hello there"}]}"#;
-    for _ in 0..150 {
-        let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-        tokio::spawn(conn);
-        let req = hyper::Request::post("/v1/chat/completions")
-            .header("host", "bench")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .expect("request");
-        let resp = sender.send_request(req).await.expect("an answer");
-        let status = resp.status().as_u16();
-        let text = resp.into_body().collect().await.expect("body").to_bytes();
-        return (status, String::from_utf8_lossy(&text).into_owned());
-    }
-    panic!("the decision floor did not start listening on port {port}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
-/// Starts the decision floor with `extra` appended to a one-node config, and
-/// sends one chat request through it: its status and body, and how many
-/// requests the origin saw.
-fn through_the_floor(extra: &str) -> (u16, String, usize) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let count = Arc::new(AtomicUsize::new(0));
-        let origin = origin(count.clone()).await;
-        let dir = std::env::temp_dir().join(format!("decision-floor-{}-{}", std::process::id(), free_port()));
+impl Floor {
+    /// Starts `hyper-floor` on a free port with `extra` appended to a
+    /// one-node config routing everything to `origin`.
+    fn start(origin: SocketAddr, extra: &str) -> Self {
+        use std::io::BufRead;
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("decision-floor-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join("router.yaml");
         let text = format!(
@@ -87,31 +62,73 @@ fn through_the_floor(extra: &str) -> (u16, String, usize) {
              routing:\n  rules:\n    - {{match: {{type: \"*\"}}, target: origin}}\n{extra}"
         );
         std::fs::write(&config, text).expect("write the config");
-        let port = free_port();
         let module = edge_router_host::default_module_path();
-        let _floor = Child(
-            std::process::Command::new(env!("CARGO_BIN_EXE_hyper-floor"))
-                .arg(format!("127.0.0.1:{port}"))
-                .arg(origin.to_string())
-                .arg(&config)
-                .arg(&module)
-                .spawn()
-                .expect("start hyper-floor"),
-        );
-        let (status, body) = chat(port).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        assert!(module.exists(), "no router module at {} (run scripts/build-module.sh)", module.display());
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hyper-floor"))
+            .args(["127.0.0.1:0".as_ref(), origin.to_string().as_ref(), config.as_os_str(), module.as_os_str()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start hyper-floor");
+        // It prints its address once it listens; a child that exits (a
+        // refused config, a module that does not load) ends the output instead.
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let read = std::io::BufReader::new(stdout).read_line(&mut line);
+        let addr = line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            panic!("hyper-floor did not start ({read:?}, said {line:?}; its errors are above)");
+        };
+        Self { child, dir, addr }
+    }
+
+    /// Posts a chat request with `headers`; the status and the body.
+    async fn chat(&self, headers: &[(&str, &str)]) -> (u16, String) {
+        let body = r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"Hello there"}]}"#;
+        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect to the decision floor");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(conn);
+        let mut req = hyper::Request::post("/v1/chat/completions")
+            .header("host", "bench")
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(Bytes::from_static(body.as_bytes()))).expect("request");
+        let resp = sender.send_request(req).await.expect("an answer");
+        let status = resp.status().as_u16();
+        let text = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&text).into_owned())
+    }
+}
+
+/// Sends one chat request with `headers` through a decision floor whose
+/// config has `extra` appended: its status and body, and how many requests
+/// the origin saw.
+fn through_the_floor(extra: &str, headers: &[(&str, &str)]) -> (u16, String, usize) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let count = Arc::new(AtomicUsize::new(0));
+        let floor = Floor::start(origin(count.clone()).await, extra);
+        let (status, body) = floor.chat(headers).await;
         (status, body, count.load(Ordering::SeqCst))
     })
 }
 
+/// Keys are required; the one key known is `sk-demo-vip` (as in examples/hybrid.yaml).
+const KEYS: &str = "auth:\n  required: true\n  keys:\n    - {sha256: \"5d6bf7b999239eddfd0a32aede86c79e58e1b3a03a2685fbe53c5980581bdc1d\", tier: vip, tenant: acme}\n";
+
 #[test]
 fn what_the_module_forwards_reaches_the_origin() {
-    assert_eq!(through_the_floor(""), (200, "from-origin".into(), 1));
+    assert_eq!(through_the_floor("", &[]), (200, "from-origin".into(), 1));
+    // The key is hashed by the host and identified by the module.
+    let keyed = through_the_floor(KEYS, &[("authorization", "Bearer sk-demo-vip")]);
+    assert_eq!(keyed, (200, "from-origin".into(), 1));
 }
 
 #[test]
 fn what_the_module_refuses_does_not() {
-    // Keys are required and the request has none: the module answers 401 itself.
-    let auth = "auth:\n  required: true\n  keys:\n    - {sha256: \"5d6bf7b999239eddfd0a32aede86c79e58e1b3a03a2685fbe53c5980581bdc1d\", tier: vip, tenant: acme}\n";
-    assert_eq!(through_the_floor(auth), (502, "not forwarded".into(), 0));
+    let (status, body, seen) = through_the_floor(KEYS, &[("authorization", "Bearer sk-unknown")]);
+    assert_eq!((status, seen), (401, 0), "{body}");
+    assert!(body.contains("error"), "the module's own answer: {body}");
 }

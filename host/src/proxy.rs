@@ -103,14 +103,7 @@ impl Shared {
 
     /// Calls the module with the event `encode` writes.
     fn call(&self, encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>) -> Action {
-        // Encoding and decoding happen outside the lock, which is held only
-        // for the module call itself.
-        let result = BUFFERS.with_borrow_mut(|(encoded, reply)| {
-            encode(encoded)?;
-            self.lock().handle_encoded(encoded, reply)?;
-            module::decode(reply)
-        });
-        result
+        call_module(&self.router, encode)
             .map(|r| {
                 module::log_notices(&r.notices);
                 if !r.spent.is_empty() {
@@ -245,26 +238,11 @@ impl Shared {
 
     /// Queues an event whose answer is not needed (see `WasmRouter::defer`).
     fn defer(&self, event: &Event) {
-        BUFFERS.with_borrow_mut(|(encoded, _)| match module::encode(event, encoded) {
-            Ok(()) => self.lock().defer_encoded(encoded),
-            Err(e) => tracing::error!("cannot encode an event for the router module: {e:#}"),
-        });
+        defer_event(&self.router, event);
     }
 
-    /// Takes the module's lock. A module call takes microseconds, so a
-    /// thread finding it taken spins a little before it sleeps: on a busy
-    /// proxy, sleeping and being woken cost more than the wait.
     fn lock(&self) -> std::sync::MutexGuard<'_, WasmRouter> {
-        // A panic while holding the lock cannot leave the module half-called:
-        // `WasmRouter` rebuilds its instance on any failed call.
-        for _ in 0..SPIN {
-            match self.router.try_lock() {
-                Ok(guard) => return guard,
-                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
-            }
-        }
-        lock(&self.router)
+        spin_lock(&self.router)
     }
 
     fn random(&self) -> u64 {
@@ -275,6 +253,46 @@ impl Shared {
 
 /// Tries at the module's lock before sleeping on it (tens of microseconds at most).
 const SPIN: usize = 1000;
+
+/// Takes a shared module's lock. A module call takes microseconds, so a
+/// thread finding it taken spins a little before it sleeps: on a busy
+/// proxy, sleeping and being woken cost more than the wait.
+fn spin_lock(router: &Mutex<WasmRouter>) -> std::sync::MutexGuard<'_, WasmRouter> {
+    // A panic while holding the lock cannot leave the module half-called:
+    // `WasmRouter` rebuilds its instance on any failed call.
+    for _ in 0..SPIN {
+        match router.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+        }
+    }
+    lock(router)
+}
+
+/// Calls a shared module with the event `encode` writes, as the edge box
+/// does for every request (`bench/src/hyper_floor.rs` does it the same way):
+/// encoding and decoding happen in this thread's buffers, outside the lock,
+/// which is held only for the module call itself.
+pub fn call_module(
+    router: &Mutex<WasmRouter>,
+    encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>,
+) -> anyhow::Result<edge_router::wire::Reply> {
+    BUFFERS.with_borrow_mut(|(encoded, reply)| {
+        encode(encoded)?;
+        spin_lock(router).handle_encoded(encoded, reply)?;
+        module::decode(reply)
+    })
+}
+
+/// Queues an event whose answer is not needed for a shared module's next
+/// call (see `WasmRouter::defer`), encoded outside the lock.
+pub fn defer_event(router: &Mutex<WasmRouter>, event: &Event) {
+    BUFFERS.with_borrow_mut(|(encoded, _)| match module::encode(event, encoded) {
+        Ok(()) => spin_lock(router).defer_encoded(encoded),
+        Err(e) => tracing::error!("cannot encode an event for the router module: {e:#}"),
+    });
+}
 
 fn internal_error() -> Action {
     let (status, headers, body) = RouterError::Internal("the routing module failed".into()).to_response(Vec::new());
