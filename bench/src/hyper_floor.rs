@@ -50,12 +50,11 @@ type Pool<B> = Arc<Mutex<Vec<SendRequest<B>>>>;
 
 /// The decision floor's module: the config (as the host reads it) and the
 /// module with its config's text.
-#[derive(Clone)]
 struct Decide {
     config: Arc<RouterConfig>,
     module: RouterModule,
-    file: Arc<str>,
-    text: Arc<str>,
+    file: String,
+    text: String,
 }
 
 impl Decide {
@@ -81,7 +80,7 @@ fn main() -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&file)?;
             let config = RouterConfig::load(&file, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
             let module = RouterModule::from_file(module.as_ref())?;
-            Some(Decide { config: Arc::new(config), module, file: file.into(), text: text.into() })
+            Some(Decide { config: Arc::new(config), module, file, text })
         }
         (None, None) => None,
         _ => anyhow::bail!("give both CONFIG and MODULE, or neither"),
