@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Cloudflare Workers flavour into build/worker/ (wrangler.toml runs
+# Builds the Worker crate (worker/) into worker/build/ (wrangler.toml runs
 # this as its build command, so `npx wrangler deploy` and `wrangler dev` do too).
 # The tools come from scripts/worker-tools.sh: nothing is downloaded from
 # outside crates.io and npm.
@@ -9,11 +9,13 @@ bash scripts/worker-tools.sh
 export WASM_BINDGEN_BIN="$PWD/.tools/bin/wasm-bindgen"
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
-# A separate target folder: the workers feature changes the root crate, and
-# sharing target/ would rebuild the edge box's module after every Worker build.
+# A separate target folder: the Worker links the router without its module
+# ABI, and sharing target/ would rebuild the edge box's module after every
+# Worker build. Absolute: worker-build runs cargo in the crate's folder and
+# wasm-bindgen in this one.
 # Without the edge box's inline threshold (.cargo/config.toml): V8 inlines
 # wasm itself, and the Worker's upload and start-up grow with its size. A set
 # RUSTFLAGS, even empty, takes the place of the config file's target flags
 # (a developer's own RUSTFLAGS still apply).
 export RUSTFLAGS="${RUSTFLAGS:-}"
-exec "$PWD/.tools/bin/worker-build" --release -- --locked -p edge-router --features workers --target-dir target/worker
+exec "$PWD/.tools/bin/worker-build" --release worker -- --locked --target-dir "$PWD/target/worker"

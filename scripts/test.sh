@@ -10,14 +10,14 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== the pure crates build for every target they promise"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 for target in wasm32-unknown-unknown wasm32-wasip2; do
-  cargo check --locked -q -p edge-cache -p origin-fallback --target "$target"
+  cargo check --locked -q -p edge-cache -p origin-fallback -p edge-exchange -p edge-router --no-default-features --target "$target"
 done
 echo "== unit, property and end-to-end tests, and the load drill (bench/tests/drill.rs)"
 EDGE_ROUTER_MODULE="$PWD/target/wasm32-unknown-unknown/release/edge_router.wasm" \
   cargo test --locked --workspace
 echo "== the Cloudflare Workers build: lints, the upload wrangler would deploy, its size budget"
 bash scripts/worker-tools.sh
-cargo clippy --locked -p edge-router --target wasm32-unknown-unknown --features workers -- -D warnings
+cargo clippy --locked -p edge-router-worker --target wasm32-unknown-unknown -- -D warnings
 bash scripts/worker-bundle.sh
 echo "== the conformance scenarios and the Workers tests in workerd (Miniflare)"
 node --test tests/workers/

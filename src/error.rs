@@ -4,8 +4,6 @@
 //! unmodified clients show the message. Messages never carry secrets: keys are
 //! neither logged nor echoed, and origin failures are described by kind.
 
-use std::fmt;
-
 use crate::wire::Header;
 
 /// Something the router refuses or could not do.
@@ -160,14 +158,6 @@ impl RouterError {
     }
 }
 
-/// An OpenAI-shaped error as the last event of an SSE stream that had to be
-/// cut off (OpenAI's SDKs raise it as an API error), so the client sees why
-/// instead of a stream that just stops.
-pub fn sse_error_event(kind: &str, message: &str) -> String {
-    let error = serde_json::json!({"error": {"type": kind, "message": message}});
-    format!("event: error\ndata: {error}\n\n")
-}
-
 /// Names of the explanation headers.
 pub mod headers {
     /// The node that served the response, `-` when the router answered itself.
@@ -184,42 +174,4 @@ pub mod headers {
     pub const CACHE: &str = "x-edge-cache";
     /// Tokens a cached answer saved.
     pub const TOKENS_SAVED: &str = "x-edge-cache-tokens-saved";
-}
-
-/// The explanation headers every response carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Explanation<'a> {
-    /// Serving node id, or `-` when the router answered itself.
-    pub node: &'a str,
-    /// Rule label or `strategy:<name>`.
-    pub rule: &'a str,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Client country, `XX` when unknown.
-    pub country: &'a str,
-}
-
-impl Explanation<'_> {
-    /// Calls `f` with each header name and value, in a fixed order.
-    pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
-        f(headers::NODE, self.node);
-        f(headers::RULE, self.rule);
-        f(headers::ATTEMPTS, &self.attempts.to_string());
-        f(headers::COUNTRY, self.country);
-    }
-
-    /// The `x-edge-*` headers of an answer the router gives itself: the
-    /// explanation, and `x-edge-cache: BYPASS` (no cache was involved).
-    pub fn headers(&self) -> Vec<Header> {
-        let mut list = Vec::with_capacity(5);
-        self.for_each_header(|name, value| list.push(Header::new(name, value)));
-        list.push(Header::new(headers::CACHE, "BYPASS"));
-        list
-    }
-}
-
-impl fmt::Display for Explanation<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node={} rule={} attempts={} country={}", self.node, self.rule, self.attempts, self.country)
-    }
 }

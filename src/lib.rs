@@ -20,16 +20,12 @@ pub mod machine;
 pub mod model;
 pub mod rules;
 pub mod tokens;
-pub mod usage;
 pub mod wire;
 
-#[cfg(any(test, all(target_arch = "wasm32", not(feature = "workers"))))]
+#[cfg(any(test, all(target_arch = "wasm32", feature = "abi")))]
 mod heap;
-#[cfg(all(target_arch = "wasm32", not(feature = "workers")))]
+#[cfg(all(target_arch = "wasm32", feature = "abi"))]
 pub mod wasm;
-
-#[cfg(all(target_arch = "wasm32", feature = "workers"))]
-pub mod workers;
 
 pub use config::RouterConfig;
 pub use machine::Router;

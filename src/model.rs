@@ -72,13 +72,6 @@ pub fn serves(node: &Node, model: Option<&str>) -> bool {
     }
 }
 
-/// Returns `body` with its top-level `model` replaced, keeping every other field as written.
-pub fn rewrite_body(body: &[u8], model: &str) -> Option<Vec<u8>> {
-    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
-    value.insert("model".into(), serde_json::Value::String(model.into()));
-    serde_json::to_vec(&value).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,12 +150,5 @@ mod tests {
         assert_eq!(rewritten(&small, choose_model(&small, &f, &cfg, Reached::RuleTarget)), Some("qwen-0.5b"));
         let served = facts("llama-3b", 100, "chat");
         assert_eq!(choose_model(&small, &served, &cfg, Reached::RuleTarget), ModelChoice::Keep);
-    }
-
-    #[test]
-    fn rewriting_keeps_every_other_field_in_order() {
-        let out = rewrite_body(br#"{"stream":true,"model":"auto","messages":[]}"#, "tiny").unwrap();
-        assert_eq!(out, br#"{"stream":true,"model":"tiny","messages":[]}"#.to_vec());
-        assert_eq!(rewrite_body(b"not json", "tiny"), None);
     }
 }

@@ -425,7 +425,7 @@ pub enum ForwardBody {
     /// The client's body unchanged (or its stream, for streamed bodies).
     Original,
     /// The client's body with its top-level `model` replaced by this one
-    /// (the host applies `edge_router::model::rewrite_body`, so the module
+    /// (the host applies `exchange::upstream::rewrite_model`, so the module
     /// never holds request bodies beyond the decision).
     RewriteModel(String),
 }
@@ -540,15 +540,30 @@ pub struct Explain {
 }
 
 impl Explain {
+    /// The explanation of an answer the router (or a host) gives itself:
+    /// no node served it (`-`), and no cache was involved.
+    pub fn router(rule: &str, attempts: u32, country: String) -> Self {
+        Self { node: "-".into(), rule: rule.into(), attempts, country, model: None, cache: CacheStatus::Bypass }
+    }
+
     /// Calls `f` with each header name and value, in a fixed order.
     pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
-        use crate::error::{Explanation, headers};
-        let Self { node, rule, attempts, country, model, cache } = self;
-        Explanation { node, rule, attempts: *attempts, country }.for_each_header(&mut f);
-        if let Some(model) = model {
+        use crate::error::headers;
+        f(headers::NODE, &self.node);
+        f(headers::RULE, &self.rule);
+        f(headers::ATTEMPTS, &self.attempts.to_string());
+        f(headers::COUNTRY, &self.country);
+        if let Some(model) = &self.model {
             f(headers::MODEL, model);
         }
-        f(headers::CACHE, cache.as_str());
+        f(headers::CACHE, self.cache.as_str());
+    }
+
+    /// The headers, as a list.
+    pub fn headers(&self) -> Vec<Header> {
+        let mut list = Vec::with_capacity(6);
+        self.for_each_header(|name, value| list.push(Header::new(name, value)));
+        list
     }
 }
 

@@ -1,5 +1,5 @@
-// The Worker's entry point (wrangler.toml `main`): the router that
-// worker-build compiles to build/index.js, with one guard around it.
+// The Worker's entry point (wrangler.toml `main`): the Worker crate that
+// worker-build compiles to worker/build/index.js, with one guard around it.
 //
 // A panic in the Rust code is logged by console_error_panic_hook and traps
 // the wasm instance; worker-build's shim starts a fresh instance for the next
@@ -7,7 +7,7 @@
 // promise would never settle. This guard answers it (and any other request
 // of the isolate that the trap cut off) with an OpenAI-shaped JSON 500
 // carrying the explanation headers, instead of a hung request.
-import Router, { BudgetLedger } from "../build/index.js";
+import Router, { BudgetLedger } from "./build/index.js";
 
 export { BudgetLedger };
 

@@ -10,7 +10,7 @@
 //! With CONFIG and MODULE it is the **decision floor**: the same proxy plus
 //! the least a router built on the module must do per request, and nothing
 //! else. It reads the body (the router's choice depends on it), reads the
-//! request for the module as the edge box does (`proxy::host_reads`), asks the
+//! request for the module as the edge box does (`exchange::intake::host_reads`), asks the
 //! module for its decision (`proxy::call_module`, the edge box's own call),
 //! forwards to the origin only if the module said forward (otherwise it
 //! answers what the module answered), and tells the module about the response
@@ -37,8 +37,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use edge_router::RouterConfig;
 use edge_router::facts::Endpoint;
 use edge_router::wire::{Action, BodyRef, Event, RequestRef};
-use edge_router_host::proxy::{HostReads, call_module, defer_event, host_reads, now_ms};
+use edge_router_host::proxy::{call_module, defer_event, now_ms};
 use edge_router_host::{RouterModule, WasmRouter, module};
+use exchange::intake::{HostReads, host_reads};
 use origin_fallback::{GOLDEN_GAMMA, mix64};
 
 // The edge box's allocator.
@@ -176,9 +177,8 @@ async fn decided_forward(
     let body = body.collect().await?.to_bytes();
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let endpoint = Endpoint::classify(parts.method.as_str(), target);
-    let headers = || parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
     let HostReads { headers, key_sha256, body_facts } =
-        host_reads(&decider.config, headers, None, endpoint, Some(&body));
+        host_reads(&decider.config, &parts.headers, None, endpoint, Some(&body));
     let id = decider.next.fetch_add(GOLDEN_GAMMA, std::sync::atomic::Ordering::Relaxed);
     let request = RequestRef {
         id,

@@ -1,5 +1,12 @@
 //! `Cache-Control` (RFC 9111 §5.2) and `CDN-Cache-Control` (RFC 9213)
 //! directives, parsed once into a struct.
+//!
+//! The two fields have different grammars. `Cache-Control` is the lenient
+//! list of RFC 9111 §5.2. `CDN-Cache-Control` is a Structured Field
+//! Dictionary (RFC 9213 §2.1, RFC 9651 §3.2), parsed with the `sfv` crate:
+//! a value that does not parse as one is ignored whole, never half used.
+
+use crate::fields::{DELTA_SECONDS_MAX, delta_seconds};
 
 /// The directives a shared cache acts on. Unknown directives are ignored
 /// (RFC 9111 §5.2.3).
@@ -33,9 +40,6 @@ pub struct Directives {
     /// `stale-if-error` (RFC 5861 §4).
     pub stale_if_error: Option<u64>,
 }
-
-/// delta-seconds larger than this are taken as this (RFC 9111 §1.2.2).
-pub const DELTA_SECONDS_MAX: u64 = 2_147_483_648;
 
 impl Directives {
     /// Parses the values of every `Cache-Control` field line of a message.
@@ -82,14 +86,58 @@ impl Directives {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
-}
 
-/// Non-negative decimal seconds; larger values are capped (§1.2.2).
-fn delta_seconds(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    /// Parses the values of every `CDN-Cache-Control` field line of a
+    /// response as one Structured Field Dictionary (RFC 9213 §2.1). `None`
+    /// when there is no such field, or when it does not parse: the cache then
+    /// acts as if it were absent (§2.1: a field with a parsing error is
+    /// ignored). Directive names are the dictionary's keys; a value that is
+    /// not what the directive needs (a `max-age` that is not a non-negative
+    /// Integer) makes the response stale, as for `Cache-Control`.
+    /// Parameters are ignored (§2.1).
+    pub fn parse_cdn<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let mut combined = String::new();
+        let mut any = false;
+        for value in values {
+            if any {
+                combined.push_str(", ");
+            }
+            combined.push_str(value);
+            any = true;
+        }
+        if !any {
+            return None;
+        }
+        let dictionary = sfv::Parser::new(&combined).parse_dictionary().ok()?;
+        let mut d = Self::default();
+        for (key, entry) in &dictionary {
+            let item = match entry {
+                sfv::ListEntry::Item(item) => Some(&item.bare_item),
+                sfv::ListEntry::InnerList(_) => None,
+            };
+            let seconds = || match item {
+                Some(sfv::BareItem::Integer(n)) => u64::try_from(i64::from(*n)).ok().map(|n| n.min(DELTA_SECONDS_MAX)),
+                _ => None,
+            };
+            // A bare key is the Boolean true; `?0` turns a flag off.
+            let flag = !matches!(item, Some(sfv::BareItem::Boolean(false)));
+            match key.as_str() {
+                "max-age" => d.max_age = Some(seconds().unwrap_or(0)),
+                "s-maxage" => d.s_maxage = Some(seconds().unwrap_or(0)),
+                "no-store" => d.no_store = flag,
+                // `no-cache="field"` is a String; any value but `?0` means no-cache.
+                "no-cache" => d.no_cache = flag,
+                "private" => d.private = flag,
+                "public" => d.public = flag,
+                "must-revalidate" => d.must_revalidate = flag,
+                "proxy-revalidate" => d.proxy_revalidate = flag,
+                "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
+                "stale-if-error" => d.stale_if_error = seconds(),
+                _ => {}
+            }
+        }
+        Some(d)
     }
-    Some(text.parse::<u64>().unwrap_or(DELTA_SECONDS_MAX).min(DELTA_SECONDS_MAX))
 }
 
 fn unquote(text: &str) -> String {
@@ -139,6 +187,22 @@ mod tests {
     #[test]
     fn rfc9111_1_2_2_huge_delta_seconds_are_capped() {
         assert_eq!(Directives::parse(["max-age=99999999999999999999999"]).max_age, Some(DELTA_SECONDS_MAX));
+    }
+
+    #[test]
+    fn rfc9213_cdn_cache_control_is_a_structured_dictionary() {
+        let d = Directives::parse_cdn(["max-age=60, stale-if-error=30", "private;x=1"]).expect("parses");
+        assert_eq!((d.max_age, d.stale_if_error, d.private), (Some(60), Some(30), true), "lines combine");
+        let d = Directives::parse_cdn(["no-store=?0, no-cache=\"set-cookie\""]).expect("parses");
+        assert!(!d.no_store && d.no_cache, "?0 turns a flag off; a String still means no-cache");
+        assert_eq!(Directives::parse_cdn(["max-age=\"60\""]).map(|d| d.max_age), Some(Some(0)), "not an Integer");
+        assert_eq!(Directives::parse_cdn(["max-age=-1"]).map(|d| d.max_age), Some(Some(0)));
+        // Cache-Control syntax that is not a Structured Field: ignored whole.
+        for invalid in ["max-age=60, private=\"a", "Max-Age=60", "max-age=60,,", "max-age=1.5.2", "max-age=60 no-store"]
+        {
+            assert_eq!(Directives::parse_cdn([invalid]), None, "{invalid}");
+        }
+        assert_eq!(Directives::parse_cdn(std::iter::empty()), None, "absent");
     }
 
     #[test]

@@ -4,12 +4,17 @@
 //! - [`http`]: RFC 9111 shared caching of `GET` and `HEAD` (with RFC 9213
 //!   `CDN-Cache-Control` and RFC 5861 stale extensions): what may be stored,
 //!   what a stored response is good for, revalidation and invalidation.
+//! - [`conditional`]: a client's own conditional and range requests,
+//!   answered from a stored response (`304`, `206`, `416`).
 //! - [`ai`]: keys and decisions of the AI-request cache.
-//! - [`directives`]: `Cache-Control` parsing.
+//! - [`directives`]: `Cache-Control` and `CDN-Cache-Control` parsing.
+//! - [`fields`]: HTTP dates (the one parser), delta-seconds, `Age`, `Retry-After`.
 //! - [`store`]: the store trait and a byte-bounded LRU memory store.
 
 pub mod ai;
+pub mod conditional;
 pub mod directives;
+pub mod fields;
 pub mod http;
 pub mod store;
 

@@ -80,10 +80,21 @@ pub async fn serve(shared: Weak<Shared>, listener: TcpListener, token: AdminToke
 
 type Answer = Response<Full<Bytes>>;
 
+/// Sets each of `headers` on `map` (names or values HTTP refuses are skipped).
+fn set_headers(map: &mut http::HeaderMap, headers: &[Header]) {
+    for h in headers {
+        if let (Ok(n), Ok(v)) =
+            (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value))
+        {
+            map.insert(n, v);
+        }
+    }
+}
+
 fn reply(status: u16, headers: &[Header], body: Bytes) -> Answer {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    crate::proxy::set_headers(resp.headers_mut(), headers);
+    set_headers(resp.headers_mut(), headers);
     resp
 }
 

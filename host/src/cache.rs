@@ -12,40 +12,26 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use edge_cache::store::{MemoryStore, Store, StoreStats, Weigh};
-use http::{HeaderMap, StatusCode};
+use exchange::Entry;
 use tokio::sync::watch;
 
 use crate::lock;
 
-/// An answer kept in the cache.
+/// An answer kept in the cache: its head (as the exchange keeps it) and body.
 #[derive(Debug)]
-pub struct Entry {
-    /// Status (always 200 for AI answers).
-    pub status: StatusCode,
-    /// The origin's response headers, without hop-by-hop and `x-edge-*` ones.
-    pub headers: HeaderMap,
+pub struct Cached {
+    /// Status, header fields, the node that answered, freshness.
+    pub entry: Entry,
     /// The whole body: JSON, or an SSE stream as it passed.
     pub body: Bytes,
-    /// The node that answered.
-    pub node: String,
-    /// The model the request was rewritten to, if it was.
-    pub model: Option<String>,
-    /// When it was stored, in milliseconds since the epoch.
-    pub stored_ms: u64,
-    /// When it stops being served.
-    pub expires_ms: u64,
-    /// Tokens the answer cost (its usage, or the request's estimate): what a hit saves.
-    pub tokens: u64,
-    /// For a `GET` of a passthrough path: what RFC 9111 needs to judge it
-    /// (`expires_ms` is then never reached; freshness is the RFC's).
-    pub meta: Option<edge_cache::Stored>,
 }
 
-struct Cached(Arc<Entry>);
+struct Weighed(Arc<Cached>);
 
-impl Weigh for Cached {
+impl Weigh for Weighed {
     fn weight(&self) -> usize {
-        let e = &self.0;
+        let c = &self.0;
+        let e = &c.entry;
         // A header map's slots (name, value, links: about 100 bytes each) and
         // index, plus each value's own allocation (and a custom name's),
         // rounded as allocators do.
@@ -53,12 +39,15 @@ impl Weigh for Cached {
         let alloc = |n: usize| n.next_multiple_of(16) + 16;
         let headers: usize =
             slots + e.headers.iter().map(|(n, v)| alloc(n.as_str().len()) + alloc(v.len())).sum::<usize>();
-        let meta = e.meta.as_ref().map_or(0, |m| m.headers.iter().map(|(n, v)| n.len() + v.len() + 48).sum());
+        let vary = e
+            .http
+            .as_ref()
+            .map_or(0, |m| m.vary.iter().map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len) + 48).sum());
         // The Arc's counts, then the entry itself.
-        16 + std::mem::size_of::<Entry>()
-            + e.body.len()
+        16 + std::mem::size_of::<Cached>()
+            + c.body.len()
             + headers
-            + meta
+            + vary
             + e.node.len()
             + e.model.as_ref().map_or(0, String::len)
     }
@@ -76,7 +65,7 @@ const MIN_SHARD_BYTES: u64 = 4 << 20;
 
 /// The cache store of an edge box.
 pub struct EdgeCache {
-    shards: Vec<Mutex<MemoryStore<Cached>>>,
+    shards: Vec<Mutex<MemoryStore<Weighed>>>,
     hasher: RandomState,
     /// Keys being filled, each with a channel closed when the fill ends.
     filling: Mutex<HashMap<String, watch::Receiver<()>>>,
@@ -124,26 +113,32 @@ impl EdgeCache {
         self.max_entry
     }
 
-    fn shard(&self, key: &str) -> &Mutex<MemoryStore<Cached>> {
+    fn shard(&self, key: &str) -> &Mutex<MemoryStore<Weighed>> {
         let i = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
         &self.shards[i]
     }
 
-    /// The entry under `key` if it is still fresh at `now_ms`; an expired one is dropped.
-    pub fn get(&self, key: &str, now_ms: u64) -> Option<Arc<Entry>> {
+    /// The entry under `key` unless it expired by `now_ms` (an AI answer
+    /// past its TTL); an expired one is dropped.
+    pub fn get(&self, key: &str, now_ms: u64) -> Option<Arc<Cached>> {
         let mut shard = lock(self.shard(key));
-        let entry = shard.get(key).map(|c| c.0.clone())?;
-        if now_ms >= entry.expires_ms {
+        let cached = shard.get(key).map(|c| c.0.clone())?;
+        if now_ms >= cached.entry.expires_ms {
             shard.remove(key);
             return None;
         }
-        Some(entry)
+        Some(cached)
     }
 
-    /// Stores `entry` under `key` (a body over `max_entry` is not stored).
-    pub fn put(&self, key: String, entry: Entry) {
-        if entry.body.len() <= self.max_entry {
-            lock(self.shard(&key)).put(key, Cached(Arc::new(entry)));
+    /// Stores `cached` under `key` (a body over `max_entry` is not stored).
+    pub fn put(&self, key: String, cached: Cached) {
+        self.put_shared(key, Arc::new(cached));
+    }
+
+    /// Stores an entry that is also being served.
+    pub fn put_shared(&self, key: String, cached: Arc<Cached>) {
+        if cached.body.len() <= self.max_entry {
+            lock(self.shard(&key)).put(key, Weighed(cached));
         }
     }
 
@@ -164,7 +159,7 @@ impl EdgeCache {
     }
 
     /// Drops every entry `doomed` says yes to; how many went.
-    pub fn purge(&self, doomed: &dyn Fn(&str, &Entry) -> bool) -> usize {
+    pub fn purge(&self, doomed: &dyn Fn(&str, &Cached) -> bool) -> usize {
         self.shards.iter().map(|s| lock(s).retain(&mut |key, c| !doomed(key, &c.0))).sum()
     }
 

@@ -348,17 +348,12 @@ pub fn decode(reply: &[u8]) -> anyhow::Result<Reply> {
     postcard::from_bytes::<Reply>(reply).map_err(|e| anyhow!("the module returned a malformed reply: {e}"))
 }
 
-/// Logs the module's health changes, once each.
+/// Logs the module's health changes, once each (as `exchange::notices` words them).
 pub fn log_notices(notices: &[Notice]) {
     for notice in notices {
-        match notice {
-            Notice::Unhealthy { node, reason, probe_in_ms } => tracing::warn!(
-                node = %node,
-                "node unhealthy: {reason}; it gets no requests for {:.1}s, then one probe",
-                *probe_in_ms as f64 / 1000.0
-            ),
-            Notice::Probing { node } => tracing::info!(node = %node, "sending a probe request to an unhealthy node"),
-            Notice::Healthy { node } => tracing::info!(node = %node, "node healthy again"),
+        match exchange::notices::describe(notice) {
+            (exchange::notices::Level::Warn, node, message) => tracing::warn!(node = %node, "{message}"),
+            (exchange::notices::Level::Info, node, message) => tracing::info!(node = %node, "{message}"),
         }
     }
 }

@@ -403,11 +403,17 @@ pub struct ModelRoutingConfig {
     pub small_max_tokens: u64,
     /// Request types that always get the node's largest model.
     pub complex_types: Vec<String>,
+    /// When the router sent a request to another model than the one asked
+    /// for, give the client back the model it asked for in the answer's
+    /// `model` field (every event of a stream); `x-edge-model` still says
+    /// which model answered. Off by default: the answer names the model
+    /// that served it.
+    pub restore_requested_model: bool,
 }
 
 impl Default for ModelRoutingConfig {
     fn default() -> Self {
-        Self { small_max_tokens: 1000, complex_types: vec!["complex_reasoning".into()] }
+        Self { small_max_tokens: 1000, complex_types: vec!["complex_reasoning".into()], restore_requested_model: false }
     }
 }
 

@@ -24,7 +24,7 @@ use origin_fallback::{
 
 use crate::auth::{Principal, key_digest, presented_key};
 use crate::config::RouterConfig;
-use crate::error::{Explanation, RouterError};
+use crate::error::RouterError;
 use crate::facts::{BodyFacts, Endpoint, RequestFacts, parse_body, request_facts};
 use crate::geo::{Country, JurisdictionId, country_label, permits};
 use crate::hop::{for_each_connection_token, never_forwarded};
@@ -780,7 +780,7 @@ impl Router {
         };
         let error = self.exhausted(&ex, now_ms);
         let (status, mut headers, body) = error.to_response(Vec::new());
-        headers.extend(explain(&self.config, &ex, "-"));
+        headers.extend(explain(&self.config, &ex));
         Action::Respond { status, headers, body }
     }
 
@@ -1039,9 +1039,8 @@ fn header_str<'a>(headers: &[HeaderRef<'a>], name: &'static str) -> Option<&'a s
     named(headers, name).next().and_then(|v| std::str::from_utf8(v).ok())
 }
 
-fn explain(config: &RouterConfig, ex: &Exchange, node: &str) -> Vec<Header> {
-    let country = country_label(ex.country);
-    Explanation { node, rule: config.rule_label(ex.rule), attempts: ex.attempts, country: &country }.headers()
+fn explain(config: &RouterConfig, ex: &Exchange) -> Vec<Header> {
+    Explain::router(config.rule_label(ex.rule), ex.attempts, country_label(ex.country)).headers()
 }
 
 /// Why a node cannot take an attempt costing `cost` now, if it cannot. (A
@@ -1082,8 +1081,7 @@ fn delivery_explain(config: &RouterConfig, ex: &Exchange, node: Option<usize>) -
 
 /// The router's own answer to a request it will not forward.
 fn refusal(error: &RouterError, label: &str, country: Option<Country>) -> Action {
-    let country = country_label(country);
-    let extra = Explanation { node: "-", rule: label, attempts: 0, country: &country }.headers();
+    let extra = Explain::router(label, 0, country_label(country)).headers();
     let (status, headers, body) = error.to_response(extra);
     Action::Respond { status, headers, body }
 }

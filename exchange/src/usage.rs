@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use crate::wire::Usage;
+use edge_router::wire::Usage;
 
 /// How many `"usage"` occurrences are looked at, from the last one back,
 /// before giving up (stream chunks before the last often carry `"usage": null`).

@@ -1,18 +1,18 @@
-//! For the Workers build (`--features workers`): finds the config file that
-//! `wrangler.toml` names in `[vars] EDGE_ROUTER_CONFIG`, so that
-//! `src/workers/state.rs` can bundle it. `EDGE_ROUTER_CONFIG` in the build's
-//! environment overrides it. Other builds need nothing from here.
+//! Finds the config file that `wrangler.toml` (beside the workspace root)
+//! names in `[vars] EDGE_ROUTER_CONFIG`, relative to that root, so that
+//! `src/state.rs` can bundle it. `EDGE_ROUTER_CONFIG` in the build's
+//! environment overrides it. A native build (the crate is empty there)
+//! needs nothing from here.
 
 use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=EDGE_ROUTER_CONFIG");
-    println!("cargo:rerun-if-env-changed=CARGO_FEATURE_WORKERS");
-    if std::env::var_os("CARGO_FEATURE_WORKERS").is_none() {
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("wasm32") {
         return;
     }
-    let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let root = Path::new(&root);
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest).parent().expect("the worker crate sits in the workspace");
     let wrangler = root.join("wrangler.toml");
     println!("cargo:rerun-if-changed={}", wrangler.display());
     let name = match std::env::var("EDGE_ROUTER_CONFIG") {

@@ -18,9 +18,9 @@ use std::rc::Rc;
 
 use worker::Env;
 
-use crate::config::RouterConfig;
-use crate::machine::Router;
-use crate::wire::{Action, Event, Notice, Restore, Spend};
+use edge_router::wire::{Action, Event, RequestRef, Restore, Spend};
+use edge_router::{Router, RouterConfig};
+use exchange::notices::{Level, describe, tick_due};
 
 /// The config compiled into the Worker (see `build.rs`).
 const BUNDLED: &str = include_str!(env!("EDGE_ROUTER_BUNDLED_CONFIG"));
@@ -29,8 +29,6 @@ const BUNDLED_NAME: &str = env!("EDGE_ROUTER_BUNDLED_NAME");
 /// The KV binding and key of the override.
 const KV_BINDING: &str = "CONFIG";
 const KV_KEY: &str = "config";
-/// How often the isolate sends the router a `Tick`.
-const TICK_MS: u64 = 1000;
 
 /// One router and the requests it has seen.
 pub struct Generation {
@@ -48,23 +46,33 @@ impl Generation {
         Rc::new(Self { router: RefCell::new(router), last_tick_ms: Cell::new(0) })
     }
 
-    /// Feeds the router one event; logs the health changes it reports and
-    /// keeps the spending it settled.
+    /// Feeds the router one event.
     pub fn handle(&self, event: Event) -> Action {
+        self.with_router(|router| router.handle(event))
+    }
+
+    /// Feeds the router a client request (an `Event::Request`, borrowed).
+    pub fn request(&self, request: RequestRef<'_>) -> Action {
+        self.with_router(|router| router.request(request))
+    }
+
+    /// Calls the router, after a `Tick` if one is due; logs the health
+    /// changes it reports and keeps the spending it settled.
+    fn with_router(&self, call: impl FnOnce(&mut Router) -> Action) -> Action {
         let mut router = self.router.borrow_mut();
         let now = super::now_ms();
-        if now.saturating_sub(self.last_tick_ms.get()) >= TICK_MS {
-            self.last_tick_ms.set(now);
+        let mut last = self.last_tick_ms.get();
+        if tick_due(&mut last, now) {
+            self.last_tick_ms.set(last);
             router.handle(Event::Tick { now_ms: now });
         }
-        let action = router.handle(event);
+        let action = call(&mut router);
         for notice in router.take_notices() {
-            match notice {
-                Notice::Unhealthy { node, reason, probe_in_ms } => worker::console_warn!(
-                    "edge-router: node {node} is unhealthy in this isolate ({reason}); a probe may go in {probe_in_ms} ms"
-                ),
-                Notice::Probing { node } => worker::console_log!("edge-router: probing node {node}"),
-                Notice::Healthy { node } => worker::console_log!("edge-router: node {node} is healthy again"),
+            match describe(&notice) {
+                (Level::Warn, node, message) => {
+                    worker::console_warn!("edge-router: {node}: {message} (in this isolate)")
+                }
+                (Level::Info, node, message) => worker::console_log!("edge-router: {node}: {message}"),
             }
         }
         let spent = router.take_spent();

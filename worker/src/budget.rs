@@ -18,10 +18,10 @@ use origin_fallback::{Ledger, Reserved};
 use serde::{Deserialize, Serialize};
 use worker::{DurableObject, Env, Method, Request, RequestInit, Response, State, durable_object};
 
-use super::now_ms;
-use super::origin::Later;
-use super::state::Generation;
-use crate::wire::{Action, Event, Forward, Restore, Spend};
+use crate::later::Later;
+use crate::now_ms;
+use crate::state::Generation;
+use edge_router::wire::{Action, Event, Forward, Restore, Spend};
 
 /// The Durable Object binding in `wrangler.toml`.
 const BINDING: &str = "BUDGETS";

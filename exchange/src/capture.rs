@@ -1,0 +1,161 @@
+//! An answer being kept for the cache as it streams to the client. It is
+//! stored only if the whole body went through; dropped any other way (too
+//! large, broken off, cut), it stores nothing.
+
+use bytes::Bytes;
+use edge_cache::Stored;
+use edge_router::wire::{CacheFill, Explain};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::entry::Entry;
+use crate::usage::find_usage;
+
+/// An answer on its way into the cache.
+#[derive(Debug)]
+pub struct Capture {
+    key: String,
+    entry: Entry,
+    /// How long an AI answer stays fresh; `None` for an RFC 9111 entry.
+    ttl_ms: Option<u64>,
+    estimated_tokens: u64,
+    body: Vec<u8>,
+    max: usize,
+}
+
+/// A whole answer, ready to store.
+#[derive(Debug)]
+pub struct Captured {
+    /// Its cache key.
+    pub key: String,
+    /// Its head.
+    pub entry: Entry,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl Capture {
+    /// An AI answer (a `200`) to keep for the fill's TTL; at most `max` bytes.
+    pub fn ai(fill: &CacheFill, headers: &HeaderMap, explain: &Explain, max: usize) -> Self {
+        Self::new(fill.key.clone(), StatusCode::OK, headers, explain, None, Some(fill.ttl_s.max(1) * 1000), fill, max)
+    }
+
+    /// A passthrough `GET`'s answer that RFC 9111 lets the cache store.
+    pub fn http(
+        fill: &CacheFill,
+        status: StatusCode,
+        headers: &HeaderMap,
+        explain: &Explain,
+        stored: Stored,
+        max: usize,
+    ) -> Self {
+        Self::new(fill.key.clone(), status, headers, explain, Some(stored), None, fill, max)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        key: String,
+        status: StatusCode,
+        headers: &HeaderMap,
+        explain: &Explain,
+        http: Option<Stored>,
+        ttl_ms: Option<u64>,
+        fill: &CacheFill,
+        max: usize,
+    ) -> Self {
+        let entry = Entry {
+            status,
+            headers: stored_headers(headers),
+            node: explain.node.clone(),
+            model: explain.model.clone(),
+            stored_ms: 0,
+            expires_ms: u64::MAX,
+            tokens: 0,
+            http,
+        };
+        Self { key, entry, ttl_ms, estimated_tokens: fill.estimated_tokens, body: Vec::new(), max }
+    }
+
+    /// Adds a chunk; false once the answer is too large to keep.
+    pub fn keep(&mut self, data: &[u8]) -> bool {
+        self.body.extend_from_slice(data);
+        self.body.len() <= self.max
+    }
+
+    /// The whole answer, stored at `now_ms`: an AI answer then expires
+    /// after its TTL and saves the tokens its `usage` reported (else the
+    /// request's estimate).
+    pub fn finish(self, now_ms: u64) -> Captured {
+        let Self { key, mut entry, ttl_ms, estimated_tokens, body, .. } = self;
+        entry.stored_ms = now_ms;
+        if let Some(ttl_ms) = ttl_ms {
+            entry.expires_ms = now_ms.saturating_add(ttl_ms);
+            entry.tokens = find_usage(&body).map_or(estimated_tokens, |u| u.total());
+        }
+        Captured { key, entry, body: Bytes::from(body) }
+    }
+}
+
+/// Whether a response header field is stored with an answer: not the
+/// explanation (each serve has its own), and not `Age` or `Content-Length`,
+/// which a serve sets itself.
+fn stored_field(name: &str) -> bool {
+    !name.starts_with("x-edge-") && name != "age" && name != "content-length"
+}
+
+/// The header fields stored with an answer, in memory of their own. Parsed
+/// names and values are slices of the connection's read buffer; an entry
+/// holding such slices would keep the whole buffer (kilobytes) alive.
+pub fn stored_headers(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .filter(|(n, _)| stored_field(n.as_str()))
+        .filter_map(|(n, v)| {
+            let name = HeaderName::from_bytes(n.as_str().as_bytes()).ok()?;
+            Some((name, HeaderValue::from_bytes(v.as_bytes()).ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_router::wire::CacheStatus;
+
+    fn explain() -> Explain {
+        Explain {
+            node: "n".into(),
+            rule: "r".into(),
+            attempts: 1,
+            country: "DE".into(),
+            model: Some("tiny".into()),
+            cache: CacheStatus::Miss,
+        }
+    }
+
+    #[test]
+    fn an_ai_answer_expires_after_its_ttl_and_saves_its_reported_tokens() {
+        let fill = CacheFill { key: "ai/t/1".into(), ttl_s: 60, estimated_tokens: 100, http: false };
+        let mut headers = HeaderMap::new();
+        for (n, v) in
+            [("content-type", "application/json"), ("content-length", "99"), ("x-edge-node", "n"), ("age", "3")]
+        {
+            headers.insert(n, HeaderValue::from_static(v));
+        }
+        let mut c = Capture::ai(&fill, &headers, &explain(), 1024);
+        assert!(c.keep(br#"{"usage":{"prompt_tokens":3,"#));
+        assert!(c.keep(br#""completion_tokens":4}}"#));
+        let done = c.finish(1_000);
+        assert_eq!((done.entry.expires_ms, done.entry.tokens), (61_000, 7));
+        assert_eq!(done.entry.headers.len(), 1, "only content-type is stored: {:?}", done.entry.headers);
+        assert_eq!((done.entry.node.as_str(), done.entry.model.as_deref()), ("n", Some("tiny")));
+        let mut big = Capture::ai(&fill, &headers, &explain(), 4);
+        assert!(!big.keep(b"12345"), "over the limit");
+    }
+
+    #[test]
+    fn without_usage_an_answer_saves_the_estimate() {
+        let fill = CacheFill { key: "k".into(), ttl_s: 0, estimated_tokens: 7, http: false };
+        let done = Capture::ai(&fill, &HeaderMap::new(), &explain(), 64).finish(0);
+        assert_eq!((done.entry.tokens, done.entry.expires_ms), (7, 1000), "a TTL of 0 keeps it a second");
+    }
+}

@@ -1,0 +1,162 @@
+//! An origin's response head: what the router is told of it, and what
+//! becomes of the answer — passed on (and kept for the cache when it may
+//! be), a stale entry confirmed by a `304`, or a stale entry answering for
+//! an error — plus the cache entries an unsafe request invalidates.
+
+use edge_cache::http::{freshen, invalidated as rfc_invalidated, storable};
+use edge_router::facts::Endpoint;
+use edge_router::hop::{connection_tokens, is_hop_by_hop};
+use edge_router::wire::{Event, Explain, Forward, ForwardBody};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+use crate::capture::Capture;
+use crate::entry::Entry;
+use crate::explain::set_explanation;
+use crate::transform::{RestoreModel, Transform};
+
+/// The router's `ResponseHead` event for exchange `id`: the status, and the
+/// `retry-after` of a 429 or 503 in seconds (capped to what the event holds).
+pub fn head_event(id: u64, status: StatusCode, headers: &HeaderMap, now_ms: u64) -> Event {
+    let status = status.as_u16();
+    let retry_after_s = matches!(status, 429 | 503)
+        .then(|| edge_cache::fields::retry_after_s(headers, now_ms))
+        .flatten()
+        .map(|s| u32::try_from(s).unwrap_or(u32::MAX));
+    Event::ResponseHead { id, status, retry_after_s, now_ms }
+}
+
+/// What is known of the request an answer is for.
+pub struct Attempt<'a> {
+    /// The client's method.
+    pub method: &'a Method,
+    /// The client's path and query.
+    pub target: &'a str,
+    /// Which kind of path it is.
+    pub endpoint: Endpoint,
+    /// The client's header fields.
+    pub client: &'a HeaderMap,
+    /// Whether requests to the node carry its key (RFC 9111 §3.5 then applies).
+    pub node_has_key: bool,
+    /// When the request was sent, in milliseconds since the epoch.
+    pub sent_ms: u64,
+    /// The model the client asked for, when the answer should name it
+    /// again after the router rewrote it (`model_routing.restore_requested_model`).
+    pub restore_model: Option<&'a str>,
+    /// The largest body the cache stores.
+    pub max_entry: usize,
+}
+
+/// What becomes of an origin's answer.
+pub enum Plan {
+    /// A `304` confirmed the stale entry being revalidated: serve this
+    /// freshened copy (`REVALIDATED`) and store it again.
+    Revalidated(Entry),
+    /// The origin failed and `stale-if-error` lets the stale entry answer.
+    ServeStale,
+    /// Pass the answer on.
+    Deliver(Delivery),
+}
+
+/// How an answer is passed on.
+pub struct Delivery {
+    /// The answer kept for the cache, if it may be stored.
+    pub capture: Option<Capture>,
+    /// Whether the body is an SSE stream.
+    pub sse: bool,
+    /// The rewrite it goes through, if any.
+    pub transform: Option<Box<dyn Transform>>,
+}
+
+/// Decides what becomes of an answer with `status` and header fields
+/// `headers` to `forward`, given the stale entry being revalidated (and
+/// whether it may answer an error) and the answer's explanation.
+#[allow(clippy::too_many_arguments)]
+pub fn plan(
+    attempt: &Attempt<'_>,
+    forward: &Forward,
+    stale: Option<(&Entry, bool)>,
+    explain: &Explain,
+    status: StatusCode,
+    headers: &HeaderMap,
+    now_ms: u64,
+) -> Plan {
+    if let Some((entry, if_error)) = stale {
+        if status == StatusCode::NOT_MODIFIED
+            && let Some(stored) = &entry.http
+        {
+            let mut fresh = entry.clone();
+            let mut meta = stored.clone();
+            freshen(&mut meta, entry.status, &mut fresh.headers, headers, attempt.sent_ms, now_ms);
+            fresh.http = Some(meta);
+            fresh.stored_ms = now_ms;
+            return Plan::Revalidated(fresh);
+        }
+        if if_error && status.is_server_error() {
+            return Plan::ServeStale;
+        }
+    }
+    let sse = is_sse(headers);
+    let capture = forward.fill.as_ref().and_then(|fill| {
+        if fill.http {
+            // A HEAD's answer has no body to keep for a later GET.
+            if attempt.method != Method::GET {
+                return None;
+            }
+            // Judged on the request as the origin got it: with the node's
+            // key if it has one, never with the client's credentials.
+            let authorized = attempt.node_has_key;
+            let stored =
+                storable(attempt.method, attempt.client, authorized, status, headers, attempt.sent_ms, now_ms).ok()?;
+            Some(Capture::http(fill, status, headers, explain, stored, attempt.max_entry))
+        } else {
+            (status == StatusCode::OK).then(|| Capture::ai(fill, headers, explain, attempt.max_entry))
+        }
+    });
+    let transform = match (&forward.body, attempt.restore_model) {
+        (ForwardBody::RewriteModel(_), Some(requested)) if status.is_success() => {
+            Some(Box::new(RestoreModel::new(requested, sse)) as Box<dyn Transform>)
+        }
+        _ => None,
+    };
+    Plan::Deliver(Delivery { capture, sse, transform })
+}
+
+/// Whether a body is an SSE stream.
+pub fn is_sse(headers: &HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// The head the client gets: the origin's without its hop-by-hop fields,
+/// with the explanation. Without `Content-Length` when a transform may
+/// change the body's length (it is then sent chunked).
+pub fn deliver_head(headers: &mut HeaderMap, explain: &Explain, transformed: bool) {
+    strip_hop_by_hop(headers);
+    if transformed {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+    set_explanation(headers, explain);
+}
+
+/// Removes the hop-by-hop fields (RFC 9110 §7.6.1) of a message: the fixed
+/// ones and those its `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let tokens = connection_tokens(headers.get_all(http::header::CONNECTION).iter().map(HeaderValue::as_bytes));
+    let hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n.as_str(), &tokens)).cloned().collect();
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
+/// The cache keys a successful unsafe request through a passthrough path
+/// invalidates: its target's, and those of same-origin `Location` and
+/// `Content-Location` (RFC 9111 §4.4). Cached entries of passthrough paths
+/// are keyed `http/<node><target>`.
+pub fn invalidated(attempt: &Attempt<'_>, node: &str, status: StatusCode, headers: &HeaderMap) -> Vec<String> {
+    if attempt.endpoint != Endpoint::Other || attempt.method.is_safe() {
+        return Vec::new();
+    }
+    rfc_invalidated(attempt.method, status, &format!("http/{node}"), attempt.target, headers)
+}
+
+#[cfg(test)]
+mod tests;

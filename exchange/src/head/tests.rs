@@ -1,0 +1,222 @@
+//! What becomes of an origin's answer.
+
+use edge_cache::Stored;
+use edge_router::facts::Endpoint;
+use edge_router::wire::{CacheFill, CacheStatus, Event, Explain, Forward, ForwardBody, RuleRef};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+
+use super::*;
+use crate::entry::Entry;
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (n, v) in pairs {
+        map.append(*n, HeaderValue::from_static(v));
+    }
+    map
+}
+
+fn forward(fill: Option<CacheFill>, body: ForwardBody) -> Forward {
+    Forward {
+        node: 0,
+        attempt: 1,
+        remove_headers: Vec::new(),
+        body,
+        connect_timeout_ms: 1,
+        first_byte_timeout_ms: 1,
+        idle_timeout_ms: 1,
+        total_timeout_ms: 1,
+        fallback: false,
+        meter: false,
+        fill,
+        rule: RuleRef::Passthrough,
+        cache: CacheStatus::Miss,
+    }
+}
+
+fn explain() -> Explain {
+    Explain {
+        node: "a".into(),
+        rule: "passthrough".into(),
+        attempts: 1,
+        country: "XX".into(),
+        model: None,
+        cache: CacheStatus::Miss,
+    }
+}
+
+fn attempt<'a>(method: &'a Method, client: &'a HeaderMap, node_has_key: bool) -> Attempt<'a> {
+    Attempt {
+        method,
+        target: "/v1/models",
+        endpoint: Endpoint::Other,
+        client,
+        node_has_key,
+        sent_ms: NOW - 100,
+        restore_model: None,
+        max_entry: 1 << 20,
+    }
+}
+
+fn http_fill() -> Option<CacheFill> {
+    Some(CacheFill { key: "http/a/v1/models".into(), ttl_s: 0, estimated_tokens: 0, http: true })
+}
+
+fn stale_entry() -> Entry {
+    Entry {
+        status: StatusCode::OK,
+        headers: h(&[("etag", "\"v1\""), ("cache-control", "max-age=0"), ("x-version", "1")]),
+        node: "a".into(),
+        model: None,
+        stored_ms: NOW - 60_000,
+        expires_ms: u64::MAX,
+        tokens: 0,
+        http: Some(Stored { vary: Vec::new(), response_ms: NOW - 60_000, initial_age_s: 0, lifetime_s: 0 }),
+    }
+}
+
+#[test]
+fn rfc9110_10_2_3_a_retry_after_date_reaches_the_router_as_seconds() {
+    let date = edge_cache::fields::fmt_http_date(NOW / 1000 + 42);
+    let mut headers = HeaderMap::new();
+    headers.insert("retry-after", HeaderValue::from_str(&date).expect("a date"));
+    let event = head_event(7, StatusCode::SERVICE_UNAVAILABLE, &headers, NOW);
+    assert_eq!(event, Event::ResponseHead { id: 7, status: 503, retry_after_s: Some(42), now_ms: NOW });
+    let ok = head_event(7, StatusCode::OK, &headers, NOW);
+    assert!(matches!(ok, Event::ResponseHead { retry_after_s: None, .. }), "only a 429 or 503 pauses a node");
+}
+
+#[test]
+fn a_storable_get_is_captured_and_a_head_or_a_private_answer_is_not() {
+    let client = HeaderMap::new();
+    let cacheable = h(&[("cache-control", "max-age=60")]);
+    let get = plan(
+        &attempt(&Method::GET, &client, false),
+        &forward(http_fill(), ForwardBody::Original),
+        None,
+        &explain(),
+        StatusCode::OK,
+        &cacheable,
+        NOW,
+    );
+    assert!(matches!(get, Plan::Deliver(Delivery { capture: Some(_), .. })));
+    let head = plan(
+        &attempt(&Method::HEAD, &client, false),
+        &forward(http_fill(), ForwardBody::Original),
+        None,
+        &explain(),
+        StatusCode::OK,
+        &cacheable,
+        NOW,
+    );
+    assert!(matches!(head, Plan::Deliver(Delivery { capture: None, .. })), "a HEAD has no body to keep");
+    let private = h(&[("cache-control", "private, max-age=60")]);
+    let p = plan(
+        &attempt(&Method::GET, &client, false),
+        &forward(http_fill(), ForwardBody::Original),
+        None,
+        &explain(),
+        StatusCode::OK,
+        &private,
+        NOW,
+    );
+    assert!(matches!(p, Plan::Deliver(Delivery { capture: None, .. })));
+}
+
+#[test]
+fn rfc9111_3_5_the_nodes_key_makes_the_request_authorized_and_the_clients_does_not() {
+    let client = h(&[("authorization", "Bearer client")]);
+    let plain = h(&[("cache-control", "max-age=60")]);
+    let f = forward(http_fill(), ForwardBody::Original);
+    let with_key = plan(&attempt(&Method::GET, &client, true), &f, None, &explain(), StatusCode::OK, &plain, NOW);
+    assert!(matches!(with_key, Plan::Deliver(Delivery { capture: None, .. })), "the node's key: needs public");
+    let without = plan(&attempt(&Method::GET, &client, false), &f, None, &explain(), StatusCode::OK, &plain, NOW);
+    assert!(matches!(without, Plan::Deliver(Delivery { capture: Some(_), .. })), "the client's key stayed at the edge");
+}
+
+#[test]
+fn rfc9111_4_3_4_a_304_freshens_the_stale_entry() {
+    let entry = stale_entry();
+    let client = HeaderMap::new();
+    let not_modified = h(&[("cache-control", "max-age=30"), ("x-version", "2")]);
+    let p = plan(
+        &attempt(&Method::GET, &client, false),
+        &forward(http_fill(), ForwardBody::Original),
+        Some((&entry, false)),
+        &explain(),
+        StatusCode::NOT_MODIFIED,
+        &not_modified,
+        NOW,
+    );
+    let Plan::Revalidated(fresh) = p else { panic!("a 304 revalidates") };
+    assert_eq!(fresh.headers.get("x-version").map(HeaderValue::as_bytes), Some(&b"2"[..]));
+    assert_eq!(fresh.http.as_ref().map(|s| s.lifetime_s), Some(30));
+    assert_eq!(fresh.stored_ms, NOW);
+}
+
+#[test]
+fn rfc5861_4_a_5xx_is_answered_by_the_stale_entry_only_when_stale_if_error_allows() {
+    let entry = stale_entry();
+    let client = HeaderMap::new();
+    let f = forward(http_fill(), ForwardBody::Original);
+    let a = attempt(&Method::GET, &client, false);
+    assert!(matches!(
+        plan(&a, &f, Some((&entry, true)), &explain(), StatusCode::BAD_GATEWAY, &HeaderMap::new(), NOW),
+        Plan::ServeStale
+    ));
+    assert!(matches!(
+        plan(&a, &f, Some((&entry, false)), &explain(), StatusCode::BAD_GATEWAY, &HeaderMap::new(), NOW),
+        Plan::Deliver(_)
+    ));
+    assert!(matches!(
+        plan(&a, &f, Some((&entry, true)), &explain(), StatusCode::NOT_FOUND, &HeaderMap::new(), NOW),
+        Plan::Deliver(_)
+    ));
+}
+
+#[test]
+fn an_answer_to_a_rewritten_request_gets_the_requested_model_back_when_asked() {
+    let client = HeaderMap::new();
+    let mut a = attempt(&Method::POST, &client, false);
+    a.endpoint = Endpoint::ChatCompletions;
+    a.restore_model = Some("gpt-4o");
+    let sse = h(&[("content-type", "text/event-stream")]);
+    let rewritten = forward(None, ForwardBody::RewriteModel("llama".into()));
+    let p = plan(&a, &rewritten, None, &explain(), StatusCode::OK, &sse, NOW);
+    assert!(matches!(p, Plan::Deliver(Delivery { sse: true, transform: Some(_), .. })));
+    let kept = plan(&a, &forward(None, ForwardBody::Original), None, &explain(), StatusCode::OK, &sse, NOW);
+    assert!(matches!(kept, Plan::Deliver(Delivery { transform: None, .. })), "nothing was rewritten");
+}
+
+#[test]
+fn rfc9110_7_6_1_hop_by_hop_fields_go_and_the_explanation_comes() {
+    let mut headers = h(&[
+        ("connection", "close, x-hop"),
+        ("x-hop", "1"),
+        ("keep-alive", "5"),
+        ("content-length", "9"),
+        ("x-edge-node", "spoofed"),
+        ("etag", "\"e\""),
+    ]);
+    deliver_head(&mut headers, &explain(), true);
+    let mut names: Vec<&str> = headers.keys().map(http::HeaderName::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["etag", "x-edge-attempts", "x-edge-cache", "x-edge-country", "x-edge-node", "x-edge-rule"]);
+    assert_eq!(headers["x-edge-node"], "a", "the origin cannot set the explanation");
+}
+
+#[test]
+fn rfc9111_4_4_a_successful_unsafe_passthrough_request_invalidates() {
+    let client = HeaderMap::new();
+    let post = Method::POST;
+    let a = attempt(&post, &client, false);
+    let keys = invalidated(&a, "a", StatusCode::CREATED, &h(&[("location", "/v1/models/x")]));
+    assert_eq!(keys, ["http/a/v1/models", "http/a/v1/models/x"]);
+    let get = Method::GET;
+    assert!(invalidated(&attempt(&get, &client, false), "a", StatusCode::OK, &HeaderMap::new()).is_empty());
+    let mut api = attempt(&post, &client, false);
+    api.endpoint = Endpoint::ChatCompletions;
+    assert!(invalidated(&api, "a", StatusCode::OK, &HeaderMap::new()).is_empty(), "API calls cache nothing by URI");
+}

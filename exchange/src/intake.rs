@@ -1,0 +1,178 @@
+//! A client's request on its way in: its body's size limit (declared or
+//! counted as it arrives), whether it is read or left to stream, and what
+//! is read of it for the router.
+
+use bytes::{Bytes, BytesMut};
+use edge_router::RouterConfig;
+use edge_router::error::RouterError;
+use edge_router::facts::{BodyFacts, Endpoint};
+use edge_router::geo::Country;
+use edge_router::wire::HeaderRef;
+use http::HeaderMap;
+use http_body::Body;
+use http_body_util::BodyExt;
+
+/// The path and query of a request target (`/` when it has none).
+pub fn path_and_query(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// The `Content-Length` a request declares, if it declares a valid one.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+}
+
+/// Refuses a request whose declared body is over `limit`, before any of it is read.
+pub fn check_declared(headers: &HeaderMap, limit: u64) -> Result<(), RouterError> {
+    match declared_length(headers) {
+        Some(n) if n > limit => Err(RouterError::PayloadTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a request's body stays in its connection and streams to the
+/// origin as it comes: a passthrough path with a body. The three API
+/// endpoints' bodies are read first (the router's choice depends on them).
+pub fn streams_body(endpoint: Endpoint, headers: &HeaderMap) -> bool {
+    endpoint == Endpoint::Other
+        && declared_length(headers) != Some(0)
+        && (headers.contains_key(http::header::CONTENT_LENGTH) || headers.contains_key(http::header::TRANSFER_ENCODING))
+}
+
+/// Reads a request body whole, refusing it as soon as more than `limit`
+/// bytes have come (a chunked body is never read past the limit). The host
+/// bounds the time it may take (`server.client_timeout`).
+pub async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes, RouterError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| RouterError::BadRequest(format!("the request body could not be read: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        let total = first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len();
+        if total as u64 > limit {
+            return Err(RouterError::PayloadTooLarge { limit });
+        }
+        // A body in one frame (the common case) is not copied.
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            Some(f) => {
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
+            }
+            None => buf.extend_from_slice(&data),
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+/// What a host works out for the router's `Event::Request` besides the
+/// request itself.
+pub struct HostReads<'a> {
+    /// The client headers the router reads (`wire::router_reads`).
+    pub headers: Vec<HeaderRef<'a>>,
+    /// SHA-256 of the client key, if one is presented.
+    pub key_sha256: Option<[u8; 32]>,
+    /// What the buffered body of an API request says, unless it does not
+    /// parse or the router will refuse the request before reading it.
+    pub body_facts: Option<BodyFacts>,
+}
+
+/// Reads a request for the router (`decision-cost` times this as the edge
+/// box's share of a decision). Natively SHA-256 is in hardware and reading
+/// the JSON body costs about a third of what it does in the module. A body
+/// that does not parse is left to the router, which explains what is wrong
+/// with it; so is one of a request the router will refuse before it looks
+/// at the body (geofence, unknown key). Only the headers the router reads
+/// go (the key headers only when there is no digest to stand in for them).
+pub fn host_reads<'a>(
+    config: &RouterConfig,
+    headers: &'a HeaderMap,
+    country: Option<Country>,
+    endpoint: Endpoint,
+    body: Option<&[u8]>,
+) -> HostReads<'a> {
+    let pairs = || headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+    let key_sha256 = edge_router::auth::presented_key(pairs()).map(edge_router::auth::key_digest);
+    let hashed = key_sha256.is_some();
+    let refused = config.geofence.check(country).is_err()
+        || (config.auth.required && key_sha256.is_none_or(|d| config.auth.identify_digest(&d).is_none()));
+    let body_facts = match body {
+        Some(bytes) if endpoint != Endpoint::Other && !refused => edge_router::facts::parse_body(bytes).ok(),
+        _ => None,
+    };
+    HostReads {
+        headers: pairs()
+            .filter(|(n, _)| edge_router::wire::router_reads(n, hashed))
+            .map(|(name, value)| HeaderRef { name, value })
+            .collect(),
+        key_sha256,
+        body_facts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use http_body_util::Full;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        // The bodies here are ready at once: one poll with a no-op waker is enough.
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("a ready body left the read pending"),
+        }
+    }
+
+    /// A body of `chunks`, counting the frames read of it.
+    struct Chunks(std::collections::VecDeque<&'static [u8]>, std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            let next = self.0.pop_front();
+            self.1.set(self.1.get() + usize::from(next.is_some()));
+            std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(Bytes::from_static(c)))))
+        }
+    }
+
+    fn chunked(chunks: &[&'static [u8]]) -> (Chunks, std::rc::Rc<std::cell::Cell<usize>>) {
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        (Chunks(chunks.iter().copied().collect(), read.clone()), read)
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_before_it_is_all_read() {
+        let (body, read) = chunked(&[b"12345", b"67890", b"never read"]);
+        assert_eq!(block_on(read_limited(body, 8)), Err(RouterError::PayloadTooLarge { limit: 8 }));
+        assert_eq!(read.get(), 2, "reading stopped at the chunk that went over");
+        let fits = block_on(read_limited(chunked(&[b"1234", b"5678"]).0, 8));
+        assert_eq!(fits.as_deref(), Ok(&b"12345678"[..]));
+        let one = block_on(read_limited(Full::new(Bytes::from_static(b"whole")), 8));
+        assert_eq!(one.as_deref(), Ok(&b"whole"[..]));
+    }
+
+    #[test]
+    fn a_declared_length_over_the_limit_is_refused_unread() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("9"));
+        assert_eq!(check_declared(&h, 8), Err(RouterError::PayloadTooLarge { limit: 8 }));
+        assert_eq!(check_declared(&h, 9), Ok(()));
+        assert!(streams_body(Endpoint::Other, &h));
+        assert!(!streams_body(Endpoint::ChatCompletions, &h), "API bodies are read first");
+        h.insert("content-length", HeaderValue::from_static("0"));
+        assert!(!streams_body(Endpoint::Other, &h), "nothing to stream");
+    }
+}

@@ -1,0 +1,213 @@
+//! The watchdog of a streamed answer, sans I/O: the host feeds it each
+//! chunk of an origin's body and the time, arms a timer for
+//! [`Watch::wake_at`], and reports when the timer fires, when the body
+//! broke, when it ended, or when a drain ran out of time. The watch says
+//! what the client gets and what the router and the cache are told.
+//!
+//! - **Time limits.** A body that sends nothing for the node's `idle` limit,
+//!   or outlasts its `total` limit (counted from when the request was sent),
+//!   is cut off and counted against the node ([`Failure::Timeout`]).
+//! - **Drains.** A drain whose time ran out cuts the body off too, without
+//!   blaming the node.
+//! - **How a body is cut off.** An SSE stream ends with an `event: error`
+//!   carrying an OpenAI-shaped error (which OpenAI's SDKs raise as an API
+//!   error), so the client sees why instead of hanging; any other body ends
+//!   with an error, which closes the client's connection short of the
+//!   declared length.
+//! - **Usage.** For a metered node the tail of the body is kept, and the
+//!   `usage` found in it when the body ends goes to the router.
+//! - **Capture.** An answer the cache may keep is collected as it passes and
+//!   stored only if the whole of it went through.
+//! - **Transforms.** A [`Transform`] rewrites the body on its way.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use edge_router::wire::{Failure, Usage};
+
+use crate::capture::{Capture, Captured};
+use crate::transform::Transform;
+use crate::usage::find_usage;
+
+/// How much of a metered body's end is kept: the last SSE chunks, or the
+/// end of a JSON answer, where servers put `usage`.
+pub const METER_TAIL: usize = 16 << 10;
+
+/// What a body is watched for.
+pub struct Watch {
+    node: Arc<str>,
+    idle_ms: u64,
+    deadline_ms: u64,
+    last_ms: u64,
+    sse: bool,
+    meter: Option<Vec<u8>>,
+    capture: Option<Capture>,
+    transform: Option<Box<dyn Transform>>,
+    ended: bool,
+}
+
+/// How a watch starts.
+pub struct WatchSetup {
+    /// The node answering, for messages.
+    pub node: Arc<str>,
+    /// Longest gap between chunks.
+    pub idle_ms: u64,
+    /// Limit from sending the request to the body's end.
+    pub total_ms: u64,
+    /// When the request was sent.
+    pub sent_ms: u64,
+    /// When the response head came (the idle limit runs from here).
+    pub head_ms: u64,
+    /// Whether the body is an SSE stream (`text/event-stream`).
+    pub sse: bool,
+    /// Whether to look for `usage` at the end (the node is metered).
+    pub meter: bool,
+    /// The answer to collect for the cache, if it may be stored.
+    pub capture: Option<Capture>,
+    /// The rewrite the body goes through, if any.
+    pub transform: Option<Box<dyn Transform>>,
+}
+
+/// A body cut off before its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// What to tell the router (`BodyFailed`): `None` for a drain, which is
+    /// not the node's failure.
+    pub failure: Option<Failure>,
+    /// Why, for the log and the client.
+    pub message: String,
+    /// The last chunk the client gets, for an SSE stream (an error event);
+    /// `None`: end the client's body with an error instead.
+    pub last: Option<Bytes>,
+}
+
+/// A body that went through to its end.
+#[derive(Debug)]
+pub struct Ended {
+    /// The `usage` it reported, for a metered node.
+    pub usage: Option<Usage>,
+    /// The whole answer, to store under its key.
+    pub captured: Option<Captured>,
+}
+
+impl Watch {
+    /// Starts watching.
+    pub fn new(setup: WatchSetup) -> Self {
+        Self {
+            node: setup.node,
+            idle_ms: setup.idle_ms,
+            deadline_ms: setup.sent_ms.saturating_add(setup.total_ms),
+            last_ms: setup.head_ms,
+            sse: setup.sse,
+            meter: setup.meter.then(Vec::new),
+            capture: setup.capture,
+            transform: setup.transform,
+            ended: false,
+        }
+    }
+
+    /// When the host must call [`on_timer`](Self::on_timer) unless a chunk
+    /// comes first.
+    pub fn wake_at(&self) -> u64 {
+        self.last_ms.saturating_add(self.idle_ms).min(self.deadline_ms)
+    }
+
+    /// The node answering.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether the body is over (ended, broken or cut): nothing more goes out.
+    pub fn is_over(&self) -> bool {
+        self.ended
+    }
+
+    /// A chunk came at `now_ms`: pushes what the client gets of it to `out`.
+    pub fn on_chunk(&mut self, chunk: Bytes, now_ms: u64, out: &mut VecDeque<Bytes>) {
+        self.last_ms = now_ms;
+        let from = out.len();
+        match &mut self.transform {
+            Some(t) => t.chunk(chunk, out),
+            None => out.push_back(chunk),
+        }
+        self.observe(out, from);
+    }
+
+    /// Meters and captures what was pushed to `out` from index `from` on.
+    fn observe(&mut self, out: &VecDeque<Bytes>, from: usize) {
+        for data in out.range(from..) {
+            if let Some(tail) = &mut self.meter {
+                tail.extend_from_slice(data);
+                if tail.len() > 2 * METER_TAIL {
+                    tail.drain(..tail.len() - METER_TAIL);
+                }
+            }
+            if let Some(capture) = &mut self.capture
+                && !capture.keep(data)
+            {
+                self.capture = None;
+            }
+        }
+    }
+
+    /// The host's timer fired at `now_ms`: the cut, if a limit ran out
+    /// (`None` if it fired early; arm it again for [`wake_at`](Self::wake_at)).
+    pub fn on_timer(&mut self, now_ms: u64) -> Option<Cut> {
+        if self.ended || now_ms < self.wake_at() {
+            return None;
+        }
+        let (kind, message) = if now_ms >= self.deadline_ms {
+            ("upstream_timeout", format!("node {} did not finish its response within its total time limit", self.node))
+        } else {
+            let idle = self.idle_ms as f64 / 1000.0;
+            ("upstream_stall", format!("node {} sent nothing for {idle}s; the response was cut off", self.node))
+        };
+        Some(self.cut(kind, message, Some(Failure::Timeout)))
+    }
+
+    /// A drain of the node ran out of time (not the node's failure).
+    pub fn on_drained(&mut self) -> Cut {
+        let message = format!("node {} is drained and its drain time ran out; the response was cut off", self.node);
+        self.cut("node_drained", message, None)
+    }
+
+    fn cut(&mut self, kind: &str, message: String, failure: Option<Failure>) -> Cut {
+        self.ended = true;
+        self.capture = None;
+        let last = self.sse.then(|| Bytes::from(sse_error_event(kind, &message)));
+        Cut { failure, message, last }
+    }
+
+    /// The origin's body broke off: what to tell the router.
+    pub fn on_broken(&mut self) -> Failure {
+        self.ended = true;
+        self.capture = None;
+        Failure::Reset
+    }
+
+    /// The body ended at `now_ms`: pushes what a transform still held to
+    /// `out`, and says what it reported and what to store.
+    pub fn on_end(&mut self, now_ms: u64, out: &mut VecDeque<Bytes>) -> Ended {
+        self.ended = true;
+        let from = out.len();
+        if let Some(t) = &mut self.transform {
+            t.end(out);
+        }
+        self.observe(out, from);
+        let usage = self.meter.as_deref().and_then(find_usage);
+        let captured = self.capture.take().map(|c| c.finish(now_ms));
+        Ended { usage, captured }
+    }
+}
+
+/// An OpenAI-shaped error as the last event of an SSE stream that had to be
+/// cut off (OpenAI's SDKs raise it as an API error), so the client sees why
+/// instead of a stream that just stops.
+pub fn sse_error_event(kind: &str, message: &str) -> String {
+    let error = serde_json::json!({"error": {"type": kind, "message": message}});
+    format!("event: error\ndata: {error}\n\n")
+}
+
+#[cfg(test)]
+mod tests;

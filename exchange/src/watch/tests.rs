@@ -1,0 +1,124 @@
+//! The watchdog with a stepped clock: no sleeps, no server.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use edge_router::wire::{CacheFill, CacheStatus, Explain, Failure, Usage};
+use http::HeaderMap;
+
+use super::*;
+use crate::capture::Capture;
+use crate::transform::RestoreModel;
+
+const SENT: u64 = 1_000_000;
+
+fn setup(sse: bool) -> WatchSetup {
+    WatchSetup {
+        node: "gpu-1".into(),
+        idle_ms: 2_000,
+        total_ms: 10_000,
+        sent_ms: SENT,
+        head_ms: SENT + 500,
+        sse,
+        meter: true,
+        capture: None,
+        transform: None,
+    }
+}
+
+fn capture() -> Capture {
+    let fill = CacheFill { key: "ai/t/x".into(), ttl_s: 60, estimated_tokens: 9, http: false };
+    let explain = Explain {
+        node: "gpu-1".into(),
+        rule: "r".into(),
+        attempts: 1,
+        country: "XX".into(),
+        model: None,
+        cache: CacheStatus::Miss,
+    };
+    Capture::ai(&fill, &HeaderMap::new(), &explain, 1 << 20)
+}
+
+fn chunk(w: &mut Watch, text: &str, now: u64) -> Vec<u8> {
+    let mut out = VecDeque::new();
+    w.on_chunk(Bytes::copy_from_slice(text.as_bytes()), now, &mut out);
+    out.into_iter().flatten().collect()
+}
+
+#[test]
+fn the_idle_limit_runs_from_the_last_chunk_and_the_total_from_sending() {
+    let mut w = Watch::new(setup(true));
+    assert_eq!(w.wake_at(), SENT + 2_500, "idle from the head");
+    assert_eq!(w.on_timer(SENT + 2_499), None, "a timer firing early cuts nothing");
+    chunk(&mut w, "data: 1\n\n", SENT + 2_000);
+    assert_eq!(w.wake_at(), SENT + 4_000);
+    for step in 0..4 {
+        chunk(&mut w, "data: n\n\n", SENT + 4_000 + step * 1_500);
+    }
+    assert_eq!(w.wake_at(), SENT + 10_000, "the total limit comes before the next idle one");
+    let cut = w.on_timer(SENT + 10_000).expect("the total limit ran out");
+    assert_eq!(cut.failure, Some(Failure::Timeout));
+    assert!(cut.message.contains("total time limit"), "{}", cut.message);
+    assert!(w.is_over());
+}
+
+#[test]
+fn a_stalled_sse_stream_ends_with_an_error_event_and_other_bodies_with_an_error() {
+    let mut sse = Watch::new(setup(true));
+    let cut = sse.on_timer(SENT + 2_500).expect("stalled");
+    assert!(cut.message.contains("sent nothing for 2s"), "{}", cut.message);
+    let last = String::from_utf8(cut.last.expect("an error event").to_vec()).expect("text");
+    assert!(last.starts_with("event: error\ndata: {") && last.ends_with("\n\n"), "{last}");
+    let event: serde_json::Value =
+        serde_json::from_str(last.lines().nth(1).unwrap_or_default().trim_start_matches("data: "))
+            .expect("the event's data is JSON");
+    assert_eq!(event["error"]["type"], "upstream_stall");
+
+    let mut json = Watch::new(setup(false));
+    let cut = json.on_timer(SENT + 2_500).expect("stalled");
+    assert_eq!((cut.failure, cut.last), (Some(Failure::Timeout), None), "the client's body ends with an error");
+}
+
+#[test]
+fn a_drain_cuts_without_blaming_the_node() {
+    let mut w = Watch::new(setup(true));
+    let cut = w.on_drained();
+    assert_eq!(cut.failure, None);
+    assert!(cut.message.contains("drained"), "{}", cut.message);
+    assert!(cut.last.is_some());
+}
+
+#[test]
+fn usage_is_found_in_the_tail_and_a_whole_answer_is_captured() {
+    let mut w = Watch::new(WatchSetup { capture: Some(capture()), ..setup(true) });
+    chunk(&mut w, "data: {\"choices\":[],\"usage\":null}\n\n", SENT + 600);
+    chunk(&mut w, "data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n", SENT + 700);
+    let ended = w.on_end(SENT + 800, &mut VecDeque::new());
+    assert_eq!(ended.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 7 }));
+    let stored = ended.captured.expect("the whole answer went through");
+    assert_eq!(stored.entry.tokens, 12);
+    assert!(stored.body.ends_with(b"data: [DONE]\n\n"));
+}
+
+#[test]
+fn a_broken_or_cut_answer_is_not_captured() {
+    let mut broken = Watch::new(WatchSetup { capture: Some(capture()), ..setup(true) });
+    chunk(&mut broken, "data: 1\n\n", SENT + 600);
+    assert_eq!(broken.on_broken(), Failure::Reset);
+    assert!(broken.on_end(SENT + 700, &mut VecDeque::new()).captured.is_none());
+
+    let mut cut = Watch::new(WatchSetup { capture: Some(capture()), ..setup(true) });
+    cut.on_timer(SENT + 10_000);
+    assert!(cut.on_end(SENT + 10_001, &mut VecDeque::new()).captured.is_none());
+}
+
+#[test]
+fn a_transform_rewrites_what_the_client_and_the_cache_get() {
+    let transform: Box<dyn Transform> = Box::new(RestoreModel::new("gpt-4o", true));
+    let mut w = Watch::new(WatchSetup { capture: Some(capture()), transform: Some(transform), ..setup(true) });
+    // An event split across two chunks comes out whole, rewritten.
+    assert_eq!(chunk(&mut w, "data: {\"model\":\"lla", SENT + 600), b"");
+    assert_eq!(chunk(&mut w, "ma\"}\n\n", SENT + 700), b"data: {\"model\":\"gpt-4o\"}\n\n");
+    let ended = w.on_end(SENT + 800, &mut VecDeque::new());
+    assert_eq!(&ended.captured.expect("captured").body[..], b"data: {\"model\":\"gpt-4o\"}\n\n");
+}

@@ -1,0 +1,270 @@
+//! A streamed answer on its way to the client, frame by frame, so SSE
+//! chunks reach the client as they arrive. The exchange's watchdog
+//! (`exchange::watch`) decides what each chunk, timer and drain means;
+//! this drives it with tokio timers and hyper bodies, and tells the router
+//! and the cache what it said.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge_router::wire::{Event, Explain, Failure, Forward, Usage};
+use exchange::head::{Delivery, deliver_head};
+use exchange::watch::{Cut, Watch, WatchSetup};
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::{Shared, now_ms};
+use crate::cache::{Cached, EdgeCache, FillGuard};
+use crate::origins::{BoxError, Lease, ProxyBody};
+
+/// Tells the router an exchange is over when dropped: after the response
+/// body ended, or when the client went away at any point before.
+pub(super) struct FinishOnDrop {
+    shared: Arc<Shared>,
+    id: u64,
+    /// The `usage` the body reported, once it ended.
+    usage: Option<Usage>,
+    /// Cleared when another event (`CacheHit`) ends the exchange instead.
+    armed: bool,
+}
+
+impl FinishOnDrop {
+    pub(super) fn new(shared: Arc<Shared>, id: u64) -> Self {
+        Self { shared, id, usage: None, armed: true }
+    }
+
+    /// The exchange ends some other way: no `Finished` on drop.
+    pub(super) fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    /// Tells the router the body broke off; `Finished` follows on drop.
+    fn body_failed(&self, failure: Failure) {
+        self.shared.defer(&Event::BodyFailed { id: self.id, failure, now_ms: now_ms() });
+    }
+}
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.defer(&Event::Finished { id: self.id, usage: self.usage, now_ms: now_ms() });
+        }
+    }
+}
+
+/// What an answer streams with.
+pub(super) struct Stream<'a> {
+    pub(super) explain: &'a Explain,
+    pub(super) forward: &'a Forward,
+    pub(super) delivery: Delivery,
+    /// The node's id, for messages.
+    pub(super) node: Arc<str>,
+    pub(super) sent_ms: u64,
+    /// Cancelled when a drain of the node runs out of time.
+    pub(super) cut_off: Option<CancellationToken>,
+    /// The origin connection, given back when the body has been read to the end.
+    pub(super) lease: Option<Lease>,
+    /// Held while the answer fills its cache key.
+    pub(super) filling: Option<FillGuard>,
+    pub(super) cache: Arc<EdgeCache>,
+}
+
+/// The client's response: the origin's head as the exchange shapes it, and
+/// its body watched.
+pub(super) fn deliver(resp: Response<Incoming>, s: Stream<'_>, finish: FinishOnDrop) -> Response<ProxyBody> {
+    let (mut parts, inner) = resp.into_parts();
+    let transformed = s.delivery.transform.is_some();
+    deliver_head(&mut parts.headers, s.explain, transformed);
+    let now = now_ms();
+    let watch = Watch::new(WatchSetup {
+        node: s.node,
+        idle_ms: s.forward.idle_timeout_ms,
+        total_ms: s.forward.total_timeout_ms,
+        sent_ms: s.sent_ms,
+        head_ms: now,
+        sse: s.delivery.sse,
+        meter: s.forward.meter,
+        capture: s.delivery.capture,
+        transform: s.delivery.transform,
+    });
+    let timer = Box::pin(tokio::time::sleep(until(watch.wake_at(), now)));
+    let tracked = Tracked {
+        inner,
+        watch,
+        out: VecDeque::new(),
+        finish: Some(finish),
+        timer,
+        cut_off: s.cut_off,
+        cut_wait: None,
+        lease: s.lease,
+        filling: s.filling,
+        cache: s.cache,
+        failed: None,
+        done: false,
+        exact: !transformed,
+    };
+    Response::from_parts(parts, tracked.boxed())
+}
+
+/// How long until `at` (milliseconds since the epoch), from `now`.
+fn until(at: u64, now: u64) -> Duration {
+    Duration::from_millis(at.saturating_sub(now))
+}
+
+/// An origin's body passed through the watchdog.
+struct Tracked {
+    inner: Incoming,
+    watch: Watch,
+    /// What the client gets next, in order.
+    out: VecDeque<Bytes>,
+    finish: Option<FinishOnDrop>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    cut_off: Option<CancellationToken>,
+    /// Waits for `cut_off`; made only once the body has had to wait.
+    cut_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    lease: Option<Lease>,
+    filling: Option<FillGuard>,
+    cache: Arc<EdgeCache>,
+    /// The error the client's body ends with, after what is in `out`.
+    failed: Option<BoxError>,
+    /// Nothing more comes from `inner`.
+    done: bool,
+    /// Whether the client gets exactly the origin's bytes (no transform),
+    /// so the origin's size hint holds for this body too.
+    exact: bool,
+}
+
+impl Tracked {
+    /// The body was cut off: the router hears why, and the client gets the
+    /// cut's last chunk or an error.
+    fn cut(&mut self, cut: Cut) {
+        tracing::warn!("{}", cut.message);
+        if let (Some(failure), Some(finish)) = (cut.failure, self.finish.take()) {
+            finish.body_failed(failure);
+        }
+        self.done = true;
+        self.filling = None;
+        match cut.last {
+            Some(last) => self.out.push_back(last),
+            None => self.failed = Some(cut.message.into()),
+        }
+    }
+
+    /// The whole body went through: the exchange finishes with the usage it
+    /// reported, the answer is stored, and the connection goes back.
+    fn complete(&mut self) {
+        self.done = true;
+        let ended = self.watch.on_end(now_ms(), &mut self.out);
+        if let Some(mut finish) = self.finish.take() {
+            finish.usage = ended.usage;
+        }
+        if let Some(captured) = ended.captured {
+            self.cache.put(captured.key, Cached { entry: captured.entry, body: captured.body });
+        }
+        self.filling = None;
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+
+    fn drained(&mut self) {
+        self.cut_off = None;
+        self.cut_wait = None;
+        let cut = self.watch.on_drained();
+        self.cut(cut);
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if let Some(data) = self.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if self.done {
+                return Poll::Ready(self.failed.take().map(Err));
+            }
+            if self.cut_off.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                self.drained();
+                continue;
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => data,
+                        // Trailers pass as they are.
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    };
+                    let now = now_ms();
+                    let this = &mut *self;
+                    this.watch.on_chunk(frame, now, &mut this.out);
+                    let next = tokio::time::Instant::now() + until(this.watch.wake_at(), now);
+                    this.timer.as_mut().reset(next);
+                    // A body of known length is complete with its last frame;
+                    // hyper does not poll it again.
+                    if this.inner.is_end_stream() {
+                        this.complete();
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!("the response body broke off: {e}");
+                    let failure = self.watch.on_broken();
+                    if let Some(finish) = self.finish.take() {
+                        finish.body_failed(failure);
+                    }
+                    self.done = true;
+                    self.filling = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(None) => self.complete(),
+                Poll::Pending => {
+                    if self.cut_wait.is_none()
+                        && let Some(token) = &self.cut_off
+                    {
+                        self.cut_wait = Some(Box::pin(token.clone().cancelled_owned()));
+                    }
+                    if let Some(wait) = self.cut_wait.as_mut()
+                        && wait.as_mut().poll(cx).is_ready()
+                    {
+                        self.drained();
+                        continue;
+                    }
+                    if self.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let now = now_ms();
+                    match self.watch.on_timer(now) {
+                        Some(cut) => self.cut(cut),
+                        None => {
+                            // Early (the clocks differ by a hair): wait the rest.
+                            let next = tokio::time::Instant::now()
+                                + until(self.watch.wake_at(), now).max(Duration::from_millis(1));
+                            self.timer.as_mut().reset(next);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.out.is_empty() && self.failed.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.exact && !self.done && self.out.is_empty() {
+            return self.inner.size_hint();
+        }
+        SizeHint::default()
+    }
+}

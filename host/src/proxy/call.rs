@@ -1,0 +1,117 @@
+//! Calls into the router module. A module call takes microseconds, so the
+//! one instance sits behind a lock that is held only for the call itself:
+//! events are encoded and replies decoded in per-thread buffers outside it.
+
+use bytes::Bytes;
+use edge_router::error::RouterError;
+use edge_router::wire::{Action, Event, Header, Reply, RequestRef};
+use std::sync::{Mutex, MutexGuard};
+
+use super::{Shared, now_ms};
+use crate::lock;
+use crate::module::{self, WasmRouter};
+
+thread_local! {
+    /// Per-thread buffers for encoding events and copying out replies.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Tries at the module's lock before sleeping on it (tens of microseconds at most).
+const SPIN: usize = 1000;
+
+/// Takes a shared module's lock. A module call takes microseconds, so a
+/// thread finding it taken spins a little before it sleeps: on a busy
+/// proxy, sleeping and being woken cost more than the wait.
+fn spin_lock(router: &Mutex<WasmRouter>) -> MutexGuard<'_, WasmRouter> {
+    // A panic while holding the lock cannot leave the module half-called:
+    // `WasmRouter` rebuilds its instance on any failed call.
+    for _ in 0..SPIN {
+        match router.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+        }
+    }
+    lock(router)
+}
+
+/// Calls a shared module with the event `encode` writes, as the edge box
+/// does for every request (`bench/src/hyper_floor.rs` does it the same way):
+/// encoding and decoding happen in this thread's buffers, outside the lock,
+/// which is held only for the module call itself.
+pub fn call_module(
+    router: &Mutex<WasmRouter>,
+    encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>,
+) -> anyhow::Result<Reply> {
+    BUFFERS.with_borrow_mut(|(encoded, reply)| {
+        encode(encoded)?;
+        spin_lock(router).handle_encoded(encoded, reply)?;
+        module::decode(reply)
+    })
+}
+
+/// Queues an event whose answer is not needed for a shared module's next
+/// call (see `WasmRouter::defer`), encoded outside the lock.
+pub fn defer_event(router: &Mutex<WasmRouter>, event: &Event) {
+    BUFFERS.with_borrow_mut(|(encoded, _)| match module::encode(event, encoded) {
+        Ok(()) => spin_lock(router).defer_encoded(encoded),
+        Err(e) => tracing::error!("cannot encode an event for the router module: {e:#}"),
+    });
+}
+
+/// The answer when the module could not be asked.
+pub(super) fn internal_error() -> Action {
+    let (status, headers, body) = RouterError::Internal("the routing module failed".into()).to_response(Vec::new());
+    Action::Respond { status, headers, body }
+}
+
+/// The parts of a `Respond`; anything else is the router failing to answer.
+pub(super) fn answer(action: Action) -> (u16, Vec<Header>, Bytes) {
+    match action {
+        Action::Respond { status, headers, body } => (status, headers, Bytes::from(body)),
+        _ => answer(internal_error()),
+    }
+}
+
+impl Shared {
+    pub(super) fn event(&self, event: &Event) -> Action {
+        self.call(|encoded| module::encode(event, encoded))
+    }
+
+    /// A client request (an `Event::Request`, borrowed).
+    pub(super) fn request(&self, request: &RequestRef<'_>) -> Action {
+        self.call(|encoded| module::encode_request(request, encoded))
+    }
+
+    /// Calls the module with the event `encode` writes.
+    fn call(&self, encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>) -> Action {
+        call_module(&self.router, encode)
+            .map(|r| {
+                module::log_notices(&r.notices);
+                if !r.spent.is_empty() {
+                    // Outside the call's lock, so replies may be kept out of
+                    // order; `keep` only ever moves a node's record forward.
+                    self.lock().keep(&r);
+                }
+                r.action
+            })
+            .unwrap_or_else(|e| {
+                tracing::error!("router module call failed: {e:#}");
+                internal_error()
+            })
+    }
+
+    /// Queues an event whose answer is not needed (see `WasmRouter::defer`).
+    pub(super) fn defer(&self, event: &Event) {
+        defer_event(&self.router, event);
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, WasmRouter> {
+        spin_lock(&self.router)
+    }
+
+    /// Lets the router reap exchanges its host lost track of (see `Event::Tick`).
+    pub fn tick(&self) {
+        self.event(&Event::Tick { now_ms: now_ms() });
+    }
+}

@@ -1,0 +1,131 @@
+//! A client request, from its arrival to the router's first action: the
+//! body's limits, the client's country, what the router is given, and the
+//! cache lookup the router may ask for first.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use edge_router::RouterConfig;
+use edge_router::error::RouterError;
+use edge_router::facts::Endpoint;
+use edge_router::geo::Country;
+use edge_router::wire::{Action, BodyRef, Event, RequestRef};
+use exchange::answer::host_error;
+use exchange::intake::{HostReads, check_declared, host_reads, path_and_query, read_limited, streams_body};
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::FinishOnDrop;
+use super::lookup::{Looked, look_up};
+use super::route::{Pending, Stale};
+use super::{Shared, now_ms};
+use crate::origins::ProxyBody;
+
+/// The client's country, believed only from a trusted proxy's header.
+fn client_country(headers: &HeaderMap, peer: IpAddr, config: &RouterConfig) -> Option<Country> {
+    let name = config.server.country_header.as_deref()?;
+    if !config.trusted_proxies.iter().any(|b| b.contains(peer)) {
+        return None;
+    }
+    headers.get(name).and_then(|v| v.to_str().ok()).and_then(Country::parse)
+}
+
+/// An answer the host gives itself, as a response of the proxy.
+pub(super) fn own(response: Response<Bytes>) -> Response<ProxyBody> {
+    response.map(super::route::full)
+}
+
+/// Handles one client request on worker thread `worker`.
+pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+    let config = &shared.config;
+    let country = client_country(req.headers(), peer, config);
+    let (parts, incoming) = req.into_parts();
+    let endpoint = Endpoint::classify(parts.method.as_str(), path_and_query(&parts.uri));
+    let limit = config.server.max_body_bytes;
+    if let Err(e) = check_declared(&parts.headers, limit) {
+        return own(host_error(&e, country));
+    }
+    // `original` is kept for fallbacks and model rewrites (the event borrows it).
+    let (original, stream) = if streams_body(endpoint, &parts.headers) {
+        (None, Some(incoming))
+    } else {
+        let within = config.server.client_timeout.0;
+        match tokio::time::timeout(within, read_limited(incoming, limit)).await {
+            Ok(Ok(bytes)) => (Some(bytes), None),
+            Ok(Err(e)) => return own(host_error(&e, country)),
+            Err(_) => {
+                let e = RouterError::ClientTimeout(config.server.client_timeout.to_string());
+                return own(host_error(&e, country));
+            }
+        }
+    };
+
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let guard = FinishOnDrop::new(shared.clone(), id);
+    // The event borrows the client's headers and body: they are encoded
+    // straight from the request, not copied first.
+    let HostReads { headers, key_sha256, body_facts } =
+        host_reads(config, &parts.headers, country, endpoint, original.as_deref());
+    let requested_model = body_facts.as_ref().and_then(|f| f.model.clone());
+    let country_code = country.as_ref().map(Country::as_str);
+    let mut action = shared.request(&RequestRef {
+        id,
+        method: parts.method.as_str(),
+        target: path_and_query(&parts.uri),
+        headers,
+        country: country_code,
+        body: original.as_deref().map_or(BodyRef::Streamed, BodyRef::Buffered),
+        now_ms: now_ms(),
+        random: shared.random(),
+        key_sha256,
+        body_facts,
+    });
+    let mut pending = Pending {
+        shared: shared.clone(),
+        worker,
+        id,
+        guard,
+        parts,
+        original: original.unwrap_or_default(),
+        stream,
+        country,
+        endpoint,
+        requested_model,
+        filling: None,
+        stale: None,
+    };
+    if let Action::Lookup(lookup) = &action {
+        let miss = |shared: &Shared| shared.event(&Event::CacheMiss { id, now_ms: now_ms() });
+        match look_up(&shared, lookup, &pending.parts).await {
+            Looked::Hit(hit) => {
+                pending.guard.disarm();
+                shared.defer(&Event::CacheHit { id, now_ms: now_ms() });
+                return hit;
+            }
+            Looked::Stale { response, entry } => {
+                // stale-while-revalidate: the client gets the stale answer
+                // now, and the same exchange revalidates it in the background.
+                pending.stale = Some(Stale { entry, if_error: true });
+                let action = miss(&shared);
+                tokio::spawn(async move {
+                    let refreshed = pending.route(action).await;
+                    let _ = refreshed.into_body().collect().await;
+                });
+                return response;
+            }
+            Looked::Revalidate { entry, if_error, leader } => {
+                pending.stale = Some(Stale { entry, if_error });
+                pending.filling = leader;
+                action = miss(&shared);
+            }
+            Looked::Miss(leader) => {
+                pending.filling = leader;
+                action = miss(&shared);
+            }
+        }
+    }
+    pending.route(action).await
+}

@@ -1,0 +1,248 @@
+//! The action loop: the router's actions carried out until the client has
+//! an answer. Each forward sends the request the exchange builds; each
+//! answer's head goes to the router (now, if it may lead to a fallback, or
+//! with the next call otherwise) and the exchange's plan says what the
+//! client gets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge_router::error::RouterError;
+use edge_router::facts::Endpoint;
+use edge_router::geo::Country;
+use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
+use exchange::answer::{host_error, respond, stale_explain, stale_may_answer};
+use exchange::head::{Attempt, Plan, head_event, invalidated, plan};
+use exchange::intake::path_and_query;
+use exchange::upstream::{upstream_body, upstream_headers};
+use http::{Request, Response};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::body::{FinishOnDrop, Stream, deliver};
+use super::ingress::own;
+use super::lookup::serve;
+use super::{Shared, now_ms};
+use crate::cache::{Cached, FillGuard};
+use crate::origins::{Lease, ProxyBody};
+
+/// A body of bytes already in memory.
+pub(super) fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// A stored entry being revalidated.
+pub(super) struct Stale {
+    pub(super) entry: Arc<Cached>,
+    /// Whether an error may be answered with it (`stale-if-error`).
+    pub(super) if_error: bool,
+}
+
+/// A request on its way to an origin.
+pub(super) struct Pending {
+    pub(super) shared: Arc<Shared>,
+    pub(super) worker: usize,
+    pub(super) id: u64,
+    pub(super) guard: FinishOnDrop,
+    pub(super) parts: http::request::Parts,
+    /// The buffered body, kept for fallbacks and model rewrites.
+    pub(super) original: Bytes,
+    /// The body still in the connection (passthrough paths).
+    pub(super) stream: Option<Incoming>,
+    pub(super) country: Option<Country>,
+    pub(super) endpoint: Endpoint,
+    /// The model the client asked for (for `model_routing.restore_requested_model`).
+    pub(super) requested_model: Option<String>,
+    /// Held while this request fills its cache key; dropped when that ends.
+    pub(super) filling: Option<FillGuard>,
+    /// The cached entry this request revalidates, if it does.
+    pub(super) stale: Option<Stale>,
+}
+
+impl Pending {
+    /// Carries out the router's actions until there is a response.
+    pub(super) async fn route(mut self, mut action: Action) -> Response<ProxyBody> {
+        let shared = self.shared.clone();
+        let id = self.id;
+        loop {
+            let forward = match action {
+                Action::Respond { status, headers, body } => {
+                    if let Some(stale) = self.stale.take().filter(|s| s.if_error && stale_may_answer(status)) {
+                        let explain = stale_explain(&stale.entry.entry, self.country);
+                        return self.serve_stale(&stale.entry, explain);
+                    }
+                    return own(respond(status, &headers, body));
+                }
+                Action::Forward(f) => f,
+                Action::Deliver(_) | Action::Lookup(_) | Action::Done => {
+                    let e = RouterError::Internal("the router gave no answer for this request".into());
+                    return own(host_error(&e, self.country));
+                }
+            };
+            let found = shared.node_ids.get(forward.node as usize).cloned();
+            let (Some(node), Some(explained)) = (found, forward.explain(&shared.config, self.country)) else {
+                // A node this host does not know: not expected, since a module
+                // that reads the config otherwise is refused at start and at
+                // reload. Treated as the node being unreachable.
+                tracing::error!(
+                    "the router module named node #{}, which this host's config does not have",
+                    forward.node
+                );
+                action = shared.event(&Event::OriginFailed { id, failure: Failure::Connect, now_ms: now_ms() });
+                continue;
+            };
+            let sent_ms = now_ms();
+            let (resp, lease) = match self.send(&forward).await {
+                Ok(answered) => answered,
+                Err(failure) => {
+                    tracing::debug!(node = %node, attempt = forward.attempt, "origin failed: {}", failure.describe());
+                    action = shared.event(&Event::OriginFailed { id, failure, now_ms: now_ms() });
+                    continue;
+                }
+            };
+            // A response without a body (HEAD, 204, 304, length 0) frees its connection now.
+            let lease = if resp.body().is_end_stream() {
+                lease.release();
+                None
+            } else {
+                Some(lease)
+            };
+            let head = head_event(id, resp.status(), resp.headers(), now_ms());
+            let explain = if forward.asks_about(resp.status().as_u16()) {
+                match shared.event(&head) {
+                    Action::Deliver(explain) => explain,
+                    other => {
+                        action = other;
+                        continue;
+                    }
+                }
+            } else {
+                // The router's answer is known: deliver now, tell it later.
+                shared.defer(&head);
+                explained
+            };
+            return self.answer(resp, lease, &forward, explain, node, sent_ms);
+        }
+    }
+
+    /// What the client gets once a node answered and the router said to
+    /// deliver: the answer (kept for the cache if it may be), or a stale
+    /// entry the answer revalidated or failed to replace.
+    fn answer(
+        mut self,
+        resp: Response<Incoming>,
+        lease: Option<Lease>,
+        forward: &Forward,
+        explain: Explain,
+        node: Arc<str>,
+        sent_ms: u64,
+    ) -> Response<ProxyBody> {
+        let shared = self.shared.clone();
+        let now = now_ms();
+        let restore_model =
+            self.requested_model.as_deref().filter(|_| shared.config.model_routing.restore_requested_model);
+        // Only here: looking the node's pool up for every response would be wasted.
+        let node_has_key = forward.fill.as_ref().is_some_and(|f| f.http)
+            && shared.origins.pool(self.worker, forward.node).is_some_and(|p| p.has_key());
+        let attempt = Attempt {
+            method: &self.parts.method,
+            target: path_and_query(&self.parts.uri),
+            endpoint: self.endpoint,
+            client: &self.parts.headers,
+            node_has_key,
+            sent_ms,
+            restore_model,
+            max_entry: shared.cache.max_entry(),
+        };
+        for key in invalidated(&attempt, &node, resp.status(), resp.headers()) {
+            shared.cache.remove(&key);
+        }
+        let stale = self.stale.take();
+        let decided = plan(
+            &attempt,
+            forward,
+            stale.as_ref().map(|s| (&s.entry.entry, s.if_error)),
+            &explain,
+            resp.status(),
+            resp.headers(),
+            now,
+        );
+        match (decided, stale) {
+            (Plan::Revalidated(fresh), Some(stale)) => {
+                let cached = Arc::new(Cached { entry: fresh, body: stale.entry.body.clone() });
+                let age = cached.entry.age_s(now);
+                let response = serve(&cached, &explain, CacheStatus::Revalidated, age, &self.parts);
+                if let Some(fill) = &forward.fill {
+                    shared.cache.put_shared(fill.key.clone(), cached);
+                }
+                response
+            }
+            (Plan::ServeStale, Some(stale)) => self.serve_stale(&stale.entry, explain),
+            (Plan::Deliver(delivery), _) => deliver(
+                resp,
+                Stream {
+                    explain: &explain,
+                    forward,
+                    delivery,
+                    node,
+                    sent_ms,
+                    cut_off: shared.cut_off(forward.node),
+                    lease,
+                    filling: self.filling.take(),
+                    cache: shared.cache.clone(),
+                },
+                self.guard,
+            ),
+            // The plan revalidates or serves stale only with a stale entry.
+            (Plan::Revalidated(_) | Plan::ServeStale, None) => own(host_error(
+                &RouterError::Internal("the exchange planned a stale entry it did not have".into()),
+                self.country,
+            )),
+        }
+    }
+
+    /// Answers with the stale entry (`stale-if-error`).
+    fn serve_stale(self, cached: &Cached, explain: Explain) -> Response<ProxyBody> {
+        let age = cached.entry.age_s(now_ms());
+        serve(cached, &explain, CacheStatus::Stale, age, &self.parts)
+    }
+
+    /// Sends the request for `forward` and waits for the answer's head, within
+    /// the node's `first_byte` limit.
+    async fn send(&mut self, forward: &Forward) -> Result<(Response<Incoming>, Lease), Failure> {
+        let shared = self.shared.clone();
+        let Some(pool) = shared.origins.pool(self.worker, forward.node) else {
+            return Err(Failure::Connect);
+        };
+        let target = pool.target(&self.parts.uri).map_err(|_| Failure::Connect)?;
+        let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.entry.entry.headers));
+        let headers = upstream_headers(
+            &self.parts.headers,
+            forward,
+            shared.config.server.country_header.as_deref(),
+            conditional.as_deref().unwrap_or_default(),
+        );
+        // The client's streamed body can be taken only once.
+        let body: ProxyBody = match upstream_body(forward, &self.original, self.stream.is_some()) {
+            Some(bytes) => full(bytes),
+            None => match self.stream.take() {
+                Some(incoming) => {
+                    let limit = usize::try_from(shared.config.server.max_body_bytes).unwrap_or(usize::MAX);
+                    Limited::new(incoming, limit).boxed()
+                }
+                None => full(Bytes::new()),
+            },
+        };
+        let mut req = Request::builder()
+            .method(self.parts.method.clone())
+            .uri(target)
+            .body(body)
+            .map_err(|_| Failure::Connect)?;
+        *req.headers_mut() = headers;
+        tokio::time::timeout(Duration::from_millis(forward.first_byte_timeout_ms), pool.send(req))
+            .await
+            .unwrap_or(Err(Failure::Timeout))
+    }
+}

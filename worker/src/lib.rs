@@ -1,0 +1,171 @@
+//! edge-router on Cloudflare Workers (built by worker-build from
+//! `wrangler.toml`): a host that converts the platform's types to `http`
+//! ones, does the I/O with Workers APIs (`fetch`, the Cache API, KV, a
+//! Durable Object), and drives the same router and exchange the edge box
+//! runs. It decides nothing itself.
+//!
+//! What differs from the edge box, and why, is in `docs/workers.md`:
+//! - the client's country is `request.cf.country`, the only trusted source;
+//! - origin API keys are Worker secrets, named per node by `api_key_env`;
+//! - the config is bundled at build time (the file `EDGE_ROUTER_CONFIG` in
+//!   `wrangler.toml` names), and a config in the KV namespace `CONFIG` under
+//!   the key `config` overrides it without a redeploy;
+//! - health, breakers, capacity and latencies are per isolate; daily budgets
+//!   are global, kept by the `BudgetLedger` Durable Object.
+//!
+//! - [`state`]: the isolate's router and where its config comes from.
+//! - [`origin`]: the action loop: forwards with `fetch`, and the answers' plans.
+//! - [`body`]: a streamed answer through the exchange's watchdog.
+//! - [`cache`]: the edge cache on the Cache API.
+//! - [`budget`]: daily budgets across every edge location.
+//! - [`later`]: work after the response, and the end of an exchange.
+//! - [`convert`]: `http` types to the platform's and back.
+#![cfg(target_arch = "wasm32")]
+
+mod body;
+mod budget;
+mod cache;
+mod convert;
+mod later;
+mod origin;
+mod state;
+
+use bytes::Bytes;
+use edge_router::error::RouterError;
+use edge_router::facts::Endpoint;
+use edge_router::geo::Country;
+use edge_router::wire::{Action, BodyRef, Event, RequestRef};
+use exchange::answer::host_error;
+use exchange::intake::{HostReads, check_declared, host_reads, path_and_query, read_limited, streams_body};
+use futures_util::future::{Either, select};
+use worker::{Context, Delay, Env, HttpRequest, Response, event};
+
+use cache::Looked;
+use convert::fixed;
+
+pub use budget::BudgetLedger;
+
+/// Milliseconds since the Unix epoch (Workers advance it on I/O only).
+fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// A uniformly random `u64` for the router's weighted choices (which need
+/// spread, not secrecy): `Math.random` gives 53 bits, two of them fill it.
+fn random() -> u64 {
+    let half = || (worker::js_sys::Math::random() * 4_294_967_296.0) as u64;
+    (half() << 32) | half()
+}
+
+/// The Worker's entry point.
+#[event(fetch)]
+async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<Response> {
+    console_error_panic_hook::set_once();
+    let country = req.extensions().get::<worker::Cf>().and_then(|cf| cf.country()).as_deref().and_then(Country::parse);
+    Ok(serve(req, &env, &ctx, country).await)
+}
+
+/// A test hook: with the variable `EDGE_ROUTER_PANIC_PATH` set (never in a
+/// deployment), a request for that path panics, so the tests can check a
+/// panic is reported and answered with a JSON 500 (by `worker/entry.mjs`).
+fn panic_hook_requested(env: &Env, path: &str) -> bool {
+    env.var("EDGE_ROUTER_PANIC_PATH").is_ok_and(|v| !v.to_string().is_empty() && v.to_string() == path)
+}
+
+async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Country>) -> Response {
+    let generation = match state::current(env).await {
+        Ok(g) => g,
+        Err(refused) => {
+            // The details go to the log, not to clients.
+            worker::console_error!("edge-router: the bundled config was refused:\n{refused}");
+            let e = RouterError::Internal("the Worker's config was refused; its log says why".into());
+            return fixed(host_error(&e, country));
+        }
+    };
+    let (parts, incoming) = req.into_parts();
+    if panic_hook_requested(env, parts.uri.path()) {
+        panic!("edge-router: panic requested by EDGE_ROUTER_PANIC_PATH");
+    }
+    let target = path_and_query(&parts.uri);
+    let endpoint = Endpoint::classify(parts.method.as_str(), target);
+    let (limit, client_timeout) = {
+        let router = generation.router.borrow();
+        let server = &router.config().server;
+        (server.max_body_bytes, server.client_timeout)
+    };
+    if let Err(e) = check_declared(&parts.headers, limit) {
+        return fixed(host_error(&e, country));
+    }
+    let (original, stream) = if streams_body(endpoint, &parts.headers) {
+        (None, incoming.into_inner())
+    } else {
+        let read = Box::pin(read_limited(incoming, limit));
+        let within = Box::pin(Delay::from(client_timeout.0));
+        match select(read, within).await {
+            Either::Left((Ok(bytes), _)) => (Some(bytes), None),
+            Either::Left((Err(e), _)) => return fixed(host_error(&e, country)),
+            Either::Right(_) => {
+                let e = RouterError::ClientTimeout(client_timeout.to_string());
+                return fixed(host_error(&e, country));
+            }
+        }
+    };
+    let id = state::next_id();
+    let HostReads { headers, key_sha256, body_facts } =
+        host_reads(generation.router.borrow().config(), &parts.headers, country, endpoint, original.as_deref());
+    let requested_model = body_facts.as_ref().and_then(|f| f.model.clone());
+    let action = generation.request(RequestRef {
+        id,
+        method: parts.method.as_str(),
+        target,
+        headers,
+        country: country.as_ref().map(Country::as_str),
+        body: original.as_deref().map_or(BodyRef::Streamed, BodyRef::Buffered),
+        now_ms: now_ms(),
+        random: random(),
+        key_sha256,
+        body_facts,
+    });
+    let later = later::Later::open(ctx);
+    let mut exchange = origin::Exchange {
+        generation: generation.clone(),
+        env: env.clone(),
+        later: later.clone(),
+        id,
+        parts,
+        endpoint,
+        original: original.unwrap_or_else(Bytes::new),
+        stream,
+        country,
+        requested_model,
+        finish: Some(later::Finish::new(generation.clone(), id, later.clone(), env.clone())),
+        stale: None,
+    };
+    let miss = || generation.handle(Event::CacheMiss { id, now_ms: now_ms() });
+    let action = match action {
+        Action::Lookup(lookup) => match cache::look_up(&lookup, &exchange.parts).await {
+            Looked::Hit(hit) => {
+                exchange.cache_hit();
+                return hit;
+            }
+            Looked::Stale { response, stored } => {
+                // stale-while-revalidate: the client gets the stale answer
+                // now, and the same exchange revalidates it after.
+                exchange.stale = Some(origin::Stale { stored, if_error: true });
+                let action = miss();
+                later.run(async move {
+                    let mut refreshed = exchange.route(action).await;
+                    let _ = refreshed.bytes().await;
+                });
+                return response;
+            }
+            Looked::Revalidate { stored, if_error } => {
+                exchange.stale = Some(origin::Stale { stored, if_error });
+                miss()
+            }
+            Looked::Miss => miss(),
+        },
+        other => other,
+    };
+    exchange.route(action).await
+}

@@ -1,0 +1,259 @@
+//! The action loop on the Worker: forwarding to origins with `fetch`, and
+//! what the client gets of their answers, as the exchange plans it.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge_router::error::RouterError;
+use edge_router::facts::Endpoint;
+use edge_router::geo::Country;
+use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
+use exchange::answer::{host_error, respond, stale_explain, stale_may_answer};
+use exchange::head::{Attempt, Plan, head_event, invalidated, plan};
+use exchange::intake::path_and_query;
+use exchange::upstream::{bearer, upstream_body, upstream_headers};
+use futures_util::future::{Either, select};
+use worker::wasm_bindgen::JsValue;
+use worker::{AbortController, Delay, Env, Fetch, Request, Response};
+
+use crate::body::stream;
+use crate::cache::{self, MAX_ENTRY, Stored};
+use crate::convert::{fixed, js_headers};
+use crate::later::{Finish, Later};
+use crate::now_ms;
+use crate::state::Generation;
+
+/// What became of a request sent to a node.
+enum Sent {
+    Answered(http::Response<worker::Body>),
+    Failed(Failure),
+    /// `fetch` refused the request itself.
+    Unsendable(String),
+}
+
+/// A stored passthrough entry this request revalidates.
+pub struct Stale {
+    pub stored: Stored,
+    /// Whether an error may be answered with it (`stale-if-error`).
+    pub if_error: bool,
+}
+
+/// A request on its way to origins.
+pub struct Exchange {
+    pub generation: Rc<Generation>,
+    pub env: Env,
+    pub later: Later,
+    pub id: u64,
+    pub parts: http::request::Parts,
+    pub endpoint: Endpoint,
+    /// The buffered body, kept for fallbacks and model rewrites.
+    pub original: Bytes,
+    /// The body still in the connection (passthrough paths).
+    pub stream: Option<worker::web_sys::ReadableStream>,
+    pub country: Option<Country>,
+    /// The model the client asked for (for `model_routing.restore_requested_model`).
+    pub requested_model: Option<String>,
+    pub finish: Option<Finish>,
+    pub stale: Option<Stale>,
+}
+
+impl Exchange {
+    /// The cache answered: the exchange is over.
+    pub fn cache_hit(mut self) {
+        if let Some(finish) = self.finish.take() {
+            finish.disarm();
+        }
+        self.generation.handle(Event::CacheHit { id: self.id, now_ms: now_ms() });
+    }
+
+    /// Carries out the router's actions until there is a response.
+    pub async fn route(mut self, mut action: Action) -> Response {
+        let id = self.id;
+        loop {
+            let forward = match action {
+                Action::Respond { status, headers, body } => {
+                    if let Some(stale) = self.stale.take().filter(|s| s.if_error && stale_may_answer(status)) {
+                        let explain = stale_explain(&stale.stored.entry, self.country);
+                        return self.serve_stale(&stale.stored, &explain);
+                    }
+                    return fixed(respond(status, &headers, body));
+                }
+                Action::Forward(f) => f,
+                Action::Deliver(_) | Action::Lookup(_) | Action::Done => {
+                    let e = RouterError::Internal("the router gave no answer for this request".into());
+                    return fixed(host_error(&e, self.country));
+                }
+            };
+            // Reservations released so far are settled before a new one is made.
+            crate::budget::settle(&self.generation, &self.env, &self.later);
+            if let Some(refused) = crate::budget::reserve(&self.generation, &self.env, id, &forward).await {
+                action = refused;
+                continue;
+            }
+            let sent_ms = now_ms();
+            action = match self.send(&forward).await {
+                Sent::Unsendable(why) => {
+                    let e = RouterError::BadRequest(format!("the request cannot be forwarded from a Worker: {why}"));
+                    return fixed(host_error(&e, self.country));
+                }
+                Sent::Answered(resp) => {
+                    let head = head_event(id, resp.status(), resp.headers(), now_ms());
+                    match self.generation.handle(head) {
+                        Action::Deliver(explain) => return self.answer(resp, &forward, explain, sent_ms),
+                        other => other,
+                    }
+                }
+                Sent::Failed(failure) => self.generation.handle(Event::OriginFailed { id, failure, now_ms: now_ms() }),
+            };
+        }
+    }
+
+    /// What the client gets once a node answered and the router said to
+    /// deliver: the answer (kept for the cache if it may be), or a stale
+    /// entry the answer revalidated or failed to replace.
+    fn answer(
+        mut self,
+        resp: http::Response<worker::Body>,
+        forward: &Forward,
+        explain: Explain,
+        sent_ms: u64,
+    ) -> Response {
+        let now = now_ms();
+        let (restore, node_has_key) = {
+            let router = self.generation.router.borrow();
+            let config = router.config();
+            let restore = config.model_routing.restore_requested_model;
+            (restore, config.node_at(forward.node).is_some_and(|n| n.api_key_env.is_some()))
+        };
+        let attempt = Attempt {
+            method: &self.parts.method,
+            target: path_and_query(&self.parts.uri),
+            endpoint: self.endpoint,
+            client: &self.parts.headers,
+            node_has_key,
+            sent_ms,
+            restore_model: self.requested_model.as_deref().filter(|_| restore),
+            max_entry: MAX_ENTRY,
+        };
+        let keys = invalidated(&attempt, &explain.node, resp.status(), resp.headers());
+        if !keys.is_empty() {
+            self.later.run(cache::remove(keys));
+        }
+        let stale = self.stale.take();
+        let decided = plan(
+            &attempt,
+            forward,
+            stale.as_ref().map(|s| (&s.stored.entry, s.if_error)),
+            &explain,
+            resp.status(),
+            resp.headers(),
+            now,
+        );
+        match (decided, stale) {
+            (Plan::Revalidated(fresh), Some(stale)) => {
+                let stored = Stored { entry: fresh, body: stale.stored.body };
+                let age = stored.entry.age_s(now);
+                let response = cache::serve(&stored, &explain, CacheStatus::Revalidated, age, &self.parts);
+                if let Some(fill) = &forward.fill {
+                    self.later.run(cache::put(fill.key.clone(), stored.entry, stored.body));
+                }
+                response
+            }
+            (Plan::ServeStale, Some(stale)) => self.serve_stale(&stale.stored, &explain),
+            (Plan::Deliver(delivery), _) => {
+                stream(resp, &self.parts.method, &explain, forward, delivery, sent_ms, self.finish.take(), &self.later)
+                    .unwrap_or_else(|e| {
+                        let e = RouterError::Internal(format!("the response could not be passed on: {e}"));
+                        fixed(host_error(&e, self.country))
+                    })
+            }
+            // The plan revalidates or serves stale only with a stale entry.
+            (Plan::Revalidated(_) | Plan::ServeStale, None) => {
+                let e = RouterError::Internal("the exchange planned a stale entry it did not have".into());
+                fixed(host_error(&e, self.country))
+            }
+        }
+    }
+
+    /// Answers with the stale entry (`stale-if-error`).
+    fn serve_stale(&self, stored: &Stored, explain: &Explain) -> Response {
+        cache::serve(stored, explain, CacheStatus::Stale, stored.entry.age_s(now_ms()), &self.parts)
+    }
+
+    /// Sends the request for `forward` and waits for the answer's head,
+    /// within the node's `first_byte` limit.
+    async fn send(&mut self, f: &Forward) -> Sent {
+        let (country_header, node) = {
+            let router = self.generation.router.borrow();
+            let config = router.config();
+            let target = path_and_query(&self.parts.uri);
+            let node = config.node_at(f.node).map(|n| (n.id.clone(), n.url_for(target), n.api_key_env.clone()));
+            (config.server.country_header.clone(), node)
+        };
+        // The router only forwards to nodes of its config.
+        let Some((node, url, credential)) = node else { return Sent::Failed(Failure::Connect) };
+        let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.stored.entry.headers));
+        let mut headers = upstream_headers(
+            &self.parts.headers,
+            f,
+            country_header.as_deref(),
+            conditional.as_deref().unwrap_or_default(),
+        );
+        if let Some(name) = &credential {
+            match self.env.secret(name).ok().and_then(|secret| bearer(&secret.to_string())) {
+                Some(value) => {
+                    headers.insert(http::header::AUTHORIZATION, value);
+                }
+                // The name is configuration, never the value.
+                None => worker::console_error!("edge-router: node {node} needs the secret {name}, which is not set"),
+            }
+        }
+        let streamed = self.stream.is_some();
+        let body: Option<JsValue> = match upstream_body(f, &self.original, streamed) {
+            None => self.stream.take().map(Into::into),
+            Some(bytes) if bytes.is_empty() && matches!(self.parts.method.as_str(), "GET" | "HEAD") => None,
+            Some(bytes) => Some(worker::js_sys::Uint8Array::from(&bytes[..]).into()),
+        };
+        // web_sys directly: worker's own Method turns methods it does not
+        // know into GET, and the edge box forwards any method.
+        let init = worker::web_sys::RequestInit::new();
+        init.set_method(self.parts.method.as_str());
+        init.set_headers(&js_headers(&headers).0);
+        if let Some(body) = &body {
+            init.set_body(body);
+        }
+        init.set_redirect(worker::web_sys::RequestRedirect::Manual);
+        let request = match worker::web_sys::Request::new_with_str_and_init(&url, &init) {
+            Ok(request) => Request::from(request),
+            // The client's request is one fetch cannot send (a GET with a
+            // body, TRACE…): not the node's fault.
+            Err(e) => return Sent::Unsendable(format!("{e:?}")),
+        };
+        let abort = AbortController::default();
+        let signal = abort.signal();
+        let fetch = Fetch::Request(request);
+        let sent = Box::pin(fetch.send_with_signal(&signal));
+        let limit = Box::pin(Delay::from(Duration::from_millis(f.first_byte_timeout_ms)));
+        match select(sent, limit).await {
+            Either::Left((Ok(resp), _)) => match http::Response::<worker::Body>::try_from(resp) {
+                Ok(resp) => Sent::Answered(resp),
+                Err(e) => {
+                    worker::console_warn!("edge-router: node {node} sent an answer that is not HTTP: {e}");
+                    Sent::Failed(Failure::Reset)
+                }
+            },
+            // Workers do not say whether the connection was made; the
+            // router falls back on either, and the edge box reports the
+            // same for a refused connection.
+            Either::Left((Err(e), _)) => {
+                worker::console_warn!("edge-router: node {node} failed: {e}");
+                Sent::Failed(Failure::Connect)
+            }
+            Either::Right(((), _)) => {
+                abort.abort();
+                Sent::Failed(Failure::Timeout)
+            }
+        }
+    }
+}
