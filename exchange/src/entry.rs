@@ -34,6 +34,31 @@ pub struct Entry {
     pub http: Option<Stored>,
 }
 
+/// A host's handle on a stored entry (the entry with its body, however the
+/// host keeps it), which the exchange reads the head of.
+pub trait HoldsEntry {
+    /// The entry's head.
+    fn entry(&self) -> &Entry;
+}
+
+impl HoldsEntry for Entry {
+    fn entry(&self) -> &Entry {
+        self
+    }
+}
+
+impl<T: HoldsEntry + ?Sized> HoldsEntry for &T {
+    fn entry(&self) -> &Entry {
+        (**self).entry()
+    }
+}
+
+impl<T: HoldsEntry + ?Sized> HoldsEntry for std::sync::Arc<T> {
+    fn entry(&self) -> &Entry {
+        (**self).entry()
+    }
+}
+
 impl Entry {
     /// Its `Age` at `now_ms`, in seconds.
     pub fn age_s(&self, now_ms: u64) -> u64 {

@@ -10,7 +10,7 @@ use edge_router::wire::{Event, Explain, Forward, ForwardBody};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::capture::Capture;
-use crate::entry::Entry;
+use crate::entry::{Entry, HoldsEntry};
 use crate::explain::set_explanation;
 use crate::transform::{RestoreModel, Transform};
 
@@ -27,14 +27,10 @@ pub fn head_event(id: u64, status: StatusCode, headers: &HeaderMap, now_ms: u64)
 
 /// What is known of the request an answer is for.
 pub struct Attempt<'a> {
-    /// The client's method.
-    pub method: &'a Method,
-    /// The client's path and query.
-    pub target: &'a str,
+    /// The client's request head.
+    pub request: &'a http::request::Parts,
     /// Which kind of path it is.
     pub endpoint: Endpoint,
-    /// The client's header fields.
-    pub client: &'a HeaderMap,
     /// Whether requests to the node carry its key (RFC 9111 §3.5 then applies).
     pub node_has_key: bool,
     /// When the request was sent, in milliseconds since the epoch.
@@ -46,13 +42,36 @@ pub struct Attempt<'a> {
     pub max_entry: usize,
 }
 
+/// A stored entry a request revalidates: the host's handle on it (`T`, the
+/// entry and its body, however the host keeps them), and whether it may
+/// answer an error (`stale-if-error`).
+pub struct Stale<T> {
+    /// The entry.
+    pub entry: T,
+    /// Whether an error may be answered with it.
+    pub if_error: bool,
+}
+
 /// What becomes of an origin's answer.
-pub enum Plan {
-    /// A `304` confirmed the stale entry being revalidated: serve this
-    /// freshened copy (`REVALIDATED`) and store it again.
-    Revalidated(Entry),
+pub struct Decision<T> {
+    /// What the client gets.
+    pub plan: Plan<T>,
+    /// Cache keys the answer invalidates (see [`invalidated`]).
+    pub invalidate: Vec<String>,
+}
+
+/// What the client gets of an origin's answer.
+pub enum Plan<T> {
+    /// A `304` confirmed the stale entry: serve `fresh`, its freshened head
+    /// with `stale`'s body (`REVALIDATED`), and store that again.
+    Revalidated {
+        /// The freshened head.
+        fresh: Entry,
+        /// The entry it freshens.
+        stale: T,
+    },
     /// The origin failed and `stale-if-error` lets the stale entry answer.
-    ServeStale,
+    ServeStale(T),
     /// Pass the answer on.
     Deliver(Delivery),
 }
@@ -68,19 +87,33 @@ pub struct Delivery {
 }
 
 /// Decides what becomes of an answer with `status` and header fields
-/// `headers` to `forward`, given the stale entry being revalidated (and
-/// whether it may answer an error) and the answer's explanation.
+/// `headers` from `node` to `forward`, given the stale entry being
+/// revalidated, if any, and the answer's explanation.
 #[allow(clippy::too_many_arguments)]
-pub fn plan(
+pub fn decide<T: HoldsEntry>(
     attempt: &Attempt<'_>,
     forward: &Forward,
-    stale: Option<(&Entry, bool)>,
+    stale: Option<Stale<T>>,
     explain: &Explain,
     status: StatusCode,
     headers: &HeaderMap,
     now_ms: u64,
-) -> Plan {
-    if let Some((entry, if_error)) = stale {
+) -> Decision<T> {
+    let invalidate = invalidated(attempt, &explain.node, status, headers);
+    Decision { plan: plan(attempt, forward, stale, explain, status, headers, now_ms), invalidate }
+}
+
+fn plan<T: HoldsEntry>(
+    attempt: &Attempt<'_>,
+    forward: &Forward,
+    stale: Option<Stale<T>>,
+    explain: &Explain,
+    status: StatusCode,
+    headers: &HeaderMap,
+    now_ms: u64,
+) -> Plan<T> {
+    if let Some(Stale { entry: held, if_error }) = stale {
+        let entry = held.entry();
         if status == StatusCode::NOT_MODIFIED
             && let Some(stored) = &entry.http
         {
@@ -89,24 +122,25 @@ pub fn plan(
             freshen(&mut meta, entry.status, &mut fresh.headers, headers, attempt.sent_ms, now_ms);
             fresh.http = Some(meta);
             fresh.stored_ms = now_ms;
-            return Plan::Revalidated(fresh);
+            return Plan::Revalidated { fresh, stale: held };
         }
         if if_error && status.is_server_error() {
-            return Plan::ServeStale;
+            return Plan::ServeStale(held);
         }
     }
     let sse = is_sse(headers);
     let capture = forward.fill.as_ref().and_then(|fill| {
         if fill.http {
+            let request = attempt.request;
             // A HEAD's answer has no body to keep for a later GET.
-            if attempt.method != Method::GET {
+            if request.method != Method::GET {
                 return None;
             }
             // Judged on the request as the origin got it: with the node's
             // key if it has one, never with the client's credentials.
             let authorized = attempt.node_has_key;
-            let stored =
-                storable(attempt.method, attempt.client, authorized, status, headers, attempt.sent_ms, now_ms).ok()?;
+            let (sent, method) = (attempt.sent_ms, &request.method);
+            let stored = storable(method, &request.headers, authorized, status, headers, sent, now_ms).ok()?;
             Some(Capture::http(fill, status, headers, explain, stored, attempt.max_entry))
         } else {
             (status == StatusCode::OK).then(|| Capture::ai(fill, headers, explain, attempt.max_entry))
@@ -152,10 +186,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `Content-Location` (RFC 9111 §4.4). Cached entries of passthrough paths
 /// are keyed `http/<node><target>`.
 pub fn invalidated(attempt: &Attempt<'_>, node: &str, status: StatusCode, headers: &HeaderMap) -> Vec<String> {
-    if attempt.endpoint != Endpoint::Other || attempt.method.is_safe() {
+    let request = attempt.request;
+    if attempt.endpoint != Endpoint::Other || request.method.is_safe() {
         return Vec::new();
     }
-    rfc_invalidated(attempt.method, status, &format!("http/{node}"), attempt.target, headers)
+    let target = crate::intake::path_and_query(&request.uri);
+    rfc_invalidated(&request.method, status, &format!("http/{node}"), target, headers)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! with a new build of the host.
 //!
 //! - [`intake`]: the client's request: body limits, what the router is given.
+//! - [`action`]: what a host does with the router's next action.
 //! - [`upstream`]: the request to the origin: header filter, model rewrite, validators.
 //! - [`head`]: the origin's response head: the router's event, the plan
 //!   (deliver, capture, revalidated, stale), hop-by-hop fields, invalidation.
@@ -24,6 +25,7 @@
 //! - [`notices`]: log lines of the router's notices, and the tick cadence.
 //! - [`usage`]: the `usage` an answer reports.
 
+pub mod action;
 pub mod answer;
 pub mod capture;
 pub mod entry;

@@ -1,8 +1,9 @@
 //! The watchdog of a streamed answer, sans I/O: the host feeds it each
 //! chunk of an origin's body and the time, arms a timer for
 //! [`Watch::wake_at`], and reports when the timer fires, when the body
-//! broke, when it ended, or when a drain ran out of time. The watch says
-//! what the client gets and what the router and the cache are told.
+//! broke, when it ended, or when a drain ran out of time. The watch queues
+//! what the client gets ([`Watch::next_out`]) and says what the router and the
+//! cache are told.
 //!
 //! - **Time limits.** A body that sends nothing for the node's `idle` limit,
 //!   or outlasts its `total` limit (counted from when the request was sent),
@@ -44,7 +45,24 @@ pub struct Watch {
     meter: Option<Vec<u8>>,
     capture: Option<Capture>,
     transform: Option<Box<dyn Transform>>,
+    /// What the client gets next, in order.
+    out: VecDeque<Bytes>,
+    /// The error the client's body ends with, after what is in `out`.
+    failed: Option<String>,
     ended: bool,
+}
+
+/// What the client's body does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Passes this chunk on.
+    Data(Bytes),
+    /// Ends with an error (closing the client's connection short).
+    Fail(String),
+    /// Ends.
+    End,
+    /// Waits for the origin's next chunk (or the timer).
+    Wait,
 }
 
 /// How a watch starts.
@@ -75,11 +93,9 @@ pub struct Cut {
     /// What to tell the router (`BodyFailed`): `None` for a drain, which is
     /// not the node's failure.
     pub failure: Option<Failure>,
-    /// Why, for the log and the client.
+    /// Why, for the log. The client gets it too: an SSE stream as a last
+    /// error event, any other body as the error it ends with.
     pub message: String,
-    /// The last chunk the client gets, for an SSE stream (an error event);
-    /// `None`: end the client's body with an error instead.
-    pub last: Option<Bytes>,
 }
 
 /// A body that went through to its end.
@@ -103,8 +119,28 @@ impl Watch {
             meter: setup.meter.then(Vec::new),
             capture: setup.capture,
             transform: setup.transform,
+            out: VecDeque::new(),
+            failed: None,
             ended: false,
         }
+    }
+
+    /// What the client's body does next.
+    pub fn next_out(&mut self) -> Next {
+        if let Some(data) = self.out.pop_front() {
+            return Next::Data(data);
+        }
+        match (self.ended, self.failed.take()) {
+            (_, Some(message)) => Next::Fail(message),
+            (true, None) => Next::End,
+            (false, None) => Next::Wait,
+        }
+    }
+
+    /// Whether the client's body is exactly the origin's (no transform, not
+    /// cut): then the origin's length holds for it too.
+    pub fn exact(&self) -> bool {
+        self.transform.is_none() && !self.ended
     }
 
     /// When the host must call [`on_timer`](Self::on_timer) unless a chunk
@@ -123,20 +159,20 @@ impl Watch {
         self.ended
     }
 
-    /// A chunk came at `now_ms`: pushes what the client gets of it to `out`.
-    pub fn on_chunk(&mut self, chunk: Bytes, now_ms: u64, out: &mut VecDeque<Bytes>) {
+    /// A chunk came at `now_ms`: queues what the client gets of it.
+    pub fn on_chunk(&mut self, chunk: Bytes, now_ms: u64) {
         self.last_ms = now_ms;
-        let from = out.len();
+        let from = self.out.len();
         match &mut self.transform {
-            Some(t) => t.chunk(chunk, out),
-            None => out.push_back(chunk),
+            Some(t) => t.chunk(chunk, &mut self.out),
+            None => self.out.push_back(chunk),
         }
-        self.observe(out, from);
+        self.observe(from);
     }
 
-    /// Meters and captures what was pushed to `out` from index `from` on.
-    fn observe(&mut self, out: &VecDeque<Bytes>, from: usize) {
-        for data in out.range(from..) {
+    /// Meters and captures what was queued from index `from` on.
+    fn observe(&mut self, from: usize) {
+        for data in self.out.range(from..) {
             if let Some(tail) = &mut self.meter {
                 tail.extend_from_slice(data);
                 if tail.len() > 2 * METER_TAIL {
@@ -175,8 +211,12 @@ impl Watch {
     fn cut(&mut self, kind: &str, message: String, failure: Option<Failure>) -> Cut {
         self.ended = true;
         self.capture = None;
-        let last = self.sse.then(|| Bytes::from(sse_error_event(kind, &message)));
-        Cut { failure, message, last }
+        if self.sse {
+            self.out.push_back(Bytes::from(sse_error_event(kind, &message)));
+        } else {
+            self.failed = Some(message.clone());
+        }
+        Cut { failure, message }
     }
 
     /// The origin's body broke off: what to tell the router.
@@ -186,15 +226,15 @@ impl Watch {
         Failure::Reset
     }
 
-    /// The body ended at `now_ms`: pushes what a transform still held to
-    /// `out`, and says what it reported and what to store.
-    pub fn on_end(&mut self, now_ms: u64, out: &mut VecDeque<Bytes>) -> Ended {
+    /// The body ended at `now_ms`: queues what a transform still held, and
+    /// says what the body reported and what to store.
+    pub fn on_end(&mut self, now_ms: u64) -> Ended {
         self.ended = true;
-        let from = out.len();
+        let from = self.out.len();
         if let Some(t) = &mut self.transform {
-            t.end(out);
+            t.end(&mut self.out);
         }
-        self.observe(out, from);
+        self.observe(from);
         let usage = self.meter.as_deref().and_then(find_usage);
         let captured = self.capture.take().map(|c| c.finish(now_ms));
         Ended { usage, captured }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use edge_cache::store::{MemoryStore, Store, StoreStats, Weigh};
 use exchange::Entry;
+use exchange::entry::HoldsEntry;
 use tokio::sync::watch;
 
 use crate::lock;
@@ -24,6 +25,12 @@ pub struct Cached {
     pub entry: Entry,
     /// The whole body: JSON, or an SSE stream as it passed.
     pub body: Bytes,
+}
+
+impl HoldsEntry for Cached {
+    fn entry(&self) -> &Entry {
+        &self.entry
+    }
 }
 
 struct Weighed(Arc<Cached>);

@@ -2,14 +2,13 @@
 //! watchdog (`exchange::watch`): each chunk read in Rust, timed with a
 //! `Delay`, and passed on.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
 use edge_router::wire::{Explain, Forward};
 use exchange::answer::bodiless;
 use exchange::head::{Delivery, deliver_head};
-use exchange::watch::{Cut, Watch, WatchSetup};
+use exchange::watch::{Cut, Next, Watch, WatchSetup};
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use worker::{Delay, Response, ResponseBuilder};
@@ -49,8 +48,7 @@ pub fn stream(
         capture: delivery.capture,
         transform: delivery.transform,
     });
-    let tracked =
-        Tracked { inner, watch, out: VecDeque::new(), finish, later: later.clone(), failed: None, done: false };
+    let tracked = Tracked { inner, watch, finish, later: later.clone() };
     let chunks = futures_util::stream::unfold(tracked, Tracked::next);
     ResponseBuilder::new()
         .with_status(parts.status.as_u16())
@@ -62,14 +60,8 @@ pub fn stream(
 struct Tracked {
     inner: worker::Body,
     watch: Watch,
-    /// What the client gets next, in order.
-    out: VecDeque<Bytes>,
     finish: Option<Finish>,
     later: Later,
-    /// The error the client's body ends with, after what is in `out`.
-    failed: Option<worker::Error>,
-    /// Nothing more comes from `inner`.
-    done: bool,
 }
 
 type Chunk = Result<Bytes, worker::Error>;
@@ -77,20 +69,16 @@ type Chunk = Result<Bytes, worker::Error>;
 impl Tracked {
     async fn next(mut self) -> Option<(Chunk, Self)> {
         loop {
-            if let Some(chunk) = self.out.pop_front() {
-                return Some((Ok(chunk), self));
-            }
-            if self.done {
-                let failed = self.failed.take()?;
-                return Some((Err(failed), self));
+            match self.watch.next_out() {
+                Next::Data(chunk) => return Some((Ok(chunk), self)),
+                Next::Fail(message) => return Some((Err(worker::Error::RustError(message)), self)),
+                Next::End => return None,
+                Next::Wait => {}
             }
             let wait = self.watch.wake_at().saturating_sub(now_ms());
             let delay = Box::pin(Delay::from(Duration::from_millis(wait)));
             match select(self.inner.next(), delay).await {
-                Either::Left((Some(Ok(chunk)), _)) => {
-                    let this = &mut self;
-                    this.watch.on_chunk(chunk, now_ms(), &mut this.out);
-                }
+                Either::Left((Some(Ok(chunk)), _)) => self.watch.on_chunk(chunk, now_ms()),
                 Either::Left((None, _)) => self.complete(),
                 Either::Left((Some(Err(e)), _)) => {
                     // As on the edge box: the body ends with an error, which
@@ -100,7 +88,6 @@ impl Tracked {
                     if let Some(finish) = self.finish.take() {
                         finish.body_failed(failure);
                     }
-                    self.done = true;
                     return Some((Err(e), self));
                 }
                 Either::Right(((), _)) => {
@@ -112,25 +99,18 @@ impl Tracked {
         }
     }
 
-    /// The body was cut off: the router hears why, and the client gets the
-    /// cut's last chunk or an error.
+    /// The body was cut off: the router hears why (the watch tells the client).
     fn cut(&mut self, cut: Cut) {
         worker::console_warn!("edge-router: {}", cut.message);
         if let (Some(failure), Some(finish)) = (cut.failure, self.finish.take()) {
             finish.body_failed(failure);
-        }
-        self.done = true;
-        match cut.last {
-            Some(last) => self.out.push_back(last),
-            None => self.failed = Some(worker::Error::RustError(cut.message)),
         }
     }
 
     /// The whole body went through: the exchange finishes with the usage it
     /// reported, and the answer is stored after the response.
     fn complete(&mut self) {
-        self.done = true;
-        let ended = self.watch.on_end(now_ms(), &mut self.out);
+        let ended = self.watch.on_end(now_ms());
         if let Some(mut finish) = self.finish.take() {
             finish.usage = ended.usage;
         }

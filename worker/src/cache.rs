@@ -19,7 +19,7 @@ use edge_cache::http::{Lookup, Revalidate, has_validator, response_directives};
 use edge_router::wire::{CacheLookup, CacheStatus, Explain};
 use exchange::Entry;
 use exchange::answer::{Part, from_cache};
-use exchange::entry::verdict;
+use exchange::entry::{HoldsEntry, verdict};
 use sha2::{Digest, Sha256};
 use worker::{Cache, Headers, Response};
 
@@ -40,6 +40,12 @@ const REVALIDATABLE_KEEP_S: u64 = 86_400;
 pub struct Stored {
     pub entry: Entry,
     pub body: Bytes,
+}
+
+impl HoldsEntry for Stored {
+    fn entry(&self) -> &Entry {
+        &self.entry
+    }
 }
 
 /// What the cache had for a request.

@@ -36,6 +36,7 @@ use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, BodyRef, Event, RequestRef};
 use exchange::answer::host_error;
+use exchange::head::Stale;
 use exchange::intake::{HostReads, check_declared, host_reads, path_and_query, read_limited, streams_body};
 use futures_util::future::{Either, select};
 use worker::{Context, Delay, Env, HttpRequest, Response, event};
@@ -151,7 +152,7 @@ async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Count
             Looked::Stale { response, stored } => {
                 // stale-while-revalidate: the client gets the stale answer
                 // now, and the same exchange revalidates it after.
-                exchange.stale = Some(origin::Stale { stored, if_error: true });
+                exchange.stale = Some(Stale { entry: stored, if_error: true });
                 let action = miss();
                 later.run(async move {
                     let mut refreshed = exchange.route(action).await;
@@ -160,7 +161,7 @@ async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Count
                 return response;
             }
             Looked::Revalidate { stored, if_error } => {
-                exchange.stale = Some(origin::Stale { stored, if_error });
+                exchange.stale = Some(Stale { entry: stored, if_error });
                 miss()
             }
             Looked::Miss => miss(),

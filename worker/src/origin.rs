@@ -9,8 +9,9 @@ use edge_router::error::RouterError;
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
-use exchange::answer::{host_error, respond, stale_explain, stale_may_answer};
-use exchange::head::{Attempt, Plan, head_event, invalidated, plan};
+use exchange::action::{Step, step};
+use exchange::answer::host_error;
+use exchange::head::{Attempt, Plan, Stale, decide, head_event};
 use exchange::intake::path_and_query;
 use exchange::upstream::{bearer, upstream_body, upstream_headers};
 use futures_util::future::{Either, select};
@@ -32,13 +33,6 @@ enum Sent {
     Unsendable(String),
 }
 
-/// A stored passthrough entry this request revalidates.
-pub struct Stale {
-    pub stored: Stored,
-    /// Whether an error may be answered with it (`stale-if-error`).
-    pub if_error: bool,
-}
-
 /// A request on its way to origins.
 pub struct Exchange {
     pub generation: Rc<Generation>,
@@ -55,7 +49,7 @@ pub struct Exchange {
     /// The model the client asked for (for `model_routing.restore_requested_model`).
     pub requested_model: Option<String>,
     pub finish: Option<Finish>,
-    pub stale: Option<Stale>,
+    pub stale: Option<Stale<Stored>>,
 }
 
 impl Exchange {
@@ -71,19 +65,10 @@ impl Exchange {
     pub async fn route(mut self, mut action: Action) -> Response {
         let id = self.id;
         loop {
-            let forward = match action {
-                Action::Respond { status, headers, body } => {
-                    if let Some(stale) = self.stale.take().filter(|s| s.if_error && stale_may_answer(status)) {
-                        let explain = stale_explain(&stale.stored.entry, self.country);
-                        return self.serve_stale(&stale.stored, &explain);
-                    }
-                    return fixed(respond(status, &headers, body));
-                }
-                Action::Forward(f) => f,
-                Action::Deliver(_) | Action::Lookup(_) | Action::Done => {
-                    let e = RouterError::Internal("the router gave no answer for this request".into());
-                    return fixed(host_error(&e, self.country));
-                }
+            let forward = match step(action, &mut self.stale, self.country) {
+                Step::Answer(response) => return fixed(response),
+                Step::ServeStale { entry, explain } => return self.serve_stale(&entry, &explain),
+                Step::Forward(forward) => forward,
             };
             // Reservations released so far are settled before a new one is made.
             crate::budget::settle(&self.generation, &self.env, &self.later);
@@ -127,32 +112,21 @@ impl Exchange {
             (restore, config.node_at(forward.node).is_some_and(|n| n.api_key_env.is_some()))
         };
         let attempt = Attempt {
-            method: &self.parts.method,
-            target: path_and_query(&self.parts.uri),
+            request: &self.parts,
             endpoint: self.endpoint,
-            client: &self.parts.headers,
             node_has_key,
             sent_ms,
             restore_model: self.requested_model.as_deref().filter(|_| restore),
             max_entry: MAX_ENTRY,
         };
-        let keys = invalidated(&attempt, &explain.node, resp.status(), resp.headers());
-        if !keys.is_empty() {
-            self.later.run(cache::remove(keys));
-        }
         let stale = self.stale.take();
-        let decided = plan(
-            &attempt,
-            forward,
-            stale.as_ref().map(|s| (&s.stored.entry, s.if_error)),
-            &explain,
-            resp.status(),
-            resp.headers(),
-            now,
-        );
-        match (decided, stale) {
-            (Plan::Revalidated(fresh), Some(stale)) => {
-                let stored = Stored { entry: fresh, body: stale.stored.body };
+        let decision = decide(&attempt, forward, stale, &explain, resp.status(), resp.headers(), now);
+        if !decision.invalidate.is_empty() {
+            self.later.run(cache::remove(decision.invalidate));
+        }
+        match decision.plan {
+            Plan::Revalidated { fresh, stale } => {
+                let stored = Stored { entry: fresh, body: stale.body };
                 let age = stored.entry.age_s(now);
                 let response = cache::serve(&stored, &explain, CacheStatus::Revalidated, age, &self.parts);
                 if let Some(fill) = &forward.fill {
@@ -160,18 +134,13 @@ impl Exchange {
                 }
                 response
             }
-            (Plan::ServeStale, Some(stale)) => self.serve_stale(&stale.stored, &explain),
-            (Plan::Deliver(delivery), _) => {
+            Plan::ServeStale(stale) => self.serve_stale(&stale, &explain),
+            Plan::Deliver(delivery) => {
                 stream(resp, &self.parts.method, &explain, forward, delivery, sent_ms, self.finish.take(), &self.later)
                     .unwrap_or_else(|e| {
                         let e = RouterError::Internal(format!("the response could not be passed on: {e}"));
                         fixed(host_error(&e, self.country))
                     })
-            }
-            // The plan revalidates or serves stale only with a stale entry.
-            (Plan::Revalidated(_) | Plan::ServeStale, None) => {
-                let e = RouterError::Internal("the exchange planned a stale entry it did not have".into());
-                fixed(host_error(&e, self.country))
             }
         }
     }
@@ -193,7 +162,7 @@ impl Exchange {
         };
         // The router only forwards to nodes of its config.
         let Some((node, url, credential)) = node else { return Sent::Failed(Failure::Connect) };
-        let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.stored.entry.headers));
+        let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.entry.entry.headers));
         let mut headers = upstream_headers(
             &self.parts.headers,
             f,

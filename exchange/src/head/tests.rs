@@ -47,18 +47,27 @@ fn explain() -> Explain {
     }
 }
 
-fn attempt<'a>(method: &'a Method, client: &'a HeaderMap, node_has_key: bool) -> Attempt<'a> {
+/// A client's request for `/v1/models`.
+fn request(method: Method, client: HeaderMap) -> http::request::Parts {
+    let (mut parts, ()) =
+        http::Request::builder().method(method).uri("/v1/models").body(()).expect("a request").into_parts();
+    parts.headers = client;
+    parts
+}
+
+fn attempt(request: &http::request::Parts, node_has_key: bool) -> Attempt<'_> {
     Attempt {
-        method,
-        target: "/v1/models",
+        request,
         endpoint: Endpoint::Other,
-        client,
         node_has_key,
         sent_ms: NOW - 100,
         restore_model: None,
         max_entry: 1 << 20,
     }
 }
+
+/// No stale entry.
+const FRESH: Option<Stale<Entry>> = None;
 
 fn http_fill() -> Option<CacheFill> {
     Some(CacheFill { key: "http/a/v1/models".into(), ttl_s: 0, estimated_tokens: 0, http: true })
@@ -93,9 +102,9 @@ fn a_storable_get_is_captured_and_a_head_or_a_private_answer_is_not() {
     let client = HeaderMap::new();
     let cacheable = h(&[("cache-control", "max-age=60")]);
     let get = plan(
-        &attempt(&Method::GET, &client, false),
+        &attempt(&request(Method::GET, client.clone()), false),
         &forward(http_fill(), ForwardBody::Original),
-        None,
+        FRESH,
         &explain(),
         StatusCode::OK,
         &cacheable,
@@ -103,9 +112,9 @@ fn a_storable_get_is_captured_and_a_head_or_a_private_answer_is_not() {
     );
     assert!(matches!(get, Plan::Deliver(Delivery { capture: Some(_), .. })));
     let head = plan(
-        &attempt(&Method::HEAD, &client, false),
+        &attempt(&request(Method::HEAD, client.clone()), false),
         &forward(http_fill(), ForwardBody::Original),
-        None,
+        FRESH,
         &explain(),
         StatusCode::OK,
         &cacheable,
@@ -114,9 +123,9 @@ fn a_storable_get_is_captured_and_a_head_or_a_private_answer_is_not() {
     assert!(matches!(head, Plan::Deliver(Delivery { capture: None, .. })), "a HEAD has no body to keep");
     let private = h(&[("cache-control", "private, max-age=60")]);
     let p = plan(
-        &attempt(&Method::GET, &client, false),
+        &attempt(&request(Method::GET, client.clone()), false),
         &forward(http_fill(), ForwardBody::Original),
-        None,
+        FRESH,
         &explain(),
         StatusCode::OK,
         &private,
@@ -130,9 +139,18 @@ fn rfc9111_3_5_the_nodes_key_makes_the_request_authorized_and_the_clients_does_n
     let client = h(&[("authorization", "Bearer client")]);
     let plain = h(&[("cache-control", "max-age=60")]);
     let f = forward(http_fill(), ForwardBody::Original);
-    let with_key = plan(&attempt(&Method::GET, &client, true), &f, None, &explain(), StatusCode::OK, &plain, NOW);
+    let with_key =
+        plan(&attempt(&request(Method::GET, client.clone()), true), &f, FRESH, &explain(), StatusCode::OK, &plain, NOW);
     assert!(matches!(with_key, Plan::Deliver(Delivery { capture: None, .. })), "the node's key: needs public");
-    let without = plan(&attempt(&Method::GET, &client, false), &f, None, &explain(), StatusCode::OK, &plain, NOW);
+    let without = plan(
+        &attempt(&request(Method::GET, client.clone()), false),
+        &f,
+        FRESH,
+        &explain(),
+        StatusCode::OK,
+        &plain,
+        NOW,
+    );
     assert!(matches!(without, Plan::Deliver(Delivery { capture: Some(_), .. })), "the client's key stayed at the edge");
 }
 
@@ -142,15 +160,15 @@ fn rfc9111_4_3_4_a_304_freshens_the_stale_entry() {
     let client = HeaderMap::new();
     let not_modified = h(&[("cache-control", "max-age=30"), ("x-version", "2")]);
     let p = plan(
-        &attempt(&Method::GET, &client, false),
+        &attempt(&request(Method::GET, client.clone()), false),
         &forward(http_fill(), ForwardBody::Original),
-        Some((&entry, false)),
+        Some(Stale { entry: &entry, if_error: false }),
         &explain(),
         StatusCode::NOT_MODIFIED,
         &not_modified,
         NOW,
     );
-    let Plan::Revalidated(fresh) = p else { panic!("a 304 revalidates") };
+    let Plan::Revalidated { fresh, .. } = p else { panic!("a 304 revalidates") };
     assert_eq!(fresh.headers.get("x-version").map(HeaderValue::as_bytes), Some(&b"2"[..]));
     assert_eq!(fresh.http.as_ref().map(|s| s.lifetime_s), Some(30));
     assert_eq!(fresh.stored_ms, NOW);
@@ -161,17 +179,42 @@ fn rfc5861_4_a_5xx_is_answered_by_the_stale_entry_only_when_stale_if_error_allow
     let entry = stale_entry();
     let client = HeaderMap::new();
     let f = forward(http_fill(), ForwardBody::Original);
-    let a = attempt(&Method::GET, &client, false);
+    let get = request(Method::GET, client.clone());
+    let a = attempt(&get, false);
     assert!(matches!(
-        plan(&a, &f, Some((&entry, true)), &explain(), StatusCode::BAD_GATEWAY, &HeaderMap::new(), NOW),
-        Plan::ServeStale
+        plan(
+            &a,
+            &f,
+            Some(Stale { entry: &entry, if_error: true }),
+            &explain(),
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            NOW
+        ),
+        Plan::ServeStale(_)
     ));
     assert!(matches!(
-        plan(&a, &f, Some((&entry, false)), &explain(), StatusCode::BAD_GATEWAY, &HeaderMap::new(), NOW),
+        plan(
+            &a,
+            &f,
+            Some(Stale { entry: &entry, if_error: false }),
+            &explain(),
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            NOW
+        ),
         Plan::Deliver(_)
     ));
     assert!(matches!(
-        plan(&a, &f, Some((&entry, true)), &explain(), StatusCode::NOT_FOUND, &HeaderMap::new(), NOW),
+        plan(
+            &a,
+            &f,
+            Some(Stale { entry: &entry, if_error: true }),
+            &explain(),
+            StatusCode::NOT_FOUND,
+            &HeaderMap::new(),
+            NOW
+        ),
         Plan::Deliver(_)
     ));
 }
@@ -179,14 +222,15 @@ fn rfc5861_4_a_5xx_is_answered_by_the_stale_entry_only_when_stale_if_error_allow
 #[test]
 fn an_answer_to_a_rewritten_request_gets_the_requested_model_back_when_asked() {
     let client = HeaderMap::new();
-    let mut a = attempt(&Method::POST, &client, false);
+    let post = request(Method::POST, client.clone());
+    let mut a = attempt(&post, false);
     a.endpoint = Endpoint::ChatCompletions;
     a.restore_model = Some("gpt-4o");
     let sse = h(&[("content-type", "text/event-stream")]);
     let rewritten = forward(None, ForwardBody::RewriteModel("llama".into()));
-    let p = plan(&a, &rewritten, None, &explain(), StatusCode::OK, &sse, NOW);
+    let p = plan(&a, &rewritten, FRESH, &explain(), StatusCode::OK, &sse, NOW);
     assert!(matches!(p, Plan::Deliver(Delivery { sse: true, transform: Some(_), .. })));
-    let kept = plan(&a, &forward(None, ForwardBody::Original), None, &explain(), StatusCode::OK, &sse, NOW);
+    let kept = plan(&a, &forward(None, ForwardBody::Original), FRESH, &explain(), StatusCode::OK, &sse, NOW);
     assert!(matches!(kept, Plan::Deliver(Delivery { transform: None, .. })), "nothing was rewritten");
 }
 
@@ -210,13 +254,15 @@ fn rfc9110_7_6_1_hop_by_hop_fields_go_and_the_explanation_comes() {
 #[test]
 fn rfc9111_4_4_a_successful_unsafe_passthrough_request_invalidates() {
     let client = HeaderMap::new();
-    let post = Method::POST;
-    let a = attempt(&post, &client, false);
+    let post = request(Method::POST, client.clone());
+    let a = attempt(&post, false);
     let keys = invalidated(&a, "a", StatusCode::CREATED, &h(&[("location", "/v1/models/x")]));
     assert_eq!(keys, ["http/a/v1/models", "http/a/v1/models/x"]);
-    let get = Method::GET;
-    assert!(invalidated(&attempt(&get, &client, false), "a", StatusCode::OK, &HeaderMap::new()).is_empty());
-    let mut api = attempt(&post, &client, false);
+    assert!(
+        invalidated(&attempt(&request(Method::GET, client.clone()), false), "a", StatusCode::OK, &HeaderMap::new())
+            .is_empty()
+    );
+    let mut api = attempt(&post, false);
     api.endpoint = Endpoint::ChatCompletions;
     assert!(invalidated(&api, "a", StatusCode::OK, &HeaderMap::new()).is_empty(), "API calls cache nothing by URI");
 }

@@ -1,7 +1,5 @@
 //! The watchdog with a stepped clock: no sleeps, no server.
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 use edge_router::wire::{CacheFill, CacheStatus, Explain, Failure, Usage};
 use http::HeaderMap;
@@ -39,10 +37,18 @@ fn capture() -> Capture {
     Capture::ai(&fill, &HeaderMap::new(), &explain, 1 << 20)
 }
 
+/// Everything the client gets now.
+fn drain(w: &mut Watch) -> Vec<u8> {
+    let mut got = Vec::new();
+    while let Next::Data(data) = w.next_out() {
+        got.extend_from_slice(&data);
+    }
+    got
+}
+
 fn chunk(w: &mut Watch, text: &str, now: u64) -> Vec<u8> {
-    let mut out = VecDeque::new();
-    w.on_chunk(Bytes::copy_from_slice(text.as_bytes()), now, &mut out);
-    out.into_iter().flatten().collect()
+    w.on_chunk(Bytes::copy_from_slice(text.as_bytes()), now);
+    drain(w)
 }
 
 #[test]
@@ -67,16 +73,20 @@ fn a_stalled_sse_stream_ends_with_an_error_event_and_other_bodies_with_an_error(
     let mut sse = Watch::new(setup(true));
     let cut = sse.on_timer(SENT + 2_500).expect("stalled");
     assert!(cut.message.contains("sent nothing for 2s"), "{}", cut.message);
-    let last = String::from_utf8(cut.last.expect("an error event").to_vec()).expect("text");
+    let Next::Data(last) = sse.next_out() else { panic!("an error event") };
+    let last = String::from_utf8(last.to_vec()).expect("text");
     assert!(last.starts_with("event: error\ndata: {") && last.ends_with("\n\n"), "{last}");
     let event: serde_json::Value =
         serde_json::from_str(last.lines().nth(1).unwrap_or_default().trim_start_matches("data: "))
             .expect("the event's data is JSON");
     assert_eq!(event["error"]["type"], "upstream_stall");
 
+    assert_eq!(sse.next_out(), Next::End);
+
     let mut json = Watch::new(setup(false));
     let cut = json.on_timer(SENT + 2_500).expect("stalled");
-    assert_eq!((cut.failure, cut.last), (Some(Failure::Timeout), None), "the client's body ends with an error");
+    assert_eq!(cut.failure, Some(Failure::Timeout));
+    assert_eq!(json.next_out(), Next::Fail(cut.message), "the client's body ends with an error");
 }
 
 #[test]
@@ -85,7 +95,7 @@ fn a_drain_cuts_without_blaming_the_node() {
     let cut = w.on_drained();
     assert_eq!(cut.failure, None);
     assert!(cut.message.contains("drained"), "{}", cut.message);
-    assert!(cut.last.is_some());
+    assert!(matches!(w.next_out(), Next::Data(_)), "an SSE stream's last event says why");
 }
 
 #[test]
@@ -93,7 +103,7 @@ fn usage_is_found_in_the_tail_and_a_whole_answer_is_captured() {
     let mut w = Watch::new(WatchSetup { capture: Some(capture()), ..setup(true) });
     chunk(&mut w, "data: {\"choices\":[],\"usage\":null}\n\n", SENT + 600);
     chunk(&mut w, "data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n", SENT + 700);
-    let ended = w.on_end(SENT + 800, &mut VecDeque::new());
+    let ended = w.on_end(SENT + 800);
     assert_eq!(ended.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 7 }));
     let stored = ended.captured.expect("the whole answer went through");
     assert_eq!(stored.entry.tokens, 12);
@@ -105,11 +115,11 @@ fn a_broken_or_cut_answer_is_not_captured() {
     let mut broken = Watch::new(WatchSetup { capture: Some(capture()), ..setup(true) });
     chunk(&mut broken, "data: 1\n\n", SENT + 600);
     assert_eq!(broken.on_broken(), Failure::Reset);
-    assert!(broken.on_end(SENT + 700, &mut VecDeque::new()).captured.is_none());
+    assert!(broken.on_end(SENT + 700).captured.is_none());
 
     let mut cut = Watch::new(WatchSetup { capture: Some(capture()), ..setup(true) });
     cut.on_timer(SENT + 10_000);
-    assert!(cut.on_end(SENT + 10_001, &mut VecDeque::new()).captured.is_none());
+    assert!(cut.on_end(SENT + 10_001).captured.is_none());
 }
 
 #[test]
@@ -119,6 +129,6 @@ fn a_transform_rewrites_what_the_client_and_the_cache_get() {
     // An event split across two chunks comes out whole, rewritten.
     assert_eq!(chunk(&mut w, "data: {\"model\":\"lla", SENT + 600), b"");
     assert_eq!(chunk(&mut w, "ma\"}\n\n", SENT + 700), b"data: {\"model\":\"gpt-4o\"}\n\n");
-    let ended = w.on_end(SENT + 800, &mut VecDeque::new());
+    let ended = w.on_end(SENT + 800);
     assert_eq!(&ended.captured.expect("captured").body[..], b"data: {\"model\":\"gpt-4o\"}\n\n");
 }

@@ -4,7 +4,6 @@
 //! this drives it with tokio timers and hyper bodies, and tells the router
 //! and the cache what it said.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use edge_router::wire::{Event, Explain, Failure, Forward, Usage};
 use exchange::head::{Delivery, deliver_head};
-use exchange::watch::{Cut, Watch, WatchSetup};
+use exchange::watch::{Cut, Next, Watch, WatchSetup};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -80,8 +79,7 @@ pub(super) struct Stream<'a> {
 /// its body watched.
 pub(super) fn deliver(resp: Response<Incoming>, s: Stream<'_>, finish: FinishOnDrop) -> Response<ProxyBody> {
     let (mut parts, inner) = resp.into_parts();
-    let transformed = s.delivery.transform.is_some();
-    deliver_head(&mut parts.headers, s.explain, transformed);
+    deliver_head(&mut parts.headers, s.explain, s.delivery.transform.is_some());
     let now = now_ms();
     let watch = Watch::new(WatchSetup {
         node: s.node,
@@ -98,7 +96,6 @@ pub(super) fn deliver(resp: Response<Incoming>, s: Stream<'_>, finish: FinishOnD
     let tracked = Tracked {
         inner,
         watch,
-        out: VecDeque::new(),
         finish: Some(finish),
         timer,
         cut_off: s.cut_off,
@@ -106,9 +103,6 @@ pub(super) fn deliver(resp: Response<Incoming>, s: Stream<'_>, finish: FinishOnD
         lease: s.lease,
         filling: s.filling,
         cache: s.cache,
-        failed: None,
-        done: false,
-        exact: !transformed,
     };
     Response::from_parts(parts, tracked.boxed())
 }
@@ -122,8 +116,6 @@ fn until(at: u64, now: u64) -> Duration {
 struct Tracked {
     inner: Incoming,
     watch: Watch,
-    /// What the client gets next, in order.
-    out: VecDeque<Bytes>,
     finish: Option<FinishOnDrop>,
     timer: Pin<Box<tokio::time::Sleep>>,
     cut_off: Option<CancellationToken>,
@@ -132,36 +124,22 @@ struct Tracked {
     lease: Option<Lease>,
     filling: Option<FillGuard>,
     cache: Arc<EdgeCache>,
-    /// The error the client's body ends with, after what is in `out`.
-    failed: Option<BoxError>,
-    /// Nothing more comes from `inner`.
-    done: bool,
-    /// Whether the client gets exactly the origin's bytes (no transform),
-    /// so the origin's size hint holds for this body too.
-    exact: bool,
 }
 
 impl Tracked {
-    /// The body was cut off: the router hears why, and the client gets the
-    /// cut's last chunk or an error.
+    /// The body was cut off: the router hears why (the watch tells the client).
     fn cut(&mut self, cut: Cut) {
         tracing::warn!("{}", cut.message);
         if let (Some(failure), Some(finish)) = (cut.failure, self.finish.take()) {
             finish.body_failed(failure);
         }
-        self.done = true;
         self.filling = None;
-        match cut.last {
-            Some(last) => self.out.push_back(last),
-            None => self.failed = Some(cut.message.into()),
-        }
     }
 
     /// The whole body went through: the exchange finishes with the usage it
     /// reported, the answer is stored, and the connection goes back.
     fn complete(&mut self) {
-        self.done = true;
-        let ended = self.watch.on_end(now_ms(), &mut self.out);
+        let ended = self.watch.on_end(now_ms());
         if let Some(mut finish) = self.finish.take() {
             finish.usage = ended.usage;
         }
@@ -188,11 +166,11 @@ impl Body for Tracked {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
-            if let Some(data) = self.out.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
-            if self.done {
-                return Poll::Ready(self.failed.take().map(Err));
+            match self.watch.next_out() {
+                Next::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Next::Fail(message) => return Poll::Ready(Some(Err(message.into()))),
+                Next::End => return Poll::Ready(None),
+                Next::Wait => {}
             }
             if self.cut_off.as_ref().is_some_and(CancellationToken::is_cancelled) {
                 self.drained();
@@ -206,14 +184,13 @@ impl Body for Tracked {
                         Err(frame) => return Poll::Ready(Some(Ok(frame))),
                     };
                     let now = now_ms();
-                    let this = &mut *self;
-                    this.watch.on_chunk(frame, now, &mut this.out);
-                    let next = tokio::time::Instant::now() + until(this.watch.wake_at(), now);
-                    this.timer.as_mut().reset(next);
+                    self.watch.on_chunk(frame, now);
+                    let next = tokio::time::Instant::now() + until(self.watch.wake_at(), now);
+                    self.timer.as_mut().reset(next);
                     // A body of known length is complete with its last frame;
                     // hyper does not poll it again.
-                    if this.inner.is_end_stream() {
-                        this.complete();
+                    if self.inner.is_end_stream() {
+                        self.complete();
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -222,7 +199,6 @@ impl Body for Tracked {
                     if let Some(finish) = self.finish.take() {
                         finish.body_failed(failure);
                     }
-                    self.done = true;
                     self.filling = None;
                     return Poll::Ready(Some(Err(e.into())));
                 }
@@ -257,12 +233,8 @@ impl Body for Tracked {
         }
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.done && self.out.is_empty() && self.failed.is_none()
-    }
-
     fn size_hint(&self) -> SizeHint {
-        if self.exact && !self.done && self.out.is_empty() {
+        if self.watch.exact() {
             return self.inner.size_hint();
         }
         SizeHint::default()

@@ -13,6 +13,7 @@ use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, BodyRef, Event, RequestRef};
 use exchange::answer::host_error;
+use exchange::head::Stale;
 use exchange::intake::{HostReads, check_declared, host_reads, path_and_query, read_limited, streams_body};
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
@@ -20,7 +21,7 @@ use hyper::body::Incoming;
 
 use super::body::FinishOnDrop;
 use super::lookup::{Looked, look_up};
-use super::route::{Pending, Stale};
+use super::route::Pending;
 use super::{Shared, now_ms};
 use crate::origins::ProxyBody;
 

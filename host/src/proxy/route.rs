@@ -8,13 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_router::error::RouterError;
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
-use exchange::answer::{host_error, respond, stale_explain, stale_may_answer};
-use exchange::head::{Attempt, Plan, head_event, invalidated, plan};
-use exchange::intake::path_and_query;
+use exchange::action::{Step, step};
+use exchange::head::{Attempt, Plan, Stale, decide, head_event};
 use exchange::upstream::{upstream_body, upstream_headers};
 use http::{Request, Response};
 use http_body::Body as _;
@@ -31,13 +29,6 @@ use crate::origins::{Lease, ProxyBody};
 /// A body of bytes already in memory.
 pub(super) fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
-/// A stored entry being revalidated.
-pub(super) struct Stale {
-    pub(super) entry: Arc<Cached>,
-    /// Whether an error may be answered with it (`stale-if-error`).
-    pub(super) if_error: bool,
 }
 
 /// A request on its way to an origin.
@@ -58,7 +49,7 @@ pub(super) struct Pending {
     /// Held while this request fills its cache key; dropped when that ends.
     pub(super) filling: Option<FillGuard>,
     /// The cached entry this request revalidates, if it does.
-    pub(super) stale: Option<Stale>,
+    pub(super) stale: Option<Stale<Arc<Cached>>>,
 }
 
 impl Pending {
@@ -67,19 +58,10 @@ impl Pending {
         let shared = self.shared.clone();
         let id = self.id;
         loop {
-            let forward = match action {
-                Action::Respond { status, headers, body } => {
-                    if let Some(stale) = self.stale.take().filter(|s| s.if_error && stale_may_answer(status)) {
-                        let explain = stale_explain(&stale.entry.entry, self.country);
-                        return self.serve_stale(&stale.entry, explain);
-                    }
-                    return own(respond(status, &headers, body));
-                }
-                Action::Forward(f) => f,
-                Action::Deliver(_) | Action::Lookup(_) | Action::Done => {
-                    let e = RouterError::Internal("the router gave no answer for this request".into());
-                    return own(host_error(&e, self.country));
-                }
+            let forward = match step(action, &mut self.stale, self.country) {
+                Step::Answer(response) => return own(response),
+                Step::ServeStale { entry, explain } => return self.serve_stale(&entry, explain),
+                Step::Forward(forward) => forward,
             };
             let found = shared.node_ids.get(forward.node as usize).cloned();
             let (Some(node), Some(explained)) = (found, forward.explain(&shared.config, self.country)) else {
@@ -147,31 +129,21 @@ impl Pending {
         let node_has_key = forward.fill.as_ref().is_some_and(|f| f.http)
             && shared.origins.pool(self.worker, forward.node).is_some_and(|p| p.has_key());
         let attempt = Attempt {
-            method: &self.parts.method,
-            target: path_and_query(&self.parts.uri),
+            request: &self.parts,
             endpoint: self.endpoint,
-            client: &self.parts.headers,
             node_has_key,
             sent_ms,
             restore_model,
             max_entry: shared.cache.max_entry(),
         };
-        for key in invalidated(&attempt, &node, resp.status(), resp.headers()) {
+        let stale = self.stale.take();
+        let decision = decide(&attempt, forward, stale, &explain, resp.status(), resp.headers(), now);
+        for key in decision.invalidate {
             shared.cache.remove(&key);
         }
-        let stale = self.stale.take();
-        let decided = plan(
-            &attempt,
-            forward,
-            stale.as_ref().map(|s| (&s.entry.entry, s.if_error)),
-            &explain,
-            resp.status(),
-            resp.headers(),
-            now,
-        );
-        match (decided, stale) {
-            (Plan::Revalidated(fresh), Some(stale)) => {
-                let cached = Arc::new(Cached { entry: fresh, body: stale.entry.body.clone() });
+        match decision.plan {
+            Plan::Revalidated { fresh, stale } => {
+                let cached = Arc::new(Cached { entry: fresh, body: stale.body.clone() });
                 let age = cached.entry.age_s(now);
                 let response = serve(&cached, &explain, CacheStatus::Revalidated, age, &self.parts);
                 if let Some(fill) = &forward.fill {
@@ -179,8 +151,8 @@ impl Pending {
                 }
                 response
             }
-            (Plan::ServeStale, Some(stale)) => self.serve_stale(&stale.entry, explain),
-            (Plan::Deliver(delivery), _) => deliver(
+            Plan::ServeStale(stale) => self.serve_stale(&stale, explain),
+            Plan::Deliver(delivery) => deliver(
                 resp,
                 Stream {
                     explain: &explain,
@@ -195,11 +167,6 @@ impl Pending {
                 },
                 self.guard,
             ),
-            // The plan revalidates or serves stale only with a stale entry.
-            (Plan::Revalidated(_) | Plan::ServeStale, None) => own(host_error(
-                &RouterError::Internal("the exchange planned a stale entry it did not have".into()),
-                self.country,
-            )),
         }
     }
 
