@@ -40,7 +40,7 @@ thread_local! {
 /// ABI version; the host refuses a module whose version it does not know.
 #[unsafe(no_mangle)]
 pub extern "C" fn er_abi_version() -> u32 {
-    11
+    crate::wire::ABI_VERSION
 }
 
 /// Returns a pointer to an input buffer of at least `len` bytes.

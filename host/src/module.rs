@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use edge_router::wire::{Action, Configured, Control, Event, Notice, Reply, RequestRef, Restore, Spend};
+use edge_router::wire::{ABI_VERSION, Action, Configured, Control, Event, Notice, Reply, RequestRef, Restore, Spend};
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 /// wasmtime has its own error type; this keeps its full message in an anyhow error.
@@ -24,8 +24,6 @@ fn w<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
     result.map_err(|e| anyhow!("{e:?}"))
 }
 
-/// The ABI version this host speaks (see `docs/abi.md`).
-const ABI_VERSION: u32 = 11;
 /// How often the engine's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Ticks a single call may run: a routing decision takes microseconds, so a
@@ -367,7 +365,10 @@ fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
         w(Instance::new(&mut store, &module.module, &[])).context("the router module does not instantiate")?;
     let version: u32 = w(w(instance.get_typed_func::<(), u32>(&mut store, "er_abi_version"))?.call(&mut store, ()))?;
     if version != ABI_VERSION {
-        bail!("the router module speaks ABI version {version}, this host speaks {ABI_VERSION}");
+        bail!(
+            "the router module speaks ABI version {version}, this host speaks {ABI_VERSION}: build the module and \
+             the host from the same source (scripts/build-module.sh, cargo build -p edge-router-host)"
+        );
     }
     let memory =
         instance.get_memory(&mut store, "memory").ok_or_else(|| anyhow!("the router module exports no memory"))?;
@@ -408,4 +409,43 @@ fn call(live: &mut Live, func: Call, input: &[u8]) -> anyhow::Result<(usize, usi
         Call::Handle => w(live.handle.call(&mut live.store, len))?,
     };
     Ok(((packed >> 32) as usize, (packed & 0xffff_ffff) as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module that exports only `er_abi_version`, answering `version`.
+    fn module_of_version(version: u8) -> Vec<u8> {
+        assert!(version < 64, "one LEB128 byte");
+        let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+        wasm.extend_from_slice(&[0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f]); // type () -> i32
+        wasm.extend_from_slice(&[0x03, 0x02, 0x01, 0x00]); // one function of that type
+        let name = b"er_abi_version";
+        wasm.extend_from_slice(&[0x07, (name.len() + 4) as u8, 0x01, name.len() as u8]);
+        wasm.extend_from_slice(name);
+        wasm.extend_from_slice(&[0x00, 0x00]); // exported function 0
+        wasm.extend_from_slice(&[0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, version, 0x0b]); // i32.const version
+        wasm
+    }
+
+    #[test]
+    fn a_module_of_another_abi_version_is_refused_at_load_with_both_versions() {
+        let config = "nodes:\n  - {id: a, type: local, host: \"http://a\"}\n";
+        let other = ABI_VERSION as u8 + 1;
+        let module = RouterModule::compile(&module_of_version(other)).expect("a valid wasm module");
+        let error = match WasmRouter::new(&module, "t.yaml", config) {
+            Ok(_) => panic!("a module of ABI version {other} was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            error.contains(&format!("ABI version {other}, this host speaks {ABI_VERSION}")),
+            "the error names both versions: {error}"
+        );
+        // The same module at this host's version gets past the check (and
+        // is then refused for what it lacks, not for its version).
+        let same = RouterModule::compile(&module_of_version(ABI_VERSION as u8)).expect("valid");
+        let error = WasmRouter::new(&same, "t.yaml", config).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(!error.contains("ABI version"), "{error}");
+    }
 }

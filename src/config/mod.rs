@@ -4,6 +4,7 @@
 //! compile. Any error refuses the whole file, so a config is never half
 //! applied.
 
+mod compiled;
 mod duration;
 mod load;
 mod net;
@@ -11,12 +12,12 @@ mod size;
 mod types;
 mod validate;
 
+pub use compiled::{Node, RouterConfig, Warning};
 pub use duration::DurationSpec;
 pub use load::{ConfigError, ConfigErrors, Position};
 pub use net::CidrBlock;
 pub use size::ByteSize;
 pub use types::*;
-pub use validate::{Node, RouterConfig, Warning};
 
 /// The JSON Schema of the config file, for editors.
 pub fn json_schema() -> serde_json::Value {

@@ -3,8 +3,11 @@
 
 use serde_json::Value;
 
+use origin_fallback::{GOLDEN_GAMMA, canary_draw};
+
 use super::*;
 use crate::wire::{Control, Restore};
+use crate::wire::{Spend, Usage};
 
 const DAY_MS: u64 = origin_fallback::MS_PER_DAY;
 

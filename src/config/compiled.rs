@@ -1,0 +1,143 @@
+//! The compiled config: the tables the router runs on, with node indices
+//! instead of ids, globs resolved and country lists expanded. Only the
+//! validator (`validate.rs`) makes one, through `RouterConfig::load`.
+
+use std::net::SocketAddr;
+
+use origin_fallback::Strategy;
+
+use super::DurationSpec;
+use super::net::CidrBlock;
+use super::types::*;
+use crate::auth::KeyTable;
+use crate::geo::{Geofence, NodeResidency, Residency};
+use crate::rules::Rule;
+
+/// A node as the router uses it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Unique id.
+    pub id: String,
+    /// Where it runs.
+    pub node_type: NodeType,
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// Models served, smallest first.
+    pub models: Vec<String>,
+    /// Whether rules may rewrite requests to this node's models.
+    pub small_models: bool,
+    /// Concurrency limit.
+    pub max_concurrent: Option<u32>,
+    /// Larger preferred.
+    pub priority: i64,
+    /// Which requests' data it may see.
+    pub residency: NodeResidency,
+    /// Price per 1,000 tokens.
+    pub cost_per_1k_tokens: f64,
+    /// Daily budget.
+    pub max_cost_per_day: Option<f64>,
+    /// Edge cache lifetime.
+    pub cache_ttl: Option<DurationSpec>,
+    /// Weighted share.
+    pub weight: f64,
+    /// Environment variable holding the origin key.
+    pub api_key_env: Option<String>,
+    /// Time limits.
+    pub timeouts: NodeTimeouts,
+    /// Path of active health probes, starting with `/`.
+    pub health_path: String,
+    /// Capabilities as written.
+    pub capabilities: Vec<String>,
+}
+
+impl Node {
+    /// Where a request for `target` (path and query) goes on this node:
+    /// its base URL, whose path (if any) comes before the target's.
+    pub fn url_for(&self, target: &str) -> String {
+        let mut url = String::with_capacity(self.base_url.len() + target.len());
+        url.push_str(&self.base_url);
+        url.push_str(target);
+        url
+    }
+}
+
+/// Something legal but probably unintended, reported by `edge-router check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Where.
+    pub path: String,
+    /// What.
+    pub message: String,
+}
+
+/// A validated, compiled configuration.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Deployment name.
+    pub name: String,
+    /// Edge box settings.
+    pub server: ServerConfig,
+    /// Parsed `server.trusted_proxies`.
+    pub trusted_proxies: Vec<CidrBlock>,
+    /// Parsed `server.listen`.
+    pub listen: SocketAddr,
+    /// Nodes, in file order.
+    pub nodes: Vec<Node>,
+    /// Rules in evaluation order (boost, then file order).
+    pub rules: Vec<Rule>,
+    /// Strategy when no rule matches.
+    pub default_strategy: Strategy,
+    /// Name of that strategy.
+    pub default_strategy_name: StrategyName,
+    /// Node for non-OpenAI paths.
+    pub passthrough: Option<usize>,
+    /// Country allow/deny lists.
+    pub geofence: Geofence,
+    /// Jurisdictions.
+    pub residency: Residency,
+    /// Model choice.
+    pub model_routing: ModelRoutingConfig,
+    /// Request facts.
+    pub requests: RequestsConfig,
+    /// Client keys.
+    pub auth: KeyTable,
+    /// Health checking.
+    pub health_check: HealthCheckConfig,
+    /// Retry budget.
+    pub retry_budget: RetryBudgetConfig,
+    /// When budget days start.
+    pub budget_day: origin_fallback::BudgetDay,
+    /// Parsed `admin.listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin API settings.
+    pub admin: AdminConfig,
+    /// The edge cache.
+    pub cache: CacheConfig,
+    /// Legal but suspicious things.
+    pub warnings: Vec<Warning>,
+}
+
+impl RouterConfig {
+    /// The index of the node with `id`.
+    pub fn node_index(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// The node at `index`, as a `Forward` names it; `None` past the end
+    /// (a module configured otherwise than this host).
+    pub fn node_at(&self, index: u32) -> Option<&Node> {
+        self.nodes.get(usize::try_from(index).ok()?)
+    }
+
+    /// The `x-edge-rule` label of what chose a request's nodes: the rule's
+    /// name (or `rules[i]`), `strategy:<name>`, or `passthrough`; `-` for
+    /// a rule past the end (a module configured otherwise than this host).
+    pub fn rule_label(&self, rule: crate::wire::RuleRef) -> &str {
+        use crate::wire::RuleRef;
+        match rule {
+            RuleRef::Rule(i) => usize::try_from(i).ok().and_then(|i| self.rules.get(i)).map_or("-", |r| &r.label),
+            RuleRef::Default => self.default_strategy_name.label(),
+            RuleRef::Passthrough => "passthrough",
+        }
+    }
+}

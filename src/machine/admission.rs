@@ -1,0 +1,287 @@
+//! Admission: what a client request is refused for (geofence, auth, bad
+//! input, no route, residency), or the chain of nodes it may go to, with
+//! the model each is asked for, and where its answer is cached.
+
+use origin_fallback::{Candidate, Strategy, canary_draw, order_candidates};
+
+use super::{Exchange, Router, delivery_explain};
+use crate::auth::{Principal, key_digest, presented_key};
+use crate::error::RouterError;
+use crate::facts::{BodyFacts, Endpoint, RequestFacts, parse_body, request_facts};
+use crate::geo::{Country, JurisdictionId, country_label, permits};
+use crate::hop::{for_each_connection_token, never_forwarded};
+use crate::model::{ModelChoice, Reached, choose_model, serves};
+use crate::wire::{Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, HeaderRef, RequestRef, RuleRef};
+
+/// The lower-case names of the client headers an origin must not see beyond
+/// those it never sees ([`never_forwarded`]): the ones the client's
+/// `Connection` header names. Usually none (a bare `keep-alive` names only a
+/// hop-by-hop header), and then nothing is allocated.
+pub(super) fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
+    let mut names = Vec::new();
+    for_each_connection_token(named(headers, "connection"), |t| {
+        if !never_forwarded(t) {
+            names.push(t.to_ascii_lowercase());
+        }
+    });
+    if names.len() > 1 {
+        names.sort_unstable();
+        names.dedup();
+    }
+    names
+}
+
+impl Router {
+    pub(super) fn on_request(&mut self, request: RequestRef<'_>) -> Action {
+        let RequestRef { id, method, target, headers, country, body, now_ms, random, key_sha256, body_facts } = request;
+        let country = country.and_then(Country::parse);
+        let refuse = |e: RouterError, label: &str| refusal(&e, label, country);
+        if let Err(geo) = self.config.geofence.check(country) {
+            return refuse(RouterError::Geofenced(geo.to_string()), "geofence");
+        }
+        let digest = key_sha256.or_else(|| presented_key_of(&headers).map(key_digest));
+        let principal = match digest.and_then(|d| self.config.auth.identify_digest(&d)) {
+            Some(p) => p.clone(),
+            None if self.config.auth.required => return refuse(RouterError::Unauthorized, "auth"),
+            None => Principal::anonymous(),
+        };
+        let tenant = principal.tenant.clone();
+        let jurisdiction = self.config.residency.jurisdiction_of(country);
+        let endpoint = Endpoint::classify(method, target);
+
+        let (rule, chain, estimated_tokens, fill) = if endpoint == Endpoint::Other {
+            let Some(node) = self.config.passthrough else {
+                let path = target.split('?').next().unwrap_or_default().to_string();
+                return refuse(RouterError::NoRoute { method: method.to_string(), path }, "passthrough");
+            };
+            let chain = vec![(node, ModelChoice::Keep)];
+            let http = self.config.cache.enabled && matches!(method, "GET" | "HEAD");
+            let fill = http.then(|| {
+                let key = format!("http/{}{}", self.config.nodes[node].id, target);
+                (CacheFill { key, ttl_s: 0, estimated_tokens: 0, http: true }, false)
+            });
+            match self.residency_filter(chain, jurisdiction) {
+                Ok(chain) => (RuleRef::Passthrough, chain, 0, fill),
+                Err(e) => return refuse(e, "passthrough"),
+            }
+        } else {
+            let BodyRef::Buffered(bytes) = body else {
+                return refuse(RouterError::Internal("the host did not buffer an API request body".into()), "-");
+            };
+            let facts = match self.facts(endpoint, bytes, body_facts, &headers, country, principal) {
+                Ok(f) => f,
+                Err(e) => return refuse(e, "-"),
+            };
+            let (rule, chain, rule_ttl) = self.plan(&facts, random);
+            let chain = match self.residency_filter(chain, jurisdiction) {
+                Ok(c) => c,
+                Err(e) => return refuse(e, self.config.rule_label(rule)),
+            };
+            let fill = self.cache_fill(method, target, bytes, &headers, &facts, &chain, rule_ttl, &tenant);
+            (rule, chain, facts.estimated_tokens, fill)
+        };
+
+        let exchange = Exchange {
+            unforwardable: unforwardable(&headers),
+            chain,
+            next: 0,
+            holding: None,
+            rewritten_model: None,
+            attempts: 0,
+            rule,
+            country,
+            tenant,
+            estimated_tokens,
+            reserved: 0.0,
+            sent_ms: now_ms,
+            last_activity_ms: now_ms,
+            failures: Vec::new(),
+            skipped_statuses: Vec::new(),
+            passed_over: Vec::new(),
+            status: None,
+            body_failed: false,
+            retry_denied: false,
+            cache: if fill.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass },
+            fill: fill.as_ref().map(|(fill, _)| fill.clone()),
+        };
+        self.retries.deposit(now_ms);
+        let lookup = match fill {
+            Some((fill, false)) => {
+                let explain = Explain { cache: CacheStatus::Hit, ..delivery_explain(&self.config, &exchange, None) };
+                Some(CacheLookup { key: fill.key, http: fill.http, explain })
+            }
+            _ => None,
+        };
+        self.exchanges.insert(id, exchange);
+        match lookup {
+            Some(lookup) => Action::Lookup(lookup),
+            None => self.next_attempt(id, now_ms),
+        }
+    }
+
+    /// Where the answer to an AI request is cached, and whether the client
+    /// asked to refresh it (skip the lookup); `None` when the cache is
+    /// bypassed. The key's model is the one the first node of the chain
+    /// would be asked for.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cache_fill(
+        &self,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        headers: &[HeaderRef<'_>],
+        facts: &RequestFacts,
+        chain: &[(usize, ModelChoice)],
+        rule_ttl: Option<crate::config::DurationSpec>,
+        tenant: &str,
+    ) -> Option<(CacheFill, bool)> {
+        use edge_cache::ai::{AiDecision, AiPolicy, Partition, ai_decision, ai_key};
+        let cfg = &self.config.cache;
+        let (first, choice) = chain.first()?;
+        if !cfg.enabled {
+            return None;
+        }
+        let policy = AiPolicy {
+            rule_ttl_s: rule_ttl.map(|t| t.0.as_secs()),
+            node_ttl_s: self.config.nodes[*first].cache_ttl.map(|t| t.0.as_secs()),
+            default_ttl_s: cfg.default_ttl.0.as_secs(),
+            cache_sampled: cfg.cache_sampled,
+            client_ttl: cfg.client_ttl,
+        };
+        let cache_control = named(headers, "cache-control").filter_map(|v| std::str::from_utf8(v).ok());
+        let AiDecision::Use { refresh, ttl_s } =
+            ai_decision(facts.samples, cache_control, header_str(headers, "x-edge-cache-ttl"), &policy)
+        else {
+            return None;
+        };
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let model = match choice {
+            ModelChoice::Rewrite(m) => self.config.nodes[*first].models[*m].as_str(),
+            _ => facts.model.as_deref().unwrap_or_default(),
+        };
+        let partition = if cfg.shared { Partition::Shared } else { Partition::Tenant(tenant) };
+        let key = ai_key(method, target, model, &value, partition);
+        Some((CacheFill { key, ttl_s, estimated_tokens: facts.estimated_tokens, http: false }, refresh))
+    }
+
+    pub(super) fn facts(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        parsed: Option<BodyFacts>,
+        headers: &[HeaderRef<'_>],
+        country: Option<Country>,
+        principal: Principal,
+    ) -> Result<RequestFacts, RouterError> {
+        let parsed = match parsed {
+            Some(parsed) => parsed,
+            None => parse_body(body).map_err(RouterError::BadRequest)?,
+        };
+        if parsed.model.as_deref().is_none_or(str::is_empty) {
+            return Err(RouterError::BadRequest("the request body needs a `model` (or `auto`)".into()));
+        }
+        let type_header = header_str(headers, "x-request-type");
+        request_facts(endpoint, parsed, type_header, country, principal, &self.config.requests)
+            .map_err(RouterError::BadRequest)
+    }
+
+    /// Picks the rule (or default strategy) and orders its nodes. A rule's
+    /// canary goes first for its share of requests and is left out of the rest.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn plan(
+        &self,
+        facts: &RequestFacts,
+        random: u64,
+    ) -> (RuleRef, Vec<(usize, ModelChoice)>, Option<crate::config::DurationSpec>) {
+        let cfg = &self.config;
+        let index = cfg.rules.iter().position(|r| r.matcher.matches(facts));
+        let rule = index.map(|i| &cfg.rules[i]);
+        let (label, mut candidates, fallback, strategy, primary) = match index.zip(rule) {
+            // A config has far fewer than 2^32 rules.
+            Some((i, rule)) => (
+                RuleRef::Rule(u32::try_from(i).unwrap_or(u32::MAX)),
+                rule.candidates.clone(),
+                rule.fallback.as_slice(),
+                rule.strategy,
+                Reached::RuleTarget,
+            ),
+            None => {
+                let serving: Vec<usize> =
+                    (0..cfg.nodes.len()).filter(|&i| serves(&cfg.nodes[i], facts.model.as_deref())).collect();
+                (RuleRef::Default, serving, &[][..], cfg.default_strategy, Reached::Default)
+            }
+        };
+        let canary = rule.and_then(|r| r.canary);
+        if let Some((node, _)) = canary {
+            candidates.retain(|&n| n != node);
+        }
+        let first = canary.filter(|&(_, percent)| canary_draw(random, percent)).map(|(node, _)| node);
+        let ordered = self.order(strategy, &candidates, random);
+        let chain = first
+            .into_iter()
+            .chain(ordered)
+            .map(|n| (n, primary))
+            .chain(fallback.iter().filter(|&&n| Some(n) != canary.map(|c| c.0)).map(|&n| (n, Reached::RuleFallback)))
+            .map(|(n, reached)| (n, choose_model(&cfg.nodes[n], facts, &cfg.model_routing, reached)))
+            .filter(|(_, m)| *m != ModelChoice::Unsuitable)
+            .collect();
+        (label, chain, rule.and_then(|r| r.cache_ttl))
+    }
+
+    pub(super) fn order(&self, strategy: Strategy, nodes: &[usize], random: u64) -> Vec<usize> {
+        let candidates: Vec<Candidate> = nodes
+            .iter()
+            .map(|&i| {
+                let n = &self.config.nodes[i];
+                Candidate {
+                    node: i,
+                    priority: n.priority,
+                    weight: self.nodes[i].weight,
+                    cost_per_1k_tokens: n.cost_per_1k_tokens,
+                    latency_us: self.latency.latency_us(i),
+                }
+            })
+            .collect();
+        order_candidates(strategy, &candidates, random)
+    }
+
+    /// Removes every node the request's jurisdiction forbids; refuses if none is left.
+    pub(super) fn residency_filter(
+        &self,
+        chain: Vec<(usize, ModelChoice)>,
+        jurisdiction: Option<JurisdictionId>,
+    ) -> Result<Vec<(usize, ModelChoice)>, RouterError> {
+        let had_any = !chain.is_empty();
+        let kept: Vec<_> =
+            chain.into_iter().filter(|(n, _)| permits(jurisdiction, self.config.nodes[*n].residency)).collect();
+        match (kept.is_empty(), jurisdiction) {
+            (false, _) => Ok(kept),
+            (true, Some(j)) if had_any => {
+                Err(RouterError::ResidencyUnavailable { jurisdiction: self.config.residency.name(j).to_string() })
+            }
+            (true, _) => Err(RouterError::NoNode("no configured node serves the requested model".into())),
+        }
+    }
+}
+
+pub(super) fn presented_key_of<'a>(headers: &[HeaderRef<'a>]) -> Option<&'a [u8]> {
+    presented_key(headers.iter().map(|h| (h.name, h.value)))
+}
+
+/// The values of request header `name`, which must be one of
+/// [`READ_HEADERS`](crate::wire::READ_HEADERS): a host may send only those.
+pub(super) fn named<'h, 'a>(headers: &'h [HeaderRef<'a>], name: &'static str) -> impl Iterator<Item = &'a [u8]> + 'h {
+    debug_assert!(crate::wire::READ_HEADERS.contains(&name), "the router reads `{name}`: add it to READ_HEADERS");
+    headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+pub(super) fn header_str<'a>(headers: &[HeaderRef<'a>], name: &'static str) -> Option<&'a str> {
+    named(headers, name).next().and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The router's own answer to a request it will not forward.
+pub(super) fn refusal(error: &RouterError, label: &str, country: Option<Country>) -> Action {
+    let extra = Explain::router(label, 0, country_label(country)).headers();
+    let (status, headers, body) = error.to_response(extra);
+    Action::Respond { status, headers, body }
+}

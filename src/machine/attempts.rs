@@ -1,0 +1,188 @@
+//! Attempts: the next node of a request's chain that can take it, or the
+//! answer that says why none can.
+
+use super::{Exchange, NodeState, PassedOver, Router, cost_of};
+use crate::config::RouterConfig;
+use crate::error::RouterError;
+use crate::geo::country_label;
+use crate::model::ModelChoice;
+use crate::wire::{Action, Explain, Failure, Forward, ForwardBody, Header, Notice};
+
+impl Router {
+    /// Forwards to the next node in the chain that can take the request, or
+    /// answers with the reason none is left.
+    pub(super) fn next_attempt(&mut self, id: u64, now_ms: u64) -> Action {
+        let Some(ex) = self.exchanges.get_mut(&id) else {
+            return Action::Done;
+        };
+        let day = self.config.budget_day.of(now_ms);
+        while ex.next < ex.chain.len() {
+            // Entries before `next` are never read again: the model choice is taken, not copied.
+            let (node, ref mut entry) = ex.chain[ex.next];
+            let choice = std::mem::replace(entry, ModelChoice::Keep);
+            ex.next += 1;
+            let n = &self.config.nodes[node];
+            let cost = cost_of(ex.estimated_tokens, n.cost_per_1k_tokens);
+            if let Some(why) = unavailable(&self.nodes, &self.config, node, cost, now_ms) {
+                ex.passed_over.push((node, why));
+                continue;
+            }
+            if ex.attempts > 0 && !self.retries.try_withdraw(now_ms) {
+                ex.retry_denied = true;
+                break;
+            }
+            let state = &mut self.nodes[node];
+            if state.breaker.acquire(id, now_ms).flatten().is_some() {
+                self.notices.push(Notice::Probing { node: n.id.clone() });
+            }
+            state.in_flight += 1;
+            state.spend.reserve(day, cost);
+            ex.reserved = cost;
+            ex.status = None;
+            ex.holding = Some(node);
+            ex.attempts += 1;
+            ex.sent_ms = now_ms;
+            ex.last_activity_ms = now_ms;
+            ex.rewritten_model = match choice {
+                ModelChoice::Rewrite(model) => Some(model),
+                _ => None,
+            };
+            let body =
+                ex.rewritten_model.map_or(ForwardBody::Original, |m| ForwardBody::RewriteModel(n.models[m].clone()));
+            return Action::Forward(Forward {
+                node: u32::try_from(node).unwrap_or(u32::MAX),
+                attempt: ex.attempts,
+                remove_headers: ex.unforwardable.clone(),
+                body,
+                connect_timeout_ms: n.timeouts.connect.as_millis(),
+                first_byte_timeout_ms: n.timeouts.first_byte.as_millis(),
+                idle_timeout_ms: n.timeouts.idle.as_millis(),
+                total_timeout_ms: n.timeouts.total.as_millis(),
+                // A fallback status only matters while the chain has nodes left.
+                fallback: ex.next < ex.chain.len(),
+                meter: n.cost_per_1k_tokens > 0.0,
+                fill: ex.fill.clone(),
+                rule: ex.rule,
+                cache: ex.cache,
+            });
+        }
+        let Some(ex) = self.exchanges.remove(&id) else {
+            return Action::Done;
+        };
+        let error = self.exhausted(&ex, now_ms);
+        let (status, mut headers, body) = error.to_response(Vec::new());
+        headers.extend(explain(&self.config, &ex));
+        Action::Respond { status, headers, body }
+    }
+
+    pub(super) fn exhausted(&self, ex: &Exchange, now_ms: u64) -> RouterError {
+        let id = |n: &usize| self.config.nodes[*n].id.as_str();
+        if ex.attempts == 0 {
+            return self.none_available(&ex.passed_over, now_ms);
+        }
+        let mut parts: Vec<String> = ex.failures.iter().map(|(n, f)| format!("{}: {}", id(n), f.describe())).collect();
+        parts.extend(ex.skipped_statuses.iter().map(|(n, s)| format!("{}: answered {s}", id(n))));
+        parts.extend(ex.passed_over.iter().map(|(n, why)| {
+            let why = match why {
+                PassedOver::Full => "at capacity",
+                PassedOver::Unhealthy { .. } => "unhealthy",
+                PassedOver::Resting { .. } => "rate limited",
+                PassedOver::OverBudget { .. } => "daily budget spent",
+                PassedOver::Draining => "draining",
+            };
+            format!("{}: {why}", id(n))
+        }));
+        if ex.retry_denied {
+            parts.push("no further node tried: too many requests are failing over (retry budget spent)".into());
+        }
+        let summary = parts.join("; ");
+        match ex.failures.last() {
+            Some((_, Failure::Timeout)) => RouterError::UpstreamTimeout(summary),
+            _ => RouterError::UpstreamFailed(summary),
+        }
+    }
+
+    /// The answer when no node of the chain could take even a first attempt:
+    /// the most hopeful reason wins (a full node frees up soonest, then a
+    /// pause ends, then a probe, then a budget day), with the time to retry.
+    pub(super) fn none_available(&self, passed_over: &[(usize, PassedOver)], now_ms: u64) -> RouterError {
+        let ids = |keep: fn(&PassedOver) -> Option<u64>| {
+            let mut ids = Vec::new();
+            let mut soonest = u64::MAX;
+            for (n, why) in passed_over {
+                if let Some(at) = keep(why) {
+                    ids.push(self.config.nodes[*n].id.as_str());
+                    soonest = soonest.min(at.saturating_sub(now_ms).div_ceil(1000).max(1));
+                }
+            }
+            (!ids.is_empty()).then(|| (ids.join(", "), soonest))
+        };
+        if passed_over.iter().any(|(_, why)| *why == PassedOver::Full) || passed_over.is_empty() {
+            return RouterError::AtCapacity;
+        }
+        if let Some((nodes, retry_after_s)) =
+            ids(|w| if let PassedOver::Resting { until_ms, .. } = w { Some(*until_ms) } else { None })
+        {
+            let limited = passed_over.iter().any(|(_, w)| matches!(w, PassedOver::Resting { status: 429, .. }));
+            return RouterError::Paused { nodes, retry_after_s, status: if limited { 429 } else { 503 } };
+        }
+        if let Some((nodes, retry_after_s)) =
+            ids(|w| if let PassedOver::Unhealthy { probe_at_ms } = w { Some(*probe_at_ms) } else { None })
+        {
+            return RouterError::Unhealthy { nodes, retry_after_s };
+        }
+        if let Some((nodes, retry_after_s)) =
+            ids(|w| if let PassedOver::OverBudget { until_ms } = w { Some(*until_ms) } else { None })
+        {
+            return RouterError::BudgetSpent { nodes, retry_after_s };
+        }
+        let draining = ids(|w| (*w == PassedOver::Draining).then_some(0)).map(|(nodes, _)| nodes);
+        RouterError::Draining(draining.unwrap_or_default())
+    }
+}
+
+pub(super) fn explain(config: &RouterConfig, ex: &Exchange) -> Vec<Header> {
+    Explain::router(config.rule_label(ex.rule), ex.attempts, country_label(ex.country)).headers()
+}
+
+/// Why a node cannot take an attempt costing `cost` now, if it cannot. (A
+/// free function over the node's parts, so it can be asked while an
+/// exchange is borrowed.)
+pub(super) fn unavailable(
+    nodes: &[NodeState],
+    config: &RouterConfig,
+    index: usize,
+    cost: f64,
+    now_ms: u64,
+) -> Option<PassedOver> {
+    let (state, node) = (&nodes[index], &config.nodes[index]);
+    if state.draining {
+        return Some(PassedOver::Draining);
+    }
+    if let Some(probe_at_ms) = state.breaker.next_chance_ms(now_ms) {
+        return Some(PassedOver::Unhealthy { probe_at_ms });
+    }
+    if state.resting_until_ms > now_ms {
+        return Some(PassedOver::Resting { until_ms: state.resting_until_ms, status: state.resting_status });
+    }
+    let day = config.budget_day.of(now_ms);
+    if !state.spend.admits(day, node.max_cost_per_day, cost) {
+        return Some(PassedOver::OverBudget { until_ms: config.budget_day.end_ms(day) });
+    }
+    let full = node.max_concurrent.is_some_and(|max| state.in_flight >= max);
+    full.then_some(PassedOver::Full)
+}
+
+/// The explanation added to the response of `node` (its index; `-` before
+/// any attempt) for the exchange's current attempt.
+pub(super) fn delivery_explain(config: &RouterConfig, ex: &Exchange, node: Option<usize>) -> Explain {
+    let node = node.map(|i| &config.nodes[i]);
+    Explain {
+        node: node.map_or("-", |n| &n.id).to_string(),
+        model: node.zip(ex.rewritten_model).map(|(n, m)| n.models[m].clone()),
+        rule: config.rule_label(ex.rule).to_string(),
+        attempts: ex.attempts,
+        country: country_label(ex.country),
+        cache: ex.cache,
+    }
+}

@@ -1,0 +1,287 @@
+//! What the router answers a host.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Header, Spent};
+
+/// What the host should send to an origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardBody {
+    /// The client's body unchanged (or its stream, for streamed bodies).
+    Original,
+    /// The client's body with its top-level `model` replaced by this one
+    /// (the host applies `exchange::upstream::rewrite_model`, so the module
+    /// never holds request bodies beyond the decision).
+    RewriteModel(String),
+}
+
+/// A request to send to a node: the client's method, to the node's
+/// `base_url` followed by the client's target
+/// ([`crate::config::Node::url_for`]), with the node's key (its
+/// `api_key_env`) as `Authorization: Bearer`. The host has all of these
+/// already, so none crosses the ABI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// The node: its index in the config's `nodes`, the order of
+    /// [`Configured::Ok`]'s `node_ids` ([`crate::RouterConfig::node_at`]).
+    /// An index rather than the id, so no string is copied out of the
+    /// router and, in the edge box, none decoded from the module's reply.
+    pub node: u32,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Lower-case names of further client headers not to forward: those the
+    /// client's `Connection` header names. The host never forwards the
+    /// headers [`crate::hop::never_forwarded`] names either, nor its own
+    /// trusted country header; every other client header goes on unchanged.
+    pub remove_headers: Vec<String>,
+    /// Body to send.
+    pub body: ForwardBody,
+    /// Connect limit.
+    pub connect_timeout_ms: u64,
+    /// Response-head limit.
+    pub first_byte_timeout_ms: u64,
+    /// Longest gap between response body chunks.
+    pub idle_timeout_ms: u64,
+    /// Limit from sending the request to the end of the response body.
+    pub total_timeout_ms: u64,
+    /// Whether a response status in [`FALLBACK_STATUSES`] may lead to a
+    /// fallback (the chain has nodes left): see [`Forward::asks_about`].
+    pub fallback: bool,
+    /// Whether the host should look for `usage` in the response body and
+    /// report it in `Finished` (the node has a price per token).
+    pub meter: bool,
+    /// Store a successful (200) answer in the edge cache.
+    pub fill: Option<CacheFill>,
+    /// What chose the node (its label is the `x-edge-rule` header:
+    /// [`crate::RouterConfig::rule_label`]).
+    pub rule: RuleRef,
+    /// What the edge cache did for the request.
+    pub cache: CacheStatus,
+}
+
+/// What chose a request's nodes, by reference: the label it stands for
+/// ([`crate::RouterConfig::rule_label`]) is in the config, which the host
+/// has too, so no string crosses the ABI for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RuleRef {
+    /// The rule at this index of the config's rules, in evaluation order.
+    Rule(u32),
+    /// No rule matched: the default strategy.
+    Default,
+    /// A path other than the three API endpoints, sent to the passthrough node.
+    Passthrough,
+}
+
+/// Response statuses after which the next node of a fallback chain is tried.
+pub const FALLBACK_STATUSES: [u16; 4] = [429, 502, 503, 504];
+
+impl Forward {
+    /// Whether the host must report a response head with this status and
+    /// act on the router's answer before it sends anything on: the status
+    /// may lead to a fallback. For any other status the answer is known in
+    /// advance ([`Forward::explain`]).
+    pub fn asks_about(&self, status: u16) -> bool {
+        self.fallback && FALLBACK_STATUSES.contains(&status)
+    }
+
+    /// The explanation of a response the forward does not ask about
+    /// ([`Forward::asks_about`]): exactly what the router would answer its
+    /// `ResponseHead` with, so the host may deliver at once and report the
+    /// head later, in the next batch (see `docs/abi.md`). Its node, rule,
+    /// attempt and model are the forward's own, named as `config` (the
+    /// router's) names them, and `country` is the client's, as the request
+    /// gave it. `None` if `config` has no such node.
+    pub fn explain(&self, config: &crate::RouterConfig, country: Option<crate::geo::Country>) -> Option<Explain> {
+        Some(Explain {
+            node: config.node_at(self.node)?.id.clone(),
+            rule: config.rule_label(self.rule).to_string(),
+            attempts: self.attempt,
+            country: crate::geo::country_label(country),
+            model: match &self.body {
+                ForwardBody::RewriteModel(model) => Some(model.clone()),
+                ForwardBody::Original => None,
+            },
+            cache: self.cache,
+        })
+    }
+}
+
+/// The `x-edge-*` headers of a delivered response, as data: fixed names need
+/// not cross the ABI on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explain {
+    /// Serving node id.
+    pub node: String,
+    /// Rule label or `strategy:<name>`.
+    pub rule: String,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// Client country, `XX` when unknown.
+    pub country: String,
+    /// The model the request was rewritten to, if it was.
+    pub model: Option<String>,
+    /// What the edge cache did (`x-edge-cache`).
+    pub cache: CacheStatus,
+}
+
+impl Explain {
+    /// The explanation of an answer the router (or a host) gives itself:
+    /// no node served it (`-`), and no cache was involved.
+    pub fn router(rule: &str, attempts: u32, country: String) -> Self {
+        Self { node: "-".into(), rule: rule.into(), attempts, country, model: None, cache: CacheStatus::Bypass }
+    }
+
+    /// Calls `f` with each header name and value, in a fixed order.
+    pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
+        use crate::error::headers;
+        f(headers::NODE, &self.node);
+        f(headers::RULE, &self.rule);
+        f(headers::ATTEMPTS, &self.attempts.to_string());
+        f(headers::COUNTRY, &self.country);
+        if let Some(model) = &self.model {
+            f(headers::MODEL, model);
+        }
+        f(headers::CACHE, self.cache.as_str());
+    }
+
+    /// The headers, as a list.
+    pub fn headers(&self) -> Vec<Header> {
+        let mut list = Vec::with_capacity(6);
+        self.for_each_header(|name, value| list.push(Header::new(name, value)));
+        list
+    }
+}
+
+/// What the edge cache did for a response: the `x-edge-cache` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheStatus {
+    /// Answered from the cache.
+    Hit,
+    /// Not in the cache: forwarded, and stored if it succeeds.
+    Miss,
+    /// Answered from the cache past its freshness (`stale-while-revalidate`, `stale-if-error`).
+    Stale,
+    /// The cache was not used for this request.
+    Bypass,
+    /// A stale entry was confirmed by the origin (`304`) and served.
+    Revalidated,
+}
+
+impl CacheStatus {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Stale => "STALE",
+            Self::Bypass => "BYPASS",
+            Self::Revalidated => "REVALIDATED",
+        }
+    }
+}
+
+/// Where a forwarded answer is stored when it succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFill {
+    /// The cache key (see `edge_cache::ai::ai_key`).
+    pub key: String,
+    /// How long the answer stays fresh, in seconds.
+    pub ttl_s: u64,
+    /// The request's estimated tokens: what a hit saves when the answer
+    /// reports no `usage`.
+    pub estimated_tokens: u64,
+    /// A `GET`/`HEAD` of a passthrough path, cached as RFC 9111 says
+    /// (`edge_cache::http`): `ttl_s` is unused, the response decides.
+    pub http: bool,
+}
+
+/// A cache lookup the host makes before the router picks a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheLookup {
+    /// Where the answer would be.
+    pub key: String,
+    /// An RFC 9111 entry (see [`CacheFill::http`]) rather than an AI answer.
+    pub http: bool,
+    /// The explanation of a hit (the host puts the node that answered
+    /// originally in `node`).
+    pub explain: Explain,
+}
+
+/// An output of the router.
+// Forward is the common case and an Action lives only until the host acts on
+// it; boxing it would add an allocation to every request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Answer the client with this response; the exchange is over.
+    Respond {
+        /// Status.
+        status: u16,
+        /// Headers.
+        headers: Vec<Header>,
+        /// Body.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// Send this request to a node (a first attempt or a fallback).
+    Forward(Forward),
+    /// Look the answer up in the edge cache: on a hit, answer from it and
+    /// report `CacheHit`; on a miss, report `CacheMiss` for the next action.
+    Lookup(CacheLookup),
+    /// Pass the origin's response to the client with these explanation
+    /// headers added, then report `Finished`.
+    Deliver(Explain),
+    /// Nothing to do.
+    Done,
+}
+
+/// A change in a node's health, for the host to log once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    /// The node's breaker opened: it gets no requests until a probe.
+    Unhealthy {
+        /// Node id.
+        node: String,
+        /// The failure that tipped it.
+        reason: String,
+        /// Milliseconds until a probe request may go.
+        probe_in_ms: u64,
+    },
+    /// A probe request is on its way to a node that was unhealthy.
+    Probing {
+        /// Node id.
+        node: String,
+    },
+    /// The probe succeeded: the node gets requests again.
+    Healthy {
+        /// Node id.
+        node: String,
+    },
+}
+
+/// What `er_handle` returns: the answer to the last event, the health
+/// changes any of the events caused (usually none), and the spending they
+/// settled, for the host to keep across a module reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The answer.
+    pub action: Action,
+    /// Health changes, oldest first.
+    pub notices: Vec<Notice>,
+    /// Nodes whose spending changed, with the new totals.
+    pub spent: Vec<Spent>,
+}
+
+/// The result of configuring the module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Configured {
+    /// Accepted.
+    Ok {
+        /// The nodes' ids, in the config's order: [`Spent::node`] indexes this list.
+        node_ids: Vec<String>,
+        /// Number of rules.
+        rules: u32,
+    },
+    /// Refused; the previous config (if any) stays in force.
+    Refused(String),
+}
