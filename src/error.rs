@@ -1,8 +1,12 @@
-//! Errors the router answers itself, and the one place they become responses.
+//! Errors the router, the hosts and the admin API answer themselves, and the
+//! one place they become responses ([`RouterError::to_response`]).
 //!
 //! The body is OpenAI's error shape, `{"error": {"type", "message"}}`, so
 //! unmodified clients show the message. Messages never carry secrets: keys are
-//! neither logged nor echoed, and origin failures are described by kind.
+//! neither logged nor echoed, and origin failures are described by kind. An
+//! internal error's detail never reaches a client either: the client gets a
+//! fixed message with the request's id (also in `x-request-id`), and the
+//! detail goes to the log under the same id.
 
 use crate::wire::Header;
 
@@ -84,9 +88,29 @@ pub enum RouterError {
     /// The last attempt timed out.
     #[error("every node failed, the last one by timing out: {0}")]
     UpstreamTimeout(String),
-    /// A fault in the router or host.
+    /// The admin API was called without its token.
+    #[error("the admin API needs `Authorization: Bearer <admin token>`")]
+    AdminUnauthorized,
+    /// What an operator asked for does not exist (an admin endpoint, a node).
+    #[error("{0}")]
+    NotFound(String),
+    /// What an operator asked for conflicts with how the box runs.
+    #[error("{0}")]
+    Conflict(String),
+    /// A module reload was refused; the module that ran before still runs.
+    #[error("the module was not reloaded, the old one still runs: {0}")]
+    ReloadRefused(String),
+    /// The router is shutting down.
+    #[error("the router is shutting down")]
+    ShuttingDown,
+    /// A fault in the router or a host. The text is for the log only.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A request id as clients and logs show it: 16 hex digits.
+pub fn request_id_text(id: u64) -> String {
+    format!("{id:016x}")
 }
 
 impl RouterError {
@@ -108,6 +132,11 @@ impl RouterError {
             Self::Paused { status, .. } => *status,
             Self::UpstreamFailed(_) => 502,
             Self::UpstreamTimeout(_) => 504,
+            Self::AdminUnauthorized => 401,
+            Self::NotFound(_) => 404,
+            Self::Conflict(_) => 409,
+            Self::ReloadRefused(_) => 422,
+            Self::ShuttingDown => 503,
             Self::Internal(_) => 500,
         }
     }
@@ -131,6 +160,11 @@ impl RouterError {
             Self::Draining(_) => "nodes_draining",
             Self::UpstreamFailed(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::AdminUnauthorized => "authentication_error",
+            Self::NotFound(_) => "not_found_error",
+            Self::Conflict(_) => "conflict",
+            Self::ReloadRefused(_) => "reload_failed",
+            Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -146,12 +180,33 @@ impl RouterError {
         }
     }
 
-    /// The response: status, headers (content type plus `extra`) and JSON body.
-    pub fn to_response(&self, extra: Vec<Header>) -> (u16, Vec<Header>, Vec<u8>) {
-        let body = serde_json::json!({"error": {"type": self.kind(), "message": self.to_string()}});
+    /// The message a client gets: the error's own, except for an internal
+    /// error, whose detail is for the log only.
+    pub fn client_message(&self, request_id: u64) -> String {
+        match self {
+            Self::Internal(_) => format!(
+                "internal error in the edge router; its log has the details under request id {}",
+                request_id_text(request_id)
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// The response to request `request_id` (0: none): status, headers
+    /// (content type, `x-request-id`, `retry-after` and `www-authenticate`
+    /// where they apply, then `extra`) and JSON body. Every error becomes a
+    /// response here and nowhere else.
+    pub fn to_response(&self, request_id: u64, extra: Vec<Header>) -> (u16, Vec<Header>, Vec<u8>) {
+        let body = serde_json::json!({"error": {"type": self.kind(), "message": self.client_message(request_id)}});
         let mut headers = vec![Header::new("content-type", "application/json")];
+        if request_id != 0 {
+            headers.push(Header::new(headers::REQUEST_ID, &request_id_text(request_id)));
+        }
         if let Some(seconds) = self.retry_after_s() {
             headers.push(Header::new("retry-after", &seconds.to_string()));
+        }
+        if matches!(self, Self::Unauthorized | Self::AdminUnauthorized) {
+            headers.push(Header::new("www-authenticate", "Bearer"));
         }
         headers.extend(extra);
         (self.status(), headers, serde_json::to_vec(&body).unwrap_or_default())
@@ -174,4 +229,39 @@ pub mod headers {
     pub const CACHE: &str = "x-edge-cache";
     /// Tokens a cached answer saved.
     pub const TOKENS_SAVED: &str = "x-edge-cache-tokens-saved";
+    /// The request's id, on errors: what the log names it by.
+    pub const REQUEST_ID: &str = "x-request-id";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(e: &RouterError, id: u64) -> (u16, Vec<Header>, serde_json::Value) {
+        let (status, headers, body) = e.to_response(id, Vec::new());
+        (status, headers, serde_json::from_slice(&body).expect("a JSON body"))
+    }
+
+    #[test]
+    fn an_internal_errors_detail_never_reaches_the_client_its_request_id_does() {
+        let (status, headers, body) = response(&RouterError::Internal("wasm trap at 0x1f in er_handle".into()), 0xabc);
+        assert_eq!(status, 500);
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.contains("wasm") && message.contains("0000000000000abc"), "{message}");
+        assert_eq!(body["error"]["type"], "internal_error");
+        assert!(headers.contains(&Header::new("x-request-id", "0000000000000abc")));
+    }
+
+    #[test]
+    fn every_error_has_its_status_type_and_headers_from_one_place() {
+        let (status, headers, body) = response(&RouterError::AdminUnauthorized, 1);
+        assert_eq!((status, body["error"]["type"].as_str()), (401, Some("authentication_error")));
+        assert!(headers.contains(&Header::new("www-authenticate", "Bearer")));
+        let (status, headers, _) = response(&RouterError::AtCapacity, 0);
+        assert_eq!(status, 429);
+        assert!(headers.contains(&Header::new("retry-after", "1")));
+        assert!(!headers.iter().any(|h| h.name == "x-request-id"), "no request, no id");
+        let (status, _, body) = response(&RouterError::NotFound("no node has the id `x`".into()), 1);
+        assert_eq!((status, body["error"]["message"].as_str()), (404, Some("no node has the id `x`")));
+    }
 }

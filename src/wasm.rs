@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::machine::Router;
-use crate::wire::{Action, Configured, Reply, Spent};
+use crate::wire::{Action, Configured, Notice, Reply, Spent};
 
 // The module's heap. Decoding an event, routing and encoding the action
 // allocate a few dozen small blocks per request; with talc instead of the
@@ -92,17 +92,16 @@ pub extern "C" fn er_configure(len: u32) -> u64 {
 pub extern "C" fn er_handle(len: u32) -> u64 {
     MODULE.with_borrow_mut(|m| {
         let answer = match m.router.as_mut() {
-            None => Reply {
-                action: internal("the module has no configuration".into()),
-                notices: Vec::new(),
-                spent: Vec::new(),
+            None => fault("the module has no configuration".into(), Vec::new()),
+            Some(router) => match router.handle_batch(m.input.get(..len as usize).unwrap_or_default()) {
+                Ok(Some(action)) => {
+                    let mut spent = std::mem::take(&mut m.spent);
+                    router.take_spent_into(&mut spent);
+                    Reply { action, notices: router.take_notices(), spent }
+                }
+                Ok(None) => fault("the module was called without an event".into(), router.take_notices()),
+                Err(e) => fault(format!("malformed event: {e}"), router.take_notices()),
             },
-            Some(router) => {
-                let action = handle_all(router, m.input.get(..len as usize).unwrap_or_default());
-                let mut spent = std::mem::take(&mut m.spent);
-                router.take_spent_into(&mut spent);
-                Reply { action, notices: router.take_notices(), spent }
-            }
         };
         let at = reply(m, &answer);
         m.spent = answer.spent;
@@ -111,15 +110,10 @@ pub extern "C" fn er_handle(len: u32) -> u64 {
     })
 }
 
-fn handle_all(router: &mut Router, input: &[u8]) -> Action {
-    match router.handle_batch(input) {
-        Ok(Some(action)) => action,
-        Ok(None) => internal("the module was called without an event".into()),
-        Err(e) => internal(format!("malformed event: {e}")),
-    }
-}
-
-fn internal(message: String) -> Action {
-    let (status, headers, body) = RouterError::Internal(message).to_response(Vec::new());
-    Action::Respond { status, headers, body }
+/// A call the module could not handle: an internal error, with the detail
+/// as a `Fault` notice for the host's log.
+fn fault(detail: String, mut notices: Vec<Notice>) -> Reply {
+    let (status, headers, body) = RouterError::Internal(detail.clone()).to_response(0, Vec::new());
+    notices.push(Notice::Fault { id: 0, detail });
+    Reply { action: Action::Respond { status, headers, body }, notices, spent: Vec::new() }
 }

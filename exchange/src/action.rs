@@ -25,11 +25,20 @@ pub enum Step<T> {
     },
     /// Send the request to a node.
     Forward(Forward),
+    /// The router gave no answer it should have: answer with this internal
+    /// error, and log its detail.
+    Fault {
+        /// The client's answer (a fixed message and the request id).
+        response: Response<Bytes>,
+        /// What went wrong, for the log.
+        detail: String,
+    },
 }
 
-/// The step for `action`, the router's answer for a request that holds
-/// `stale` (taken when it answers) from a client in `country`.
-pub fn step<T: HoldsEntry>(action: Action, stale: &mut Option<Stale<T>>, country: Option<Country>) -> Step<T> {
+/// The step for `action`, the router's answer for request `id` that holds
+/// `stale` (taken when it answers) from a client in `country`. An action
+/// that is no answer is an internal error (the host logs it).
+pub fn step<T: HoldsEntry>(action: Action, stale: &mut Option<Stale<T>>, country: Option<Country>, id: u64) -> Step<T> {
     match action {
         Action::Respond { status, headers, body } => match stale.take() {
             Some(s) if s.if_error && stale_may_answer(status) => {
@@ -39,9 +48,9 @@ pub fn step<T: HoldsEntry>(action: Action, stale: &mut Option<Stale<T>>, country
             _ => Step::Answer(respond(status, &headers, body)),
         },
         Action::Forward(forward) => Step::Forward(forward),
-        Action::Deliver(_) | Action::Lookup(_) | Action::Done => {
-            let e = RouterError::Internal("the router gave no answer for this request".into());
-            Step::Answer(host_error(&e, country))
+        other => {
+            let detail = format!("the router answered a request with {other:?}");
+            Step::Fault { response: host_error(&RouterError::Internal(detail.clone()), country, id), detail }
         }
     }
 }
@@ -73,18 +82,20 @@ mod tests {
     #[test]
     fn a_5xx_is_answered_stale_only_when_stale_if_error_allows() {
         let mut held = Some(Stale { entry: entry(), if_error: true });
-        let Step::ServeStale { explain, .. } = step(error(502), &mut held, None) else { panic!("served stale") };
+        let Step::ServeStale { explain, .. } = step(error(502), &mut held, None, 1) else { panic!("served stale") };
         assert_eq!((explain.node.as_str(), explain.cache.as_str()), ("a", "STALE"));
         assert!(held.is_none(), "the stale entry was used");
         let mut held = Some(Stale { entry: entry(), if_error: true });
-        assert!(matches!(step(error(404), &mut held, None), Step::Answer(r) if r.status() == 404));
+        assert!(matches!(step(error(404), &mut held, None, 1), Step::Answer(r) if r.status() == 404));
         let mut held = Some(Stale { entry: entry(), if_error: false });
-        assert!(matches!(step(error(503), &mut held, None), Step::Answer(r) if r.status() == 503));
+        assert!(matches!(step(error(503), &mut held, None, 1), Step::Answer(r) if r.status() == 503));
     }
 
     #[test]
     fn an_action_that_is_no_answer_is_an_internal_error() {
         let mut none: Option<Stale<Entry>> = None;
-        assert!(matches!(step(Action::Done, &mut none, None), Step::Answer(r) if r.status() == 500));
+        let Step::Fault { response, detail } = step(Action::Done, &mut none, None, 1) else { panic!("a fault") };
+        assert_eq!(response.status(), 500);
+        assert!(detail.contains("Done"), "{detail}");
     }
 }

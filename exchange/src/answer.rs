@@ -26,10 +26,11 @@ pub fn respond(status: u16, headers: &[Header], body: Vec<u8>) -> Response<Bytes
     response
 }
 
-/// An error a host answers itself (before or without the router).
-pub fn host_error(error: &RouterError, country: Option<Country>) -> Response<Bytes> {
+/// An error a host answers itself for request `id` (before or without the
+/// router). The host logs an internal error's detail itself.
+pub fn host_error(error: &RouterError, country: Option<Country>, id: u64) -> Response<Bytes> {
     let explain = Explain::router("-", 0, country_label(country));
-    let (status, headers, body) = error.to_response(explain.headers());
+    let (status, headers, body) = error.to_response(id, explain.headers());
     respond(status, &headers, body)
 }
 

@@ -1,6 +1,7 @@
 //! What a host logs of the router's notices, and how often it tells the
 //! router the time when no request does.
 
+use edge_router::error::request_id_text;
 use edge_router::wire::Notice;
 
 /// How often a host sends the router a `Tick` (the edge box from a timer;
@@ -13,23 +14,29 @@ pub const TICK_EVERY_MS: u64 = 30_000;
 pub enum Level {
     /// Worth knowing.
     Info,
-    /// Something is wrong.
+    /// Something is wrong with a node.
     Warn,
+    /// Something is wrong with the router or a host.
+    Error,
 }
 
-/// A notice as one log line: its level, the node it concerns and the message.
-pub fn describe(notice: &Notice) -> (Level, &str, String) {
+/// A notice as one log line: its level, what it concerns (a node, or the
+/// request id of a fault) and the message.
+pub fn describe(notice: &Notice) -> (Level, String, String) {
     match notice {
         Notice::Unhealthy { node, reason, probe_in_ms } => (
             Level::Warn,
-            node,
+            node.clone(),
             format!(
                 "node unhealthy: {reason}; it gets no requests for {:.1}s, then one probe",
                 *probe_in_ms as f64 / 1000.0
             ),
         ),
-        Notice::Probing { node } => (Level::Info, node, "sending a probe request to an unhealthy node".into()),
-        Notice::Healthy { node } => (Level::Info, node, "node healthy again".into()),
+        Notice::Probing { node } => (Level::Info, node.clone(), "sending a probe request to an unhealthy node".into()),
+        Notice::Healthy { node } => (Level::Info, node.clone(), "node healthy again".into()),
+        Notice::Fault { id, detail } => {
+            (Level::Error, format!("request {}", request_id_text(*id)), format!("internal error: {detail}"))
+        }
     }
 }
 
@@ -59,7 +66,14 @@ mod tests {
     fn an_unhealthy_node_is_a_warning_with_its_cool_down() {
         let notice = Notice::Unhealthy { node: "a".into(), reason: "it answered 503".into(), probe_in_ms: 5_300 };
         let (level, node, message) = describe(&notice);
-        assert_eq!((level, node), (Level::Warn, "a"));
+        assert_eq!((level, node.as_str()), (Level::Warn, "a"));
         assert!(message.contains("it answered 503") && message.contains("5.3s"), "{message}");
+    }
+
+    #[test]
+    fn a_fault_is_an_error_naming_its_request() {
+        let (level, subject, message) = describe(&Notice::Fault { id: 255, detail: "malformed event".into() });
+        assert_eq!((level, subject.as_str()), (Level::Error, "request 00000000000000ff"));
+        assert!(message.contains("malformed event"), "{message}");
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edge_router::config::DurationSpec;
+use edge_router::error::RouterError;
 use edge_router::wire::{Control, Header};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -98,92 +99,99 @@ fn reply(status: u16, headers: &[Header], body: Bytes) -> Answer {
     resp
 }
 
-fn error(status: u16, kind: &str, message: &str) -> Answer {
-    let body = serde_json::json!({"error": {"type": kind, "message": message}});
-    let mut resp = reply(status, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string()));
-    if status == 401 {
-        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+/// An error of the admin API, through the one mapping every error takes
+/// (`RouterError::to_response`). An internal error's detail is logged here.
+fn error(e: &RouterError, id: u64) -> Answer {
+    if let RouterError::Internal(detail) = e {
+        tracing::error!("admin request {}: {detail}", edge_router::error::request_id_text(id));
     }
-    resp
+    let (status, headers, body) = e.to_response(id, Vec::new());
+    reply(status, &headers, Bytes::from(body))
 }
 
 async fn route(shared: Weak<Shared>, token: AdminToken, req: Request<Incoming>) -> Answer {
-    if !token.admits(&req) {
-        return error(401, "authentication_error", "the admin API needs `Authorization: Bearer <admin token>`");
-    }
+    // The token first: nothing else is told to a caller without it.
+    let admitted = token.admits(&req);
     let Some(shared) = shared.upgrade() else {
-        return error(503, "shutting_down", "the router is shutting down");
+        return error(if admitted { &RouterError::ShuttingDown } else { &RouterError::AdminUnauthorized }, 0);
     };
+    let id = shared.request_id();
+    if !admitted {
+        return error(&RouterError::AdminUnauthorized, id);
+    }
     let method = req.method().clone();
     let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_string).collect();
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return error(400, "invalid_request_error", &format!("the request body could not be read: {e}")),
+        Err(e) => return error(&RouterError::BadRequest(format!("the request body could not be read: {e}")), id),
     };
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    match (&method, path.as_slice()) {
+    let answer = match (&method, path.as_slice()) {
         (&Method::GET, ["admin", "status"]) => {
             let (status, headers, body) = shared.status();
-            reply(status, &headers, body)
+            Ok(reply(status, &headers, body))
         }
         (&Method::POST, ["admin", "nodes", node, action]) => node_action(&shared, node, action, &body),
         (&Method::POST, ["admin", "reload"]) => reload(&shared).await,
         (&Method::POST, ["admin", "cache", "purge"]) => purge(&shared, &body),
-        _ => error(404, "not_found_error", &format!("no admin endpoint {method} /{}", path.join("/"))),
-    }
+        _ => Err(RouterError::NotFound(format!("no admin endpoint {method} /{}", path.join("/")))),
+    };
+    answer.unwrap_or_else(|e| error(&e, id))
 }
 
 /// `{"prefix": "ai/acme/"}`, `{"node": "cloud-eu"}` (both: entries matching
 /// both), or `{"all": true}`.
-fn purge(shared: &Arc<Shared>, body: &[u8]) -> Answer {
+fn purge(shared: &Arc<Shared>, body: &[u8]) -> Result<Answer, RouterError> {
     let fields: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let text = |name: &str| fields.get(name).and_then(serde_json::Value::as_str);
     let (prefix, node, all) = (text("prefix"), text("node"), fields.get("all") == Some(&serde_json::Value::Bool(true)));
     if prefix.is_none() && node.is_none() && !all {
         let message = "say what to purge: {\"prefix\": \"ai/<tenant>/\"}, {\"node\": \"<id>\"} or {\"all\": true}";
-        return error(400, "invalid_request_error", message);
+        return Err(RouterError::BadRequest(message.into()));
     }
     let purged = shared.purge(prefix, node);
     tracing::info!(prefix = prefix.unwrap_or(""), node = node.unwrap_or(""), "purged {purged} cache entries");
     let body = serde_json::json!({ "purged": purged });
-    reply(200, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string()))
+    Ok(reply(200, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string())))
 }
 
-fn node_action(shared: &Arc<Shared>, node: &str, action: &str, body: &[u8]) -> Answer {
+fn node_action(shared: &Arc<Shared>, node: &str, action: &str, body: &[u8]) -> Result<Answer, RouterError> {
     let fields: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::Value::Null
     } else {
         match serde_json::from_slice(body) {
             Ok(v) => v,
-            Err(e) => return error(400, "invalid_request_error", &format!("the body is not JSON: {e}")),
+            Err(e) => return Err(RouterError::BadRequest(format!("the body is not JSON: {e}"))),
         }
     };
     let node = node.to_string();
     let (command, cut_off) = match action {
         "weight" => match fields.get("weight").and_then(serde_json::Value::as_f64) {
             Some(weight) => (Control::SetWeight { node, weight }, None),
-            None => return error(400, "invalid_request_error", "send {\"weight\": <number>}"),
+            None => return Err(RouterError::BadRequest("send {\"weight\": <number>}".into())),
         },
         "drain" => {
             let timeout = match fields.get("timeout") {
                 None => DEFAULT_DRAIN_TIMEOUT,
                 Some(t) => match t.as_str().map(DurationSpec::try_from) {
                     Some(Ok(d)) => d.0,
-                    _ => return error(400, "invalid_request_error", "`timeout` must be a duration such as \"5m\""),
+                    _ => return Err(RouterError::BadRequest("`timeout` must be a duration such as \"5m\"".into())),
                 },
             };
             (Control::Drain { node }, Some(timeout))
         }
         "undrain" => (Control::Undrain { node }, None),
-        other => return error(404, "not_found_error", &format!("no node action `{other}` (weight, drain, undrain)")),
+        other => return Err(RouterError::NotFound(format!("no node action `{other}` (weight, drain, undrain)"))),
     };
     let (status, headers, body) = shared.control(command, cut_off);
-    reply(status, &headers, body)
+    Ok(reply(status, &headers, body))
 }
 
-async fn reload(shared: &Arc<Shared>) -> Answer {
+async fn reload(shared: &Arc<Shared>) -> Result<Answer, RouterError> {
     let Some(path) = shared.module_path() else {
-        return error(409, "conflict", "the module was not loaded from a file, so there is nothing to reload");
+        return Err(RouterError::Conflict(
+            "the module was not loaded from a file, so there is nothing to reload".into(),
+        ));
     };
     // Compiling takes a while: off the async threads.
     let file = path.clone();
@@ -193,8 +201,9 @@ async fn reload(shared: &Arc<Shared>) -> Answer {
         Ok(()) => {
             tracing::info!("router module reloaded from {}", path.display());
             let body = serde_json::json!({"reloaded": path.display().to_string()});
-            reply(200, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string()))
+            Ok(reply(200, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string())))
         }
-        Err(e) => error(500, "reload_failed", &format!("the module was not reloaded, the old one still runs: {e:#}")),
+        // The module is the operator's own file: what is wrong with it is theirs to see.
+        Err(e) => Err(RouterError::ReloadRefused(format!("{e:#}"))),
     }
 }

@@ -350,6 +350,7 @@ pub fn decode(reply: &[u8]) -> anyhow::Result<Reply> {
 pub fn log_notices(notices: &[Notice]) {
     for notice in notices {
         match exchange::notices::describe(notice) {
+            (exchange::notices::Level::Error, about, message) => tracing::error!("{about}: {message}"),
             (exchange::notices::Level::Warn, node, message) => tracing::warn!(node = %node, "{message}"),
             (exchange::notices::Level::Info, node, message) => tracing::info!(node = %node, "{message}"),
         }

@@ -24,6 +24,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use origin_fallback::RetryType;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -228,7 +229,10 @@ impl Pool {
     /// request a reused connection could not take (it was closing) goes on
     /// the next one; a request that was sent and then failed is not sent
     /// again.
-    pub async fn send(self: &Arc<Self>, mut req: Request<ProxyBody>) -> Result<(Response<Incoming>, Lease), Failure> {
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Lease), (Failure, RetryType)> {
         req.headers_mut().insert(http::header::HOST, self.host.clone());
         if let Some(key) = &self.key {
             req.headers_mut().insert(http::header::AUTHORIZATION, key.clone());
@@ -238,14 +242,14 @@ impl Pool {
                 Ok(resp) => return Ok((resp, Lease { sender, pool: self.clone() })),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(Failure::Reset),
+                    None => return Err((Failure::Reset, RetryType::Sent)),
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        let mut sender = self.connect().await.map_err(|f| (f, RetryType::NotSent))?;
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, Lease { sender, pool: self.clone() })),
-            Err(_) => Err(Failure::Reset),
+            Err(_) => Err((Failure::Reset, RetryType::Sent)),
         }
     }
 

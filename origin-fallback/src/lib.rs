@@ -7,6 +7,7 @@
 mod breaker;
 mod budget;
 mod latency;
+mod retry;
 mod selection;
 mod spend;
 mod stats;
@@ -14,6 +15,7 @@ mod stats;
 pub use breaker::{Breaker, BreakerPolicy, BreakerState, Transition, counts_as_failure};
 pub use budget::{RetryBudget, RetryPolicy};
 pub use latency::LatencyTracker;
+pub use retry::{NoRetry, RetryType, idempotent, may_retry};
 pub use selection::{Candidate, Strategy, canary_draw, order_candidates};
 pub use spend::{BudgetDay, DailySpend, Ledger, MS_PER_DAY, Reserved};
 pub use stats::{TrafficSummary, TrafficWindow};

@@ -5,7 +5,7 @@ use origin_fallback::BreakerState;
 use serde_json::{Value, json};
 
 use super::{Router, Tally};
-use crate::error::headers;
+use crate::error::{RouterError, headers};
 use crate::wire::{Action, Control, Header, Restore};
 
 impl Router {
@@ -17,14 +17,14 @@ impl Router {
         let Some(i) = self.config.node_index(node) else {
             let known: Vec<&str> = self.config.nodes.iter().map(|n| n.id.as_str()).collect();
             let message = format!("no node has the id `{node}` (nodes: {})", known.join(", "));
-            return json_answer(404, &json!({"error": {"type": "not_found_error", "message": message}}));
+            return admin_error(&RouterError::NotFound(message));
         };
         let state = &mut self.nodes[i];
         match command {
             Control::SetWeight { weight, .. } => {
                 if !(weight.is_finite() && weight >= 0.0) {
                     let message = format!("a weight must be a number of zero or more, not {weight}");
-                    return json_answer(400, &json!({"error": {"type": "invalid_request_error", "message": message}}));
+                    return admin_error(&RouterError::BadRequest(message));
                 }
                 state.weight = weight;
             }
@@ -131,6 +131,13 @@ impl Router {
             },
         })
     }
+}
+
+/// An operator's request refused (`Control` carries no request id: the
+/// admin API's own id is on its response).
+fn admin_error(error: &RouterError) -> Action {
+    let (status, headers, body) = error.to_response(0, Vec::new());
+    Action::Respond { status, headers, body }
 }
 
 fn json_answer(status: u16, body: &Value) -> Action {

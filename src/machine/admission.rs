@@ -2,7 +2,7 @@
 //! input, no route, residency), or the chain of nodes it may go to, with
 //! the model each is asked for, and where its answer is cached.
 
-use origin_fallback::{Candidate, Strategy, canary_draw, order_candidates};
+use origin_fallback::{Candidate, Strategy, canary_draw, idempotent, order_candidates};
 
 use super::{Exchange, Router, delivery_explain};
 use crate::auth::{Principal, key_digest, presented_key};
@@ -11,7 +11,9 @@ use crate::facts::{BodyFacts, Endpoint, RequestFacts, parse_body, request_facts}
 use crate::geo::{Country, JurisdictionId, country_label, permits};
 use crate::hop::{for_each_connection_token, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
-use crate::wire::{Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, HeaderRef, RequestRef, RuleRef};
+use crate::wire::{
+    Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, HeaderRef, Notice, RequestRef, RuleRef,
+};
 
 /// The lower-case names of the client headers an origin must not see beyond
 /// those it never sees ([`never_forwarded`]): the ones the client's
@@ -35,7 +37,7 @@ impl Router {
     pub(super) fn on_request(&mut self, request: RequestRef<'_>) -> Action {
         let RequestRef { id, method, target, headers, country, body, now_ms, random, key_sha256, body_facts } = request;
         let country = country.and_then(Country::parse);
-        let refuse = |e: RouterError, label: &str| refusal(&e, label, country);
+        let refuse = |e: RouterError, label: &str| refusal(&e, label, country, id);
         if let Err(geo) = self.config.geofence.check(country) {
             return refuse(RouterError::Geofenced(geo.to_string()), "geofence");
         }
@@ -66,7 +68,9 @@ impl Router {
             }
         } else {
             let BodyRef::Buffered(bytes) = body else {
-                return refuse(RouterError::Internal("the host did not buffer an API request body".into()), "-");
+                let detail = "the host did not buffer an API request body".to_string();
+                self.notices.push(Notice::Fault { id, detail: detail.clone() });
+                return refuse(RouterError::Internal(detail), "-");
             };
             let facts = match self.facts(endpoint, bytes, body_facts, &headers, country, principal) {
                 Ok(f) => f,
@@ -101,6 +105,9 @@ impl Router {
             status: None,
             body_failed: false,
             retry_denied: false,
+            body_kept: matches!(body, BodyRef::Buffered(_)),
+            repeatable: endpoint != Endpoint::Other || idempotent(method),
+            no_retry: None,
             cache: if fill.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass },
             fill: fill.as_ref().map(|(fill, _)| fill.clone()),
         };
@@ -280,8 +287,8 @@ pub(super) fn header_str<'a>(headers: &[HeaderRef<'a>], name: &'static str) -> O
 }
 
 /// The router's own answer to a request it will not forward.
-pub(super) fn refusal(error: &RouterError, label: &str, country: Option<Country>) -> Action {
+pub(super) fn refusal(error: &RouterError, label: &str, country: Option<Country>, id: u64) -> Action {
     let extra = Explain::router(label, 0, country_label(country)).headers();
-    let (status, headers, body) = error.to_response(extra);
+    let (status, headers, body) = error.to_response(id, extra);
     Action::Respond { status, headers, body }
 }

@@ -1,6 +1,8 @@
 //! Attempts: the next node of a request's chain that can take it, or the
 //! answer that says why none can.
 
+use origin_fallback::NoRetry;
+
 use super::{Exchange, NodeState, PassedOver, Router, cost_of};
 use crate::config::RouterConfig;
 use crate::error::RouterError;
@@ -70,7 +72,7 @@ impl Router {
             return Action::Done;
         };
         let error = self.exhausted(&ex, now_ms);
-        let (status, mut headers, body) = error.to_response(Vec::new());
+        let (status, mut headers, body) = error.to_response(id, Vec::new());
         headers.extend(explain(&self.config, &ex));
         Action::Respond { status, headers, body }
     }
@@ -94,6 +96,15 @@ impl Router {
         }));
         if ex.retry_denied {
             parts.push("no further node tried: too many requests are failing over (retry budget spent)".into());
+        }
+        if let Some((node, why)) = ex.no_retry {
+            parts.push(match why {
+                NoRetry::BodyGone => "not sent to another node: its body was streamed through and is gone".into(),
+                NoRetry::NotRepeatable => format!(
+                    "not sent to another node: {} may have acted on it, and its method is not idempotent",
+                    id(&node)
+                ),
+            });
         }
         let summary = parts.join("; ");
         match ex.failures.last() {

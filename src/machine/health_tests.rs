@@ -1,5 +1,7 @@
 //! The breaker per node as requests see it.
 
+use origin_fallback::RetryType;
+
 use super::*;
 
 const FLEET: &str = "
@@ -28,7 +30,10 @@ fn forward_to(r: &mut Router, event: Event) -> (&str, u32) {
 /// A request whose first node refuses the connection and whose fallback answers 200.
 fn failing_over(r: &mut Router, id: u64, now_ms: u64) {
     assert_eq!(forward_to(r, request(id, now_ms)), ("primary", 1));
-    assert_eq!(forward_to(r, Event::OriginFailed { id, failure: Failure::Connect, now_ms }), ("backup", 2));
+    assert_eq!(
+        forward_to(r, Event::OriginFailed { id, failure: Failure::Connect, retry: RetryType::NotSent, now_ms }),
+        ("backup", 2)
+    );
     assert!(matches!(
         r.handle(Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms }),
         Action::Deliver(_)
@@ -110,7 +115,8 @@ fn with_every_candidate_unhealthy_the_answer_is_503_with_retry_after() {
     let mut r = Router::new(RouterConfig::load("t.yaml", &config).unwrap_or_else(|e| panic!("{e}")));
     for id in [1, 2] {
         forward_to(&mut r, request(id, 1_000));
-        let failed = r.handle(Event::OriginFailed { id, failure: Failure::Timeout, now_ms: 1_000 });
+        let failed =
+            r.handle(Event::OriginFailed { id, failure: Failure::Timeout, retry: RetryType::Sent, now_ms: 1_000 });
         assert!(matches!(failed, Action::Respond { status: 504, .. }), "{failed:?}");
     }
     let Action::Respond { status, headers, body } = r.handle(request(3, 1_100)) else { panic!("expected a refusal") };
@@ -158,7 +164,7 @@ fn the_retry_budget_stops_failing_over_when_most_requests_fail() {
     }
     assert_eq!(forward_to(&mut r, request(10, 1_000)), ("primary", 1));
     let Action::Respond { status, body, .. } =
-        r.handle(Event::OriginFailed { id: 10, failure: Failure::Connect, now_ms: 1_000 })
+        r.handle(Event::OriginFailed { id: 10, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 1_000 })
     else {
         panic!("the budget is spent: no fallback")
     };

@@ -92,6 +92,13 @@ struct Exchange {
     body_failed: bool,
     /// A further attempt was refused by the retry budget.
     retry_denied: bool,
+    /// Whether the request's body is still at hand (read whole, not streamed).
+    body_kept: bool,
+    /// Whether making the request twice has no effect once does not: an
+    /// idempotent method, or an inference call.
+    repeatable: bool,
+    /// A failed attempt after which the request may not go elsewhere, and why.
+    no_retry: Option<(usize, origin_fallback::NoRetry)>,
     /// Where a successful answer is cached.
     fill: Option<CacheFill>,
     /// What the cache did, for `x-edge-cache`.
@@ -302,7 +309,7 @@ impl Router {
             Event::ResponseHead { id, status, retry_after_s, now_ms } => {
                 self.on_response_head(id, status, retry_after_s, now_ms, answer)
             }
-            Event::OriginFailed { id, failure, now_ms } => self.on_origin_failed(id, failure, now_ms),
+            Event::OriginFailed { id, failure, retry, now_ms } => self.on_origin_failed(id, failure, retry, now_ms),
             Event::BodyFailed { id, failure, now_ms } => {
                 let Some(ex) = self.exchanges.get_mut(&id) else { return Action::Done };
                 ex.last_activity_ms = now_ms;

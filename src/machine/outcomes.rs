@@ -1,7 +1,9 @@
 //! Outcomes: what an origin's response head or failure does to its node
 //! (health, latency, pauses) and to the request (deliver, or fall back).
 
-use origin_fallback::{BreakerState, GOLDEN_GAMMA, Transition, counts_as_failure, mix64, saturating_mul_by};
+use origin_fallback::{
+    BreakerState, GOLDEN_GAMMA, RetryType, Transition, counts_as_failure, may_retry, mix64, saturating_mul_by,
+};
 
 use super::{MAX_RETRY_AFTER_S, Router, cost_of, delivery_explain, unavailable};
 use crate::wire::{Action, FALLBACK_STATUSES, Failure, Notice};
@@ -90,13 +92,18 @@ impl Router {
         self.note(node, transition, why);
     }
 
-    pub(super) fn on_origin_failed(&mut self, id: u64, failure: Failure, now_ms: u64) -> Action {
+    pub(super) fn on_origin_failed(&mut self, id: u64, failure: Failure, retry: RetryType, now_ms: u64) -> Action {
         let Some(ex) = self.exchanges.get_mut(&id) else {
             return Action::Done;
         };
         ex.last_activity_ms = now_ms;
         if let Some(node) = ex.holding.take() {
             ex.failures.push((node, failure));
+            if let Err(why) = may_retry(retry, ex.body_kept, ex.repeatable) {
+                // The rest of the chain is not tried.
+                ex.no_retry = Some((node, why));
+                ex.next = ex.chain.len();
+            }
             let reserved = std::mem::take(&mut ex.reserved);
             self.nodes[node].traffic.failed(now_ms);
             self.charge_failure(node, id, now_ms, || failure.describe().to_string());

@@ -5,6 +5,8 @@ use serde_json::Value;
 
 use origin_fallback::{GOLDEN_GAMMA, canary_draw};
 
+use origin_fallback::RetryType;
+
 use super::*;
 use crate::wire::{Control, Restore};
 use crate::wire::{Spend, Usage};
@@ -109,7 +111,13 @@ fn spending_is_reserved_then_settled_from_usage_and_the_budget_skips_the_node() 
     r.handle(finished(2, None, 2_020));
     // 0.8 + 0.2 still fits; a failed attempt costs nothing and moves on.
     assert_eq!(node_of(&mut r, request(3, 3_000, 0, 93)), "a");
-    assert_eq!(node_of(&mut r, Event::OriginFailed { id: 3, failure: Failure::Connect, now_ms: 3_010 }), "b");
+    assert_eq!(
+        node_of(
+            &mut r,
+            Event::OriginFailed { id: 3, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 3_010 }
+        ),
+        "b"
+    );
     r.handle(finished(3, None, 3_020));
     // A bigger request (0.4) no longer fits: the node is skipped like an unhealthy one.
     assert_eq!(node_of(&mut r, request(4, 4_000, 0, 193)), "b");
@@ -139,7 +147,13 @@ fn a_shared_ledger_reserves_what_the_router_reserved_and_is_told_what_each_attem
     let claim = r.reservation(2).unwrap_or_else(|| panic!("a has a budget"));
     assert_eq!(claim, BudgetClaim { node: "a".into(), day: 0, amount: 0.2, limit: 1.05 });
     // A failed attempt settles at nothing; the fallback b has no budget, so no claim.
-    assert_eq!(node_of(&mut r, Event::OriginFailed { id: 2, failure: Failure::Connect, now_ms: 1_010 }), "b");
+    assert_eq!(
+        node_of(
+            &mut r,
+            Event::OriginFailed { id: 2, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 1_010 }
+        ),
+        "b"
+    );
     assert_eq!(r.reservation(2), None);
     r.handle(finished(2, None, 1_020));
     assert_eq!(r.take_settled(), [Settlement { id: 2, node: "a".into(), day: 0, cost: 0.0 }]);
@@ -260,12 +274,24 @@ routing:
     // Not drawn: failing over skips the canary, even though it is a listed fallback.
     let not_drawn = (0..).find(|&x| !canary_draw(x, 5.0)).unwrap_or_default();
     assert_eq!(node_of(&mut r, request(1, 2_000, not_drawn, 10)), "stable");
-    assert_eq!(node_of(&mut r, Event::OriginFailed { id: 1, failure: Failure::Connect, now_ms: 2_000 }), "backup");
+    assert_eq!(
+        node_of(
+            &mut r,
+            Event::OriginFailed { id: 1, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 2_000 }
+        ),
+        "backup"
+    );
     // A failing canary falls back to the rule's own chain.
     let mut r = router(config);
     let drawn = (0..).find(|&x| canary_draw(x, 5.0)).unwrap_or_default();
     assert_eq!(node_of(&mut r, request(1, 1_000, drawn, 10)), "canary");
-    assert_eq!(node_of(&mut r, Event::OriginFailed { id: 1, failure: Failure::Connect, now_ms: 1_000 }), "stable");
+    assert_eq!(
+        node_of(
+            &mut r,
+            Event::OriginFailed { id: 1, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 1_000 }
+        ),
+        "stable"
+    );
     let bad = config.replace("node: canary, percent: 5", "node: nope, percent: 120");
     let err = RouterConfig::load("t.yaml", &bad).unwrap_err().to_string();
     assert!(err.contains("canary.node: `nope` is not the id of any node"), "{err}");
@@ -327,7 +353,7 @@ fn the_status_report_counts_errors_latency_and_shares_of_the_last_hour() {
     for id in 0..4 {
         r.handle(request(id, 1_000, 0, 10));
         if id == 0 {
-            r.handle(Event::OriginFailed { id, failure: Failure::Timeout, now_ms: 1_050 });
+            r.handle(Event::OriginFailed { id, failure: Failure::Timeout, retry: RetryType::Sent, now_ms: 1_050 });
             r.handle(head(id, 200, None, 1_070));
         } else {
             r.handle(head(id, 200, None, 1_000 + 10 * id));

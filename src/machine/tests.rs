@@ -2,6 +2,8 @@
 
 use proptest::prelude::{Just, Strategy as _, any, prop, prop_assert, prop_oneof, proptest};
 
+use origin_fallback::RetryType;
+
 use super::*;
 use crate::auth::presented_key;
 use crate::facts::{BodyFacts, parse_body};
@@ -293,7 +295,8 @@ fn a_fallback_node_is_asked_for_a_model_of_its_own() {
     };
     let Action::Forward(first) = r.handle(request(1, "US", "gpt-4o", 0)) else { panic!("expected a forward") };
     assert_eq!((forward_id(&r, &Action::Forward(first.clone())), model(&first)), (Some("small"), "tiny".into()));
-    let Action::Forward(second) = r.handle(Event::OriginFailed { id: 1, failure: Failure::Connect, now_ms: 1_010 })
+    let Action::Forward(second) =
+        r.handle(Event::OriginFailed { id: 1, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 1_010 })
     else {
         panic!("expected the fallback")
     };
@@ -353,8 +356,8 @@ proptest! {
             let Some(node) = forward_id(&r, &action) else { break };
             prop_assert!(allowed(node), "{country} request sent to {node}\n{yaml}");
             action = match outcome {
-                0 => r.handle(Event::OriginFailed { id: 7, failure: Failure::Connect, now_ms: 2_000 }),
-                1 => r.handle(Event::OriginFailed { id: 7, failure: Failure::Timeout, now_ms: 2_000 }),
+                0 => r.handle(Event::OriginFailed { id: 7, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 2_000 }),
+                1 => r.handle(Event::OriginFailed { id: 7, failure: Failure::Timeout, retry: RetryType::Sent, now_ms: 2_000 }),
                 2 => r.handle(Event::ResponseHead { id: 7, status: 503, retry_after_s: None, now_ms: 2_000 }),
                 _ => r.handle(Event::ResponseHead { id: 7, status: 200, retry_after_s: None, now_ms: 2_000 }),
             };
@@ -365,4 +368,57 @@ proptest! {
         r.handle(Event::Finished { id: 7, usage: None, now_ms: 3_000 });
         prop_assert!(r.in_flight().iter().all(|&c| c == 0), "slots leaked: {:?}", r.in_flight());
     }
+}
+
+/// A passthrough request to node `a` (`body`: read whole, or streamed).
+fn passthrough(id: u64, method: &str, body: crate::wire::RequestBody) -> Event {
+    Event::Request {
+        id,
+        method: method.into(),
+        target: "/v1/files".into(),
+        headers: Vec::new(),
+        country: Some("US".into()),
+        body,
+        now_ms: 1_000,
+        random: 0,
+        key_sha256: None,
+        body_facts: None,
+    }
+}
+
+#[test]
+fn a_failed_attempt_goes_elsewhere_only_as_its_retry_type_allows() {
+    let fleet = "nodes:\n  - {id: a, type: cloud, host: \"http://a\"}\n  - {id: b, type: cloud, host: \"http://b\"}\nrouting:\n  rules:\n    - {match: {type: \"*\"}, target: a, fallback: [b]}\n  passthrough: a\nhealth_check: {unhealthy_threshold: 10}\n";
+    // An inference call may be made twice: after a timeout (sent) it goes on.
+    let mut r = router(fleet);
+    assert_eq!(forwarded(&mut r, request(1, "US", "m", 0)), Some("a"));
+    let again = Event::OriginFailed { id: 1, failure: Failure::Timeout, retry: RetryType::Sent, now_ms: 1_100 };
+    assert_eq!(forwarded(&mut r, again), Some("b"));
+
+    // A POST through a passthrough path that reached the origin is not made
+    // again, and the answer says why; one the origin never saw would be.
+    let explain = |action: Action| match action {
+        Action::Respond { status, body, .. } => (status, String::from_utf8_lossy(&body).into_owned()),
+        other => panic!("expected an answer, got {other:?}"),
+    };
+    let buffered = || crate::wire::RequestBody::Buffered(b"{}".to_vec());
+    assert_eq!(forwarded(&mut r, passthrough(2, "POST", buffered())), Some("a"));
+    let sent = Event::OriginFailed { id: 2, failure: Failure::Reset, retry: RetryType::Sent, now_ms: 1_200 };
+    let (status, message) = explain(r.handle(sent));
+    assert_eq!(status, 502);
+    assert!(message.contains("a may have acted on it, and its method is not idempotent"), "{message}");
+    assert_eq!(forwarded(&mut r, passthrough(3, "POST", buffered())), Some("a"));
+    let unsent = Event::OriginFailed { id: 3, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 1_300 };
+    let (_, message) = explain(r.handle(unsent));
+    assert!(!message.contains("not sent to another node"), "{message}");
+
+    // A streamed body is gone after any attempt.
+    assert_eq!(forwarded(&mut r, passthrough(4, "PUT", crate::wire::RequestBody::Streamed)), Some("a"));
+    let (_, message) = explain(r.handle(Event::OriginFailed {
+        id: 4,
+        failure: Failure::Connect,
+        retry: RetryType::NotSent,
+        now_ms: 1_400,
+    }));
+    assert!(message.contains("its body was streamed through and is gone"), "{message}");
 }

@@ -257,6 +257,14 @@ pub enum Notice {
         /// Node id.
         node: String,
     },
+    /// A fault in the router: request `id` (0: none) was answered with an
+    /// internal error, whose detail is this (for the host's log only).
+    Fault {
+        /// The request.
+        id: u64,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// What `er_handle` returns: the answer to the last event, the health

@@ -125,8 +125,8 @@ impl RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Event, Header};
     use crate::facts::BodyFacts;
+    use crate::wire::{Event, Header};
 
     /// Encodes `event` as the host does; its first byte must be the request tag.
     fn encoded_request(event: &Event) -> Vec<u8> {

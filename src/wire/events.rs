@@ -153,6 +153,9 @@ pub enum Event {
         id: u64,
         /// How.
         failure: Failure,
+        /// How far the request got: whether it may go to another node is
+        /// decided from this (`origin_fallback::may_retry`).
+        retry: origin_fallback::RetryType,
         /// Milliseconds since the Unix epoch.
         now_ms: u64,
     },
@@ -239,4 +242,23 @@ pub enum Event {
         /// Milliseconds since the Unix epoch.
         now_ms: u64,
     },
+}
+
+impl Event {
+    /// The request the event is about, if it is about one (0 otherwise).
+    pub fn request_id(&self) -> u64 {
+        match self {
+            Self::Request { id, .. }
+            | Self::ResponseHead { id, .. }
+            | Self::OriginFailed { id, .. }
+            | Self::Finished { id, .. }
+            | Self::BodyFailed { id, .. }
+            | Self::CacheHit { id, .. }
+            | Self::CacheMiss { id, .. }
+            | Self::BudgetRefused { id, .. } => *id,
+            Self::Probed { .. } | Self::Tick { .. } | Self::Control { .. } | Self::Status { .. } | Self::Restore(_) => {
+                0
+            }
+        }
+    }
 }

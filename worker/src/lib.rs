@@ -31,7 +31,7 @@ mod origin;
 mod state;
 
 use bytes::Bytes;
-use edge_router::error::RouterError;
+use edge_router::error::{RouterError, request_id_text};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, BodyRef, Event, RequestRef};
@@ -74,13 +74,17 @@ fn panic_hook_requested(env: &Env, path: &str) -> bool {
 }
 
 async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Country>) -> Response {
+    let id = state::next_id();
     let generation = match state::current(env).await {
         Ok(g) => g,
         Err(refused) => {
             // The details go to the log, not to clients.
-            worker::console_error!("edge-router: the bundled config was refused:\n{refused}");
-            let e = RouterError::Internal("the Worker's config was refused; its log says why".into());
-            return fixed(host_error(&e, country));
+            worker::console_error!(
+                "edge-router: request {}: the bundled config was refused:\n{refused}",
+                request_id_text(id)
+            );
+            let e = RouterError::Internal("the Worker's config was refused".into());
+            return fixed(host_error(&e, country, id));
         }
     };
     let (parts, incoming) = req.into_parts();
@@ -95,7 +99,7 @@ async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Count
         (server.max_body_bytes, server.client_timeout)
     };
     if let Err(e) = check_declared(&parts.headers, limit) {
-        return fixed(host_error(&e, country));
+        return fixed(host_error(&e, country, id));
     }
     let (original, stream) = if streams_body(endpoint, &parts.headers) {
         (None, incoming.into_inner())
@@ -104,14 +108,13 @@ async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Count
         let within = Box::pin(Delay::from(client_timeout.0));
         match select(read, within).await {
             Either::Left((Ok(bytes), _)) => (Some(bytes), None),
-            Either::Left((Err(e), _)) => return fixed(host_error(&e, country)),
+            Either::Left((Err(e), _)) => return fixed(host_error(&e, country, id)),
             Either::Right(_) => {
                 let e = RouterError::ClientTimeout(client_timeout.to_string());
-                return fixed(host_error(&e, country));
+                return fixed(host_error(&e, country, id));
             }
         }
     };
-    let id = state::next_id();
     let HostReads { headers, key_sha256, body_facts } =
         host_reads(generation.router.borrow().config(), &parts.headers, country, endpoint, original.as_deref());
     let requested_model = body_facts.as_ref().and_then(|f| f.model.clone());

@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_router::error::RouterError;
+use edge_router::error::{RouterError, request_id_text};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
@@ -15,6 +15,7 @@ use exchange::head::{Attempt, Plan, Stale, decide, head_event};
 use exchange::intake::path_and_query;
 use exchange::upstream::{bearer, upstream_body, upstream_headers};
 use futures_util::future::{Either, select};
+use origin_fallback::RetryType;
 use worker::wasm_bindgen::JsValue;
 use worker::{AbortController, Delay, Env, Fetch, Request, Response};
 
@@ -28,7 +29,7 @@ use crate::state::Generation;
 /// What became of a request sent to a node.
 enum Sent {
     Answered(http::Response<worker::Body>),
-    Failed(Failure),
+    Failed(Failure, RetryType),
     /// `fetch` refused the request itself.
     Unsendable(String),
 }
@@ -65,10 +66,14 @@ impl Exchange {
     pub async fn route(mut self, mut action: Action) -> Response {
         let id = self.id;
         loop {
-            let forward = match step(action, &mut self.stale, self.country) {
+            let forward = match step(action, &mut self.stale, self.country, id) {
                 Step::Answer(response) => return fixed(response),
                 Step::ServeStale { entry, explain } => return self.serve_stale(&entry, &explain),
                 Step::Forward(forward) => forward,
+                Step::Fault { response, detail } => {
+                    worker::console_error!("edge-router: request {}: {detail}", request_id_text(id));
+                    return fixed(response);
+                }
             };
             // Reservations released so far are settled before a new one is made.
             crate::budget::settle(&self.generation, &self.env, &self.later);
@@ -80,7 +85,7 @@ impl Exchange {
             action = match self.send(&forward).await {
                 Sent::Unsendable(why) => {
                     let e = RouterError::BadRequest(format!("the request cannot be forwarded from a Worker: {why}"));
-                    return fixed(host_error(&e, self.country));
+                    return fixed(host_error(&e, self.country, id));
                 }
                 Sent::Answered(resp) => {
                     let head = head_event(id, resp.status(), resp.headers(), now_ms());
@@ -89,7 +94,9 @@ impl Exchange {
                         other => other,
                     }
                 }
-                Sent::Failed(failure) => self.generation.handle(Event::OriginFailed { id, failure, now_ms: now_ms() }),
+                Sent::Failed(failure, retry) => {
+                    self.generation.handle(Event::OriginFailed { id, failure, retry, now_ms: now_ms() })
+                }
             };
         }
     }
@@ -138,8 +145,9 @@ impl Exchange {
             Plan::Deliver(delivery) => {
                 stream(resp, &self.parts.method, &explain, forward, delivery, sent_ms, self.finish.take(), &self.later)
                     .unwrap_or_else(|e| {
-                        let e = RouterError::Internal(format!("the response could not be passed on: {e}"));
-                        fixed(host_error(&e, self.country))
+                        let detail = format!("the response could not be passed on: {e}");
+                        worker::console_error!("edge-router: request {}: {detail}", request_id_text(self.id));
+                        fixed(host_error(&RouterError::Internal(detail), self.country, self.id))
                     })
             }
         }
@@ -161,7 +169,7 @@ impl Exchange {
             (config.server.country_header.clone(), node)
         };
         // The router only forwards to nodes of its config.
-        let Some((node, url, credential)) = node else { return Sent::Failed(Failure::Connect) };
+        let Some((node, url, credential)) = node else { return Sent::Failed(Failure::Connect, RetryType::NotSent) };
         let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.entry.entry.headers));
         let mut headers = upstream_headers(
             &self.parts.headers,
@@ -209,19 +217,19 @@ impl Exchange {
                 Ok(resp) => Sent::Answered(resp),
                 Err(e) => {
                     worker::console_warn!("edge-router: node {node} sent an answer that is not HTTP: {e}");
-                    Sent::Failed(Failure::Reset)
+                    Sent::Failed(Failure::Reset, RetryType::Sent)
                 }
             },
-            // Workers do not say whether the connection was made; the
-            // router falls back on either, and the edge box reports the
-            // same for a refused connection.
+            // Workers do not say whether the connection was made, so the
+            // request may have gone out: only a request that may be made
+            // twice goes to another node.
             Either::Left((Err(e), _)) => {
                 worker::console_warn!("edge-router: node {node} failed: {e}");
-                Sent::Failed(Failure::Connect)
+                Sent::Failed(Failure::Connect, RetryType::Sent)
             }
             Either::Right(((), _)) => {
                 abort.abort();
-                Sent::Failed(Failure::Timeout)
+                Sent::Failed(Failure::Timeout, RetryType::Sent)
             }
         }
     }

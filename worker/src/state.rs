@@ -69,6 +69,7 @@ impl Generation {
         let action = call(&mut router);
         for notice in router.take_notices() {
             match describe(&notice) {
+                (Level::Error, about, message) => worker::console_error!("edge-router: {about}: {message}"),
                 (Level::Warn, node, message) => {
                     worker::console_warn!("edge-router: {node}: {message} (in this isolate)")
                 }
@@ -110,15 +111,22 @@ struct Isolate {
 
 thread_local! {
     static ISOLATE: RefCell<Option<Isolate>> = const { RefCell::new(None) };
-    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+    /// The counter request ids are mixed from; 0 until the first request seeds it.
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
 }
 
-/// An id no other request of this isolate has, whichever router it goes to.
+/// A new request's id: no other request of this isolate has it, whichever
+/// router it goes to (a bijective mix of a counter), and unlike any other
+/// isolate's (the counter starts from a random seed), so that logs and
+/// `x-request-id` name one request.
 pub fn next_id() -> u64 {
     NEXT_ID.with(|n| {
-        let id = n.get();
-        n.set(id + 1);
-        id
+        if n.get() == 0 {
+            n.set(crate::random() | 1);
+        }
+        let counter = n.get();
+        n.set(counter.wrapping_add(1));
+        origin_fallback::mix64(counter).max(1)
     })
 }
 

@@ -106,11 +106,12 @@ fn a_head_gets_the_length_of_the_body_it_leaves_out() {
 
 #[test]
 fn a_host_error_is_openai_shaped_with_the_explanation() {
-    let resp = host_error(&RouterError::PayloadTooLarge { limit: 8 }, None);
+    let resp = host_error(&RouterError::PayloadTooLarge { limit: 8 }, None, 7);
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(resp.headers()["x-edge-node"], "-");
     assert_eq!(resp.headers()["x-edge-cache"], "BYPASS");
     assert_eq!(resp.headers()["x-edge-country"], "XX");
+    assert_eq!(resp.headers()["x-request-id"], "0000000000000007");
     let body: serde_json::Value = serde_json::from_slice(resp.body()).expect("JSON");
     assert_eq!(body["error"]["type"], "request_too_large");
     assert!(bodiless(&Method::HEAD, StatusCode::OK) && bodiless(&Method::GET, StatusCode::NOT_MODIFIED));

@@ -3,7 +3,7 @@
 //! events are encoded and replies decoded in per-thread buffers outside it.
 
 use bytes::Bytes;
-use edge_router::error::RouterError;
+use edge_router::error::{RouterError, request_id_text};
 use edge_router::wire::{Action, Event, Header, Reply, RequestRef};
 use std::sync::{Mutex, MutexGuard};
 
@@ -59,9 +59,10 @@ pub fn defer_event(router: &Mutex<WasmRouter>, event: &Event) {
     });
 }
 
-/// The answer when the module could not be asked.
-pub(super) fn internal_error() -> Action {
-    let (status, headers, body) = RouterError::Internal("the routing module failed".into()).to_response(Vec::new());
+/// The answer to request `id` (0: none) when the module could not be asked
+/// (the caller logs why).
+pub(super) fn internal_error(id: u64) -> Action {
+    let (status, headers, body) = RouterError::Internal("the routing module failed".into()).to_response(id, Vec::new());
     Action::Respond { status, headers, body }
 }
 
@@ -69,22 +70,22 @@ pub(super) fn internal_error() -> Action {
 pub(super) fn answer(action: Action) -> (u16, Vec<Header>, Bytes) {
     match action {
         Action::Respond { status, headers, body } => (status, headers, Bytes::from(body)),
-        _ => answer(internal_error()),
+        _ => answer(internal_error(0)),
     }
 }
 
 impl Shared {
     pub(super) fn event(&self, event: &Event) -> Action {
-        self.call(|encoded| module::encode(event, encoded))
+        self.call(event.request_id(), |encoded| module::encode(event, encoded))
     }
 
     /// A client request (an `Event::Request`, borrowed).
     pub(super) fn request(&self, request: &RequestRef<'_>) -> Action {
-        self.call(|encoded| module::encode_request(request, encoded))
+        self.call(request.id, |encoded| module::encode_request(request, encoded))
     }
 
-    /// Calls the module with the event `encode` writes.
-    fn call(&self, encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>) -> Action {
+    /// Calls the module with the event `encode` writes, about request `id`.
+    fn call(&self, id: u64, encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>) -> Action {
         call_module(&self.router, encode)
             .map(|r| {
                 module::log_notices(&r.notices);
@@ -96,8 +97,8 @@ impl Shared {
                 r.action
             })
             .unwrap_or_else(|e| {
-                tracing::error!("router module call failed: {e:#}");
-                internal_error()
+                tracing::error!("request {}: router module call failed: {e:#}", request_id_text(id));
+                internal_error(id)
             })
     }
 

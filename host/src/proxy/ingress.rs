@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use edge_router::RouterConfig;
@@ -42,12 +41,13 @@ pub(super) fn own(response: Response<Bytes>) -> Response<ProxyBody> {
 /// Handles one client request on worker thread `worker`.
 pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
     let config = &shared.config;
+    let id = shared.request_id();
     let country = client_country(req.headers(), peer, config);
     let (parts, incoming) = req.into_parts();
     let endpoint = Endpoint::classify(parts.method.as_str(), path_and_query(&parts.uri));
     let limit = config.server.max_body_bytes;
     if let Err(e) = check_declared(&parts.headers, limit) {
-        return own(host_error(&e, country));
+        return own(host_error(&e, country, id));
     }
     // `original` is kept for fallbacks and model rewrites (the event borrows it).
     let (original, stream) = if streams_body(endpoint, &parts.headers) {
@@ -56,15 +56,14 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
         let within = config.server.client_timeout.0;
         match tokio::time::timeout(within, read_limited(incoming, limit)).await {
             Ok(Ok(bytes)) => (Some(bytes), None),
-            Ok(Err(e)) => return own(host_error(&e, country)),
+            Ok(Err(e)) => return own(host_error(&e, country, id)),
             Err(_) => {
                 let e = RouterError::ClientTimeout(config.server.client_timeout.to_string());
-                return own(host_error(&e, country));
+                return own(host_error(&e, country, id));
             }
         }
     };
 
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let guard = FinishOnDrop::new(shared.clone(), id);
     // The event borrows the client's headers and body: they are encoded
     // straight from the request, not copied first.

@@ -69,7 +69,7 @@ impl Shared {
         Ok(Self {
             router: Mutex::new(router),
             origins,
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(mix64(seed)),
             rng: AtomicU64::new(seed),
             cut_offs,
             drain_generation,
@@ -87,6 +87,13 @@ impl Shared {
     /// How many worker threads serve connections.
     pub fn workers(&self) -> usize {
         self.origins.workers()
+    }
+
+    /// A new request's id: unique in this process (a bijective mix of a
+    /// counter), and unlike any other process's (the counter starts from a
+    /// seed), so that logs and `x-request-id` name one request.
+    pub fn request_id(&self) -> u64 {
+        mix64(self.next_id.fetch_add(1, Ordering::Relaxed)).max(1)
     }
 
     fn random(&self) -> u64 {

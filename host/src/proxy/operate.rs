@@ -56,7 +56,7 @@ impl Shared {
         let mut router = self.lock();
         let action = router.control(command, now_ms()).unwrap_or_else(|e| {
             tracing::error!("router module call failed: {e:#}");
-            internal_error()
+            internal_error(0)
         });
         let (Some(i), Some(drain), Action::Respond { status: 200, .. }) = (index, drains, &action) else {
             return answer(action);

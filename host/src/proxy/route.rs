@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_router::error::request_id_text;
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
@@ -18,6 +19,7 @@ use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use origin_fallback::RetryType;
 
 use super::body::{FinishOnDrop, Stream, deliver};
 use super::ingress::own;
@@ -58,10 +60,14 @@ impl Pending {
         let shared = self.shared.clone();
         let id = self.id;
         loop {
-            let forward = match step(action, &mut self.stale, self.country) {
+            let forward = match step(action, &mut self.stale, self.country, id) {
                 Step::Answer(response) => return own(response),
                 Step::ServeStale { entry, explain } => return self.serve_stale(&entry, explain),
                 Step::Forward(forward) => forward,
+                Step::Fault { response, detail } => {
+                    tracing::error!("request {}: {detail}", request_id_text(id));
+                    return own(response);
+                }
             };
             let found = shared.node_ids.get(forward.node as usize).cloned();
             let (Some(node), Some(explained)) = (found, forward.explain(&shared.config, self.country)) else {
@@ -72,15 +78,17 @@ impl Pending {
                     "the router module named node #{}, which this host's config does not have",
                     forward.node
                 );
-                action = shared.event(&Event::OriginFailed { id, failure: Failure::Connect, now_ms: now_ms() });
+                let failed =
+                    Event::OriginFailed { id, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: now_ms() };
+                action = shared.event(&failed);
                 continue;
             };
             let sent_ms = now_ms();
             let (resp, lease) = match self.send(&forward).await {
                 Ok(answered) => answered,
-                Err(failure) => {
+                Err((failure, retry)) => {
                     tracing::debug!(node = %node, attempt = forward.attempt, "origin failed: {}", failure.describe());
-                    action = shared.event(&Event::OriginFailed { id, failure, now_ms: now_ms() });
+                    action = shared.event(&Event::OriginFailed { id, failure, retry, now_ms: now_ms() });
                     continue;
                 }
             };
@@ -178,12 +186,13 @@ impl Pending {
 
     /// Sends the request for `forward` and waits for the answer's head, within
     /// the node's `first_byte` limit.
-    async fn send(&mut self, forward: &Forward) -> Result<(Response<Incoming>, Lease), Failure> {
+    async fn send(&mut self, forward: &Forward) -> Result<(Response<Incoming>, Lease), (Failure, RetryType)> {
         let shared = self.shared.clone();
+        let unsent = (Failure::Connect, RetryType::NotSent);
         let Some(pool) = shared.origins.pool(self.worker, forward.node) else {
-            return Err(Failure::Connect);
+            return Err(unsent);
         };
-        let target = pool.target(&self.parts.uri).map_err(|_| Failure::Connect)?;
+        let target = pool.target(&self.parts.uri).map_err(|_| unsent)?;
         let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.entry.entry.headers));
         let headers = upstream_headers(
             &self.parts.headers,
@@ -202,14 +211,12 @@ impl Pending {
                 None => full(Bytes::new()),
             },
         };
-        let mut req = Request::builder()
-            .method(self.parts.method.clone())
-            .uri(target)
-            .body(body)
-            .map_err(|_| Failure::Connect)?;
+        let mut req =
+            Request::builder().method(self.parts.method.clone()).uri(target).body(body).map_err(|_| unsent)?;
         *req.headers_mut() = headers;
+        // A timeout: the request went out (or was going), and no head came.
         tokio::time::timeout(Duration::from_millis(forward.first_byte_timeout_ms), pool.send(req))
             .await
-            .unwrap_or(Err(Failure::Timeout))
+            .unwrap_or(Err((Failure::Timeout, RetryType::Sent)))
     }
 }
