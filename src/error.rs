@@ -229,6 +229,9 @@ pub mod headers {
     pub const CACHE: &str = "x-edge-cache";
     /// Tokens a cached answer saved.
     pub const TOKENS_SAVED: &str = "x-edge-cache-tokens-saved";
+    /// `true` when the node was used although its breaker was open (every
+    /// node the request could use was unhealthy: `health_check.panic_threshold`).
+    pub const PANIC: &str = "x-edge-panic";
     /// The request's id, on errors: what the log names it by.
     pub const REQUEST_ID: &str = "x-request-id";
 }

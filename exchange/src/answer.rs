@@ -144,6 +144,7 @@ pub fn stale_explain(entry: &Entry, country: Option<Country>) -> Explain {
         country: country_label(country),
         model: None,
         cache: CacheStatus::Stale,
+        panic: false,
     }
 }
 

@@ -129,6 +129,7 @@ mod tests {
             country: "DE".into(),
             model: Some("tiny".into()),
             cache: CacheStatus::Miss,
+            panic: false,
         }
     }
 

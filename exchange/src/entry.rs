@@ -172,6 +172,7 @@ mod tests {
             country: "XX".into(),
             model: None,
             cache: CacheStatus::Hit,
+            panic: false,
         };
         CacheLookup { key: "k".into(), http, explain }
     }

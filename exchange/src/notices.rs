@@ -34,6 +34,14 @@ pub fn describe(notice: &Notice) -> (Level, String, String) {
         ),
         Notice::Probing { node } => (Level::Info, node.clone(), "sending a probe request to an unhealthy node".into()),
         Notice::Healthy { node } => (Level::Info, node.clone(), "node healthy again".into()),
+        Notice::Panic { node, healthy, candidates } => (
+            Level::Warn,
+            node.clone(),
+            format!(
+                "{healthy} of the {candidates} nodes a request may use are healthy, below \
+                 health_check.panic_threshold: sending to this unhealthy node anyway (its cool-down ends first)"
+            ),
+        ),
         Notice::Fault { id, detail } => {
             (Level::Error, format!("request {}", request_id_text(*id)), format!("internal error: {detail}"))
         }

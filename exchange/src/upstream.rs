@@ -88,6 +88,7 @@ mod tests {
             fill: None,
             rule: RuleRef::Default,
             cache: CacheStatus::Bypass,
+            panic: false,
         }
     }
 

@@ -130,6 +130,21 @@ impl Breaker {
         }
     }
 
+    /// A request sent to the node while its breaker was open (every node the
+    /// request could use was unhealthy, and the router's panic threshold
+    /// let it through) got a good answer: the node is serving, so the
+    /// breaker closes, as after a good probe. A failed one changes nothing:
+    /// the breaker is open already, and its probe decides when it reopens.
+    pub fn on_panic_answer(&mut self, ok: bool) -> Option<Transition> {
+        match self.state {
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } if ok => {
+                self.state = BreakerState::Closed { failures: 0 };
+                Some(Transition::Closed)
+            }
+            _ => None,
+        }
+    }
+
     /// The node failed exchange `id`; `random` jitters a new cool-down.
     pub fn on_failure(&mut self, id: u64, now_ms: u64, random: u64) -> Option<Transition> {
         match self.state {
@@ -213,6 +228,17 @@ mod tests {
             assert!(b.acquire(id, now_ms).is_some());
             b.on_failure(id, now_ms, 0);
         }
+    }
+
+    #[test]
+    fn a_good_answer_in_panic_closes_an_open_breaker_and_a_bad_one_leaves_it() {
+        let mut b = Breaker::new(POLICY);
+        opened(&mut b, 0);
+        assert_eq!(b.on_panic_answer(false), None);
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+        assert_eq!(b.on_panic_answer(true), Some(Transition::Closed));
+        assert!(b.admits(1));
+        assert_eq!(b.on_panic_answer(true), None, "nothing to close");
     }
 
     #[test]

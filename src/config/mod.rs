@@ -8,6 +8,7 @@ mod compiled;
 mod duration;
 mod load;
 mod net;
+mod percent;
 mod size;
 mod types;
 mod validate;
@@ -16,6 +17,7 @@ pub use compiled::{Node, RouterConfig, Warning};
 pub use duration::DurationSpec;
 pub use load::{ConfigError, ConfigErrors, Position};
 pub use net::CidrBlock;
+pub use percent::Percent;
 pub use size::ByteSize;
 pub use types::*;
 

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::duration::DurationSpec;
+use super::percent::Percent;
 use super::size::ByteSize;
 
 /// An edge-router configuration.
@@ -477,6 +478,13 @@ pub struct HealthCheckConfig {
     pub cool_down: DurationSpec,
     /// Longest rest: each failed probe doubles the cool-down up to this.
     pub max_cool_down: DurationSpec,
+    /// When fewer than this share (0-100) of the nodes a request may use are
+    /// healthy, their breakers stop keeping it from the others, as Envoy's
+    /// panic threshold does: after every healthy node, the request goes to
+    /// an unhealthy one, the one whose cool-down ends first, rather than be
+    /// refused. It never goes to a node outside its residency or a drained
+    /// one. `x-edge-panic: true` and a log notice say so. 0 turns it off.
+    pub panic_threshold: Percent,
 }
 
 impl Default for HealthCheckConfig {
@@ -487,6 +495,7 @@ impl Default for HealthCheckConfig {
             unhealthy_threshold: 3,
             cool_down: DurationSpec::secs(10),
             max_cool_down: DurationSpec::secs(300),
+            panic_threshold: Percent::HALF,
         }
     }
 }

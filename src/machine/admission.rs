@@ -108,6 +108,7 @@ impl Router {
             body_kept: matches!(body, BodyRef::Buffered(_)),
             repeatable: endpoint != Endpoint::Other || idempotent(method),
             no_retry: None,
+            panic: false,
             cache: if fill.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass },
             fill: fill.as_ref().map(|(fill, _)| fill.clone()),
         };

@@ -12,20 +12,19 @@ use crate::wire::{Action, Explain, Failure, Forward, ForwardBody, Header, Notice
 
 impl Router {
     /// Forwards to the next node in the chain that can take the request, or
-    /// answers with the reason none is left.
+    /// answers with the reason none is left. When every node the request
+    /// could use is unhealthy (see [`Router::panic_pick`]), it goes to one of
+    /// them rather than be refused.
     pub(super) fn next_attempt(&mut self, id: u64, now_ms: u64) -> Action {
         let Some(ex) = self.exchanges.get_mut(&id) else {
             return Action::Done;
         };
-        let day = self.config.budget_day.of(now_ms);
         while ex.next < ex.chain.len() {
-            // Entries before `next` are never read again: the model choice is taken, not copied.
-            let (node, ref mut entry) = ex.chain[ex.next];
-            let choice = std::mem::replace(entry, ModelChoice::Keep);
+            let at = ex.next;
             ex.next += 1;
-            let n = &self.config.nodes[node];
-            let cost = cost_of(ex.estimated_tokens, n.cost_per_1k_tokens);
-            if let Some(why) = unavailable(&self.nodes, &self.config, node, cost, now_ms) {
+            let node = ex.chain[at].0;
+            let cost = cost_of(ex.estimated_tokens, self.config.nodes[node].cost_per_1k_tokens);
+            if let Some(why) = unavailable(&self.nodes, &self.config, node, cost, now_ms, true) {
                 ex.passed_over.push((node, why));
                 continue;
             }
@@ -33,40 +32,10 @@ impl Router {
                 ex.retry_denied = true;
                 break;
             }
-            let state = &mut self.nodes[node];
-            if state.breaker.acquire(id, now_ms).flatten().is_some() {
-                self.notices.push(Notice::Probing { node: n.id.clone() });
-            }
-            state.in_flight += 1;
-            state.spend.reserve(day, cost);
-            ex.reserved = cost;
-            ex.status = None;
-            ex.holding = Some(node);
-            ex.attempts += 1;
-            ex.sent_ms = now_ms;
-            ex.last_activity_ms = now_ms;
-            ex.rewritten_model = match choice {
-                ModelChoice::Rewrite(model) => Some(model),
-                _ => None,
-            };
-            let body =
-                ex.rewritten_model.map_or(ForwardBody::Original, |m| ForwardBody::RewriteModel(n.models[m].clone()));
-            return Action::Forward(Forward {
-                node: u32::try_from(node).unwrap_or(u32::MAX),
-                attempt: ex.attempts,
-                remove_headers: ex.unforwardable.clone(),
-                body,
-                connect_timeout_ms: n.timeouts.connect.as_millis(),
-                first_byte_timeout_ms: n.timeouts.first_byte.as_millis(),
-                idle_timeout_ms: n.timeouts.idle.as_millis(),
-                total_timeout_ms: n.timeouts.total.as_millis(),
-                // A fallback status only matters while the chain has nodes left.
-                fallback: ex.next < ex.chain.len(),
-                meter: n.cost_per_1k_tokens > 0.0,
-                fill: ex.fill.clone(),
-                rule: ex.rule,
-                cache: ex.cache,
-            });
+            return self.attempt(id, at, None, now_ms);
+        }
+        if let Some((at, counts)) = self.panic_pick(id, now_ms) {
+            return self.attempt(id, at, Some(counts), now_ms);
         }
         let Some(ex) = self.exchanges.remove(&id) else {
             return Action::Done;
@@ -75,6 +44,110 @@ impl Router {
         let (status, mut headers, body) = error.to_response(id, Vec::new());
         headers.extend(explain(&self.config, &ex));
         Action::Respond { status, headers, body }
+    }
+
+    /// Sends exchange `id` to the node at `at` in its chain. `panic`: its
+    /// breaker is open and [`Router::panic_pick`] chose it anyway, with how
+    /// many of the request's nodes were healthy, of how many.
+    fn attempt(&mut self, id: u64, at: usize, panic: Option<(u32, u32)>, now_ms: u64) -> Action {
+        let Some(ex) = self.exchanges.get_mut(&id) else {
+            return Action::Done;
+        };
+        // Entries of the chain are tried once: the model choice is taken, not copied.
+        let (node, ref mut entry) = ex.chain[at];
+        let choice = std::mem::replace(entry, ModelChoice::Keep);
+        let n = &self.config.nodes[node];
+        let cost = cost_of(ex.estimated_tokens, n.cost_per_1k_tokens);
+        let day = self.config.budget_day.of(now_ms);
+        let state = &mut self.nodes[node];
+        if let Some((healthy, candidates)) = panic {
+            // Told once per opening of the breaker (`note` clears it).
+            if !state.panic_told {
+                state.panic_told = true;
+                self.notices.push(Notice::Panic { node: n.id.clone(), healthy, candidates });
+            }
+        } else if state.breaker.acquire(id, now_ms).flatten().is_some() {
+            self.notices.push(Notice::Probing { node: n.id.clone() });
+        }
+        state.in_flight += 1;
+        state.spend.reserve(day, cost);
+        ex.reserved = cost;
+        ex.status = None;
+        ex.holding = Some(node);
+        ex.panic = panic.is_some();
+        ex.attempts += 1;
+        ex.sent_ms = now_ms;
+        ex.last_activity_ms = now_ms;
+        ex.rewritten_model = match choice {
+            ModelChoice::Rewrite(model) => Some(model),
+            _ => None,
+        };
+        let body = ex.rewritten_model.map_or(ForwardBody::Original, |m| ForwardBody::RewriteModel(n.models[m].clone()));
+        Action::Forward(Forward {
+            node: u32::try_from(node).unwrap_or(u32::MAX),
+            attempt: ex.attempts,
+            remove_headers: ex.unforwardable.clone(),
+            body,
+            connect_timeout_ms: n.timeouts.connect.as_millis(),
+            first_byte_timeout_ms: n.timeouts.first_byte.as_millis(),
+            idle_timeout_ms: n.timeouts.idle.as_millis(),
+            total_timeout_ms: n.timeouts.total.as_millis(),
+            // A fallback status only matters while the chain has nodes left.
+            fallback: ex.next < ex.chain.len(),
+            meter: n.cost_per_1k_tokens > 0.0,
+            fill: ex.fill.clone(),
+            rule: ex.rule,
+            cache: ex.cache,
+            panic: panic.is_some(),
+        })
+    }
+
+    /// The node an exchange with no node left goes to anyway, as Envoy's
+    /// panic threshold and ejection cap would have it: when fewer than
+    /// `health_check.panic_threshold` of the nodes it may use (its chain, which
+    /// residency already filtered, without drained nodes) are healthy, the
+    /// unhealthy ones are its last resort, the one whose cool-down ends first
+    /// leading. Only a node that is unavailable for its health alone (not at
+    /// capacity, paused or over budget), and that this exchange has not tried
+    /// yet; never past the retry budget or a failure that may not be retried.
+    /// The chain index of the node, if there is one, and how many of the
+    /// request's nodes were healthy, of how many.
+    pub(super) fn panic_pick(&mut self, id: u64, now_ms: u64) -> Option<(usize, (u32, u32))> {
+        let threshold = self.config.health_check.panic_threshold;
+        let ex = self.exchanges.get(&id)?;
+        if threshold.get() == 0 || ex.retry_denied || ex.no_retry.is_some() {
+            return None;
+        }
+        let mut candidates: Vec<usize> =
+            ex.chain.iter().map(|(n, _)| *n).filter(|&n| !self.nodes[n].draining).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let healthy = candidates.iter().filter(|&&n| self.nodes[n].breaker.admits(now_ms)).count();
+        if candidates.is_empty() || !threshold.exceeds(healthy, candidates.len()) {
+            return None;
+        }
+        let tried =
+            |n: usize| ex.failures.iter().any(|(f, _)| *f == n) || ex.skipped_statuses.iter().any(|(s, _)| *s == n);
+        let pick = ex
+            .chain
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| !tried(*n))
+            .filter_map(|(at, &(n, _))| {
+                let open_until = self.nodes[n].breaker.next_chance_ms(now_ms)?;
+                let cost = cost_of(ex.estimated_tokens, self.config.nodes[n].cost_per_1k_tokens);
+                unavailable(&self.nodes, &self.config, n, cost, now_ms, false).is_none().then_some((open_until, at))
+            })
+            .min()
+            .map(|(_, at)| at)?;
+        if ex.attempts > 0 && !self.retries.try_withdraw(now_ms) {
+            if let Some(ex) = self.exchanges.get_mut(&id) {
+                ex.retry_denied = true;
+            }
+            return None;
+        }
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Some((pick, (count(healthy), count(candidates.len()))))
     }
 
     pub(super) fn exhausted(&self, ex: &Exchange, now_ms: u64) -> RouterError {
@@ -156,7 +229,8 @@ pub(super) fn explain(config: &RouterConfig, ex: &Exchange) -> Vec<Header> {
     Explain::router(config.rule_label(ex.rule), ex.attempts, country_label(ex.country)).headers()
 }
 
-/// Why a node cannot take an attempt costing `cost` now, if it cannot. (A
+/// Why a node cannot take an attempt costing `cost` now, if it cannot
+/// (`health`: an open breaker counts; without it, only the other reasons). (A
 /// free function over the node's parts, so it can be asked while an
 /// exchange is borrowed.)
 pub(super) fn unavailable(
@@ -165,12 +239,13 @@ pub(super) fn unavailable(
     index: usize,
     cost: f64,
     now_ms: u64,
+    health: bool,
 ) -> Option<PassedOver> {
     let (state, node) = (&nodes[index], &config.nodes[index]);
     if state.draining {
         return Some(PassedOver::Draining);
     }
-    if let Some(probe_at_ms) = state.breaker.next_chance_ms(now_ms) {
+    if let Some(probe_at_ms) = state.breaker.next_chance_ms(now_ms).filter(|_| health) {
         return Some(PassedOver::Unhealthy { probe_at_ms });
     }
     if state.resting_until_ms > now_ms {
@@ -195,5 +270,6 @@ pub(super) fn delivery_explain(config: &RouterConfig, ex: &Exchange, node: Optio
         attempts: ex.attempts,
         country: country_label(ex.country),
         cache: ex.cache,
+        panic: ex.panic,
     }
 }

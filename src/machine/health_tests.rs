@@ -3,6 +3,7 @@
 use origin_fallback::RetryType;
 
 use super::*;
+use crate::wire::Forward;
 
 const FLEET: &str = "
 nodes:
@@ -110,8 +111,8 @@ fn client_errors_and_501_do_not_count_but_other_5xx_do() {
 }
 
 #[test]
-fn with_every_candidate_unhealthy_the_answer_is_503_with_retry_after() {
-    let config = FLEET.replace("fallback: [backup]", "fallback: []");
+fn without_panic_mode_every_candidate_unhealthy_is_a_503_with_retry_after() {
+    let config = FLEET.replace("fallback: [backup]", "fallback: []").replace("4s}", "4s, panic_threshold: 0}");
     let mut r = Router::new(RouterConfig::load("t.yaml", &config).unwrap_or_else(|e| panic!("{e}")));
     for id in [1, 2] {
         forward_to(&mut r, request(id, 1_000));
@@ -178,4 +179,160 @@ fn the_retry_budget_stops_failing_over_when_most_requests_fail() {
     ));
     // Ten seconds on, the window has moved and failing over works again.
     failing_over(&mut r, 12, 11_000);
+}
+
+/// Opens `node`'s breaker (index in `r`'s config) with two failed requests
+/// that go to it alone, at `now_ms`.
+fn open(r: &mut Router, first_id: u64, now_ms: u64) {
+    for id in first_id..first_id + 2 {
+        let action = r.handle(request(id, now_ms));
+        assert!(matches!(action, Action::Forward(_)), "{action:?}");
+        r.handle(Event::OriginFailed { id, failure: Failure::Connect, retry: RetryType::NotSent, now_ms });
+    }
+}
+
+#[test]
+fn with_every_candidate_unhealthy_a_request_goes_to_the_one_whose_cool_down_ends_first() {
+    // Each node alone serves its own requests first, so each breaker opens at its own time.
+    let config = FLEET.replace("fallback: [backup]", "fallback: []");
+    let mut r = Router::new(RouterConfig::load("t.yaml", &config).unwrap_or_else(|e| panic!("{e}")));
+    open(&mut r, 1, 1_000);
+    assert!(matches!(r.health()[0], BreakerState::Open { .. }));
+    let action = r.handle(request(3, 1_100));
+    let Action::Forward(f) = &action else { panic!("panic mode sends it anyway: {action:?}") };
+    assert!(f.panic, "the forward says it is a panic");
+    assert_eq!(forward_id(&r, &action), Some("primary"));
+    let notices = r.take_notices();
+    assert!(
+        notices.iter().any(|n| matches!(n, Notice::Panic { node, healthy: 0, candidates: 1 } if node == "primary")),
+        "{notices:?}"
+    );
+    let explain = f.explain(r.config(), None).expect("a known node");
+    assert!(explain.panic && explain.headers().contains(&Header::new("x-edge-panic", "true")));
+    // Told once per opening, not per request.
+    r.handle(Event::OriginFailed { id: 3, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 1_150 });
+    let again = r.handle(request(4, 1_200));
+    assert!(matches!(again, Action::Forward(Forward { panic: true, .. })), "{again:?}");
+    assert!(!r.take_notices().iter().any(|n| matches!(n, Notice::Panic { .. })));
+    // A good answer shows the node serves: its breaker closes.
+    r.handle(Event::ResponseHead { id: 4, status: 200, retry_after_s: None, now_ms: 1_250 });
+    assert_eq!(r.health()[0], BreakerState::Closed { failures: 0 });
+    assert!(r.take_notices().iter().any(|n| matches!(n, Notice::Healthy { node } if node == "primary")));
+}
+
+#[test]
+fn panic_mode_picks_the_earliest_cool_down_after_every_healthy_node() {
+    let fleet = "
+nodes:
+  - {id: a, type: local, host: \"http://a\"}
+  - {id: b, type: local, host: \"http://b\"}
+  - {id: c, type: local, host: \"http://c\"}
+routing:
+  default: priority
+  rules:
+    - {name: only-a, match: {model: a}, target: a}
+    - {name: only-b, match: {model: b}, target: b}
+    - {name: all, match: {type: \"*\"}, target: c, fallback: [b, a]}
+health_check: {unhealthy_threshold: 2, cool_down: 10s, max_cool_down: 40s}
+";
+    let mut r = Router::new(RouterConfig::load("t.yaml", fleet).unwrap_or_else(|e| panic!("{e}")));
+    let only = |id: u64, model: &str, now_ms: u64| {
+        chat_event(id, now_ms, id, &format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#))
+    };
+    // b opens first, then a: b's cool-down ends first.
+    for (id, model, now) in [(1, "b", 1_000), (2, "b", 1_000), (3, "a", 5_000), (4, "a", 5_000)] {
+        assert!(matches!(r.handle(only(id, model, now)), Action::Forward(_)));
+        r.handle(Event::OriginFailed { id, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: now });
+    }
+    // One healthy node of three is below half: c first, then the open ones, b leading.
+    assert_eq!(forward_to(&mut r, request(5, 6_000)), ("c", 1));
+    let next = Event::OriginFailed { id: 5, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 6_010 };
+    assert_eq!(forward_to(&mut r, next), ("b", 2));
+    let next = Event::OriginFailed { id: 5, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 6_020 };
+    assert_eq!(forward_to(&mut r, next), ("a", 3), "each node once, then the next");
+    let last =
+        r.handle(Event::OriginFailed { id: 5, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 6_030 });
+    assert!(matches!(last, Action::Respond { status: 502, .. }), "{last:?}");
+}
+
+#[test]
+fn panic_mode_never_crosses_a_drain_or_a_residency() {
+    let config = FLEET.replace("fallback: [backup]", "fallback: []");
+    let mut r = Router::new(RouterConfig::load("t.yaml", &config).unwrap_or_else(|e| panic!("{e}")));
+    open(&mut r, 1, 1_000);
+    r.handle(Event::Control { command: crate::wire::Control::Drain { node: "primary".into() }, now_ms: 1_050 });
+    let drained = r.handle(request(3, 1_100));
+    assert!(matches!(drained, Action::Respond { status: 503, .. }), "{drained:?}");
+
+    let fenced = "
+nodes:
+  - {id: eu, type: cloud, host: \"http://eu\", data_residency: EU}
+  - {id: us, type: cloud, host: \"http://us\", data_residency: US}
+routing:
+  rules:
+    - {name: main, match: {type: \"*\"}, target: eu, fallback: [us]}
+health_check: {unhealthy_threshold: 1}
+residency:
+  jurisdictions: {EU: [DE], US: [US]}
+";
+    let mut r = Router::new(RouterConfig::load("t.yaml", fenced).unwrap_or_else(|e| panic!("{e}")));
+    let german = |id: u64, now_ms: u64| {
+        let Event::Request { id, method, target, headers, body, random, key_sha256, body_facts, .. } =
+            request(id, now_ms)
+        else {
+            unreachable!()
+        };
+        Event::Request {
+            id,
+            method,
+            target,
+            headers,
+            country: Some("DE".into()),
+            body,
+            now_ms,
+            random,
+            key_sha256,
+            body_facts,
+        }
+    };
+    assert_eq!(forward_to(&mut r, german(1, 1_000)), ("eu", 1));
+    let failed =
+        r.handle(Event::OriginFailed { id: 1, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: 1_000 });
+    assert!(matches!(failed, Action::Respond { .. }), "a German request never goes to us: {failed:?}");
+    // eu is open now; the next German request may only use eu, so it goes there in panic.
+    assert_eq!(forward_to(&mut r, german(2, 1_100)), ("eu", 1));
+}
+
+#[test]
+fn the_issues_blackout_a_lone_passthrough_node_keeps_serving_after_a_few_5xx() {
+    let lone = "
+nodes:
+  - {id: origin, type: local, host: \"http://origin\"}
+routing:
+  passthrough: origin
+cache: {enabled: false}
+";
+    let mut r = Router::new(RouterConfig::load("t.yaml", lone).unwrap_or_else(|e| panic!("{e}")));
+    let get = |id: u64, path: &str| Event::Request {
+        id,
+        method: "GET".into(),
+        target: path.into(),
+        headers: Vec::new(),
+        country: None,
+        body: crate::wire::RequestBody::Buffered(Vec::new()),
+        now_ms: 1_000 + id,
+        random: id,
+        key_sha256: None,
+        body_facts: None,
+    };
+    for id in 1..=3 {
+        assert!(matches!(r.handle(get(id, "/broken")), Action::Forward(_)));
+        r.handle(Event::ResponseHead { id, status: 503, retry_after_s: None, now_ms: 1_000 + id });
+        r.handle(Event::Finished { id, usage: None, now_ms: 1_000 + id });
+    }
+    assert!(matches!(r.health()[0], BreakerState::Open { .. }), "three 503s opened it");
+    let other = r.handle(get(4, "/fine"));
+    assert!(matches!(other, Action::Forward(Forward { panic: true, .. })), "not a blackout: {other:?}");
+    r.handle(Event::ResponseHead { id: 4, status: 200, retry_after_s: None, now_ms: 1_010 });
+    assert_eq!(r.health()[0], BreakerState::Closed { failures: 0 }, "and the node is healthy again");
 }

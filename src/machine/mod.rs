@@ -99,6 +99,8 @@ struct Exchange {
     repeatable: bool,
     /// A failed attempt after which the request may not go elsewhere, and why.
     no_retry: Option<(usize, origin_fallback::NoRetry)>,
+    /// The current attempt went to a node whose breaker is open (panic).
+    panic: bool,
     /// Where a successful answer is cached.
     fill: Option<CacheFill>,
     /// What the cache did, for `x-edge-cache`.
@@ -147,6 +149,9 @@ struct NodeState {
     /// Tokens and requests of the day (its cost is `spend`).
     today: Tally,
     traffic: TrafficWindow,
+    /// A request went to the node in panic (its breaker open) since the
+    /// breaker last changed: the notice is not repeated.
+    panic_told: bool,
 }
 
 /// The router: configuration plus cross-request state.
@@ -198,6 +203,7 @@ impl Router {
                 spend_changed: false,
                 today: Tally::default(),
                 traffic: TrafficWindow::default(),
+                panic_told: false,
             })
             .collect();
         Self {

@@ -25,6 +25,7 @@ impl Router {
             return Action::Done;
         };
         ex.status = Some(status);
+        let panic = ex.panic;
         let latency_us = saturating_mul_by(now_ms.saturating_sub(ex.sent_ms), 1000);
         if status < 500 {
             self.latency.observe(node, latency_us);
@@ -42,7 +43,7 @@ impl Router {
             self.retries.allows(now_ms)
                 && ex.chain[ex.next..].iter().any(|&(n, _)| {
                     let cost = cost_of(ex.estimated_tokens, self.config.nodes[n].cost_per_1k_tokens);
-                    unavailable(&self.nodes, &self.config, n, cost, now_ms).is_none()
+                    unavailable(&self.nodes, &self.config, n, cost, now_ms, true).is_none()
                 })
         };
         let deliver = !FALLBACK_STATUSES.contains(&status) || !more();
@@ -53,7 +54,12 @@ impl Router {
         }
         let breaker = &mut self.nodes[node].breaker;
         let probing = matches!(breaker.state(), BreakerState::HalfOpen { probe, .. } if probe == id);
-        if status == 429 {
+        if panic {
+            // Sent while its breaker was open: a good answer shows the node
+            // serves, and closes it; a bad one leaves it to its probe.
+            let transition = breaker.on_panic_answer(!failed && status != 429);
+            self.note(node, transition, String::new);
+        } else if status == 429 {
             // A rate limit says nothing of health; a probe it answered is handed on.
             breaker.on_abandoned(id, now_ms);
         } else if !failed && (probing || !deliver) {
@@ -116,6 +122,8 @@ impl Router {
     /// asked for when the breaker opened.
     pub(super) fn note(&mut self, node: usize, transition: Option<Transition>, why: impl FnOnce() -> String) {
         let Some(t) = transition else { return };
+        // A new opening (or the end of one) is told anew if a panic uses it.
+        self.nodes[node].panic_told = false;
         let node = self.config.nodes[node].id.clone();
         self.notices.push(match t {
             Transition::Opened { for_ms } => Notice::Unhealthy { node, reason: why(), probe_in_ms: for_ms },

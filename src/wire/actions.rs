@@ -57,6 +57,9 @@ pub struct Forward {
     pub rule: RuleRef,
     /// What the edge cache did for the request.
     pub cache: CacheStatus,
+    /// The node's breaker is open and the request goes to it anyway: every
+    /// node it could use is unhealthy (`health_check.panic_threshold`).
+    pub panic: bool,
 }
 
 /// What chose a request's nodes, by reference: the label it stands for
@@ -102,6 +105,7 @@ impl Forward {
                 ForwardBody::Original => None,
             },
             cache: self.cache,
+            panic: self.panic,
         })
     }
 }
@@ -122,13 +126,24 @@ pub struct Explain {
     pub model: Option<String>,
     /// What the edge cache did (`x-edge-cache`).
     pub cache: CacheStatus,
+    /// Whether the node was used although its breaker was open, because
+    /// every node the request could use was unhealthy (`x-edge-panic: true`).
+    pub panic: bool,
 }
 
 impl Explain {
     /// The explanation of an answer the router (or a host) gives itself:
     /// no node served it (`-`), and no cache was involved.
     pub fn router(rule: &str, attempts: u32, country: String) -> Self {
-        Self { node: "-".into(), rule: rule.into(), attempts, country, model: None, cache: CacheStatus::Bypass }
+        Self {
+            node: "-".into(),
+            rule: rule.into(),
+            attempts,
+            country,
+            model: None,
+            cache: CacheStatus::Bypass,
+            panic: false,
+        }
     }
 
     /// Calls `f` with each header name and value, in a fixed order.
@@ -142,6 +157,9 @@ impl Explain {
             f(headers::MODEL, model);
         }
         f(headers::CACHE, self.cache.as_str());
+        if self.panic {
+            f(headers::PANIC, "true");
+        }
     }
 
     /// The headers, as a list.
@@ -256,6 +274,17 @@ pub enum Notice {
     Healthy {
         /// Node id.
         node: String,
+    },
+    /// Every node a request could use was unhealthy (fewer than
+    /// `health_check.panic_threshold` of them healthy), so it was sent to
+    /// this one although its breaker is open. Told once per opening.
+    Panic {
+        /// Node id.
+        node: String,
+        /// How many of the request's nodes were healthy, and of how many.
+        healthy: u32,
+        /// The nodes the request could use (not drained).
+        candidates: u32,
     },
     /// A fault in the router: request `id` (0: none) was answered with an
     /// internal error, whose detail is this (for the host's log only).

@@ -67,9 +67,11 @@ async fn a_node_answering_503_is_skipped_then_probed_back_into_rotation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusing_node_without_fallback_gets_a_clear_503_and_no_traffic_while_open() {
+async fn without_panic_mode_a_refusing_node_without_fallback_gets_a_clear_503_and_no_traffic_while_open() {
     let dead = refused_addr().await;
-    let config = config(&dead, "http://127.0.0.1:9").replace("fallback: [backup]", "fallback: []");
+    let config = config(&dead, "http://127.0.0.1:9")
+        .replace("fallback: [backup]", "fallback: []")
+        .replace("max_cool_down: 1s}", "max_cool_down: 1s, panic_threshold: 0}");
     let r = TestRouter::new(&config).await;
     for _ in 0..2 {
         let reply = r.chat("US", &chat_body("m", 5)).await;
@@ -80,6 +82,25 @@ async fn a_refusing_node_without_fallback_gets_a_clear_503_and_no_traffic_while_
     assert_eq!(reply.json()["error"]["type"], "nodes_unhealthy");
     assert_eq!(reply.header("retry-after"), "1");
     assert_eq!(reply.header("x-edge-attempts"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_panic_mode_a_node_whose_breaker_is_open_still_gets_the_requests_nothing_else_can_serve() {
+    let primary = recovering_origin(2).await;
+    let config = config(&primary.uri(), "http://127.0.0.1:9").replace("fallback: [backup]", "fallback: []");
+    let r = TestRouter::new(&config).await;
+    for _ in 0..2 {
+        let reply = r.chat("US", &chat_body("m", 5)).await;
+        assert_eq!(reply.status, 503, "the origin's own 503s open the breaker");
+    }
+    // Every node the request may use is unhealthy (0 of 1, under the default
+    // 50%): it goes to the primary anyway, says so, and the good answer
+    // closes the breaker, so the next request is a plain one.
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.status, reply.node(), reply.header("x-edge-panic")), (200, "primary", "true"));
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.status, reply.header("x-edge-panic")), (200, ""));
+    assert_eq!(hits(&primary).await, 4, "no request was refused at the edge");
 }
 
 /// Primary and backup, the primary with a 300 ms idle limit, and a breaker

@@ -43,6 +43,7 @@ fn hit() -> Explain {
         country: "DE".into(),
         model: None,
         cache: CacheStatus::Hit,
+        panic: false,
     }
 }
 

@@ -33,6 +33,7 @@ fn forward(fill: Option<CacheFill>, body: ForwardBody) -> Forward {
         fill,
         rule: RuleRef::Passthrough,
         cache: CacheStatus::Miss,
+        panic: false,
     }
 }
 
@@ -44,6 +45,7 @@ fn explain() -> Explain {
         country: "XX".into(),
         model: None,
         cache: CacheStatus::Miss,
+        panic: false,
     }
 }
 

@@ -33,6 +33,7 @@ fn capture() -> Capture {
         country: "XX".into(),
         model: None,
         cache: CacheStatus::Miss,
+        panic: false,
     };
     Capture::ai(&fill, &HeaderMap::new(), &explain, 1 << 20)
 }
