@@ -12,9 +12,9 @@
 //     loading its config), median of ROUNDS;
 //   - CPU per request: utime+stime of the workerd process over REQUESTS
 //     requests at CONCURRENCY, median of ROUNDS.
-import http from "node:http";
 import { readFileSync, readdirSync } from "node:fs";
 import { Miniflare } from "miniflare";
+import { scriptedOrigin } from "../tests/workers/harness.mjs";
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const REQUESTS = Number(process.env.REQUESTS ?? 2000);
@@ -24,20 +24,9 @@ const DIST = new URL("dist/", ROOT).pathname;
 const COMPATIBILITY_DATE = readFileSync(new URL("wrangler.toml", ROOT), "utf8").match(/^compatibility_date\s*=\s*"([^"]+)"/m)[1];
 const CLK_TCK = 100;
 
-const completion = JSON.stringify({
-  id: "cmpl-bench", object: "chat.completion", model: "m",
-  choices: [{ index: 0, message: { role: "assistant", content: "hello from the bench origin" }, finish_reason: "stop" }],
-  usage: { prompt_tokens: 12, completion_tokens: 8, total_tokens: 20 },
-});
-const origin = http.createServer((req, res) => {
-  req.resume();
-  req.on("end", () => {
-    res.writeHead(200, { "content-type": "application/json" });
-    res.end(completion);
-  });
-});
-await new Promise((r) => origin.listen(0, "127.0.0.1", r));
-const originUrl = `http://127.0.0.1:${origin.address().port}`;
+// The project's fake OpenAI origin (fake-origin/), as a process: a chat completion for every request.
+const origin = await scriptedOrigin("origin", {});
+const originUrl = origin.url;
 const routerConfig = JSON.stringify({
   nodes: [{ id: "origin", type: "cloud", host: originUrl, models: ["m"] }],
   routing: { rules: [{ name: "all", match: { type: "*" }, target: "origin" }] },
@@ -60,6 +49,14 @@ const prepare = {
   router: async (mf) => (await mf.getKVNamespace("CONFIG")).put("config", routerConfig),
   passthrough: async () => {},
 };
+// BEFORE_DIST: another build's dist/ (say, of the commit before a change),
+// measured in the same rounds as `before`, for a before/after figure.
+const BEFORE = process.env.BEFORE_DIST;
+if (BEFORE) {
+  const dir = BEFORE.endsWith("/") ? BEFORE : BEFORE + "/";
+  options.before = { ...options.router, scriptPath: dir + "entry.js", modulesRoot: dir };
+  prepare.before = prepare.router;
+}
 
 async function request(mf) {
   const res = await mf.dispatchFetch("https://edge.example/v1/chat/completions", {
@@ -94,10 +91,7 @@ function cpuMs(pids) {
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const results = {
-  router: { start: [], first: [], cpu: [], rps: [] },
-  passthrough: { start: [], first: [], cpu: [], rps: [] },
-};
+const results = Object.fromEntries(Object.keys(options).map((n) => [n, { start: [], first: [], cpu: [], rps: [] }]));
 
 for (let round = 0; round < ROUNDS; round++) {
   for (const name of Object.keys(options)) {
@@ -139,9 +133,12 @@ const row = (name) => {
 console.log(`rounds ${ROUNDS}, ${REQUESTS} requests at ${CONCURRENCY} concurrent per round; medians`);
 console.log("| worker | start ms | first request ms | workerd CPU µs/req | req/s |");
 console.log("| --- | ---: | ---: | ---: | ---: |");
-console.log(row("router"));
-console.log(row("passthrough"));
+for (const name of Object.keys(options)) console.log(row(name));
 const cpu = (n) => median(results[n].cpu);
 console.log(`router / passthrough CPU per request: ${(cpu("router") / cpu("passthrough")).toFixed(2)}x (router adds ${(cpu("router") - cpu("passthrough")).toFixed(0)} µs)`);
 const extra = median(results.router.start) - median(results.passthrough.start);
 console.log(`module instantiation (router start beyond the pass-through's): ${extra.toFixed(0)} ms; wasm module ${(wasm.length / 1024).toFixed(0)} KiB`);
+if (BEFORE) {
+  const paired = results.router.cpu.map((c, i) => c / results.before.cpu[i]).sort((a, b) => a - b);
+  console.log(`router / before CPU per request: ${(cpu("router") / cpu("before")).toFixed(2)}x (medians); paired by round: median ${median(paired).toFixed(2)}x, range ${paired[0].toFixed(2)}-${paired.at(-1).toFixed(2)}x`);
+}

@@ -2,8 +2,10 @@
 # Workers benchmark: the compressed upload size (as wrangler reports it),
 # then bench/worker.mjs (cold start, wasm compile, workerd CPU per request of
 # the router against a plain pass-through Worker, in the same run).
-# Knobs: ROUNDS (5), REQUESTS (2000), CONCURRENCY (8).
+# Knobs: ROUNDS (5), REQUESTS (2000), CONCURRENCY (8); BEFORE_DIST=path/to/dist
+# measures another build's upload in the same rounds, for before/after figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/worker-bundle.sh | grep -E '^(Total Upload|worker-upload-gzip-kib)'
+cargo build --locked -q -p fake-origin
 node bench/worker.mjs

@@ -7,6 +7,16 @@ bash scripts/build-module.sh
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== the pure crates do no I/O: no runtime, no Workers or JavaScript bindings among their dependencies"
+for crate in edge-router edge-cache origin-fallback edge-exchange; do
+  for target in x86_64-unknown-linux-gnu wasm32-unknown-unknown; do
+    impure=$(cargo tree --locked -q -e normal -p "$crate" --target "$target" --prefix none \
+      | grep -E '^(tokio|worker|js-sys|web-sys|wasm-bindgen|hyper|mio|socket2) ' || true)
+    if [ -n "$impure" ]; then
+      echo "$crate depends on an I/O crate for $target:"; echo "$impure"; exit 1
+    fi
+  done
+done
 echo "== the pure crates build for every target they promise"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 for target in wasm32-unknown-unknown wasm32-wasip2; do
@@ -19,5 +29,6 @@ echo "== the Cloudflare Workers build: lints, the upload wrangler would deploy, 
 bash scripts/worker-tools.sh
 cargo clippy --locked -p edge-router-worker --target wasm32-unknown-unknown -- -D warnings
 bash scripts/worker-bundle.sh
-echo "== the conformance scenarios and the Workers tests in workerd (Miniflare)"
+echo "== the conformance scenarios and the Workers tests in workerd (Miniflare), against the fake origin"
+cargo build --locked -q -p fake-origin
 node --test tests/workers/

@@ -5,7 +5,8 @@
 //! reports `lost` (requests without a 200) and fails unless it is 0.
 //!
 //! Usage: load-drill [REQUESTS [CONCURRENCY]]   (defaults 10000, 32)
-//! The origins are this same binary started as `load-drill origin PORT NAME`.
+//! The origins are the project's fake origin (`fake-origin`), run by this same
+//! binary as `load-drill origin PORT NAME`, so that killing one kills a process.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -17,13 +18,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
 fn main() -> anyhow::Result<()> {
@@ -39,28 +37,12 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(drill(requests, concurrency))
 }
 
-/// A minimal OpenAI-compatible origin: every request gets a fixed completion.
+/// The project's fake origin on `port`, named `name`, until killed.
 async fn origin(port: u16, name: String) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-    let body = Bytes::from(format!(
-        r#"{{"id":"drill","object":"chat.completion","model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"from {name}"}},"finish_reason":"stop"}}]}}"#
-    ));
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let body = body.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let body = body.clone();
-                async move {
-                    let _ = req.into_body().collect().await;
-                    let mut resp = Response::new(Full::new(body));
-                    resp.headers_mut().insert("content-type", "application/json".parse().expect("static"));
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let _origin = fake_origin::FakeOrigin::start_on(&name, fake_origin::Script::default(), addr).await?;
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 fn free_port() -> anyhow::Result<u16> {

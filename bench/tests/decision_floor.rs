@@ -4,32 +4,17 @@
 //! against a proxy that skipped the decision.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use fake_origin::{FakeOrigin, Reply, Script};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-/// An origin on loopback answering every request with `from-origin`, counting them.
-async fn origin(count: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the origin");
-    let addr = listener.local_addr().expect("origin address");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    async { Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from_static(b"from-origin")))) }
-                });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
-    });
-    addr
+/// The project's fake origin, answering every request with `from-origin`.
+async fn origin() -> FakeOrigin {
+    let reply = Reply { body: Some("from-origin".into()), ..Reply::default() };
+    FakeOrigin::start("origin", Script { reply, ..Script::default() }).await.expect("start the origin")
 }
 
 /// The decision floor as a child process, killed (and its config removed) when dropped.
@@ -108,10 +93,10 @@ impl Floor {
 fn through_the_floor(extra: &str, headers: &[(&str, &str)]) -> (u16, String, usize) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let count = Arc::new(AtomicUsize::new(0));
-        let floor = Floor::start(origin(count.clone()).await, extra);
+        let origin = origin().await;
+        let floor = Floor::start(origin.addr(), extra);
         let (status, body) = floor.chat(headers).await;
-        (status, body, count.load(Ordering::SeqCst))
+        (status, body, origin.hits())
     })
 }
 

@@ -18,10 +18,8 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::proxy::{Shared, handle};
+use crate::proxy::{Client, Shared, handle};
 
-/// How often the router is told the time when no request does it.
-const TICK_EVERY: Duration = Duration::from_secs(30);
 
 /// A running server.
 pub struct ServerHandle {
@@ -115,7 +113,9 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
     let workers = (0..shared.workers()).map(Worker::start).collect::<std::io::Result<Vec<_>>>()?;
     let (stop_tx, mut stop_rx) = oneshot::channel::<Duration>();
     let client_timeout = shared.config().server.client_timeout.0;
-    every(&shared, TICK_EVERY, |shared| async move { shared.tick() });
+    // How often the router is told the time when no request does it (the cadence both hosts share).
+    let tick_every = Duration::from_millis(exchange::notices::TICK_EVERY_MS);
+    every(&shared, tick_every, |shared| async move { shared.tick() });
     // Passive health covers the first interval; probing starts after it.
     for index in 0..shared.config().nodes.len() {
         every(&shared, shared.config().health_check.interval.0, move |shared| async move { shared.probe(index).await });
@@ -154,14 +154,17 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
                             Ok(s) => s,
                             Err(e) => return tracing::debug!("connection from {peer} lost before serving: {e}"),
                         };
+                        // Interim (1xx) answers from origins go to the client through this.
+                        let (io, interim) = interim::wrap(TokioIo::new(stream));
                         let service = service_fn(move |req| {
-                            let shared = shared.clone();
-                            async move { Ok::<_, std::convert::Infallible>(handle(shared, worker, req, peer.ip()).await) }
+                            let (shared, interim) = (shared.clone(), interim.clone());
+                            let client = Client { worker, peer: peer.ip(), interim };
+                            async move { Ok::<_, std::convert::Infallible>(handle(shared, client, req).await) }
                         });
                         let conn = http1::Builder::new()
                             .timer(TokioTimer::new())
                             .header_read_timeout(client_timeout)
-                            .serve_connection(TokioIo::new(stream), service);
+                            .serve_connection(io, service);
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }

@@ -16,7 +16,7 @@ async function run(scenario) {
   const origins = {};
   let config = JSON.stringify(scenario.config);
   for (const [name, spec] of Object.entries(scenario.origins)) {
-    const origin = spec.refuse ? { url: await refusedUrl(), seen: [], close() {} } : await scriptedOrigin(name, spec);
+    const origin = spec.refuse ? { url: await refusedUrl(), seen: async () => [], close() {} } : await scriptedOrigin(name, spec);
     origins[name] = origin;
     config = config.replaceAll(`{{origin:${name}}}`, origin.url);
   }
@@ -30,10 +30,12 @@ async function run(scenario) {
         country: req.country ?? undefined,
         headers: req.headers ?? {},
         body: requestBody(req),
+        chunked: req.chunked,
+        stallMs: req.stall_ms,
       });
-      const hits = Object.fromEntries(Object.entries(origins).map(([n, o]) => [n, o.seen.length]));
+      const seen = Object.fromEntries(await Promise.all(Object.entries(origins).map(async ([n, o]) => [n, await o.seen()])));
       try {
-        check(step.expect, reply, hits);
+        check(step.expect, reply, seen);
       } catch (e) {
         throw new Error(`step ${i + 1}: ${e.message}`);
       }

@@ -1,8 +1,8 @@
 // Shared pieces of the Workers tests: the built Worker (dist/, from
 // `wrangler deploy --dry-run --outdir dist`) in real workerd through
 // Miniflare, and real HTTP origins on 127.0.0.1.
-import http from "node:http";
 import net from "node:net";
+import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { Miniflare } from "miniflare";
 
@@ -33,12 +33,29 @@ export async function startWorker({ config, bindings = {} } = {}) {
   return mf;
 }
 
-/** Sends a request to the Worker with `country` as request.cf.country. */
-export async function send(mf, { method = "POST", path = "/v1/chat/completions", country, headers = {}, body }) {
+/**
+ * Sends a request to the Worker with `country` as request.cf.country. With
+ * `chunked` the body is a stream (no Content-Length); with `stallMs` the
+ * stream stops that long after its first half.
+ */
+export async function send(mf, { method = "POST", path = "/v1/chat/completions", country, headers = {}, body, chunked, stallMs }) {
   const init = { method, headers: { ...headers }, cf: country ? { country } : {} };
   if (body !== undefined && body !== "") {
     init.body = body;
     init.headers["content-type"] ??= "application/json";
+    if (chunked || stallMs !== undefined) {
+      const bytes = new TextEncoder().encode(body);
+      const half = Math.floor(bytes.length / 2);
+      init.body = new ReadableStream({
+        async start(controller) {
+          controller.enqueue(bytes.slice(0, half));
+          if (stallMs !== undefined) await new Promise((r) => setTimeout(r, stallMs));
+          controller.enqueue(bytes.slice(half));
+          controller.close();
+        },
+      });
+      init.duplex = "half";
+    }
   }
   const res = await mf.dispatchFetch("https://edge.example" + path, init);
   const text = await res.text();
@@ -54,64 +71,35 @@ export async function refusedUrl() {
   return `http://127.0.0.1:${port}`;
 }
 
+/** The fake origin binary (`cargo build -p fake-origin`), the one the edge box's tests use too. */
+const FAKE_ORIGIN = process.env.FAKE_ORIGIN ?? new URL("target/debug/fake-origin", ROOT).pathname;
+
 /**
  * An origin scripted like a conformance scenario's (tests/conformance/README.md):
- * it answers with `status` (200 by default) and `headers`, and a chat
- * completion naming itself and the model it was asked for, as JSON or (with
- * `sse`) as four SSE events; with `etag`, a matching If-None-Match gets a 304;
- * with `responses`, the n-th request is answered by the n-th of them (the
- * last one repeats). `seen` keeps every request it got.
+ * the project's fake OpenAI origin, run as a process. `seen()` gives the
+ * requests it got (headers as an object of lower-case names).
  */
-export async function scriptedOrigin(name, scripted = {}) {
-  const seen = [];
-  const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on("data", (c) => chunks.push(c));
-    req.on("end", () => {
-      const body = Buffer.concat(chunks).toString();
-      const list = scripted.responses;
-      const spec = list?.length ? list[Math.min(seen.length, list.length - 1)] : scripted;
-      seen.push({ method: req.method, url: req.url, headers: req.headers, body });
-      let model = null;
-      try {
-        model = JSON.parse(body).model ?? null;
-      } catch {}
-      const usage = { prompt_tokens: 5, completion_tokens: 5, total_tokens: 10 };
-      const headers = { ...(spec.headers ?? {}) };
-      const status = spec.status ?? 200;
-      if (spec.etag) {
-        headers.etag = spec.etag;
-        if (req.headers["if-none-match"] === spec.etag) {
-          res.writeHead(304, headers);
-          res.end();
-          return;
-        }
-      }
-      if (spec.sse) {
-        res.writeHead(status, { ...headers, "content-type": "text/event-stream" });
-        const chunk = (content, usage) =>
-          `data: ${JSON.stringify({ object: "chat.completion.chunk", origin: name, model, choices: [{ index: 0, delta: { content } }], usage })}\n\n`;
-        res.end(chunk("hello", null) + chunk(" from", null) + chunk(" here", usage) + "data: [DONE]\n\n");
-        return;
-      }
-      if (status === 204) {
-        res.writeHead(status, headers);
-        res.end();
-        return;
-      }
-      res.writeHead(status, { ...headers, "content-type": "application/json" });
-      res.end(JSON.stringify({
-        object: "chat.completion",
-        origin: name,
-        method: req.method,
-        model,
-        choices: [{ index: 0, message: { role: "assistant", content: `hello from ${name}` }, finish_reason: "stop" }],
-        usage,
-      }));
+export async function scriptedOrigin(name, script = {}) {
+  if (!existsSync(FAKE_ORIGIN)) {
+    throw new Error(`${FAKE_ORIGIN} is missing: run scripts/test.sh, or cargo build -p fake-origin`);
+  }
+  const child = spawn(FAKE_ORIGIN, [name, JSON.stringify(script)], { stdio: ["pipe", "pipe", "inherit"] });
+  const url = await new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      const line = out.split("\n")[0];
+      if (out.includes("\n")) resolve(line.trim());
     });
+    child.on("exit", (code) => reject(new Error(`fake-origin ${name} exited with ${code}`)));
   });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { url: `http://127.0.0.1:${server.address().port}`, seen, close: () => server.close() };
+  const seen = async () => {
+    const res = await fetch(`${url}/__fake/seen`);
+    const list = await res.json();
+    return list.map((r) => ({ ...r, headers: Object.fromEntries(r.headers) }));
+  };
+  // Closing its standard input stops it.
+  return { url, seen, close: () => child.stdin.end() };
 }
 
 /** The request body a scenario step describes (see tests/conformance/README.md). */
@@ -125,8 +113,8 @@ export function requestBody(req) {
   return "x".repeat(req.bytes ?? 0);
 }
 
-/** Checks a response against a step's `expect`; throws what differs. */
-export function check(expect, { status, headers, text }, hits) {
+/** Checks a response against a step's `expect`; throws what differs. `seen`: each origin's requests. */
+export function check(expect, { status, headers, text }, seen) {
   if (expect.status !== undefined && status !== expect.status) {
     throw new Error(`status ${status}, expected ${expect.status}; body: ${text}`);
   }
@@ -155,8 +143,40 @@ export function check(expect, { status, headers, text }, hits) {
       throw new Error(`${got} SSE data events, expected ${expect.sse_events} ending in [DONE]; body: ${text}`);
     }
   }
+  for (const [name, [min, max]] of Object.entries(expect.header_range ?? {})) {
+    const got = Number(headers.get(name));
+    if (headers.get(name) === null || !(got >= min && got <= max)) {
+      throw new Error(`header ${name} is ${JSON.stringify(headers.get(name))}, expected a number from ${min} to ${max}`);
+    }
+  }
+  if (expect.body !== undefined && text !== expect.body) {
+    throw new Error(`body is ${JSON.stringify(text)}, expected ${JSON.stringify(expect.body)}`);
+  }
+  if (expect.sse_json) {
+    for (const line of text.split("\n").filter((l) => l.startsWith("data: ") && l !== "data: [DONE]")) {
+      const event = JSON.parse(line.slice(6));
+      for (const [path, want] of Object.entries(expect.sse_json)) {
+        const got = path.split(".").reduce((v, key) => (v == null ? undefined : v[key]), event);
+        if (JSON.stringify(got) !== JSON.stringify(want)) {
+          throw new Error(`SSE event field ${path} is ${JSON.stringify(got)}, expected ${JSON.stringify(want)}: ${line}`);
+        }
+      }
+    }
+  }
+  if (expect.interim !== undefined) throw new Error("a Worker cannot see interim responses (mark the scenario edge-box only)");
+  if (expect.request_id && !/^[0-9a-f]{16}$/.test(headers.get("x-request-id") ?? "")) {
+    throw new Error(`x-request-id is ${JSON.stringify(headers.get("x-request-id"))}, expected 16 hex digits`);
+  }
   for (const [name, want] of Object.entries(expect.origin_hits ?? {})) {
-    const got = hits[name] ?? 0;
+    const got = (seen[name] ?? []).length;
     if (got !== want) throw new Error(`origin ${name} got ${got} requests in all, expected ${want}`);
+  }
+  for (const [name, fields] of Object.entries(expect.origin_headers ?? {})) {
+    const last = (seen[name] ?? []).at(-1);
+    if (!last) throw new Error(`origin ${name} got no request`);
+    for (const [field, want] of Object.entries(fields)) {
+      const got = last.headers[field] ?? null;
+      if (got !== want) throw new Error(`origin ${name} got ${field}: ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
+    }
   }
 }

@@ -3,7 +3,6 @@
 // Durable Object, streaming through workerd, and a JSON 500 after a panic.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import http from "node:http";
 import { scriptedOrigin, send, startWorker } from "./harness.mjs";
 
 const chat = (extra = {}) =>
@@ -62,9 +61,10 @@ test("origin keys come from Worker secrets; client keys never reach the origin",
     assert.equal(refused.status, 401, refused.text);
     const r = await send(mf, { country: "US", body: chat(), headers: { authorization: "Bearer sk-client-1" } });
     assert.equal(r.status, 200, r.text);
-    assert.equal(a.seen.length, 1);
-    assert.equal(a.seen[0].headers.authorization, "Bearer sk-origin-secret");
-    assert.ok(!JSON.stringify(a.seen[0]).includes("sk-client-1"), "the client's key reached the origin");
+    const seen = await a.seen();
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0].headers.authorization, "Bearer sk-origin-secret");
+    assert.ok(!JSON.stringify(seen[0]).includes("sk-client-1"), "the client's key reached the origin");
     assert.ok(!r.text.includes("sk-origin-secret") && !JSON.stringify([...r.headers]).includes("sk-origin-secret"));
   } finally {
     await mf.dispose();
@@ -92,7 +92,7 @@ test("a daily budget spent at another edge location is enforced here (BudgetLedg
     assert.equal(r.status, 200, r.text);
     assert.equal(r.headers.get("x-edge-node"), "b");
     assert.equal(r.headers.get("x-edge-attempts"), "1", "the refused reservation is not an attempt");
-    assert.equal(a.seen.length, 0, "the over-budget node got the request");
+    assert.equal((await a.seen()).length, 0, "the over-budget node got the request");
   } finally {
     await mf.dispose();
     a.close();
@@ -123,20 +123,9 @@ test("a metered answer's cost is settled at the node's ledger", async () => {
 
 test("SSE chunks reach the client as the origin sends them", async () => {
   const gapMs = 300;
-  const origin = http.createServer((req, res) => {
-    req.resume();
-    res.writeHead(200, { "content-type": "text/event-stream" });
-    let n = 0;
-    const tick = () => {
-      if (n === 3) return res.end("data: [DONE]\n\n");
-      res.write(`data: {"n":${n++}}\n\n`);
-      setTimeout(tick, gapMs);
-    };
-    tick();
-  });
-  await new Promise((r) => origin.listen(0, "127.0.0.1", r));
-  const url = `http://127.0.0.1:${origin.address().port}`;
-  const mf = await startWorker({ config: config([node("a", url)]) });
+  // Three word chunks and [DONE], gapMs apart.
+  const origin = await scriptedOrigin("a", { sse: true, gap_ms: gapMs });
+  const mf = await startWorker({ config: config([node("a", origin.url)]) });
   try {
     const started = Date.now();
     const res = await mf.dispatchFetch("https://edge.example/v1/chat/completions", {
@@ -149,7 +138,7 @@ test("SSE chunks reach the client as the origin sends them", async () => {
     const reader = res.body.getReader();
     const first = await reader.read();
     const firstAt = Date.now() - started;
-    assert.match(new TextDecoder().decode(first.value), /"n":0/);
+    assert.match(new TextDecoder().decode(first.value), /"content":"hello"/);
     let rest = "";
     for (;;) {
       const { value, done } = await reader.read();

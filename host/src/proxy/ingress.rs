@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use super::body::FinishOnDrop;
 use super::lookup::{Looked, look_up};
 use super::route::Pending;
-use super::{Shared, now_ms};
+use super::{Client, Shared, now_ms};
 use crate::origins::ProxyBody;
 
 /// The client's country, believed only from a trusted proxy's header.
@@ -38,11 +38,11 @@ pub(super) fn own(response: Response<Bytes>) -> Response<ProxyBody> {
     response.map(super::route::full)
 }
 
-/// Handles one client request on worker thread `worker`.
-pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+/// Handles one client request.
+pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>) -> Response<ProxyBody> {
     let config = &shared.config;
     let id = shared.request_id();
-    let country = client_country(req.headers(), peer, config);
+    let country = client_country(req.headers(), client.peer, config);
     let (parts, incoming) = req.into_parts();
     let endpoint = Endpoint::classify(parts.method.as_str(), path_and_query(&parts.uri));
     let limit = config.server.max_body_bytes;
@@ -83,9 +83,13 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
         key_sha256,
         body_facts,
     });
+    // An origin's interim responses are passed on for passthrough paths, to
+    // clients that may get them (not HTTP/1.0 ones, RFC 9110 §15.2).
+    let interim = (endpoint == Endpoint::Other && parts.version >= http::Version::HTTP_11).then_some(client.interim);
     let mut pending = Pending {
         shared: shared.clone(),
-        worker,
+        worker: client.worker,
+        interim,
         id,
         guard,
         parts,
@@ -107,8 +111,10 @@ pub async fn handle(shared: Arc<Shared>, worker: usize, req: Request<Incoming>, 
             }
             Looked::Stale { response, entry } => {
                 // stale-while-revalidate: the client gets the stale answer
-                // now, and the same exchange revalidates it in the background.
+                // now, and the same exchange revalidates it in the background
+                // (whose interim responses no client waits for).
                 pending.stale = Some(Stale { entry, if_error: true });
+                pending.interim = None;
                 let action = miss(&shared);
                 tokio::spawn(async move {
                     let refreshed = pending.route(action).await;

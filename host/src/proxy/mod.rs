@@ -33,6 +33,17 @@ use crate::origins::Origins;
 pub use call::{call_module, defer_event};
 pub use ingress::handle;
 
+/// Where a request comes from: the worker thread serving its connection,
+/// the peer, and the connection's channel for interim (1xx) responses.
+pub struct Client {
+    /// The worker thread (its origin connection pools are used).
+    pub worker: usize,
+    /// The peer's address.
+    pub peer: std::net::IpAddr,
+    /// Sends an origin's interim responses on to the client.
+    pub interim: interim::Interim,
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Shared {
     router: Mutex<WasmRouter>,

@@ -13,7 +13,7 @@ use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
 use exchange::action::{Step, step};
-use exchange::head::{Attempt, Plan, Stale, decide, head_event};
+use exchange::head::{Attempt, Plan, Stale, decide, head_event, strip_hop_by_hop};
 use exchange::upstream::{upstream_body, upstream_headers};
 use http::{Request, Response};
 use http_body::Body as _;
@@ -37,6 +37,8 @@ pub(super) fn full(bytes: Bytes) -> ProxyBody {
 pub(super) struct Pending {
     pub(super) shared: Arc<Shared>,
     pub(super) worker: usize,
+    /// Passes an origin's interim (1xx) responses on, when the client may get them.
+    pub(super) interim: Option<interim::Interim>,
     pub(super) id: u64,
     pub(super) guard: FinishOnDrop,
     pub(super) parts: http::request::Parts,
@@ -214,9 +216,22 @@ impl Pending {
         let mut req =
             Request::builder().method(self.parts.method.clone()).uri(target).body(body).map_err(|_| unsent)?;
         *req.headers_mut() = headers;
+        if let Some(interim) = &self.interim {
+            interim.arm();
+            let to_client = interim.clone();
+            hyper::ext::on_informational(&mut req, move |res| {
+                let mut headers = res.headers().clone();
+                strip_hop_by_hop(&mut headers);
+                to_client.send(res.status(), &headers);
+            });
+        }
         // A timeout: the request went out (or was going), and no head came.
-        tokio::time::timeout(Duration::from_millis(forward.first_byte_timeout_ms), pool.send(req))
+        let sent = tokio::time::timeout(Duration::from_millis(forward.first_byte_timeout_ms), pool.send(req))
             .await
-            .unwrap_or(Err((Failure::Timeout, RetryType::Sent)))
+            .unwrap_or(Err((Failure::Timeout, RetryType::Sent)));
+        if let Some(interim) = &self.interim {
+            interim.disarm();
+        }
+        sent
     }
 }

@@ -1,0 +1,20 @@
+//! The fake OpenAI-compatible origin: a real HTTP/1.1 server on loopback
+//! that speaks OpenAI's wire format, scripted per test. The demo, both
+//! hosts' conformance suites (the Worker's through the `fake-origin`
+//! binary), the end-to-end tests and the benchmarks all use this one.
+//!
+//! Every request gets a [`Reply`]: by default a chat completion that names
+//! the origin (`origin`), the `model` it was asked for and the `method` it
+//! got, with `usage` of 5 + 5 tokens; streamed as SSE when the request asked
+//! for a stream (or the script says `sse`), one chunk per word, as OpenAI
+//! streams. The script can set the status and headers, a raw body, an `ETag`
+//! honoured by `If-None-Match`, byte ranges, interim (1xx) responses before
+//! the answer, delays, and a different reply for each request in turn.
+//! Every request is kept ([`FakeOrigin::seen`]).
+#![allow(clippy::disallowed_methods)]
+
+mod reply;
+mod server;
+
+pub use reply::{Interim, Reply, Script};
+pub use server::{FakeOrigin, Seen};
