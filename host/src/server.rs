@@ -20,7 +20,6 @@ use tokio::task::JoinHandle;
 
 use crate::proxy::{Client, Shared, handle};
 
-
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
