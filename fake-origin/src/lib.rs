@@ -16,5 +16,5 @@
 mod reply;
 mod server;
 
-pub use reply::{Interim, Reply, Script};
+pub use reply::{Interim, Reply, Route, Script};
 pub use server::{FakeOrigin, Seen};

@@ -15,13 +15,52 @@ pub struct Script {
     /// One reply per request, in turn.
     #[serde(default)]
     pub responses: Vec<Reply>,
+    /// Replies for requests that match, tried in order before the others
+    /// (a matched request does not count towards `responses`).
+    #[serde(default)]
+    pub routes: Vec<Route>,
     /// Connections are refused (the harness makes this address; the
     /// server itself never sees it).
     #[serde(default)]
     pub refuse: bool,
 }
 
+/// A reply for the requests that match all of its conditions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The method, such as `GET`.
+    pub method: Option<String>,
+    /// The path, without the query.
+    pub path: Option<String>,
+    /// A header the request must carry, as `[name, value]`.
+    pub header: Option<[String; 2]>,
+    /// Text the request's body must contain.
+    pub body_contains: Option<String>,
+    /// The reply.
+    #[serde(flatten)]
+    pub reply: Reply,
+}
+
+impl Route {
+    /// Whether a request (`parts`, with `body`) matches.
+    pub fn matches(&self, parts: &http::request::Parts, body: &str) -> bool {
+        self.body_contains.as_deref().is_none_or(|t| body.contains(t))
+            && self.method.as_deref().is_none_or(|m| parts.method.as_str() == m)
+            && self.path.as_deref().is_none_or(|p| parts.uri.path() == p)
+            && self
+                .header
+                .as_ref()
+                .is_none_or(|[n, v]| parts.headers.get(n).is_some_and(|h| h.as_bytes() == v.as_bytes()))
+    }
+}
+
 impl Script {
+    /// A script answering every request with `reply`.
+    pub fn always(reply: Reply) -> Self {
+        Self { reply, ..Self::default() }
+    }
+
     /// The reply to the `n`-th request (from 0).
     pub fn reply(&self, n: usize) -> &Reply {
         match self.responses.len() {
@@ -75,6 +114,9 @@ pub struct Reply {
     /// Milliseconds between the chunks of a stream.
     #[serde(default)]
     pub gap_ms: u64,
+    /// The completion's `usage`, as `[prompt_tokens, completion_tokens]`
+    /// (5 and 5 by default).
+    pub usage: Option<[u64; 2]>,
 }
 
 /// An interim (1xx) response.

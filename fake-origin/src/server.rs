@@ -141,20 +141,23 @@ async fn answer(
         let seen = state.seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
         return Ok(json_response(StatusCode::OK, &json!(seen)));
     }
-    let n = state.served.fetch_add(1, Ordering::SeqCst);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let route = state.script.routes.iter().find(|r| r.matches(&parts, &text)).map(|r| &r.reply);
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    let text = String::from_utf8_lossy(&body).into_owned();
     state.seen.lock().unwrap_or_else(PoisonError::into_inner).push(Seen {
         method: parts.method.as_str().to_string(),
         target,
         headers,
         body: text,
     });
-    let reply = state.script.reply(n).clone();
+    let reply = match route {
+        Some(reply) => reply.clone(),
+        None => state.script.reply(state.served.fetch_add(1, Ordering::SeqCst)).clone(),
+    };
     for early in &reply.interim {
         if let Ok(status) = StatusCode::from_u16(early.status) {
             interim.arm();
@@ -221,7 +224,8 @@ fn respond(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8
         .unwrap_or("hello from {origin}")
         .replace("{origin}", origin)
         .replace("{model}", model_text);
-    let usage = json!({"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10});
+    let [prompt, completion] = reply.usage.unwrap_or([5, 5]);
+    let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
     let sse = reply.sse.unwrap_or(asked["stream"] == true);
     if !sse {
         let answer = json!({"id": "chatcmpl-fake", "object": "chat.completion", "origin": origin, "model": model,

@@ -9,10 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fake_origin::{FakeOrigin, Reply, Route, Script};
 use http_body_util::{BodyExt, Full};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-router");
 const TOKEN: &str = "test-admin-token-3f9a";
@@ -119,51 +117,26 @@ async fn served_by(client: &Client, addr: &str) -> String {
     node
 }
 
-/// An SSE origin: a long stream (100 events, 50 ms apart) when the request
-/// mentions "long", else three events; the last data chunk reports usage.
-async fn sse_origin() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let events = if String::from_utf8_lossy(&buf[..n]).contains("long") { 100 } else { 3 };
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                let _ = s.write_all(head.as_bytes()).await;
-                let chunk = |e: String| format!("{:x}\r\n{e}\r\n", e.len());
-                for i in 0..events {
-                    let e = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{i}\"}}}}],\"usage\":null}}\n\n");
-                    if s.write_all(chunk(e).as_bytes()).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":20,\"total_tokens\":30}}\n\ndata: [DONE]\n\n";
-                let _ = s.write_all(format!("{}0\r\n\r\n", chunk(usage.to_string())).as_bytes()).await;
-            });
-        }
-    });
-    format!("http://{addr}")
+/// The fake origin streaming: a long stream (100 chunks, 50 ms apart) when
+/// the request mentions "long", else three chunks; the last reports usage.
+async fn sse_origin() -> FakeOrigin {
+    let words = vec!["word"; 100].join(" ");
+    let long = Route {
+        body_contains: Some("long".into()),
+        reply: Reply { sse: Some(true), text: Some(words), gap_ms: 50, usage: Some([10, 20]), ..Reply::default() },
+        ..Route::default()
+    };
+    let short = Reply { sse: Some(true), gap_ms: 50, usage: Some([10, 20]), ..Reply::default() };
+    FakeOrigin::start("streamer", Script { routes: vec![long], ..Script::always(short) }).await.expect("start")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_watches_budgets_reweights_drains_and_reloads_a_running_edge_box() {
-    let metered = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "choices": [{"message": {"content": "hi"}}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 400, "total_tokens": 500}
-        })))
-        .mount(&metered)
-        .await;
-    let backup = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"ok": true})))
-        .mount(&backup)
-        .await;
-    let streamer = sse_origin().await;
+    let answer = Reply { usage: Some([100, 400]), ..Reply::default() };
+    let metered = FakeOrigin::start("metered", Script::always(answer)).await.expect("start");
+    let backup = FakeOrigin::start("backup", Script::default()).await.expect("start");
+    let streaming = sse_origin().await;
+    let streamer = streaming.url();
     let config = format!(
         "admin: {{listen: \"127.0.0.1:0\"}}
 nodes:
@@ -175,8 +148,8 @@ routing:
     - {{name: stream, match: {{model: \"stream*\"}}, target: streamer}}
     - {{name: main, match: {{}}, target: metered, fallback: [backup]}}
 ",
-        metered.uri(),
-        backup.uri()
+        metered.url(),
+        backup.url()
     );
     let edge = EdgeBox::start(&config);
     let addr = edge.addr.clone();
@@ -227,7 +200,7 @@ routing:
     let streamed = long.into_body().collect().await.expect("the stream ends cleanly").to_bytes();
     let streamed = String::from_utf8_lossy(&streamed);
     let elapsed = drained_at.elapsed();
-    assert!(streamed.matches("data: {\"choices\"").count() >= 10, "it ran on during the drain: {streamed}");
+    assert!(streamed.matches("data: {\"id\"").count() >= 10, "it ran on during the drain: {streamed}");
     assert!(streamed.ends_with("\n\n") && streamed.contains("event: error"), "{streamed}");
     assert!(streamed.contains("node_drained"), "{streamed}");
     assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4), "cut after {elapsed:?}");

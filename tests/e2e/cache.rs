@@ -6,24 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_router_e2e::{TRUSTING_SERVER, TestRouter, breaks_after_head_origin, sha256_hex, sse_origin};
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use edge_router_e2e::{
+    FakeOrigin, Script, TRUSTING_SERVER, TestRouter, breaks_after_head_origin, fake_origin, json_origin_named,
+    sha256_hex, sse_origin,
+};
 
-async fn answering_origin(delay: Duration) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(delay).set_body_json(serde_json::json!({
-            "choices": [{"message": {"role": "assistant", "content": "Paris."}}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
-        })))
-        .mount(&server)
-        .await;
-    server
+/// The fake origin: a chat completion ("Paris.") with a usage of 10 tokens, after `delay`.
+async fn answering_origin(delay: Duration) -> FakeOrigin {
+    let reply =
+        fake_origin::Reply { text: Some("Paris.".into()), delay_ms: delay.as_millis() as u64, ..Default::default() };
+    FakeOrigin::start("gpu", Script::always(reply)).await.expect("start the fake origin")
 }
 
-async fn hits(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
+async fn hits(server: &FakeOrigin) -> usize {
+    server.hits()
 }
 
 fn config(origin: &str, extra: &str) -> String {
@@ -40,7 +36,7 @@ fn question(temperature: f64) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_question_is_a_hit_after_a_miss_and_reports_what_it_saved() {
     let origin = answering_origin(Duration::ZERO).await;
-    let r = TestRouter::new(&config(&origin.uri(), "")).await;
+    let r = TestRouter::new(&config(&origin.url(), "")).await;
     let first = r.chat("US", &question(0.0)).await;
     assert_eq!((first.status, first.header("x-edge-cache")), (200, "MISS"));
     // Key order and number spelling do not matter.
@@ -50,7 +46,7 @@ async fn a_repeated_question_is_a_hit_after_a_miss_and_reports_what_it_saved() {
     assert_eq!((second.status, second.header("x-edge-cache")), (200, "HIT"));
     assert_eq!(second.body, first.body, "the same answer");
     assert_eq!((second.node(), second.header("x-edge-attempts")), ("gpu", "0"));
-    assert_eq!(second.header("x-edge-cache-tokens-saved"), "15", "from the answer's usage");
+    assert_eq!(second.header("x-edge-cache-tokens-saved"), "10", "from the answer's usage");
     assert!(second.header("age").parse::<u64>().is_ok());
     assert_eq!(hits(&origin).await, 1);
 
@@ -69,7 +65,7 @@ async fn a_repeated_question_is_a_hit_after_a_miss_and_reports_what_it_saved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_expire_with_their_ttl() {
     let origin = answering_origin(Duration::ZERO).await;
-    let r = TestRouter::new(&config(&origin.uri(), "").replace("target: gpu}", "target: gpu, cache_ttl: 1s}")).await;
+    let r = TestRouter::new(&config(&origin.url(), "").replace("target: gpu}", "target: gpu, cache_ttl: 1s}")).await;
     assert_eq!(r.chat("US", &question(0.0)).await.header("x-edge-cache"), "MISS");
     assert_eq!(r.chat("US", &question(0.0)).await.header("x-edge-cache"), "HIT");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -95,14 +91,14 @@ async fn one_tenant_never_sees_anothers_cached_answer_unless_the_cache_is_shared
                 .to_string()
         }
     };
-    let r = Arc::new(TestRouter::new(&config(&origin.uri(), &keys)).await);
+    let r = Arc::new(TestRouter::new(&config(&origin.url(), &keys)).await);
     assert_eq!(ask(&r, "key-acme").await, "MISS");
     assert_eq!(ask(&r, "key-acme").await, "HIT");
     assert_eq!(ask(&r, "key-globex").await, "MISS", "globex does not get acme's answer");
     assert_eq!(hits(&origin).await, 2);
 
     let shared = answering_origin(Duration::ZERO).await;
-    let r = Arc::new(TestRouter::new(&config(&shared.uri(), &format!("{keys}cache: {{shared: true}}\n"))).await);
+    let r = Arc::new(TestRouter::new(&config(&shared.url(), &format!("{keys}cache: {{shared: true}}\n"))).await);
     assert_eq!(ask(&r, "key-acme").await, "MISS");
     assert_eq!(ask(&r, "key-globex").await, "HIT", "a shared cache serves everyone");
 }
@@ -143,7 +139,7 @@ async fn a_stream_that_broke_off_is_never_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_misses_reach_the_origin_once() {
     let origin = answering_origin(Duration::from_millis(300)).await;
-    let r = Arc::new(TestRouter::new(&config(&origin.uri(), "")).await);
+    let r = Arc::new(TestRouter::new(&config(&origin.url(), "")).await);
     let asks: Vec<_> = (0..8)
         .map(|_| {
             let r = r.clone();
@@ -162,12 +158,8 @@ async fn concurrent_identical_misses_reach_the_origin_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fill_wakes_the_waiters_who_then_try_on_their_own() {
-    let origin = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500).set_delay(Duration::from_millis(200)).set_body_string("boom"))
-        .mount(&origin)
-        .await;
-    let r = Arc::new(TestRouter::new(&config(&origin.uri(), "health_check: {unhealthy_threshold: 100}\n")).await);
+    let origin = json_origin_named("gpu", 500, Duration::from_millis(200)).await;
+    let r = Arc::new(TestRouter::new(&config(&origin.url(), "health_check: {unhealthy_threshold: 100}\n")).await);
     let asks: Vec<_> = (0..4)
         .map(|_| {
             let r = r.clone();
@@ -186,9 +178,8 @@ mod http_caching {
 
     use std::time::Duration;
 
-    use edge_router_e2e::TestRouter;
-    use wiremock::matchers::{header, method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
+    use edge_router_e2e::fake_origin::Reply;
+    use edge_router_e2e::{FakeOrigin, Route, Script, TestRouter};
 
     fn config(origin: &str) -> String {
         format!("nodes:\n  - {{id: web, type: cloud, host: \"{origin}\"}}\nrouting:\n  passthrough: web\n")
@@ -198,22 +189,33 @@ mod http_caching {
         r.request("GET", "/v1/models", &[], "").await
     }
 
-    async fn hits(server: &MockServer) -> usize {
-        server.received_requests().await.map_or(0, |r| r.len())
+    async fn hits(server: &FakeOrigin) -> usize {
+        server.hits()
     }
 
-    fn ok(cache_control: &str) -> ResponseTemplate {
-        ResponseTemplate::new(200)
-            .insert_header("cache-control", cache_control)
-            .insert_header("etag", "\"v1\"")
-            .set_body_string("{\"data\":[\"m\"]}")
+    /// A 200 with `cache-control` and an `ETag`, whose body is a model list.
+    fn ok(cache_control: &str) -> Reply {
+        Reply {
+            headers: [("cache-control".to_string(), cache_control.to_string())].into(),
+            etag: Some("\"v1\"".into()),
+            body: Some("{\"data\":[\"m\"]}".into()),
+            ..Reply::default()
+        }
+    }
+
+    fn status(status: u16, cache_control: Option<&str>) -> Reply {
+        let headers = cache_control.map(|c| [("cache-control".to_string(), c.to_string())].into()).unwrap_or_default();
+        Reply { status: Some(status), headers, ..Reply::default() }
+    }
+
+    async fn origin(script: Script) -> FakeOrigin {
+        FakeOrigin::start("web", script).await.expect("start the fake origin")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rfc9111_a_fresh_get_is_served_from_the_cache_with_its_age() {
-        let origin = MockServer::start().await;
-        Mock::given(method("GET")).respond_with(ok("max-age=60")).mount(&origin).await;
-        let r = TestRouter::new(&config(&origin.uri())).await;
+        let origin = origin(Script::always(ok("max-age=60"))).await;
+        let r = TestRouter::new(&config(&origin.url())).await;
         let first = get(&r).await;
         assert_eq!((first.status, first.header("x-edge-cache")), (200, "MISS"));
         let second = get(&r).await;
@@ -231,15 +233,14 @@ mod http_caching {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rfc9111_4_3_a_stale_entry_is_revalidated_and_a_304_refreshes_it() {
-        let origin = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(header("if-none-match", "\"v1\""))
-            .respond_with(ResponseTemplate::new(304).insert_header("cache-control", "max-age=60"))
-            .with_priority(1)
-            .mount(&origin)
-            .await;
-        Mock::given(method("GET")).respond_with(ok("max-age=1")).with_priority(2).mount(&origin).await;
-        let r = TestRouter::new(&config(&origin.uri())).await;
+        // A matching If-None-Match gets a 304 that says max-age=60.
+        let not_modified = Route {
+            header: Some(["if-none-match".into(), "\"v1\"".into()]),
+            reply: status(304, Some("max-age=60")),
+            ..Route::default()
+        };
+        let origin = origin(Script { routes: vec![not_modified], ..Script::always(ok("max-age=1")) }).await;
+        let r = TestRouter::new(&config(&origin.url())).await;
         assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         let revalidated = get(&r).await;
@@ -252,15 +253,9 @@ mod http_caching {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rfc5861_stale_if_error_serves_the_stale_entry_when_the_origin_is_down() {
-        let origin = MockServer::start().await;
-        Mock::given(method("GET"))
-            .respond_with(ok("max-age=1, stale-if-error=60"))
-            .up_to_n_times(1)
-            .with_priority(1)
-            .mount(&origin)
-            .await;
-        Mock::given(method("GET")).respond_with(ResponseTemplate::new(503)).with_priority(2).mount(&origin).await;
-        let r = TestRouter::new(&config(&origin.uri())).await;
+        let responses = vec![ok("max-age=1, stale-if-error=60"), status(503, None)];
+        let origin = origin(Script { responses, ..Script::default() }).await;
+        let r = TestRouter::new(&config(&origin.url())).await;
         assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         let stale = get(&r).await;
@@ -271,9 +266,8 @@ mod http_caching {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rfc5861_stale_while_revalidate_answers_at_once_and_refreshes_behind() {
-        let origin = MockServer::start().await;
-        Mock::given(method("GET")).respond_with(ok("max-age=1, stale-while-revalidate=30")).mount(&origin).await;
-        let r = TestRouter::new(&config(&origin.uri())).await;
+        let origin = origin(Script::always(ok("max-age=1, stale-while-revalidate=30"))).await;
+        let r = TestRouter::new(&config(&origin.url())).await;
         assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         assert_eq!(get(&r).await.header("x-edge-cache"), "STALE");
@@ -284,15 +278,19 @@ mod http_caching {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rfc9111_no_store_is_honoured_and_unsafe_methods_invalidate() {
-        let origin = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path("/private"))
-            .respond_with(ResponseTemplate::new(200).insert_header("cache-control", "no-store, max-age=60"))
-            .mount(&origin)
-            .await;
-        Mock::given(method("GET")).and(path("/v1/models")).respond_with(ok("max-age=60")).mount(&origin).await;
-        Mock::given(method("POST")).respond_with(ResponseTemplate::new(201)).mount(&origin).await;
-        let r = TestRouter::new(&config(&origin.uri())).await;
+        let route = |method: &str, path: Option<&str>, reply: Reply| Route {
+            method: Some(method.into()),
+            path: path.map(Into::into),
+            reply,
+            ..Route::default()
+        };
+        let routes = vec![
+            route("GET", Some("/private"), status(200, Some("no-store, max-age=60"))),
+            route("GET", Some("/v1/models"), ok("max-age=60")),
+            route("POST", None, status(201, None)),
+        ];
+        let origin = origin(Script { routes, ..Script::default() }).await;
+        let r = TestRouter::new(&config(&origin.url())).await;
         for _ in 0..2 {
             let reply = r.request("GET", "/private", &[], "").await;
             assert_eq!(reply.header("x-edge-cache"), "MISS", "no-store: never stored (RFC 9111 §5.2.2.5)");

@@ -141,7 +141,7 @@ routing:
 health_check: {{unhealthy_threshold: 2, cool_down: 300ms, max_cool_down: 1s, interval: 1h}}
 ",
         origin.url,
-        backup.uri()
+        backup.url()
     );
     let r = TestRouter::new(&config).await;
 

@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use edge_router_e2e::{TestRouter, breaks_after_head_origin, chat_body, json_origin, refused_addr, silent_origin};
+use edge_router_e2e::{
+    FakeOrigin, Script, TestRouter, breaks_after_head_origin, chat_body, fake_origin, json_origin, refused_addr,
+    silent_origin,
+};
 use http_body_util::BodyExt;
 
 /// Starts a request that holds the only slot of a slow `max_concurrent: 1` node
@@ -27,7 +30,7 @@ fn chain_config(primary: &str, backup: &str, first_byte: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_falls_back() {
     let backup = json_origin(200, Duration::ZERO).await;
-    let r = TestRouter::new(&chain_config(&refused_addr().await, &backup.uri(), "5s")).await;
+    let r = TestRouter::new(&chain_config(&refused_addr().await, &backup.url(), "5s")).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "2"));
     assert_eq!(reply.header("x-edge-rule"), "chain");
@@ -36,7 +39,7 @@ async fn refused_connection_falls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_before_the_response_head_falls_back() {
     let backup = json_origin(200, Duration::ZERO).await;
-    let r = TestRouter::new(&chain_config(&silent_origin().await, &backup.uri(), "300ms")).await;
+    let r = TestRouter::new(&chain_config(&silent_origin().await, &backup.url(), "300ms")).await;
     let start = Instant::now();
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "2"));
@@ -47,22 +50,22 @@ async fn timeout_before_the_response_head_falls_back() {
 async fn status_503_falls_back_and_other_errors_pass_through() {
     let backup = json_origin(200, Duration::ZERO).await;
     let unavailable = json_origin(503, Duration::ZERO).await;
-    let r = TestRouter::new(&chain_config(&unavailable.uri(), &backup.uri(), "5s")).await;
+    let r = TestRouter::new(&chain_config(&unavailable.url(), &backup.url(), "5s")).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "2"));
 
     // A 400 is the client's problem: no fallback, the origin's answer is passed on.
     let bad = json_origin(400, Duration::ZERO).await;
-    let r = TestRouter::new(&chain_config(&bad.uri(), &backup.uri(), "5s")).await;
+    let r = TestRouter::new(&chain_config(&bad.url(), &backup.url(), "5s")).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (400, "primary", "1"));
-    assert_eq!(reply.json()["status"], 400);
+    assert_eq!(reply.json()["origin"], "origin", "the origin's own answer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_node_503_is_passed_on_and_all_refused_is_a_clear_502() {
     let unavailable = json_origin(503, Duration::ZERO).await;
-    let r = TestRouter::new(&chain_config(&refused_addr().await, &unavailable.uri(), "5s")).await;
+    let r = TestRouter::new(&chain_config(&refused_addr().await, &unavailable.url(), "5s")).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (503, "backup", "2"));
 
@@ -83,7 +86,7 @@ async fn last_node_503_is_passed_on_and_all_refused_is_a_clear_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_fallback_after_the_first_byte() {
     let backup = json_origin(200, Duration::ZERO).await;
-    let r = TestRouter::new(&chain_config(&breaks_after_head_origin().await, &backup.uri(), "5s")).await;
+    let r = TestRouter::new(&chain_config(&breaks_after_head_origin().await, &backup.url(), "5s")).await;
     let resp = r
         .send("POST", "/v1/chat/completions", &[("content-type", "application/json")], &chat_body("m", 5).to_string())
         .await;
@@ -91,7 +94,7 @@ async fn no_fallback_after_the_first_byte() {
     assert_eq!(resp.headers()["x-edge-node"], "primary");
     let body = resp.into_body().collect().await;
     assert!(body.is_err(), "the broken stream must reach the client as broken, not be completed from elsewhere");
-    assert!(backup.received_requests().await.unwrap_or_default().is_empty(), "the backup must never be asked");
+    assert!(backup.hits() == 0, "the backup must never be asked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,8 +103,8 @@ async fn a_full_node_overflows_to_its_fallback_and_frees_its_slot() {
     let backup = json_origin(200, Duration::ZERO).await;
     let config = format!(
         "nodes:\n  - {{id: primary, type: local, host: \"{}\", max_concurrent: 1}}\n  - {{id: backup, type: cloud, host: \"{}\"}}\nrouting:\n  rules:\n    - {{match: {{}}, target: primary, fallback: [backup]}}\n",
-        primary.uri(),
-        backup.uri()
+        primary.url(),
+        backup.url()
     );
     let r = std::sync::Arc::new(TestRouter::new(&config).await);
     let first = occupy(&r).await;
@@ -115,7 +118,7 @@ async fn a_full_node_overflows_to_its_fallback_and_frees_its_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_candidate_full_is_429_with_retry_after() {
     let primary = json_origin(200, Duration::from_millis(400)).await;
-    let config = format!("nodes:\n  - {{id: only, type: local, host: \"{}\", max_concurrent: 1}}\n", primary.uri());
+    let config = format!("nodes:\n  - {{id: only, type: local, host: \"{}\", max_concurrent: 1}}\n", primary.url());
     let r = std::sync::Arc::new(TestRouter::new(&config).await);
     let first = occupy(&r).await;
     let second = r.chat("US", &chat_body("m", 5)).await;
@@ -125,42 +128,43 @@ async fn every_candidate_full_is_429_with_retry_after() {
     assert_eq!(first.await.expect("first").status, 200);
 }
 
-/// An origin answering 429 with the given `retry-after` value.
-async fn rate_limited_origin(retry_after: &str) -> wiremock::MockServer {
-    let server = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(
-            wiremock::ResponseTemplate::new(429)
-                .insert_header("retry-after", retry_after)
-                .set_body_json(serde_json::json!({"error": {"type": "rate_limit", "message": "slow down"}})),
-        )
-        .mount(&server)
-        .await;
-    server
+/// The fake origin answering 429, OpenAI's rate-limit error, with the given `retry-after` value.
+async fn rate_limited_origin(retry_after: &str) -> FakeOrigin {
+    let reply = fake_origin::Reply {
+        status: Some(429),
+        headers: [
+            ("retry-after".to_string(), retry_after.to_string()),
+            ("content-type".to_string(), "application/json".to_string()),
+        ]
+        .into(),
+        body: Some(serde_json::json!({"error": {"type": "rate_limit", "message": "slow down"}}).to_string()),
+        ..Default::default()
+    };
+    FakeOrigin::start("limited", Script::always(reply)).await.expect("start the fake origin")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_falls_back_and_its_retry_after_rests_the_node() {
     let backup = json_origin(200, Duration::ZERO).await;
     let limited = rate_limited_origin("1").await;
-    let r = TestRouter::new(&chain_config(&limited.uri(), &backup.uri(), "5s")).await;
+    let r = TestRouter::new(&chain_config(&limited.url(), &backup.url(), "5s")).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "2"));
     // For the next second the limited node is left alone.
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("backup", "1"));
-    assert_eq!(limited.received_requests().await.map_or(0, |r| r.len()), 1);
+    assert_eq!(limited.hits(), 1);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("backup", "2"), "tried again after the pause");
-    assert_eq!(limited.received_requests().await.map_or(0, |r| r.len()), 2);
+    assert_eq!(limited.hits(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_date_is_honoured_and_the_last_nodes_429_is_passed_on() {
     let in_a_minute = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
     let limited = rate_limited_origin(&in_a_minute).await;
-    let config = chain_config(&limited.uri(), "http://127.0.0.1:9", "5s").replace("fallback: [backup]", "fallback: []");
+    let config = chain_config(&limited.url(), "http://127.0.0.1:9", "5s").replace("fallback: [backup]", "fallback: []");
     let r = TestRouter::new(&config).await;
     let reply = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!((reply.status, reply.node()), (429, "primary"), "the origin's own 429 reaches the client");
@@ -170,5 +174,5 @@ async fn a_retry_after_date_is_honoured_and_the_last_nodes_429_is_passed_on() {
     assert_eq!((reply.status, reply.json()["error"]["type"].as_str()), (429, Some("rate_limited")));
     let wait: u64 = reply.header("retry-after").parse().unwrap_or(0);
     assert!((55..=60).contains(&wait), "retry-after {wait}");
-    assert_eq!(limited.received_requests().await.map_or(0, |r| r.len()), 1);
+    assert_eq!(limited.hits(), 1);
 }

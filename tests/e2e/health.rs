@@ -6,12 +6,10 @@
 use std::time::{Duration, Instant};
 
 use edge_router_e2e::{
-    TestRouter, breaks_after_head_origin, chat_body, json_origin, refused_addr, silent_origin, sse_origin,
-    stalls_mid_body_origin,
+    FakeOrigin, Route, Script, TestRouter, breaks_after_head_origin, chat_body, fake_origin, json_origin, refused_addr,
+    silent_origin, sse_origin, stalls_mid_body_origin,
 };
 use http_body_util::BodyExt;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn config(primary: &str, backup: &str) -> String {
     format!(
@@ -19,32 +17,23 @@ fn config(primary: &str, backup: &str) -> String {
     )
 }
 
-/// An origin that answers 503 to its first `failures` requests, then 200.
-async fn recovering_origin(failures: u64) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503).set_body_json(serde_json::json!({"status": 503})))
-        .up_to_n_times(failures)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"status": 200})))
-        .with_priority(2)
-        .mount(&server)
-        .await;
-    server
+/// The fake origin, answering 503 to its first `failures` requests, then 200.
+async fn recovering_origin(failures: u64) -> FakeOrigin {
+    let status = |s| fake_origin::Reply { status: Some(s), ..Default::default() };
+    let mut responses: Vec<_> = (0..failures).map(|_| status(503)).collect();
+    responses.push(status(200));
+    FakeOrigin::start("primary", Script { responses, ..Script::default() }).await.expect("start the fake origin")
 }
 
-async fn hits(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
+async fn hits(server: &FakeOrigin) -> usize {
+    server.hits()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_answering_503_is_skipped_then_probed_back_into_rotation() {
     let primary = recovering_origin(2).await;
     let backup = json_origin(200, Duration::ZERO).await;
-    let r = TestRouter::new(&config(&primary.uri(), &backup.uri())).await;
+    let r = TestRouter::new(&config(&primary.url(), &backup.url())).await;
 
     for _ in 0..2 {
         let reply = r.chat("US", &chat_body("m", 5)).await;
@@ -87,7 +76,7 @@ async fn without_panic_mode_a_refusing_node_without_fallback_gets_a_clear_503_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_panic_mode_a_node_whose_breaker_is_open_still_gets_the_requests_nothing_else_can_serve() {
     let primary = recovering_origin(2).await;
-    let config = config(&primary.uri(), "http://127.0.0.1:9").replace("fallback: [backup]", "fallback: []");
+    let config = config(&primary.url(), "http://127.0.0.1:9").replace("fallback: [backup]", "fallback: []");
     let r = TestRouter::new(&config).await;
     for _ in 0..2 {
         let reply = r.chat("US", &chat_body("m", 5)).await;
@@ -119,7 +108,7 @@ async fn post(r: &TestRouter) -> hyper::Response<hyper::body::Incoming> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_stalls_ends_with_an_sse_error_event_and_counts_against_the_node() {
     let backup = json_origin(200, Duration::ZERO).await;
-    let r = TestRouter::new(&stall_config(&sse_origin(3, Duration::from_secs(5)).await, &backup.uri())).await;
+    let r = TestRouter::new(&stall_config(&sse_origin(3, Duration::from_secs(5)).await, &backup.url())).await;
     let start = Instant::now();
     let resp = post(&r).await;
     assert_eq!((resp.status().as_u16(), resp.headers()["x-edge-node"].to_str().ok()), (200, Some("primary")));
@@ -142,7 +131,7 @@ async fn a_stream_that_stalls_ends_with_an_sse_error_event_and_counts_against_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_body_that_stalls_is_cut_off_not_left_hanging() {
     let backup = json_origin(200, Duration::ZERO).await;
-    let r = TestRouter::new(&stall_config(&stalls_mid_body_origin(Duration::from_secs(5)).await, &backup.uri())).await;
+    let r = TestRouter::new(&stall_config(&stalls_mid_body_origin(Duration::from_secs(5)).await, &backup.url())).await;
     let start = Instant::now();
     let resp = post(&r).await;
     assert_eq!(resp.status(), 200);
@@ -155,7 +144,7 @@ async fn a_plain_body_that_stalls_is_cut_off_not_left_hanging() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_mid_body_counts_against_the_node() {
     let backup = json_origin(200, Duration::ZERO).await;
-    let r = TestRouter::new(&stall_config(&breaks_after_head_origin().await, &backup.uri())).await;
+    let r = TestRouter::new(&stall_config(&breaks_after_head_origin().await, &backup.url())).await;
     let resp = post(&r).await;
     assert!(resp.into_body().collect().await.is_err());
     let reply = r.chat("US", &chat_body("m", 5)).await;
@@ -177,31 +166,21 @@ async fn a_stream_outlasting_its_total_limit_ends_with_an_upstream_timeout_event
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_probes_take_a_sick_node_out_before_any_request_fails_and_bring_it_back() {
-    let primary = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(wiremock::matchers::path("/health"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&primary)
-        .await;
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(200)).with_priority(2).mount(&primary).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"status": 200})))
-        .mount(&primary)
-        .await;
+    // Chat requests are answered; the health endpoint fails twice, then recovers.
+    let chat = Route { method: Some("POST".into()), ..Route::default() };
+    let status = |s| fake_origin::Reply { status: Some(s), ..Default::default() };
+    let script =
+        Script { routes: vec![chat], responses: vec![status(503), status(503), status(200)], ..Script::default() };
+    let primary = FakeOrigin::start("primary", script).await.expect("start the fake origin");
     let backup = json_origin(200, Duration::ZERO).await;
-    let config = config(&primary.uri(), &backup.uri())
+    let config = config(&primary.url(), &backup.url())
         .replace("host: \"http://127", "health_path: /health, host: \"http://127")
         .replace("health_check: {", "health_check: {interval: 150ms, timeout: 100ms, ");
     let r = TestRouter::new(&config).await;
 
     let count = |method: &'static str| {
         let primary = &primary;
-        async move {
-            let requests = primary.received_requests().await.unwrap_or_default();
-            requests.iter().filter(|q| q.method.as_str() == method).count()
-        }
+        async move { primary.seen().iter().filter(|q| q.method == method).count() }
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     while count("GET").await < 2 {
@@ -226,7 +205,7 @@ async fn active_probes_take_a_sick_node_out_before_any_request_fails_and_bring_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_accepts_and_never_answers_is_taken_out_after_the_threshold() {
     let backup = json_origin(200, Duration::ZERO).await;
-    let config = config(&silent_origin().await, &backup.uri())
+    let config = config(&silent_origin().await, &backup.url())
         .replace("type: local, host", "type: local, timeouts: {first_byte: 200ms}, host");
     let r = TestRouter::new(&config).await;
     for _ in 0..2 {

@@ -1,22 +1,26 @@
 //! Bad input gets a clear error; secrets stay where they belong; other paths pass through.
 
-use edge_router_e2e::{TestRouter, chat_body, json_origin, sha256_hex};
+use edge_router_e2e::fake_origin::Reply;
+use edge_router_e2e::{FakeOrigin, Route, Script, TestRouter, chat_body, sha256_hex};
 use serde_json::json;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-async fn ok_origin() -> MockServer {
-    let server = json_origin(200, std::time::Duration::ZERO).await;
-    Mock::given(method("GET"))
-        .and(path("/v1/models"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
-        .mount(&server)
-        .await;
-    server
+/// The fake origin: chat completions, and the model list at `GET /v1/models`.
+async fn ok_origin() -> FakeOrigin {
+    let models = Route {
+        method: Some("GET".into()),
+        path: Some("/v1/models".into()),
+        reply: Reply {
+            body: Some(json!({"data": []}).to_string()),
+            headers: [("content-type".to_string(), "application/json".to_string())].into(),
+            ..Reply::default()
+        },
+        ..Route::default()
+    };
+    let script = Script { routes: vec![models], ..Script::default() };
+    FakeOrigin::start("n", script).await.expect("start the fake origin")
 }
 
-fn one_node(o: &MockServer, extra: &str) -> String {
-    format!("{extra}nodes:\n  - {{id: n, type: cloud, host: \"{}\", api_key_env: E2E_ORIGIN_KEY}}\n", o.uri())
+fn one_node(o: &FakeOrigin, extra: &str) -> String {
+    format!("{extra}nodes:\n  - {{id: n, type: cloud, host: \"{}\", api_key_env: E2E_ORIGIN_KEY}}\n", o.url())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +41,7 @@ async fn malformed_json_is_a_400_in_openai_error_shape() {
         assert!(err["message"].as_str().unwrap_or_default().contains(needle), "{body}: {err}");
         assert_eq!(reply.header("x-edge-attempts"), "0");
     }
-    assert!(o.received_requests().await.unwrap_or_default().is_empty());
+    assert!(o.hits() == 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,9 +80,10 @@ async fn client_keys_are_never_forwarded_and_origin_keys_are_added() {
         )
         .await;
     assert_eq!(ok.status, 200);
-    let sent = &o.received_requests().await.unwrap_or_default()[0];
-    assert_eq!(sent.headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer origin-secret"));
-    assert!(sent.headers.get("x-api-key").is_none() && sent.headers.get("api-key").is_none());
+    let sent = &o.seen()[0];
+    let header = |name: &str| sent.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    assert_eq!(header("authorization"), Some("Bearer origin-secret"));
+    assert!(header("x-api-key").is_none() && header("api-key").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +149,7 @@ async fn a_client_that_stalls_its_body_gets_408() {
     let text = String::from_utf8_lossy(&reply);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");
-    assert!(o.received_requests().await.unwrap_or_default().is_empty());
+    assert!(o.hits() == 0);
 }
 
 #[test]

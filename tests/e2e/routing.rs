@@ -1,29 +1,20 @@
 //! Rule kinds, strategies and model rewriting.
 
-use edge_router_e2e::{TRUSTING_SERVER, TestRouter, chat_body, sha256_hex};
+use edge_router_e2e::{FakeOrigin, Script, TRUSTING_SERVER, TestRouter, chat_body, json_origin_named, sha256_hex};
 use serde_json::json;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-/// A wiremock origin answering every chat completion with its own name.
-async fn origin(name: &str) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"served_by": name})))
-        .mount(&server)
-        .await;
-    server
+/// The fake origin, answering every chat completion with one naming it (`origin`).
+async fn origin(name: &str) -> FakeOrigin {
+    FakeOrigin::start(name, Script::default()).await.expect("start the fake origin")
 }
 
-fn node(id: &str, server: &MockServer, extra: &str) -> String {
-    format!("  - {{id: {id}, type: cloud, host: \"{}\"{extra}}}\n", server.uri())
+fn node(id: &str, server: &FakeOrigin, extra: &str) -> String {
+    format!("  - {{id: {id}, type: cloud, host: \"{}\"{extra}}}\n", server.url())
 }
 
-async fn model_sent_to(server: &MockServer) -> String {
-    let reqs = server.received_requests().await.unwrap_or_default();
-    let last = reqs.last().expect("origin received a request");
-    let body: serde_json::Value = serde_json::from_slice(&last.body).expect("json body");
+async fn model_sent_to(server: &FakeOrigin) -> String {
+    let seen = server.seen();
+    let last = seen.last().expect("origin received a request");
+    let body: serde_json::Value = serde_json::from_str(&last.body).expect("json body");
     body["model"].as_str().unwrap_or_default().to_string()
 }
 
@@ -66,7 +57,7 @@ routing:\n  rules:\n{}",
     let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let reply = r.chat("US", &stream).await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-rule")), (200, "a", "by-type"));
-    assert_eq!(reply.json()["served_by"], "a");
+    assert!(String::from_utf8_lossy(&reply.body).contains(r#""origin":"a""#), "a's own stream");
 
     let typed = r.chat_with("US", &chat_body("m", 10), &[("x-request-type", "realtime_chat")]).await;
     assert_eq!(typed.node(), "a", "the x-request-type header sets the type");
@@ -146,13 +137,7 @@ async fn weighted_strategy_splits_traffic_by_weight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_first_prefers_the_node_observed_faster() {
-    let slow = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200).set_delay(std::time::Duration::from_millis(150)).set_body_json(json!({})),
-        )
-        .mount(&slow)
-        .await;
+    let slow = json_origin_named("slow", 200, std::time::Duration::from_millis(150)).await;
     let fast = origin("fast").await;
     let config =
         format!("nodes:\n{}{}routing:\n  default: latency_first\n", node("slow", &slow, ""), node("fast", &fast, ""));
@@ -197,7 +182,6 @@ async fn auto_and_small_model_targets_are_rewritten_to_a_served_model() {
         ("big-1", ""),
         "no x-edge-model when nothing was rewritten"
     );
-    let sent: serde_json::Value =
-        serde_json::from_slice(&big.received_requests().await.unwrap_or_default()[0].body).expect("json");
+    let sent: serde_json::Value = serde_json::from_str(&big.seen()[0].body).expect("json");
     assert_eq!(sent, body);
 }

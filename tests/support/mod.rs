@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edge_router_host::{RouterModule, ServerHandle, default_module_path};
+pub use fake_origin::{self, FakeOrigin, Route, Script, Seen};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -217,18 +218,16 @@ pub async fn sse_origin(chunks: usize, gap: Duration) -> String {
     .await
 }
 
-/// A wiremock origin answering every POST with `status` and `{"status": status}` after `delay`.
-pub async fn json_origin(status: u16, delay: Duration) -> wiremock::MockServer {
-    let server = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(
-            wiremock::ResponseTemplate::new(status)
-                .set_delay(delay)
-                .set_body_json(serde_json::json!({"status": status})),
-        )
-        .mount(&server)
-        .await;
-    server
+/// The fake origin (`fake-origin`), named `name`, answering every request
+/// with `status` (and a chat completion naming it) after `delay`.
+pub async fn json_origin_named(name: &str, status: u16, delay: Duration) -> FakeOrigin {
+    let reply = fake_origin::Reply { status: Some(status), delay_ms: delay.as_millis() as u64, ..Default::default() };
+    FakeOrigin::start(name, Script::always(reply)).await.expect("start a fake origin")
+}
+
+/// [`json_origin_named`], named `origin`.
+pub async fn json_origin(status: u16, delay: Duration) -> FakeOrigin {
+    json_origin_named("origin", status, delay).await
 }
 
 /// Reads a body frame by frame, noting when each data frame arrived.
