@@ -12,7 +12,7 @@
 //! to the edge box), and borrow it. The native router hashes the client key,
 //! reads the JSON body and scans the headers itself. For the module the
 //! caller does what the edge box does, inside the timed loop, with the edge
-//! box's own code (`exchange::intake::host_reads`): it hashes the key and reads the body
+//! box's own code (`exchange::intake::host_reads_of`): it hashes the key and reads the body
 //! natively (once it has checked that the router will not refuse the request
 //! first), passes the digest, the body's facts and only the headers the
 //! router reads, encodes the request and decodes the reply.
@@ -27,8 +27,7 @@ use edge_router::geo::Country;
 use edge_router::wire::{Action, BodyRef, Event, Header, Reply, RequestBody, RequestRef};
 use edge_router::{Router, RouterConfig};
 use edge_router_host::{RouterModule, WasmRouter, default_module_path, module};
-use exchange::intake::{HostReads, host_reads};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use exchange::intake::{HostReads, host_reads_of};
 
 // The edge box's allocator, for both sides: the native router and the
 // host's half of the module calls.
@@ -77,38 +76,22 @@ fn request(id: u64) -> Event {
     }
 }
 
-/// A request as hyper hands it to the edge box: its event's headers in a `HeaderMap`.
-fn parsed(id: u64) -> (Event, HeaderMap) {
-    let event = request(id);
-    let Event::Request { headers, .. } = &event else { unreachable!("built by `request`") };
-    let map = headers
-        .iter()
-        .map(|h| {
-            (
-                HeaderName::from_bytes(h.name.as_bytes()).expect("a name"),
-                HeaderValue::from_bytes(&h.value).expect("a value"),
-            )
-        })
-        .collect();
-    (event, map)
-}
-
 /// `request` borrowed, as the router reads it. With `host`, the config the
-/// edge box runs with and the request's parsed headers: as the edge box
-/// hands it to the module, read by its own `exchange::intake::host_reads`
-/// (the key hashed, the body's facts read, only the headers the router
-/// reads). Without: as the native router takes it, which does all of that
-/// itself.
-fn borrowed<'e>(request: &'e Event, host: Option<(&RouterConfig, &'e HeaderMap)>) -> RequestRef<'e> {
+/// edge box runs with: as the edge box hands it to the module, read by its
+/// own `exchange::intake::host_reads_of` (the key hashed, the body's facts read, only the
+/// headers the router reads). Without: as the native router takes it, which
+/// does all of that itself.
+fn borrowed<'e>(request: &'e Event, host: Option<&RouterConfig>) -> RequestRef<'e> {
     let Event::Request {
         id, method, target, headers, country, body: RequestBody::Buffered(body), now_ms, random, ..
     } = request
     else {
         unreachable!("built by `request`")
     };
-    let reads = host.map(|(config, parsed)| {
+    let reads = host.map(|config| {
+        let all = || headers.iter().map(|h| (h.name.as_str(), h.value.as_slice()));
         let endpoint = Endpoint::classify(method, target);
-        host_reads(config, parsed, country.as_deref().and_then(Country::parse), endpoint, Some(body))
+        host_reads_of(config, all, country.as_deref().and_then(Country::parse), endpoint, Some(body))
     });
     let (headers, key_sha256, body_facts) = match reads {
         Some(HostReads { headers, key_sha256, body_facts }) => (headers, key_sha256, body_facts),
@@ -130,15 +113,11 @@ fn borrowed<'e>(request: &'e Event, host: Option<(&RouterConfig, &'e HeaderMap)>
 
 /// Runs the exchanges of `requests`; `handle` answers a request, `defer`
 /// takes an event whose answer is not needed. Returns nanoseconds per exchange.
-fn round(
-    requests: &[(Event, HeaderMap)],
-    handle: &mut dyn FnMut(&Event, &HeaderMap) -> Action,
-    defer: &mut dyn FnMut(&Event),
-) -> f64 {
+fn round(requests: &[Event], handle: &mut dyn FnMut(&Event) -> Action, defer: &mut dyn FnMut(&Event)) -> f64 {
     let t = Instant::now();
-    for (request, headers) in requests {
+    for request in requests {
         let Event::Request { id, .. } = *request else { unreachable!("built by `request`") };
-        match handle(request, headers) {
+        match handle(request) {
             Action::Forward(f) => assert!(!f.asks_about(200)),
             other => panic!("expected a forward, got {other:?}"),
         }
@@ -174,13 +153,13 @@ fn main() -> anyhow::Result<()> {
     let mut wasm_ns = Vec::new();
     let native = std::cell::RefCell::new(native);
     let wasm = std::cell::RefCell::new(wasm);
-    let mut native_handle = |e: &Event, _: &HeaderMap| native.borrow_mut().request(borrowed(e, None));
+    let mut native_handle = |e: &Event| native.borrow_mut().request(borrowed(e, None));
     let mut native_defer = |e: &Event| native.borrow_mut().absorb(e.clone());
     // As `Shared::request` in the edge box: the request is encoded from the
     // borrowed one, the reply decoded outside the call.
     let (mut event_bytes, mut reply_bytes) = (Vec::new(), Vec::new());
-    let mut wasm_handle = |e: &Event, h: &HeaderMap| {
-        module::encode_request(&borrowed(e, host.map(|c| (c, h))), &mut event_bytes).expect("encode request");
+    let mut wasm_handle = |e: &Event| {
+        module::encode_request(&borrowed(e, host), &mut event_bytes).expect("encode request");
         wasm.borrow_mut().handle_encoded(&event_bytes, &mut reply_bytes).expect("module call");
         let reply = module::decode(&reply_bytes).expect("decode reply");
         if !reply.spent.is_empty() {
@@ -194,11 +173,10 @@ fn main() -> anyhow::Result<()> {
     let batch = std::cell::RefCell::new(Vec::new());
     let onto =
         |e: &Event, batch: &mut Vec<u8>| *batch = postcard::to_extend(e, std::mem::take(batch)).expect("encode event");
-    let mut encoded_handle = |e: &Event, h: &HeaderMap| {
+    let mut encoded_handle = |e: &Event| {
         let mut router = encoded.borrow_mut();
         let mut batch = batch.borrow_mut();
-        let request = borrowed(e, host.map(|c| (c, h)));
-        *batch = edge_router::wire::encode_request(&request, std::mem::take(&mut *batch)).expect("encode");
+        *batch = edge_router::wire::encode_request(&borrowed(e, host), std::mem::take(&mut *batch)).expect("encode");
         let action = router.handle_batch(&batch).expect("decode events").expect("an answer");
         batch.clear();
         let mut spent = Vec::new();
@@ -208,15 +186,12 @@ fn main() -> anyhow::Result<()> {
         postcard::from_bytes::<Reply>(&bytes).expect("decode reply").action
     };
     let mut encoded_defer = |e: &Event| onto(e, &mut batch.borrow_mut());
-    let batch_of = |first: u64, n: u64| (first..first + n).map(parsed).collect::<Vec<_>>();
+    let batch_of = |first: u64, n: u64| (first..first + n).map(request).collect::<Vec<_>>();
     // Warm-up, then interleaved measured rounds; each side gets requests of
     // its own ids, built before its clock starts.
     let mut id = 1;
     for (handle, defer) in [
-        (
-            &mut native_handle as &mut dyn FnMut(&Event, &HeaderMap) -> Action,
-            &mut native_defer as &mut dyn FnMut(&Event),
-        ),
+        (&mut native_handle as &mut dyn FnMut(&Event) -> Action, &mut native_defer as &mut dyn FnMut(&Event)),
         (&mut wasm_handle, &mut wasm_defer),
         (&mut encoded_handle, &mut encoded_defer),
     ] {

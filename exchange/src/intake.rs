@@ -96,7 +96,22 @@ pub fn host_reads<'a>(
     endpoint: Endpoint,
     body: Option<&[u8]>,
 ) -> HostReads<'a> {
-    let pairs = || headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+    host_reads_of(config, || headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())), country, endpoint, body)
+}
+
+/// [`host_reads`] of headers in any form: `pairs` yields them (lower-case
+/// names and values) afresh at each call (`decision-cost` reads the same
+/// header list the native router gets).
+pub fn host_reads_of<'a, I>(
+    config: &RouterConfig,
+    pairs: impl Fn() -> I,
+    country: Option<Country>,
+    endpoint: Endpoint,
+    body: Option<&[u8]>,
+) -> HostReads<'a>
+where
+    I: Iterator<Item = (&'a str, &'a [u8])>,
+{
     let key_sha256 = edge_router::auth::presented_key(pairs()).map(edge_router::auth::key_digest);
     let hashed = key_sha256.is_some();
     let refused = config.geofence.check(country).is_err()

@@ -45,7 +45,10 @@ pub struct Watch {
     meter: Option<Vec<u8>>,
     capture: Option<Capture>,
     transform: Option<Box<dyn Transform>>,
-    /// What the client gets next, in order.
+    /// The next chunk the client gets, when it is the only one: an
+    /// untransformed chunk passes through here without a queue.
+    first: Option<Bytes>,
+    /// What the client gets after `first`, in order.
     out: VecDeque<Bytes>,
     /// The error the client's body ends with, after what is in `out`.
     failed: Option<String>,
@@ -119,6 +122,7 @@ impl Watch {
             meter: setup.meter.then(Vec::new),
             capture: setup.capture,
             transform: setup.transform,
+            first: None,
             out: VecDeque::new(),
             failed: None,
             ended: false,
@@ -127,7 +131,7 @@ impl Watch {
 
     /// What the client's body does next.
     pub fn next_out(&mut self) -> Next {
-        if let Some(data) = self.out.pop_front() {
+        if let Some(data) = self.first.take().or_else(|| self.out.pop_front()) {
             return Next::Data(data);
         }
         match (self.ended, self.failed.take()) {
@@ -154,14 +158,26 @@ impl Watch {
         &self.node
     }
 
-    /// Whether the body is over (ended, broken or cut): nothing more goes out.
+    /// Whether the body is over (ended, broken or cut): nothing more comes in.
     pub fn is_over(&self) -> bool {
         self.ended
+    }
+
+    /// Whether the client's body has ended: over, with nothing left to send
+    /// (so that a host can say so with the last chunk, not after it).
+    pub fn is_done(&self) -> bool {
+        self.ended && self.first.is_none() && self.out.is_empty() && self.failed.is_none()
     }
 
     /// A chunk came at `now_ms`: queues what the client gets of it.
     pub fn on_chunk(&mut self, chunk: Bytes, now_ms: u64) {
         self.last_ms = now_ms;
+        if self.transform.is_none() && self.first.is_none() && self.out.is_empty() {
+            // The common case: one chunk in, the same chunk out, no queue.
+            observe(&mut self.meter, &mut self.capture, &chunk);
+            self.first = Some(chunk);
+            return;
+        }
         let from = self.out.len();
         match &mut self.transform {
             Some(t) => t.chunk(chunk, &mut self.out),
@@ -173,17 +189,7 @@ impl Watch {
     /// Meters and captures what was queued from index `from` on.
     fn observe(&mut self, from: usize) {
         for data in self.out.range(from..) {
-            if let Some(tail) = &mut self.meter {
-                tail.extend_from_slice(data);
-                if tail.len() > 2 * METER_TAIL {
-                    tail.drain(..tail.len() - METER_TAIL);
-                }
-            }
-            if let Some(capture) = &mut self.capture
-                && !capture.keep(data)
-            {
-                self.capture = None;
-            }
+            observe(&mut self.meter, &mut self.capture, data);
         }
     }
 
@@ -238,6 +244,22 @@ impl Watch {
         let usage = self.meter.as_deref().and_then(find_usage);
         let captured = self.capture.take().map(|c| c.finish(now_ms));
         Ended { usage, captured }
+    }
+}
+
+/// Keeps the tail of `data` for the meter, and all of it for the capture
+/// (dropped once the answer is too large to keep).
+fn observe(meter: &mut Option<Vec<u8>>, capture: &mut Option<Capture>, data: &[u8]) {
+    if let Some(tail) = meter {
+        tail.extend_from_slice(data);
+        if tail.len() > 2 * METER_TAIL {
+            tail.drain(..tail.len() - METER_TAIL);
+        }
+    }
+    if let Some(c) = capture
+        && !c.keep(data)
+    {
+        *capture = None;
     }
 }
 

@@ -119,7 +119,9 @@ async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Count
     };
     let HostReads { headers, key_sha256, body_facts } =
         host_reads(generation.router.borrow().config(), &parts.headers, country, endpoint, original.as_deref());
-    let requested_model = body_facts.as_ref().and_then(|f| f.model.clone());
+    // Kept only when the answer is to name it again.
+    let restore = generation.router.borrow().config().model_routing.restore_requested_model;
+    let requested_model = body_facts.as_ref().filter(|_| restore).and_then(|f| f.model.clone());
     let action = generation.request(RequestRef {
         id,
         method: parts.method.as_str(),

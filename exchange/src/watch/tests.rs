@@ -103,9 +103,13 @@ fn a_drain_cuts_without_blaming_the_node() {
 fn usage_is_found_in_the_tail_and_a_whole_answer_is_captured() {
     let mut w = Watch::new(WatchSetup { capture: Some(capture()), ..setup(true) });
     chunk(&mut w, "data: {\"choices\":[],\"usage\":null}\n\n", SENT + 600);
-    chunk(&mut w, "data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n", SENT + 700);
+    let last = "data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n";
+    w.on_chunk(Bytes::from_static(last.as_bytes()), SENT + 700);
     let ended = w.on_end(SENT + 800);
     assert_eq!(ended.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 7 }));
+    assert!(!w.is_done(), "the last chunk is still to be sent");
+    drain(&mut w);
+    assert!(w.is_done());
     let stored = ended.captured.expect("the whole answer went through");
     assert_eq!(stored.entry.tokens, 12);
     assert!(stored.body.ends_with(b"data: [DONE]\n\n"));

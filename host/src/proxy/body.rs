@@ -233,6 +233,11 @@ impl Body for Tracked {
         }
     }
 
+    fn is_end_stream(&self) -> bool {
+        // With the last chunk, so that hyper ends the response in the same write.
+        self.watch.is_done()
+    }
+
     fn size_hint(&self) -> SizeHint {
         if self.watch.exact() {
             return self.inner.size_hint();

@@ -69,7 +69,9 @@ pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>)
     // straight from the request, not copied first.
     let HostReads { headers, key_sha256, body_facts } =
         host_reads(config, &parts.headers, country, endpoint, original.as_deref());
-    let requested_model = body_facts.as_ref().and_then(|f| f.model.clone());
+    // Kept only when the answer is to name it again.
+    let requested_model =
+        body_facts.as_ref().filter(|_| config.model_routing.restore_requested_model).and_then(|f| f.model.clone());
     let country_code = country.as_ref().map(Country::as_str);
     let mut action = shared.request(&RequestRef {
         id,
