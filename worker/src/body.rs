@@ -16,12 +16,13 @@ use worker::{Delay, Response, ResponseBuilder};
 use crate::convert::{Body, js_headers, response};
 use crate::later::{Finish, Later};
 use crate::now_ms;
+use crate::stream::JsBody;
 
 /// The client's response: the origin's head as the exchange shapes it, and
 /// its body watched.
 #[allow(clippy::too_many_arguments)]
 pub fn stream(
-    resp: http::Response<worker::Body>,
+    resp: http::Response<JsBody>,
     method: &http::Method,
     explain: &Explain,
     forward: &Forward,
@@ -58,7 +59,7 @@ pub fn stream(
 
 /// An origin's body passed through the watchdog.
 struct Tracked {
-    inner: worker::Body,
+    inner: JsBody,
     watch: Watch,
     finish: Option<Finish>,
     later: Later,
@@ -88,7 +89,7 @@ impl Tracked {
                     if let Some(finish) = self.finish.take() {
                         finish.body_failed(failure);
                     }
-                    return Some((Err(e), self));
+                    return Some((Err(worker::Error::RustError(e)), self));
                 }
                 Either::Right(((), _)) => {
                     if let Some(cut) = self.watch.on_timer(now_ms()) {

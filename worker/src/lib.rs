@@ -20,6 +20,7 @@
 //! - [`budget`]: daily budgets across every edge location.
 //! - [`later`]: work after the response, and the end of an exchange.
 //! - [`convert`]: `http` types to the platform's and back.
+//! - [`stream`]: a JavaScript stream read from Rust.
 #![cfg(target_arch = "wasm32")]
 // A host: it reads the clock, calls fetch and uses the platform's bindings.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -31,6 +32,7 @@ mod convert;
 mod later;
 mod origin;
 mod state;
+mod stream;
 
 use bytes::Bytes;
 use edge_router::error::{RouterError, request_id_text};
@@ -39,9 +41,12 @@ use edge_router::geo::Country;
 use edge_router::wire::{Action, BodyRef, Event, RequestRef};
 use exchange::answer::host_error;
 use exchange::head::Stale;
-use exchange::intake::{HostReads, check_declared, host_reads, path_and_query, read_limited, streams_body};
+use exchange::intake::{
+    HostReads, check_declared, declared_length, host_reads, path_and_query, read_limited, streams_body,
+};
 use futures_util::future::{Either, select};
-use worker::{Context, Delay, Env, HttpRequest, Response, event};
+use worker::worker_sys::ext::RequestExt;
+use worker::{Context, Delay, Env, Response, event};
 
 use cache::Looked;
 use convert::fixed;
@@ -60,12 +65,31 @@ fn random() -> u64 {
     (half() << 32) | half()
 }
 
-/// The Worker's entry point.
+/// The Worker's entry point. It takes the platform's request rather than an
+/// `http` one: the head is converted here (`convert::request_head`), and the
+/// body stays a JavaScript stream, read once or passed to `fetch` as it came
+/// (an `http` request would wrap it in a Rust stream, and passing it on would
+/// wrap that in a JavaScript one again, a crossing per chunk each way).
 #[event(fetch)]
-async fn fetch(req: HttpRequest, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
     console_error_panic_hook::set_once();
-    let country = req.extensions().get::<worker::Cf>().and_then(|cf| cf.country()).as_deref().and_then(Country::parse);
+    let country = req.cf().map(worker::Cf::from).and_then(|cf| cf.country()).as_deref().and_then(Country::parse);
     Ok(serve(req, &env, &ctx, country).await)
+}
+
+/// Reads a request body whole: at once when its length is declared (which
+/// `check_declared` held to the limit: one read in JavaScript rather than
+/// one per chunk), else chunk by chunk, refused as soon as it passes `limit`.
+async fn read_body(req: &worker::web_sys::Request, declared: bool, limit: u64) -> Result<Bytes, RouterError> {
+    let Some(stream) = req.body() else { return Ok(Bytes::new()) };
+    if !declared {
+        return read_limited(stream::JsBody::new(&stream), limit).await;
+    }
+    let unreadable =
+        |e: wasm_bindgen::JsValue| RouterError::BadRequest(format!("the request body could not be read: {e:?}"));
+    let read = worker::wasm_bindgen_futures::JsFuture::from(req.array_buffer().map_err(unreadable)?);
+    let buffer = read.await.map_err(unreadable)?;
+    Ok(Bytes::from(worker::js_sys::Uint8Array::new(&buffer).to_vec()))
 }
 
 /// A test hook: with the variable `EDGE_ROUTER_PANIC_PATH` set (never in a
@@ -75,7 +99,7 @@ fn panic_hook_requested(env: &Env, path: &str) -> bool {
     env.var("EDGE_ROUTER_PANIC_PATH").is_ok_and(|v| !v.to_string().is_empty() && v.to_string() == path)
 }
 
-async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Country>) -> Response {
+async fn serve(req: worker::web_sys::Request, env: &Env, ctx: &Context, country: Option<Country>) -> Response {
     let id = state::next_id();
     let generation = match state::current(env).await {
         Ok(g) => g,
@@ -89,7 +113,10 @@ async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Count
             return fixed(host_error(&e, country, id));
         }
     };
-    let (parts, incoming) = req.into_parts();
+    let Some(parts) = convert::request_head(&req) else {
+        let e = RouterError::BadRequest("the request's method or URL is not HTTP".into());
+        return fixed(host_error(&e, country, id));
+    };
     if panic_hook_requested(env, parts.uri.path()) {
         panic!("edge-router: panic requested by EDGE_ROUTER_PANIC_PATH");
     }
@@ -104,9 +131,9 @@ async fn serve(req: HttpRequest, env: &Env, ctx: &Context, country: Option<Count
         return fixed(host_error(&e, country, id));
     }
     let (original, stream) = if streams_body(endpoint, &parts.headers) {
-        (None, incoming.into_inner())
+        (None, req.body())
     } else {
-        let read = Box::pin(read_limited(incoming, limit));
+        let read = Box::pin(read_body(&req, declared_length(&parts.headers).is_some(), limit));
         let within = Box::pin(Delay::from(client_timeout.0));
         match select(read, within).await {
             Either::Left((Ok(bytes), _)) => (Some(bytes), None),

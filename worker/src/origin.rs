@@ -21,14 +21,15 @@ use worker::{AbortController, Delay, Env, Fetch, Request, Response};
 
 use crate::body::stream;
 use crate::cache::{self, MAX_ENTRY, Stored};
-use crate::convert::{fixed, js_headers};
+use crate::convert::{fixed, http_response, js_headers};
 use crate::later::{Finish, Later};
 use crate::now_ms;
 use crate::state::Generation;
+use crate::stream::JsBody;
 
 /// What became of a request sent to a node.
 enum Sent {
-    Answered(http::Response<worker::Body>),
+    Answered(http::Response<JsBody>),
     Failed(Failure, RetryType),
     /// `fetch` refused the request itself.
     Unsendable(String),
@@ -104,13 +105,7 @@ impl Exchange {
     /// What the client gets once a node answered and the router said to
     /// deliver: the answer (kept for the cache if it may be), or a stale
     /// entry the answer revalidated or failed to replace.
-    fn answer(
-        mut self,
-        resp: http::Response<worker::Body>,
-        forward: &Forward,
-        explain: Explain,
-        sent_ms: u64,
-    ) -> Response {
+    fn answer(mut self, resp: http::Response<JsBody>, forward: &Forward, explain: Explain, sent_ms: u64) -> Response {
         let now = now_ms();
         let (restore, node_has_key) = {
             let router = self.generation.router.borrow();
@@ -213,10 +208,10 @@ impl Exchange {
         let sent = Box::pin(fetch.send_with_signal(&signal));
         let limit = Box::pin(Delay::from(Duration::from_millis(f.first_byte_timeout_ms)));
         match select(sent, limit).await {
-            Either::Left((Ok(resp), _)) => match http::Response::<worker::Body>::try_from(resp) {
-                Ok(resp) => Sent::Answered(resp),
-                Err(e) => {
-                    worker::console_warn!("edge-router: node {node} sent an answer that is not HTTP: {e}");
+            Either::Left((Ok(resp), _)) => match http_response(resp) {
+                Some(resp) => Sent::Answered(resp),
+                None => {
+                    worker::console_warn!("edge-router: node {node} sent an answer that is not HTTP");
                     Sent::Failed(Failure::Reset, RetryType::Sent)
                 }
             },
