@@ -155,16 +155,7 @@ fn if_range_holds(request: &HeaderMap, stored: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderName, HeaderValue};
-
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (n, v) in pairs {
-            let name = HeaderName::from_bytes(n.as_bytes()).expect("a header name");
-            map.append(name, HeaderValue::from_str(v).expect("a header value"));
-        }
-        map
-    }
+    use crate::test_support::h;
 
     const MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
     const LATER: &str = "Mon, 07 Nov 1994 08:49:37 GMT";

@@ -1,17 +1,9 @@
 //! Tests of `http.rs`, named for the RFC sections they check.
 
 use super::*;
+use crate::test_support::h;
 
 const NOW: u64 = 1_700_000_000_000;
-
-fn h(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (n, v) in pairs {
-        let name = HeaderName::from_bytes(n.as_bytes()).expect("a header name");
-        map.append(name, HeaderValue::from_str(v).expect("a header value"));
-    }
-    map
-}
 
 /// A stored response: its header fields and metadata.
 #[derive(Debug, PartialEq)]

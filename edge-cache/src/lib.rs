@@ -18,5 +18,8 @@ pub mod fields;
 pub mod http;
 pub mod store;
 
+#[cfg(test)]
+mod test_support;
+
 pub use directives::Directives;
 pub use http::{Lookup, NotStorable, Revalidate, Stored, lookup, storable};

@@ -38,4 +38,7 @@ pub mod upstream;
 pub mod usage;
 pub mod watch;
 
+#[cfg(test)]
+mod test_support;
+
 pub use entry::Entry;

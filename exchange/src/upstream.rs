@@ -71,25 +71,9 @@ pub fn bearer(key: &str) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edge_router::wire::{CacheStatus, RuleRef};
 
     fn forward(remove: &[&str], body: ForwardBody) -> Forward {
-        Forward {
-            node: 0,
-            attempt: 1,
-            remove_headers: remove.iter().map(|s| s.to_string()).collect(),
-            body,
-            connect_timeout_ms: 1,
-            first_byte_timeout_ms: 1,
-            idle_timeout_ms: 1,
-            total_timeout_ms: 1,
-            fallback: false,
-            meter: false,
-            fill: None,
-            rule: RuleRef::Default,
-            cache: CacheStatus::Bypass,
-            panic: false,
-        }
+        Forward { remove_headers: remove.iter().map(|s| s.to_string()).collect(), ..crate::test_support::forward(body) }
     }
 
     #[test]

@@ -4,18 +4,11 @@ use bytes::Bytes;
 use edge_cache::Stored;
 use edge_router::error::RouterError;
 use edge_router::wire::{CacheStatus, Explain};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 
 use super::*;
 use crate::entry::Entry;
-
-fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (n, v) in pairs {
-        map.append(*n, HeaderValue::from_static(v));
-    }
-    map
-}
+use crate::test_support::h;
 
 fn http_entry() -> Entry {
     Entry {

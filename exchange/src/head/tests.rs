@@ -7,34 +7,12 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::*;
 use crate::entry::Entry;
+use crate::test_support::{self, h};
 
 const NOW: u64 = 1_700_000_000_000;
 
-fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (n, v) in pairs {
-        map.append(*n, HeaderValue::from_static(v));
-    }
-    map
-}
-
 fn forward(fill: Option<CacheFill>, body: ForwardBody) -> Forward {
-    Forward {
-        node: 0,
-        attempt: 1,
-        remove_headers: Vec::new(),
-        body,
-        connect_timeout_ms: 1,
-        first_byte_timeout_ms: 1,
-        idle_timeout_ms: 1,
-        total_timeout_ms: 1,
-        fallback: false,
-        meter: false,
-        fill,
-        rule: RuleRef::Passthrough,
-        cache: CacheStatus::Miss,
-        panic: false,
-    }
+    Forward { fill, rule: RuleRef::Passthrough, cache: CacheStatus::Miss, ..test_support::forward(body) }
 }
 
 fn explain() -> Explain {
@@ -183,42 +161,12 @@ fn rfc5861_4_a_5xx_is_answered_by_the_stale_entry_only_when_stale_if_error_allow
     let f = forward(http_fill(), ForwardBody::Original);
     let get = request(Method::GET, client.clone());
     let a = attempt(&get, false);
-    assert!(matches!(
-        plan(
-            &a,
-            &f,
-            Some(Stale { entry: &entry, if_error: true }),
-            &explain(),
-            StatusCode::BAD_GATEWAY,
-            &HeaderMap::new(),
-            NOW
-        ),
-        Plan::ServeStale(_)
-    ));
-    assert!(matches!(
-        plan(
-            &a,
-            &f,
-            Some(Stale { entry: &entry, if_error: false }),
-            &explain(),
-            StatusCode::BAD_GATEWAY,
-            &HeaderMap::new(),
-            NOW
-        ),
-        Plan::Deliver(_)
-    ));
-    assert!(matches!(
-        plan(
-            &a,
-            &f,
-            Some(Stale { entry: &entry, if_error: true }),
-            &explain(),
-            StatusCode::NOT_FOUND,
-            &HeaderMap::new(),
-            NOW
-        ),
-        Plan::Deliver(_)
-    ));
+    let answer = |status, if_error| {
+        plan(&a, &f, Some(Stale { entry: &entry, if_error }), &explain(), status, &HeaderMap::new(), NOW)
+    };
+    assert!(matches!(answer(StatusCode::BAD_GATEWAY, true), Plan::ServeStale(_)));
+    assert!(matches!(answer(StatusCode::BAD_GATEWAY, false), Plan::Deliver(_)));
+    assert!(matches!(answer(StatusCode::NOT_FOUND, true), Plan::Deliver(_)));
 }
 
 #[test]

@@ -1,0 +1,34 @@
+//! What the crate's tests share.
+
+use edge_router::wire::{CacheStatus, Forward, ForwardBody, RuleRef};
+use http::{HeaderMap, HeaderValue};
+
+/// Header fields from name and value pairs.
+pub fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (n, v) in pairs {
+        map.append(*n, HeaderValue::from_static(v));
+    }
+    map
+}
+
+/// A forward to node 0 with `body`, timeouts of a millisecond and nothing
+/// else asked for; tests change what they look at.
+pub fn forward(body: ForwardBody) -> Forward {
+    Forward {
+        node: 0,
+        attempt: 1,
+        remove_headers: Vec::new(),
+        body,
+        connect_timeout_ms: 1,
+        first_byte_timeout_ms: 1,
+        idle_timeout_ms: 1,
+        total_timeout_ms: 1,
+        fallback: false,
+        meter: false,
+        fill: None,
+        rule: RuleRef::Default,
+        cache: CacheStatus::Bypass,
+        panic: false,
+    }
+}
