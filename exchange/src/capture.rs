@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use edge_cache::Stored;
+use edge_router::hop::{connection_tokens, is_hop_by_hop};
 use edge_router::wire::{CacheFill, Explain};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
@@ -96,19 +97,22 @@ impl Capture {
 }
 
 /// Whether a response header field is stored with an answer: not the
-/// explanation (each serve has its own), and not `Age` or `Content-Length`,
-/// which a serve sets itself.
-fn stored_field(name: &str) -> bool {
-    !name.starts_with("x-edge-") && name != "age" && name != "content-length"
+/// explanation (each serve has its own), not `Age` or `Content-Length`,
+/// which a serve sets itself, and not a hop-by-hop field (RFC 9111 §3.1),
+/// which belonged to the origin's connection (`tokens`: the names its
+/// `Connection` lists).
+fn stored_field(name: &str, tokens: &[String]) -> bool {
+    !name.starts_with("x-edge-") && name != "age" && name != "content-length" && !is_hop_by_hop(name, tokens)
 }
 
 /// The header fields stored with an answer, in memory of their own. Parsed
 /// names and values are slices of the connection's read buffer; an entry
 /// holding such slices would keep the whole buffer (kilobytes) alive.
 pub fn stored_headers(headers: &HeaderMap) -> HeaderMap {
+    let tokens = connection_tokens(headers.get_all(http::header::CONNECTION).iter().map(HeaderValue::as_bytes));
     headers
         .iter()
-        .filter(|(n, _)| stored_field(n.as_str()))
+        .filter(|(n, _)| stored_field(n.as_str(), &tokens))
         .filter_map(|(n, v)| {
             let name = HeaderName::from_bytes(n.as_str().as_bytes()).ok()?;
             Some((name, HeaderValue::from_bytes(v.as_bytes()).ok()?))
@@ -151,6 +155,26 @@ mod tests {
         assert_eq!((done.entry.node.as_str(), done.entry.model.as_deref()), ("n", Some("tiny")));
         let mut big = Capture::ai(&fill, &headers, &explain(), 4);
         assert!(!big.keep(b"12345"), "over the limit");
+    }
+
+    #[test]
+    fn rfc9111_3_1_hop_by_hop_fields_are_not_stored() {
+        let mut headers = HeaderMap::new();
+        for (n, v) in [
+            ("content-type", "application/json"),
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("trailer", "x-checksum"),
+            ("etag", "\"v1\""),
+        ] {
+            headers.insert(n, HeaderValue::from_static(v));
+        }
+        let stored = stored_headers(&headers);
+        let mut names: Vec<&str> = stored.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "etag"]);
     }
 
     #[test]

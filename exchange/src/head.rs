@@ -119,7 +119,10 @@ fn plan<T: HoldsEntry>(
         {
             let mut fresh = entry.clone();
             let mut meta = stored.clone();
-            freshen(&mut meta, entry.status, &mut fresh.headers, headers, attempt.sent_ms, now_ms);
+            // The 304's own connection's fields are not the entry's.
+            let mut updates = headers.clone();
+            strip_hop_by_hop(&mut updates);
+            freshen(&mut meta, entry.status, &mut fresh.headers, &updates, attempt.sent_ms, now_ms);
             fresh.http = Some(meta);
             fresh.stored_ms = now_ms;
             return Plan::Revalidated { fresh, stale: held };

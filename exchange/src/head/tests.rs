@@ -138,7 +138,13 @@ fn rfc9111_3_5_the_nodes_key_makes_the_request_authorized_and_the_clients_does_n
 fn rfc9111_4_3_4_a_304_freshens_the_stale_entry() {
     let entry = stale_entry();
     let client = HeaderMap::new();
-    let not_modified = h(&[("cache-control", "max-age=30"), ("x-version", "2")]);
+    let not_modified = h(&[
+        ("cache-control", "max-age=30"),
+        ("x-version", "2"),
+        ("connection", "keep-alive, x-hop"),
+        ("keep-alive", "timeout=5"),
+        ("x-hop", "1"),
+    ]);
     let p = plan(
         &attempt(&request(Method::GET, client.clone()), false),
         &forward(http_fill(), ForwardBody::Original),
@@ -151,6 +157,9 @@ fn rfc9111_4_3_4_a_304_freshens_the_stale_entry() {
     let Plan::Revalidated { fresh, .. } = p else { panic!("a 304 revalidates") };
     assert_eq!(fresh.headers.get("x-version").map(HeaderValue::as_bytes), Some(&b"2"[..]));
     assert_eq!(fresh.http.as_ref().map(|s| s.lifetime_s), Some(30));
+    for hop in ["connection", "keep-alive", "x-hop"] {
+        assert!(!fresh.headers.contains_key(hop), "the 304's {hop} is its connection's, not the entry's");
+    }
     assert_eq!(fresh.stored_ms, NOW);
 }
 
