@@ -2,6 +2,11 @@
 //! counted as it arrives), whether it is read or left to stream, and what
 //! is read of it for the router.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
 use edge_router::RouterConfig;
 use edge_router::error::RouterError;
@@ -39,19 +44,90 @@ pub fn streams_body(endpoint: Endpoint, headers: &HeaderMap) -> bool {
         && (headers.contains_key(http::header::CONTENT_LENGTH) || headers.contains_key(http::header::TRANSFER_ENCODING))
 }
 
+/// A streamed request body held to a size limit on its way to the origin:
+/// once more than the limit has come, it ends with an error (which stops
+/// the upload) and says so in [`Capped::over`], so the host answers the
+/// client 413 rather than blaming the origin for the failed request.
+pub struct Capped<B> {
+    inner: B,
+    left: u64,
+    over: Arc<AtomicBool>,
+}
+
+/// What a [`Capped`] body ends with once it passed its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is over the size limit")]
+pub struct OverLimit;
+
+impl<B> Capped<B> {
+    pub fn new(inner: B, limit: u64) -> Self {
+        Self { inner, left: limit, over: Arc::default() }
+    }
+
+    /// Set once the body passed its limit; it stays readable after the body
+    /// went into the request.
+    pub fn over(&self) -> Arc<AtomicBool> {
+        self.over.clone()
+    }
+}
+
+impl<B> Body for Capped<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let frame = match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            match self.left.checked_sub(data.len() as u64) {
+                Some(left) => self.left = left,
+                None => {
+                    self.over.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(OverLimit))));
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The answer to a request whose body broke off before it ended.
+pub fn unreadable() -> RouterError {
+    RouterError::BadRequest("the request body could not be read: the connection failed before it ended".into())
+}
+
 /// Reads a request body whole, refusing it as soon as more than `limit`
 /// bytes have come (a chunked body is never read past the limit). The host
-/// bounds the time it may take (`server.client_timeout`).
+/// bounds the time it may take (`server.client_timeout`). A body that breaks
+/// off is a 400 with a fixed message: what the host's stack said about it
+/// (a JavaScript error and its stack, say) is not for the client.
 pub async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes, RouterError>
 where
     B: Body<Data = Bytes>,
-    B::Error: std::fmt::Display,
 {
     let mut body = std::pin::pin!(body);
     let mut buf = BytesMut::new();
     let mut first: Option<Bytes> = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| RouterError::BadRequest(format!("the request body could not be read: {e}")))?;
+        let frame = frame.map_err(|_| unreadable())?;
         let Ok(data) = frame.into_data() else { continue };
         let total = first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len();
         if total as u64 > limit {
@@ -177,6 +253,22 @@ mod tests {
         assert_eq!(fits.as_deref(), Ok(&b"12345678"[..]));
         let one = block_on(read_limited(Full::new(Bytes::from_static(b"whole")), 8));
         assert_eq!(one.as_deref(), Ok(&b"whole"[..]));
+    }
+
+    #[test]
+    fn a_streamed_body_over_the_limit_ends_with_an_error_and_says_so() {
+        let (body, read) = chunked(&[b"12345", b"67890", b"never read"]);
+        let capped = Capped::new(body, 8);
+        let over = capped.over();
+        let collected = block_on(capped.collect());
+        let e = collected.expect_err("the body ends with an error");
+        assert!(e.is::<OverLimit>(), "{e}");
+        assert!(over.load(Ordering::Relaxed));
+        assert_eq!(read.get(), 2, "nothing is read past the chunk that went over");
+        let fits = Capped::new(chunked(&[b"1234", b"5678"]).0, 8);
+        let over = fits.over();
+        assert_eq!(block_on(fits.collect()).map(|c| c.to_bytes()).ok().as_deref(), Some(&b"12345678"[..]));
+        assert!(!over.load(Ordering::Relaxed), "a body at the limit is not over it");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use edge_router::wire::{Action, BodyRef, Event, RequestRef};
 use exchange::answer::host_error;
 use exchange::head::Stale;
 use exchange::intake::{
-    HostReads, check_declared, declared_length, host_reads, path_and_query, read_limited, streams_body,
+    HostReads, check_declared, declared_length, host_reads, path_and_query, read_limited, streams_body, unreadable,
 };
 use futures_util::future::{Either, select};
 use worker::worker_sys::ext::RequestExt;
@@ -85,10 +85,8 @@ async fn read_body(req: &worker::web_sys::Request, declared: bool, limit: u64) -
     if !declared {
         return read_limited(stream::JsBody::new(&stream), limit).await;
     }
-    let unreadable =
-        |e: wasm_bindgen::JsValue| RouterError::BadRequest(format!("the request body could not be read: {e:?}"));
-    let read = worker::wasm_bindgen_futures::JsFuture::from(req.array_buffer().map_err(unreadable)?);
-    let buffer = read.await.map_err(unreadable)?;
+    let read = worker::wasm_bindgen_futures::JsFuture::from(req.array_buffer().map_err(|_| unreadable())?);
+    let buffer = read.await.map_err(|_| unreadable())?;
     Ok(Bytes::from(worker::js_sys::Uint8Array::new(&buffer).to_vec()))
 }
 

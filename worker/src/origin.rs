@@ -85,7 +85,13 @@ impl Exchange {
             let sent_ms = now_ms();
             action = match self.send(&forward).await {
                 Sent::Unsendable(why) => {
-                    let e = RouterError::BadRequest(format!("the request cannot be forwarded from a Worker: {why}"));
+                    // The platform's words go to the log, not to the client.
+                    worker::console_warn!("edge-router: request {}: fetch refused it: {why}", request_id_text(id));
+                    let e = RouterError::BadRequest(
+                        "the request cannot be forwarded from a Worker: fetch does not send it (a GET or HEAD \
+                         with a body, or a method such as TRACE)"
+                            .into(),
+                    );
                     return fixed(host_error(&e, self.country, id));
                 }
                 Sent::Answered(resp) => {

@@ -102,6 +102,7 @@ pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>)
         requested_model,
         filling: None,
         stale: None,
+        over_limit: None,
     };
     if let Action::Lookup(lookup) = &action {
         let miss = |shared: &Shared| shared.event(&Event::CacheMiss { id, now_ms: now_ms() });

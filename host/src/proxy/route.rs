@@ -5,19 +5,22 @@
 //! client gets.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_router::error::request_id_text;
+use edge_router::error::{RouterError, request_id_text};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
 use exchange::action::{Step, step};
+use exchange::answer::host_error;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event, strip_hop_by_hop};
+use exchange::intake::Capped;
 use exchange::upstream::{upstream_body, upstream_headers};
 use http::{Request, Response};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use origin_fallback::RetryType;
 
@@ -54,6 +57,9 @@ pub(super) struct Pending {
     pub(super) filling: Option<FillGuard>,
     /// The cached entry this request revalidates, if it does.
     pub(super) stale: Option<Stale<Arc<Cached>>>,
+    /// Set when the streamed body passed `server.max_body_bytes` on its way
+    /// to the origin (see `exchange::intake::Capped`).
+    pub(super) over_limit: Option<Arc<AtomicBool>>,
 }
 
 impl Pending {
@@ -88,6 +94,12 @@ impl Pending {
             let sent_ms = now_ms();
             let (resp, lease) = match self.send(&forward).await {
                 Ok(answered) => answered,
+                Err(_) if self.over_limit.as_ref().is_some_and(|o| o.load(Ordering::Relaxed)) => {
+                    // The client's fault, not the node's: the router hears
+                    // only that the exchange ended (the guard's `Finished`).
+                    let limit = shared.config.server.max_body_bytes;
+                    return own(host_error(&RouterError::PayloadTooLarge { limit }, self.country, id));
+                }
                 Err((failure, retry)) => {
                     tracing::debug!(node = %node, attempt = forward.attempt, "origin failed: {}", failure.describe());
                     action = shared.event(&Event::OriginFailed { id, failure, retry, now_ms: now_ms() });
@@ -207,8 +219,9 @@ impl Pending {
             Some(bytes) => full(bytes),
             None => match self.stream.take() {
                 Some(incoming) => {
-                    let limit = usize::try_from(shared.config.server.max_body_bytes).unwrap_or(usize::MAX);
-                    Limited::new(incoming, limit).boxed()
+                    let capped = Capped::new(incoming, shared.config.server.max_body_bytes);
+                    self.over_limit = Some(capped.over());
+                    capped.boxed()
                 }
                 None => full(Bytes::new()),
             },
