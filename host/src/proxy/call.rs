@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use edge_router::error::{RouterError, request_id_text};
-use edge_router::wire::{Action, Event, Header, Reply, RequestRef};
+use edge_router::wire::{Action, Event, Header, Notice, Reply, RequestRef};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Shared, now_ms};
@@ -66,6 +66,21 @@ pub(super) fn internal_error(id: u64) -> Action {
     Action::Respond { status, headers, body }
 }
 
+/// Gives request `id` to a `Fault` the module reported without one; whether
+/// there was such a fault.
+fn name_the_fault(notices: &mut [Notice], id: u64) -> bool {
+    let mut named = false;
+    for notice in notices {
+        if let Notice::Fault { id: fault_id @ 0, .. } = notice
+            && id != 0
+        {
+            *fault_id = id;
+            named = true;
+        }
+    }
+    named
+}
+
 /// The parts of a `Respond`; anything else is the router failing to answer.
 pub(super) fn answer(action: Action) -> (u16, Vec<Header>, Bytes) {
     match action {
@@ -87,7 +102,12 @@ impl Shared {
     /// Calls the module with the event `encode` writes, about request `id`.
     fn call(&self, id: u64, encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>) -> Action {
         call_module(&self.router, encode)
-            .map(|r| {
+            .map(|mut r| {
+                if name_the_fault(&mut r.notices, id) {
+                    // The module could not tell which request it failed
+                    // (an event it could not read): the host can.
+                    r.action = internal_error(id);
+                }
                 module::log_notices(&r.notices);
                 if !r.spent.is_empty() {
                     // Outside the call's lock, so replies may be kept out of
@@ -114,5 +134,25 @@ impl Shared {
     /// Lets the router reap exchanges its host lost track of (see `Event::Tick`).
     pub fn tick(&self) {
         self.event(&Event::Tick { now_ms: now_ms() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_the_module_could_not_place_is_given_the_request_and_answered_with_its_id() {
+        let mut notices = vec![
+            Notice::Fault { id: 0, detail: "malformed event".into() },
+            Notice::Fault { id: 9, detail: "another request's".into() },
+        ];
+        assert!(name_the_fault(&mut notices, 7));
+        assert!(matches!(&notices[0], Notice::Fault { id: 7, .. }));
+        assert!(matches!(&notices[1], Notice::Fault { id: 9, .. }), "a placed fault keeps its request");
+        assert!(!name_the_fault(&mut [Notice::Fault { id: 0, detail: String::new() }], 0), "no request to give");
+        let Action::Respond { headers, .. } = internal_error(7) else { panic!("an answer") };
+        let id = headers.iter().find(|h| h.name == "x-request-id").map(|h| h.value.clone());
+        assert_eq!(id.as_deref(), Some(request_id_text(7).as_bytes()));
     }
 }
