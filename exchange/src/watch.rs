@@ -53,6 +53,29 @@ pub struct Watch {
     /// The error the client's body ends with, after what is in `out`.
     failed: Option<String>,
     ended: bool,
+    /// The last bytes the client got of an SSE stream, to tell whether they
+    /// ended an event (a cut's error event must not join a partial one).
+    sse_tail: SseTail,
+}
+
+/// The last four bytes of an SSE stream so far.
+#[derive(Default)]
+struct SseTail([u8; 4]);
+
+impl SseTail {
+    fn push(&mut self, data: &[u8]) {
+        for &b in data.iter().rev().take(4).rev() {
+            self.0.rotate_left(1);
+            self.0[3] = b;
+        }
+    }
+
+    /// Whether the stream stands between events: at its start, or after the
+    /// blank line that ends one (`\n\n`, `\r\r` or `\r\n\r\n`).
+    fn between_events(&self) -> bool {
+        let t = &self.0;
+        t == &[0; 4] || t[2..] == *b"\n\n" || t[2..] == *b"\r\r" || t == b"\r\n\r\n"
+    }
 }
 
 /// What the client's body does next.
@@ -126,6 +149,7 @@ impl Watch {
             out: VecDeque::new(),
             failed: None,
             ended: false,
+            sse_tail: SseTail::default(),
         }
     }
 
@@ -175,6 +199,9 @@ impl Watch {
         if self.transform.is_none() && self.first.is_none() && self.out.is_empty() {
             // The common case: one chunk in, the same chunk out, no queue.
             observe(&mut self.meter, &mut self.capture, &chunk);
+            if self.sse {
+                self.sse_tail.push(&chunk);
+            }
             self.first = Some(chunk);
             return;
         }
@@ -190,6 +217,9 @@ impl Watch {
     fn observe(&mut self, from: usize) {
         for data in self.out.range(from..) {
             observe(&mut self.meter, &mut self.capture, data);
+            if self.sse {
+                self.sse_tail.push(data);
+            }
         }
     }
 
@@ -218,7 +248,11 @@ impl Watch {
         self.ended = true;
         self.capture = None;
         if self.sse {
-            self.out.push_back(Bytes::from(sse_error_event(kind, &message)));
+            // Ends a partial event first: it is lost either way, and the
+            // error event stays whole.
+            let event = sse_error_event(kind, &message);
+            let event = if self.sse_tail.between_events() { event } else { format!("\n\n{event}") };
+            self.out.push_back(Bytes::from(event));
         } else {
             self.failed = Some(message.clone());
         }

@@ -91,6 +91,27 @@ fn a_stalled_sse_stream_ends_with_an_error_event_and_other_bodies_with_an_error(
 }
 
 #[test]
+fn a_cut_in_the_middle_of_an_sse_event_ends_that_event_before_the_error_event() {
+    for (sent, between) in [
+        (&["data: {\"a\":1}\n\n"][..], true),
+        (&["data: {\"a\":1}\n", "\n"][..], true),
+        (&["data: {\"a\":1}\r\n\r\n"][..], true),
+        (&["data: {\"a\""][..], false),
+        (&["data: {\"a\":1}\n"][..], false),
+        (&["data: {\"a\":1}\r\n"][..], false),
+    ] {
+        let mut w = Watch::new(setup(true));
+        for (i, part) in sent.iter().enumerate() {
+            chunk(&mut w, part, SENT + 600 + i as u64);
+        }
+        w.on_timer(SENT + 10_000).expect("cut");
+        let Next::Data(last) = w.next_out() else { panic!("an error event") };
+        let expected_start: &[u8] = if between { b"event: error\n" } else { b"\n\nevent: error\n" };
+        assert!(last.starts_with(expected_start), "after {sent:?}: {last:?}");
+    }
+}
+
+#[test]
 fn a_drain_cuts_without_blaming_the_node() {
     let mut w = Watch::new(setup(true));
     let cut = w.on_drained();

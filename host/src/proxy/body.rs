@@ -103,6 +103,7 @@ pub(super) fn deliver(resp: Response<Incoming>, s: Stream<'_>, finish: FinishOnD
         lease: s.lease,
         filling: s.filling,
         cache: s.cache,
+        trailers: None,
     };
     Response::from_parts(parts, tracked.boxed())
 }
@@ -124,6 +125,8 @@ struct Tracked {
     lease: Option<Lease>,
     filling: Option<FillGuard>,
     cache: Arc<EdgeCache>,
+    /// The origin's trailers, sent after whatever the watch still holds.
+    trailers: Option<http::HeaderMap>,
 }
 
 impl Tracked {
@@ -169,7 +172,7 @@ impl Body for Tracked {
             match self.watch.next_out() {
                 Next::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Next::Fail(message) => return Poll::Ready(Some(Err(message.into()))),
-                Next::End => return Poll::Ready(None),
+                Next::End => return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t)))),
                 Next::Wait => {}
             }
             if self.cut_off.as_ref().is_some_and(CancellationToken::is_cancelled) {
@@ -180,8 +183,13 @@ impl Body for Tracked {
                 Poll::Ready(Some(Ok(frame))) => {
                     let frame = match frame.into_data() {
                         Ok(data) => data,
-                        // Trailers pass as they are.
-                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                        // Trailers end the body: they follow what the
+                        // watch still holds (a transform's last bytes).
+                        Err(frame) => {
+                            self.trailers = frame.into_trailers().ok();
+                            self.complete();
+                            continue;
+                        }
                     };
                     let now = now_ms();
                     self.watch.on_chunk(frame, now);
@@ -235,7 +243,7 @@ impl Body for Tracked {
 
     fn is_end_stream(&self) -> bool {
         // With the last chunk, so that hyper ends the response in the same write.
-        self.watch.is_done()
+        self.watch.is_done() && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
