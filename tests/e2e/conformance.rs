@@ -232,7 +232,12 @@ fn check(expect: &Value, got: &Got, seen: &[(String, Vec<Seen>)]) -> Result<(), 
         }
     }
     if let Some(want) = expect["sse_json"].as_object() {
-        for line in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]") {
+        let events: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]").collect();
+        if events.is_empty() {
+            return Err(format!("no SSE data events to check sse_json against; body: {text}"));
+        }
+        for line in events {
             let event: Value =
                 serde_json::from_str(line).map_err(|e| format!("an SSE event is not JSON ({e}): {line}"))?;
             for (path, w) in want {

@@ -153,7 +153,9 @@ export function check(expect, { status, headers, text }, seen) {
     throw new Error(`body is ${JSON.stringify(text)}, expected ${JSON.stringify(expect.body)}`);
   }
   if (expect.sse_json) {
-    for (const line of text.split("\n").filter((l) => l.startsWith("data: ") && l !== "data: [DONE]")) {
+    const events = text.split("\n").filter((l) => l.startsWith("data: ") && l !== "data: [DONE]");
+    if (events.length === 0) throw new Error(`no SSE data events to check sse_json against; body: ${text}`);
+    for (const line of events) {
       const event = JSON.parse(line.slice(6));
       for (const [path, want] of Object.entries(expect.sse_json)) {
         const got = path.split(".").reduce((v, key) => (v == null ? undefined : v[key]), event);
