@@ -94,7 +94,7 @@ fn borrowed<'e>(request: &'e Event, host: Option<&RouterConfig>) -> RequestRef<'
         host_reads_of(config, all, country.as_deref().and_then(Country::parse), endpoint, Some(body))
     });
     let (headers, key_sha256, body_facts) = match reads {
-        Some(HostReads { headers, key_sha256, body_facts }) => (headers, key_sha256, body_facts),
+        Some(HostReads { headers, key_sha256, body_facts, .. }) => (headers, key_sha256, body_facts),
         None => (headers.iter().map(Header::as_ref).collect(), None, None),
     };
     RequestRef {

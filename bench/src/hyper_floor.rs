@@ -177,7 +177,7 @@ async fn decided_forward(
     let body = body.collect().await?.to_bytes();
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let endpoint = Endpoint::classify(parts.method.as_str(), target);
-    let HostReads { headers, key_sha256, body_facts } =
+    let HostReads { headers, key_sha256, body_facts, .. } =
         host_reads(&decider.config, &parts.headers, None, endpoint, Some(&body));
     let id = decider.next.fetch_add(GOLDEN_GAMMA, std::sync::atomic::Ordering::Relaxed);
     let request = RequestRef {

@@ -6,9 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use edge_router::RouterConfig;
+use edge_router::config::{DurationSpec, ServerConfig};
 use edge_router::error::RouterError;
 use edge_router::facts::{BodyFacts, Endpoint};
 use edge_router::geo::Country;
@@ -42,6 +44,55 @@ pub fn streams_body(endpoint: Endpoint, headers: &HeaderMap) -> bool {
     endpoint == Endpoint::Other
         && declared_length(headers) != Some(0)
         && (headers.contains_key(http::header::CONTENT_LENGTH) || headers.contains_key(http::header::TRANSFER_ENCODING))
+}
+
+/// A client's request body as it came in.
+#[derive(Debug)]
+pub enum Intake<B> {
+    /// Read whole (the three API endpoints, and bodiless requests).
+    Whole(Bytes),
+    /// Left in its connection, to stream to the origin as it comes.
+    Streams(B),
+}
+
+/// Takes in a client's request body, the same on both hosts: a declared
+/// length over `limit` (`server.max_body_bytes`) is refused before a byte is
+/// read; a passthrough body stays in its connection ([`streams_body`]); any
+/// other is read whole by `read` (given the body and the limit:
+/// [`read_limited`], or the host's own whole read of a declared length),
+/// which must end before `timer` (the host's sleep for `within`,
+/// `server.client_timeout`) or the client gets 408.
+pub async fn take_in<B, R, T>(
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    (limit, within): (u64, DurationSpec),
+    body: B,
+    read: impl FnOnce(B, u64) -> R,
+    timer: impl FnOnce(Duration) -> T,
+) -> Result<Intake<B>, RouterError>
+where
+    R: Future<Output = Result<Bytes, RouterError>>,
+    T: Future<Output = ()>,
+{
+    check_declared(headers, limit)?;
+    if streams_body(endpoint, headers) {
+        return Ok(Intake::Streams(body));
+    }
+    let mut read = std::pin::pin!(read(body, limit));
+    let mut timer = std::pin::pin!(timer(within.0));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(whole) = read.as_mut().poll(cx) {
+            return Poll::Ready(whole.map(Intake::Whole));
+        }
+        timer.as_mut().poll(cx).map(|()| Err(RouterError::ClientTimeout(within.to_string())))
+    })
+    .await
+}
+
+/// What [`take_in`] holds a body to: `server.max_body_bytes` and
+/// `server.client_timeout`.
+pub fn body_limits(server: &ServerConfig) -> (u64, DurationSpec) {
+    (server.max_body_bytes, server.client_timeout)
 }
 
 /// A streamed request body held to a size limit on its way to the origin:
@@ -156,6 +207,9 @@ pub struct HostReads<'a> {
     /// What the buffered body of an API request says, unless it does not
     /// parse or the router will refuse the request before reading it.
     pub body_facts: Option<BodyFacts>,
+    /// The model the client asked for, kept only when the answer is to name
+    /// it again (`model_routing.restore_requested_model`).
+    pub requested_model: Option<String>,
 }
 
 /// Reads a request for the router (`decision-cost` times this as the edge
@@ -196,6 +250,8 @@ where
         Some(bytes) if endpoint != Endpoint::Other && !refused => edge_router::facts::parse_body(bytes).ok(),
         _ => None,
     };
+    let requested_model =
+        body_facts.as_ref().filter(|_| config.model_routing.restore_requested_model).and_then(|f| f.model.clone());
     HostReads {
         headers: pairs()
             .filter(|(n, _)| edge_router::wire::router_reads(n, hashed))
@@ -203,6 +259,7 @@ where
             .collect(),
         key_sha256,
         body_facts,
+        requested_model,
     }
 }
 
@@ -223,6 +280,7 @@ mod tests {
     }
 
     /// A body of `chunks`, counting the frames read of it.
+    #[derive(Debug)]
     struct Chunks(std::collections::VecDeque<&'static [u8]>, std::rc::Rc<std::cell::Cell<usize>>);
 
     impl Body for Chunks {
@@ -269,6 +327,32 @@ mod tests {
         let over = fits.over();
         assert_eq!(block_on(fits.collect()).map(|c| c.to_bytes()).ok().as_deref(), Some(&b"12345678"[..]));
         assert!(!over.load(Ordering::Relaxed), "a body at the limit is not over it");
+    }
+
+    #[test]
+    fn a_body_is_taken_in_the_same_way_on_both_hosts() {
+        let limits = (8, DurationSpec(Duration::from_secs(30)));
+        let ready = |_: Duration| std::future::ready(());
+        let never = |_: Duration| std::future::pending::<()>();
+        let read_all = |b: Chunks, limit| read_limited(b, limit);
+        let mut declared = HeaderMap::new();
+        declared.insert("content-length", HeaderValue::from_static("9"));
+        let refused = block_on(take_in(Endpoint::Other, &declared, limits, chunked(&[]).0, read_all, never));
+        assert!(matches!(refused, Err(RouterError::PayloadTooLarge { limit: 8 })), "{refused:?}");
+
+        declared.insert("content-length", HeaderValue::from_static("4"));
+        let (body, read) = chunked(&[b"1234"]);
+        let passed = block_on(take_in(Endpoint::Other, &declared, limits, body, read_all, never));
+        assert!(matches!(passed, Ok(Intake::Streams(_))), "a passthrough body streams");
+        assert_eq!(read.get(), 0, "and none of it is read here");
+
+        let whole =
+            block_on(take_in(Endpoint::ChatCompletions, &declared, limits, chunked(&[b"1234"]).0, read_all, ready));
+        assert!(matches!(whole, Ok(Intake::Whole(ref b)) if b == "1234"), "a body already in wins over the timer");
+
+        let slow = |_: Chunks, _| std::future::pending::<Result<Bytes, RouterError>>();
+        let late = block_on(take_in(Endpoint::ChatCompletions, &declared, limits, chunked(&[]).0, slow, ready));
+        assert!(matches!(late, Err(RouterError::ClientTimeout(ref t)) if t == "30s"), "{late:?}");
     }
 
     #[test]

@@ -70,13 +70,12 @@ impl Origins {
             if let Some(var) = &node.api_key_env {
                 match std::env::var(var) {
                     Ok(key) if !key.is_empty() => {
-                        let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                        let value = exchange::upstream::bearer(&key).ok_or_else(|| {
                             anyhow::anyhow!(
                                 "the environment variable {var} (node {}) holds characters not allowed in a header",
                                 node.id
                             )
                         })?;
-                        value.set_sensitive(true);
                         credentials.insert(var.clone(), value);
                     }
                     _ => {

@@ -42,9 +42,8 @@ use edge_router::wire::{Action, BodyRef, Event, RequestRef};
 use exchange::answer::host_error;
 use exchange::head::Stale;
 use exchange::intake::{
-    HostReads, check_declared, declared_length, host_reads, path_and_query, read_limited, streams_body, unreadable,
+    HostReads, Intake, body_limits, declared_length, host_reads, path_and_query, read_limited, take_in, unreadable,
 };
-use futures_util::future::{Either, select};
 use worker::worker_sys::ext::RequestExt;
 use worker::{Context, Delay, Env, Response, event};
 
@@ -120,33 +119,17 @@ async fn serve(req: worker::web_sys::Request, env: &Env, ctx: &Context, country:
     }
     let target = path_and_query(&parts.uri);
     let endpoint = Endpoint::classify(parts.method.as_str(), target);
-    let (limit, client_timeout) = {
-        let router = generation.router.borrow();
-        let server = &router.config().server;
-        (server.max_body_bytes, server.client_timeout)
+    let limits = body_limits(&generation.router.borrow().config().server);
+    let declared = declared_length(&parts.headers).is_some();
+    let read = |req, limit| read_body(req, declared, limit);
+    let timer = |within| Delay::from(within);
+    let (original, stream) = match take_in(endpoint, &parts.headers, limits, &req, read, timer).await {
+        Ok(Intake::Whole(bytes)) => (Some(bytes), None),
+        Ok(Intake::Streams(req)) => (None, req.body()),
+        Err(e) => return fixed(host_error(&e, country, id)),
     };
-    if let Err(e) = check_declared(&parts.headers, limit) {
-        return fixed(host_error(&e, country, id));
-    }
-    let (original, stream) = if streams_body(endpoint, &parts.headers) {
-        (None, req.body())
-    } else {
-        let read = Box::pin(read_body(&req, declared_length(&parts.headers).is_some(), limit));
-        let within = Box::pin(Delay::from(client_timeout.0));
-        match select(read, within).await {
-            Either::Left((Ok(bytes), _)) => (Some(bytes), None),
-            Either::Left((Err(e), _)) => return fixed(host_error(&e, country, id)),
-            Either::Right(_) => {
-                let e = RouterError::ClientTimeout(client_timeout.to_string());
-                return fixed(host_error(&e, country, id));
-            }
-        }
-    };
-    let HostReads { headers, key_sha256, body_facts } =
+    let HostReads { headers, key_sha256, body_facts, requested_model } =
         host_reads(generation.router.borrow().config(), &parts.headers, country, endpoint, original.as_deref());
-    // Kept only when the answer is to name it again.
-    let restore = generation.router.borrow().config().model_routing.restore_requested_model;
-    let requested_model = body_facts.as_ref().filter(|_| restore).and_then(|f| f.model.clone());
     let action = generation.request(RequestRef {
         id,
         method: parts.method.as_str(),

@@ -113,18 +113,14 @@ impl Exchange {
     /// entry the answer revalidated or failed to replace.
     fn answer(mut self, resp: http::Response<JsBody>, forward: &Forward, explain: Explain, sent_ms: u64) -> Response {
         let now = now_ms();
-        let (restore, node_has_key) = {
-            let router = self.generation.router.borrow();
-            let config = router.config();
-            let restore = config.model_routing.restore_requested_model;
-            (restore, config.node_at(forward.node).is_some_and(|n| n.api_key_env.is_some()))
-        };
+        let node_has_key =
+            self.generation.router.borrow().config().node_at(forward.node).is_some_and(|n| n.api_key_env.is_some());
         let attempt = Attempt {
             request: &self.parts,
             endpoint: self.endpoint,
             node_has_key,
             sent_ms,
-            restore_model: self.requested_model.as_deref().filter(|_| restore),
+            restore_model: self.requested_model.as_deref(),
             max_entry: MAX_ENTRY,
         };
         let stale = self.stale.take();

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use edge_router::RouterConfig;
-use edge_router::error::RouterError;
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, BodyRef, Event, RequestRef};
 use exchange::answer::host_error;
 use exchange::head::Stale;
-use exchange::intake::{HostReads, check_declared, host_reads, path_and_query, read_limited, streams_body};
+use exchange::intake::{HostReads, Intake, body_limits, host_reads, path_and_query, read_limited, take_in};
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -45,33 +44,21 @@ pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>)
     let country = client_country(req.headers(), client.peer, config);
     let (parts, incoming) = req.into_parts();
     let endpoint = Endpoint::classify(parts.method.as_str(), path_and_query(&parts.uri));
-    let limit = config.server.max_body_bytes;
-    if let Err(e) = check_declared(&parts.headers, limit) {
-        return own(host_error(&e, country, id));
-    }
     // `original` is kept for fallbacks and model rewrites (the event borrows it).
-    let (original, stream) = if streams_body(endpoint, &parts.headers) {
-        (None, Some(incoming))
-    } else {
-        let within = config.server.client_timeout.0;
-        match tokio::time::timeout(within, read_limited(incoming, limit)).await {
-            Ok(Ok(bytes)) => (Some(bytes), None),
-            Ok(Err(e)) => return own(host_error(&e, country, id)),
-            Err(_) => {
-                let e = RouterError::ClientTimeout(config.server.client_timeout.to_string());
-                return own(host_error(&e, country, id));
-            }
-        }
+    let taken =
+        take_in(endpoint, &parts.headers, body_limits(&config.server), incoming, read_limited, tokio::time::sleep)
+            .await;
+    let (original, stream) = match taken {
+        Ok(Intake::Whole(bytes)) => (Some(bytes), None),
+        Ok(Intake::Streams(incoming)) => (None, Some(incoming)),
+        Err(e) => return own(host_error(&e, country, id)),
     };
 
     let guard = FinishOnDrop::new(shared.clone(), id);
     // The event borrows the client's headers and body: they are encoded
     // straight from the request, not copied first.
-    let HostReads { headers, key_sha256, body_facts } =
+    let HostReads { headers, key_sha256, body_facts, requested_model } =
         host_reads(config, &parts.headers, country, endpoint, original.as_deref());
-    // Kept only when the answer is to name it again.
-    let requested_model =
-        body_facts.as_ref().filter(|_| config.model_routing.restore_requested_model).and_then(|f| f.model.clone());
     let country_code = country.as_ref().map(Country::as_str);
     let mut action = shared.request(&RequestRef {
         id,

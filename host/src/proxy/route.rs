@@ -145,8 +145,6 @@ impl Pending {
     ) -> Response<ProxyBody> {
         let shared = self.shared.clone();
         let now = now_ms();
-        let restore_model =
-            self.requested_model.as_deref().filter(|_| shared.config.model_routing.restore_requested_model);
         // Only here: looking the node's pool up for every response would be wasted.
         let node_has_key = forward.fill.as_ref().is_some_and(|f| f.http)
             && shared.origins.pool(self.worker, forward.node).is_some_and(|p| p.has_key());
@@ -155,7 +153,7 @@ impl Pending {
             endpoint: self.endpoint,
             node_has_key,
             sent_ms,
-            restore_model,
+            restore_model: self.requested_model.as_deref(),
             max_entry: shared.cache.max_entry(),
         };
         let stale = self.stale.take();
