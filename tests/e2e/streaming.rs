@@ -7,7 +7,7 @@ use edge_router_e2e::{TestRouter, chat_body, sse_origin, timed_frames};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_chunks_arrive_as_the_origin_sends_them() {
     let origin = sse_origin(5, Duration::from_millis(200)).await;
-    let r = TestRouter::new(&format!("nodes:\n  - {{id: n, type: local, host: \"{origin}\"}}\n")).await;
+    let r = TestRouter::new(&format!("nodes:\n  - {{id: n, type: local, host: \"{}\"}}\n", origin.url())).await;
     let mut body = chat_body("m", 3);
     body["stream"] = serde_json::json!(true);
     let start = Instant::now();
@@ -29,7 +29,7 @@ async fn sse_chunks_arrive_as_the_origin_sends_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_an_in_flight_stream_finish() {
     let origin = sse_origin(4, Duration::from_millis(150)).await;
-    let r = TestRouter::new(&format!("nodes:\n  - {{id: n, type: local, host: \"{origin}\"}}\n")).await;
+    let r = TestRouter::new(&format!("nodes:\n  - {{id: n, type: local, host: \"{}\"}}\n", origin.url())).await;
     let addr = r.addr();
     let mut body = chat_body("m", 3);
     body["stream"] = serde_json::json!(true);

@@ -197,25 +197,17 @@ pub async fn stalls_mid_body_origin(stall: Duration) -> String {
     .await
 }
 
-/// An SSE origin that sends `chunks` events `gap` apart; returns its URL.
-pub async fn sse_origin(chunks: usize, gap: Duration) -> String {
-    raw_origin(move |mut s| async move {
-        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-        if s.write_all(head.as_bytes()).await.is_err() {
-            return;
-        }
-        for i in 0..chunks {
-            let event = format!("data: {{\"n\":{i}}}\n\n");
-            let chunk = format!("{:x}\r\n{event}\r\n", event.len());
-            if s.write_all(chunk.as_bytes()).await.is_err() {
-                return;
-            }
-            let _ = s.flush().await;
-            tokio::time::sleep(gap).await;
-        }
-        let _ = s.write_all(b"0\r\n\r\n").await;
-    })
-    .await
+/// The fake origin streaming every answer as SSE: `events` data events (a
+/// chunk per word, the last with `usage`, then `[DONE]`), `gap` apart.
+pub async fn sse_origin(events: usize, gap: Duration) -> FakeOrigin {
+    let words: Vec<String> = (1..events).map(|i| format!("w{i}")).collect();
+    let reply = fake_origin::Reply {
+        sse: Some(true),
+        text: Some(words.join(" ")),
+        gap_ms: gap.as_millis() as u64,
+        ..Default::default()
+    };
+    FakeOrigin::start("origin", Script::always(reply)).await.expect("start a fake origin")
 }
 
 /// The fake origin (`fake-origin`), named `name`, answering every request
