@@ -41,6 +41,9 @@ struct Shared {
 pub struct InterimIo<T> {
     inner: T,
     shared: Arc<Shared>,
+    /// hyper's last write went out only in part: the rest of that message
+    /// comes next, and nothing may go between.
+    partial: bool,
 }
 
 /// Sends interim responses on one connection.
@@ -50,7 +53,7 @@ pub struct Interim(Arc<Shared>);
 /// Wraps a connection's transport; the handle sends interim responses on it.
 pub fn wrap<T>(io: T) -> (InterimIo<T>, Interim) {
     let shared = Arc::new(Shared::default());
-    (InterimIo { inner: io, shared: shared.clone() }, Interim(shared))
+    (InterimIo { inner: io, shared: shared.clone(), partial: false }, Interim(shared))
 }
 
 impl Interim {
@@ -92,7 +95,7 @@ impl Interim {
 impl<T: hyper::rt::Write + Unpin> InterimIo<T> {
     /// Writes what is queued; ready once nothing is left.
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.shared.pending.load(Ordering::Acquire) {
+        if self.partial || !self.shared.pending.load(Ordering::Acquire) {
             return Poll::Ready(Ok(()));
         }
         let mut queued = self.shared.queued.lock().unwrap_or_else(PoisonError::into_inner);
@@ -128,7 +131,9 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for InterimIo<T> {
 impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for InterimIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         ready!(self.drain(cx))?;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.partial = n < buf.len();
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -137,7 +142,9 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for InterimIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.drain(cx))?;
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
+        self.partial = n < bufs.iter().map(|b| b.len()).sum();
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {

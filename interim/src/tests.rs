@@ -73,3 +73,47 @@ async fn an_interim_response_goes_out_before_the_final_one_while_the_service_wai
         assert_eq!(text.matches("HTTP/1.1 103").count(), 1, "once: {text}");
     }
 }
+
+use hyper::rt::Write as _;
+
+/// A transport that takes at most three bytes a write, keeping them.
+struct Trickle(Vec<u8>);
+
+impl hyper::rt::Write for Trickle {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(3);
+        self.0.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn an_interim_response_never_lands_inside_a_message_hyper_wrote_in_part() {
+    let (mut io, interim) = wrap(Trickle(Vec::new()));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let message: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut written = 0;
+    let mut write = |io: &mut InterimIo<Trickle>, buf: &[u8]| match Pin::new(io).poll_write(&mut cx, buf) {
+        Poll::Ready(Ok(n)) => n,
+        other => panic!("the write did not complete: {other:?}"),
+    };
+    written += write(&mut io, &message[written..]);
+    assert_eq!(written, 3, "the transport took part of the message");
+    interim.arm();
+    assert!(interim.send(StatusCode::EARLY_HINTS, &HeaderMap::new()));
+    while written < message.len() {
+        written += write(&mut io, &message[written..]);
+    }
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready(), "the transport never waits");
+    let out = String::from_utf8(io.inner.0.clone()).expect("text");
+    assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n");
+}
