@@ -185,3 +185,23 @@ async fn auto_and_small_model_targets_are_rewritten_to_a_served_model() {
     let sent: serde_json::Value = serde_json::from_str(&big.seen()[0].body).expect("json");
     assert_eq!(sent, body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_ending_in_trailers_keeps_what_the_model_restore_held_back() {
+    // The restore holds a JSON answer back until its end; the origin ends it
+    // with a trailer section, which must not end the client's body first.
+    let origin = edge_router_e2e::trailers_origin().await;
+    let config = format!(
+        "nodes:\n  - {{id: edge-1, type: edge, host: \"{origin}\", models: [tiny, big]}}\n\
+         model_routing: {{restore_requested_model: true}}\n"
+    );
+    let r = TestRouter::new(&config).await;
+    let reply = r.chat("US", &chat_body("auto", 5)).await;
+    assert_eq!((reply.status, reply.header("x-edge-model")), (200, "tiny"));
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|e| panic!("the whole answer arrives ({e}): {:?}", String::from_utf8_lossy(&reply.body)));
+    assert_eq!(
+        (answer["model"].as_str(), answer["choices"][0]["message"]["content"].as_str()),
+        (Some("auto"), Some("hi"))
+    );
+}

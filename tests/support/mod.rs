@@ -185,6 +185,25 @@ pub async fn breaks_after_head_origin() -> String {
     .await
 }
 
+/// An origin whose chat completion (model `tiny`) comes chunked, in two
+/// chunks, and ends with a trailer section (`x-checksum`), as some origins
+/// send without being asked.
+pub async fn trailers_origin() -> String {
+    raw_origin(|mut s| async move {
+        let body = r#"{"id":"chatcmpl-t","object":"chat.completion","model":"tiny","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+        let (a, b) = body.split_at(40);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+             {:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\nx-checksum: 42\r\n\r\n",
+            a.len(),
+            b.len()
+        );
+        let _ = s.write_all(response.as_bytes()).await;
+        let _ = s.flush().await;
+    })
+    .await
+}
+
 /// An origin that sends a JSON 200 head and part of its body, then stalls
 /// (keeping the connection open) for `stall`.
 pub async fn stalls_mid_body_origin(stall: Duration) -> String {
