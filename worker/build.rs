@@ -3,6 +3,8 @@
 //! `src/state.rs` can bundle it. `EDGE_ROUTER_CONFIG` in the build's
 //! environment overrides it. A native build (the crate is empty there)
 //! needs nothing from here.
+// A build script: it reads the build's environment and files.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 

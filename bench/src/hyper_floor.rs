@@ -20,6 +20,8 @@
 //! `DECISION_FLOOR_SHARED=1` the threads share one, as the edge box's workers
 //! do. What it leaves out is listed in bench/README.md; what it costs above
 //! nginx is a lower bound for an edge-router on this stack.
+// A host: it reads its environment and clocks.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,6 @@
 //! A real hyper server on loopback, a raw client reading its bytes.
+// Tests of a host crate: a real server, real waits.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::Duration;
 
