@@ -60,6 +60,12 @@ for (const file of readdirSync(DIR).filter((f) => f.endsWith(".json")).sort()) {
   });
 }
 
+// Last, as tests in a file run in order: a suite that found few scenarios
+// (a wrong directory, a filter) must not pass for having run nothing.
+test("the whole suite ran on this host", () => {
+  if (passed.length < 30) throw new Error(`expected the whole suite to run, ran ${passed.length}: ${passed.join(", ")}`);
+});
+
 after(() => {
   console.log(
     `conformance on the ${HOST}: ${passed.length} passed, ${otherHost.length} skipped as the other host's only:\n  ${otherHost.join("\n  ")}`,
