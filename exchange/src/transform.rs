@@ -5,9 +5,10 @@
 //! restore plug in here.
 //!
 //! [`SseEvents`] cuts a stream into whole server-sent events, whatever the
-//! chunking. [`RestoreModel`], the first transform, gives a client back the
-//! `model` it asked for in every event (or in a JSON answer) when the
-//! router sent the request to another model.
+//! chunking. [`SetModel`] sets the `model` of a JSON body: of a request the
+//! router sends to another model, on its way out. [`RestoreModel`] gives a
+//! client back the `model` it asked for in every event (or in a JSON answer)
+//! when the router sent the request to another model.
 
 use std::collections::VecDeque;
 
@@ -88,6 +89,74 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 /// goes through unchanged.
 pub const MAX_HELD_JSON: usize = 8 << 20;
 
+/// Sets the top-level `model` of a JSON body, held whole until it ends
+/// (the field may come in any chunk). Every other byte stays as it was.
+/// The request side sends a request to the model the router chose
+/// ([`SetModel::request`]); the response side gives a client back the model
+/// it asked for ([`RestoreModel`]).
+pub struct SetModel {
+    model: String,
+    /// Add the field to a body without one (a request: the router chose the
+    /// model); a response without one is left alone.
+    insert: bool,
+    /// Past this many bytes the body goes through as it is.
+    max_held: usize,
+    /// The body so far, in its chunks (`None` once past `max_held`).
+    held: Option<Vec<Bytes>>,
+    held_len: usize,
+}
+
+impl SetModel {
+    /// For a request body the router sends to `model` (bounded already by
+    /// `server.max_body_bytes`, so held whatever its size).
+    pub fn request(model: &str) -> Self {
+        Self { model: model.to_string(), insert: true, max_held: usize::MAX, held: Some(Vec::new()), held_len: 0 }
+    }
+
+    /// For a JSON answer, restored to `model` if it names one.
+    fn response(model: &str) -> Self {
+        Self { model: model.to_string(), insert: false, max_held: MAX_HELD_JSON, held: Some(Vec::new()), held_len: 0 }
+    }
+}
+
+impl Transform for SetModel {
+    fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
+        match &mut self.held {
+            Some(held) if self.held_len + input.len() <= self.max_held => {
+                self.held_len += input.len();
+                held.push(input);
+            }
+            Some(_) => {
+                // Too large to hold: what was held and all that follows goes as it is.
+                out.extend(self.held.take().into_iter().flatten());
+                out.push_back(input);
+            }
+            None => out.push_back(input),
+        }
+    }
+
+    fn end(&mut self, out: &mut VecDeque<Bytes>) {
+        let Some(mut held) = self.held.take() else { return };
+        // A body in one chunk (the common case) is not copied to be read.
+        let body = match held.len() {
+            1 => held.pop().unwrap_or_default(),
+            _ => held.concat().into(),
+        };
+        let set = replace_model(&body, &self.model)
+            .or_else(|| self.insert.then(|| insert_model(&body, &self.model)).flatten());
+        out.push_back(set.map_or(body, Bytes::from));
+    }
+}
+
+/// `json` (an object) with its top-level `model` set to `model`, however it
+/// was before (absent, or not a string); `None` if it is not a JSON object.
+/// Unlike [`replace_model`] this reads and writes the whole object.
+fn insert_model(json: &[u8], model: &str) -> Option<Vec<u8>> {
+    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json).ok()?;
+    value.insert("model".into(), serde_json::Value::String(model.into()));
+    serde_json::to_vec(&value).ok()
+}
+
 /// Gives the client back the `model` it asked for: the top-level `model` of
 /// every SSE `data:` event, or of a JSON answer, becomes `requested`. The
 /// router had sent the request to another model (`x-edge-model` still says
@@ -96,14 +165,19 @@ pub struct RestoreModel {
     requested: String,
     sse: bool,
     events: SseEvents,
-    /// A JSON answer, held whole until it ends (`None` once past `MAX_HELD_JSON`).
-    held: Option<BytesMut>,
+    /// A JSON answer's restore.
+    json: SetModel,
 }
 
 impl RestoreModel {
     /// A restore for a response body that is an SSE stream (`sse`) or JSON.
     pub fn new(requested: &str, sse: bool) -> Self {
-        Self { requested: requested.to_string(), sse, events: SseEvents::default(), held: Some(BytesMut::new()) }
+        Self {
+            requested: requested.to_string(),
+            sse,
+            events: SseEvents::default(),
+            json: SetModel::response(requested),
+        }
     }
 
     /// `event` with the `model` of each of its `data:` lines restored.
@@ -135,36 +209,21 @@ impl RestoreModel {
 
 impl Transform for RestoreModel {
     fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
-        if self.sse {
-            let mut events = Vec::new();
-            self.events.push(&input, |e| events.push(e));
-            out.extend(events.into_iter().map(|e| self.restore_event(e)));
-            return;
+        if !self.sse {
+            return self.json.chunk(input, out);
         }
-        match &mut self.held {
-            Some(held) if held.len() + input.len() <= MAX_HELD_JSON => held.extend_from_slice(&input),
-            Some(_) => {
-                // Too large to hold: what was held and all that follows goes as it is.
-                if let Some(held) = self.held.take() {
-                    out.push_back(held.freeze());
-                }
-                out.push_back(input);
-            }
-            None => out.push_back(input),
-        }
+        let mut events = Vec::new();
+        self.events.push(&input, |e| events.push(e));
+        out.extend(events.into_iter().map(|e| self.restore_event(e)));
     }
 
     fn end(&mut self, out: &mut VecDeque<Bytes>) {
-        if self.sse {
-            let rest = self.events.rest();
-            if !rest.is_empty() {
-                out.push_back(self.restore_event(rest));
-            }
-            return;
+        if !self.sse {
+            return self.json.end(out);
         }
-        if let Some(held) = self.held.take() {
-            let body = held.freeze();
-            out.push_back(replace_model(&body, &self.requested).map_or(body, Bytes::from));
+        let rest = self.events.rest();
+        if !rest.is_empty() {
+            out.push_back(self.restore_event(rest));
         }
     }
 }

@@ -11,6 +11,8 @@
 use bytes::Bytes;
 use edge_router::hop::never_forwarded;
 use edge_router::wire::{Forward, ForwardBody};
+
+use crate::transform::{SetModel, transform_whole};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header fields of the request to the origin of `forward`, from the
@@ -43,20 +45,12 @@ pub fn upstream_headers(
 /// connection and streams through as it is (`original` is then empty).
 pub fn upstream_body(forward: &Forward, original: &Bytes, streamed: bool) -> Option<Bytes> {
     match &forward.body {
-        ForwardBody::RewriteModel(model) => {
-            Some(rewrite_model(original, model).map_or_else(|| original.clone(), Bytes::from))
-        }
+        // Through the transform seam: the body's bytes stay the client's
+        // but for the model.
+        ForwardBody::RewriteModel(model) => Some(transform_whole(&mut SetModel::request(model), original.clone())),
         ForwardBody::Original if streamed => None,
         ForwardBody::Original => Some(original.clone()),
     }
-}
-
-/// `body` (a JSON object) with its top-level `model` set to `model`; `None`
-/// if it is not a JSON object.
-pub fn rewrite_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
-    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
-    value.insert("model".into(), serde_json::Value::String(model.into()));
-    serde_json::to_vec(&value).ok()
 }
 
 /// `Authorization: Bearer <key>` for a node's key, marked sensitive so that

@@ -10,7 +10,7 @@ pub enum ForwardBody {
     /// The client's body unchanged (or its stream, for streamed bodies).
     Original,
     /// The client's body with its top-level `model` replaced by this one
-    /// (the host applies `exchange::upstream::rewrite_model`, so the module
+    /// (the host applies it with `exchange::transform::SetModel`, so the module
     /// never holds request bodies beyond the decision).
     RewriteModel(String),
 }

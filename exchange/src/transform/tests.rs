@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 
 /// Runs `input` through a fresh transform in chunks cut at `cuts`.
-fn run(make: impl Fn() -> RestoreModel, input: &[u8], cuts: &[usize]) -> Vec<u8> {
+fn run<T: Transform>(make: impl Fn() -> T, input: &[u8], cuts: &[usize]) -> Vec<u8> {
     let mut t = make();
     let mut out = VecDeque::new();
     let mut from = 0;
@@ -91,6 +91,23 @@ proptest! {
         let whole = run(|| RestoreModel::new("x", false), body, &[]);
         prop_assert_eq!(run(|| RestoreModel::new("x", false), body, &cuts), whole);
     }
+}
+
+#[test]
+fn a_request_goes_to_the_chosen_model_with_every_other_byte_its_own() {
+    let body = br#"{ "model" : "auto", "messages":[{"role":"user","content":"say \"model\""}],"temperature":0.2}"#;
+    let want = br#"{ "model" : "tiny-0.5b", "messages":[{"role":"user","content":"say \"model\""}],"temperature":0.2}"#;
+    for cuts in [&[][..], &[1, 9, 30], &[12, 13, 14]] {
+        assert_eq!(run(|| SetModel::request("tiny-0.5b"), body, cuts), want, "cut at {cuts:?}");
+    }
+    // Without a model (or with one that is not a string) the field is set.
+    for other in [&br#"{"messages":[]}"#[..], br#"{"model":null,"messages":[]}"#] {
+        let out = run(|| SetModel::request("tiny-0.5b"), other, &[4]);
+        let value: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!((value["model"].as_str(), value["messages"].as_array().map(Vec::len)), (Some("tiny-0.5b"), Some(0)));
+    }
+    // Not an object: sent as it came (the router refused such bodies before).
+    assert_eq!(run(|| SetModel::request("m"), b"[1]", &[]), b"[1]");
 }
 
 #[test]
