@@ -156,6 +156,7 @@ async fn serve(req: worker::web_sys::Request, env: &Env, ctx: &Context, country:
         requested_model,
         finish: Some(later::Finish::new(generation.clone(), id, later.clone(), env.clone())),
         stale: None,
+        sent_key: false,
     };
     let miss = || generation.handle(Event::CacheMiss { id, now_ms: now_ms() });
     let action = match action {

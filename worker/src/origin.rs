@@ -52,6 +52,9 @@ pub struct Exchange {
     pub requested_model: Option<String>,
     pub finish: Option<Finish>,
     pub stale: Option<Stale<Stored>>,
+    /// Whether the last request sent carried the node's key (what RFC 9111
+    /// storability asks of a shared cache, as on the edge box).
+    pub sent_key: bool,
 }
 
 impl Exchange {
@@ -113,12 +116,10 @@ impl Exchange {
     /// entry the answer revalidated or failed to replace.
     fn answer(mut self, resp: http::Response<JsBody>, forward: &Forward, explain: Explain, sent_ms: u64) -> Response {
         let now = now_ms();
-        let node_has_key =
-            self.generation.router.borrow().config().node_at(forward.node).is_some_and(|n| n.api_key_env.is_some());
         let attempt = Attempt {
             request: &self.parts,
             endpoint: self.endpoint,
-            node_has_key,
+            node_has_key: self.sent_key,
             sent_ms,
             restore_model: self.requested_model.as_deref(),
             max_entry: MAX_ENTRY,
@@ -174,10 +175,12 @@ impl Exchange {
             country_header.as_deref(),
             conditional.as_deref().unwrap_or_default(),
         );
+        self.sent_key = false;
         if let Some(name) = &credential {
             match self.env.secret(name).ok().and_then(|secret| bearer(&secret.to_string())) {
                 Some(value) => {
                     headers.insert(http::header::AUTHORIZATION, value);
+                    self.sent_key = true;
                 }
                 // The name is configuration, never the value.
                 None => worker::console_error!("edge-router: node {node} needs the secret {name}, which is not set"),
