@@ -10,12 +10,13 @@ use edge_router::geo::{Country, country_label};
 use edge_router::wire::{CacheStatus, Explain, Header};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
-use crate::entry::Entry;
+use crate::entry::{Cached, Entry};
 use crate::explain::set_explanation;
 
-/// The router's `Respond` action as a response.
-pub fn respond(status: u16, headers: &[Header], body: Vec<u8>) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(body));
+/// The router's `Respond` action (or any answer of the router's shape) as a
+/// response.
+pub fn respond(status: u16, headers: &[Header], body: impl Into<Bytes>) -> Response<Bytes> {
+    let mut response = Response::new(body.into());
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let map = response.headers_mut();
     for h in headers {
@@ -134,6 +135,24 @@ pub fn from_cache(
     FromCache { status, headers, part }
 }
 
+/// The answer a request gets from `cached` (its body in memory), `age_s`
+/// old, with `explain` and `cache` as its `x-edge-cache`: [`from_cache`]
+/// with the part of the body it carries.
+pub fn serve(
+    cached: &Cached,
+    explain: &Explain,
+    cache: CacheStatus,
+    age_s: u64,
+    request: &http::request::Parts,
+) -> Response<Bytes> {
+    let len = cached.body.len() as u64;
+    let answer = from_cache(&cached.entry, len, explain, cache, age_s, &request.method, &request.headers);
+    let mut response = Response::new(answer.part.of(&cached.body));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    response
+}
+
 /// The explanation of a stale entry answering for a request the router
 /// refused or failed (`stale-if-error`) with no attempt of its own.
 pub fn stale_explain(entry: &Entry, country: Option<Country>) -> Explain {
@@ -148,10 +167,10 @@ pub fn stale_explain(entry: &Entry, country: Option<Country>) -> Explain {
     }
 }
 
-/// Whether an error answer of `status` may be replaced by a stale entry
-/// whose `stale-if-error` allows it.
+/// Whether an error answer of `status` (the router's own, or an origin's)
+/// may be replaced by a stale entry whose `stale-if-error` allows it: a 5xx.
 pub fn stale_may_answer(status: u16) -> bool {
-    status >= 500
+    (500..600).contains(&status)
 }
 
 #[cfg(test)]

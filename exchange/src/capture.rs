@@ -8,7 +8,7 @@ use edge_router::hop::{connection_tokens, is_hop_by_hop};
 use edge_router::wire::{CacheFill, Explain};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::entry::Entry;
+use crate::entry::{Cached, Entry};
 use crate::usage::find_usage;
 
 /// An answer on its way into the cache.
@@ -28,16 +28,14 @@ pub struct Capture {
 pub struct Captured {
     /// Its cache key.
     pub key: String,
-    /// Its head.
-    pub entry: Entry,
-    /// Its body.
-    pub body: Bytes,
+    /// The answer.
+    pub cached: Cached,
 }
 
 impl Capture {
     /// An AI answer (a `200`) to keep for the fill's TTL; at most `max` bytes.
     pub fn ai(fill: &CacheFill, headers: &HeaderMap, explain: &Explain, max: usize) -> Self {
-        Self::new(fill.key.clone(), StatusCode::OK, headers, explain, None, Some(fill.ttl_s.max(1) * 1000), fill, max)
+        Self::new(fill, StatusCode::OK, headers, explain, None, Some(fill.ttl_s.max(1) * 1000), max)
     }
 
     /// A passthrough `GET`'s answer that RFC 9111 lets the cache store.
@@ -49,18 +47,16 @@ impl Capture {
         stored: Stored,
         max: usize,
     ) -> Self {
-        Self::new(fill.key.clone(), status, headers, explain, Some(stored), None, fill, max)
+        Self::new(fill, status, headers, explain, Some(stored), None, max)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn new(
-        key: String,
+        fill: &CacheFill,
         status: StatusCode,
         headers: &HeaderMap,
         explain: &Explain,
         http: Option<Stored>,
         ttl_ms: Option<u64>,
-        fill: &CacheFill,
         max: usize,
     ) -> Self {
         let entry = Entry {
@@ -73,7 +69,7 @@ impl Capture {
             tokens: 0,
             http,
         };
-        Self { key, entry, ttl_ms, estimated_tokens: fill.estimated_tokens, body: Vec::new(), max }
+        Self { key: fill.key.clone(), entry, ttl_ms, estimated_tokens: fill.estimated_tokens, body: Vec::new(), max }
     }
 
     /// Adds a chunk; false once the answer is too large to keep.
@@ -92,7 +88,7 @@ impl Capture {
             entry.expires_ms = now_ms.saturating_add(ttl_ms);
             entry.tokens = find_usage(&body).map_or(estimated_tokens, |u| u.total());
         }
-        Captured { key, entry, body: Bytes::from(body) }
+        Captured { key, cached: Cached { entry, body: Bytes::from(body) } }
     }
 }
 
@@ -150,9 +146,9 @@ mod tests {
         assert!(c.keep(br#"{"usage":{"prompt_tokens":3,"#));
         assert!(c.keep(br#""completion_tokens":4}}"#));
         let done = c.finish(1_000);
-        assert_eq!((done.entry.expires_ms, done.entry.tokens), (61_000, 7));
-        assert_eq!(done.entry.headers.len(), 1, "only content-type is stored: {:?}", done.entry.headers);
-        assert_eq!((done.entry.node.as_str(), done.entry.model.as_deref()), ("n", Some("tiny")));
+        assert_eq!((done.cached.entry.expires_ms, done.cached.entry.tokens), (61_000, 7));
+        assert_eq!(done.cached.entry.headers.len(), 1, "only content-type is stored: {:?}", done.cached.entry.headers);
+        assert_eq!((done.cached.entry.node.as_str(), done.cached.entry.model.as_deref()), ("n", Some("tiny")));
         let mut big = Capture::ai(&fill, &headers, &explain(), 4);
         assert!(!big.keep(b"12345"), "over the limit");
     }
@@ -181,6 +177,6 @@ mod tests {
     fn without_usage_an_answer_saves_the_estimate() {
         let fill = CacheFill { key: "k".into(), ttl_s: 0, estimated_tokens: 7, http: false };
         let done = Capture::ai(&fill, &HeaderMap::new(), &explain(), 64).finish(0);
-        assert_eq!((done.entry.tokens, done.entry.expires_ms), (7, 1000), "a TTL of 0 keeps it a second");
+        assert_eq!((done.cached.entry.tokens, done.cached.entry.expires_ms), (7, 1000), "a TTL of 0 keeps it a second");
     }
 }

@@ -5,6 +5,7 @@
 //! the head as JSON in one header of the stored response ([`Entry::to_json`]).
 //! Either way the same [`verdict`] decides what an entry is good for.
 
+use bytes::Bytes;
 use edge_cache::Stored;
 use edge_cache::http::{Lookup, lookup};
 use edge_router::wire::CacheLookup;
@@ -34,8 +35,23 @@ pub struct Entry {
     pub http: Option<Stored>,
 }
 
-/// A host's handle on a stored entry (the entry with its body, however the
-/// host keeps it), which the exchange reads the head of.
+/// A stored answer: its head and its whole body.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// Status, header fields, the node that answered, freshness.
+    pub entry: Entry,
+    /// The whole body: JSON, or an SSE stream as it passed.
+    pub body: Bytes,
+}
+
+impl HoldsEntry for Cached {
+    fn entry(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+/// A host's handle on a stored entry (a [`Cached`], or a shared one), which
+/// the exchange reads the head of.
 pub trait HoldsEntry {
     /// The entry's head.
     fn entry(&self) -> &Entry;

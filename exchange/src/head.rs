@@ -9,6 +9,7 @@ use edge_router::hop::{connection_tokens, is_hop_by_hop};
 use edge_router::wire::{Event, Explain, Forward, ForwardBody};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
+use crate::answer::stale_may_answer;
 use crate::capture::Capture;
 use crate::entry::{Entry, HoldsEntry};
 use crate::explain::set_explanation;
@@ -87,9 +88,8 @@ pub struct Delivery {
 }
 
 /// Decides what becomes of an answer with `status` and header fields
-/// `headers` from `node` to `forward`, given the stale entry being
-/// revalidated, if any, and the answer's explanation.
-#[allow(clippy::too_many_arguments)]
+/// `headers` to `forward`, given the stale entry being revalidated, if any,
+/// and the answer's explanation (whose node the invalidated keys are of).
 pub fn decide<T: HoldsEntry>(
     attempt: &Attempt<'_>,
     forward: &Forward,
@@ -127,7 +127,7 @@ fn plan<T: HoldsEntry>(
             fresh.stored_ms = now_ms;
             return Plan::Revalidated { fresh, stale: held };
         }
-        if if_error && status.is_server_error() {
+        if if_error && stale_may_answer(status.as_u16()) {
             return Plan::ServeStale(held);
         }
     }

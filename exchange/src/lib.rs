@@ -18,6 +18,7 @@
 //!   (deliver, capture, revalidated, stale), hop-by-hop fields, invalidation.
 //! - [`watch`]: the streamed body's watchdog: time limits, drains, usage, capture.
 //! - [`transform`]: the seam for streaming rewrites of bodies, and the first one.
+//! - [`finish`]: the end of an exchange, as the router hears of it.
 //! - [`capture`], [`entry`]: answers kept in the cache, and lookup verdicts.
 //! - [`answer`]: answers that do not stream from an origin: the router's,
 //!   errors, and answers from the cache (`Age`, `304`, ranges).
@@ -30,6 +31,7 @@ pub mod answer;
 pub mod capture;
 pub mod entry;
 pub mod explain;
+pub mod finish;
 pub mod head;
 pub mod intake;
 pub mod notices;

@@ -11,9 +11,9 @@
 use bytes::Bytes;
 use edge_router::hop::never_forwarded;
 use edge_router::wire::{Forward, ForwardBody};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::transform::{SetModel, transform_whole};
-use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header fields of the request to the origin of `forward`, from the
 /// client's `client`. `country_header` is the header the host trusts for

@@ -41,7 +41,10 @@ pub struct Watch {
     idle_ms: u64,
     deadline_ms: u64,
     last_ms: u64,
-    sse: bool,
+    /// For an SSE stream, the last bytes the client got of it, to tell
+    /// whether they ended an event (a cut's error event must not join a
+    /// partial one); `None` for any other body.
+    sse: Option<SseTail>,
     meter: Option<Vec<u8>>,
     capture: Option<Capture>,
     transform: Option<Box<dyn Transform>>,
@@ -53,9 +56,6 @@ pub struct Watch {
     /// The error the client's body ends with, after what is in `out`.
     failed: Option<String>,
     ended: bool,
-    /// The last bytes the client got of an SSE stream, to tell whether they
-    /// ended an event (a cut's error event must not join a partial one).
-    sse_tail: SseTail,
 }
 
 /// The last four bytes of an SSE stream so far.
@@ -141,7 +141,7 @@ impl Watch {
             idle_ms: setup.idle_ms,
             deadline_ms: setup.sent_ms.saturating_add(setup.total_ms),
             last_ms: setup.head_ms,
-            sse: setup.sse,
+            sse: setup.sse.then(SseTail::default),
             meter: setup.meter.then(Vec::new),
             capture: setup.capture,
             transform: setup.transform,
@@ -149,7 +149,6 @@ impl Watch {
             out: VecDeque::new(),
             failed: None,
             ended: false,
-            sse_tail: SseTail::default(),
         }
     }
 
@@ -198,10 +197,7 @@ impl Watch {
         self.last_ms = now_ms;
         if self.transform.is_none() && self.first.is_none() && self.out.is_empty() {
             // The common case: one chunk in, the same chunk out, no queue.
-            observe(&mut self.meter, &mut self.capture, &chunk);
-            if self.sse {
-                self.sse_tail.push(&chunk);
-            }
+            observe(&mut self.meter, &mut self.capture, &mut self.sse, &chunk);
             self.first = Some(chunk);
             return;
         }
@@ -213,13 +209,10 @@ impl Watch {
         self.observe(from);
     }
 
-    /// Meters and captures what was queued from index `from` on.
+    /// Observes what was queued from index `from` on.
     fn observe(&mut self, from: usize) {
         for data in self.out.range(from..) {
-            observe(&mut self.meter, &mut self.capture, data);
-            if self.sse {
-                self.sse_tail.push(data);
-            }
+            observe(&mut self.meter, &mut self.capture, &mut self.sse, data);
         }
     }
 
@@ -247,11 +240,11 @@ impl Watch {
     fn cut(&mut self, kind: &str, message: String, failure: Option<Failure>) -> Cut {
         self.ended = true;
         self.capture = None;
-        if self.sse {
+        if let Some(tail) = &self.sse {
             // Ends a partial event first: it is lost either way, and the
             // error event stays whole.
             let event = sse_error_event(kind, &message);
-            let event = if self.sse_tail.between_events() { event } else { format!("\n\n{event}") };
+            let event = if tail.between_events() { event } else { format!("\n\n{event}") };
             self.out.push_back(Bytes::from(event));
         } else {
             self.failed = Some(message.clone());
@@ -281,9 +274,13 @@ impl Watch {
     }
 }
 
-/// Keeps the tail of `data` for the meter, and all of it for the capture
-/// (dropped once the answer is too large to keep).
-fn observe(meter: &mut Option<Vec<u8>>, capture: &mut Option<Capture>, data: &[u8]) {
+/// Keeps the tail of `data` for the meter, all of it for the capture
+/// (dropped once the answer is too large to keep), and its last bytes for
+/// an SSE stream's cut.
+fn observe(meter: &mut Option<Vec<u8>>, capture: &mut Option<Capture>, sse: &mut Option<SseTail>, data: &[u8]) {
+    if let Some(tail) = sse {
+        tail.push(data);
+    }
     if let Some(tail) = meter {
         tail.extend_from_slice(data);
         if tail.len() > 2 * METER_TAIL {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use edge_router::config::DurationSpec;
 use edge_router::error::RouterError;
 use edge_router::wire::{Control, Header};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -81,22 +81,8 @@ pub async fn serve(shared: Weak<Shared>, listener: TcpListener, token: AdminToke
 
 type Answer = Response<Full<Bytes>>;
 
-/// Sets each of `headers` on `map` (names or values HTTP refuses are skipped).
-fn set_headers(map: &mut http::HeaderMap, headers: &[Header]) {
-    for h in headers {
-        if let (Ok(n), Ok(v)) =
-            (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value))
-        {
-            map.insert(n, v);
-        }
-    }
-}
-
 fn reply(status: u16, headers: &[Header], body: Bytes) -> Answer {
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    set_headers(resp.headers_mut(), headers);
-    resp
+    exchange::answer::respond(status, headers, body).map(Full::new)
 }
 
 /// An error of the admin API, through the one mapping every error takes

@@ -10,28 +10,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use edge_cache::store::{MemoryStore, Store, StoreStats, Weigh};
-use exchange::Entry;
-use exchange::entry::HoldsEntry;
 use tokio::sync::watch;
 
 use crate::lock;
 
-/// An answer kept in the cache: its head (as the exchange keeps it) and body.
-#[derive(Debug)]
-pub struct Cached {
-    /// Status, header fields, the node that answered, freshness.
-    pub entry: Entry,
-    /// The whole body: JSON, or an SSE stream as it passed.
-    pub body: Bytes,
-}
-
-impl HoldsEntry for Cached {
-    fn entry(&self) -> &Entry {
-        &self.entry
-    }
-}
+pub use exchange::entry::Cached;
 
 struct Weighed(Arc<Cached>);
 

@@ -87,7 +87,7 @@ impl Tracked {
                     worker::console_warn!("edge-router: {} broke off its response: {e}", self.watch.node());
                     let failure = self.watch.on_broken();
                     if let Some(finish) = self.finish.take() {
-                        finish.body_failed(failure);
+                        finish.fail(failure);
                     }
                     return Some((Err(worker::Error::RustError(e)), self));
                 }
@@ -104,7 +104,7 @@ impl Tracked {
     fn cut(&mut self, cut: Cut) {
         worker::console_warn!("edge-router: {}", cut.message);
         if let (Some(failure), Some(finish)) = (cut.failure, self.finish.take()) {
-            finish.body_failed(failure);
+            finish.fail(failure);
         }
     }
 
@@ -112,11 +112,11 @@ impl Tracked {
     /// reported, and the answer is stored after the response.
     fn complete(&mut self) {
         let ended = self.watch.on_end(now_ms());
-        if let Some(mut finish) = self.finish.take() {
-            finish.usage = ended.usage;
+        if let Some(finish) = self.finish.take() {
+            finish.end(ended.usage);
         }
         if let Some(captured) = ended.captured {
-            self.later.run(crate::cache::put(captured.key, captured.entry, captured.body));
+            self.later.run(crate::cache::put(captured.key, captured.cached));
         }
     }
 }

@@ -19,11 +19,11 @@ use edge_cache::http::{Lookup, Revalidate, has_validator, response_directives};
 use edge_router::wire::{CacheLookup, CacheStatus, Explain};
 use exchange::Entry;
 use exchange::answer::{Part, from_cache};
-use exchange::entry::{HoldsEntry, verdict};
+use exchange::entry::{Cached, verdict};
 use sha2::{Digest, Sha256};
 use worker::{Cache, Headers, Response};
 
-use crate::convert::{Body, response};
+use crate::convert::{Body, fixed, response};
 use crate::now_ms;
 
 /// Where synthetic keys live; `.invalid` can never be a real host (RFC 2606).
@@ -36,26 +36,14 @@ const META: &str = "x-edge-meta";
 /// (it has a validator) once it is stale.
 const REVALIDATABLE_KEEP_S: u64 = 86_400;
 
-/// A stored entry read whole (to serve stale, to revalidate, or for a range).
-pub struct Stored {
-    pub entry: Entry,
-    pub body: Bytes,
-}
-
-impl HoldsEntry for Stored {
-    fn entry(&self) -> &Entry {
-        &self.entry
-    }
-}
-
 /// What the cache had for a request.
 pub enum Looked {
     /// A fresh answer: serve it.
     Hit(Response),
     /// A stale answer to serve now and revalidate in the background.
-    Stale { response: Response, stored: Stored },
+    Stale { response: Response, stored: Cached },
     /// A stale entry to revalidate before use (`if_error`: it may answer an error).
-    Revalidate { stored: Stored, if_error: bool },
+    Revalidate { stored: Cached, if_error: bool },
     /// Nothing.
     Miss,
 }
@@ -101,12 +89,12 @@ pub async fn look_up(lookup: &CacheLookup, request: &http::request::Parts) -> Lo
                 return Looked::Hit(response(answer.status, &answer.headers, body));
             }
             let Ok(body) = found.bytes().await else { return Looked::Miss };
-            let stored = Stored { entry, body: Bytes::from(body) };
+            let stored = Cached { entry, body: Bytes::from(body) };
             Looked::Hit(serve(&stored, &lookup.explain, CacheStatus::Hit, age_s, request))
         }
         Lookup::Stale { age_s, revalidate } => {
             let Ok(body) = found.bytes().await else { return Looked::Miss };
-            let stored = Stored { entry, body: Bytes::from(body) };
+            let stored = Cached { entry, body: Bytes::from(body) };
             match revalidate {
                 Revalidate::InBackground => {
                     let response = serve(&stored, &lookup.explain, CacheStatus::Stale, age_s, request);
@@ -120,15 +108,13 @@ pub async fn look_up(lookup: &CacheLookup, request: &http::request::Parts) -> Lo
 
 /// An answer from a stored entry read whole.
 pub fn serve(
-    stored: &Stored,
+    stored: &Cached,
     explain: &Explain,
     cache: CacheStatus,
     age_s: u64,
     request: &http::request::Parts,
 ) -> Response {
-    let len = stored.body.len() as u64;
-    let answer = from_cache(&stored.entry, len, explain, cache, age_s, &request.method, &request.headers);
-    response(answer.status, &answer.headers, Body::Fixed(answer.part.of(&stored.body)))
+    fixed(exchange::answer::serve(stored, explain, cache, age_s, request))
 }
 
 /// How long the Cache API should keep an entry, in seconds.
@@ -146,7 +132,7 @@ fn keep_s(entry: &Entry) -> u64 {
 }
 
 /// Stores an answer under `key` (run after the response went out).
-pub async fn put(key: String, entry: Entry, body: Bytes) {
+pub async fn put(key: String, Cached { entry, body }: Cached) {
     if body.len() > MAX_ENTRY {
         return;
     }

@@ -3,7 +3,8 @@
 
 use std::rc::Rc;
 
-use edge_router::wire::{Event, Failure, Usage};
+use edge_router::wire::Event;
+use exchange::finish::Tell;
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use worker::{Context, Env};
@@ -30,41 +31,28 @@ impl Later {
     }
 }
 
+/// The end of an exchange reaches the router at once; with its `Finished`,
+/// what the exchange spent is settled at the budget ledger.
+pub struct Told {
+    pub generation: Rc<Generation>,
+    pub later: Later,
+    pub env: Env,
+}
+
+impl Tell for Told {
+    fn tell(&self, event: Event) {
+        let finished = matches!(event, Event::Finished { .. });
+        self.generation.handle(event);
+        if finished {
+            crate::budget::settle(&self.generation, &self.env, &self.later);
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+}
+
 /// Tells the router the exchange is over when dropped: after the body went
 /// through, or when the client went away before.
-pub struct Finish {
-    generation: Rc<Generation>,
-    id: u64,
-    /// The `usage` the body reported, once it ended.
-    pub usage: Option<Usage>,
-    later: Later,
-    env: Env,
-    /// Cleared when another event (`CacheHit`) ends the exchange instead.
-    armed: bool,
-}
-
-impl Finish {
-    pub fn new(generation: Rc<Generation>, id: u64, later: Later, env: Env) -> Self {
-        Self { generation, id, usage: None, later, env, armed: true }
-    }
-
-    /// The exchange ended some other way (a cache hit): no `Finished`.
-    pub fn disarm(mut self) {
-        self.armed = false;
-    }
-
-    /// Tells the router the body broke off; `Finished` follows on drop.
-    pub fn body_failed(&self, failure: Failure) {
-        self.generation.handle(Event::BodyFailed { id: self.id, failure, now_ms: now_ms() });
-    }
-}
-
-impl Drop for Finish {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        self.generation.handle(Event::Finished { id: self.id, usage: self.usage, now_ms: now_ms() });
-        crate::budget::settle(&self.generation, &self.env, &self.later);
-    }
-}
+pub type Finish = exchange::finish::Finish<Told>;

@@ -154,7 +154,10 @@ async fn serve(req: worker::web_sys::Request, env: &Env, ctx: &Context, country:
         stream,
         country,
         requested_model,
-        finish: Some(later::Finish::new(generation.clone(), id, later.clone(), env.clone())),
+        finish: Some(later::Finish::new(
+            later::Told { generation: generation.clone(), later: later.clone(), env: env.clone() },
+            id,
+        )),
         stale: None,
         sent_key: false,
     };

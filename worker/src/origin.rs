@@ -11,6 +11,7 @@ use edge_router::geo::Country;
 use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
 use exchange::action::{Step, step};
 use exchange::answer::host_error;
+use exchange::entry::Cached;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event};
 use exchange::intake::path_and_query;
 use exchange::upstream::{bearer, upstream_body, upstream_headers};
@@ -20,7 +21,7 @@ use worker::wasm_bindgen::JsValue;
 use worker::{AbortController, Delay, Env, Fetch, Request, Response};
 
 use crate::body::stream;
-use crate::cache::{self, MAX_ENTRY, Stored};
+use crate::cache::{self, MAX_ENTRY};
 use crate::convert::{fixed, http_response, js_headers};
 use crate::later::{Finish, Later};
 use crate::now_ms;
@@ -51,7 +52,7 @@ pub struct Exchange {
     /// The model the client asked for (for `model_routing.restore_requested_model`).
     pub requested_model: Option<String>,
     pub finish: Option<Finish>,
-    pub stale: Option<Stale<Stored>>,
+    pub stale: Option<Stale<Cached>>,
     /// Whether the last request sent carried the node's key (what RFC 9111
     /// storability asks of a shared cache, as on the edge box).
     pub sent_key: bool,
@@ -131,11 +132,11 @@ impl Exchange {
         }
         match decision.plan {
             Plan::Revalidated { fresh, stale } => {
-                let stored = Stored { entry: fresh, body: stale.body };
+                let stored = Cached { entry: fresh, body: stale.body };
                 let age = stored.entry.age_s(now);
                 let response = cache::serve(&stored, &explain, CacheStatus::Revalidated, age, &self.parts);
                 if let Some(fill) = &forward.fill {
-                    self.later.run(cache::put(fill.key.clone(), stored.entry, stored.body));
+                    self.later.run(cache::put(fill.key.clone(), stored));
                 }
                 response
             }
@@ -152,7 +153,7 @@ impl Exchange {
     }
 
     /// Answers with the stale entry (`stale-if-error`).
-    fn serve_stale(&self, stored: &Stored, explain: &Explain) -> Response {
+    fn serve_stale(&self, stored: &Cached, explain: &Explain) -> Response {
         cache::serve(stored, explain, CacheStatus::Stale, stored.entry.age_s(now_ms()), &self.parts)
     }
 

@@ -132,8 +132,8 @@ fn usage_is_found_in_the_tail_and_a_whole_answer_is_captured() {
     drain(&mut w);
     assert!(w.is_done());
     let stored = ended.captured.expect("the whole answer went through");
-    assert_eq!(stored.entry.tokens, 12);
-    assert!(stored.body.ends_with(b"data: [DONE]\n\n"));
+    assert_eq!(stored.cached.entry.tokens, 12);
+    assert!(stored.cached.body.ends_with(b"data: [DONE]\n\n"));
 }
 
 #[test]
@@ -156,5 +156,5 @@ fn a_transform_rewrites_what_the_client_and_the_cache_get() {
     assert_eq!(chunk(&mut w, "data: {\"model\":\"lla", SENT + 600), b"");
     assert_eq!(chunk(&mut w, "ma\"}\n\n", SENT + 700), b"data: {\"model\":\"gpt-4o\"}\n\n");
     let ended = w.on_end(SENT + 800);
-    assert_eq!(&ended.captured.expect("captured").body[..], b"data: {\"model\":\"gpt-4o\"}\n\n");
+    assert_eq!(&ended.captured.expect("captured").cached.body[..], b"data: {\"model\":\"gpt-4o\"}\n\n");
 }

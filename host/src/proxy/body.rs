@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_router::wire::{Event, Explain, Failure, Forward, Usage};
+use edge_router::wire::{Event, Explain, Forward};
+use exchange::finish::{Finish, Tell};
 use exchange::head::{Delivery, deliver_head};
 use exchange::watch::{Cut, Next, Watch, WatchSetup};
 use http::Response;
@@ -20,43 +21,25 @@ use hyper::body::Incoming;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::{Shared, now_ms};
-use crate::cache::{Cached, EdgeCache, FillGuard};
+use crate::cache::{EdgeCache, FillGuard};
 use crate::origins::{BoxError, Lease, ProxyBody};
+
+/// The end of an exchange reaches the router with its next call.
+pub(super) struct Deferred(pub(super) Arc<Shared>);
+
+impl Tell for Deferred {
+    fn tell(&self, event: Event) {
+        self.0.defer(&event);
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+}
 
 /// Tells the router an exchange is over when dropped: after the response
 /// body ended, or when the client went away at any point before.
-pub(super) struct FinishOnDrop {
-    shared: Arc<Shared>,
-    id: u64,
-    /// The `usage` the body reported, once it ended.
-    usage: Option<Usage>,
-    /// Cleared when another event (`CacheHit`) ends the exchange instead.
-    armed: bool,
-}
-
-impl FinishOnDrop {
-    pub(super) fn new(shared: Arc<Shared>, id: u64) -> Self {
-        Self { shared, id, usage: None, armed: true }
-    }
-
-    /// The exchange ends some other way: no `Finished` on drop.
-    pub(super) fn disarm(mut self) {
-        self.armed = false;
-    }
-
-    /// Tells the router the body broke off; `Finished` follows on drop.
-    fn body_failed(&self, failure: Failure) {
-        self.shared.defer(&Event::BodyFailed { id: self.id, failure, now_ms: now_ms() });
-    }
-}
-
-impl Drop for FinishOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            self.shared.defer(&Event::Finished { id: self.id, usage: self.usage, now_ms: now_ms() });
-        }
-    }
-}
+pub(super) type FinishOnDrop = Finish<Deferred>;
 
 /// What an answer streams with.
 pub(super) struct Stream<'a> {
@@ -134,7 +117,7 @@ impl Tracked {
     fn cut(&mut self, cut: Cut) {
         tracing::warn!("{}", cut.message);
         if let (Some(failure), Some(finish)) = (cut.failure, self.finish.take()) {
-            finish.body_failed(failure);
+            finish.fail(failure);
         }
         self.filling = None;
     }
@@ -143,11 +126,11 @@ impl Tracked {
     /// reported, the answer is stored, and the connection goes back.
     fn complete(&mut self) {
         let ended = self.watch.on_end(now_ms());
-        if let Some(mut finish) = self.finish.take() {
-            finish.usage = ended.usage;
+        if let Some(finish) = self.finish.take() {
+            finish.end(ended.usage);
         }
         if let Some(captured) = ended.captured {
-            self.cache.put(captured.key, Cached { entry: captured.entry, body: captured.body });
+            self.cache.put(captured.key, captured.cached);
         }
         self.filling = None;
         if let Some(lease) = self.lease.take() {
@@ -205,7 +188,7 @@ impl Body for Tracked {
                     tracing::debug!("the response body broke off: {e}");
                     let failure = self.watch.on_broken();
                     if let Some(finish) = self.finish.take() {
-                        finish.body_failed(failure);
+                        finish.fail(failure);
                     }
                     self.filling = None;
                     return Poll::Ready(Some(Err(e.into())));

@@ -17,7 +17,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::FinishOnDrop;
+use super::body::{Deferred, FinishOnDrop};
 use super::lookup::{Looked, look_up};
 use super::route::Pending;
 use super::{Client, Shared, now_ms};
@@ -54,7 +54,7 @@ pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>)
         Err(e) => return own(host_error(&e, country, id)),
     };
 
-    let guard = FinishOnDrop::new(shared.clone(), id);
+    let guard = FinishOnDrop::new(Deferred(shared.clone()), id);
     // The event borrows the client's headers and body: they are encoded
     // straight from the request, not copied first.
     let HostReads { headers, key_sha256, body_facts, requested_model } =

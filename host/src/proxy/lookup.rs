@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use edge_cache::http::{Lookup, Revalidate};
 use edge_router::wire::{CacheLookup, CacheStatus, Explain};
-use exchange::answer::from_cache;
 use exchange::entry::verdict;
 use http::Response;
 
@@ -75,10 +74,5 @@ pub(super) fn serve(
     age_s: u64,
     request: &http::request::Parts,
 ) -> Response<ProxyBody> {
-    let len = cached.body.len() as u64;
-    let answer = from_cache(&cached.entry, len, explain, cache, age_s, &request.method, &request.headers);
-    let mut response = Response::new(super::route::full(answer.part.of(&cached.body)));
-    *response.status_mut() = answer.status;
-    *response.headers_mut() = answer.headers;
-    response
+    super::ingress::own(exchange::answer::serve(cached, explain, cache, age_s, request))
 }

@@ -117,7 +117,7 @@ impl Shared {
 
     async fn probe_once(&self, node: &edge_router::config::Node) -> Result<(), String> {
         let client = self.origins.probe_client(&node.id).ok_or("no client")?;
-        let url = format!("{}{}", node.base_url, node.health_path);
+        let url = node.url_for(&node.health_path);
         let mut req = Request::get(&url).body(full(Bytes::new())).map_err(|e| e.to_string())?;
         self.origins.authorize(req.headers_mut(), node.api_key_env.as_deref());
         let exchange = async {
