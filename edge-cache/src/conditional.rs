@@ -21,10 +21,8 @@ pub fn not_modified(method: &Method, request: &HeaderMap, stored: &HeaderMap, re
         return false;
     }
     if request.contains_key(http::header::IF_NONE_MATCH) {
-        let Some(etag) = first(stored, "etag").map(opaque_tag) else {
-            return values(request, "if-none-match").flat_map(split_list).any(|t| t == "*");
-        };
-        return values(request, "if-none-match").flat_map(split_list).any(|t| t == "*" || opaque_tag(t) == etag);
+        let etag = first(stored, "etag").map(opaque_tag);
+        return values(request, "if-none-match").flat_map(split_list).any(|t| t == "*" || Some(opaque_tag(t)) == etag);
     }
     // An invalid date, or more than one, is ignored (RFC 9110 §13.1.3).
     let mut since = values(request, "if-modified-since");

@@ -60,22 +60,13 @@ impl Directives {
                     continue;
                 }
                 seen.push(name.clone());
-                let seconds = || arg.as_deref().map(delta_seconds);
+                let seconds = arg.as_deref().and_then(delta_seconds);
+                // The request's own directives; the rest are shared with `CDN-Cache-Control`.
                 match name.as_str() {
-                    "max-age" => d.max_age = Some(seconds().flatten().unwrap_or(0)),
-                    "s-maxage" => d.s_maxage = Some(seconds().flatten().unwrap_or(0)),
-                    "no-store" => d.no_store = true,
-                    "no-cache" => d.no_cache = true,
-                    "private" => d.private = true,
-                    "public" => d.public = true,
-                    "must-revalidate" => d.must_revalidate = true,
-                    "proxy-revalidate" => d.proxy_revalidate = true,
-                    "max-stale" => d.max_stale = Some(seconds().flatten()),
-                    "min-fresh" => d.min_fresh = seconds().flatten(),
+                    "max-stale" => d.max_stale = Some(seconds),
+                    "min-fresh" => d.min_fresh = seconds,
                     "only-if-cached" => d.only_if_cached = true,
-                    "stale-while-revalidate" => d.stale_while_revalidate = seconds().flatten(),
-                    "stale-if-error" => d.stale_if_error = seconds().flatten(),
-                    _ => {}
+                    other => d.set(other, true, seconds),
                 }
             }
         }
@@ -119,24 +110,32 @@ impl Directives {
                 Some(sfv::BareItem::Integer(n)) => u64::try_from(i64::from(*n)).ok().map(|n| n.min(DELTA_SECONDS_MAX)),
                 _ => None,
             };
-            // A bare key is the Boolean true; `?0` turns a flag off.
+            // A bare key is the Boolean true; `?0` turns a flag off (and
+            // `no-cache="field"`, a String, means no-cache as any value but `?0`).
             let flag = !matches!(item, Some(sfv::BareItem::Boolean(false)));
-            match key.as_str() {
-                "max-age" => d.max_age = Some(seconds().unwrap_or(0)),
-                "s-maxage" => d.s_maxage = Some(seconds().unwrap_or(0)),
-                "no-store" => d.no_store = flag,
-                // `no-cache="field"` is a String; any value but `?0` means no-cache.
-                "no-cache" => d.no_cache = flag,
-                "private" => d.private = flag,
-                "public" => d.public = flag,
-                "must-revalidate" => d.must_revalidate = flag,
-                "proxy-revalidate" => d.proxy_revalidate = flag,
-                "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
-                "stale-if-error" => d.stale_if_error = seconds(),
-                _ => {}
-            }
+            d.set(key.as_str(), flag, seconds());
         }
         Some(d)
+    }
+
+    /// Sets response directive `name`, whichever field it came in: a flag to
+    /// `flag`, a time to `seconds` (`None`: absent or not a valid time, which
+    /// for `max-age` and `s-maxage` makes the response stale). Other names
+    /// are ignored.
+    fn set(&mut self, name: &str, flag: bool, seconds: Option<u64>) {
+        match name {
+            "max-age" => self.max_age = Some(seconds.unwrap_or(0)),
+            "s-maxage" => self.s_maxage = Some(seconds.unwrap_or(0)),
+            "no-store" => self.no_store = flag,
+            "no-cache" => self.no_cache = flag,
+            "private" => self.private = flag,
+            "public" => self.public = flag,
+            "must-revalidate" => self.must_revalidate = flag,
+            "proxy-revalidate" => self.proxy_revalidate = flag,
+            "stale-while-revalidate" => self.stale_while_revalidate = seconds,
+            "stale-if-error" => self.stale_if_error = seconds,
+            _ => {}
+        }
     }
 }
 

@@ -181,11 +181,6 @@ impl Watch {
         &self.node
     }
 
-    /// Whether the body is over (ended, broken or cut): nothing more comes in.
-    pub fn is_over(&self) -> bool {
-        self.ended
-    }
-
     /// Whether the client's body has ended: over, with nothing left to send
     /// (so that a host can say so with the last chunk, not after it).
     pub fn is_done(&self) -> bool {

@@ -1,7 +1,7 @@
 //! Attempts: the next node of a request's chain that can take it, or the
 //! answer that says why none can.
 
-use origin_fallback::NoRetry;
+use origin_fallback::{NoRetry, RetryBudget};
 
 use super::{Exchange, NodeState, PassedOver, Router, cost_of};
 use crate::config::RouterConfig;
@@ -28,8 +28,7 @@ impl Router {
                 ex.passed_over.push((node, why));
                 continue;
             }
-            if ex.attempts > 0 && !self.retries.try_withdraw(now_ms) {
-                ex.retry_denied = true;
+            if !retry_granted(&mut self.retries, ex, now_ms) {
                 break;
             }
             return self.attempt(id, at, None, now_ms);
@@ -140,10 +139,8 @@ impl Router {
             })
             .min()
             .map(|(_, at)| at)?;
-        if ex.attempts > 0 && !self.retries.try_withdraw(now_ms) {
-            if let Some(ex) = self.exchanges.get_mut(&id) {
-                ex.retry_denied = true;
-            }
+        let ex = self.exchanges.get_mut(&id)?;
+        if !retry_granted(&mut self.retries, ex, now_ms) {
             return None;
         }
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -272,4 +269,15 @@ pub(super) fn delivery_explain(config: &RouterConfig, ex: &Exchange, node: Optio
         cache: ex.cache,
         panic: ex.panic,
     }
+}
+
+/// Whether exchange `ex` may make its next attempt: the first always may; a
+/// retry only while the retry budget lasts (which it then draws on). A
+/// refusal is noted in the exchange, for its answer.
+fn retry_granted(retries: &mut RetryBudget, ex: &mut Exchange, now_ms: u64) -> bool {
+    if ex.attempts > 0 && !retries.try_withdraw(now_ms) {
+        ex.retry_denied = true;
+        return false;
+    }
+    true
 }
