@@ -221,7 +221,7 @@ impl WasmRouter {
                 continue;
             };
             match self.kept.spent.iter_mut().find(|k| k.node == *node) {
-                Some(k) if (s.day, s.spent) > (k.day, k.spent) => (k.day, k.spent) = (s.day, s.spent),
+                Some(k) if k.superseded_by(s.day, s.spent) => (k.day, k.spent) = (s.day, s.spent),
                 Some(_) => {}
                 None => self.kept.spent.push(Spend { node: node.clone(), day: s.day, spent: s.spent }),
             }

@@ -75,6 +75,15 @@ pub struct Spend {
     pub spent: f64,
 }
 
+impl Spend {
+    /// Whether `spent` on `day` is later news than this record: a later day,
+    /// or more of the same day (an exchange finishing on an older router
+    /// reports less). Hosts keep the latest across config changes.
+    pub fn superseded_by(&self, day: u32, spent: f64) -> bool {
+        day > self.day || (day == self.day && spent > self.spent)
+    }
+}
+
 /// A node's settled spending as a [`Reply`] reports it: the node by its
 /// place in the config's list of nodes ([`Configured::Ok`] lists their ids
 /// once), so that no id crosses the ABI with every metered request.
@@ -260,5 +269,20 @@ impl Event {
                 0
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_days_and_more_of_the_same_day_supersede_a_kept_spend() {
+        let kept = Spend { node: "a".into(), day: 10, spent: 2.0 };
+        assert!(kept.superseded_by(11, 0.0), "a later day");
+        assert!(kept.superseded_by(10, 2.5), "more of the same day");
+        assert!(!kept.superseded_by(10, 1.5), "less of the same day: an older router's report");
+        assert!(!kept.superseded_by(9, 5.0), "an earlier day");
+        assert!(!kept.superseded_by(10, 2.0), "the same news");
     }
 }

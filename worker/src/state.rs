@@ -81,12 +81,7 @@ impl Generation {
             ISOLATE.with_borrow_mut(|isolate| {
                 if let Some(isolate) = isolate {
                     for s in spent {
-                        // A later day, or more of the same day: an exchange
-                        // finishing on an older generation reports less.
-                        let newer = isolate
-                            .kept
-                            .get(&s.node)
-                            .is_none_or(|k| s.day > k.day || (s.day == k.day && s.spent > k.spent));
+                        let newer = isolate.kept.get(&s.node).is_none_or(|k| k.superseded_by(s.day, s.spent));
                         if newer {
                             isolate.kept.insert(s.node.clone(), s);
                         }
