@@ -48,20 +48,66 @@ impl fmt::Display for Country {
     }
 }
 
-/// The 27 EU member states, which `@EU` stands for in country lists.
+/// The 27 EU member states, which `EU` and `@EU` stand for in country lists.
 pub const EU_MEMBERS: [&str; 27] = [
     "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT", "LU", "MT",
     "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
 ];
 
-/// Expands a country list entry: a code, or `@EU`.
+/// The EEA's members beyond the EU: `EEA` is the EU and these.
+const EEA_ALSO: [&str; 3] = ["IS", "LI", "NO"];
+
+/// The region names country lists accept, with or without `@`, and what each stands for.
+pub const REGIONS: [(&str, &str); 2] =
+    [("EU", "the 27 EU member states"), ("EEA", "the EU member states, Iceland, Liechtenstein and Norway")];
+
+/// The ISO 3166-1 alpha-2 codes assigned to countries and territories, sorted.
+const ISO_3166_1: [&str; 249] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ", "BA", "BB", "BD",
+    "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS", "BT", "BV", "BW", "BY", "BZ", "CA",
+    "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN", "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE",
+    "DJ", "DK", "DM", "DO", "DZ", "EC", "EE", "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA",
+    "GB", "GD", "GE", "GF", "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK",
+    "HM", "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM", "JO", "JP",
+    "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC", "LI", "LK", "LR", "LS", "LT",
+    "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK", "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS",
+    "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA", "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ",
+    "OM", "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS",
+    "RU", "RW", "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS", "ST",
+    "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO", "TR", "TT", "TV", "TW",
+    "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI", "VN", "VU", "WF", "WS", "YE", "YT", "ZA",
+    "ZM", "ZW",
+];
+
+/// A code outside ISO 3166-1 that CDNs and IP databases use for real
+/// clients: `XK`, Kosovo (user-assigned).
+const ALSO_USED: [&str; 1] = ["XK"];
+
+/// Expands a country list entry: an ISO 3166-1 alpha-2 code (or `XK`),
+/// or a region name, `EU` or `EEA`, with or without `@`.
 pub fn expand_country(entry: &str) -> Result<Vec<Country>, String> {
-    if entry.eq_ignore_ascii_case("@EU") {
-        return Ok(EU_MEMBERS.iter().filter_map(|c| Country::parse(c)).collect());
+    let name = entry.trim();
+    let region = name.strip_prefix('@').unwrap_or(name);
+    let members: Option<Vec<&str>> = if region.eq_ignore_ascii_case("EU") {
+        Some(EU_MEMBERS.to_vec())
+    } else if region.eq_ignore_ascii_case("EEA") {
+        Some(EU_MEMBERS.iter().chain(&EEA_ALSO).copied().collect())
+    } else {
+        None
+    };
+    if let Some(members) = members {
+        return Ok(members.into_iter().filter_map(Country::parse).collect());
     }
-    Country::parse(entry)
-        .map(|c| vec![c])
-        .ok_or_else(|| format!("`{entry}` is not a country: use a two-letter ISO 3166-1 code such as `DE`, or `@EU`"))
+    let regions = REGIONS.iter().map(|(r, _)| format!("`{r}`")).collect::<Vec<_>>().join(", ");
+    match Country::parse(name) {
+        Some(c) if ISO_3166_1.binary_search(&c.as_str()).is_ok() || ALSO_USED.contains(&c.as_str()) => Ok(vec![c]),
+        Some(c) => {
+            Err(format!("`{entry}` is not a country: {c} is not an ISO 3166-1 alpha-2 code (regions: {regions})"))
+        }
+        None => Err(format!(
+            "`{entry}` is not a country: use a two-letter ISO 3166-1 code such as `DE`, or a region: {regions}"
+        )),
+    }
 }
 
 /// Why the geofence refused a request.
@@ -176,11 +222,28 @@ mod tests {
     }
 
     #[test]
-    fn at_eu_expands_to_member_states() {
+    fn regions_expand_to_their_members_with_or_without_at() {
         let eu = expand_country("@EU").unwrap();
         assert_eq!(eu.len(), 27);
         assert!(eu.contains(&c("GR")) && !eu.contains(&c("GB")));
+        assert_eq!(expand_country("EU").unwrap(), eu);
+        assert_eq!(expand_country("eu").unwrap(), eu);
+        let eea = expand_country("EEA").unwrap();
+        assert_eq!(eea.len(), 30);
+        assert!(eea.contains(&c("NO")) && !eea.contains(&c("CH")));
         assert!(expand_country("Germany").unwrap_err().contains("two-letter"));
+    }
+
+    #[test]
+    fn only_assigned_codes_are_countries() {
+        assert!(ISO_3166_1.windows(2).all(|w| w[0] < w[1]), "the table must stay sorted");
+        assert_eq!(expand_country("de").unwrap(), vec![c("DE")]);
+        assert_eq!(expand_country("XK").unwrap(), vec![c("XK")]);
+        for unassigned in ["ZZ", "UK", "AA", "QQ"] {
+            let err = expand_country(unassigned).unwrap_err();
+            assert!(err.contains("not an ISO 3166-1 alpha-2 code"), "{err}");
+        }
+        assert!(expand_country("XX").unwrap_err().contains("two-letter"), "XX means unknown");
     }
 
     #[test]

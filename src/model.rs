@@ -84,6 +84,9 @@ mod tests {
         Node {
             id: "n".into(),
             node_type: NodeType::Edge,
+            provider: None,
+            region: None,
+            location: None,
             base_url: "http://n".into(),
             models: models.iter().map(|m| m.to_string()).collect(),
             small_models: small,

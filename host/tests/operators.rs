@@ -20,6 +20,8 @@ struct EdgeBox {
     child: Child,
     addr: String,
     admin: String,
+    /// What it logged until it was serving.
+    log: Vec<String>,
 }
 
 impl Drop for EdgeBox {
@@ -31,9 +33,14 @@ impl Drop for EdgeBox {
 
 impl EdgeBox {
     fn start(config: &str) -> Self {
+        Self::start_as("config.yaml", config)
+    }
+
+    /// Starts it with `config` written to a file called `name`.
+    fn start_as(name: &str, config: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("edge-router-operators-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("config.yaml");
+        let path = dir.join(name);
         std::fs::write(&path, config).expect("config written");
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
@@ -54,9 +61,11 @@ impl EdgeBox {
             }
         });
         let (mut addr, mut admin) = (None, None);
+        let mut log = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while addr.is_none() || admin.is_none() {
             let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("start-up log");
+            log.push(line.clone());
             if let Some(a) = line.split("admin API on ").nth(1) {
                 admin = Some(a.trim().to_string());
             }
@@ -64,7 +73,7 @@ impl EdgeBox {
                 addr = Some(a.trim().to_string());
             }
         }
-        Self { child, addr: addr.unwrap_or_default(), admin: admin.unwrap_or_default() }
+        Self { child, addr: addr.unwrap_or_default(), admin: admin.unwrap_or_default(), log }
     }
 
     /// Runs a CLI command against the admin API; returns (success, stdout, stderr).
@@ -233,4 +242,91 @@ routing:
     assert!(edge.ok(&["purge", "--node", "backup"]).contains("purged 1 cache entries"));
     assert_eq!(cache_state(&chat(&client, &addr, "m", "deterministic").await), "MISS");
     assert_eq!(edge.status()["cache_store"]["entries"], 1);
+}
+
+/// `../shared/seed-configs/NAME`, the users' configs, read as written.
+fn seed(name: &str) -> (String, String) {
+    let path = format!("{}/../../shared/seed-configs/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    (path, text)
+}
+
+/// The seed with every `host:` pointed at `origin` (tests reach loopback
+/// only), a scheme-less host kept scheme-less, and an admin listener added.
+fn on_loopback(seed: &str, origin: &str) -> String {
+    let mut out: String = seed
+        .lines()
+        .map(|line| match line.split_once("host: ") {
+            Some((indent, written)) if written.contains("://") => format!("{indent}host: \"{origin}\""),
+            Some((indent, _)) => format!("{indent}host: \"{}\"", origin.trim_start_matches("http://")),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push_str("\nadmin: {listen: \"127.0.0.1:0\"}\n");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_configs_check_as_written_and_serve() {
+    let seeds = ["hybrid-deploy.yaml", "local-plus-cloud.yaml", "multi-region.yaml", "edge-local-cloud.yaml"];
+    for name in seeds {
+        let (path, _) = seed(name);
+        let out = Command::new(BIN).args(["check", &path]).output().expect("check runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(": OK, "), "{name}: {stdout}");
+    }
+    let (path, text) = seed("hybrid-deploy.yaml");
+    let out = Command::new(BIN).args(["check", &path]).output().expect("check runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("config miaoquai-hybrid-deploy version 1.0: OK, 3 nodes, 4 rules"), "{stdout}");
+    assert!(stdout.contains(&format!("warning: {path}:43:18: routing.rules[1].fallback[0]")), "{stdout}");
+    assert!(stdout.contains("aws us-east-1") && stdout.contains("cloudflare cn-beijing"), "{stdout}");
+
+    // Served, with every host on a loopback origin: the warnings are
+    // logged, rules route by the documents' request types, and `status`
+    // shows where each node is and the routing split by node type.
+    let origin = FakeOrigin::start("seed", Script::default()).await.expect("start");
+    let edge = EdgeBox::start_as("hybrid-deploy.yaml", &on_loopback(&text, &origin.url()));
+    let log = edge.log.join("\n");
+    assert!(log.contains("hybrid-deploy.yaml:43:18") && log.contains("this fallback is skipped"), "{log}");
+    let client = client();
+    let typed = |kind: &'static str, words: usize| {
+        let content = vec!["word"; words].join(" ");
+        let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]});
+        http::Request::post(format!("{}/v1/chat/completions", edge.addr))
+            .header("content-type", "application/json")
+            .header("x-request-type", kind)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request")
+    };
+    for (kind, words, node) in [
+        ("realtime_chat", 5, "local-primary"),
+        ("realtime_chat", 5, "local-primary"),
+        ("complex_reasoning", 3000, "cloud-aws-us"),
+    ] {
+        let resp = client.request(typed(kind, words)).await.expect("answer");
+        assert_eq!(
+            (resp.status().as_u16(), resp.headers()["x-edge-node"].to_str().unwrap_or_default()),
+            (200, node),
+            "{kind}"
+        );
+        let _ = resp.into_body().collect().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let table = edge.ok(&["status"]);
+    assert!(table.contains("routing, last hour: local 66.7% / cloud 33.3% / edge 0.0%"), "{table}");
+    assert!(table.contains("aws us-east-1"), "{table}");
+    let status = edge.status();
+    assert_eq!(status["version"], "1.0");
+    assert_eq!(status["nodes"][2]["location"], "cn-beijing");
+    drop(edge);
+
+    // The other three serve too.
+    for name in &seeds[1..] {
+        let edge = EdgeBox::start_as(name, &on_loopback(&seed(name).1, &origin.url()));
+        let resp = chat(&client, &edge.addr, "gpt-4o", "hello").await;
+        assert_eq!(resp.status(), 200, "{name}");
+    }
 }

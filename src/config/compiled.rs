@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use origin_fallback::Strategy;
 
 use super::DurationSpec;
+use super::load::Position;
 use super::net::CidrBlock;
 use super::types::*;
 use crate::auth::KeyTable;
@@ -20,6 +21,12 @@ pub struct Node {
     pub id: String,
     /// Where it runs.
     pub node_type: NodeType,
+    /// Who runs it (`aws`, `openai`…), as written.
+    pub provider: Option<String>,
+    /// The provider's region, as written.
+    pub region: Option<String>,
+    /// Where it is, as written.
+    pub location: Option<String>,
     /// Base URL without a trailing slash.
     pub base_url: String,
     /// Models served, smallest first.
@@ -61,13 +68,24 @@ impl Node {
     }
 }
 
-/// Something legal but probably unintended, reported by `edge-router check`.
+/// Something the router loads but does not act on, or that is legal but
+/// probably unintended: printed by `edge-router check`, logged by `serve`
+/// and the Worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
-    /// Where.
+    /// Where in the file.
+    pub position: Position,
+    /// The path of the value, e.g. `routing.rules[1].fallback[0]`.
     pub path: String,
-    /// What.
+    /// What, as a sentence.
     pub message: String,
+}
+
+impl Warning {
+    /// The warning as `file:line:column: path: message`, as errors read.
+    pub fn in_file(&self, file: &str) -> String {
+        format!("{file}:{}:{}: {}: {}", self.position.line, self.position.column, self.path, self.message)
+    }
 }
 
 /// A validated, compiled configuration.
@@ -75,6 +93,8 @@ pub struct Warning {
 pub struct RouterConfig {
     /// Deployment name.
     pub name: String,
+    /// The config's own version, as written.
+    pub version: Option<String>,
     /// Edge box settings.
     pub server: ServerConfig,
     /// Parsed `server.trusted_proxies`.
@@ -113,7 +133,9 @@ pub struct RouterConfig {
     pub admin: AdminConfig,
     /// The edge cache.
     pub cache: CacheConfig,
-    /// Legal but suspicious things.
+    /// Autoscaling thresholds, validated; acted on by the operations layer.
+    pub autoscaling: Vec<AutoscalingConfig>,
+    /// What is loaded but not acted on, and legal but suspicious things.
     pub warnings: Vec<Warning>,
 }
 

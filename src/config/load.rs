@@ -125,26 +125,185 @@ pub fn parse_document(file: &str, text: &str) -> Result<(Value, Positions), Conf
     }
 }
 
-/// Deserializes `value` into `T`, turning the first serde error into a located one.
-pub fn deserialize<T: serde::de::DeserializeOwned>(value: Value, positions: &Positions) -> Result<T, ConfigErrors> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = path_string(e.path());
-        let message = e.into_inner().to_string();
-        ConfigErrors(vec![positions.error(&path, message)])
-    })
+/// What deserializing a document found: the value (from a repaired copy of
+/// the document when something was wrong), and every type error, one per
+/// value, each located.
+pub struct Deserialized<T> {
+    /// The deserialized config; `None` only when a mistake could not be stepped over.
+    pub value: Option<T>,
+    /// The type errors (unknown fields, wrong types, missing fields), in the order found.
+    pub errors: Vec<ConfigError>,
 }
 
-fn path_string(path: &serde_path_to_error::Path) -> String {
+impl<T> Deserialized<T> {
+    /// Whether `path` is, or lies inside, a value that already has a type
+    /// error: what validation says of it is a consequence, not news.
+    pub fn covers(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| is_within(path, &e.path))
+    }
+}
+
+/// Whether `path` is `outer` or lies under it.
+fn is_within(path: &str, outer: &str) -> bool {
+    outer.is_empty() || path.strip_prefix(outer).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// The most type errors one file reports; past this, loading stops.
+const MOST_TYPE_ERRORS: usize = 100;
+
+/// Deserializes `value` into `T`, reporting every type error rather than the
+/// first. serde stops at the first mistake, so after each one the value in
+/// question is taken out of the document (an optional field then takes its
+/// default) or replaced by a stand-in of another shape, and deserializing is
+/// tried again. Each value is reported once, and nothing inside a reported
+/// value is reported again, so a stand-in never produces errors of its own.
+pub fn deserialize_all<T: serde::de::DeserializeOwned>(mut value: Value, positions: &Positions) -> Deserialized<T> {
+    let mut errors: Vec<ConfigError> = Vec::new();
+    // The value being repaired, and the repairs not yet tried on it.
+    let mut repairing: Option<(Vec<Step>, Vec<Option<Value>>, bool)> = None;
+    // Enough rounds for every reported value to try every repair.
+    for _ in 0..MOST_TYPE_ERRORS * (STAND_INS.len() + 3) {
+        let err = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(t) => return Deserialized { value: Some(t), errors },
+            Err(err) => err,
+        };
+        let mut steps = steps_of(err.path());
+        let message = err.into_inner().to_string();
+        let missing = missing_field(&message).map(str::to_string);
+        if let Some(field) = &missing {
+            steps.push(Step::Key(field.clone()));
+        }
+        let (mut untried, mut hinted) = match repairing.take() {
+            Some((same, untried, hinted)) if same == steps => (untried, hinted),
+            _ => {
+                let path = steps_string(&steps);
+                if !errors.iter().any(|e| is_within(&path, &e.path)) {
+                    if errors.len() == MOST_TYPE_ERRORS {
+                        break;
+                    }
+                    errors.push(positions.error(&path, message.clone()));
+                }
+                // Taken out first, where it can be (an optional field then
+                // takes its default); an absent field starts at the stand-ins.
+                let mut repairs: Vec<Option<Value>> = STAND_INS.iter().rev().map(|make| Some(make())).collect();
+                if missing.is_none() && matches!(steps.last(), Some(Step::Key(_))) {
+                    repairs.push(None);
+                }
+                (repairs, false)
+            }
+        };
+        // serde names the variants an enum would take: try the first.
+        if !hinted && let Some(variant) = expected_variant(&message) {
+            untried.push(Some(variant));
+            hinted = true;
+        }
+        let Some(repair) = untried.pop() else { break };
+        if !replace(&mut value, &steps, repair) {
+            break;
+        }
+        repairing = Some((steps, untried, hinted));
+    }
+    if errors.is_empty() {
+        errors.push(positions.error("", "this config could not be read"));
+    }
+    Deserialized { value: None, errors }
+}
+
+/// The first variant in serde's "unknown variant `x`, expected one of `a`,
+/// `b`" (or "expected `a` or `b`") message.
+fn expected_variant(message: &str) -> Option<Value> {
+    let rest = message.strip_prefix("unknown variant `")?;
+    let (_, expected) = rest.split_once("expected ")?;
+    let first = expected.trim_start_matches("one of ").strip_prefix('`')?;
+    first.split_once('`').map(|(v, _)| Value::String(v.to_string()))
+}
+
+/// Values of each JSON shape, tried in turn in place of a wrong one.
+const STAND_INS: [fn() -> Value; 6] = [
+    || Value::String(String::new()),
+    || Value::Number(0.into()),
+    || Value::Bool(false),
+    || Value::Array(Vec::new()),
+    || Value::Object(Map::new()),
+    || Value::Null,
+];
+
+/// The field named by serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split_once('`').map(|(field, _)| field)
+}
+
+/// One step into a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+fn steps_of(path: &serde_path_to_error::Path) -> Vec<Step> {
     use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect()
+}
+
+fn steps_string(steps: &[Step]) -> String {
     let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } => push_key(&mut out, key),
-            Segment::Enum { .. } | Segment::Unknown => {}
+    for step in steps {
+        match step {
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+            Step::Key(k) => push_key(&mut out, k),
         }
     }
     out
+}
+
+/// Puts `with` at `steps` in `root` (a field is added if absent), or takes
+/// the value there out when `with` is `None`. False when the place cannot be
+/// reached.
+fn replace(root: &mut Value, steps: &[Step], with: Option<Value>) -> bool {
+    let Some((last, parents)) = steps.split_last() else {
+        return match with {
+            Some(v) => {
+                *root = v;
+                true
+            }
+            None => false,
+        };
+    };
+    let mut here = root;
+    for step in parents {
+        here = match (step, here) {
+            (Step::Key(k), Value::Object(map)) => match map.get_mut(k) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Step::Index(i), Value::Array(items)) => match items.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, here, with) {
+        (Step::Key(k), Value::Object(map), None) => map.remove(k).is_some(),
+        (Step::Key(k), Value::Object(map), Some(v)) => {
+            map.insert(k.clone(), v);
+            true
+        }
+        (Step::Index(i), Value::Array(items), Some(v)) => match items.get_mut(*i) {
+            Some(slot) => {
+                *slot = v;
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 fn push_key(path: &mut String, key: &str) {

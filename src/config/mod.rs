@@ -7,6 +7,7 @@
 mod compiled;
 mod duration;
 mod load;
+mod metric;
 mod net;
 mod percent;
 mod size;
@@ -16,6 +17,7 @@ mod validate;
 pub use compiled::{Node, RouterConfig, Warning};
 pub use duration::DurationSpec;
 pub use load::{ConfigError, ConfigErrors, Position};
+pub use metric::Metric;
 pub use net::CidrBlock;
 pub use percent::Percent;
 pub use size::ByteSize;
@@ -26,6 +28,9 @@ pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(ConfigFile);
     serde_json::to_value(schema).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod seed_tests;
 
 #[cfg(test)]
 mod tests {
@@ -64,12 +69,12 @@ mod tests {
 
     #[test]
     fn every_error_is_reported_not_just_the_first() {
-        let yaml = "nodes:\n  - {id: a, type: cloud, host: \"http://a\", weight: -1}\n  - {id: b, type: cloud, host: \"nope\"}\ngeofence:\n  deny: [Narnia]\n";
+        let yaml = "nodes:\n  - {id: a, type: cloud, host: \"http://a\", weight: -1}\n  - {id: b, type: cloud, host: \"ftp://nope\"}\ngeofence:\n  deny: [Narnia]\n";
         let err = RouterConfig::load("c.yaml", yaml).unwrap_err();
         let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
         assert_eq!(lines.len(), 3, "{lines:#?}");
         assert!(lines[0].starts_with("c.yaml:2:") && lines[0].contains("weight"), "{}", lines[0]);
-        assert!(lines[1].starts_with("c.yaml:3:") && lines[1].contains("needs a scheme"), "{}", lines[1]);
+        assert!(lines[1].starts_with("c.yaml:3:") && lines[1].contains("must be http or https"), "{}", lines[1]);
         assert!(lines[2].starts_with("c.yaml:5:") && lines[2].contains("two-letter"), "{}", lines[2]);
     }
 
@@ -78,7 +83,7 @@ mod tests {
         let yaml = "residency:\n  jurisdictions: {EU: [\"@EU\"], DE-ONLY: [DE]}\nnodes:\n  - {id: a, type: cloud, host: \"http://a\", data_residency: EUROPE}\n";
         let err = RouterConfig::load("c.yaml", yaml).unwrap_err().to_string();
         assert!(err.contains("already in jurisdiction"), "{err}");
-        assert!(err.contains("`EUROPE` is neither `global` nor a jurisdiction"), "{err}");
+        assert!(err.contains("`EUROPE` is neither `global`, a jurisdiction"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct ConfigFile {
     /// A name for this deployment, shown by `edge-router check`.
     #[serde(default)]
     pub name: String,
+    /// The config's own version, e.g. `"1.0"`: shown by `check` and `status`, not interpreted.
+    #[serde(default)]
+    pub version: Option<ConfigVersion>,
     /// How the edge box listens and whom it trusts. Ignored on Cloudflare Workers.
     #[serde(default)]
     pub server: ServerConfig,
@@ -53,6 +56,81 @@ pub struct ConfigFile {
     /// The edge cache of AI answers.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Metrics the operator wants watched. Those the router cannot observe are warned about.
+    #[serde(default)]
+    pub monitoring: MonitoringConfig,
+    /// Scale-out and scale-in thresholds per node, turned into signals; the router never owns instances.
+    #[serde(default)]
+    pub autoscaling: Vec<AutoscalingConfig>,
+}
+
+/// A config version as written: `"1.0"` or `1.0`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ConfigVersion {
+    /// Written as a string.
+    Text(String),
+    /// Written as a number.
+    Number(f64),
+}
+
+impl std::fmt::Display for ConfigVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(t) => f.write_str(t),
+            // `1.0` stays `1.0`, as written, not `1`.
+            Self::Number(n) => write!(f, "{n:?}"),
+        }
+    }
+}
+
+/// Metrics to watch (see `docs/config.md#monitoring-and-autoscaling`).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// Metric names such as `node_active_requests` or `routing_distribution`.
+    #[serde(default)]
+    pub metrics: Vec<String>,
+}
+
+/// One autoscaling threshold of a node.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalingConfig {
+    /// The node whose instances the signal is about.
+    pub node: String,
+    /// What is compared with the threshold, e.g. `active_requests` or `utilization`.
+    pub metric: String,
+    /// The value at which the signal fires: above it for `scale_out`, below it for `scale_in`.
+    pub threshold: f64,
+    /// `scale_out` or `scale_in`.
+    pub action: ScaleAction,
+    /// Fewest instances a `scale_in` may leave.
+    #[serde(default)]
+    pub min_instances: Option<u32>,
+    /// Most instances a `scale_out` may ask for.
+    #[serde(default)]
+    pub max_instances: Option<u32>,
+}
+
+/// Which way an autoscaling signal points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleAction {
+    /// More instances: fires when the metric rises above the threshold.
+    ScaleOut,
+    /// Fewer instances: fires when the metric falls below the threshold.
+    ScaleIn,
+}
+
+impl ScaleAction {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScaleOut => "scale_out",
+            Self::ScaleIn => "scale_in",
+        }
+    }
 }
 
 /// Settings of the native edge box.
@@ -122,8 +200,19 @@ pub struct NodeConfig {
     /// Where the node runs.
     #[serde(rename = "type")]
     pub node_type: NodeType,
-    /// Base URL of the origin, `http://` or `https://`, e.g. `http://10.0.0.5:8000`.
+    /// Base URL of the origin, `http://` or `https://`, e.g. `http://10.0.0.5:8000`. Without a
+    /// scheme, private addresses and local names get `http://`, anything else `https://`.
     pub host: String,
+    /// Who runs the node, e.g. `aws`, `cloudflare` or `openai`. Shown by `status`; rules select by it
+    /// with `provider:aws`.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The provider's region, e.g. `us-east-1`. Rules select by it with `region:us-*`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Where the node is, e.g. `cn-beijing`. Rules select by it with `location:cn-*`.
+    #[serde(default)]
+    pub location: Option<String>,
     /// Models the node serves, smallest first. `model: auto` picks from this list.
     #[serde(default)]
     pub models: Vec<String>,
@@ -241,7 +330,10 @@ impl StrategyName {
 pub struct RoutingConfig {
     /// Strategy for requests no rule matches, and for choosing among a rule's candidates.
     #[serde(default)]
-    pub default: StrategyName,
+    pub default: Option<StrategyName>,
+    /// Another name for `default`, as the source documents write it.
+    #[serde(default)]
+    pub strategy: Option<StrategyName>,
     /// Node that receives every path other than the OpenAI endpoints, unchanged.
     /// Without it, other paths get 404.
     #[serde(default)]
@@ -281,9 +373,11 @@ pub struct RuleConfig {
     /// Conditions, all of which must hold.
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
-    /// A node id, or a glob over node ids such as `edge-*`.
+    /// A node id, a glob over node ids such as `edge-*`, or a selector over
+    /// what describes a node: `type:edge`, `provider:aws`, `region:eu-*`, `location:cn-*`.
     pub target: String,
-    /// Nodes (ids or globs) tried after the target's candidates, in order.
+    /// Nodes (ids, globs or selectors) tried after the target's candidates, in order. One that names
+    /// no node is skipped, with a warning.
     #[serde(default)]
     pub fallback: Vec<String>,
     /// Rules with a larger boost are tried before rules with a smaller one.
@@ -327,7 +421,7 @@ pub struct MatchConfig {
     /// A comparison on estimated tokens: `<1000`, `<=1000`, `>2000`, `>=2000` or `=500`.
     #[serde(default)]
     pub estimated_tokens: Option<String>,
-    /// Client country (ISO 3166-1 alpha-2), one or a list.
+    /// Client country (ISO 3166-1 alpha-2) or region (`EU`, `EEA`), one or a list.
     #[serde(default)]
     pub geo: Option<OneOrMany>,
     /// User tier from the API-key table, one or a list.

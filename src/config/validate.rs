@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use origin_fallback::Strategy;
 
 use super::compiled::{Node, RouterConfig, Warning};
-use super::load::{ConfigErrors, Positions, deserialize, parse_document};
+use super::load::{ConfigErrors, Position, Positions, deserialize_all, parse_document};
+use super::metric::Metric;
 use super::net::CidrBlock;
 use super::types::*;
 use crate::auth::{KeyEntry, KeyTable, Principal, parse_digest};
@@ -32,19 +33,59 @@ fn parse_utc_offset(text: &str) -> Option<i32> {
     (h <= 14 && m < 60 && h * 60 + m <= 14 * 60).then_some(sign * (h * 60 + m))
 }
 
+/// The scheme of a `host` written without one, and why: `:443` is https and
+/// `:80` http; otherwise private, loopback and link-local addresses and local
+/// names (`localhost`, one label, `.local`, `.internal`, `.lan`,
+/// `.home.arpa`) are http, anything else https.
+fn default_scheme(host: &str) -> (&'static str, &'static str) {
+    let authority = host.split('/').next().unwrap_or_default();
+    let (name, port) = match authority.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
+        _ => (authority, None),
+    };
+    match port {
+        Some("443") => return ("https", "port 443"),
+        Some("80") => return ("http", "port 80"),
+        _ => {}
+    }
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    let local = match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_private() || ip.is_loopback() || ip.is_link_local() || (a == 100 && (64..128).contains(&b))
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            let first = ip.segments()[0];
+            ip.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+        Err(_) => {
+            let lower = bare.to_ascii_lowercase();
+            !lower.contains('.')
+                || [".localhost", ".local", ".internal", ".lan", ".home.arpa"].iter().any(|s| lower.ends_with(s))
+        }
+    };
+    if local { ("http", "a private address or local name") } else { ("https", "a public name or address") }
+}
+
 impl RouterConfig {
     /// Parses, validates and compiles a config. `file` names it in errors.
     pub fn load(file: &str, text: &str) -> Result<Self, ConfigErrors> {
         let (value, positions) = parse_document(file, text)?;
-        let raw: ConfigFile = deserialize(value, &positions)?;
+        let mut read = deserialize_all::<ConfigFile>(value, &positions);
+        let Some(raw) = read.value.take() else { return Err(ConfigErrors(read.errors)) };
         let mut v = Validator { positions: &positions, errors: Vec::new(), warnings: Vec::new() };
-        let compiled = v.compile(raw);
-        if v.errors.is_empty() {
-            let mut compiled = compiled;
+        let mut compiled = v.compile(raw);
+        // What validation says of a value that already has a type error
+        // comes from the stand-in put there, not from the file.
+        let found = v.errors.iter().filter(|(p, _)| !read.covers(p)).map(|(p, m)| positions.error(p, m.clone()));
+        let mut errors: Vec<_> = read.errors.iter().cloned().chain(found).collect();
+        if errors.is_empty() {
             compiled.warnings = v.warnings;
+            for w in &mut compiled.warnings {
+                w.position = positions.locate(&w.path);
+            }
             Ok(compiled)
         } else {
-            let mut errors: Vec<_> = v.errors.iter().map(|(p, m)| positions.error(p, m.clone())).collect();
             errors.sort_by_key(|e| (e.position.line, e.position.column));
             Err(ConfigErrors(errors))
         }
@@ -71,13 +112,18 @@ impl Validator<'_> {
         self.errors.push((path.into(), message.into()));
     }
 
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Warning { position: Position::default(), path: path.into(), message: message.into() });
+    }
+
     fn compile(&mut self, raw: ConfigFile) -> RouterConfig {
         let listen = self.listen(&raw.server);
         let trusted_proxies = self.server(&raw.server);
-        let residency = self.residency(&raw.residency);
-        let nodes = self.nodes(&raw.nodes, &residency);
+        let mut residency = self.residency(&raw.residency);
+        let nodes = self.nodes(&raw.nodes, &mut residency);
         let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-        let rules = self.rules(&raw.routing, &ids);
+        let default_strategy = self.default_strategy(&raw.routing);
+        let rules = self.rules(&raw.routing, &nodes, default_strategy);
         let passthrough = raw.routing.passthrough.as_ref().and_then(|id| {
             let found = ids.iter().position(|n| n == id);
             if found.is_none() {
@@ -88,6 +134,7 @@ impl Validator<'_> {
         let geofence = self.geofence(&raw.geofence);
         let auth = self.auth(&raw.auth);
         self.health(&raw.health_check);
+        self.monitoring(&raw.monitoring, &raw.autoscaling, &ids);
         self.model_routing(&raw.model_routing);
         let b = raw.routing.retry_budget;
         if !(b.ratio.is_finite() && b.ratio >= 0.0) {
@@ -112,13 +159,14 @@ impl Validator<'_> {
         });
         RouterConfig {
             name: raw.name,
+            version: raw.version.map(|v| v.to_string()),
             server: raw.server,
             trusted_proxies,
             listen,
             nodes,
             rules,
-            default_strategy: strategy(raw.routing.default),
-            default_strategy_name: raw.routing.default,
+            default_strategy: strategy(default_strategy),
+            default_strategy_name: default_strategy,
             passthrough,
             geofence,
             residency,
@@ -131,6 +179,7 @@ impl Validator<'_> {
             admin_listen,
             admin: raw.admin,
             cache: raw.cache,
+            autoscaling: raw.autoscaling,
             warnings: Vec::new(),
         }
     }
@@ -152,10 +201,10 @@ impl Validator<'_> {
             self.err("server.country_header", format!("`{h}` is not a valid header name"));
         }
         if s.country_header.is_none() && !s.trusted_proxies.is_empty() {
-            self.warnings.push(Warning {
-                path: "server.trusted_proxies".into(),
-                message: "trusted proxies are listed but no `country_header` is set, so they are never asked".into(),
-            });
+            self.warn(
+                "server.trusted_proxies",
+                "trusted proxies are listed but no `country_header` is set, so they are never asked",
+            );
         }
         let mut out = Vec::new();
         for (i, p) in s.trusted_proxies.iter().enumerate() {
@@ -205,7 +254,25 @@ impl Validator<'_> {
         out
     }
 
-    fn nodes(&mut self, nodes: &[NodeConfig], residency: &Residency) -> Vec<Node> {
+    /// `routing.default`, or `routing.strategy` as the source documents write it.
+    fn default_strategy(&mut self, routing: &RoutingConfig) -> StrategyName {
+        match (routing.default, routing.strategy) {
+            (Some(d), Some(s)) if d != s => {
+                self.err(
+                    "routing.strategy",
+                    format!(
+                        "`strategy` is another name for `default`, and they differ (`{}` and `{}`): keep one",
+                        d.as_str(),
+                        s.as_str()
+                    ),
+                );
+                d
+            }
+            (d, s) => d.or(s).unwrap_or_default(),
+        }
+    }
+
+    fn nodes(&mut self, nodes: &[NodeConfig], residency: &mut Residency) -> Vec<Node> {
         if nodes.is_empty() {
             self.err("nodes", "at least one node is needed");
         }
@@ -271,11 +338,19 @@ impl Validator<'_> {
                     format!("the total limit ({}) is shorter than first_byte ({})", t.total, t.first_byte),
                 );
             }
+            for (field, value) in [("provider", &n.provider), ("region", &n.region), ("location", &n.location)] {
+                if value.as_deref().is_some_and(|v| v.trim().is_empty() || v.contains(char::is_whitespace)) {
+                    self.err(format!("{path}.{field}"), "must be a word such as `aws` or `us-east-1`, without spaces");
+                }
+            }
             let node_residency = match n.data_residency.as_deref() {
                 None => NodeResidency::Unspecified,
                 Some(r) if r.eq_ignore_ascii_case("global") => NodeResidency::Global,
                 Some(r) => match residency.names.iter().position(|name| name == r) {
                     Some(j) => NodeResidency::In(j),
+                    None if expand_country(r).is_ok() => {
+                        self.implicit_jurisdiction(&format!("{path}.data_residency"), r, residency)
+                    }
                     None => {
                         let known = if residency.names.is_empty() {
                             "none are defined in `residency.jurisdictions`".to_string()
@@ -284,7 +359,7 @@ impl Validator<'_> {
                         };
                         self.err(
                             format!("{path}.data_residency"),
-                            format!("`{r}` is neither `global` nor a jurisdiction ({known})"),
+                            format!("`{r}` is neither `global`, a jurisdiction ({known}), a country nor a region"),
                         );
                         NodeResidency::Unspecified
                     }
@@ -293,6 +368,9 @@ impl Validator<'_> {
             out.push(Node {
                 id: n.id.clone(),
                 node_type: n.node_type,
+                provider: n.provider.clone(),
+                region: n.region.clone(),
+                location: n.location.clone(),
                 base_url,
                 models: n.models.clone(),
                 small_models: n.capabilities.iter().any(|c| c == "small_models"),
@@ -312,7 +390,106 @@ impl Validator<'_> {
         out
     }
 
-    fn base_url(&mut self, path: &str, host: &str) -> String {
+    /// A node's `data_residency` that names a country or region no
+    /// jurisdiction is called after (`data_residency: EU`, with no
+    /// `residency` section) makes that jurisdiction: its countries' requests
+    /// stay on its nodes, as the name says.
+    fn implicit_jurisdiction(&mut self, path: &str, name: &str, residency: &mut Residency) -> NodeResidency {
+        let countries = expand_country(name).unwrap_or_default();
+        let id = residency.names.len();
+        let clash: Vec<String> = countries
+            .iter()
+            .filter_map(|c| residency.by_country.get(c).map(|&j| format!("{c} (in `{}`)", residency.name(j))))
+            .collect();
+        if !clash.is_empty() {
+            self.err(
+                path,
+                format!(
+                    "`{name}` would be a jurisdiction of its own, but {} already belong to another; name that one instead",
+                    clash.join(", ")
+                ),
+            );
+            return NodeResidency::Unspecified;
+        }
+        residency.names.push(name.to_string());
+        for c in countries {
+            residency.by_country.insert(c, id);
+        }
+        NodeResidency::In(id)
+    }
+
+    /// `monitoring.metrics` and `autoscaling`: what the router can observe is
+    /// accepted, what it cannot is warned about, and thresholds that would
+    /// make a node scale out and in at once are refused.
+    fn monitoring(&mut self, m: &MonitoringConfig, scaling: &[AutoscalingConfig], ids: &[&str]) {
+        for (i, name) in m.metrics.iter().enumerate() {
+            if let Err(why) = Metric::parse(name) {
+                self.warn(format!("monitoring.metrics[{i}]"), format!("{why}; it is not watched"));
+            }
+        }
+        for (i, a) in scaling.iter().enumerate() {
+            let path = format!("autoscaling[{i}]");
+            if !ids.contains(&a.node.as_str()) {
+                self.warn(
+                    format!("{path}.node"),
+                    format!("`{}` is not the id of any node; this entry is skipped", a.node),
+                );
+            }
+            match Metric::parse(&a.metric) {
+                Err(why) => self.warn(format!("{path}.metric"), format!("{why}; this entry gives no signal")),
+                Ok(metric) if !metric.per_node() => self.err(
+                    format!("{path}.metric"),
+                    format!("`{}` is not a node's metric: autoscaling needs one of {}", a.metric, Metric::node_names()),
+                ),
+                Ok(_) => {}
+            }
+            if !(a.threshold.is_finite() && a.threshold >= 0.0) {
+                self.err(format!("{path}.threshold"), "must be zero or more");
+            }
+            match (a.min_instances, a.max_instances) {
+                (_, Some(0)) => self.err(format!("{path}.max_instances"), "must be at least 1"),
+                (Some(lo), Some(hi)) if lo > hi => self.err(
+                    format!("{path}.min_instances"),
+                    format!("min_instances ({lo}) is larger than max_instances ({hi})"),
+                ),
+                _ => {}
+            }
+            // A scale-in threshold at or above a scale-out one on the same
+            // metric would fire both ways at once.
+            for (k, b) in scaling.iter().enumerate().take(i) {
+                if a.node != b.node
+                    || Metric::parse(&a.metric).ok() != Metric::parse(&b.metric).ok()
+                    || a.action == b.action
+                {
+                    continue;
+                }
+                let (out, inn) = if a.action == ScaleAction::ScaleOut { (a, b) } else { (b, a) };
+                if inn.threshold >= out.threshold {
+                    self.err(
+                        format!("{path}.threshold"),
+                        format!(
+                            "`{}` on `{}`: the scale_in threshold ({}) must be below the scale_out threshold ({}) of autoscaling[{k}]",
+                            a.metric, a.node, inn.threshold, out.threshold
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn base_url(&mut self, path: &str, written: &str) -> String {
+        let schemed;
+        let host = if written.contains("://") || written.trim().is_empty() {
+            written
+        } else {
+            let (scheme, why) = default_scheme(written);
+            schemed = format!("{scheme}://{written}");
+            self.warn(
+                path,
+                format!("`{written}` has no scheme, so `{schemed}` is used ({why}); write the scheme to choose"),
+            );
+            &schemed
+        };
         let complaint = |why: &str| format!("`{host}` is not a usable origin URL: {why}");
         let uri: http::Uri = match host.parse() {
             Ok(u) => u,
@@ -340,24 +517,63 @@ impl Validator<'_> {
         host.trim_end_matches('/').to_string()
     }
 
-    fn resolve(&mut self, path: &str, pattern: &str, ids: &[&str]) -> Vec<usize> {
-        let found: Vec<usize> =
-            ids.iter().enumerate().filter(|(_, id)| glob_match(pattern, id)).map(|(i, _)| i).collect();
-        if found.is_empty() {
-            let what = if pattern.contains(['*', '?']) { "matches no node id" } else { "is not the id of any node" };
-            self.err(path, format!("`{pattern}` {what} (nodes: {})", ids.join(", ")));
+    /// The nodes a target or fallback names: an id, a glob over ids, or a
+    /// selector (`provider:aws`); `Err` says why none is named.
+    fn select(&mut self, path: &str, pattern: &str, nodes: &[Node]) -> Result<Vec<usize>, String> {
+        let ids = || nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ");
+        let (field, glob) = match pattern.split_once(':') {
+            Some((field, glob)) => (Some(field), glob),
+            None => (None, pattern),
+        };
+        let attribute = |n: &Node| -> Option<String> {
+            match field {
+                None => Some(n.id.clone()),
+                Some("type") => Some(n.node_type.as_str().to_string()),
+                Some("provider") => n.provider.clone(),
+                Some("region") => n.region.clone(),
+                Some("location") => n.location.clone(),
+                Some(_) => None,
+            }
+        };
+        if let Some(f) = field.filter(|f| !["type", "provider", "region", "location"].contains(f)) {
+            self.err(path, format!("`{f}:` is not a selector: use `type:`, `provider:`, `region:` or `location:`"));
+            return Ok(Vec::new());
         }
-        found
+        let found: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| attribute(n).is_some_and(|v| glob_match(glob, &v)))
+            .map(|(i, _)| i)
+            .collect();
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        Err(match field {
+            Some(f) => format!("`{pattern}` selects no node: no node's {f} matches `{glob}`"),
+            None if pattern.contains(['*', '?']) => format!("`{pattern}` matches no node id (nodes: {})", ids()),
+            None => format!("`{pattern}` is not the id of any node (nodes: {})", ids()),
+        })
     }
 
-    fn rules(&mut self, routing: &RoutingConfig, ids: &[&str]) -> Vec<Rule> {
+    fn rules(&mut self, routing: &RoutingConfig, nodes: &[Node], default: StrategyName) -> Vec<Rule> {
+        let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         let mut rules = Vec::new();
         for (i, r) in routing.rules.iter().enumerate() {
             let path = format!("routing.rules[{i}]");
-            let candidates = self.resolve(&format!("{path}.target"), &r.target, ids);
+            let candidates = self.select(&format!("{path}.target"), &r.target, nodes).unwrap_or_else(|why| {
+                self.err(format!("{path}.target"), why);
+                Vec::new()
+            });
             let mut fallback = Vec::new();
             for (k, f) in r.fallback.iter().enumerate() {
-                for n in self.resolve(&format!("{path}.fallback[{k}]"), f, ids) {
+                let path = format!("{path}.fallback[{k}]");
+                // The documents name fallbacks defined in another file:
+                // one that names nothing here is skipped, not fatal.
+                let found = self.select(&path, f, nodes).unwrap_or_else(|why| {
+                    self.warn(&path, format!("{why}; this fallback is skipped"));
+                    Vec::new()
+                });
+                for n in found {
                     if !fallback.contains(&n) && !candidates.contains(&n) {
                         fallback.push(n);
                     }
@@ -379,7 +595,7 @@ impl Validator<'_> {
                 matcher,
                 candidates,
                 fallback,
-                strategy: strategy(r.strategy.unwrap_or(routing.default)),
+                strategy: strategy(r.strategy.unwrap_or(default)),
                 priority_boost: r.priority_boost,
                 canary,
                 cache_ttl: r.cache_ttl,
@@ -391,14 +607,14 @@ impl Validator<'_> {
             && pos + 1 < rules.len()
         {
             let shadowed: Vec<&str> = rules[pos + 1..].iter().map(|r| r.label.as_str()).collect();
-            self.warnings.push(Warning {
-                path: "routing.rules".into(),
-                message: format!(
+            self.warn(
+                "routing.rules",
+                format!(
                     "rule `{}` matches every request, so {} can never match",
                     rules[pos].label,
                     shadowed.join(", ")
                 ),
-            });
+            );
         }
         rules
     }

@@ -69,6 +69,7 @@ impl Router {
         };
         let report = json!({
             "name": self.config.name,
+            "version": self.config.version,
             "now_ms": now_ms,
             "budget_day_resets_in_s": self.config.budget_day.end_ms(day).saturating_sub(now_ms).div_ceil(1000),
             "requests_in_flight": self.exchanges.len(),
@@ -106,6 +107,9 @@ impl Router {
         json!({
             "id": node.id,
             "type": node.node_type.as_str(),
+            "provider": node.provider,
+            "region": node.region,
+            "location": node.location,
             "health": health,
             "breaker": breaker,
             "draining": state.draining,

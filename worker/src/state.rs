@@ -185,6 +185,9 @@ fn adopt(isolate: &mut Option<Isolate>, override_text: Option<String>, now: u64)
             let (nodes, rules) = (config.nodes.len(), config.rules.len());
             let kept = isolate.take().map(|i| i.kept).unwrap_or_default();
             worker::console_log!("edge-router: config {file} in force ({nodes} nodes, {rules} rules)");
+            for w in &config.warnings {
+                worker::console_warn!("edge-router: config: {}", w.in_file(&file));
+            }
             *isolate =
                 Some(Isolate { current: Generation::new(config, &kept), text, refused: None, checked_ms: now, kept });
             Ok(())
