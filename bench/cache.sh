@@ -18,7 +18,7 @@ WORK=$(mktemp -d /tmp/edge-cache-bench.XXXXXX)
 source bench/lib.sh
 P_ORIGIN=$(free_port); P_NGINX=$(free_port); P_ROUTER=$(free_port); P_FILL=$(free_port); P_ADMIN=$(free_port)
 export EDGE_ROUTER_ADMIN_TOKEN="bench-$RANDOM-$RANDOM"
-MODELS='{"object":"list","data":[{"id":"llama-3-8b","object":"model"},{"id":"qwen2.5-0.5b","object":"model"}]}'
+FILES='{"object":"list","data":[{"id":"file-abc123","object":"file","bytes":120000,"filename":"train.jsonl","purpose":"fine-tune"}]}'
 # A chat completion of about 2 KiB, and a 3.5 KiB one for the memory fill (nginx's config
 # takes at most 4 KiB in one `return`).
 COMPLETION=$(python3 -c "
@@ -28,7 +28,7 @@ BIG=$(python3 -c "
 import json; print(json.dumps({'choices':[{'message':{'content':'x'*3400}}],'usage':{'total_tokens':900}}))")
 
 nginx_conf "$WORK/origin" "server { listen 127.0.0.1:$P_ORIGIN;
-    location /v1/models { default_type application/json; add_header Cache-Control 'max-age=3600'; return 200 '$MODELS'; }
+    location /v1/files { default_type application/json; add_header Cache-Control 'max-age=3600'; return 200 '$FILES'; }
     location /fill/ { default_type application/json; return 200 '$BIG'; }
     location / { default_type application/json; return 200 '$COMPLETION'; } }"
 nginx_conf "$WORK/proxy" "proxy_cache_path $WORK/proxy/cache keys_zone=edge:10m max_size=64m;
@@ -60,12 +60,12 @@ sed -e "s/cache: {memory: ${MEM:-64}MiB, default_ttl: 1h}/cache: {enabled: false
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --config "$WORK/nocache.yaml" --listen "127.0.0.1:$P_FILL" &
 PIDS+=($!); NOCACHE_PID=$!
 for p in $P_ORIGIN $P_NGINX $P_ROUTER $P_FILL; do
-  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$p/v1/models" && break; sleep 0.2; done
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$p/v1/files" && break; sleep 0.2; done
 done
 # Warm both caches and check they hit.
-curl -s -o /dev/null "http://127.0.0.1:$P_NGINX/v1/models"
-nginx_state=$(curl -s -D - -o /dev/null "http://127.0.0.1:$P_NGINX/v1/models" | awk -F': ' 'tolower($1)=="x-cache" {print $2}' | tr -d '\r')
-router_state=$(curl -s -D - -o /dev/null "http://127.0.0.1:$P_ROUTER/v1/models" | awk -F': ' 'tolower($1)=="x-edge-cache" {print $2}' | tr -d '\r')
+curl -s -o /dev/null "http://127.0.0.1:$P_NGINX/v1/files"
+nginx_state=$(curl -s -D - -o /dev/null "http://127.0.0.1:$P_NGINX/v1/files" | awk -F': ' 'tolower($1)=="x-cache" {print $2}' | tr -d '\r')
+router_state=$(curl -s -D - -o /dev/null "http://127.0.0.1:$P_ROUTER/v1/files" | awk -F': ' 'tolower($1)=="x-edge-cache" {print $2}' | tr -d '\r')
 echo "warm-up: nginx X-Cache=$nginx_state, edge-router x-edge-cache=$router_state" >&2
 
 cat > "$WORK/chat.lua" <<'LUA'
@@ -79,8 +79,8 @@ curl -s -o /dev/null -X POST -H 'content-type: application/json' \
 
 echo "loopback, $CONNS connections, $THREADS wrk threads, $DURATION × $ROUNDS rounds, $(nproc) cores" >&2
 for r in $(seq "$ROUNDS"); do
-  wrk_measure nginx-proxy_cache "http://127.0.0.1:$P_NGINX/v1/models" "$(nginx_pids "$WORK/proxy")"
-  wrk_measure edge-router-cache "http://127.0.0.1:$P_ROUTER/v1/models" "$ROUTER_PID"
+  wrk_measure nginx-proxy_cache "http://127.0.0.1:$P_NGINX/v1/files" "$(nginx_pids "$WORK/proxy")"
+  wrk_measure edge-router-cache "http://127.0.0.1:$P_ROUTER/v1/files" "$ROUTER_PID"
   wrk_measure edge-router-ai-hit "http://127.0.0.1:$P_ROUTER/v1/chat/completions" "$ROUTER_PID" "$WORK/chat.lua"
   echo "round $r done" >&2
 done

@@ -22,7 +22,9 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 for target in wasm32-unknown-unknown wasm32-wasip2; do
   cargo check --locked -q -p edge-cache -p origin-fallback -p edge-exchange -p edge-router --no-default-features --target "$target"
 done
-echo "== unit, property and end-to-end tests, and the load drill (bench/tests/drill.rs)"
+echo "== the official client SDKs the SDK tests drive (PyPI, pinned in tests/sdk/requirements.txt)"
+bash scripts/sdk-tools.sh
+echo "== unit, property and end-to-end tests, the SDK tests, and the load drill (bench/tests/drill.rs)"
 EDGE_ROUTER_MODULE="$PWD/target/wasm32-unknown-unknown/release/edge_router.wasm" \
   cargo test --locked --workspace
 echo "== the Cloudflare Workers build: lints, the upload wrangler would deploy, its size budget"

@@ -22,6 +22,13 @@ pub enum Endpoint {
     Completions,
     /// `POST /v1/embeddings`
     Embeddings,
+    /// `POST /v1/responses`
+    Responses,
+    /// `GET` (or `HEAD`) `/v1/models` and `/v1/models/{model}`: answered by the router.
+    Models,
+    /// `/v1/responses/{id}` and below it (`/cancel`, `/input_items`), any
+    /// method: the response object a node holds, reached by its id.
+    ResponseById,
     /// Any other method or path.
     Other,
 }
@@ -29,17 +36,45 @@ pub enum Endpoint {
 impl Endpoint {
     /// Classifies a method and a path (with or without a query).
     pub fn classify(method: &str, path_and_query: &str) -> Self {
-        if method != "POST" {
-            return Self::Other;
+        let path = path_and_query.split('?').next().unwrap_or_default().trim_end_matches('/');
+        if let Some(rest) = path.strip_prefix("/v1/responses/") {
+            return if rest.is_empty() { Self::Other } else { Self::ResponseById };
         }
-        let path = path_and_query.split('?').next().unwrap_or_default();
-        match path.trim_end_matches('/') {
-            "/v1/chat/completions" => Self::ChatCompletions,
-            "/v1/completions" => Self::Completions,
-            "/v1/embeddings" => Self::Embeddings,
+        match (method, path) {
+            ("POST", "/v1/chat/completions") => Self::ChatCompletions,
+            ("POST", "/v1/completions") => Self::Completions,
+            ("POST", "/v1/embeddings") => Self::Embeddings,
+            ("POST", "/v1/responses") => Self::Responses,
+            ("GET" | "HEAD", "/v1/models") => Self::Models,
+            ("GET" | "HEAD", p) if p.strip_prefix("/v1/models/").is_some_and(|m| !m.is_empty()) => Self::Models,
             _ => Self::Other,
         }
     }
+
+    /// Whether it is an AI request: a JSON body, read whole, whose facts
+    /// the rules route on.
+    pub fn is_api(self) -> bool {
+        matches!(self, Self::ChatCompletions | Self::Completions | Self::Embeddings | Self::Responses)
+    }
+}
+
+/// How a router tags the id of a response object (`/v1/responses`) a node
+/// made: `<id>~<node id>`. The tag carries the node, so that a follow-up
+/// (`previous_response_id`, or `GET /v1/responses/{id}`) reaches the node
+/// that holds the response's state, on any edge box or Worker isolate,
+/// with nothing remembered. Node ids never hold `~`.
+pub const RESPONSE_TAG: char = '~';
+
+/// The node named by a tagged response id, and the id the node gave.
+pub fn untag_response_id(tagged: &str) -> Option<(&str, &str)> {
+    let (id, node) = tagged.rsplit_once(RESPONSE_TAG)?;
+    (!id.is_empty() && !node.is_empty()).then_some((node, id))
+}
+
+/// The response id of a `/v1/responses/{id}[/…]` path.
+pub fn response_id_of_path(path_and_query: &str) -> Option<&str> {
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    path.strip_prefix("/v1/responses/")?.split('/').next().filter(|id| !id.is_empty())
 }
 
 /// Everything the router knows about a request before choosing a node.
@@ -67,6 +102,8 @@ pub struct RequestFacts {
     /// or completion request with a `temperature` above 0 or none (the
     /// OpenAI default is 1). Embeddings never are.
     pub samples: bool,
+    /// The response a `/v1/responses` request continues.
+    pub previous_response_id: Option<String>,
 }
 
 /// What the body told us. A native host reads it (with [`parse_body`]) and
@@ -83,6 +120,8 @@ pub struct BodyFacts {
     pub prompt_tokens: u64,
     /// `temperature`
     pub temperature: Option<f64>,
+    /// `previous_response_id` (`/v1/responses`): the node holding it must answer.
+    pub previous_response_id: Option<String>,
 }
 
 /// Tokens OpenAI's chat format adds around every message and before the reply.
@@ -99,10 +138,13 @@ pub fn parse_body(body: &[u8]) -> Result<BodyFacts, String> {
         messages: Option<Messages>,
         prompt: Option<Tokens>,
         input: Option<Tokens>,
+        instructions: Option<Tokens>,
         stream: Option<bool>,
         max_tokens: Option<u64>,
         max_completion_tokens: Option<u64>,
+        max_output_tokens: Option<u64>,
         temperature: Option<f64>,
+        previous_response_id: Option<String>,
     }
     // serde also reads a struct from a JSON array of its fields; a body must be an object.
     match body.trim_ascii_start().first() {
@@ -114,14 +156,18 @@ pub fn parse_body(body: &[u8]) -> Result<BodyFacts, String> {
         serde_json::error::Category::Data => format!("the request body does not have the expected shape: {e}"),
         _ => format!("the request body is not valid JSON: {e}"),
     })?;
-    let prompt_tokens =
-        parsed.messages.map_or(0, |m| m.0) + parsed.prompt.map_or(0, |t| t.0) + parsed.input.map_or(0, |t| t.0);
+    let prompt_tokens = [parsed.messages.map(|m| m.0), parsed.prompt.map(|t| t.0), parsed.input.map(|t| t.0)]
+        .into_iter()
+        .chain([parsed.instructions.map(|t| t.0)])
+        .flatten()
+        .fold(0u64, u64::saturating_add);
     Ok(BodyFacts {
         model: parsed.model,
         stream: parsed.stream.unwrap_or(false),
-        max_tokens: parsed.max_tokens.or(parsed.max_completion_tokens),
+        max_tokens: parsed.max_tokens.or(parsed.max_completion_tokens).or(parsed.max_output_tokens),
         prompt_tokens,
         temperature: parsed.temperature,
+        previous_response_id: parsed.previous_response_id,
     })
 }
 
@@ -142,11 +188,13 @@ pub fn request_facts(
         Some(t) => valid_type(t)?,
         None => match endpoint {
             Endpoint::Embeddings => "embedding".into(),
-            Endpoint::ChatCompletions if body.stream && body.prompt_tokens <= cfg.realtime_max_prompt_tokens => {
+            Endpoint::ChatCompletions | Endpoint::Responses
+                if body.stream && body.prompt_tokens <= cfg.realtime_max_prompt_tokens =>
+            {
                 "realtime_chat".into()
             }
-            Endpoint::ChatCompletions => "chat".into(),
-            Endpoint::Completions | Endpoint::Other => "completion".into(),
+            Endpoint::ChatCompletions | Endpoint::Responses => "chat".into(),
+            Endpoint::Completions | Endpoint::Models | Endpoint::ResponseById | Endpoint::Other => "completion".into(),
         },
     };
     Ok(RequestFacts {
@@ -160,6 +208,7 @@ pub fn request_facts(
         country,
         principal,
         samples: endpoint != Endpoint::Embeddings && body.temperature.is_none_or(|t| t > 0.0),
+        previous_response_id: body.previous_response_id,
     })
 }
 
@@ -301,6 +350,17 @@ mod tests {
         assert_eq!(Endpoint::classify("POST", "/v1/embeddings/"), Endpoint::Embeddings);
         assert_eq!(Endpoint::classify("GET", "/v1/chat/completions"), Endpoint::Other);
         assert_eq!(Endpoint::classify("POST", "/v1/models"), Endpoint::Other);
+        assert_eq!(Endpoint::classify("POST", "/v1/responses"), Endpoint::Responses);
+        assert_eq!(Endpoint::classify("GET", "/v1/responses"), Endpoint::Other);
+        assert_eq!(Endpoint::classify("GET", "/v1/models"), Endpoint::Models);
+        assert_eq!(Endpoint::classify("HEAD", "/v1/models/gpt-4o?x"), Endpoint::Models);
+        assert_eq!(Endpoint::classify("GET", "/v1/models/"), Endpoint::Models);
+        assert_eq!(Endpoint::classify("GET", "/v1/responses/resp_1~a"), Endpoint::ResponseById);
+        assert_eq!(Endpoint::classify("POST", "/v1/responses/resp_1~a/cancel"), Endpoint::ResponseById);
+        assert_eq!(response_id_of_path("/v1/responses/resp_1~a/input_items?limit=2"), Some("resp_1~a"));
+        assert_eq!(untag_response_id("resp_1~a~b"), Some(("b", "resp_1~a")));
+        assert_eq!(untag_response_id("resp_1"), None);
+        assert_eq!(untag_response_id("~a"), None);
     }
 
     #[test]
@@ -336,8 +396,14 @@ mod tests {
 
     #[test]
     fn short_streamed_chat_is_realtime_and_header_wins() {
-        let body =
-            BodyFacts { model: Some("m".into()), stream: true, max_tokens: None, prompt_tokens: 20, temperature: None };
+        let body = BodyFacts {
+            model: Some("m".into()),
+            stream: true,
+            max_tokens: None,
+            prompt_tokens: 20,
+            temperature: None,
+            previous_response_id: None,
+        };
         let f =
             request_facts(Endpoint::ChatCompletions, body.clone(), None, None, Principal::anonymous(), &cfg()).unwrap();
         assert_eq!(f.request_type, "realtime_chat");

@@ -123,6 +123,7 @@ mod tests {
             request_type: kind.into(),
             country: None,
             principal: Principal::anonymous(),
+            previous_response_id: None,
             samples: true,
         }
     }

@@ -13,7 +13,7 @@ use crate::answer::stale_may_answer;
 use crate::capture::Capture;
 use crate::entry::{Entry, HoldsEntry};
 use crate::explain::set_explanation;
-use crate::transform::{RestoreModel, Transform};
+use crate::transform::{EditAnswer, Transform};
 
 /// The router's `ResponseHead` event for exchange `id`: the status, and the
 /// `retry-after` of a 429 or 503 in seconds (capped to what the event holds).
@@ -149,12 +149,21 @@ fn plan<T: HoldsEntry>(
             (status == StatusCode::OK).then(|| Capture::ai(fill, headers, explain, attempt.max_entry))
         }
     });
-    let transform = match (&forward.body, attempt.restore_model) {
+    let restore = match (&forward.body, attempt.restore_model) {
         (ForwardBody::RewriteModel(_), Some(requested)) if status.is_success() => {
-            Some(Box::new(RestoreModel::new(requested, sse)) as Box<dyn Transform>)
+            Some(EditAnswer::restore_model(requested, sse))
         }
         _ => None,
     };
+    // A response object's id names its node, so that what follows it
+    // reaches the node holding it (`edge_router::facts::RESPONSE_TAG`).
+    let holds = matches!(attempt.endpoint, Endpoint::Responses | Endpoint::ResponseById) && status.is_success();
+    let tag = holds.then(|| EditAnswer::tag_response_ids(&explain.node, sse));
+    let transform = match (restore, tag) {
+        (Some(r), Some(t)) => Some(EditAnswer::both(r, t)),
+        (r, t) => r.or(t),
+    };
+    let transform = transform.map(|t| Box::new(t) as Box<dyn Transform>);
     Plan::Deliver(Delivery { capture, sse, transform })
 }
 

@@ -41,7 +41,7 @@ pub fn check_declared(headers: &HeaderMap, limit: u64) -> Result<(), RouterError
 /// origin as it comes: a passthrough path with a body. The three API
 /// endpoints' bodies are read first (the router's choice depends on them).
 pub fn streams_body(endpoint: Endpoint, headers: &HeaderMap) -> bool {
-    endpoint == Endpoint::Other
+    !endpoint.is_api()
         && declared_length(headers) != Some(0)
         && (headers.contains_key(http::header::CONTENT_LENGTH) || headers.contains_key(http::header::TRANSFER_ENCODING))
 }
@@ -247,7 +247,7 @@ where
     let refused = config.geofence.check(country).is_err()
         || (config.auth.required && key_sha256.is_none_or(|d| config.auth.identify_digest(&d).is_none()));
     let body_facts = match body {
-        Some(bytes) if endpoint != Endpoint::Other && !refused => edge_router::facts::parse_body(bytes).ok(),
+        Some(bytes) if endpoint.is_api() && !refused => edge_router::facts::parse_body(bytes).ok(),
         _ => None,
     };
     let requested_model =

@@ -6,9 +6,10 @@
 //!
 //! [`SseEvents`] cuts a stream into whole server-sent events, whatever the
 //! chunking. [`SetModel`] sets the `model` of a JSON body: of a request the
-//! router sends to another model, on its way out. [`RestoreModel`] gives a
-//! client back the `model` it asked for in every event (or in a JSON answer)
-//! when the router sent the request to another model.
+//! router sends to another model, on its way out. [`EditAnswer`] rewrites
+//! every event of a stream (or a JSON answer): it gives a client back the
+//! `model` it asked for when the router sent the request to another model,
+//! and tags response objects' ids with the node that holds them.
 
 use std::collections::VecDeque;
 
@@ -85,65 +86,74 @@ fn event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-/// The largest JSON answer [`RestoreModel`] holds to rewrite; a larger one
+/// The largest JSON answer [`EditAnswer`] holds to rewrite; a larger one
 /// goes through unchanged.
 pub const MAX_HELD_JSON: usize = 8 << 20;
 
-/// Sets the top-level `model` of a JSON body, held whole until it ends
-/// (the field may come in any chunk). Every other byte stays as it was.
-/// The request side sends a request to the model the router chose
-/// ([`SetModel::request`]); the response side gives a client back the model
-/// it asked for ([`RestoreModel`]).
-pub struct SetModel {
-    model: String,
-    /// Add the field to a body without one (a request: the router chose the
-    /// model); a response without one is left alone.
-    insert: bool,
-    /// Past this many bytes the body goes through as it is.
-    max_held: usize,
-    /// The body so far, in its chunks (`None` once past `max_held`).
-    held: Option<Vec<Bytes>>,
-    held_len: usize,
+/// A JSON body held whole until it ends (what is to be rewritten may come in
+/// any chunk), up to a size past which it goes through as it is.
+struct Held {
+    max: usize,
+    /// The body so far, in its chunks (`None` once past `max`).
+    chunks: Option<Vec<Bytes>>,
+    len: usize,
 }
 
-impl SetModel {
-    /// For a request body the router sends to `model` (bounded already by
-    /// `server.max_body_bytes`, so held whatever its size).
-    pub fn request(model: &str) -> Self {
-        Self { model: model.to_string(), insert: true, max_held: usize::MAX, held: Some(Vec::new()), held_len: 0 }
+impl Held {
+    fn new(max: usize) -> Self {
+        Self { max, chunks: Some(Vec::new()), len: 0 }
     }
 
-    /// For a JSON answer, restored to `model` if it names one.
-    fn response(model: &str) -> Self {
-        Self { model: model.to_string(), insert: false, max_held: MAX_HELD_JSON, held: Some(Vec::new()), held_len: 0 }
-    }
-}
-
-impl Transform for SetModel {
     fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
-        match &mut self.held {
-            Some(held) if self.held_len + input.len() <= self.max_held => {
-                self.held_len += input.len();
+        match &mut self.chunks {
+            Some(held) if self.len + input.len() <= self.max => {
+                self.len += input.len();
                 held.push(input);
             }
             Some(_) => {
                 // Too large to hold: what was held and all that follows goes as it is.
-                out.extend(self.held.take().into_iter().flatten());
+                out.extend(self.chunks.take().into_iter().flatten());
                 out.push_back(input);
             }
             None => out.push_back(input),
         }
     }
 
-    fn end(&mut self, out: &mut VecDeque<Bytes>) {
-        let Some(mut held) = self.held.take() else { return };
+    /// The whole body, if it was held.
+    fn whole(&mut self) -> Option<Bytes> {
+        let mut held = self.chunks.take()?;
         // A body in one chunk (the common case) is not copied to be read.
-        let body = match held.len() {
+        Some(match held.len() {
             1 => held.pop().unwrap_or_default(),
             _ => held.concat().into(),
-        };
-        let set = replace_model(&body, &self.model)
-            .or_else(|| self.insert.then(|| insert_model(&body, &self.model)).flatten());
+        })
+    }
+}
+
+/// Sets the top-level `model` of a request body the router sends to another
+/// model, held whole until it ends. Every other byte stays as it was; a
+/// body without the field gets it.
+pub struct SetModel {
+    model: String,
+    held: Held,
+}
+
+impl SetModel {
+    /// For a request body the router sends to `model` (bounded already by
+    /// `server.max_body_bytes`, so held whatever its size).
+    pub fn request(model: &str) -> Self {
+        Self { model: model.to_string(), held: Held::new(usize::MAX) }
+    }
+}
+
+impl Transform for SetModel {
+    fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
+        self.held.chunk(input, out);
+    }
+
+    fn end(&mut self, out: &mut VecDeque<Bytes>) {
+        let Some(body) = self.held.whole() else { return };
+        let set = replace_model(&body, &self.model).or_else(|| insert_model(&body, &self.model));
         out.push_back(set.map_or(body, Bytes::from));
     }
 }
@@ -157,31 +167,54 @@ fn insert_model(json: &[u8], model: &str) -> Option<Vec<u8>> {
     serde_json::to_vec(&value).ok()
 }
 
-/// Gives the client back the `model` it asked for: the top-level `model` of
-/// every SSE `data:` event, or of a JSON answer, becomes `requested`. The
-/// router had sent the request to another model (`x-edge-model` still says
-/// which). Anything else passes byte for byte.
-pub struct RestoreModel {
-    requested: String,
+/// What an answer's rewrite does to one JSON value (a `data:` event, or a
+/// whole JSON answer): the rewritten bytes, or `None` to leave it as it is.
+type Edit = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Rewrites an answer: each SSE `data:` event of a stream, or a JSON answer
+/// held whole (up to [`MAX_HELD_JSON`]). Anything it does not change passes
+/// byte for byte. Its uses:
+/// - [`EditAnswer::restore_model`] gives the client back the `model` it
+///   asked for when the router sent the request to another model
+///   (`x-edge-model` still says which);
+/// - [`EditAnswer::tag_response_ids`] tags the ids of response objects
+///   (`/v1/responses`) with the node that holds them ([`tag_response_id`]).
+pub struct EditAnswer {
+    edit: Edit,
     sse: bool,
     events: SseEvents,
-    /// A JSON answer's restore.
-    json: SetModel,
+    json: Held,
 }
 
-impl RestoreModel {
-    /// A restore for a response body that is an SSE stream (`sse`) or JSON.
-    pub fn new(requested: &str, sse: bool) -> Self {
-        Self {
-            requested: requested.to_string(),
-            sse,
-            events: SseEvents::default(),
-            json: SetModel::response(requested),
-        }
+impl EditAnswer {
+    /// An edit of a response body that is an SSE stream (`sse`) or JSON.
+    pub fn new(sse: bool, edit: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
+        Self { edit: Box::new(edit), sse, events: SseEvents::default(), json: Held::new(MAX_HELD_JSON) }
     }
 
-    /// `event` with the `model` of each of its `data:` lines restored.
-    fn restore_event(&self, event: Bytes) -> Bytes {
+    /// The top-level `model` of every event, or of the JSON answer, becomes `requested`.
+    pub fn restore_model(requested: &str, sse: bool) -> Self {
+        let requested = requested.to_string();
+        Self::new(sse, move |json| replace_model(json, &requested))
+    }
+
+    /// The ids of response objects get `~<node>` ([`tag_response_id`]).
+    pub fn tag_response_ids(node: &str, sse: bool) -> Self {
+        let node = node.to_string();
+        Self::new(sse, move |json| tag_response_id(json, &node))
+    }
+
+    /// Both edits: one held body, one pass over each event.
+    pub fn both(first: Self, then: Self) -> Self {
+        let (a, b) = (first.edit, then.edit);
+        Self::new(first.sse, move |json| match a(json) {
+            Some(edited) => Some(b(&edited).unwrap_or(edited)),
+            None => b(json),
+        })
+    }
+
+    /// `event` with each of its `data:` lines edited.
+    fn edit_event(&self, event: Bytes) -> Bytes {
         let mut out: Option<Vec<u8>> = None;
         let (mut at, mut copied) = (0, 0);
         for line in event.split_inclusive(|&b| b == b'\n') {
@@ -191,7 +224,7 @@ impl RestoreModel {
             let value = data.trim_ascii_start();
             let from = start + line.len() - value.len();
             let value = value.trim_ascii_end();
-            let Some(rewritten) = replace_model(value, &self.requested) else { continue };
+            let Some(rewritten) = (self.edit)(value) else { continue };
             let buf = out.get_or_insert_with(|| Vec::with_capacity(event.len() + 32));
             buf.extend_from_slice(&event[copied..from]);
             buf.extend_from_slice(&rewritten);
@@ -207,25 +240,72 @@ impl RestoreModel {
     }
 }
 
-impl Transform for RestoreModel {
+impl Transform for EditAnswer {
     fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
         if !self.sse {
             return self.json.chunk(input, out);
         }
         let mut events = Vec::new();
         self.events.push(&input, |e| events.push(e));
-        out.extend(events.into_iter().map(|e| self.restore_event(e)));
+        out.extend(events.into_iter().map(|e| self.edit_event(e)));
     }
 
     fn end(&mut self, out: &mut VecDeque<Bytes>) {
         if !self.sse {
-            return self.json.end(out);
+            if let Some(body) = self.json.whole() {
+                out.push_back((self.edit)(&body).map_or(body, Bytes::from));
+            }
+            return;
         }
         let rest = self.events.rest();
         if !rest.is_empty() {
-            out.push_back(self.restore_event(rest));
+            out.push_back(self.edit_event(rest));
         }
     }
+}
+
+/// A response object's ids tagged with the node that holds it:
+/// `{"object":"response","id":"resp_1",…}` (a JSON answer) or
+/// `{"type":"response.created","response":{"id":"resp_1",…}}` (a stream's
+/// event) gets `"id":"resp_1~<node>"`, and so does the object's
+/// `previous_response_id` (which the node holds too); every other byte
+/// stays. `None` when `json` holds no response object's id, or it is
+/// tagged already.
+pub fn tag_response_id(json: &[u8], node: &str) -> Option<Vec<u8>> {
+    let is_response = top_level_value(json, b"object").is_some_and(|(s, e)| &json[s..e] == b"\"response\"");
+    let (base, object) = if is_response {
+        (0, json)
+    } else {
+        let (s, e) = top_level_value(json, b"response")?;
+        (s, &json[s..e])
+    };
+    let tag = format!("{}{node}", edge_router::facts::RESPONSE_TAG);
+    // Where each untagged id's closing quote is, last first, so that the
+    // tags go in without moving the places still to come.
+    let mut closes: Vec<usize> = [&b"previous_response_id"[..], b"id"]
+        .into_iter()
+        .filter_map(|key| top_level_value(object, key))
+        .filter(|&(s, e)| object[s] == b'"' && e - s >= 3 && !object[s + 1..e - 1].ends_with(tag.as_bytes()))
+        .map(|(_, e)| base + e - 1)
+        .collect();
+    if closes.is_empty() {
+        return None;
+    }
+    closes.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out = json.to_vec();
+    for close in closes {
+        out.splice(close..close, tag.bytes());
+    }
+    Some(out)
+}
+
+/// `json` with the `~<node>` tag taken off its top-level
+/// `previous_response_id`, every other byte as it was; `None` when that
+/// field is absent or not tagged with `node`.
+pub fn untag_previous_response_id(json: &[u8], node: &str) -> Option<Vec<u8>> {
+    let (s, e) = top_level_value(json, b"previous_response_id").filter(|(s, _)| json[*s] == b'"')?;
+    let tag = format!("{}{node}\"", edge_router::facts::RESPONSE_TAG);
+    json[s..e].ends_with(tag.as_bytes()).then(|| [&json[..e - tag.len()], &json[e - 1..]].concat())
 }
 
 /// `json` (an object) with the string value of its top-level `model`
@@ -243,6 +323,11 @@ pub fn replace_model(json: &[u8], model: &str) -> Option<Vec<u8>> {
 
 /// The span (quotes included) of the string value of top-level key `key`.
 fn top_level_string(json: &[u8], key: &[u8]) -> Option<(usize, usize)> {
+    top_level_value(json, key).filter(|(s, _)| json[*s] == b'"')
+}
+
+/// The span of the value of top-level key `key` of a JSON object.
+fn top_level_value(json: &[u8], key: &[u8]) -> Option<(usize, usize)> {
     let mut i = skip_ws(json, 0);
     if json.get(i) != Some(&b'{') {
         return None;
@@ -262,7 +347,7 @@ fn top_level_string(json: &[u8], key: &[u8]) -> Option<(usize, usize)> {
         i = skip_ws(json, i + 1);
         let value_end = value_end(json, i)?;
         if name == key {
-            return (json.get(i) == Some(&b'"')).then_some((i, value_end));
+            return Some((i, value_end));
         }
         i = skip_ws(json, value_end);
         match json.get(i) {

@@ -10,10 +10,13 @@
 
 use bytes::Bytes;
 use edge_router::hop::never_forwarded;
-use edge_router::wire::{Forward, ForwardBody};
+use std::borrow::Cow;
+
+use edge_router::facts::{response_id_of_path, untag_response_id};
+use edge_router::wire::{Forward, ForwardBody, RuleRef};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::transform::{SetModel, transform_whole};
+use crate::transform::{SetModel, transform_whole, untag_previous_response_id};
 
 /// The header fields of the request to the origin of `forward`, from the
 /// client's `client`. `country_header` is the header the host trusts for
@@ -40,16 +43,39 @@ pub fn upstream_headers(
     headers
 }
 
-/// The body to send: `Some` bytes (the buffered body, or it with its
-/// `model` rewritten), or `None` when the client's body is still in its
-/// connection and streams through as it is (`original` is then empty).
-pub fn upstream_body(forward: &Forward, original: &Bytes, streamed: bool) -> Option<Bytes> {
-    match &forward.body {
+/// The body to send to `node`: `Some` bytes (the buffered body, or it with
+/// its `model` rewritten), or `None` when the client's body is still in its
+/// connection and streams through as it is (`original` is then empty). A
+/// continuation of a response the node holds (`RuleRef::Affinity`) names it
+/// as the node did, without the router's tag.
+pub fn upstream_body(forward: &Forward, original: &Bytes, streamed: bool, node: &str) -> Option<Bytes> {
+    let body = match &forward.body {
         // Through the transform seam: the body's bytes stay the client's
         // but for the model.
-        ForwardBody::RewriteModel(model) => Some(transform_whole(&mut SetModel::request(model), original.clone())),
-        ForwardBody::Original if streamed => None,
-        ForwardBody::Original => Some(original.clone()),
+        ForwardBody::RewriteModel(model) => transform_whole(&mut SetModel::request(model), original.clone()),
+        ForwardBody::Original if streamed => return None,
+        ForwardBody::Original => original.clone(),
+    };
+    if forward.rule == RuleRef::Affinity
+        && let Some(untagged) = untag_previous_response_id(&body, node)
+    {
+        return Some(untagged.into());
+    }
+    Some(body)
+}
+
+/// The target (path and query) to send to `node`: the client's, but for a
+/// response object's id tagged with the node (`/v1/responses/{id}~node`),
+/// which goes as the node made it.
+pub fn upstream_target<'a>(forward: &Forward, target: &'a str, node: &str) -> Cow<'a, str> {
+    let tagged = (forward.rule == RuleRef::Affinity).then(|| response_id_of_path(target)).flatten();
+    match tagged.and_then(untag_response_id) {
+        Some((holder, id)) if holder == node => {
+            let start = "/v1/responses/".len();
+            let end = start + id.len() + 1 + holder.len();
+            Cow::Owned(format!("{}{id}{}", &target[..start], &target[end..]))
+        }
+        _ => Cow::Borrowed(target),
     }
 }
 
@@ -98,14 +124,39 @@ mod tests {
     #[test]
     fn the_body_is_the_clients_or_rewritten_keeping_every_other_field_in_order() {
         let original = Bytes::from_static(br#"{"stream":true,"model":"auto","messages":[]}"#);
-        let rewritten = upstream_body(&forward(&[], ForwardBody::RewriteModel("tiny".into())), &original, false);
+        let rewritten = upstream_body(&forward(&[], ForwardBody::RewriteModel("tiny".into())), &original, false, "n");
         assert_eq!(rewritten.as_deref(), Some(&br#"{"stream":true,"model":"tiny","messages":[]}"#[..]));
-        assert_eq!(upstream_body(&forward(&[], ForwardBody::Original), &original, false), Some(original.clone()));
-        assert_eq!(upstream_body(&forward(&[], ForwardBody::Original), &Bytes::new(), true), None);
+        assert_eq!(upstream_body(&forward(&[], ForwardBody::Original), &original, false, "n"), Some(original.clone()));
+        assert_eq!(upstream_body(&forward(&[], ForwardBody::Original), &Bytes::new(), true, "n"), None);
         let not_json = Bytes::from_static(b"not json");
-        let kept = upstream_body(&forward(&[], ForwardBody::RewriteModel("tiny".into())), &not_json, false);
+        let kept = upstream_body(&forward(&[], ForwardBody::RewriteModel("tiny".into())), &not_json, false, "n");
         assert_eq!(kept, Some(not_json), "a body that is not a JSON object goes as it came");
         assert!(bearer("sk-1").is_some_and(|v| v.is_sensitive()));
+    }
+
+    #[test]
+    fn a_response_the_node_holds_is_reached_by_the_id_the_node_gave_it() {
+        let held = Forward { rule: RuleRef::Affinity, ..forward(&[], ForwardBody::Original) };
+        assert_eq!(
+            upstream_target(&held, "/v1/responses/resp_9~n/input_items?limit=2", "n"),
+            "/v1/responses/resp_9/input_items?limit=2"
+        );
+        assert_eq!(upstream_target(&held, "/v1/responses/resp_9~n", "n"), "/v1/responses/resp_9");
+        assert_eq!(
+            upstream_target(&held, "/v1/responses/resp_9~m", "n"),
+            "/v1/responses/resp_9~m",
+            "another node's tag stays"
+        );
+        let routed = forward(&[], ForwardBody::Original);
+        assert_eq!(
+            upstream_target(&routed, "/v1/responses/resp_9~n", "n"),
+            "/v1/responses/resp_9~n",
+            "only affinity untags"
+        );
+        let body = Bytes::from_static(br#"{"model":"auto","previous_response_id":"resp_9~n"}"#);
+        let sent =
+            upstream_body(&Forward { body: ForwardBody::RewriteModel("tiny".into()), ..held }, &body, false, "n");
+        assert_eq!(sent.as_deref(), Some(&br#"{"model":"tiny","previous_response_id":"resp_9"}"#[..]));
         assert!(bearer("bad\nkey").is_none());
     }
 }

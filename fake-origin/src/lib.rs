@@ -10,10 +10,14 @@
 //! streams. The script can set the status and headers, a raw body, an `ETag`
 //! honoured by `If-None-Match`, byte ranges, interim (1xx) responses before
 //! the answer, delays, and a different reply for each request in turn.
+//! `/v1/responses` speaks OpenAI's Responses API: the origin keeps the
+//! response objects it makes, so a follow-up that reaches another origin is
+//! refused as OpenAI would refuse it.
 //! Every request is kept ([`FakeOrigin::seen`]).
 #![allow(clippy::disallowed_methods)]
 
 mod reply;
+mod responses;
 mod server;
 
 pub use reply::{Interim, Reply, Route, Script};

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::reply::{Reply, Script, fill_dates};
+use crate::responses::{Answer, Held};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -39,6 +40,7 @@ struct State {
     script: Script,
     served: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
+    responses: Held,
 }
 
 /// A fake origin on a loopback port.
@@ -69,6 +71,7 @@ impl FakeOrigin {
             script,
             served: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
+            responses: Held::default(),
         });
         Ok(Self { addr, task: Some(serve(listener, state.clone())), state })
     }
@@ -168,7 +171,18 @@ async fn answer(
         tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
     }
     interim.disarm();
-    Ok(respond(&state.name, &reply, &parts, &body))
+    // The Responses API, unless the script makes this reply something else.
+    let plain = reply.status.is_none_or(|s| s == 200) && reply.body.is_none();
+    let api = plain.then(|| state.responses.answer(&state.name, &reply, &parts.method, parts.uri.path(), &body));
+    match api.flatten() {
+        Some(Answer::Json(status, value)) => Ok(json_response(status, &value)),
+        Some(Answer::Events(events)) => {
+            let mut headers = header_map(&reply.headers);
+            headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
+            Ok(with(StatusCode::OK, headers, streamed(events, Duration::from_millis(reply.gap_ms))))
+        }
+        None => Ok(respond(&state.name, &reply, &parts, &body)),
+    }
 }
 
 fn header_map(fields: &std::collections::BTreeMap<String, String>) -> HeaderMap {
@@ -227,6 +241,34 @@ fn respond(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8
     let [prompt, completion] = reply.usage.unwrap_or([5, 5]);
     let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
     let sse = reply.sse.unwrap_or(asked["stream"] == true);
+    if parts.uri.path() == "/v1/embeddings" {
+        // One vector per input, as OpenAI answers: a list of `embedding`
+        // objects, each a list of floats or, when the client asks for
+        // `encoding_format: base64` (the Node SDK does by default), the
+        // base64 of their little-endian 32-bit floats.
+        let inputs = asked["input"].as_array().map_or(1, Vec::len);
+        let base64 = asked["encoding_format"] == "base64";
+        let data: Vec<Value> = (0..inputs)
+            .map(|i| {
+                let vector = [0.25f32, -0.5, i as f32 / 8.0];
+                let embedding = if base64 {
+                    use base64::Engine as _;
+                    let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                } else {
+                    json!(vector)
+                };
+                json!({"object": "embedding", "index": i, "embedding": embedding})
+            })
+            .collect();
+        let answer = json!({"object": "list", "data": data, "model": model, "origin": origin,
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt}});
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        return with(status, headers, full(answer.to_string()));
+    }
+    if parts.uri.path() == "/v1/completions" {
+        return legacy_completion(status, headers, origin, &model, &text, &usage, sse, reply.gap_ms);
+    }
     if !sse {
         let answer = json!({"id": "chatcmpl-fake", "object": "chat.completion", "origin": origin, "model": model,
             "method": parts.method.as_str(),
@@ -239,6 +281,45 @@ fn respond(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8
     let separate_usage = asked["stream_options"]["include_usage"] == true;
     let events = sse_events(origin, &model, &text, &usage, separate_usage);
     with(status, headers, streamed(events, Duration::from_millis(reply.gap_ms)))
+}
+
+/// A legacy completion (`/v1/completions`): a `text_completion`, or its
+/// stream of chunks (a word each, the last with `usage`), then `[DONE]`.
+#[allow(clippy::too_many_arguments)]
+fn legacy_completion(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    origin: &str,
+    model: &Value,
+    text: &str,
+    usage: &Value,
+    sse: bool,
+    gap_ms: u64,
+) -> Response<Body> {
+    let choice =
+        |text: &str, finish: Value| json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish});
+    let object = |choices: Value, usage: &Value| {
+        json!({"id": "cmpl-fake", "object": "text_completion", "created": 1_741_290_958, "origin": origin,
+            "model": model, "choices": choices, "usage": usage})
+    };
+    if !sse {
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        return with(status, headers, full(object(json!([choice(text, json!("stop"))]), usage).to_string()));
+    }
+    let words: Vec<&str> = text.split(' ').collect();
+    let mut events: Vec<String> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let last = i + 1 == words.len();
+            let piece = if i == 0 { (*w).to_string() } else { format!(" {w}") };
+            let finish = if last { json!("stop") } else { Value::Null };
+            format!("data: {}\n\n", object(json!([choice(&piece, finish)]), if last { usage } else { &Value::Null }))
+        })
+        .collect();
+    events.push("data: [DONE]\n\n".into());
+    headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
+    with(status, headers, streamed(events, Duration::from_millis(gap_ms)))
 }
 
 /// A stream's events as OpenAI sends them: a chunk per word, then (when the

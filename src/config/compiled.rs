@@ -160,6 +160,7 @@ impl RouterConfig {
             RuleRef::Rule(i) => usize::try_from(i).ok().and_then(|i| self.rules.get(i)).map_or("-", |r| &r.label),
             RuleRef::Default => self.default_strategy_name.label(),
             RuleRef::Passthrough => "passthrough",
+            RuleRef::Affinity => "affinity",
         }
     }
 }

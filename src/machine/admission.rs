@@ -7,10 +7,13 @@ use origin_fallback::{Candidate, Strategy, canary_draw, idempotent, order_candid
 use super::{Exchange, Router, delivery_explain};
 use crate::auth::{Principal, key_digest, presented_key};
 use crate::error::RouterError;
-use crate::facts::{BodyFacts, Endpoint, RequestFacts, parse_body, request_facts};
+use crate::facts::{
+    BodyFacts, Endpoint, RequestFacts, parse_body, request_facts, response_id_of_path, untag_response_id,
+};
 use crate::geo::{Country, JurisdictionId, country_label, permits};
 use crate::hop::{for_each_connection_token, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
+use crate::wire::Header;
 use crate::wire::{
     Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, HeaderRef, Notice, RequestRef, RuleRef,
 };
@@ -50,8 +53,22 @@ impl Router {
         let tenant = principal.tenant.clone();
         let jurisdiction = self.config.residency.jurisdiction_of(country);
         let endpoint = Endpoint::classify(method, target);
+        if endpoint == Endpoint::Models {
+            return self.models(target, country, id);
+        }
 
-        let (rule, chain, estimated_tokens, fill) = if endpoint == Endpoint::Other {
+        let (rule, chain, estimated_tokens, fill) = if endpoint == Endpoint::ResponseById {
+            // The response object lives on the node that made it: only there.
+            let held = response_id_of_path(target).ok_or_else(|| self.unheld(None));
+            let node = match held.and_then(|tagged| self.holder(tagged)) {
+                Ok(node) => node,
+                Err(e) => return refuse(e, "affinity"),
+            };
+            match self.residency_filter(vec![(node, ModelChoice::Keep)], jurisdiction) {
+                Ok(chain) => (RuleRef::Affinity, chain, 0, None),
+                Err(e) => return refuse(e, "affinity"),
+            }
+        } else if !endpoint.is_api() {
             let Some(node) = self.config.passthrough else {
                 let path = target.split('?').next().unwrap_or_default().to_string();
                 return refuse(RouterError::NoRoute { method: method.to_string(), path }, "passthrough");
@@ -76,12 +93,34 @@ impl Router {
                 Ok(f) => f,
                 Err(e) => return refuse(e, "-"),
             };
-            let (rule, chain, rule_ttl) = self.plan(&facts, random);
+            // A continuation goes to the node holding what it continues; an
+            // id without the router's tag was not handed out here, and is
+            // routed like any request.
+            let held = facts.previous_response_id.as_deref().filter(|p| untag_response_id(p).is_some());
+            let (rule, chain, rule_ttl) = match held.map(|tagged| self.holder(tagged)) {
+                Some(Ok(n)) => {
+                    let node = &self.config.nodes[n];
+                    let model = match choose_model(node, &facts, &self.config.model_routing, Reached::Default) {
+                        ModelChoice::Unsuitable => ModelChoice::Keep,
+                        m => m,
+                    };
+                    (RuleRef::Affinity, vec![(n, model)], None)
+                }
+                Some(Err(e)) => return refuse(e, "affinity"),
+                None => self.plan(&facts, random),
+            };
             let chain = match self.residency_filter(chain, jurisdiction) {
                 Ok(c) => c,
                 Err(e) => return refuse(e, self.config.rule_label(rule)),
             };
-            let fill = self.cache_fill(method, target, bytes, &headers, &facts, &chain, rule_ttl, &tenant);
+            // A response object is state on its node (`store`), and its id
+            // is the client's handle on it: an answer from the cache would
+            // hand out one made for another request.
+            let fill = if endpoint == Endpoint::Responses {
+                None
+            } else {
+                self.cache_fill(method, target, bytes, &headers, &facts, &chain, rule_ttl, &tenant)
+            };
             (rule, chain, facts.estimated_tokens, fill)
         };
 
@@ -106,7 +145,7 @@ impl Router {
             body_failed: false,
             retry_denied: false,
             body_kept: matches!(body, BodyRef::Buffered(_)),
-            repeatable: endpoint != Endpoint::Other || idempotent(method),
+            repeatable: endpoint.is_api() || idempotent(method),
             no_retry: None,
             panic: false,
             cache: if fill.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass },
@@ -125,6 +164,56 @@ impl Router {
             Some(lookup) => Action::Lookup(lookup),
             None => self.next_attempt(id, now_ms),
         }
+    }
+
+    /// The node a tagged response id names, or why there is none.
+    fn holder(&self, tagged: &str) -> Result<usize, RouterError> {
+        let (node, _) = untag_response_id(tagged).ok_or_else(|| self.unheld(Some(tagged)))?;
+        self.config.node_index(node).ok_or_else(|| {
+            RouterError::NotFound(format!(
+                "the response `{tagged}` was made by node `{node}`, which this router no longer has"
+            ))
+        })
+    }
+
+    fn unheld(&self, id: Option<&str>) -> RouterError {
+        let id = id.map(|i| format!(" `{i}`")).unwrap_or_default();
+        RouterError::NotFound(format!(
+            "the response{id} is not one this router handed out: its ids end in `~<node>`, naming the node that holds it"
+        ))
+    }
+
+    /// `GET /v1/models` (the models of every node, and `auto`, in OpenAI's
+    /// list shape) and `GET /v1/models/{model}`.
+    fn models(&self, target: &str, country: Option<Country>, id: u64) -> Action {
+        let label = "models";
+        let path = target.split('?').next().unwrap_or_default().trim_end_matches('/');
+        let mut owners: Vec<(&str, &str)> = Vec::new();
+        for n in &self.config.nodes {
+            for m in &n.models {
+                if !owners.iter().any(|(known, _)| known == m) {
+                    owners.push((m, n.provider.as_deref().unwrap_or(n.id.as_str())));
+                }
+            }
+        }
+        owners.push((crate::model::AUTO, "edge-router"));
+        let object = |(model, owner): (&str, &str)| serde_json::json!({"id": model, "object": "model", "created": 0, "owned_by": owner});
+        let body = match path.strip_prefix("/v1/models/") {
+            None => serde_json::json!({"object": "list", "data": owners.into_iter().map(object).collect::<Vec<_>>()}),
+            Some(wanted) => match owners.into_iter().find(|(m, _)| *m == wanted) {
+                Some(found) => object(found),
+                None => {
+                    let e = RouterError::NotFound(format!("no node of this router serves the model `{wanted}`"));
+                    return refusal(&e, label, country, id);
+                }
+            },
+        };
+        let mut headers = vec![
+            Header::new("content-type", "application/json"),
+            Header::new(crate::error::headers::REQUEST_ID, &crate::error::request_id_text(id)),
+        ];
+        headers.extend(Explain::router(label, 0, country_label(country)).headers());
+        Action::Respond { status: 200, headers, body: serde_json::to_vec(&body).unwrap_or_default() }
     }
 
     /// Where the answer to an AI request is cached, and whether the client

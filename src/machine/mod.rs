@@ -28,6 +28,8 @@ mod outcomes;
 #[cfg(test)]
 mod resilience_tests;
 #[cfg(test)]
+mod surface_tests;
+#[cfg(test)]
 mod tests;
 
 use accounting::cost_of;

@@ -71,8 +71,11 @@ pub enum RuleRef {
     Rule(u32),
     /// No rule matched: the default strategy.
     Default,
-    /// A path other than the three API endpoints, sent to the passthrough node.
+    /// A path other than the API endpoints, sent to the passthrough node.
     Passthrough,
+    /// The node that holds a response object (`/v1/responses`), named by
+    /// the tag of its id: a `previous_response_id`, or the id in the path.
+    Affinity,
 }
 
 /// Response statuses after which the next node of a fallback chain is tried.

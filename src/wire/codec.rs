@@ -143,6 +143,7 @@ mod tests {
             max_tokens: Some(7),
             prompt_tokens: 12,
             temperature: Some(0.5),
+            previous_response_id: Some("resp_1~n".into()),
         };
         let cases = [
             (RequestBody::Buffered(b"{\"model\":\"auto\"}".to_vec()), Some("DE"), Some([7u8; 32]), Some(facts)),

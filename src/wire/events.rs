@@ -110,6 +110,10 @@ pub struct Restore {
 }
 
 /// An input to the router.
+// `Request` is the large one and the common one: an event is made per
+// request and encoded at once, so boxing its facts would add an allocation
+// to every request to save stack space nothing keeps.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// A client request arrived.

@@ -186,7 +186,7 @@ mod http_caching {
     }
 
     async fn get(r: &TestRouter) -> edge_router_e2e::Reply {
-        r.request("GET", "/v1/models", &[], "").await
+        r.request("GET", "/v1/files", &[], "").await
     }
 
     async fn hits(server: &FakeOrigin) -> usize {
@@ -222,11 +222,11 @@ mod http_caching {
         assert_eq!((second.status, second.header("x-edge-cache"), second.header("age")), (200, "HIT", "0"));
         assert_eq!(second.body, first.body);
         // A HEAD is answered from the stored GET, without a body (RFC 9110 §9.3.2).
-        let head = r.request("HEAD", "/v1/models", &[], "").await;
+        let head = r.request("HEAD", "/v1/files", &[], "").await;
         assert_eq!((head.status, head.header("x-edge-cache"), head.body.len()), (200, "HIT", 0));
         assert_eq!(hits(&origin).await, 1);
         // A client's no-cache makes the cache revalidate first (RFC 9111 §5.2.1.4).
-        let checked = r.request("GET", "/v1/models", &[("cache-control", "no-cache")], "").await;
+        let checked = r.request("GET", "/v1/files", &[("cache-control", "no-cache")], "").await;
         assert_ne!(checked.header("x-edge-cache"), "HIT");
         assert_eq!(hits(&origin).await, 2);
     }
@@ -286,7 +286,7 @@ mod http_caching {
         };
         let routes = vec![
             route("GET", Some("/private"), status(200, Some("no-store, max-age=60"))),
-            route("GET", Some("/v1/models"), ok("max-age=60")),
+            route("GET", Some("/v1/files"), ok("max-age=60")),
             route("POST", None, status(201, None)),
         ];
         let origin = origin(Script { routes, ..Script::default() }).await;
@@ -298,7 +298,7 @@ mod http_caching {
         assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
         assert_eq!(get(&r).await.header("x-edge-cache"), "HIT");
         // RFC 9111 §4.4: a successful POST to the URI drops the stored response.
-        let posted = r.request("POST", "/v1/models", &[("content-type", "application/json")], "{}").await;
+        let posted = r.request("POST", "/v1/files", &[("content-type", "application/json")], "{}").await;
         assert_eq!((posted.status, posted.header("x-edge-cache")), (201, "BYPASS"));
         assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
     }

@@ -3,11 +3,11 @@
 use edge_router_e2e::fake_origin::Reply;
 use edge_router_e2e::{FakeOrigin, Route, Script, TestRouter, chat_body, sha256_hex};
 use serde_json::json;
-/// The fake origin: chat completions, and the model list at `GET /v1/models`.
+/// The fake origin: chat completions, and a file list at `GET /v1/files`.
 async fn ok_origin() -> FakeOrigin {
     let models = Route {
         method: Some("GET".into()),
-        path: Some("/v1/models".into()),
+        path: Some("/v1/files".into()),
         reply: Reply {
             body: Some(json!({"data": []}).to_string()),
             headers: [("content-type".to_string(), "application/json".to_string())].into(),
@@ -90,12 +90,12 @@ async fn client_keys_are_never_forwarded_and_origin_keys_are_added() {
 async fn other_paths_pass_through_to_the_configured_node_or_get_404() {
     let o = ok_origin().await;
     let r = TestRouter::new(&format!("{}routing:\n  passthrough: n\n", one_node(&o, ""))).await;
-    let reply = r.request("GET", "/v1/models", &[], "").await;
+    let reply = r.request("GET", "/v1/files", &[], "").await;
     assert_eq!((reply.status, reply.node(), reply.header("x-edge-rule")), (200, "n", "passthrough"));
     assert_eq!(reply.json(), json!({"data": []}));
 
     let r = TestRouter::new(&one_node(&o, "")).await;
-    let reply = r.request("GET", "/v1/models", &[], "").await;
+    let reply = r.request("GET", "/v1/files", &[], "").await;
     assert_eq!((reply.status, reply.json()["error"]["type"].as_str()), (404, Some("not_found_error")));
 }
 

@@ -32,7 +32,8 @@ test("a config in KV replaces the bundled one; a bad one is refused and the last
     await kv.put("config", config([node("b", b.url)]));
     assert.equal((await send(mf, { country: "US", body: chat() })).headers.get("x-edge-node"), "b");
 
-    // Unknown field and a dangling fallback: refused as a whole, b stays in force.
+    // An unknown field: refused as a whole (with the dangling fallback only a
+    // warning beside it), and b stays in force.
     await kv.put("config", JSON.stringify({ nodes: [node("a", a.url, { colour: "red" })], routing: { rules: [{ match: { type: "*" }, target: "a", fallback: ["ghost"] }] } }));
     const kept = await send(mf, { country: "US", body: chat() });
     assert.equal(kept.status, 200, kept.text);

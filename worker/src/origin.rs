@@ -14,7 +14,7 @@ use exchange::answer::host_error;
 use exchange::entry::Cached;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event};
 use exchange::intake::path_and_query;
-use exchange::upstream::{bearer, upstream_body, upstream_headers};
+use exchange::upstream::{bearer, upstream_body, upstream_headers, upstream_target};
 use futures_util::future::{Either, select};
 use origin_fallback::RetryType;
 use worker::wasm_bindgen::JsValue;
@@ -164,7 +164,10 @@ impl Exchange {
             let router = self.generation.router.borrow();
             let config = router.config();
             let target = path_and_query(&self.parts.uri);
-            let node = config.node_at(f.node).map(|n| (n.id.clone(), n.url_for(target), n.api_key_env.clone()));
+            let node = config.node_at(f.node).map(|n| {
+                let target = upstream_target(f, target, &n.id);
+                (n.id.clone(), n.url_for(&target), n.api_key_env.clone())
+            });
             (config.server.country_header.clone(), node)
         };
         // The router only forwards to nodes of its config.
@@ -188,7 +191,7 @@ impl Exchange {
             }
         }
         let streamed = self.stream.is_some();
-        let body: Option<JsValue> = match upstream_body(f, &self.original, streamed) {
+        let body: Option<JsValue> = match upstream_body(f, &self.original, streamed, &node) {
             None => self.stream.take().map(Into::into),
             Some(bytes) if bytes.is_empty() && matches!(self.parts.method.as_str(), "GET" | "HEAD") => None,
             Some(bytes) => Some(worker::js_sys::Uint8Array::from(&bytes[..]).into()),

@@ -27,10 +27,10 @@ fn explain() -> Explain {
     }
 }
 
-/// A client's request for `/v1/models`.
+/// A client's request for `/v1/files`.
 fn request(method: Method, client: HeaderMap) -> http::request::Parts {
     let (mut parts, ()) =
-        http::Request::builder().method(method).uri("/v1/models").body(()).expect("a request").into_parts();
+        http::Request::builder().method(method).uri("/v1/files").body(()).expect("a request").into_parts();
     parts.headers = client;
     parts
 }
@@ -50,7 +50,7 @@ fn attempt(request: &http::request::Parts, node_has_key: bool) -> Attempt<'_> {
 const FRESH: Option<Stale<Entry>> = None;
 
 fn http_fill() -> Option<CacheFill> {
-    Some(CacheFill { key: "http/a/v1/models".into(), ttl_s: 0, estimated_tokens: 0, http: true })
+    Some(CacheFill { key: "http/a/v1/files".into(), ttl_s: 0, estimated_tokens: 0, http: true })
 }
 
 fn stale_entry() -> Entry {
@@ -215,8 +215,8 @@ fn rfc9111_4_4_a_successful_unsafe_passthrough_request_invalidates() {
     let client = HeaderMap::new();
     let post = request(Method::POST, client.clone());
     let a = attempt(&post, false);
-    let keys = invalidated(&a, "a", StatusCode::CREATED, &h(&[("location", "/v1/models/x")]));
-    assert_eq!(keys, ["http/a/v1/models", "http/a/v1/models/x"]);
+    let keys = invalidated(&a, "a", StatusCode::CREATED, &h(&[("location", "/v1/files/x")]));
+    assert_eq!(keys, ["http/a/v1/files", "http/a/v1/files/x"]);
     assert!(
         invalidated(&attempt(&request(Method::GET, client.clone()), false), "a", StatusCode::OK, &HeaderMap::new())
             .is_empty()

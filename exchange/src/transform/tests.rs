@@ -38,26 +38,26 @@ data: [DONE]\n\n";
 
 #[test]
 fn every_sse_event_gets_the_requested_model_back_and_nothing_else_changes() {
-    let out = run(|| RestoreModel::new("gpt-4o", true), STREAM.as_bytes(), &[]);
+    let out = run(|| EditAnswer::restore_model("gpt-4o", true), STREAM.as_bytes(), &[]);
     assert_eq!(String::from_utf8_lossy(&out), RESTORED);
 }
 
 #[test]
 fn a_json_answer_gets_its_top_level_model_back() {
     let body = br#"{"id":"c1","choices":[{"message":{"content":"hi","model":"inner"}}],"model":"llama","usage":{}}"#;
-    let out = run(|| RestoreModel::new("gpt-4o", false), body, &[3, 17, 40]);
+    let out = run(|| EditAnswer::restore_model("gpt-4o", false), body, &[3, 17, 40]);
     let want = br#"{"id":"c1","choices":[{"message":{"content":"hi","model":"inner"}}],"model":"gpt-4o","usage":{}}"#;
     assert_eq!(out, want);
     // Not a JSON object with a string model: unchanged.
     for other in [&b"[1,2]"[..], b"{\"model\":7}", b"plain text", b""] {
-        assert_eq!(run(|| RestoreModel::new("m", false), other, &[1]), other);
+        assert_eq!(run(|| EditAnswer::restore_model("m", false), other, &[1]), other);
     }
 }
 
 #[test]
 fn a_stream_cut_short_still_passes_its_unfinished_event() {
     let cut = "data: {\"model\":\"a\"}\n\ndata: {\"model\":\"a\"";
-    let out = run(|| RestoreModel::new("b", true), cut.as_bytes(), &[5]);
+    let out = run(|| EditAnswer::restore_model("b", true), cut.as_bytes(), &[5]);
     assert_eq!(String::from_utf8_lossy(&out), "data: {\"model\":\"b\"}\n\ndata: {\"model\":\"b\"");
 }
 
@@ -81,15 +81,15 @@ fn sse_events_split_on_lf_crlf_and_cr_blank_lines() {
 proptest! {
     #[test]
     fn the_output_does_not_depend_on_where_chunks_are_cut(cuts in prop::collection::vec(0usize..400, 0..12)) {
-        let whole = run(|| RestoreModel::new("gpt-4o", true), STREAM.as_bytes(), &[]);
-        prop_assert_eq!(run(|| RestoreModel::new("gpt-4o", true), STREAM.as_bytes(), &cuts), whole);
+        let whole = run(|| EditAnswer::restore_model("gpt-4o", true), STREAM.as_bytes(), &[]);
+        prop_assert_eq!(run(|| EditAnswer::restore_model("gpt-4o", true), STREAM.as_bytes(), &cuts), whole);
     }
 
     #[test]
     fn a_json_answer_does_not_depend_on_chunking_either(cuts in prop::collection::vec(0usize..100, 0..8)) {
         let body = br#"{"model":"llama","choices":[{"message":{"content":"{\"model\":1}"}}]}"#;
-        let whole = run(|| RestoreModel::new("x", false), body, &[]);
-        prop_assert_eq!(run(|| RestoreModel::new("x", false), body, &cuts), whole);
+        let whole = run(|| EditAnswer::restore_model("x", false), body, &[]);
+        prop_assert_eq!(run(|| EditAnswer::restore_model("x", false), body, &cuts), whole);
     }
 }
 
@@ -112,6 +112,64 @@ fn a_request_goes_to_the_chosen_model_with_every_other_byte_its_own() {
 
 #[test]
 fn a_whole_body_goes_through_in_one_call() {
-    let mut t = RestoreModel::new("b", false);
+    let mut t = EditAnswer::restore_model("b", false);
     assert_eq!(&transform_whole(&mut t, Bytes::from_static(br#"{"model":"a"}"#))[..], br#"{"model":"b"}"#);
+}
+
+const RESPONSES_STREAM: &str = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_9\",\"object\":\"response\",\"model\":\"small\",\"output\":[]}}\n\n\
+event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"delta\":\"an \\\"id\\\": resp\"}\n\n\
+event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"object\":\"response\",\"id\":\"resp_9\",\"model\":\"small\",\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}}\n\n";
+
+#[test]
+fn response_ids_are_tagged_with_their_node_in_streams_and_json_and_nothing_else_changes() {
+    let want = RESPONSES_STREAM.replace("\"id\":\"resp_9\"", "\"id\":\"resp_9~edge-1\"");
+    assert_eq!(want.matches("resp_9~edge-1").count(), 2);
+    for cuts in [&[][..], &[1, 60, 61, 200], &[150, 151, 152, 300]] {
+        let out = run(|| EditAnswer::tag_response_ids("edge-1", true), RESPONSES_STREAM.as_bytes(), cuts);
+        assert_eq!(String::from_utf8_lossy(&out), want, "cut at {cuts:?}");
+    }
+    let json = br#"{"id": "resp_9", "object":"response","output":[{"id":"msg_1","type":"message"}]}"#;
+    let out = run(|| EditAnswer::tag_response_ids("n", false), json, &[5, 20]);
+    assert_eq!(out, br#"{"id": "resp_9~n", "object":"response","output":[{"id":"msg_1","type":"message"}]}"#);
+    // Not a response object (a list of input items, a chat completion): as it came.
+    for other in
+        [&br#"{"object":"list","data":[{"id":"msg_1"}]}"#[..], br#"{"id":"chatcmpl-1","object":"chat.completion"}"#]
+    {
+        assert_eq!(run(|| EditAnswer::tag_response_ids("n", false), other, &[3]), other);
+    }
+    assert_eq!(tag_response_id(br#"{"object":"response","id":"resp_9~n"}"#, "n"), None, "tagged once");
+    let continued = br#"{"object":"response","id":"resp_10","previous_response_id":"resp_9","model":"m"}"#;
+    assert_eq!(
+        tag_response_id(continued, "n").as_deref(),
+        Some(&br#"{"object":"response","id":"resp_10~n","previous_response_id":"resp_9~n","model":"m"}"#[..])
+    );
+    let unset = br#"{"object":"response","previous_response_id":null,"id":"resp_1"}"#;
+    assert_eq!(
+        tag_response_id(unset, "n").as_deref(),
+        Some(&br#"{"object":"response","previous_response_id":null,"id":"resp_1~n"}"#[..])
+    );
+}
+
+#[test]
+fn a_restored_model_and_a_tag_go_together() {
+    let both = || EditAnswer::both(EditAnswer::restore_model("gpt-4o", true), EditAnswer::tag_response_ids("n", true));
+    let out = String::from_utf8(run(both, RESPONSES_STREAM.as_bytes(), &[90])).expect("text");
+    assert_eq!(out.matches("resp_9~n").count(), 2, "{out}");
+    // The events' own `model` is nested in `response`: only a top-level one is restored.
+    assert!(!out.contains("gpt-4o"), "{out}");
+    let chat = br#"{"model":"small","object":"chat.completion","id":"c"}"#;
+    let both_json =
+        || EditAnswer::both(EditAnswer::restore_model("big", false), EditAnswer::tag_response_ids("n", false));
+    assert_eq!(run(both_json, chat, &[2]), br#"{"model":"big","object":"chat.completion","id":"c"}"#);
+}
+
+#[test]
+fn a_continuation_names_the_response_as_its_node_made_it() {
+    let body = br#"{"model":"m","previous_response_id" : "resp_9~n","input":"more"}"#;
+    assert_eq!(
+        untag_previous_response_id(body, "n").as_deref(),
+        Some(&br#"{"model":"m","previous_response_id" : "resp_9","input":"more"}"#[..])
+    );
+    assert_eq!(untag_previous_response_id(body, "other"), None, "only the holder's own tag comes off");
+    assert_eq!(untag_previous_response_id(br#"{"previous_response_id":null}"#, "n"), None);
 }

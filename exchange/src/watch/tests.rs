@@ -6,7 +6,7 @@ use http::HeaderMap;
 
 use super::*;
 use crate::capture::Capture;
-use crate::transform::RestoreModel;
+use crate::transform::EditAnswer;
 
 const SENT: u64 = 1_000_000;
 
@@ -150,7 +150,7 @@ fn a_broken_or_cut_answer_is_not_captured() {
 
 #[test]
 fn a_transform_rewrites_what_the_client_and_the_cache_get() {
-    let transform: Box<dyn Transform> = Box::new(RestoreModel::new("gpt-4o", true));
+    let transform: Box<dyn Transform> = Box::new(EditAnswer::restore_model("gpt-4o", true));
     let mut w = Watch::new(WatchSetup { capture: Some(capture()), transform: Some(transform), ..setup(true) });
     // An event split across two chunks comes out whole, rewritten.
     assert_eq!(chunk(&mut w, "data: {\"model\":\"lla", SENT + 600), b"");

@@ -74,7 +74,7 @@ pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>)
     });
     // An origin's interim responses are passed on for passthrough paths, to
     // clients that may get them (not HTTP/1.0 ones, RFC 9110 §15.2).
-    let interim = (endpoint == Endpoint::Other && parts.version >= http::Version::HTTP_11).then_some(client.interim);
+    let interim = (!endpoint.is_api() && parts.version >= http::Version::HTTP_11).then_some(client.interim);
     let mut pending = Pending {
         shared: shared.clone(),
         worker: client.worker,

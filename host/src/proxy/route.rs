@@ -4,6 +4,7 @@
 //! with the next call otherwise) and the exchange's plan says what the
 //! client gets.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,7 +18,8 @@ use exchange::action::{Step, step};
 use exchange::answer::host_error;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event, strip_hop_by_hop};
 use exchange::intake::Capped;
-use exchange::upstream::{upstream_body, upstream_headers};
+use exchange::intake::path_and_query;
+use exchange::upstream::{upstream_body, upstream_headers, upstream_target};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
@@ -204,7 +206,12 @@ impl Pending {
         let Some(pool) = shared.origins.pool(self.worker, forward.node) else {
             return Err(unsent);
         };
-        let target = pool.target(&self.parts.uri).map_err(|_| unsent)?;
+        let node = shared.config.node_at(forward.node).map_or("", |n| n.id.as_str());
+        let target = match upstream_target(forward, path_and_query(&self.parts.uri), node) {
+            Cow::Borrowed(_) => pool.target(&self.parts.uri),
+            Cow::Owned(path) => path.parse::<http::Uri>().map_err(http::Error::from).and_then(|u| pool.target(&u)),
+        }
+        .map_err(|_| unsent)?;
         let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.entry.entry.headers));
         let headers = upstream_headers(
             &self.parts.headers,
@@ -213,7 +220,7 @@ impl Pending {
             conditional.as_deref().unwrap_or_default(),
         );
         // The client's streamed body can be taken only once.
-        let body: ProxyBody = match upstream_body(forward, &self.original, self.stream.is_some()) {
+        let body: ProxyBody = match upstream_body(forward, &self.original, self.stream.is_some(), node) {
             Some(bytes) => full(bytes),
             None => match self.stream.take() {
                 Some(incoming) => {

@@ -1,0 +1,91 @@
+// The official `openai` Node SDK (npm, pinned in package-lock.json),
+// unchanged but for its `fetch`, which goes to the Worker in workerd: the
+// same OpenAI surface the edge box's Python SDK test drives
+// (host/tests/sdk.rs), against fake origins speaking OpenAI's wire format.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { scriptedOrigin, startWorker } from "./harness.mjs";
+
+test("the openai Node SDK works unchanged against every routed endpoint of the Worker", async () => {
+  const edge = await scriptedOrigin("edge");
+  const cloud = await scriptedOrigin("cloud");
+  const local = await scriptedOrigin("local");
+  const config = JSON.stringify({
+    nodes: [
+      { id: "edge", type: "edge", host: edge.url, models: ["tiny"], capabilities: ["small_models"] },
+      { id: "cloud", type: "cloud", host: cloud.url, models: ["gpt-4o"], cost_per_1k_tokens: 0.01 },
+      { id: "local", type: "local", host: local.url, models: ["gpt-4o-mini"] },
+    ],
+    routing: { rules: [{ name: "small", match: { model: "auto" }, target: "edge" }] },
+  });
+  const mf = await startWorker({ config });
+  const client = new OpenAI({
+    baseURL: "http://edge-router.test/v1",
+    apiKey: "sk-client-test",
+    maxRetries: 0,
+    fetch: (url, init) => mf.dispatchFetch(url, init),
+  });
+  try {
+    const models = [];
+    for await (const m of client.models.list()) models.push(m.id);
+    assert.deepEqual(models, ["tiny", "gpt-4o", "gpt-4o-mini", "auto"]);
+    assert.equal((await client.models.retrieve("gpt-4o")).id, "gpt-4o");
+    await assert.rejects(client.models.retrieve("no-such-model"), (e) => e.status === 404 && /no-such-model/.test(e.message));
+
+    const { data: chat, response } = await client.chat.completions
+      .create({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }] })
+      .withResponse();
+    assert.equal(response.headers.get("x-edge-node"), "cloud");
+    assert.equal(chat.choices[0].message.content, "hello from cloud");
+    let streamed = "";
+    let usage = null;
+    const stream = await client.chat.completions.create({
+      model: "gpt-4o",
+      messages: [{ role: "user", content: "hi" }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    for await (const chunk of stream) {
+      streamed += chunk.choices.map((c) => c.delta.content ?? "").join("");
+      usage = chunk.usage ?? usage;
+    }
+    assert.equal(streamed, "hello from cloud");
+    assert.equal(usage?.prompt_tokens, 5);
+
+    const completion = await client.completions.create({ model: "gpt-4o-mini", prompt: "Say hi" });
+    assert.equal(completion.choices[0].text, "hello from local");
+    const embedded = await client.embeddings.create({ model: "gpt-4o-mini", input: ["one", "two"] });
+    assert.deepEqual(embedded.data.map((d) => d.embedding.length), [3, 3]);
+
+    const first = await client.responses.create({ model: "gpt-4o", input: "Tell me", instructions: "be brief" });
+    assert.equal(first.output_text, "hello from cloud");
+    assert.match(first.id, /~cloud$/);
+    const { data: follow, response: followed } = await client.responses
+      .create({ model: "gpt-4o", previous_response_id: first.id, input: [{ role: "user", content: "And more?" }] })
+      .withResponse();
+    assert.equal(followed.headers.get("x-edge-rule"), "affinity");
+    assert.equal(follow.previous_response_id, first.id);
+
+    const events = [];
+    for await (const e of await client.responses.create({ model: "auto", input: "Stream it", stream: true })) events.push(e);
+    assert.equal(events[0].type, "response.created");
+    assert.equal(events.at(-1).type, "response.completed");
+    const text = events.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join("");
+    assert.equal(text, "hello from edge");
+    const done = events.at(-1).response;
+    assert.match(done.id, /~edge$/);
+    assert.equal((await client.responses.retrieve(done.id)).output_text, "hello from edge");
+    const items = await client.responses.inputItems.list(first.id);
+    assert.deepEqual(items.data.map((i) => i.content[0].text), ["Tell me"]);
+    await client.responses.delete(first.id);
+    await assert.rejects(client.responses.retrieve(first.id), (e) => e.status === 404);
+
+    // The origins got the ids they made, never the router's tags.
+    const seen = await cloud.seen();
+    assert.ok(seen.every((s) => !s.target.includes("~") && !s.body.includes("~cloud")), JSON.stringify(seen));
+  } finally {
+    await mf.dispose();
+    for (const o of [edge, cloud, local]) o.close();
+  }
+});
