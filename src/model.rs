@@ -85,6 +85,8 @@ mod tests {
             id: "n".into(),
             node_type: NodeType::Edge,
             provider: None,
+            api: crate::config::Api::OpenAi,
+            api_version: None,
             region: None,
             location: None,
             base_url: "http://n".into(),

@@ -13,7 +13,7 @@ use crate::answer::stale_may_answer;
 use crate::capture::Capture;
 use crate::entry::{Entry, HoldsEntry};
 use crate::explain::set_explanation;
-use crate::transform::{EditAnswer, Transform};
+use crate::transform::{EditAnswer, Then, Transform};
 
 /// The router's `ResponseHead` event for exchange `id`: the status, and the
 /// `retry-after` of a 429 or 503 in seconds (capped to what the event holds).
@@ -32,6 +32,8 @@ pub struct Attempt<'a> {
     pub request: &'a http::request::Parts,
     /// Which kind of path it is.
     pub endpoint: Endpoint,
+    /// The API the node speaks: its answers are translated into OpenAI's.
+    pub api: edge_router::config::Api,
     /// Whether requests to the node carry its key (RFC 9111 §3.5 then applies).
     pub node_has_key: bool,
     /// When the request was sent, in milliseconds since the epoch.
@@ -159,11 +161,16 @@ fn plan<T: HoldsEntry>(
     // reaches the node holding it (`edge_router::facts::RESPONSE_TAG`).
     let holds = matches!(attempt.endpoint, Endpoint::Responses | Endpoint::ResponseById) && status.is_success();
     let tag = holds.then(|| EditAnswer::tag_response_ids(&explain.node, sse));
-    let transform = match (restore, tag) {
+    let edit = match (restore, tag) {
         (Some(r), Some(t)) => Some(EditAnswer::both(r, t)),
         (r, t) => r.or(t),
     };
-    let transform = transform.map(|t| Box::new(t) as Box<dyn Transform>);
+    let edit = edit.map(|t| Box::new(t) as Box<dyn Transform>);
+    // Another API's answer becomes OpenAI's first; the edits work on that.
+    let transform = match (crate::provider::answer(attempt.api, status, sse, now_ms), edit) {
+        (Some(translate), Some(edit)) => Some(Box::new(Then(translate, edit)) as Box<dyn Transform>),
+        (translate, edit) => translate.or(edit),
+    };
     Plan::Deliver(Delivery { capture, sse, transform })
 }
 

@@ -35,6 +35,7 @@ pub mod finish;
 pub mod head;
 pub mod intake;
 pub mod notices;
+pub mod provider;
 pub mod transform;
 pub mod upstream;
 pub mod usage;

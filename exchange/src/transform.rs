@@ -25,6 +25,28 @@ pub trait Transform: Send + Sync {
     fn end(&mut self, out: &mut VecDeque<Bytes>);
 }
 
+/// One transform, then another on what the first gives out.
+pub struct Then(pub Box<dyn Transform>, pub Box<dyn Transform>);
+
+impl Transform for Then {
+    fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
+        let mut between = VecDeque::new();
+        self.0.chunk(input, &mut between);
+        for piece in between {
+            self.1.chunk(piece, out);
+        }
+    }
+
+    fn end(&mut self, out: &mut VecDeque<Bytes>) {
+        let mut between = VecDeque::new();
+        self.0.end(&mut between);
+        for piece in between {
+            self.1.chunk(piece, out);
+        }
+        self.1.end(out);
+    }
+}
+
 /// Runs a whole body (a buffered request body, say) through `transform`.
 pub fn transform_whole(transform: &mut dyn Transform, body: Bytes) -> Bytes {
     let mut out = VecDeque::new();
@@ -92,7 +114,7 @@ pub const MAX_HELD_JSON: usize = 8 << 20;
 
 /// A JSON body held whole until it ends (what is to be rewritten may come in
 /// any chunk), up to a size past which it goes through as it is.
-struct Held {
+pub(crate) struct Held {
     max: usize,
     /// The body so far, in its chunks (`None` once past `max`).
     chunks: Option<Vec<Bytes>>,
@@ -100,11 +122,11 @@ struct Held {
 }
 
 impl Held {
-    fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self { max, chunks: Some(Vec::new()), len: 0 }
     }
 
-    fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
+    pub(crate) fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
         match &mut self.chunks {
             Some(held) if self.len + input.len() <= self.max => {
                 self.len += input.len();
@@ -120,7 +142,7 @@ impl Held {
     }
 
     /// The whole body, if it was held.
-    fn whole(&mut self) -> Option<Bytes> {
+    pub(crate) fn whole(&mut self) -> Option<Bytes> {
         let mut held = self.chunks.take()?;
         // A body in one chunk (the common case) is not copied to be read.
         Some(match held.len() {

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use edge_router::hop::never_forwarded;
 use std::borrow::Cow;
 
+use edge_router::config::Node;
 use edge_router::facts::{response_id_of_path, untag_response_id};
 use edge_router::wire::{Forward, ForwardBody, RuleRef};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -79,13 +80,30 @@ pub fn upstream_target<'a>(forward: &Forward, target: &'a str, node: &str) -> Co
     }
 }
 
-/// `Authorization: Bearer <key>` for a node's key, marked sensitive so that
-/// it never shows in debug output. `None` if the key holds characters a
-/// header may not.
-pub fn bearer(key: &str) -> Option<HeaderValue> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
-    value.set_sensitive(true);
-    Some(value)
+/// What a node gets for a forward: the target on the node (path and
+/// query), the body (`None`: the client's streams through as it is), and
+/// the header fields its API adds. The credential is the host's to add
+/// ([`crate::provider::credential`]).
+pub struct Outbound<'a> {
+    /// Path and query, to follow the node's base URL (`Node::url_for`).
+    pub target: Cow<'a, str>,
+    /// The body to send, or `None` for the client's stream.
+    pub body: Option<Bytes>,
+    /// Header fields the node's API needs (`anthropic-version`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The request `node` gets for `forward` of a client's request for
+/// `target` with body `original` (empty, and `streamed`, when it is still
+/// in its connection): the response id untagged, the model rewritten, and
+/// translated into the node's API when it speaks another than OpenAI's.
+pub fn outbound<'a>(forward: &Forward, node: &Node, target: &'a str, original: &Bytes, streamed: bool) -> Outbound<'a> {
+    let target = upstream_target(forward, target, &node.id);
+    let body = upstream_body(forward, original, streamed, &node.id);
+    match body.as_deref().and_then(|b| crate::provider::translate(node, &target, b)) {
+        Some(t) => Outbound { target: Cow::Owned(t.target), body: Some(t.body), headers: t.headers },
+        None => Outbound { target, body, headers: Vec::new() },
+    }
 }
 
 #[cfg(test)]
@@ -131,7 +149,6 @@ mod tests {
         let not_json = Bytes::from_static(b"not json");
         let kept = upstream_body(&forward(&[], ForwardBody::RewriteModel("tiny".into())), &not_json, false, "n");
         assert_eq!(kept, Some(not_json), "a body that is not a JSON object goes as it came");
-        assert!(bearer("sk-1").is_some_and(|v| v.is_sensitive()));
     }
 
     #[test]
@@ -157,6 +174,5 @@ mod tests {
         let sent =
             upstream_body(&Forward { body: ForwardBody::RewriteModel("tiny".into()), ..held }, &body, false, "n");
         assert_eq!(sent.as_deref(), Some(&br#"{"model":"tiny","previous_response_id":"resp_9"}"#[..]));
-        assert!(bearer("bad\nkey").is_none());
     }
 }

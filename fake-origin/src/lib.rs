@@ -12,10 +12,14 @@
 //! the answer, delays, and a different reply for each request in turn.
 //! `/v1/responses` speaks OpenAI's Responses API: the origin keeps the
 //! response objects it makes, so a follow-up that reaches another origin is
-//! refused as OpenAI would refuse it.
+//! refused as OpenAI would refuse it. `/v1/messages` speaks Anthropic's
+//! Messages API, `/v1beta/models/{model}:generateContent` Google's Gemini
+//! API, and `/openai/deployments/…` Azure OpenAI's, each behind its own
+//! auth header.
 //! Every request is kept ([`FakeOrigin::seen`]).
 #![allow(clippy::disallowed_methods)]
 
+mod dialects;
 mod reply;
 mod responses;
 mod server;

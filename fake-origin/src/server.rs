@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::dialects;
 use crate::reply::{Reply, Script, fill_dates};
 use crate::responses::{Answer, Held};
 
@@ -171,10 +172,19 @@ async fn answer(
         tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
     }
     interim.disarm();
-    // The Responses API, unless the script makes this reply something else.
+    // Another provider's API (which answers scripted errors in its own
+    // shape), or the Responses API unless the script makes this reply
+    // something else.
+    let path = parts.uri.path();
+    let dialect = reply
+        .body
+        .is_none()
+        .then(|| dialects::answer(&state.name, &reply, path, parts.uri.query().unwrap_or(""), &parts.headers, &body));
     let plain = reply.status.is_none_or(|s| s == 200) && reply.body.is_none();
-    let api = plain.then(|| state.responses.answer(&state.name, &reply, &parts.method, parts.uri.path(), &body));
-    match api.flatten() {
+    let api = dialect
+        .flatten()
+        .or_else(|| plain.then(|| state.responses.answer(&state.name, &reply, &parts.method, path, &body)).flatten());
+    match api {
         Some(Answer::Json(status, value)) => Ok(json_response(status, &value)),
         Some(Answer::Events(events)) => {
             let mut headers = header_map(&reply.headers);
@@ -241,7 +251,8 @@ fn respond(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8
     let [prompt, completion] = reply.usage.unwrap_or([5, 5]);
     let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
     let sse = reply.sse.unwrap_or(asked["stream"] == true);
-    if parts.uri.path() == "/v1/embeddings" {
+    // Azure OpenAI's paths end as OpenAI's do.
+    if parts.uri.path().ends_with("/embeddings") {
         // One vector per input, as OpenAI answers: a list of `embedding`
         // objects, each a list of floats or, when the client asks for
         // `encoding_format: base64` (the Node SDK does by default), the
@@ -266,7 +277,7 @@ fn respond(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         return with(status, headers, full(answer.to_string()));
     }
-    if parts.uri.path() == "/v1/completions" {
+    if parts.uri.path().ends_with("/completions") && !parts.uri.path().ends_with("/chat/completions") {
         return legacy_completion(status, headers, origin, &model, &text, &usage, sse, reply.gap_ms);
     }
     if !sse {

@@ -52,8 +52,12 @@ pub struct Origins {
     pools: Vec<Vec<Arc<Pool>>>,
     /// Node id → client for active health probes, which run off the workers.
     probes: HashMap<String, OriginClient>,
-    credentials: HashMap<String, HeaderValue>,
+    /// Node id → the header carrying its key, in its API's way.
+    credentials: HashMap<String, Credential>,
 }
+
+/// A header that carries a node's key.
+type Credential = (http::HeaderName, HeaderValue);
 
 impl Origins {
     /// Makes a connection pool per node for each of `workers` threads, and a
@@ -70,13 +74,13 @@ impl Origins {
             if let Some(var) = &node.api_key_env {
                 match std::env::var(var) {
                     Ok(key) if !key.is_empty() => {
-                        let value = exchange::upstream::bearer(&key).ok_or_else(|| {
+                        let value = exchange::provider::credential(node.api, &key).ok_or_else(|| {
                             anyhow::anyhow!(
                                 "the environment variable {var} (node {}) holds characters not allowed in a header",
                                 node.id
                             )
                         })?;
-                        credentials.insert(var.clone(), value);
+                        credentials.insert(node.id.clone(), value);
                     }
                     _ => {
                         tracing::warn!(node = %node.id, "the environment variable {var} is not set; requests to this node carry no origin key")
@@ -89,7 +93,7 @@ impl Origins {
                 .nodes
                 .iter()
                 .map(|n| {
-                    let key = n.api_key_env.as_ref().and_then(|var| credentials.get(var)).cloned();
+                    let key = credentials.get(&n.id).cloned();
                     Ok(Arc::new(Pool::new(n, key)?))
                 })
                 .collect()
@@ -113,10 +117,10 @@ impl Origins {
         self.probes.get(node)
     }
 
-    /// Sets `Authorization` to the origin key named `credential`, if it is set.
-    pub fn authorize(&self, headers: &mut http::HeaderMap, credential: Option<&str>) {
-        if let Some(value) = credential.and_then(|c| self.credentials.get(c)) {
-            headers.insert(http::header::AUTHORIZATION, value.clone());
+    /// Adds node `node`'s key, in its API's way, if it has one.
+    pub fn authorize(&self, headers: &mut http::HeaderMap, node: &str) {
+        if let Some((name, value)) = self.credentials.get(node) {
+            headers.insert(name, value.clone());
         }
     }
 }
@@ -152,9 +156,8 @@ pub struct Pool {
     prefix: String,
     /// `Host` of every request to the node.
     host: HeaderValue,
-    /// `Authorization` of every request to the node: its key, when its
-    /// `api_key_env` is set.
-    key: Option<HeaderValue>,
+    /// The node's key, in its API's header, when its `api_key_env` is set.
+    key: Option<Credential>,
     /// Unused connections, most recently used last, with when they came back.
     idle: Mutex<Vec<(SendRequest<ProxyBody>, Instant)>>,
 }
@@ -182,7 +185,7 @@ impl Lease {
 }
 
 impl Pool {
-    fn new(node: &edge_router::config::Node, key: Option<HeaderValue>) -> anyhow::Result<Self> {
+    fn new(node: &edge_router::config::Node, key: Option<Credential>) -> anyhow::Result<Self> {
         let base: Uri = node.base_url.parse()?;
         let host = host_header(&base)
             .ok_or_else(|| anyhow::anyhow!("node {}: `{}` has no usable host", node.id, node.base_url))?;
@@ -233,8 +236,8 @@ impl Pool {
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Lease), (Failure, RetryType)> {
         req.headers_mut().insert(http::header::HOST, self.host.clone());
-        if let Some(key) = &self.key {
-            req.headers_mut().insert(http::header::AUTHORIZATION, key.clone());
+        if let Some((name, value)) = &self.key {
+            req.headers_mut().insert(name, value.clone());
         }
         while let Some(mut sender) = self.take_idle() {
             match sender.try_send_request(req).await {

@@ -23,6 +23,10 @@ pub struct Node {
     pub node_type: NodeType,
     /// Who runs it (`aws`, `openai`…), as written.
     pub provider: Option<String>,
+    /// The API it speaks.
+    pub api: Api,
+    /// Azure OpenAI's `api-version`, when it speaks that.
+    pub api_version: Option<String>,
     /// The provider's region, as written.
     pub region: Option<String>,
     /// Where it is, as written.

@@ -204,9 +204,18 @@ pub struct NodeConfig {
     /// scheme, private addresses and local names get `http://`, anything else `https://`.
     pub host: String,
     /// Who runs the node, e.g. `aws`, `cloudflare` or `openai`. Shown by `status`; rules select by it
-    /// with `provider:aws`.
+    /// with `provider:aws`. `anthropic`, `gemini`, `azure` and `bedrock` also choose the API the node
+    /// speaks (see `api`).
     #[serde(default)]
     pub provider: Option<String>,
+    /// The API the node speaks, when `provider` does not say it: `openai` (any OpenAI-compatible
+    /// server: vLLM, Ollama, llama.cpp), `anthropic`, `gemini`, `azure` (Azure OpenAI) or `bedrock`.
+    /// Default: the `provider` if it is one of these, else `openai`.
+    #[serde(default)]
+    pub api: Option<Api>,
+    /// Azure OpenAI's `api-version` query parameter.
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// The provider's region, e.g. `us-east-1`. Rules select by it with `region:us-*`.
     #[serde(default)]
     pub region: Option<String>,
@@ -259,6 +268,59 @@ fn default_health_path() -> String {
 
 fn default_weight() -> f64 {
     1.0
+}
+
+/// The wire format a node speaks; requests and answers are translated
+/// from and to OpenAI's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// OpenAI's, as OpenAI and every OpenAI-compatible server speak it.
+    #[default]
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Anthropic's Messages API (`/v1/messages`, `x-api-key`, `anthropic-version`).
+    Anthropic,
+    /// Google's Gemini API (`generateContent`, `streamGenerateContent`, `x-goog-api-key`).
+    Gemini,
+    /// Azure OpenAI (`/openai/deployments/{model}/…`, `api-key`, `api-version`).
+    Azure,
+    /// Amazon Bedrock's Converse API, signed with AWS Signature Version 4.
+    Bedrock,
+}
+
+impl Api {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Azure => "azure",
+            Self::Bedrock => "bedrock",
+        }
+    }
+
+    /// The API a `provider` names, if it names one.
+    pub fn of_provider(provider: &str) -> Option<Self> {
+        [Self::OpenAi, Self::Anthropic, Self::Gemini, Self::Azure, Self::Bedrock]
+            .into_iter()
+            .find(|a| provider.eq_ignore_ascii_case(a.as_str()))
+    }
+
+    /// Whether a node speaking it serves `endpoint`: translated APIs serve
+    /// chat completions only; Azure OpenAI serves what OpenAI does but the
+    /// Responses API.
+    pub fn serves(self, endpoint: crate::facts::Endpoint) -> bool {
+        use crate::facts::Endpoint;
+        match self {
+            Self::OpenAi => true,
+            Self::Azure => endpoint != Endpoint::Responses && endpoint != Endpoint::ResponseById,
+            Self::Anthropic | Self::Gemini | Self::Bedrock => {
+                !endpoint.is_api() || endpoint == Endpoint::ChatCompletions
+            }
+        }
+    }
 }
 
 /// Per-node time limits.

@@ -365,10 +365,19 @@ impl Validator<'_> {
                     }
                 },
             };
+            let api = n.api.or_else(|| n.provider.as_deref().and_then(Api::of_provider)).unwrap_or_default();
+            if n.api_version.is_some() && api != Api::Azure {
+                self.err(
+                    format!("{path}.api_version"),
+                    "only a node speaking `azure` (Azure OpenAI) takes an api-version",
+                );
+            }
             out.push(Node {
                 id: n.id.clone(),
                 node_type: n.node_type,
                 provider: n.provider.clone(),
+                api,
+                api_version: n.api_version.clone(),
                 region: n.region.clone(),
                 location: n.location.clone(),
                 base_url,

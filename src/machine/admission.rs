@@ -319,6 +319,8 @@ impl Router {
             .chain(ordered)
             .map(|n| (n, primary))
             .chain(fallback.iter().filter(|&&n| Some(n) != canary.map(|c| c.0)).map(|&n| (n, Reached::RuleFallback)))
+            // A node whose API lacks the endpoint (embeddings at Anthropic) is passed over.
+            .filter(|&(n, _)| cfg.nodes[n].api.serves(facts.endpoint))
             .map(|(n, reached)| (n, choose_model(&cfg.nodes[n], facts, &cfg.model_routing, reached)))
             .filter(|(_, m)| *m != ModelChoice::Unsuitable)
             .collect();

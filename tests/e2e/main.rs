@@ -12,5 +12,6 @@ mod fallback;
 mod geo;
 mod health;
 mod input;
+mod providers;
 mod routing;
 mod streaming;

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_router::config::Api;
 use edge_router::error::{RouterError, request_id_text};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
@@ -14,7 +15,8 @@ use exchange::answer::host_error;
 use exchange::entry::Cached;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event};
 use exchange::intake::path_and_query;
-use exchange::upstream::{bearer, upstream_body, upstream_headers, upstream_target};
+use exchange::provider::{adapt_head, credential as credential_for};
+use exchange::upstream::{outbound, upstream_headers};
 use futures_util::future::{Either, select};
 use origin_fallback::RetryType;
 use worker::wasm_bindgen::JsValue;
@@ -98,7 +100,10 @@ impl Exchange {
                     );
                     return fixed(host_error(&e, self.country, id));
                 }
-                Sent::Answered(resp) => {
+                Sent::Answered(mut resp) => {
+                    let api =
+                        self.generation.router.borrow().config().node_at(forward.node).map_or(Api::OpenAi, |n| n.api);
+                    adapt_head(api, &mut resp);
                     let head = head_event(id, resp.status(), resp.headers(), now_ms());
                     match self.generation.handle(head) {
                         Action::Deliver(explain) => return self.answer(resp, &forward, explain, sent_ms),
@@ -117,9 +122,11 @@ impl Exchange {
     /// entry the answer revalidated or failed to replace.
     fn answer(mut self, resp: http::Response<JsBody>, forward: &Forward, explain: Explain, sent_ms: u64) -> Response {
         let now = now_ms();
+        let api = self.generation.router.borrow().config().node_at(forward.node).map_or(Api::OpenAi, |n| n.api);
         let attempt = Attempt {
             request: &self.parts,
             endpoint: self.endpoint,
+            api,
             node_has_key: self.sent_key,
             sent_ms,
             restore_model: self.requested_model.as_deref(),
@@ -160,18 +167,21 @@ impl Exchange {
     /// Sends the request for `forward` and waits for the answer's head,
     /// within the node's `first_byte` limit.
     async fn send(&mut self, f: &Forward) -> Sent {
+        let streamed = self.stream.is_some();
         let (country_header, node) = {
             let router = self.generation.router.borrow();
             let config = router.config();
             let target = path_and_query(&self.parts.uri);
             let node = config.node_at(f.node).map(|n| {
-                let target = upstream_target(f, target, &n.id);
-                (n.id.clone(), n.url_for(&target), n.api_key_env.clone())
+                let out = outbound(f, n, target, &self.original, streamed);
+                (n.id.clone(), n.url_for(&out.target), n.api_key_env.clone(), n.api, out.body, out.headers)
             });
             (config.server.country_header.clone(), node)
         };
         // The router only forwards to nodes of its config.
-        let Some((node, url, credential)) = node else { return Sent::Failed(Failure::Connect, RetryType::NotSent) };
+        let Some((node, url, credential, api, out_body, out_headers)) = node else {
+            return Sent::Failed(Failure::Connect, RetryType::NotSent);
+        };
         let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.entry.entry.headers));
         let mut headers = upstream_headers(
             &self.parts.headers,
@@ -179,19 +189,21 @@ impl Exchange {
             country_header.as_deref(),
             conditional.as_deref().unwrap_or_default(),
         );
+        for (name, value) in out_headers {
+            headers.insert(name, value);
+        }
         self.sent_key = false;
         if let Some(name) = &credential {
-            match self.env.secret(name).ok().and_then(|secret| bearer(&secret.to_string())) {
-                Some(value) => {
-                    headers.insert(http::header::AUTHORIZATION, value);
+            match self.env.secret(name).ok().and_then(|secret| credential_for(api, &secret.to_string())) {
+                Some((header, value)) => {
+                    headers.insert(header, value);
                     self.sent_key = true;
                 }
                 // The name is configuration, never the value.
                 None => worker::console_error!("edge-router: node {node} needs the secret {name}, which is not set"),
             }
         }
-        let streamed = self.stream.is_some();
-        let body: Option<JsValue> = match upstream_body(f, &self.original, streamed, &node) {
+        let body: Option<JsValue> = match out_body {
             None => self.stream.take().map(Into::into),
             Some(bytes) if bytes.is_empty() && matches!(self.parts.method.as_str(), "GET" | "HEAD") => None,
             Some(bytes) => Some(worker::js_sys::Uint8Array::from(&bytes[..]).into()),

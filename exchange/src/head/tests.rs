@@ -39,6 +39,7 @@ fn attempt(request: &http::request::Parts, node_has_key: bool) -> Attempt<'_> {
     Attempt {
         request,
         endpoint: Endpoint::Other,
+        api: edge_router::config::Api::OpenAi,
         node_has_key,
         sent_ms: NOW - 100,
         restore_model: None,

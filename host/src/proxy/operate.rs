@@ -119,7 +119,7 @@ impl Shared {
         let client = self.origins.probe_client(&node.id).ok_or("no client")?;
         let url = node.url_for(&node.health_path);
         let mut req = Request::get(&url).body(full(Bytes::new())).map_err(|e| e.to_string())?;
-        self.origins.authorize(req.headers_mut(), node.api_key_env.as_deref());
+        self.origins.authorize(req.headers_mut(), &node.id);
         let exchange = async {
             let resp = client.request(req).await.map_err(|e| format!("{e}"))?;
             let status = resp.status().as_u16();

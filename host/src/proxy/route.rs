@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_router::config::Api;
 use edge_router::error::{RouterError, request_id_text};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
@@ -19,7 +20,8 @@ use exchange::answer::host_error;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event, strip_hop_by_hop};
 use exchange::intake::Capped;
 use exchange::intake::path_and_query;
-use exchange::upstream::{upstream_body, upstream_headers, upstream_target};
+use exchange::provider::adapt_head;
+use exchange::upstream::{outbound, upstream_headers};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
@@ -94,7 +96,7 @@ impl Pending {
                 continue;
             };
             let sent_ms = now_ms();
-            let (resp, lease) = match self.send(&forward).await {
+            let (mut resp, lease) = match self.send(&forward).await {
                 Ok(answered) => answered,
                 Err(_) if self.over_limit.as_ref().is_some_and(|o| o.load(Ordering::Relaxed)) => {
                     // The client's fault, not the node's: the router hears
@@ -108,6 +110,8 @@ impl Pending {
                     continue;
                 }
             };
+            let api = shared.config.node_at(forward.node).map_or(Api::OpenAi, |n| n.api);
+            adapt_head(api, &mut resp);
             // A response without a body (HEAD, 204, 304, length 0) frees its connection now.
             let lease = if resp.body().is_end_stream() {
                 lease.release();
@@ -153,6 +157,7 @@ impl Pending {
         let attempt = Attempt {
             request: &self.parts,
             endpoint: self.endpoint,
+            api: shared.config.node_at(forward.node).map_or(Api::OpenAi, |n| n.api),
             node_has_key,
             sent_ms,
             restore_model: self.requested_model.as_deref(),
@@ -206,21 +211,25 @@ impl Pending {
         let Some(pool) = shared.origins.pool(self.worker, forward.node) else {
             return Err(unsent);
         };
-        let node = shared.config.node_at(forward.node).map_or("", |n| n.id.as_str());
-        let target = match upstream_target(forward, path_and_query(&self.parts.uri), node) {
+        let node = shared.config.node_at(forward.node).ok_or(unsent)?;
+        let out = outbound(forward, node, path_and_query(&self.parts.uri), &self.original, self.stream.is_some());
+        let target = match out.target {
             Cow::Borrowed(_) => pool.target(&self.parts.uri),
             Cow::Owned(path) => path.parse::<http::Uri>().map_err(http::Error::from).and_then(|u| pool.target(&u)),
         }
         .map_err(|_| unsent)?;
         let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.entry.entry.headers));
-        let headers = upstream_headers(
+        let mut headers = upstream_headers(
             &self.parts.headers,
             forward,
             shared.config.server.country_header.as_deref(),
             conditional.as_deref().unwrap_or_default(),
         );
+        for (name, value) in out.headers {
+            headers.insert(name, value);
+        }
         // The client's streamed body can be taken only once.
-        let body: ProxyBody = match upstream_body(forward, &self.original, self.stream.is_some(), node) {
+        let body: ProxyBody = match out.body {
             Some(bytes) => full(bytes),
             None => match self.stream.take() {
                 Some(incoming) => {

@@ -1,0 +1,98 @@
+//! OpenAI's chat completion chunks, as the adapters write them.
+
+use serde_json::{Value, json};
+
+/// The chunks of one streamed chat completion.
+pub(super) struct Chunks {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+    /// Each tool call's place in OpenAI's `tool_calls`, by the provider's
+    /// index of its content block.
+    tools: Vec<u64>,
+    /// Whether `[DONE]` was written.
+    done: bool,
+    /// Whether the role was announced.
+    started: bool,
+}
+
+impl Chunks {
+    pub fn new(created: u64) -> Self {
+        Self { id: String::new(), model: String::new(), created, tools: Vec::new(), done: false, started: false }
+    }
+
+    /// Writes one chunk with `delta`, a `finish_reason` and `usage` if given.
+    pub fn write(&mut self, out: &mut String, delta: Value, finish: Option<&str>, usage: Option<Value>) {
+        let mut delta = delta;
+        if !self.started {
+            self.started = true;
+            delta["role"] = json!("assistant");
+        }
+        let mut chunk = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if let Some(usage) = usage {
+            chunk["usage"] = usage;
+        }
+        out.push_str("data: ");
+        out.push_str(&chunk.to_string());
+        out.push_str("\n\n");
+    }
+
+    /// Text.
+    pub fn text(&mut self, out: &mut String, text: &str) {
+        if !text.is_empty() {
+            self.write(out, json!({"content": text}), None, None);
+        }
+    }
+
+    /// A tool call starts: provider block `block`, call `id`, function `name`.
+    pub fn tool_start(&mut self, out: &mut String, block: u64, id: &str, name: &str) {
+        let index = self.tools.len() as u64;
+        self.tools.push(block);
+        let call = json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
+        self.write(out, json!({"tool_calls": [call]}), None, None);
+    }
+
+    /// More of the arguments of the tool call of provider block `block`.
+    pub fn tool_arguments(&mut self, out: &mut String, block: u64, arguments: &str) {
+        let Some(index) = self.tools.iter().position(|&b| b == block) else { return };
+        let call = json!({"index": index, "function": {"arguments": arguments}});
+        self.write(out, json!({"tool_calls": [call]}), None, None);
+    }
+
+    /// The last chunk: why it finished, and the usage (so the meter and a
+    /// client that asked for `stream_options.include_usage` both see it).
+    pub fn finish(&mut self, out: &mut String, reason: &str, usage: Value) {
+        self.write(out, json!({}), Some(reason), Some(usage));
+    }
+
+    /// `[DONE]`, once.
+    pub fn done(&mut self, out: &mut String) {
+        if !self.done {
+            self.done = true;
+            out.push_str("data: [DONE]\n\n");
+        }
+    }
+}
+
+/// OpenAI's `usage` from prompt and completion tokens.
+pub(super) fn usage(prompt: u64, completion: u64) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// A chat completion with one choice.
+pub(super) fn completion(id: &str, model: &str, created: u64, message: Value, finish: &str, usage: Value) -> Value {
+    json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": usage,
+    })
+}
+
+/// An OpenAI error event, as the last of a stream (the SDKs raise it).
+pub(super) fn error_event(out: &mut String, kind: &str, message: &str) {
+    let error = json!({"error": {"type": kind, "message": message}});
+    out.push_str(&format!("event: error\ndata: {error}\n\n"));
+}

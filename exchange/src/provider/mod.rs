@@ -1,0 +1,234 @@
+//! Provider adapters: a node that speaks another API than OpenAI's
+//! (`edge_router::config::Api`) gets the client's OpenAI chat request in its
+//! own wire format, with its own auth, and the client gets the answer back
+//! in OpenAI's: JSON, streamed events, tool calls, usage (so costs stay
+//! right) and errors. Each adapter is written once, here, and both hosts
+//! run it: the request side through [`crate::upstream::outbound`], the
+//! answer side as the first [`Transform`] of the answer
+//! ([`crate::head::decide`]), after [`adapt_head`] has made the head
+//! OpenAI's.
+//!
+//! What is and is not translated, per provider, is `docs/providers.md`.
+
+mod anthropic;
+mod chunks;
+mod gemini;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use edge_router::config::{Api, Node};
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde_json::{Value, json};
+
+use crate::transform::{Held, MAX_HELD_JSON, SseEvents, Transform};
+
+/// The header that carries a node's key, in its API's way, marked
+/// sensitive so that it never shows in debug output. `None` if the key
+/// holds characters a header may not, or the API signs requests instead.
+pub fn credential(api: Api, key: &str) -> Option<(HeaderName, HeaderValue)> {
+    let (name, value) = match api {
+        Api::OpenAi => (http::header::AUTHORIZATION, format!("Bearer {key}")),
+        Api::Anthropic => (HeaderName::from_static("x-api-key"), key.to_string()),
+        Api::Gemini => (HeaderName::from_static("x-goog-api-key"), key.to_string()),
+        Api::Azure => (HeaderName::from_static("api-key"), key.to_string()),
+        Api::Bedrock => return None,
+    };
+    let mut value = HeaderValue::from_str(&value).ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
+}
+
+/// An OpenAI request translated for a node: the target on the node, the
+/// body, and the header fields its API adds.
+pub struct Translated {
+    /// Path and query.
+    pub target: String,
+    /// The body.
+    pub body: Bytes,
+    /// Fields the API needs besides the credential (`anthropic-version`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// `body`, an OpenAI request to `target` (the model already the one the
+/// router chose), as `node` takes it; `None` when the node speaks OpenAI's
+/// API, or the body is not a JSON object (it goes as it came, and the
+/// node's own error comes back).
+pub fn translate(node: &Node, target: &str, body: &[u8]) -> Option<Translated> {
+    if node.api == Api::OpenAi {
+        return None;
+    }
+    let request: Value = serde_json::from_slice(body).ok().filter(Value::is_object)?;
+    let model = request["model"].as_str().unwrap_or_default().to_string();
+    let stream = request["stream"] == true;
+    let path = target.split('?').next().unwrap_or_default().trim_end_matches('/');
+    match node.api {
+        Api::OpenAi | Api::Bedrock => None,
+        Api::Anthropic => Some(Translated {
+            target: "/v1/messages".into(),
+            body: serde_json::to_vec(&anthropic::request(&request)).ok()?.into(),
+            headers: vec![(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(anthropic::VERSION))],
+        }),
+        Api::Gemini => Some(Translated {
+            target: gemini::target(&model, stream),
+            body: serde_json::to_vec(&gemini::request(&request)).ok()?.into(),
+            headers: Vec::new(),
+        }),
+        Api::Azure => {
+            // Azure OpenAI names the model by its deployment, in the path.
+            let operation = path.strip_prefix("/v1/")?;
+            let version = node.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
+            let deployment = percent_encode(&model);
+            Some(Translated {
+                target: format!("/openai/deployments/{deployment}/{operation}?api-version={version}"),
+                body: Bytes::copy_from_slice(body),
+                headers: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Azure OpenAI's `api-version` when a node sets none: the latest GA one.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// `text` with everything but unreserved characters percent-encoded, for a path segment.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Makes a translated node's response head OpenAI's: statuses that mean
+/// "overloaded, try elsewhere" become `503` (Anthropic's `529`), so that
+/// they lead to a fallback as OpenAI's do, and the length goes (the body is
+/// rewritten).
+pub fn adapt_head<B>(api: Api, response: &mut http::Response<B>) {
+    if matches!(api, Api::OpenAi | Api::Azure) {
+        return;
+    }
+    if response.status().as_u16() == 529 {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response.headers_mut().remove(http::header::CONTENT_LENGTH);
+}
+
+/// The rewrite of a translated node's answer into OpenAI's: a stream of
+/// events into chat completion chunks, JSON into a chat completion (or an
+/// error into OpenAI's error shape). `None` for nodes that speak OpenAI.
+pub fn answer(api: Api, status: StatusCode, sse: bool, now_ms: u64) -> Option<Box<dyn Transform>> {
+    let created = now_ms / 1000;
+    let dialect: Box<dyn Dialect> = match api {
+        Api::OpenAi | Api::Azure | Api::Bedrock => return None,
+        Api::Anthropic => Box::new(anthropic::Stream::new(created)),
+        Api::Gemini => Box::new(gemini::Stream::new(created)),
+    };
+    Some(Box::new(Translate {
+        dialect,
+        sse: sse && status.is_success(),
+        ok: status.is_success(),
+        events: SseEvents::default(),
+        held: Held::new(MAX_HELD_JSON),
+    }))
+}
+
+/// One provider's answers, as OpenAI's.
+trait Dialect: Send + Sync {
+    /// A whole JSON answer of a successful request.
+    fn answer(&self, json: &Value) -> Option<Value>;
+    /// One event of a stream (its `event:` name, if any, and its data);
+    /// OpenAI's events go to `out`.
+    fn event(&mut self, name: Option<&str>, data: &Value, out: &mut String);
+    /// The stream ended; what OpenAI's stream still says (`[DONE]`).
+    fn end(&mut self, out: &mut String);
+}
+
+/// Runs a [`Dialect`] over an answer body.
+struct Translate {
+    dialect: Box<dyn Dialect>,
+    sse: bool,
+    ok: bool,
+    events: SseEvents,
+    held: Held,
+}
+
+impl Transform for Translate {
+    fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
+        if !self.sse {
+            return self.held.chunk(input, out);
+        }
+        let mut text = String::new();
+        let dialect = &mut self.dialect;
+        self.events.push(&input, |event| {
+            let (name, data) = parse_event(&event);
+            if let Some(data) = data {
+                dialect.event(name.as_deref(), &data, &mut text);
+            }
+        });
+        if !text.is_empty() {
+            out.push_back(Bytes::from(text));
+        }
+    }
+
+    fn end(&mut self, out: &mut VecDeque<Bytes>) {
+        if !self.sse {
+            if let Some(body) = self.held.whole() {
+                let value: Option<Value> = serde_json::from_slice(&body).ok();
+                let translated =
+                    value.and_then(|v| if self.ok { self.dialect.answer(&v) } else { Some(openai_error(&v)) });
+                out.push_back(translated.and_then(|v| serde_json::to_vec(&v).ok()).map_or(body, Bytes::from));
+            }
+            return;
+        }
+        let mut text = String::new();
+        let rest = self.events.rest();
+        if !rest.is_empty() {
+            let (name, data) = parse_event(&rest);
+            if let Some(data) = data {
+                self.dialect.event(name.as_deref(), &data, &mut text);
+            }
+        }
+        self.dialect.end(&mut text);
+        if !text.is_empty() {
+            out.push_back(Bytes::from(text));
+        }
+    }
+}
+
+/// An SSE event's name and its data as JSON (its `data:` lines joined);
+/// `None` data when it has none or it is not JSON.
+fn parse_event(event: &[u8]) -> (Option<String>, Option<Value>) {
+    let text = String::from_utf8_lossy(event);
+    let mut name = None;
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            name = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    (name, serde_json::from_str(&data).ok())
+}
+
+/// A provider's error body in OpenAI's shape: `{"error": {"message",
+/// "type", "param", "code"}}`, with the provider's message and kind.
+pub(crate) fn openai_error(provider: &Value) -> Value {
+    let e = &provider["error"];
+    // Anthropic: {"type":"error","error":{"type","message"}}; Gemini:
+    // {"error":{"code","message","status"}}; Bedrock: {"message"}.
+    let message = e["message"].as_str().or(provider["message"].as_str()).unwrap_or("the node answered with an error");
+    let kind = e["type"].as_str().or(e["status"].as_str()).unwrap_or("api_error").to_ascii_lowercase();
+    json!({"error": {"message": message, "type": kind, "param": null, "code": e["code"].clone()}})
+}
+
+#[cfg(test)]
+mod tests;
