@@ -89,3 +89,60 @@ test("the openai Node SDK works unchanged against every routed endpoint of the W
     for (const o of [edge, cloud, local]) o.close();
   }
 });
+
+test("the openai Node SDK reaches Anthropic and Gemini nodes through the Worker, streamed and with tools", async () => {
+  const claude = await scriptedOrigin("claude");
+  const gemini = await scriptedOrigin("gemini");
+  const overloaded = await scriptedOrigin("busy", { status: 529 });
+  const config = JSON.stringify({
+    nodes: [
+      { id: "claude", type: "cloud", provider: "anthropic", host: claude.url, api_key_env: "ANTHROPIC_KEY", models: ["claude-haiku"] },
+      { id: "gemini", type: "cloud", provider: "gemini", host: gemini.url, api_key_env: "GEMINI_KEY", models: ["gemini-pro"] },
+      { id: "busy", type: "cloud", provider: "anthropic", host: overloaded.url, api_key_env: "ANTHROPIC_KEY", models: ["claude-busy"] },
+    ],
+    routing: { rules: [{ match: { model: "claude-busy" }, target: "busy", fallback: ["claude"] }] },
+  });
+  const mf = await startWorker({ config, bindings: { ANTHROPIC_KEY: "sk-ant-worker", GEMINI_KEY: "AIza-worker" } });
+  const client = new OpenAI({
+    baseURL: "http://edge-router.test/v1",
+    apiKey: "sk-client-test",
+    maxRetries: 0,
+    fetch: (url, init) => mf.dispatchFetch(url, init),
+  });
+  const weather = {
+    type: "function",
+    function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } },
+  };
+  try {
+    for (const [model, origin, node] of [["claude-haiku", claude, "claude"], ["gemini-pro", gemini, "gemini"]]) {
+      const { data, response } = await client.chat.completions
+        .create({ model, messages: [{ role: "system", content: "be brief" }, { role: "user", content: "hi" }] })
+        .withResponse();
+      assert.equal(response.headers.get("x-edge-node"), node);
+      assert.equal(data.choices[0].message.content, `hello from ${node}`);
+      assert.equal(data.usage.total_tokens, 10);
+      let streamed = "";
+      let usage = null;
+      for await (const chunk of await client.chat.completions.create({ model, messages: [{ role: "user", content: "hi" }], stream: true })) {
+        streamed += chunk.choices.map((c) => c.delta.content ?? "").join("");
+        usage = chunk.usage ?? usage;
+      }
+      assert.equal(streamed, `hello from ${node}`);
+      assert.equal(usage?.total_tokens, 10);
+      const called = await client.chat.completions.create({ model, messages: [{ role: "user", content: "weather in Paris?" }], tools: [weather] });
+      const call = called.choices[0].message.tool_calls[0];
+      assert.equal(call.function.name, "get_weather");
+      assert.deepEqual(JSON.parse(call.function.arguments), { city: "Paris" });
+      const seen = (await origin.seen()).at(-1);
+      assert.ok(!("authorization" in seen.headers), "the key goes in the provider's own header");
+      assert.ok(seen.headers["x-api-key"] === "sk-ant-worker" || seen.headers["x-goog-api-key"] === "AIza-worker", JSON.stringify(seen.headers));
+    }
+    // Anthropic's 529 falls back as an OpenAI 503 would.
+    const { response } = await client.chat.completions.create({ model: "claude-busy", messages: [{ role: "user", content: "hi" }] }).withResponse();
+    assert.equal(response.headers.get("x-edge-node"), "claude");
+    assert.equal(response.headers.get("x-edge-attempts"), "2");
+  } finally {
+    await mf.dispose();
+    for (const o of [claude, gemini, overloaded]) o.close();
+  }
+});

@@ -93,6 +93,5 @@ pub(super) fn completion(id: &str, model: &str, created: u64, message: Value, fi
 
 /// An OpenAI error event, as the last of a stream (the SDKs raise it).
 pub(super) fn error_event(out: &mut String, kind: &str, message: &str) {
-    let error = json!({"error": {"type": kind, "message": message}});
-    out.push_str(&format!("event: error\ndata: {error}\n\n"));
+    out.push_str(&crate::watch::sse_error_event(kind, message));
 }

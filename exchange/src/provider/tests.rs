@@ -1,1 +1,254 @@
+//! The adapters' translations, and their streams cut in every way.
 
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use edge_router::RouterConfig;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn node(api: &str) -> Node {
+    let yaml = format!("nodes: [{{id: n, type: cloud, host: \"http://n\", api: {api}}}]\n");
+    RouterConfig::load("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}")).nodes.remove(0)
+}
+
+/// Runs `input` through a fresh answer transform in chunks cut at `cuts`.
+fn run(api: Api, status: u16, sse: bool, input: &[u8], cuts: &[usize]) -> String {
+    let status = StatusCode::from_u16(status).expect("a status");
+    let mut t = answer(api, status, sse, 1_700_000_000_000).expect("a translated API");
+    let mut out = VecDeque::new();
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut from = 0;
+    for cut in cuts.into_iter().chain([input.len()]) {
+        if cut > from {
+            t.chunk(Bytes::copy_from_slice(&input[from..cut]), &mut out);
+            from = cut;
+        }
+    }
+    t.end(&mut out);
+    String::from_utf8(out.into_iter().flatten().collect()).expect("UTF-8")
+}
+
+fn chunks(stream: &str) -> Vec<Value> {
+    stream
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}")))
+        .collect()
+}
+
+#[test]
+fn an_openai_chat_becomes_a_messages_request() {
+    let openai = json!({
+        "model": "claude-haiku", "temperature": 0.2, "stop": "END", "user": "u-1", "parallel_tool_calls": false,
+        "max_completion_tokens": 300, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "developer", "content": [{"type": "text", "text": "and kind"}]},
+            {"role": "user", "content": "weather in Paris and Rome?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": "not json"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+            {"role": "tool", "tool_call_id": "c2", "content": [{"type": "text", "text": "21C"}]},
+        ]
+    });
+    let m = anthropic::request(&openai);
+    assert_eq!(m["system"], "be brief\n\nand kind");
+    assert_eq!((m["max_tokens"].as_u64(), m["stop_sequences"].clone()), (Some(300), json!(["END"])));
+    assert_eq!(m["tool_choice"], json!({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true}));
+    assert_eq!(m["metadata"], json!({"user_id": "u-1"}));
+    assert_eq!(m["tools"], json!([{"name": "get_weather", "input_schema": {"type": "object"}}]));
+    let messages = m["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 3, "the two tool results answer in one user turn: {m}");
+    assert_eq!(
+        messages[1]["content"][0],
+        json!({"type": "tool_use", "id": "c1", "name": "get_weather", "input": {"city": "Paris"}})
+    );
+    assert_eq!(messages[1]["content"][1]["input"], json!({}), "arguments that are not JSON become an empty input");
+    assert_eq!(messages[2]["content"][1], json!({"type": "tool_result", "tool_use_id": "c2", "content": "21C"}));
+    // No limit from the client: the Messages API needs one.
+    assert_eq!(anthropic::request(&json!({"model": "m", "messages": []}))["max_tokens"], anthropic::DEFAULT_MAX_TOKENS);
+}
+
+#[test]
+fn a_message_becomes_a_chat_completion() {
+    let message = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku","content":[{"type":"text","text":"Let me check. "},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"cache_read_input_tokens":90,"output_tokens":7}}"#;
+    let out: Value = serde_json::from_str(&run(Api::Anthropic, 200, false, message, &[9, 70])).expect("JSON");
+    assert_eq!((out["object"].as_str(), out["created"].as_u64()), (Some("chat.completion"), Some(1_700_000_000)));
+    let choice = &out["choices"][0];
+    assert_eq!(
+        (choice["message"]["content"].as_str(), choice["finish_reason"].as_str()),
+        (Some("Let me check. "), Some("tool_calls"))
+    );
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"],
+        json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
+    );
+    assert_eq!(
+        out["usage"],
+        json!({"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107}),
+        "cached input counts"
+    );
+}
+
+const ANTHROPIC_STREAM: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-haiku\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: ping\ndata: {\"type\": \"ping\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi \\\"there\\\"\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"f\",\"input\":{}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"1}\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":9}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+#[test]
+fn anthropics_events_become_openais_chunks() {
+    let out = run(Api::Anthropic, 200, true, ANTHROPIC_STREAM.as_bytes(), &[]);
+    assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+    let c = chunks(&out);
+    assert_eq!(c[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    assert!(
+        c.iter().all(|c| c["id"] == "msg_1" && c["model"] == "claude-haiku" && c["object"] == "chat.completion.chunk")
+    );
+    let text: String = c.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Hi \"there\"");
+    let call = &c.iter().find(|c| !c["choices"][0]["delta"]["tool_calls"].is_null()).expect("a tool call")["choices"]
+        [0]["delta"]["tool_calls"][0];
+    assert_eq!(
+        (call["index"].as_u64(), call["id"].as_str(), call["function"]["name"].as_str()),
+        (Some(0), Some("toolu_1"), Some("f"))
+    );
+    let arguments: String =
+        c.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()).collect();
+    assert_eq!(arguments, "{\"a\":1}");
+    let last = c.last().expect("chunks");
+    assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(last["usage"], json!({"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}));
+}
+
+#[test]
+fn a_provider_error_mid_stream_becomes_openais_error_event() {
+    let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"x\",\"usage\":{}}}\n\n\
+event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    let out = run(Api::Anthropic, 200, true, stream.as_bytes(), &[]);
+    assert!(
+        out.contains("event: error\ndata: {\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"),
+        "{out}"
+    );
+    assert!(!out.contains("[DONE]"), "a stream that failed is not done: {out}");
+}
+
+#[test]
+fn error_bodies_take_openais_shape() {
+    let anthropic = br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
+    let out: Value = serde_json::from_str(&run(Api::Anthropic, 429, false, anthropic, &[4])).expect("JSON");
+    assert_eq!(
+        out,
+        json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}})
+    );
+    let gemini = br#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#;
+    let out: Value = serde_json::from_str(&run(Api::Gemini, 429, true, gemini, &[])).expect("JSON");
+    assert_eq!(out["error"]["type"], "resource_exhausted", "an error is JSON even when a stream was asked for");
+    assert_eq!(
+        run(Api::Gemini, 502, false, b"<html>bad gateway</html>", &[]),
+        "<html>bad gateway</html>",
+        "not JSON: as it came"
+    );
+}
+
+#[test]
+fn an_openai_chat_becomes_a_gemini_request() {
+    let openai = json!({
+        "model": "gemini-pro", "temperature": 0.5, "max_tokens": 50, "stop": ["x"], "response_format": {"type": "json_object"},
+        "tool_choice": "required",
+        "tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}],
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}]},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"q\":1}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "{\"answer\": 42}"},
+        ]
+    });
+    let g = gemini::request(&openai);
+    assert_eq!(g["systemInstruction"], json!({"parts": [{"text": "be brief"}]}));
+    assert_eq!(g["contents"][0]["parts"][1], json!({"inlineData": {"mimeType": "image/jpeg", "data": "AAAA"}}));
+    assert_eq!(
+        g["contents"][1],
+        json!({"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"q": 1}}}]})
+    );
+    assert_eq!(g["contents"][2]["parts"][0]["functionResponse"], json!({"name": "f", "response": {"answer": 42}}));
+    assert_eq!(
+        g["generationConfig"],
+        json!({"temperature": 0.5, "maxOutputTokens": 50, "stopSequences": ["x"], "responseMimeType": "application/json"})
+    );
+    assert_eq!(g["toolConfig"], json!({"functionCallingConfig": {"mode": "ANY"}}));
+    assert_eq!(
+        g["tools"][0]["functionDeclarations"][0],
+        json!({"name": "f", "description": "d", "parameters": {"type": "object"}})
+    );
+    assert_eq!(gemini::target("models/gemini 2", true), "/v1beta/models/gemini%202:streamGenerateContent?alt=sse");
+}
+
+const GEMINI_STREAM: &str = "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hel\"}]},\"index\":0}],\"modelVersion\":\"gemini-pro\",\"responseId\":\"r1\"}\r\n\r\n\
+data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo\"}]},\"finishReason\":\"MAX_TOKENS\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":2,\"thoughtsTokenCount\":4}}\r\n\r\n";
+
+#[test]
+fn geminis_responses_become_openais_chunks() {
+    let out = run(Api::Gemini, 200, true, GEMINI_STREAM.as_bytes(), &[]);
+    let c = chunks(&out);
+    let text: String = c.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Hello");
+    let last = c.last().expect("chunks");
+    assert_eq!((last["id"].as_str(), last["choices"][0]["finish_reason"].as_str()), (Some("r1"), Some("length")));
+    assert_eq!(
+        last["usage"],
+        json!({"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}),
+        "thinking is output"
+    );
+    assert!(out.ends_with("data: [DONE]\n\n"));
+    // A stream that ends without saying why was cut: no [DONE].
+    let cut = GEMINI_STREAM.split("\r\n\r\n").next().unwrap_or_default().to_string() + "\r\n\r\n";
+    assert!(!run(Api::Gemini, 200, true, cut.as_bytes(), &[]).contains("[DONE]"));
+}
+
+#[test]
+fn azure_openai_gets_its_deployment_path_and_version_and_the_body_as_it_is() {
+    let body = br#"{"model":"gpt-4o mini","messages":[]}"#;
+    let t = translate(&node("azure"), "/v1/chat/completions", body).expect("translated");
+    assert_eq!(t.target, format!("/openai/deployments/gpt-4o%20mini/chat/completions?api-version={AZURE_API_VERSION}"));
+    assert_eq!(&t.body[..], body);
+    assert!(translate(&node("openai"), "/v1/chat/completions", body).is_none());
+    assert!(translate(&node("anthropic"), "/v1/chat/completions", b"not json").is_none(), "sent as it came");
+    let anthropic = translate(&node("anthropic"), "/v1/chat/completions", body).expect("translated");
+    assert_eq!((anthropic.target.as_str(), anthropic.headers[0].1.to_str().ok()), ("/v1/messages", Some("2023-06-01")));
+}
+
+#[test]
+fn each_api_has_its_own_key_header_and_overload_becomes_503() {
+    let name = |api| credential(api, "k").map(|(n, v)| (n.to_string(), v.is_sensitive()));
+    assert_eq!(name(Api::OpenAi), Some(("authorization".into(), true)));
+    assert_eq!(name(Api::Anthropic), Some(("x-api-key".into(), true)));
+    assert_eq!(name(Api::Gemini), Some(("x-goog-api-key".into(), true)));
+    assert_eq!(name(Api::Azure), Some(("api-key".into(), true)));
+    assert!(credential(Api::OpenAi, "bad\nkey").is_none());
+    let mut resp = http::Response::builder().status(529).header("content-length", "9").body(()).expect("a response");
+    adapt_head(Api::Anthropic, &mut resp);
+    assert_eq!((resp.status().as_u16(), resp.headers().get("content-length")), (503, None));
+}
+
+proptest! {
+    #[test]
+    fn streams_translate_the_same_however_they_are_cut(cuts in prop::collection::vec(0usize..4000, 0..12)) {
+        for (api, stream) in [(Api::Anthropic, ANTHROPIC_STREAM), (Api::Gemini, GEMINI_STREAM)] {
+            let whole = run(api, 200, true, stream.as_bytes(), &[]);
+            prop_assert_eq!(run(api, 200, true, stream.as_bytes(), &cuts), whole);
+        }
+    }
+}
