@@ -210,3 +210,21 @@ fn autoscaling_entries_are_validated() {
     let elsewhere = format!("{base}  - {{node: z, metric: error_rate, threshold: 5, action: scale_out}}\n");
     assert!(warned(&load(&elsewhere).unwrap(), "autoscaling[0].node", "skipped"));
 }
+
+#[test]
+fn a_provider_that_names_an_api_chooses_it_and_api_says_it_outright() {
+    let yaml = "nodes:
+  - {id: a, type: cloud, host: \"http://a\", provider: Anthropic}
+  - {id: b, type: cloud, host: \"http://b\", provider: azure, api: openai}
+  - {id: c, type: cloud, host: \"http://c\", provider: aws}
+  - {id: d, type: cloud, host: \"http://d\", provider: azure, api_version: \"2024-06-01\"}
+";
+    let cfg = load(yaml).unwrap();
+    let apis: Vec<Api> = cfg.nodes.iter().map(|n| n.api).collect();
+    assert_eq!(apis, [Api::Anthropic, Api::OpenAi, Api::OpenAi, Api::Azure]);
+    let misplaced = yaml.replace("provider: aws", "provider: aws, api_version: \"1\"");
+    assert!(load(&misplaced).unwrap_err().to_string().contains("nodes[2].api_version: only a node speaking `azure`"));
+    let bedrock = "nodes: [{id: a, type: cloud, host: \"http://a\", provider: bedrock}]\n";
+    let err = load(bedrock).unwrap_err().to_string();
+    assert!(err.contains("nodes[0].provider") && err.contains("not translated yet"), "{err}");
+}

@@ -366,6 +366,13 @@ impl Validator<'_> {
                 },
             };
             let api = n.api.or_else(|| n.provider.as_deref().and_then(Api::of_provider)).unwrap_or_default();
+            if api == Api::Bedrock {
+                // Refused rather than sent to Bedrock in a format it does not take.
+                self.err(
+                    format!("{path}.{}", if n.api.is_some() { "api" } else { "provider" }),
+                    "Amazon Bedrock (Converse with SigV4 signing) is not translated yet; reach Bedrock models through an OpenAI-compatible gateway, or see docs/providers.md",
+                );
+            }
             if n.api_version.is_some() && api != Api::Azure {
                 self.err(
                     format!("{path}.api_version"),
