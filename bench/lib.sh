@@ -112,14 +112,17 @@ PY
 }
 
 # proxy_setup : for the proxy benchmarks (proxy.sh, ab.sh). Starts an nginx
-# origin answering a fixed chat completion on $P_ORIGIN and nginx as a
+# origin answering a fixed chat completion on $P_ORIGIN (and the same answer
+# as an Anthropic message at /v1/messages), and nginx as a
 # keep-alive reverse proxy to it on $P_NGINX (both ports chosen here), and
 # writes $WORK/router.yaml (one rule to the origin; CONFIG_EXTRA appended) and
 # $WORK/post.lua (wrk's chat request).
 proxy_setup() {
   P_ORIGIN=$(free_port); P_NGINX=$(free_port)
   local completion='{"id":"bench-1","object":"chat.completion","model":"llama-3-8b","choices":[{"index":0,"message":{"role":"assistant","content":"Edge routing keeps cheap work local and sensitive data in its jurisdiction."},"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":14,"total_tokens":45}}'
-  nginx_conf "$WORK/origin" "server { listen 127.0.0.1:$P_ORIGIN; location / { default_type application/json; return 200 '$completion'; } }"
+  local message='{"id":"msg_bench1","type":"message","role":"assistant","model":"llama-3-8b","content":[{"type":"text","text":"Edge routing keeps cheap work local and sensitive data in its jurisdiction."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":31,"output_tokens":14}}'
+  nginx_conf "$WORK/origin" "server { listen 127.0.0.1:$P_ORIGIN; location / { default_type application/json; return 200 '$completion'; }
+    location = /v1/messages { default_type application/json; return 200 '$message'; } }"
   nginx_conf "$WORK/proxy" "upstream origin { server 127.0.0.1:$P_ORIGIN; keepalive 128; }
   server { listen 127.0.0.1:$P_NGINX; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
   start_nginx "$WORK/origin"

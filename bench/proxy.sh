@@ -8,6 +8,10 @@
 #                   nothing else: a lower bound for a router on this stack
 #   decision-floor-shared  the same with one module instance for all threads,
 #                   as the edge box has
+#   router-anthropic  edge-router with the origin as an Anthropic node: the
+#                   same request translated to the Messages API and its
+#                   answer back (the origin's /v1/messages), to show what
+#                   a translated request adds
 # wrk drives each with POST /v1/chat/completions at CONNS connections for DURATION,
 # ROUNDS times, interleaved; the medians are reported, with proxy CPU µs per
 # request read from /proc (utime+stime of the proxy's processes).
@@ -26,13 +30,17 @@ P_ROUTER=$(free_port); P_FLOOR=$(free_port); P_DECIDE=$(free_port); P_SHARED=$(f
 MODULE=target/wasm32-unknown-unknown/release/edge_router.wasm
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" &
 PIDS+=($!); ROUTER_PID=$!
+P_ANTHROPIC=$(free_port)
+sed 's/type: local, host/type: local, provider: anthropic, api_key_env: BENCH_ANTHROPIC_KEY, host/' "$WORK/router.yaml" >"$WORK/anthropic.yaml"
+BENCH_ANTHROPIC_KEY=sk-ant-bench EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/anthropic.yaml" --listen "127.0.0.1:$P_ANTHROPIC" &
+PIDS+=($!); ANTHROPIC_PID=$!
 target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
 PIDS+=($!); FLOOR_PID=$!
 target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
 PIDS+=($!); DECIDE_PID=$!
 DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
 PIDS+=($!); SHARED_PID=$!
-wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE" "$P_SHARED"
+wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE" "$P_SHARED" "$P_ANTHROPIC"
 
 measure() { # $1 name, $2 port, $3 pids to charge CPU to ("" for none)
   wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$3" "$WORK/post.lua"
@@ -41,7 +49,8 @@ measure() { # $1 name, $2 port, $3 pids to charge CPU to ("" for none)
 echo "loopback, $CONNS connections, $THREADS wrk threads, $DURATION × $ROUNDS rounds, $(nproc) cores" >&2
 # The proxies take turns going first: each round starts one later in the list.
 PROXIES=("nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" "hyper-floor $P_FLOOR $FLOOR_PID"
-  "decision-floor $P_DECIDE $DECIDE_PID" "decision-floor-shared $P_SHARED $SHARED_PID")
+  "decision-floor $P_DECIDE $DECIDE_PID" "decision-floor-shared $P_SHARED $SHARED_PID"
+  "router-anthropic $P_ANTHROPIC $ANTHROPIC_PID")
 for r in $(seq "$ROUNDS"); do
   measure origin "$P_ORIGIN" ""
   for i in $(seq 0 $((${#PROXIES[@]} - 1))); do
@@ -51,7 +60,7 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r done" >&2
 done
 
-median_table origin nginx router hyper-floor decision-floor decision-floor-shared
+median_table origin nginx router hyper-floor decision-floor decision-floor-shared router-anthropic
 echo
 python3 -c "
 r, n = $(median_of router rps), $(median_of nginx rps)
@@ -60,6 +69,9 @@ print(f'router / nginx: req/s {r/n:.2f}× (bar ≥ 0.9×), CPU per request {rc/n
 ru, fu = $(median_of router user), $(median_of hyper-floor user)
 rs, fs = $(median_of router sys), $(median_of hyper-floor sys)
 print(f'router / hyper-floor: user CPU per request {ru/fu:.2f}×, system CPU {rs/fs:.2f}×')"
+python3 -c "
+t, o = $(median_of router-anthropic cpu), $(median_of router cpu)
+print(f'router-anthropic / router: CPU per request {t/o:.2f}×, {t - o:+.1f} µs for translating the request and its answer')"
 for peer in hyper-floor decision-floor decision-floor-shared; do
   python3 -c "print(f'$peer / nginx: req/s {$(median_of $peer rps) / $(median_of nginx rps):.2f}×, CPU per request {$(median_of $peer cpu) / $(median_of nginx cpu):.2f}×')"
 done
