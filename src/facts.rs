@@ -24,6 +24,8 @@ pub enum Endpoint {
     Embeddings,
     /// `POST /v1/responses`
     Responses,
+    /// `POST /v1/messages`: Anthropic's Messages API, from Claude-native clients.
+    Messages,
     /// `GET` (or `HEAD`) `/v1/models` and `/v1/models/{model}`: answered by the router.
     Models,
     /// `/v1/responses/{id}` and below it (`/cancel`, `/input_items`), any
@@ -45,6 +47,7 @@ impl Endpoint {
             ("POST", "/v1/completions") => Self::Completions,
             ("POST", "/v1/embeddings") => Self::Embeddings,
             ("POST", "/v1/responses") => Self::Responses,
+            ("POST", "/v1/messages") => Self::Messages,
             ("GET" | "HEAD", "/v1/models") => Self::Models,
             ("GET" | "HEAD", p) if p.strip_prefix("/v1/models/").is_some_and(|m| !m.is_empty()) => Self::Models,
             _ => Self::Other,
@@ -54,7 +57,7 @@ impl Endpoint {
     /// Whether it is an AI request: a JSON body, read whole, whose facts
     /// the rules route on.
     pub fn is_api(self) -> bool {
-        matches!(self, Self::ChatCompletions | Self::Completions | Self::Embeddings | Self::Responses)
+        matches!(self, Self::ChatCompletions | Self::Completions | Self::Embeddings | Self::Responses | Self::Messages)
     }
 }
 
@@ -139,6 +142,7 @@ pub fn parse_body(body: &[u8]) -> Result<BodyFacts, String> {
         prompt: Option<Tokens>,
         input: Option<Tokens>,
         instructions: Option<Tokens>,
+        system: Option<Tokens>,
         stream: Option<bool>,
         max_tokens: Option<u64>,
         max_completion_tokens: Option<u64>,
@@ -158,7 +162,7 @@ pub fn parse_body(body: &[u8]) -> Result<BodyFacts, String> {
     })?;
     let prompt_tokens = [parsed.messages.map(|m| m.0), parsed.prompt.map(|t| t.0), parsed.input.map(|t| t.0)]
         .into_iter()
-        .chain([parsed.instructions.map(|t| t.0)])
+        .chain([parsed.instructions.map(|t| t.0), parsed.system.map(|t| t.0)])
         .flatten()
         .fold(0u64, u64::saturating_add);
     Ok(BodyFacts {
@@ -188,12 +192,12 @@ pub fn request_facts(
         Some(t) => valid_type(t)?,
         None => match endpoint {
             Endpoint::Embeddings => "embedding".into(),
-            Endpoint::ChatCompletions | Endpoint::Responses
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages
                 if body.stream && body.prompt_tokens <= cfg.realtime_max_prompt_tokens =>
             {
                 "realtime_chat".into()
             }
-            Endpoint::ChatCompletions | Endpoint::Responses => "chat".into(),
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages => "chat".into(),
             Endpoint::Completions | Endpoint::Models | Endpoint::ResponseById | Endpoint::Other => "completion".into(),
         },
     };
@@ -321,7 +325,8 @@ fn count_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<u64, A::Error> {
         let t = match key.as_ref() {
             "content" | "text" | "arguments" | "tool_calls" | "function" | "refusal" => map.next_value::<Tokens>()?.0,
             "name" => 1 + map.next_value::<Tokens>()?.0,
-            "image_url" | "input_audio" | "file" => {
+            // OpenAI's media parts, and Anthropic's (`source`).
+            "image_url" | "input_audio" | "file" | "source" => {
                 map.next_value::<IgnoredAny>()?;
                 IMAGE_TOKENS
             }
@@ -351,6 +356,7 @@ mod tests {
         assert_eq!(Endpoint::classify("GET", "/v1/chat/completions"), Endpoint::Other);
         assert_eq!(Endpoint::classify("POST", "/v1/models"), Endpoint::Other);
         assert_eq!(Endpoint::classify("POST", "/v1/responses"), Endpoint::Responses);
+        assert_eq!(Endpoint::classify("POST", "/v1/messages"), Endpoint::Messages);
         assert_eq!(Endpoint::classify("GET", "/v1/responses"), Endpoint::Other);
         assert_eq!(Endpoint::classify("GET", "/v1/models"), Endpoint::Models);
         assert_eq!(Endpoint::classify("HEAD", "/v1/models/gpt-4o?x"), Endpoint::Models);

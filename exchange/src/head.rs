@@ -167,7 +167,8 @@ fn plan<T: HoldsEntry>(
     };
     let edit = edit.map(|t| Box::new(t) as Box<dyn Transform>);
     // Another API's answer becomes OpenAI's first; the edits work on that.
-    let transform = match (crate::provider::answer(attempt.api, status, sse, now_ms), edit) {
+    let translate = crate::provider::answer_for(attempt.endpoint, attempt.api, status, sse, now_ms);
+    let transform = match (translate, edit) {
         (Some(translate), Some(edit)) => Some(Box::new(Then(translate, edit)) as Box<dyn Transform>),
         (translate, edit) => translate.or(edit),
     };

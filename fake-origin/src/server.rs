@@ -280,6 +280,21 @@ fn respond(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8
     if parts.uri.path().ends_with("/completions") && !parts.uri.path().ends_with("/chat/completions") {
         return legacy_completion(status, headers, origin, &model, &text, &usage, sse, reply.gap_ms);
     }
+    // Tools, as the other dialects do: a request that offers one and asks
+    // about the weather gets a call; one that ends with a tool's result
+    // gets an answer that repeats it.
+    let turns = asked["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let last = turns.last().cloned().unwrap_or(Value::Null);
+    let tool = asked["tools"][0]["function"]["name"]
+        .as_str()
+        .filter(|_| last["role"] == "user" && last["content"].as_str().is_some_and(|c| c.contains("weather")));
+    let text = match last["role"].as_str() {
+        Some("tool") => format!("{origin} heard: tool said {}", last["content"].as_str().unwrap_or_default()),
+        _ => text,
+    };
+    if let Some(name) = tool {
+        return tool_call(status, headers, origin, &model, name, &usage, sse);
+    }
     if !sse {
         let answer = json!({"id": "chatcmpl-fake", "object": "chat.completion", "origin": origin, "model": model,
             "method": parts.method.as_str(),
@@ -292,6 +307,53 @@ fn respond(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8
     let separate_usage = asked["stream_options"]["include_usage"] == true;
     let events = sse_events(origin, &model, &text, &usage, separate_usage);
     with(status, headers, streamed(events, Duration::from_millis(reply.gap_ms)))
+}
+
+/// A chat completion that calls `name` with `{"city": "Paris"}`, or the
+/// chunks of one: the call's id and name, its arguments in two pieces,
+/// then `finish_reason: tool_calls` with the usage.
+fn tool_call(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    origin: &str,
+    model: &Value,
+    name: &str,
+    usage: &Value,
+    sse: bool,
+) -> Response<Body> {
+    let arguments = "{\"city\": \"Paris\"}";
+    if !sse {
+        let call = json!({"id": "call_fake1", "type": "function", "function": {"name": name, "arguments": arguments}});
+        let answer = json!({"id": "chatcmpl-fake", "object": "chat.completion", "origin": origin, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [call]},
+                "finish_reason": "tool_calls"}], "usage": usage});
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        return with(status, headers, full(answer.to_string()));
+    }
+    let chunk = |delta: Value, finish: Value, usage: &Value| {
+        let c = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "origin": origin, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "usage": usage});
+        format!("data: {c}\n\n")
+    };
+    let start =
+        json!({"index": 0, "id": "call_fake1", "type": "function", "function": {"name": name, "arguments": ""}});
+    let events = vec![
+        chunk(json!({"role": "assistant", "tool_calls": [start]}), Value::Null, &Value::Null),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}),
+            Value::Null,
+            &Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+            Value::Null,
+            &Value::Null,
+        ),
+        chunk(json!({}), json!("tool_calls"), usage),
+        "data: [DONE]\n\n".to_string(),
+    ];
+    headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
+    with(status, headers, streamed(events, Duration::ZERO))
 }
 
 /// A legacy completion (`/v1/completions`): a `text_completion`, or its
@@ -350,7 +412,8 @@ fn sse_events(origin: &str, model: &Value, text: &str, usage: &Value, separate_u
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let choices = json!([{"index": 0, "delta": {"content": w}}]);
+            let finish = if i == last { json!("stop") } else { Value::Null };
+            let choices = json!([{"index": 0, "delta": {"content": w}, "finish_reason": finish}]);
             chunk(choices, if i == last && !separate_usage { usage } else { &Value::Null })
         })
         .collect();

@@ -309,15 +309,16 @@ impl Api {
     }
 
     /// Whether a node speaking it serves `endpoint`: translated APIs serve
-    /// chat completions only; Azure OpenAI serves what OpenAI does but the
-    /// Responses API.
+    /// chat completions (and Anthropic clients' messages, which go as chat
+    /// to all but Anthropic's own) only; Azure OpenAI serves what OpenAI
+    /// does but the Responses API.
     pub fn serves(self, endpoint: crate::facts::Endpoint) -> bool {
         use crate::facts::Endpoint;
         match self {
             Self::OpenAi => true,
             Self::Azure => endpoint != Endpoint::Responses && endpoint != Endpoint::ResponseById,
             Self::Anthropic | Self::Gemini | Self::Bedrock => {
-                !endpoint.is_api() || endpoint == Endpoint::ChatCompletions
+                !endpoint.is_api() || matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages)
             }
         }
     }

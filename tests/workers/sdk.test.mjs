@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import Anthropic from "@anthropic-ai/sdk";
 import { scriptedOrigin, startWorker } from "./harness.mjs";
 
 test("the openai Node SDK works unchanged against every routed endpoint of the Worker", async () => {
@@ -144,5 +145,44 @@ test("the openai Node SDK reaches Anthropic and Gemini nodes through the Worker,
   } finally {
     await mf.dispose();
     for (const o of [claude, gemini, overloaded]) o.close();
+  }
+});
+
+test("the anthropic Node SDK reaches Anthropic and OpenAI nodes through the Worker's /v1/messages", async () => {
+  const claude = await scriptedOrigin("claude");
+  const cloud = await scriptedOrigin("cloud");
+  const config = JSON.stringify({
+    nodes: [
+      { id: "claude", type: "cloud", provider: "anthropic", host: claude.url, api_key_env: "ANTHROPIC_KEY", models: ["claude-haiku"] },
+      { id: "cloud", type: "cloud", host: cloud.url, models: ["gpt-4o"] },
+    ],
+  });
+  const mf = await startWorker({ config, bindings: { ANTHROPIC_KEY: "sk-ant-worker" } });
+  const client = new Anthropic({
+    baseURL: "http://edge-router.test",
+    apiKey: "sk-client-test",
+    maxRetries: 0,
+    fetch: (url, init) => mf.dispatchFetch(url, init),
+  });
+  try {
+    for (const [model, node] of [["claude-haiku", "claude"], ["gpt-4o", "cloud"]]) {
+      const { data, response } = await client.messages
+        .create({ model, max_tokens: 100, system: "be brief", messages: [{ role: "user", content: "hi" }] })
+        .withResponse();
+      assert.equal(response.headers.get("x-edge-node"), node);
+      assert.equal(data.content[0].text, `hello from ${node}`);
+      assert.deepEqual([data.usage.input_tokens, data.usage.output_tokens], [5, 5]);
+      const stream = client.messages.stream({ model, max_tokens: 100, messages: [{ role: "user", content: "hi" }] });
+      let text = "";
+      stream.on("text", (t) => (text += t));
+      const final = await stream.finalMessage();
+      assert.equal(text, `hello from ${node}`);
+      assert.equal(final.stop_reason, "end_turn");
+    }
+    assert.ok((await cloud.seen()).every((s) => s.target === "/v1/chat/completions"));
+    assert.ok((await claude.seen()).every((s) => s.target === "/v1/messages" && s.headers["x-api-key"] === "sk-ant-worker"));
+  } finally {
+    await mf.dispose();
+    for (const o of [claude, cloud]) o.close();
   }
 });

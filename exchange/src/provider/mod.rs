@@ -13,6 +13,7 @@
 mod anthropic;
 mod chunks;
 mod gemini;
+pub mod messages;
 
 use std::collections::VecDeque;
 
@@ -55,15 +56,28 @@ pub struct Translated {
 /// API, or the body is not a JSON object (it goes as it came, and the
 /// node's own error comes back).
 pub fn translate(node: &Node, target: &str, body: &[u8]) -> Option<Translated> {
+    let path = target.split('?').next().unwrap_or_default().trim_end_matches('/');
+    if path == messages::PATH && node.api != Api::Anthropic {
+        // A Claude-native client's request goes on as OpenAI chat, and
+        // from there into the node's own API.
+        let request: Value = serde_json::from_slice(body).ok().filter(Value::is_object)?;
+        let chat = serde_json::to_vec(&messages::to_chat(&request)).ok()?;
+        return Some(translate(node, "/v1/chat/completions", &chat).unwrap_or(Translated {
+            target: "/v1/chat/completions".into(),
+            body: chat.into(),
+            headers: Vec::new(),
+        }));
+    }
     if node.api == Api::OpenAi {
         return None;
     }
     let request: Value = serde_json::from_slice(body).ok().filter(Value::is_object)?;
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let stream = request["stream"] == true;
-    let path = target.split('?').next().unwrap_or_default().trim_end_matches('/');
     match node.api {
         Api::OpenAi | Api::Bedrock => None,
+        // Anthropic's own clients' requests go to it as they came.
+        Api::Anthropic if path == messages::PATH => None,
         Api::Anthropic => Some(Translated {
             target: "/v1/messages".into(),
             body: serde_json::to_vec(&anthropic::request(&request)).ok()?.into(),
@@ -116,6 +130,30 @@ pub fn adapt_head<B>(api: Api, response: &mut http::Response<B>) {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
     response.headers_mut().remove(http::header::CONTENT_LENGTH);
+}
+
+/// The rewrite of a node's answer into what the client asked in: OpenAI's
+/// shape (see [`answer`]), then Anthropic's for a Claude-native client
+/// ([`messages::ToMessages`]) unless the node is Anthropic's own. `None`
+/// when nothing needs rewriting.
+pub fn answer_for(
+    endpoint: edge_router::facts::Endpoint,
+    api: Api,
+    status: StatusCode,
+    sse: bool,
+    now_ms: u64,
+) -> Option<Box<dyn Transform>> {
+    if endpoint != edge_router::facts::Endpoint::Messages {
+        return answer(api, status, sse, now_ms);
+    }
+    if api == Api::Anthropic {
+        return (sse && status.is_success()).then(|| Box::new(messages::carry_input_tokens()) as Box<dyn Transform>);
+    }
+    let back = Box::new(messages::ToMessages::new(status.is_success(), sse)) as Box<dyn Transform>;
+    Some(match answer(api, status, sse, now_ms) {
+        Some(openai) => Box::new(crate::transform::Then(openai, back)),
+        None => back,
+    })
 }
 
 /// The rewrite of a translated node's answer into OpenAI's: a stream of
@@ -203,6 +241,12 @@ impl Transform for Translate {
 /// An SSE event's name and its data as JSON (its `data:` lines joined);
 /// `None` data when it has none or it is not JSON.
 fn parse_event(event: &[u8]) -> (Option<String>, Option<Value>) {
+    let (name, data) = event_text(event);
+    (name, serde_json::from_str(&data).ok())
+}
+
+/// An SSE event's name and its `data:` lines, joined with newlines.
+fn event_text(event: &[u8]) -> (Option<String>, String) {
     let text = String::from_utf8_lossy(event);
     let mut name = None;
     let mut data = String::new();
@@ -216,7 +260,7 @@ fn parse_event(event: &[u8]) -> (Option<String>, Option<Value>) {
             data.push_str(v.strip_prefix(' ').unwrap_or(v));
         }
     }
-    (name, serde_json::from_str(&data).ok())
+    (name, data)
 }
 
 /// A provider's error body in OpenAI's shape: `{"error": {"message",

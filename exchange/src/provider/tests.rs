@@ -252,3 +252,118 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_messages_request_becomes_an_openai_chat() {
+    let m = json!({
+        "model": "gpt-4o", "max_tokens": 100, "system": [{"type": "text", "text": "be brief"}], "stream": true,
+        "stop_sequences": ["END"], "metadata": {"user_id": "u-1"},
+        "tools": [{"name": "get_weather", "description": "d", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "checking"}, {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "18C"}]}, {"type": "text", "text": "and?"}]},
+        ]
+    });
+    let c = messages::to_chat(&m);
+    assert_eq!(c["messages"][0], json!({"role": "system", "content": "be brief"}));
+    assert_eq!(
+        c["messages"][1]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}})
+    );
+    assert_eq!(
+        c["messages"][2]["tool_calls"][0]["function"],
+        json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
+    );
+    assert_eq!(c["messages"][3], json!({"role": "tool", "tool_call_id": "t1", "content": "18C"}));
+    assert_eq!(c["messages"][4], json!({"role": "user", "content": "and?"}));
+    assert_eq!((c["tool_choice"].as_str(), c["parallel_tool_calls"].as_bool()), (Some("required"), Some(false)));
+    assert_eq!((c["stop"].clone(), c["user"].clone()), (json!(["END"]), json!("u-1")));
+    assert_eq!(c["stream_options"], json!({"include_usage": true}), "the usage the last event reports");
+    assert_eq!(
+        c["tools"][0]["function"],
+        json!({"name": "get_weather", "parameters": {"type": "object"}, "description": "d"})
+    );
+}
+
+/// Runs `input` through a fresh `ToMessages` cut at `cuts`.
+fn to_messages(ok: bool, sse: bool, input: &[u8], cuts: &[usize]) -> String {
+    let mut t = messages::ToMessages::new(ok, sse);
+    let mut out = VecDeque::new();
+    let mut from = 0;
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    for cut in cuts.into_iter().chain([input.len()]) {
+        if cut > from {
+            t.chunk(Bytes::copy_from_slice(&input[from..cut]), &mut out);
+            from = cut;
+        }
+    }
+    t.end(&mut out);
+    String::from_utf8(out.into_iter().flatten().collect()).expect("UTF-8")
+}
+
+#[test]
+fn openais_answers_become_anthropics_for_claude_native_clients() {
+    let completion = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hi","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+    let m: Value = serde_json::from_str(&to_messages(true, false, completion, &[7])).expect("JSON");
+    assert_eq!(
+        m["content"],
+        json!([{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}}])
+    );
+    assert_eq!(
+        (m["stop_reason"].as_str(), m["usage"].clone()),
+        (Some("tool_use"), json!({"input_tokens": 3, "output_tokens": 4}))
+    );
+    let error = br#"{"error":{"type":"rate_limited","message":"slow down"}}"#;
+    let e: Value = serde_json::from_str(&to_messages(false, true, error, &[])).expect("JSON");
+    assert_eq!(e, json!({"type": "error", "error": {"type": "rate_limited", "message": "slow down"}}));
+    // A stream: text, then a tool call, then the usage chunk and [DONE].
+    let stream = concat!(
+        "data: {\"id\":\"c1\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let whole = to_messages(true, true, stream.as_bytes(), &[]);
+    let kinds: Vec<&str> = whole.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert!(
+        whole.contains("\"usage\":{\"input_tokens\":3,\"output_tokens\":4}")
+            && whole.contains("\"stop_reason\":\"tool_use\""),
+        "{whole}"
+    );
+    for cuts in [&[5usize, 90, 91, 300][..], &[1, 2, 3, 400, 401]] {
+        assert_eq!(to_messages(true, true, stream.as_bytes(), cuts), whole, "cut at {cuts:?}");
+    }
+}
+
+#[test]
+fn an_anthropic_nodes_own_stream_reports_its_input_tokens_at_the_end() {
+    let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n";
+    let mut t = messages::carry_input_tokens();
+    let mut out = VecDeque::new();
+    t.chunk(Bytes::from_static(stream.as_bytes()), &mut out);
+    t.end(&mut out);
+    let out = String::from_utf8(out.into_iter().flatten().collect()).expect("UTF-8");
+    let usage = crate::usage::find_usage(out.as_bytes()).expect("usage");
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (12, 9), "{out}");
+}
