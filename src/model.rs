@@ -87,6 +87,7 @@ mod tests {
             provider: None,
             api: crate::config::Api::OpenAi,
             api_version: None,
+            aws_credentials_env: None,
             region: None,
             location: None,
             base_url: "http://n".into(),

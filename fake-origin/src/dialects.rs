@@ -13,15 +13,18 @@ use crate::reply::Reply;
 use crate::responses::Answer;
 
 /// The dialect a request's path speaks, if not OpenAI's.
-pub fn answer(
-    origin: &str,
-    reply: &Reply,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Option<Answer> {
+pub fn answer(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8]) -> Option<Answer> {
+    let (path, query, headers) = (parts.uri.path(), parts.uri.query().unwrap_or(""), &parts.headers);
     let asked: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if let Some(rest) = path.strip_prefix("/model/") {
+        let (model, operation) = rest.rsplit_once('/')?;
+        let model = model.replace("%3A", ":");
+        return match operation {
+            "converse" => Some(bedrock(origin, reply, parts, &model, false, body)),
+            "converse-stream" => Some(bedrock(origin, reply, parts, &model, true, body)),
+            _ => None,
+        };
+    }
     if path == "/v1/messages" {
         return Some(anthropic(origin, reply, headers, &asked));
     }
@@ -277,4 +280,192 @@ fn azure(reply: &Reply, headers: &HeaderMap, rest: &str, query: &str) -> Option<
     let _ = (reply, rest);
     // Past its gate it answers as OpenAI does.
     None
+}
+
+/// The secret access key the fake Bedrock origin checks signatures with
+/// (its access key id may be any); tests give the router this one.
+pub const BEDROCK_SECRET: &str = "edge-router-fake-secret-key";
+
+fn bedrock_error(status: StatusCode, kind: &str, message: &str) -> Answer {
+    Answer::JsonWith(
+        status,
+        vec![("x-amzn-errortype".into(), format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"))],
+        json!({"message": message}),
+    )
+}
+
+/// Amazon Bedrock's Converse API, behind Signature Version 4, which it
+/// checks as Bedrock does: the signature is computed again from the
+/// request, with [`BEDROCK_SECRET`], and must match.
+pub fn bedrock(
+    origin: &str,
+    reply: &Reply,
+    parts: &http::request::Parts,
+    model: &str,
+    stream: bool,
+    body: &[u8],
+) -> Answer {
+    if let Err(why) = check_signature(parts, body) {
+        return bedrock_error(StatusCode::FORBIDDEN, "InvalidSignatureException", &why);
+    }
+    if let Some(status) = reply.status.filter(|s| *s >= 400).and_then(|s| StatusCode::from_u16(s).ok()) {
+        let kind = match status.as_u16() {
+            429 => "ThrottlingException",
+            503 => "ServiceUnavailableException",
+            400 => "ValidationException",
+            _ => "InternalServerException",
+        };
+        return bedrock_error(status, kind, "the fake origin was told to fail");
+    }
+    let asked: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(messages) = asked["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return bedrock_error(StatusCode::BAD_REQUEST, "ValidationException", "messages: must not be empty");
+    };
+    if let Some(bad) = messages.iter().find(|m| m["role"] != "user" && m["role"] != "assistant") {
+        let message = format!("Invalid role {}: it must be user or assistant", bad["role"]);
+        return bedrock_error(StatusCode::BAD_REQUEST, "ValidationException", &message);
+    }
+    let blocks = |m: &Value| -> Vec<String> {
+        m["content"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|b| {
+                if let Some(t) = b["text"].as_str() {
+                    t.to_string()
+                } else if b["toolResult"].is_object() {
+                    format!("tool said {}", b["toolResult"]["content"][0]["text"].as_str().unwrap_or_default())
+                } else {
+                    String::new()
+                }
+            })
+            .collect()
+    };
+    let said = last_words(messages, blocks);
+    let tool = asked["toolConfig"]["tools"][0]["toolSpec"]["name"].as_str().filter(|_| said.contains("weather"));
+    let text = if said.starts_with("tool said") {
+        format!("{origin} heard: {said}")
+    } else {
+        reply.text.as_deref().unwrap_or("hello from {origin}").replace("{origin}", origin).replace("{model}", model)
+    };
+    let [input, output] = reply.usage.unwrap_or([5, 5]);
+    let usage = json!({"inputTokens": input, "outputTokens": output, "totalTokens": input + output});
+    let stop = if tool.is_some() { "tool_use" } else { "end_turn" };
+    if !stream {
+        let content = match tool {
+            Some(name) => {
+                json!([{"toolUse": {"toolUseId": "tooluse_fake1", "name": name, "input": {"city": "Paris"}}}])
+            }
+            None => json!([{"text": text}]),
+        };
+        return Answer::Json(
+            StatusCode::OK,
+            json!({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
+                "usage": usage, "metrics": {"latencyMs": 12}}),
+        );
+    }
+    let mut frames = Vec::new();
+    let mut frame = |kind: &str, payload: Value| frames.push(event_frame(kind, &payload));
+    frame("messageStart", json!({"role": "assistant"}));
+    match tool {
+        Some(name) => {
+            frame(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "tooluse_fake1", "name": name}}}),
+            );
+            for piece in ["{\"city\": ", "\"Paris\"}"] {
+                frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}));
+            }
+        }
+        None => {
+            for w in words(&text) {
+                frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": w}}));
+            }
+        }
+    }
+    frame("contentBlockStop", json!({"contentBlockIndex": 0}));
+    frame("messageStop", json!({"stopReason": stop}));
+    frame("metadata", json!({"usage": usage, "metrics": {"latencyMs": 12}}));
+    Answer::Frames(frames)
+}
+
+/// One event of an AWS event stream, framed (prelude, headers, payload, CRCs).
+fn event_frame(kind: &str, payload: &Value) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let message = Message::new(payload.to_string().into_bytes())
+        .add_header(Header::new(":event-type", HeaderValue::String(kind.to_string().into())))
+        .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
+        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail for a message this small.
+    let _ = aws_smithy_eventstream::frame::write_message_to(&message, &mut out);
+    out
+}
+
+/// Computes the request's Signature Version 4 again, from what it carries
+/// (`Authorization`'s scope and signed headers, `X-Amz-Date`, the body),
+/// with [`BEDROCK_SECRET`], and compares.
+fn check_signature(parts: &http::request::Parts, body: &[u8]) -> Result<(), String> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let auth = header("authorization").ok_or("Missing Authentication Token")?;
+    let rest = auth.strip_prefix("AWS4-HMAC-SHA256 Credential=").ok_or("Authorization is not AWS4-HMAC-SHA256")?;
+    let (scope, rest) = rest.split_once(", SignedHeaders=").ok_or("Authorization has no SignedHeaders")?;
+    let (signed, given) = rest.split_once(", Signature=").ok_or("Authorization has no Signature")?;
+    let parts_of_scope: Vec<&str> = scope.split('/').collect();
+    let [access_key, _, region, service, "aws4_request"] = parts_of_scope[..] else {
+        return Err(format!("the credential scope `{scope}` is malformed"));
+    };
+    if service != "bedrock" {
+        return Err(format!("the credential is scoped to `{service}`, not bedrock"));
+    }
+    let when = header("x-amz-date").and_then(amz_date).ok_or("X-Amz-Date is missing or malformed")?;
+    let token = header("x-amz-security-token").map(str::to_string);
+    let identity =
+        aws_credential_types::Credentials::new(access_key, BEDROCK_SECRET, token, None, "fake-origin").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("bedrock")
+        .time(when)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let host = header("host").ok_or("Host is missing")?;
+    let url = format!("http://{host}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    let headers: Vec<(&str, &str)> = signed
+        .split(';')
+        .filter(|n| !n.starts_with("x-amz-date") && *n != "x-amz-security-token")
+        .map(|n| (n, header(n).unwrap_or_default()))
+        .collect();
+    let request = SignableRequest::new(parts.method.as_str(), &url, headers.into_iter(), SignableBody::Bytes(body))
+        .map_err(|e| e.to_string())?;
+    let (_, expected) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
+    if expected == given {
+        Ok(())
+    } else {
+        Err("The request signature we calculated does not match the signature you provided.".into())
+    }
+}
+
+/// An `X-Amz-Date` (`20150830T123600Z`) as a time.
+fn amz_date(text: &str) -> Option<std::time::SystemTime> {
+    let b = text.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (hh, mm, ss) = (n(9..11)?, n(11..13)?, n(13..15)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }

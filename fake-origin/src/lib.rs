@@ -24,5 +24,6 @@ mod reply;
 mod responses;
 mod server;
 
+pub use dialects::BEDROCK_SECRET;
 pub use reply::{Interim, Reply, Route, Script};
 pub use server::{FakeOrigin, Seen};

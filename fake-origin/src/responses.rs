@@ -22,8 +22,12 @@ pub struct Held {
 pub enum Answer {
     /// A JSON body.
     Json(StatusCode, Value),
+    /// A JSON body with header fields.
+    JsonWith(StatusCode, Vec<(String, String)>, Value),
     /// SSE events, each a whole `event:`/`data:` block.
     Events(Vec<String>),
+    /// AWS event-stream frames.
+    Frames(Vec<Vec<u8>>),
 }
 
 /// OpenAI's error shape.

@@ -176,16 +176,28 @@ async fn answer(
     // shape), or the Responses API unless the script makes this reply
     // something else.
     let path = parts.uri.path();
-    let dialect = reply
-        .body
-        .is_none()
-        .then(|| dialects::answer(&state.name, &reply, path, parts.uri.query().unwrap_or(""), &parts.headers, &body));
+    let dialect = reply.body.is_none().then(|| dialects::answer(&state.name, &reply, &parts, &body));
     let plain = reply.status.is_none_or(|s| s == 200) && reply.body.is_none();
     let api = dialect
         .flatten()
         .or_else(|| plain.then(|| state.responses.answer(&state.name, &reply, &parts.method, path, &body)).flatten());
     match api {
         Some(Answer::Json(status, value)) => Ok(json_response(status, &value)),
+        Some(Answer::JsonWith(status, fields, value)) => {
+            let mut resp = json_response(status, &value);
+            for (name, v) in fields {
+                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&v)) {
+                    resp.headers_mut().insert(n, v);
+                }
+            }
+            Ok(resp)
+        }
+        Some(Answer::Frames(frames)) => {
+            let mut headers = header_map(&reply.headers);
+            headers.insert("content-type", HeaderValue::from_static("application/vnd.amazon.eventstream"));
+            let chunks = frames.into_iter().map(Bytes::from).collect();
+            Ok(with(StatusCode::OK, headers, streamed_bytes(chunks, Duration::from_millis(reply.gap_ms))))
+        }
         Some(Answer::Events(events)) => {
             let mut headers = header_map(&reply.headers);
             headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
@@ -426,13 +438,18 @@ fn sse_events(origin: &str, model: &Value, text: &str, usage: &Value, separate_u
 
 /// A body sent as `events`, `gap` apart.
 fn streamed(events: Vec<String>, gap: Duration) -> Body {
+    streamed_bytes(events.into_iter().map(Bytes::from).collect(), gap)
+}
+
+/// A body sent as `chunks`, `gap` apart.
+fn streamed_bytes(chunks: Vec<Bytes>, gap: Duration) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
-        for (i, event) in events.into_iter().enumerate() {
+        for (i, chunk) in chunks.into_iter().enumerate() {
             if i > 0 && !gap.is_zero() {
                 tokio::time::sleep(gap).await;
             }
-            if tx.send(Bytes::from(event)).await.is_err() {
+            if tx.send(chunk).await.is_err() {
                 return;
             }
         }

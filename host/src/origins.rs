@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use edge_router::RouterConfig;
 use edge_router::wire::Failure;
+use exchange::provider::bedrock::AwsCredentials;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -54,6 +55,8 @@ pub struct Origins {
     probes: HashMap<String, OriginClient>,
     /// Node id → the header carrying its key, in its API's way.
     credentials: HashMap<String, Credential>,
+    /// Node id → the AWS credentials a Bedrock node's requests are signed with.
+    aws: HashMap<String, AwsCredentials>,
 }
 
 /// A header that carries a node's key.
@@ -88,6 +91,23 @@ impl Origins {
                 }
             }
         }
+        let mut aws = HashMap::new();
+        for node in &config.nodes {
+            let Some(names) = &node.aws_credentials_env else { continue };
+            let read = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+            match (read(&names.access_key_id), read(&names.secret_access_key)) {
+                (Some(access_key_id), Some(secret_access_key)) => {
+                    let session_token = names.session_token.as_deref().and_then(read);
+                    aws.insert(node.id.clone(), AwsCredentials { access_key_id, secret_access_key, session_token });
+                }
+                _ => tracing::warn!(
+                    node = %node.id,
+                    "{} and {} are not both set; requests to this Bedrock node cannot be signed and fail",
+                    names.access_key_id,
+                    names.secret_access_key
+                ),
+            }
+        }
         let per_node = || -> anyhow::Result<Vec<Arc<Pool>>> {
             config
                 .nodes
@@ -99,7 +119,7 @@ impl Origins {
                 .collect()
         };
         let pools = (0..workers.max(1)).map(|_| per_node()).collect::<anyhow::Result<_>>()?;
-        Ok(Self { pools, probes, credentials })
+        Ok(Self { pools, probes, credentials, aws })
     }
 
     /// How many worker threads have pools.
@@ -115,6 +135,11 @@ impl Origins {
     /// The client for active health probes of `node`.
     pub fn probe_client(&self, node: &str) -> Option<&OriginClient> {
         self.probes.get(node)
+    }
+
+    /// The AWS credentials of Bedrock node `node`, if they are set.
+    pub fn aws(&self, node: &str) -> Option<&AwsCredentials> {
+        self.aws.get(node)
     }
 
     /// Adds node `node`'s key, in its API's way, if it has one.

@@ -27,6 +27,8 @@ pub struct Node {
     pub api: Api,
     /// Azure OpenAI's `api-version`, when it speaks that.
     pub api_version: Option<String>,
+    /// Where a Bedrock node's AWS credentials are (`None` for other APIs).
+    pub aws_credentials_env: Option<AwsCredentialsEnv>,
     /// The provider's region, as written.
     pub region: Option<String>,
     /// Where it is, as written.

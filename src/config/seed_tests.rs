@@ -226,5 +226,10 @@ fn a_provider_that_names_an_api_chooses_it_and_api_says_it_outright() {
     assert!(load(&misplaced).unwrap_err().to_string().contains("nodes[2].api_version: only a node speaking `azure`"));
     let bedrock = "nodes: [{id: a, type: cloud, host: \"http://a\", provider: bedrock}]\n";
     let err = load(bedrock).unwrap_err().to_string();
-    assert!(err.contains("nodes[0].provider") && err.contains("not translated yet"), "{err}");
+    assert!(err.contains("nodes[0].region") && err.contains("signed for it"), "{err}");
+    let signed = load(&bedrock.replace("provider: bedrock", "provider: bedrock, region: us-east-1")).unwrap();
+    assert_eq!(
+        signed.nodes[0].aws_credentials_env.as_ref().map(|c| c.access_key_id.as_str()),
+        Some("AWS_ACCESS_KEY_ID")
+    );
 }

@@ -216,6 +216,11 @@ pub struct NodeConfig {
     /// Azure OpenAI's `api-version` query parameter.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// For `bedrock`: the environment variables (or Worker secrets) holding the AWS credentials
+    /// requests are signed with (Signature Version 4). Default: `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
+    #[serde(default)]
+    pub aws_credentials_env: Option<AwsCredentialsEnv>,
     /// The provider's region, e.g. `us-east-1`. Rules select by it with `region:us-*`.
     #[serde(default)]
     pub region: Option<String>,
@@ -322,6 +327,44 @@ impl Api {
             }
         }
     }
+}
+
+/// Where a Bedrock node's AWS credentials are: names of environment
+/// variables (or Worker secrets), never the values.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredentialsEnv {
+    /// The access key id's variable.
+    #[serde(default = "default_access_key_env")]
+    pub access_key_id: String,
+    /// The secret access key's variable.
+    #[serde(default = "default_secret_key_env")]
+    pub secret_access_key: String,
+    /// The session token's variable (temporary credentials), if any.
+    #[serde(default = "default_session_token_env")]
+    pub session_token: Option<String>,
+}
+
+impl Default for AwsCredentialsEnv {
+    fn default() -> Self {
+        Self {
+            access_key_id: default_access_key_env(),
+            secret_access_key: default_secret_key_env(),
+            session_token: default_session_token_env(),
+        }
+    }
+}
+
+fn default_access_key_env() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+
+fn default_secret_key_env() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+
+fn default_session_token_env() -> Option<String> {
+    Some("AWS_SESSION_TOKEN".into())
 }
 
 /// Per-node time limits.

@@ -366,11 +366,16 @@ impl Validator<'_> {
                 },
             };
             let api = n.api.or_else(|| n.provider.as_deref().and_then(Api::of_provider)).unwrap_or_default();
-            if api == Api::Bedrock {
-                // Refused rather than sent to Bedrock in a format it does not take.
+            if api == Api::Bedrock && n.region.is_none() {
                 self.err(
-                    format!("{path}.{}", if n.api.is_some() { "api" } else { "provider" }),
-                    "Amazon Bedrock (Converse with SigV4 signing) is not translated yet; reach Bedrock models through an OpenAI-compatible gateway, or see docs/providers.md",
+                    format!("{path}.region"),
+                    "a Bedrock node needs its AWS `region` (such as `us-east-1`): requests are signed for it",
+                );
+            }
+            if n.aws_credentials_env.is_some() && api != Api::Bedrock {
+                self.err(
+                    format!("{path}.aws_credentials_env"),
+                    "only a node speaking `bedrock` signs with AWS credentials",
                 );
             }
             if n.api_version.is_some() && api != Api::Azure {
@@ -385,6 +390,7 @@ impl Validator<'_> {
                 provider: n.provider.clone(),
                 api,
                 api_version: n.api_version.clone(),
+                aws_credentials_env: (api == Api::Bedrock).then(|| n.aws_credentials_env.clone().unwrap_or_default()),
                 region: n.region.clone(),
                 location: n.location.clone(),
                 base_url,

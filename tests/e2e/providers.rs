@@ -275,3 +275,97 @@ async fn a_translated_answers_usage_is_what_the_budget_is_charged() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(r.chat("US", &chat("claude-haiku", "hi")).await.node(), "backup");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bedrock_node_gets_signed_converse_requests_and_answers_as_openai_does() {
+    // SAFETY: set before the router starts; no other test reads these variables.
+    unsafe {
+        std::env::set_var("E2E_AWS_KEY_ID", "AKIDEDGEROUTERE2E");
+        std::env::set_var("E2E_AWS_SECRET", edge_router_e2e::fake_origin::BEDROCK_SECRET);
+        std::env::set_var("E2E_AWS_WRONG_SECRET", "not-the-secret");
+    }
+    let bedrock = FakeOrigin::start("bedrock", Script::default()).await.expect("start");
+    let throttled = FakeOrigin::start("throttled", Script::always(Reply { status: Some(429), ..Reply::default() }))
+        .await
+        .expect("start");
+    let backup = FakeOrigin::start("backup", Script::default()).await.expect("start");
+    let config = format!(
+        "nodes:
+  - {{id: bedrock, type: cloud, provider: bedrock, region: us-east-1, host: \"{}\", models: [\"anthropic.claude-3-haiku-20240307-v1:0\"],
+      aws_credentials_env: {{access_key_id: E2E_AWS_KEY_ID, secret_access_key: E2E_AWS_SECRET, session_token: null}}}}
+  - {{id: throttled, type: cloud, provider: bedrock, region: eu-west-1, host: \"{}\",
+      aws_credentials_env: {{access_key_id: E2E_AWS_KEY_ID, secret_access_key: E2E_AWS_SECRET}}}}
+  - {{id: forged, type: cloud, provider: bedrock, region: us-east-1, host: \"{}\",
+      aws_credentials_env: {{access_key_id: E2E_AWS_KEY_ID, secret_access_key: E2E_AWS_WRONG_SECRET}}}}
+  - {{id: backup, type: cloud, host: \"{}\"}}
+routing:
+  rules:
+    - {{match: {{model: throttled}}, target: throttled, fallback: [backup]}}
+    - {{match: {{model: forged}}, target: forged}}
+",
+        bedrock.url(),
+        throttled.url(),
+        bedrock.url(),
+        backup.url()
+    );
+    let r = TestRouter::new(&config).await;
+    let model = "anthropic.claude-3-haiku-20240307-v1:0";
+    let reply = r.chat("US", &chat(model, "hi")).await;
+    assert_eq!((reply.status, reply.node()), (200, "bedrock"), "{:?}", reply.body);
+    let answer = reply.json();
+    assert_eq!(answer["choices"][0]["message"]["content"], "hello from bedrock");
+    assert_eq!(answer["usage"]["total_tokens"], 10);
+    let (target, sent, header) = last_seen(&bedrock);
+    assert_eq!(target, "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse");
+    assert!(header("authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEDGEROUTERE2E/")));
+    assert_eq!(sent["system"], json!([{"text": "be brief"}]));
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": [{"text": "hi"}]}]));
+
+    // ConverseStream's binary frames become OpenAI's SSE chunks.
+    let mut body = chat(model, "hi");
+    body["stream"] = json!(true);
+    let reply = r.chat("US", &body).await;
+    assert_eq!(reply.header("content-type"), "text/event-stream");
+    let (said, _, finish, usage) = read_stream(&String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        (said.as_str(), finish.as_str(), usage["total_tokens"].as_u64()),
+        ("hello from bedrock", "stop", Some(10))
+    );
+
+    // Tool calls, plain and streamed, and the result sent back.
+    let mut ask = chat(model, "weather in Paris?");
+    ask["tools"] = json!([serde_json::from_str::<Value>(WEATHER_TOOL).expect("JSON")]);
+    let reply = r.chat("US", &ask).await.json();
+    let call = reply["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(
+        (call["function"]["name"].as_str(), reply["choices"][0]["finish_reason"].as_str()),
+        (Some("get_weather"), Some("tool_calls"))
+    );
+    assert_eq!(
+        last_seen(&bedrock).1["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["required"],
+        json!(["city"])
+    );
+    ask["stream"] = json!(true);
+    let (_, arguments, finish, _) = read_stream(&String::from_utf8_lossy(&r.chat("US", &ask).await.body));
+    assert_eq!(
+        (serde_json::from_str::<Value>(&arguments).ok(), finish.as_str()),
+        (Some(json!({"city": "Paris"})), "tool_calls")
+    );
+    ask["stream"] = json!(false);
+    ask["messages"].as_array_mut().expect("messages").extend([
+        json!({"role": "assistant", "content": null, "tool_calls": [call.clone()]}),
+        json!({"role": "tool", "tool_call_id": call["id"], "content": "18C"}),
+    ]);
+    assert_eq!(r.chat("US", &ask).await.json()["choices"][0]["message"]["content"], "bedrock heard: tool said 18C");
+
+    // Throttling falls back; a signature made with the wrong secret is refused as Bedrock refuses it.
+    let reply = r.chat("US", &chat("throttled", "hi")).await;
+    assert_eq!((reply.status, reply.node(), reply.header("x-edge-attempts")), (200, "backup", "2"));
+    let reply = r.chat("US", &chat("forged", "hi")).await;
+    assert_eq!(reply.status, 403);
+    assert!(
+        reply.json()["error"]["message"].as_str().is_some_and(|m| m.contains("signature we calculated does not match")),
+        "{:?}",
+        reply.body
+    );
+}

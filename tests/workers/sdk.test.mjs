@@ -186,3 +186,39 @@ test("the anthropic Node SDK reaches Anthropic and OpenAI nodes through the Work
     for (const o of [claude, cloud]) o.close();
   }
 });
+
+test("the openai Node SDK reaches a Bedrock node through the Worker: signed, streamed, with tools", async () => {
+  const bedrock = await scriptedOrigin("bedrock");
+  const config = JSON.stringify({
+    nodes: [{ id: "bedrock", type: "cloud", provider: "bedrock", region: "us-east-1", host: bedrock.url, models: ["amazon.nova-lite-v1:0"] }],
+  });
+  // The fake origin checks the signature with its own secret (fake-origin/src/dialects.rs).
+  const bindings = { AWS_ACCESS_KEY_ID: "AKIDWORKERTEST", AWS_SECRET_ACCESS_KEY: "edge-router-fake-secret-key" };
+  const mf = await startWorker({ config, bindings });
+  const client = new OpenAI({
+    baseURL: "http://edge-router.test/v1",
+    apiKey: "sk-client-test",
+    maxRetries: 0,
+    fetch: (url, init) => mf.dispatchFetch(url, init),
+  });
+  try {
+    const model = "amazon.nova-lite-v1:0";
+    const chat = await client.chat.completions.create({ model, messages: [{ role: "user", content: "hi" }] });
+    assert.equal(chat.choices[0].message.content, "hello from bedrock");
+    assert.equal(chat.usage.total_tokens, 10);
+    let streamed = "";
+    for await (const chunk of await client.chat.completions.create({ model, messages: [{ role: "user", content: "hi" }], stream: true })) {
+      streamed += chunk.choices.map((c) => c.delta.content ?? "").join("");
+    }
+    assert.equal(streamed, "hello from bedrock");
+    const weather = { type: "function", function: { name: "get_weather", parameters: { type: "object" } } };
+    const called = await client.chat.completions.create({ model, messages: [{ role: "user", content: "weather in Paris?" }], tools: [weather] });
+    assert.deepEqual(JSON.parse(called.choices[0].message.tool_calls[0].function.arguments), { city: "Paris" });
+    const seen = (await bedrock.seen()).at(-1);
+    assert.match(seen.headers.authorization, /^AWS4-HMAC-SHA256 Credential=AKIDWORKERTEST\//);
+    assert.equal(seen.target, "/model/amazon.nova-lite-v1%3A0/converse");
+  } finally {
+    await mf.dispose();
+    bedrock.close();
+  }
+});

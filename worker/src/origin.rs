@@ -15,7 +15,8 @@ use exchange::answer::host_error;
 use exchange::entry::Cached;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event};
 use exchange::intake::path_and_query;
-use exchange::provider::{adapt_head, credential as credential_for};
+use exchange::provider::bedrock::AwsCredentials;
+use exchange::provider::{adapt_head, credential as credential_for, signature};
 use exchange::upstream::{outbound, upstream_headers};
 use futures_util::future::{Either, select};
 use origin_fallback::RetryType;
@@ -174,13 +175,31 @@ impl Exchange {
             let target = path_and_query(&self.parts.uri);
             let node = config.node_at(f.node).map(|n| {
                 let out = outbound(f, n, target, &self.original, streamed);
-                (n.id.clone(), n.url_for(&out.target), n.api_key_env.clone(), n.api, out.body, out.headers)
+                // A Bedrock node's request is signed over what is sent: the URL and body.
+                let aws = n.aws_credentials_env.as_ref().and_then(|names| {
+                    let read = |name: &str| self.env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty());
+                    Some(AwsCredentials {
+                        access_key_id: read(&names.access_key_id)?,
+                        secret_access_key: read(&names.secret_access_key)?,
+                        session_token: names.session_token.as_deref().and_then(read),
+                    })
+                });
+                let body = out.body.as_deref().unwrap_or_default();
+                let signed = signature(n, aws.as_ref(), &out.target, body, now_ms());
+                (n.id.clone(), n.url_for(&out.target), n.api_key_env.clone(), n.api, out.body, out.headers, signed)
             });
             (config.server.country_header.clone(), node)
         };
         // The router only forwards to nodes of its config.
-        let Some((node, url, credential, api, out_body, out_headers)) = node else {
+        let Some((node, url, credential, api, out_body, out_headers, signed)) = node else {
             return Sent::Failed(Failure::Connect, RetryType::NotSent);
+        };
+        let signed = match signed {
+            Ok(fields) => fields,
+            Err(why) => {
+                worker::console_error!("edge-router: {why}");
+                return Sent::Failed(Failure::Connect, RetryType::NotSent);
+            }
         };
         let conditional = self.stale.as_ref().map(|s| edge_cache::http::conditional_headers(&s.entry.entry.headers));
         let mut headers = upstream_headers(
@@ -189,7 +208,7 @@ impl Exchange {
             country_header.as_deref(),
             conditional.as_deref().unwrap_or_default(),
         );
-        for (name, value) in out_headers {
+        for (name, value) in out_headers.into_iter().chain(signed) {
             headers.insert(name, value);
         }
         self.sent_key = false;

@@ -11,6 +11,7 @@
 //! What is and is not translated, per provider, is `docs/providers.md`.
 
 mod anthropic;
+pub mod bedrock;
 mod chunks;
 mod gemini;
 pub mod messages;
@@ -75,7 +76,12 @@ pub fn translate(node: &Node, target: &str, body: &[u8]) -> Option<Translated> {
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let stream = request["stream"] == true;
     match node.api {
-        Api::OpenAi | Api::Bedrock => None,
+        Api::OpenAi => None,
+        Api::Bedrock => Some(Translated {
+            target: bedrock::target(&model, stream),
+            body: serde_json::to_vec(&bedrock::request(&request)).ok()?.into(),
+            headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        }),
         // Anthropic's own clients' requests go to it as they came.
         Api::Anthropic if path == messages::PATH => None,
         Api::Anthropic => Some(Translated {
@@ -129,7 +135,34 @@ pub fn adapt_head<B>(api: Api, response: &mut http::Response<B>) {
     if response.status().as_u16() == 529 {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
-    response.headers_mut().remove(http::header::CONTENT_LENGTH);
+    let headers = response.headers_mut();
+    headers.remove(http::header::CONTENT_LENGTH);
+    // ConverseStream's binary frames go to the client as SSE.
+    let framed = headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/vnd.amazon.eventstream"));
+    if api == Api::Bedrock && framed {
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    }
+}
+
+/// The header fields that sign the request to a Bedrock node (AWS
+/// Signature Version 4, over the URL of `target` on the node and the body
+/// it is sent with, at `now_ms`); none for other nodes. `Err` when a
+/// Bedrock node has no credentials or they cannot sign: the request is
+/// not sent.
+pub fn signature(
+    node: &Node,
+    credentials: Option<&bedrock::AwsCredentials>,
+    target: &str,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    if node.api != Api::Bedrock {
+        return Ok(Vec::new());
+    }
+    let credentials = credentials.ok_or_else(|| format!("node {} has no AWS credentials to sign with", node.id))?;
+    bedrock::sign(&node.url_for(target), body, credentials, node.region.as_deref().unwrap_or_default(), now_ms)
 }
 
 /// The rewrite of a node's answer into what the client asked in: OpenAI's
@@ -162,7 +195,9 @@ pub fn answer_for(
 pub fn answer(api: Api, status: StatusCode, sse: bool, now_ms: u64) -> Option<Box<dyn Transform>> {
     let created = now_ms / 1000;
     let dialect: Box<dyn Dialect> = match api {
-        Api::OpenAi | Api::Azure | Api::Bedrock => return None,
+        Api::OpenAi | Api::Azure => return None,
+        Api::Bedrock if sse && status.is_success() => return Some(Box::new(bedrock::Stream::new(created))),
+        Api::Bedrock => Box::new(bedrock::Whole::new(created)),
         Api::Anthropic => Box::new(anthropic::Stream::new(created)),
         Api::Gemini => Box::new(gemini::Stream::new(created)),
     };

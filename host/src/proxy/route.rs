@@ -20,7 +20,7 @@ use exchange::answer::host_error;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event, strip_hop_by_hop};
 use exchange::intake::Capped;
 use exchange::intake::path_and_query;
-use exchange::provider::adapt_head;
+use exchange::provider::{adapt_head, signature};
 use exchange::upstream::{outbound, upstream_headers};
 use http::{Request, Response};
 use http_body::Body as _;
@@ -213,7 +213,7 @@ impl Pending {
         };
         let node = shared.config.node_at(forward.node).ok_or(unsent)?;
         let out = outbound(forward, node, path_and_query(&self.parts.uri), &self.original, self.stream.is_some());
-        let target = match out.target {
+        let target = match &out.target {
             Cow::Borrowed(_) => pool.target(&self.parts.uri),
             Cow::Owned(path) => path.parse::<http::Uri>().map_err(http::Error::from).and_then(|u| pool.target(&u)),
         }
@@ -227,6 +227,25 @@ impl Pending {
         );
         for (name, value) in out.headers {
             headers.insert(name, value);
+        }
+        // A Bedrock node's request is signed over what is sent: the URL and body.
+        let signed = signature(
+            node,
+            shared.origins.aws(&node.id),
+            &out.target,
+            out.body.as_deref().unwrap_or_default(),
+            now_ms(),
+        );
+        match signed {
+            Ok(fields) => {
+                for (name, value) in fields {
+                    headers.insert(name, value);
+                }
+            }
+            Err(why) => {
+                tracing::warn!(node = %node.id, "{why}");
+                return Err(unsent);
+            }
         }
         // The client's streamed body can be taken only once.
         let body: ProxyBody = match out.body {
