@@ -32,3 +32,20 @@ pub fn forward(body: ForwardBody) -> Forward {
         panic: false,
     }
 }
+
+/// Runs `input` through `transform` in chunks cut at `cuts` (taken modulo
+/// the input's length, in order), then ends it; what came out.
+pub fn feed(transform: &mut dyn crate::transform::Transform, input: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut out = std::collections::VecDeque::new();
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut from = 0;
+    for cut in cuts.into_iter().chain([input.len()]) {
+        if cut > from {
+            transform.chunk(bytes::Bytes::copy_from_slice(&input[from..cut]), &mut out);
+            from = cut;
+        }
+    }
+    transform.end(&mut out);
+    out.into_iter().flatten().collect()
+}

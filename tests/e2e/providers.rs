@@ -250,6 +250,42 @@ async fn an_azure_openai_node_gets_its_deployment_path_key_and_api_version() {
         .await;
     assert_eq!((reply.status, reply.json()["data"][0]["object"].as_str()), (200, Some("embedding")));
     assert_eq!(last_seen(&azure).0, "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-06-01");
+
+    // Streamed and with tools: Azure OpenAI's answers are OpenAI's, passed on as they come.
+    let mut body = chat("gpt-4o", "hi");
+    body["stream"] = json!(true);
+    let (said, _, finish, usage) = read_stream(&String::from_utf8_lossy(&r.chat("US", &body).await.body));
+    assert_eq!(
+        (said.as_str(), finish.as_str(), usage["total_tokens"].as_u64()),
+        ("hello from azure", "stop", Some(10))
+    );
+    let mut ask = chat("gpt-4o", "weather in Paris?");
+    ask["tools"] = json!([serde_json::from_str::<Value>(WEATHER_TOOL).expect("JSON")]);
+    ask["stream"] = json!(true);
+    let (_, arguments, finish, _) = read_stream(&String::from_utf8_lossy(&r.chat("US", &ask).await.body));
+    assert_eq!(
+        (serde_json::from_str::<Value>(&arguments).ok(), finish.as_str()),
+        (Some(json!({"city": "Paris"})), "tool_calls")
+    );
+    assert_eq!(
+        last_seen(&azure).1["tools"][0]["function"]["name"],
+        "get_weather",
+        "the body goes as the client sent it"
+    );
+
+    // A node whose key is not set: Azure's own 401 reaches the client as Azure words it.
+    let keyless = format!(
+        "nodes:\n  - {{id: azure, type: cloud, provider: azure, host: \"{}\", api_key_env: E2E_AZURE_KEY_UNSET}}\n",
+        azure.url()
+    );
+    let r = TestRouter::new(&keyless).await;
+    let reply = r.chat("US", &chat("gpt-4o", "hi")).await;
+    assert_eq!(reply.status, 401);
+    assert!(
+        reply.json()["error"]["message"].as_str().is_some_and(|m| m.contains("invalid subscription key")),
+        "{:?}",
+        reply.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

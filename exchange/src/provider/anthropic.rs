@@ -54,14 +54,8 @@ pub fn request(openai: &Value) -> Value {
             out.insert(key.into(), openai[key].clone());
         }
     }
-    match &openai["stop"] {
-        Value::String(s) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Value::Array(list) => {
-            out.insert("stop_sequences".into(), json!(list));
-        }
-        _ => {}
+    if let Some(stop) = super::stop_sequences(openai) {
+        out.insert("stop_sequences".into(), stop);
     }
     if let Some(tools) = openai["tools"].as_array() {
         let tools: Vec<Value> = tools
@@ -102,19 +96,8 @@ pub fn request(openai: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Adds a message, merged into the last one when it has the same role
-/// (several tool results answer one assistant turn in one user turn).
 fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut().filter(|m| m["role"] == role)
-        && let Some(content) = last["content"].as_array_mut()
-    {
-        content.extend(blocks);
-        return;
-    }
-    messages.push(json!({"role": role, "content": blocks}));
+    super::push_turn(messages, role, "content", blocks);
 }
 
 /// The text of OpenAI content: a string, or its text parts joined.
@@ -136,8 +119,8 @@ fn content_blocks(content: &Value) -> Vec<Value> {
             .filter_map(|p| match p["type"].as_str()? {
                 "text" => Some(json!({"type": "text", "text": p["text"]})),
                 "image_url" => {
-                    let url = p["image_url"]["url"].as_str().or(p["image_url"].as_str())?;
-                    Some(match url.strip_prefix("data:").and_then(|d| d.split_once(";base64,")) {
+                    let (url, data_url) = super::image(p)?;
+                    Some(match data_url {
                         Some((media_type, data)) => {
                             json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
                         }

@@ -66,14 +66,8 @@ pub fn request(openai: &Value) -> Value {
             inference.insert(to.into(), openai[from].clone());
         }
     }
-    match &openai["stop"] {
-        Value::String(s) => {
-            inference.insert("stopSequences".into(), json!([s]));
-        }
-        Value::Array(list) => {
-            inference.insert("stopSequences".into(), json!(list));
-        }
-        _ => {}
+    if let Some(stop) = super::stop_sequences(openai) {
+        inference.insert("stopSequences".into(), stop);
     }
     if !inference.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(inference));
@@ -111,18 +105,8 @@ pub fn request(openai: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Adds a turn, merged into the last one when it has the same role.
 fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut().filter(|m| m["role"] == role)
-        && let Some(content) = last["content"].as_array_mut()
-    {
-        content.extend(blocks);
-        return;
-    }
-    messages.push(json!({"role": role, "content": blocks}));
+    super::push_turn(messages, role, "content", blocks);
 }
 
 /// OpenAI content as Converse content blocks: text, and images given as
@@ -135,8 +119,7 @@ fn content(content: &Value) -> Vec<Value> {
             .filter_map(|p| match p["type"].as_str()? {
                 "text" => Some(json!({"text": p["text"]})),
                 "image_url" => {
-                    let url = p["image_url"]["url"].as_str().or(p["image_url"].as_str())?;
-                    let (media, data) = url.strip_prefix("data:")?.split_once(";base64,")?;
+                    let (media, data) = super::image(p)?.1?;
                     let format = media.strip_prefix("image/").unwrap_or(media);
                     Some(json!({"image": {"format": format, "source": {"bytes": data}}}))
                 }

@@ -73,14 +73,8 @@ pub fn request(openai: &Value) -> Value {
     if let Some(max) = max {
         config.insert("maxOutputTokens".into(), json!(max));
     }
-    match &openai["stop"] {
-        Value::String(s) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Value::Array(list) => {
-            config.insert("stopSequences".into(), json!(list));
-        }
-        _ => {}
+    if let Some(stop) = super::stop_sequences(openai) {
+        config.insert("stopSequences".into(), stop);
     }
     if openai["response_format"]["type"] == "json_object" {
         config.insert("responseMimeType".into(), json!("application/json"));
@@ -120,18 +114,8 @@ pub fn request(openai: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Adds a turn, merged into the last one when it has the same role.
 fn push(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut().filter(|c| c["role"] == role)
-        && let Some(p) = last["parts"].as_array_mut()
-    {
-        p.extend(parts);
-        return;
-    }
-    contents.push(json!({"role": role, "parts": parts}));
+    super::push_turn(contents, role, "parts", parts);
 }
 
 /// OpenAI content as Gemini parts: text, and images given as `data:` URLs
@@ -144,8 +128,8 @@ fn parts(content: &Value) -> Vec<Value> {
             .filter_map(|p| match p["type"].as_str()? {
                 "text" => Some(json!({"text": p["text"]})),
                 "image_url" => {
-                    let url = p["image_url"]["url"].as_str().or(p["image_url"].as_str())?;
-                    Some(match url.strip_prefix("data:").and_then(|d| d.split_once(";base64,")) {
+                    let (url, data_url) = super::image(p)?;
+                    Some(match data_url {
                         Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
                         None => json!({"fileData": {"fileUri": url}}),
                     })

@@ -5,13 +5,9 @@
 //! back in Anthropic's shape ([`ToMessages`]): a message, or the events of
 //! its stream.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
-
-use crate::transform::{Held, MAX_HELD_JSON, SseEvents, Transform};
 
 /// The path of Anthropic's Messages API, on the router as on Anthropic.
 pub const PATH: &str = "/v1/messages";
@@ -185,24 +181,13 @@ fn event(out: &mut String, kind: &str, data: Value) {
 
 /// An OpenAI answer (a chat completion, its chunks, or an error) in
 /// Anthropic's shape.
-pub struct ToMessages {
-    sse: bool,
-    ok: bool,
-    events: SseEvents,
-    held: Held,
-    stream: Stream,
-}
+pub struct ToMessages;
 
 impl ToMessages {
-    /// For an answer of `status` that is a stream (`sse`) or JSON.
-    pub fn new(ok: bool, sse: bool) -> Self {
-        Self {
-            sse: sse && ok,
-            ok,
-            events: SseEvents::default(),
-            held: Held::new(MAX_HELD_JSON),
-            stream: Stream::default(),
-        }
+    /// For an answer that succeeded (`ok`) or not, a stream (`sse`) or JSON.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(ok: bool, sse: bool) -> super::Translate {
+        super::Translate::new(Box::new(Stream::default()), ok, sse)
     }
 }
 
@@ -224,14 +209,10 @@ impl Stream {
         }
     }
 
-    fn chunk(&mut self, name: Option<&str>, data: &str, out: &mut String) {
-        if data.trim() == "[DONE]" {
-            return self.finish(out);
-        }
-        let Ok(c) = serde_json::from_str::<Value>(data) else { return };
+    fn chunk(&mut self, name: Option<&str>, c: &Value, out: &mut String) {
         if name == Some("error") || c["error"].is_object() {
             self.close(out);
-            return event(out, "error", error(&c));
+            return event(out, "error", error(c));
         }
         if !self.started {
             self.started = true;
@@ -304,40 +285,23 @@ impl Stream {
     }
 }
 
-impl Transform for ToMessages {
-    fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
-        if !self.sse {
-            return self.held.chunk(input, out);
-        }
-        let mut text = String::new();
-        let stream = &mut self.stream;
-        self.events.push(&input, |e| {
-            let (name, data) = super::event_text(&e);
-            stream.chunk(name.as_deref(), &data, &mut text);
-        });
-        if !text.is_empty() {
-            out.push_back(Bytes::from(text));
-        }
+impl super::Dialect for Stream {
+    fn answer(&self, json: &Value) -> Option<Value> {
+        Some(message(json))
     }
 
-    fn end(&mut self, out: &mut VecDeque<Bytes>) {
-        if !self.sse {
-            if let Some(body) = self.held.whole() {
-                let value: Option<Value> = serde_json::from_slice(&body).ok();
-                let shaped = value.map(|v| if self.ok { message(&v) } else { error(&v) });
-                out.push_back(shaped.and_then(|v| serde_json::to_vec(&v).ok()).map_or(body, Bytes::from));
-            }
-            return;
-        }
-        let mut text = String::new();
-        let rest = self.events.rest();
-        if !rest.is_empty() {
-            let (name, data) = super::event_text(&rest);
-            self.stream.chunk(name.as_deref(), &data, &mut text);
-        }
-        if !text.is_empty() {
-            out.push_back(Bytes::from(text));
-        }
+    fn error(&self, json: &Value) -> Value {
+        error(json)
+    }
+
+    fn event(&mut self, name: Option<&str>, data: &Value, out: &mut String) {
+        self.chunk(name, data, out);
+    }
+
+    /// OpenAI's `[DONE]` (not JSON, so never an event) or the end of the
+    /// body: the message's closing events.
+    fn end(&mut self, out: &mut String) {
+        self.finish(out);
     }
 }
 

@@ -108,6 +108,38 @@ pub fn translate(node: &Node, target: &str, body: &[u8]) -> Option<Translated> {
     }
 }
 
+/// Adds a turn to `turns` (`{"role": role, key: items}`), merged into the
+/// last one when it has the same role: several tool results answer one
+/// assistant turn in one user turn, and the providers want roles to alternate.
+fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut().filter(|t| t["role"] == role)
+        && let Some(list) = last[key].as_array_mut()
+    {
+        list.extend(items);
+        return;
+    }
+    turns.push(json!({"role": role, key: items}));
+}
+
+/// An OpenAI request's `stop`, one sequence or several, as a list.
+fn stop_sequences(openai: &Value) -> Option<Value> {
+    match &openai["stop"] {
+        Value::String(s) => Some(json!([s])),
+        Value::Array(list) => Some(json!(list)),
+        _ => None,
+    }
+}
+
+/// The URL of an OpenAI `image_url` part, and its media type and base64
+/// data when it is a `data:` URL.
+fn image(part: &Value) -> Option<(&str, Option<(&str, &str)>)> {
+    let url = part["image_url"]["url"].as_str().or(part["image_url"].as_str())?;
+    Some((url, url.strip_prefix("data:").and_then(|d| d.split_once(";base64,"))))
+}
+
 /// Azure OpenAI's `api-version` when a node sets none: the latest GA one.
 pub const AZURE_API_VERSION: &str = "2024-10-21";
 
@@ -201,19 +233,17 @@ pub fn answer(api: Api, status: StatusCode, sse: bool, now_ms: u64) -> Option<Bo
         Api::Anthropic => Box::new(anthropic::Stream::new(created)),
         Api::Gemini => Box::new(gemini::Stream::new(created)),
     };
-    Some(Box::new(Translate {
-        dialect,
-        sse: sse && status.is_success(),
-        ok: status.is_success(),
-        events: SseEvents::default(),
-        held: Held::new(MAX_HELD_JSON),
-    }))
+    Some(Box::new(Translate::new(dialect, status.is_success(), sse)))
 }
 
 /// One provider's answers, as OpenAI's.
 trait Dialect: Send + Sync {
     /// A whole JSON answer of a successful request.
     fn answer(&self, json: &Value) -> Option<Value>;
+    /// A whole JSON answer of a failed request: OpenAI's error shape.
+    fn error(&self, json: &Value) -> Value {
+        openai_error(json)
+    }
     /// One event of a stream (its `event:` name, if any, and its data);
     /// OpenAI's events go to `out`.
     fn event(&mut self, name: Option<&str>, data: &Value, out: &mut String);
@@ -221,13 +251,20 @@ trait Dialect: Send + Sync {
     fn end(&mut self, out: &mut String);
 }
 
-/// Runs a [`Dialect`] over an answer body.
-struct Translate {
+/// Runs a [`Dialect`] over an answer body: each event of a successful
+/// stream, or a JSON answer (or error) held whole.
+pub struct Translate {
     dialect: Box<dyn Dialect>,
     sse: bool,
     ok: bool,
     events: SseEvents,
     held: Held,
+}
+
+impl Translate {
+    fn new(dialect: Box<dyn Dialect>, ok: bool, sse: bool) -> Self {
+        Self { dialect, sse: sse && ok, ok, events: SseEvents::default(), held: Held::new(MAX_HELD_JSON) }
+    }
 }
 
 impl Transform for Translate {
@@ -253,7 +290,7 @@ impl Transform for Translate {
             if let Some(body) = self.held.whole() {
                 let value: Option<Value> = serde_json::from_slice(&body).ok();
                 let translated =
-                    value.and_then(|v| if self.ok { self.dialect.answer(&v) } else { Some(openai_error(&v)) });
+                    value.and_then(|v| if self.ok { self.dialect.answer(&v) } else { Some(self.dialect.error(&v)) });
                 out.push_back(translated.and_then(|v| serde_json::to_vec(&v).ok()).map_or(body, Bytes::from));
             }
             return;

@@ -18,18 +18,7 @@ fn node(api: &str) -> Node {
 fn run(api: Api, status: u16, sse: bool, input: &[u8], cuts: &[usize]) -> String {
     let status = StatusCode::from_u16(status).expect("a status");
     let mut t = answer(api, status, sse, 1_700_000_000_000).expect("a translated API");
-    let mut out = VecDeque::new();
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
-    let mut from = 0;
-    for cut in cuts.into_iter().chain([input.len()]) {
-        if cut > from {
-            t.chunk(Bytes::copy_from_slice(&input[from..cut]), &mut out);
-            from = cut;
-        }
-    }
-    t.end(&mut out);
-    String::from_utf8(out.into_iter().flatten().collect()).expect("UTF-8")
+    String::from_utf8(crate::test_support::feed(t.as_mut(), input, cuts)).expect("UTF-8")
 }
 
 fn chunks(stream: &str) -> Vec<Value> {
@@ -290,18 +279,7 @@ fn a_messages_request_becomes_an_openai_chat() {
 /// Runs `input` through a fresh `ToMessages` cut at `cuts`.
 fn to_messages(ok: bool, sse: bool, input: &[u8], cuts: &[usize]) -> String {
     let mut t = messages::ToMessages::new(ok, sse);
-    let mut out = VecDeque::new();
-    let mut from = 0;
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
-    for cut in cuts.into_iter().chain([input.len()]) {
-        if cut > from {
-            t.chunk(Bytes::copy_from_slice(&input[from..cut]), &mut out);
-            from = cut;
-        }
-    }
-    t.end(&mut out);
-    String::from_utf8(out.into_iter().flatten().collect()).expect("UTF-8")
+    String::from_utf8(crate::test_support::feed(&mut t, input, cuts)).expect("UTF-8")
 }
 
 #[test]

@@ -1,7 +1,5 @@
 //! The seam's transforms, fed in every way a stream may be cut.
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 use proptest::prelude::*;
 
@@ -9,19 +7,7 @@ use super::*;
 
 /// Runs `input` through a fresh transform in chunks cut at `cuts`.
 fn run<T: Transform>(make: impl Fn() -> T, input: &[u8], cuts: &[usize]) -> Vec<u8> {
-    let mut t = make();
-    let mut out = VecDeque::new();
-    let mut from = 0;
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
-    for cut in cuts.into_iter().chain([input.len()]) {
-        if cut > from {
-            t.chunk(Bytes::copy_from_slice(&input[from..cut]), &mut out);
-            from = cut;
-        }
-    }
-    t.end(&mut out);
-    out.into_iter().flatten().collect()
+    crate::test_support::feed(&mut make(), input, cuts)
 }
 
 const STREAM: &str = "data: {\"id\":\"c1\",\"model\":\"llama-3-8b\",\"choices\":[{\"delta\":{\"content\":\"a \\\"model\\\": x\"}}]}\n\n\
