@@ -39,8 +39,11 @@ impl Endpoint {
     /// Classifies a method and a path (with or without a query).
     pub fn classify(method: &str, path_and_query: &str) -> Self {
         let path = path_and_query.split('?').next().unwrap_or_default().trim_end_matches('/');
+        // A response object the router tagged; other paths below
+        // `/v1/responses/` (`input_tokens`…) are the passthrough node's.
         if let Some(rest) = path.strip_prefix("/v1/responses/") {
-            return if rest.is_empty() { Self::Other } else { Self::ResponseById };
+            let id = rest.split('/').next().unwrap_or_default();
+            return if untag_response_id(id).is_some() { Self::ResponseById } else { Self::Other };
         }
         match (method, path) {
             ("POST", "/v1/chat/completions") => Self::ChatCompletions,
@@ -363,6 +366,7 @@ mod tests {
         assert_eq!(Endpoint::classify("GET", "/v1/models/"), Endpoint::Models);
         assert_eq!(Endpoint::classify("GET", "/v1/responses/resp_1~a"), Endpoint::ResponseById);
         assert_eq!(Endpoint::classify("POST", "/v1/responses/resp_1~a/cancel"), Endpoint::ResponseById);
+        assert_eq!(Endpoint::classify("POST", "/v1/responses/input_tokens"), Endpoint::Other, "not a tagged id");
         assert_eq!(response_id_of_path("/v1/responses/resp_1~a/input_items?limit=2"), Some("resp_1~a"));
         assert_eq!(untag_response_id("resp_1~a~b"), Some(("b", "resp_1~a")));
         assert_eq!(untag_response_id("resp_1"), None);

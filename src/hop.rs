@@ -17,7 +17,8 @@ pub const HOP_BY_HOP: [&str; 8] = [
 
 /// Client request headers an origin never sees besides the hop-by-hop ones:
 /// those the host sets itself and the client's credentials.
-pub const NEVER_FORWARDED: [&str; 5] = ["host", "content-length", "authorization", "x-api-key", "api-key"];
+pub const NEVER_FORWARDED: [&str; 6] =
+    ["host", "content-length", "authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 /// Whether a client request header is never forwarded, whatever the request:
 /// always hop-by-hop, or in [`NEVER_FORWARDED`].

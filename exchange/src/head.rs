@@ -168,6 +168,10 @@ fn plan<T: HoldsEntry>(
     let edit = edit.map(|t| Box::new(t) as Box<dyn Transform>);
     // Another API's answer becomes OpenAI's first; the edits work on that.
     let translate = crate::provider::answer_for(attempt.endpoint, attempt.api, status, sse, now_ms);
+    // A compressed body cannot be read to be rewritten (the node was asked
+    // for `identity`): it goes as it came.
+    let compressed = headers.get(http::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity");
+    let (translate, edit) = if compressed { (None, None) } else { (translate, edit) };
     let transform = match (translate, edit) {
         (Some(translate), Some(edit)) => Some(Box::new(Then(translate, edit)) as Box<dyn Transform>),
         (translate, edit) => translate.or(edit),

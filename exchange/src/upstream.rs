@@ -100,8 +100,17 @@ pub struct Outbound<'a> {
 pub fn outbound<'a>(forward: &Forward, node: &Node, target: &'a str, original: &Bytes, streamed: bool) -> Outbound<'a> {
     let target = upstream_target(forward, target, &node.id);
     let body = upstream_body(forward, original, streamed, &node.id);
+    // An answer the router reads and rewrites (translated, or a response
+    // object whose ids it tags) must come uncompressed: neither host
+    // decompresses what it passes on.
+    let identity = (http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     match body.as_deref().and_then(|b| crate::provider::translate(node, &target, b)) {
-        Some(t) => Outbound { target: Cow::Owned(t.target), body: Some(t.body), headers: t.headers },
+        Some(t) => {
+            let mut headers = t.headers;
+            headers.push(identity);
+            Outbound { target: Cow::Owned(t.target), body: Some(t.body), headers }
+        }
+        None if target.starts_with("/v1/responses") => Outbound { target, body, headers: vec![identity] },
         None => Outbound { target, body, headers: Vec::new() },
     }
 }

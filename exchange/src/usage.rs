@@ -23,6 +23,10 @@ struct Reported {
     #[serde(alias = "output_tokens")]
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
+    /// Anthropic's prompt tokens read from and written to its cache, which
+    /// its `input_tokens` leave out (OpenAI's `prompt_tokens` count them).
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 /// The last well-formed `usage` object in `tail` (a response body, or its
@@ -41,7 +45,8 @@ pub fn find_usage(tail: &[u8]) -> Option<Usage> {
         let Some(value) = rest.strip_prefix(b":") else { continue };
         let mut values = serde_json::Deserializer::from_slice(value.trim_ascii_start()).into_iter::<Option<Reported>>();
         if let Some(Ok(Some(r))) = values.next() {
-            let prompt = r.prompt_tokens.unwrap_or(0);
+            let cached = r.cache_read_input_tokens.unwrap_or(0) + r.cache_creation_input_tokens.unwrap_or(0);
+            let prompt = r.prompt_tokens.unwrap_or(0) + cached;
             let completion = r.completion_tokens.or_else(|| r.total_tokens.map(|t| t.saturating_sub(prompt)));
             if r.prompt_tokens.is_some() || completion.is_some() {
                 return Some(Usage { prompt_tokens: prompt, completion_tokens: completion.unwrap_or(0) });
@@ -77,6 +82,8 @@ data: [DONE]\n\n";
     fn embeddings_and_other_shapes_are_read_too() {
         assert_eq!(find_usage(br#"{"data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}"#), usage(8, 0));
         assert_eq!(find_usage(br#"{"usage": {"input_tokens": 3, "output_tokens": 4}}"#), usage(3, 4));
+        let cached = br#"{"usage": {"input_tokens": 10, "cache_read_input_tokens": 500, "cache_creation_input_tokens": 40, "output_tokens": 4}}"#;
+        assert_eq!(find_usage(cached), usage(550, 4), "Anthropic's cached prompt tokens are prompt tokens");
     }
 
     #[test]

@@ -372,6 +372,12 @@ impl Validator<'_> {
                     "a Bedrock node needs its AWS `region` (such as `us-east-1`): requests are signed for it",
                 );
             }
+            if api == Api::Bedrock && n.api_key_env.is_some() {
+                self.err(
+                    format!("{path}.api_key_env"),
+                    "a Bedrock node signs with AWS credentials: name them in `aws_credentials_env`",
+                );
+            }
             if n.aws_credentials_env.is_some() && api != Api::Bedrock {
                 self.err(
                     format!("{path}.aws_credentials_env"),

@@ -96,7 +96,10 @@ impl Router {
             // A continuation goes to the node holding what it continues; an
             // id without the router's tag was not handed out here, and is
             // routed like any request.
-            let held = facts.previous_response_id.as_deref().filter(|p| untag_response_id(p).is_some());
+            let held = facts
+                .previous_response_id
+                .as_deref()
+                .filter(|p| endpoint == Endpoint::Responses && untag_response_id(p).is_some());
             let (rule, chain, rule_ttl) = match held.map(|tagged| self.holder(tagged)) {
                 Some(Ok(n)) => {
                     let node = &self.config.nodes[n];
@@ -169,11 +172,15 @@ impl Router {
     /// The node a tagged response id names, or why there is none.
     fn holder(&self, tagged: &str) -> Result<usize, RouterError> {
         let (node, _) = untag_response_id(tagged).ok_or_else(|| self.unheld(Some(tagged)))?;
-        self.config.node_index(node).ok_or_else(|| {
-            RouterError::NotFound(format!(
-                "the response `{tagged}` was made by node `{node}`, which this router no longer has"
-            ))
-        })
+        self.config
+            .node_index(node)
+            // Only a node that serves response objects holds one.
+            .filter(|&n| self.config.nodes[n].api.serves(Endpoint::Responses))
+            .ok_or_else(|| {
+                RouterError::NotFound(format!(
+                    "the response `{tagged}` was made by node `{node}`, which this router no longer has"
+                ))
+            })
     }
 
     fn unheld(&self, id: Option<&str>) -> RouterError {
@@ -198,7 +205,7 @@ impl Router {
         }
         owners.push((crate::model::AUTO, "edge-router"));
         let object = |(model, owner): (&str, &str)| serde_json::json!({"id": model, "object": "model", "created": 0, "owned_by": owner});
-        let body = match path.strip_prefix("/v1/models/") {
+        let body = match path.strip_prefix("/v1/models/").map(percent_decoded) {
             None => serde_json::json!({"object": "list", "data": owners.into_iter().map(object).collect::<Vec<_>>()}),
             Some(wanted) => match owners.into_iter().find(|(m, _)| *m == wanted) {
                 Some(found) => object(found),
@@ -361,6 +368,29 @@ impl Router {
             (true, _) => Err(RouterError::NoNode("no configured node serves the requested model".into())),
         }
     }
+}
+
+/// A path segment with its `%XX` escapes decoded (SDKs escape `/` and `:`
+/// of model ids such as `meta-llama/Llama-3.1-8B`); as it is if that does
+/// not make UTF-8.
+fn percent_decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| segment.to_string())
 }
 
 pub(super) fn presented_key_of<'a>(headers: &[HeaderRef<'a>]) -> Option<&'a [u8]> {

@@ -12,6 +12,7 @@ const FLEET: &str = "nodes:
   - {id: edge-1, type: edge, host: \"http://e\", models: [tiny, small], capabilities: [small_models]}
   - {id: cloud-1, type: cloud, host: \"http://c\", provider: openai, models: [small, gpt-4o]}
   - {id: any, type: cloud, host: \"http://a\"}
+  - {id: claude, type: cloud, host: \"http://c\", provider: anthropic, models: [claude-haiku]}
 routing:
   rules:
     - {match: {model: auto}, target: edge-1}
@@ -49,7 +50,9 @@ fn the_model_list_is_every_nodes_models_and_auto_in_openais_shape() {
     assert_eq!(status, 200);
     assert_eq!(list["object"], "list");
     let ids: Vec<&str> = list["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
-    assert_eq!(ids, ["tiny", "small", "gpt-4o", "auto"], "each once, in config order");
+    assert_eq!(ids, ["tiny", "small", "gpt-4o", "claude-haiku", "auto"], "each once, in config order");
+    let (status, one, _) = answered(r.handle(event(4, "GET", "/v1/models/claude%2Dhaiku", "")));
+    assert_eq!((status, one["id"].as_str()), (200, Some("claude-haiku")), "escapes are decoded");
     let gpt = &list["data"][2];
     assert_eq!(
         (gpt["object"].as_str(), gpt["owned_by"].as_str(), gpt["created"].as_u64()),
@@ -109,9 +112,19 @@ fn a_continuation_goes_to_the_node_that_holds_what_it_continues() {
         gone["error"]["message"].as_str().unwrap().contains("`retired`, which this router no longer has"),
         "{gone}"
     );
+    // An id without the router's tag is the passthrough node's (none here: 404).
     let (status, foreign, _) = answered(r.handle(event(8, "GET", "/v1/responses/resp_9", "")));
-    assert_eq!(status, 404);
-    assert!(foreign["error"]["message"].as_str().unwrap().contains("not one this router handed out"), "{foreign}");
+    assert_eq!((status, foreign["error"]["type"].as_str()), (404, Some("not_found_error")), "{foreign}");
+    // A tag may not pin a request to a node that cannot serve it.
+    let (status, _, _) = answered(r.handle(event(9, "GET", "/v1/responses/resp_9~claude", "")));
+    assert_eq!(status, 404, "claude speaks Anthropic's API, which holds no response objects");
+    let chat = r#"{"model":"gpt-4o","messages":[],"previous_response_id":"resp_9~edge-1"}"#;
+    let f = forward_of(r.handle(event(10, "POST", "/v1/chat/completions", chat)));
+    assert_eq!(
+        (r.config().nodes[f.node as usize].id.as_str(), f.rule),
+        ("cloud-1", RuleRef::Default),
+        "chat ignores the field"
+    );
 }
 
 #[test]

@@ -49,10 +49,14 @@ pub fn request(openai: &Value) -> Value {
     if !system.is_empty() {
         out.insert("system".into(), json!(system.join("\n\n")));
     }
-    for key in ["temperature", "top_p", "stream"] {
+    for key in ["top_p", "stream"] {
         if !openai[key].is_null() {
             out.insert(key.into(), openai[key].clone());
         }
+    }
+    // OpenAI's temperatures run to 2, Anthropic's to 1.
+    if let Some(t) = openai["temperature"].as_f64() {
+        out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
     }
     if let Some(stop) = super::stop_sequences(openai) {
         out.insert("stop_sequences".into(), stop);
@@ -252,6 +256,7 @@ impl Dialect for Stream {
             }
             "error" => {
                 let e = &data["error"];
+                self.chunks.fail();
                 chunks::error_event(
                     out,
                     e["type"].as_str().unwrap_or("api_error"),
@@ -262,5 +267,7 @@ impl Dialect for Stream {
         }
     }
 
-    fn end(&mut self, _out: &mut String) {}
+    fn end(&mut self, out: &mut String) {
+        self.chunks.unfinished(out);
+    }
 }

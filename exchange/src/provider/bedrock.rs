@@ -211,6 +211,8 @@ impl Stream {
             let kind = header(":exception-type").unwrap_or_else(|| "api_error".into());
             let text =
                 payload["message"].as_str().or(payload["Message"].as_str()).unwrap_or("the node's stream failed");
+            self.chunks.fail();
+            self.finished = true;
             return chunks::error_event(out, &kind, text);
         }
         match header(":event-type").as_deref().unwrap_or_default() {
@@ -247,6 +249,9 @@ impl Stream {
 
 impl Transform for Stream {
     fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
+        if self.finished {
+            return;
+        }
         self.pending.extend_from_slice(&input);
         let mut text = String::new();
         loop {
@@ -272,13 +277,19 @@ impl Transform for Stream {
     }
 
     fn end(&mut self, out: &mut VecDeque<Bytes>) {
-        // `messageStop` without `metadata`: finished, usage unknown.
-        if let (false, Some(stop)) = (self.finished, self.stop.take()) {
-            let mut text = String::new();
-            self.chunks.finish(&mut text, finish_reason(&stop), Value::Null);
-            self.chunks.done(&mut text);
-            out.push_back(Bytes::from(text));
+        if self.finished {
+            return;
         }
+        let mut text = String::new();
+        match self.stop.take() {
+            // `messageStop` without `metadata`: finished, usage unknown.
+            Some(stop) => {
+                self.chunks.finish(&mut text, finish_reason(&stop), Value::Null);
+                self.chunks.done(&mut text);
+            }
+            None => self.chunks.unfinished(&mut text),
+        }
+        out.push_back(Bytes::from(text));
     }
 }
 

@@ -23,6 +23,10 @@ impl Chunks {
 
     /// Writes one chunk with `delta`, a `finish_reason` and `usage` if given.
     pub fn write(&mut self, out: &mut String, delta: Value, finish: Option<&str>, usage: Option<Value>) {
+        // Nothing follows `[DONE]`, whatever a node sends after its end.
+        if self.done {
+            return;
+        }
         let mut delta = delta;
         if !self.started {
             self.started = true;
@@ -66,6 +70,20 @@ impl Chunks {
     /// client that asked for `stream_options.include_usage` both see it).
     pub fn finish(&mut self, out: &mut String, reason: &str, usage: Value) {
         self.write(out, json!({}), Some(reason), Some(usage));
+    }
+
+    /// The node's stream ended without its closing event: the client is
+    /// told, rather than left with a stream that just stops.
+    pub fn unfinished(&mut self, out: &mut String) {
+        if !self.done {
+            self.done = true;
+            error_event(out, "upstream_incomplete", "the node's stream ended before it finished");
+        }
+    }
+
+    /// The node reported an error: nothing more is written.
+    pub fn fail(&mut self) {
+        self.done = true;
     }
 
     /// `[DONE]`, once.

@@ -65,7 +65,8 @@ pub fn request(openai: &Value) -> Value {
     }
     let mut config = Map::new();
     let max = openai["max_completion_tokens"].as_u64().or(openai["max_tokens"].as_u64());
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"), ("seed", "seed")] {
+    // `n` is not translated: one candidate is read back.
+    for (from, to) in [("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")] {
         if !openai[from].is_null() {
             config.insert(to.into(), openai[from].clone());
         }
@@ -89,10 +90,13 @@ pub fn request(openai: &Value) -> Value {
             .map(|t| {
                 let f = &t["function"];
                 let mut d = json!({"name": f["name"]});
-                for key in ["description", "parameters"] {
-                    if !f[key].is_null() {
-                        d[key] = f[key].clone();
-                    }
+                if !f["description"].is_null() {
+                    d["description"] = f["description"].clone();
+                }
+                // JSON Schema as OpenAI's tools carry it; `parameters` takes
+                // only Gemini's OpenAPI subset.
+                if !f["parameters"].is_null() {
+                    d["parametersJsonSchema"] = f["parameters"].clone();
                 }
                 d
             })
@@ -188,7 +192,9 @@ impl Dialect for Stream {
                 json!({"id": id, "type": "function", "function": {"name": call["name"], "arguments": arguments}})
             })
             .collect();
-        let finish = finish_reason(candidate["finishReason"].as_str().unwrap_or("STOP"), !calls.is_empty());
+        // A prompt blocked outright has no candidate, only why.
+        let blocked = r["promptFeedback"]["blockReason"].as_str().map(|_| "SAFETY");
+        let finish = finish_reason(candidate["finishReason"].as_str().or(blocked).unwrap_or("STOP"), !calls.is_empty());
         let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }, "refusal": null});
         if !calls.is_empty() {
             message["tool_calls"] = Value::Array(calls);
@@ -201,6 +207,7 @@ impl Dialect for Stream {
     fn event(&mut self, _name: Option<&str>, r: &Value, out: &mut String) {
         if r["error"].is_object() {
             let e = &r["error"];
+            self.chunks.fail();
             let kind = e["status"].as_str().unwrap_or("api_error").to_ascii_lowercase();
             return chunks::error_event(out, &kind, e["message"].as_str().unwrap_or("the node's stream failed"));
         }
@@ -228,17 +235,21 @@ impl Dialect for Stream {
         if !r["usageMetadata"].is_null() {
             self.usage = r["usageMetadata"].clone();
         }
-        if let Some(reason) = candidate["finishReason"].as_str() {
+        let blocked = r["promptFeedback"]["blockReason"].as_str().map(|_| "SAFETY");
+        if let Some(reason) = candidate["finishReason"].as_str().or(blocked) {
             self.finish = Some(reason.to_string());
         }
     }
 
     fn end(&mut self, out: &mut String) {
         // Gemini's stream just ends; its last response said why.
-        if let Some(reason) = self.finish.take() {
-            let finish = finish_reason(&reason, self.calls > 0);
-            self.chunks.finish(out, finish, usage(&self.usage));
-            self.chunks.done(out);
+        match self.finish.take() {
+            Some(reason) => {
+                let finish = finish_reason(&reason, self.calls > 0);
+                self.chunks.finish(out, finish, usage(&self.usage));
+                self.chunks.done(out);
+            }
+            None => self.chunks.unfinished(out),
         }
     }
 }

@@ -212,6 +212,8 @@ impl Stream {
     fn chunk(&mut self, name: Option<&str>, c: &Value, out: &mut String) {
         if name == Some("error") || c["error"].is_object() {
             self.close(out);
+            // An error ends the message: no closing events follow it.
+            self.stopped = true;
             return event(out, "error", error(c));
         }
         if !self.started {
@@ -307,27 +309,35 @@ impl super::Dialect for Stream {
 
 /// For an Anthropic node's own stream to a Claude-native client: the
 /// `message_delta` event, whose `usage` holds only the output tokens, gets
-/// the input tokens `message_start` reported, so that the meter (which
-/// reads the end of the stream) charges both.
+/// the input tokens (cached ones too) `message_start` reported, so that
+/// the meter (which reads the end of the stream) charges both.
 pub fn carry_input_tokens() -> crate::transform::EditAnswer {
-    let input: Mutex<Option<Value>> = Mutex::new(None);
+    let start: Mutex<Option<Map<String, Value>>> = Mutex::new(None);
     crate::transform::EditAnswer::new(true, move |json| {
+        let held = || start.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if json.windows(15).any(|w| w == b"\"message_start\"") {
             let v: Value = serde_json::from_slice(json).ok()?;
-            *input.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                v["message"]["usage"]["input_tokens"].as_u64().map(Value::from);
+            *held() = v["message"]["usage"].as_object().cloned();
             return None;
         }
         if !json.windows(15).any(|w| w == b"\"message_delta\"") {
             return None;
         }
-        let tokens = input.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
+        let reported = held().clone()?;
         let mut v: Value = serde_json::from_slice(json).ok()?;
         let usage = v.get_mut("usage")?.as_object_mut()?;
-        if usage.get("input_tokens").is_some_and(|t| !t.is_null()) {
+        let mut added = false;
+        for key in ["input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"] {
+            if usage.get(key).is_none_or(Value::is_null)
+                && let Some(n) = reported.get(key).filter(|n| !n.is_null())
+            {
+                usage.insert(key.into(), n.clone());
+                added = true;
+            }
+        }
+        if !added {
             return None;
         }
-        usage.insert("input_tokens".into(), tokens);
         serde_json::to_vec(&v).ok()
     })
 }

@@ -180,7 +180,7 @@ fn an_openai_chat_becomes_a_gemini_request() {
     assert_eq!(g["toolConfig"], json!({"functionCallingConfig": {"mode": "ANY"}}));
     assert_eq!(
         g["tools"][0]["functionDeclarations"][0],
-        json!({"name": "f", "description": "d", "parameters": {"type": "object"}})
+        json!({"name": "f", "description": "d", "parametersJsonSchema": {"type": "object"}})
     );
     assert_eq!(gemini::target("models/gemini 2", true), "/v1beta/models/gemini%202:streamGenerateContent?alt=sse");
 }
@@ -484,4 +484,31 @@ fn bedrock_requests_are_signed_for_their_region_time_and_body() {
         |h: &[(HeaderName, HeaderValue)]| h.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.clone());
     assert_ne!(auth_of(&other), auth_of(&signed), "the body is signed");
     assert!(signed.iter().find(|(n, _)| n == "authorization").is_some_and(|(_, v)| v.is_sensitive()));
+}
+
+#[test]
+fn a_stream_that_ends_before_its_closing_event_says_so() {
+    let cut = ANTHROPIC_STREAM.split("event: message_delta").next().unwrap_or_default();
+    let out = run(Api::Anthropic, 200, true, cut.as_bytes(), &[]);
+    assert!(out.ends_with("event: error\ndata: {\"error\":{\"type\":\"upstream_incomplete\",\"message\":\"the node's stream ended before it finished\"}}\n\n"), "{out}");
+    assert!(!out.contains("[DONE]"));
+    let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":7}}"#;
+    let out: Value = serde_json::from_str(&run(Api::Gemini, 200, false, blocked, &[])).expect("JSON");
+    assert_eq!(out["choices"][0]["finish_reason"], "content_filter", "a blocked prompt is not a normal stop");
+}
+
+#[test]
+fn answers_that_are_rewritten_are_asked_for_uncompressed() {
+    use edge_router::wire::ForwardBody;
+    let forward = crate::test_support::forward(ForwardBody::Original);
+    let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
+    let accept = |node: &Node, target: &str| {
+        crate::upstream::outbound(&forward, node, target, &body, false)
+            .headers
+            .iter()
+            .any(|(n, v)| n == http::header::ACCEPT_ENCODING && v == "identity")
+    };
+    assert!(accept(&node("anthropic"), "/v1/chat/completions"), "a translated answer");
+    assert!(accept(&node("openai"), "/v1/responses"), "a response object whose ids are tagged");
+    assert!(!accept(&node("openai"), "/v1/chat/completions"), "an answer passed on as it is may come compressed");
 }
