@@ -172,15 +172,17 @@ impl Router {
     /// The node a tagged response id names, or why there is none.
     fn holder(&self, tagged: &str) -> Result<usize, RouterError> {
         let (node, _) = untag_response_id(tagged).ok_or_else(|| self.unheld(Some(tagged)))?;
-        self.config
-            .node_index(node)
-            // Only a node that serves response objects holds one.
-            .filter(|&n| self.config.nodes[n].api.serves(Endpoint::Responses))
-            .ok_or_else(|| {
-                RouterError::NotFound(format!(
-                    "the response `{tagged}` was made by node `{node}`, which this router no longer has"
-                ))
-            })
+        let Some(n) = self.config.node_index(node) else {
+            let why = format!("the response `{tagged}` was made by node `{node}`, which this router no longer has");
+            return Err(RouterError::NotFound(why));
+        };
+        // Only a node that serves response objects holds one.
+        if !self.config.nodes[n].api.serves(Endpoint::Responses) {
+            let api = self.config.nodes[n].api.as_str();
+            let why = format!("node `{node}` speaks the `{api}` API, which holds no response objects");
+            return Err(RouterError::NotFound(why));
+        }
+        Ok(n)
     }
 
     fn unheld(&self, id: Option<&str>) -> RouterError {
