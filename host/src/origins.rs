@@ -94,13 +94,11 @@ impl Origins {
         let mut aws = HashMap::new();
         for node in &config.nodes {
             let Some(names) = &node.aws_credentials_env else { continue };
-            let read = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
-            match (read(&names.access_key_id), read(&names.secret_access_key)) {
-                (Some(access_key_id), Some(secret_access_key)) => {
-                    let session_token = names.session_token.as_deref().and_then(read);
-                    aws.insert(node.id.clone(), AwsCredentials { access_key_id, secret_access_key, session_token });
+            match AwsCredentials::read(names, |var| std::env::var(var).ok()) {
+                Some(credentials) => {
+                    aws.insert(node.id.clone(), credentials);
                 }
-                _ => tracing::warn!(
+                None => tracing::warn!(
                     node = %node.id,
                     "{} and {} are not both set; requests to this Bedrock node cannot be signed and fail",
                     names.access_key_id,

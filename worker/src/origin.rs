@@ -176,14 +176,8 @@ impl Exchange {
             let node = config.node_at(f.node).map(|n| {
                 let out = outbound(f, n, target, &self.original, streamed);
                 // A Bedrock node's request is signed over what is sent: the URL and body.
-                let aws = n.aws_credentials_env.as_ref().and_then(|names| {
-                    let read = |name: &str| self.env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty());
-                    Some(AwsCredentials {
-                        access_key_id: read(&names.access_key_id)?,
-                        secret_access_key: read(&names.secret_access_key)?,
-                        session_token: names.session_token.as_deref().and_then(read),
-                    })
-                });
+                let secret = |name: &str| self.env.secret(name).ok().map(|s| s.to_string());
+                let aws = n.aws_credentials_env.as_ref().and_then(|names| AwsCredentials::read(names, secret));
                 let body = out.body.as_deref().unwrap_or_default();
                 let signed = signature(n, aws.as_ref(), &out.target, body, now_ms());
                 (n.id.clone(), n.url_for(&out.target), n.api_key_env.clone(), n.api, out.body, out.headers, signed)

@@ -304,6 +304,20 @@ pub struct AwsCredentials {
     pub session_token: Option<String>,
 }
 
+impl AwsCredentials {
+    /// The credentials `names` names, each read with `read` (the host's
+    /// environment, or its secrets); `None` unless the key id and secret
+    /// are both set. The session token is optional.
+    pub fn read(names: &edge_router::config::AwsCredentialsEnv, read: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let read = |name: &str| read(name).filter(|v| !v.is_empty());
+        Some(Self {
+            access_key_id: read(&names.access_key_id)?,
+            secret_access_key: read(&names.secret_access_key)?,
+            session_token: names.session_token.as_deref().and_then(read),
+        })
+    }
+}
+
 impl std::fmt::Debug for AwsCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AwsCredentials { .. }")
