@@ -363,16 +363,17 @@ fn routing_table(config: &RouterConfig) -> String {
     let _ = writeln!(out, "\nnodes:");
     let _ = writeln!(
         out,
-        "  {:<18} {:<6} {:<24} {:<9} {:>8} {:>8} {:>7}  {:<30} models",
-        "id", "type", "where", "residency", "priority", "cost/1k", "max", "host"
+        "  {:<18} {:<6} {:<9} {:<24} {:<9} {:>8} {:>8} {:>7}  {:<30} models",
+        "id", "type", "api", "where", "residency", "priority", "cost/1k", "max", "host"
     );
     for n in &config.nodes {
         let max = n.max_concurrent.map_or_else(|| "-".to_string(), |m| m.to_string());
         let _ = writeln!(
             out,
-            "  {:<18} {:<6} {:<24} {:<9} {:>8} {:>8} {:>7}  {:<30} {}",
+            "  {:<18} {:<6} {:<9} {:<24} {:<9} {:>8} {:>8} {:>7}  {:<30} {}",
             n.id,
             n.node_type.as_str(),
+            n.api.as_str(),
             whereabouts(n),
             residency(config, n),
             n.priority,

@@ -283,6 +283,10 @@ async fn the_seed_configs_check_as_written_and_serve() {
     assert!(stdout.contains("config miaoquai-hybrid-deploy version 1.0: OK, 3 nodes, 4 rules"), "{stdout}");
     assert!(stdout.contains(&format!("warning: {path}:43:18: routing.rules[1].fallback[0]")), "{stdout}");
     assert!(stdout.contains("aws us-east-1") && stdout.contains("cloudflare cn-beijing"), "{stdout}");
+    assert!(
+        stdout.contains("cloud-aws-us       cloud  openai"),
+        "`provider: aws` describes the node; it speaks OpenAI's API: {stdout}"
+    );
 
     // Served, with every host on a loopback origin: the warnings are
     // logged, rules route by the documents' request types, and `status`
@@ -321,6 +325,7 @@ async fn the_seed_configs_check_as_written_and_serve() {
     let status = edge.status();
     assert_eq!(status["version"], "1.0");
     assert_eq!(status["nodes"][2]["location"], "cn-beijing");
+    assert_eq!(status["nodes"][1]["api"], "openai");
     drop(edge);
 
     // The other three serve too.

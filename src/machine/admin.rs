@@ -108,6 +108,7 @@ impl Router {
             "id": node.id,
             "type": node.node_type.as_str(),
             "provider": node.provider,
+            "api": node.api.as_str(),
             "region": node.region,
             "location": node.location,
             "health": health,
