@@ -180,8 +180,8 @@ fn input_items(input: &Value) -> Vec<Value> {
         .into_iter()
         .enumerate()
         .map(|(i, mut item)| {
-            if item.get("id").is_none() {
-                item["id"] = json!(format!("msg_in_{i}"));
+            if let Some(object) = item.as_object_mut().filter(|o| !o.contains_key("id")) {
+                object.insert("id".into(), json!(format!("msg_in_{i}")));
             }
             item
         })
