@@ -19,12 +19,17 @@ routing:
 ";
 
 fn event(id: u64, method: &str, target: &str, body: &str) -> Event {
+    event_from("US", id, method, target, body)
+}
+
+/// A request from a client in `country`.
+fn event_from(country: &str, id: u64, method: &str, target: &str, body: &str) -> Event {
     Event::Request {
         id,
         method: method.into(),
         target: target.into(),
         headers: vec![Header::new("content-type", "application/json")],
-        country: Some("US".into()),
+        country: Some(country.into()),
         body: if body.is_empty() { RequestBody::Streamed } else { RequestBody::Buffered(body.as_bytes().to_vec()) },
         now_ms: 1_000,
         random: 0,
@@ -131,23 +136,6 @@ fn a_continuation_goes_to_the_node_that_holds_what_it_continues() {
 fn a_held_response_stays_within_its_jurisdiction() {
     let yaml = "residency: {jurisdictions: {EU: [EU]}}\nnodes:\n  - {id: us, type: cloud, host: \"http://u\"}\n  - {id: eu, type: cloud, host: \"http://e\", data_residency: EU}\n";
     let mut r = router(yaml);
-    let Event::Request { id, method, target, headers, body, now_ms, random, key_sha256, body_facts, .. } =
-        event(1, "GET", "/v1/responses/resp_1~us", "")
-    else {
-        unreachable!()
-    };
-    let from_de = Event::Request {
-        id,
-        method,
-        target,
-        headers,
-        country: Some("DE".into()),
-        body,
-        now_ms,
-        random,
-        key_sha256,
-        body_facts,
-    };
-    let (status, _, _) = answered(r.handle(from_de));
+    let (status, _, _) = answered(r.handle(event_from("DE", 1, "GET", "/v1/responses/resp_1~us", "")));
     assert_eq!(status, 503, "an EU client's request never reaches a US node, even for a response held there");
 }

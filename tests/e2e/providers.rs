@@ -45,6 +45,53 @@ fn last_seen(origin: &FakeOrigin) -> (String, Value, impl Fn(&str) -> Option<Str
     (seen.target, body, header)
 }
 
+/// A chat that offers the weather tool and asks for the weather.
+fn ask_weather(model: &str) -> Value {
+    let mut ask = chat(model, "what is the weather in Paris?");
+    ask["tools"] = json!([serde_json::from_str::<Value>(WEATHER_TOOL).expect("JSON")]);
+    ask
+}
+
+/// The text, tool-call arguments, finish reason and usage of the answer to
+/// `body` asked for as a stream.
+async fn streamed(r: &TestRouter, body: &Value) -> (String, String, String, Value) {
+    let mut body = body.clone();
+    body["stream"] = json!(true);
+    read_stream(&String::from_utf8_lossy(&r.chat("US", &body).await.body))
+}
+
+/// The weather tool call of a (not streamed) answer, checked: its name,
+/// its arguments and the finish reason.
+fn weather_call(reply: &Value) -> Value {
+    let call = reply["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(
+        (call["function"]["name"].as_str(), reply["choices"][0]["finish_reason"].as_str()),
+        (Some("get_weather"), Some("tool_calls")),
+        "{reply}"
+    );
+    let arguments = call["function"]["arguments"].as_str().and_then(|a| serde_json::from_str::<Value>(a).ok());
+    assert_eq!(arguments, Some(json!({"city": "Paris"})), "{reply}");
+    call
+}
+
+/// The streamed weather tool call's arguments and finish reason, checked.
+fn assert_streamed_call((_, arguments, finish, _): (String, String, String, Value)) {
+    assert_eq!(
+        (serde_json::from_str::<Value>(&arguments).ok(), finish.as_str()),
+        (Some(json!({"city": "Paris"})), "tool_calls")
+    );
+}
+
+/// `ask` followed by the assistant's `call` and the tool's `result`.
+fn with_result(ask: &Value, call: &Value, result: &str) -> Value {
+    let mut ask = ask.clone();
+    ask["messages"].as_array_mut().expect("messages").extend([
+        json!({"role": "assistant", "content": null, "tool_calls": [call.clone()]}),
+        json!({"role": "tool", "tool_call_id": call["id"], "content": result}),
+    ]);
+    ask
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_node_serves_openai_clients_plain_streamed_with_tools_and_images() {
     // SAFETY: set before the router starts; no other test reads this variable.
@@ -83,33 +130,12 @@ async fn an_anthropic_node_serves_openai_clients_plain_streamed_with_tools_and_i
     assert_eq!(usage["total_tokens"], 10);
 
     // A tool call, plain and streamed, and its result sent back.
-    let mut ask = chat("claude-haiku", "what is the weather in Paris?");
-    ask["tools"] = json!([serde_json::from_str::<Value>(WEATHER_TOOL).expect("JSON")]);
-    let reply = r.chat("US", &ask).await.json();
-    let call = &reply["choices"][0]["message"]["tool_calls"][0];
-    assert_eq!(
-        (call["function"]["name"].as_str(), reply["choices"][0]["finish_reason"].as_str()),
-        (Some("get_weather"), Some("tool_calls"))
-    );
-    assert_eq!(
-        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap_or_default()).ok(),
-        Some(json!({"city": "Paris"}))
-    );
+    let ask = ask_weather("claude-haiku");
+    let call = weather_call(&r.chat("US", &ask).await.json());
     let (_, sent, _) = last_seen(&claude);
     assert_eq!(sent["tools"][0]["input_schema"]["required"], json!(["city"]));
-    ask["stream"] = json!(true);
-    let streamed = r.chat("US", &ask).await;
-    let (_, arguments, finish, _) = read_stream(&String::from_utf8_lossy(&streamed.body));
-    assert_eq!(
-        (serde_json::from_str::<Value>(&arguments).ok(), finish.as_str()),
-        (Some(json!({"city": "Paris"})), "tool_calls")
-    );
-    ask["stream"] = json!(false);
-    ask["messages"].as_array_mut().expect("messages").extend([
-        json!({"role": "assistant", "content": null, "tool_calls": [call.clone()]}),
-        json!({"role": "tool", "tool_call_id": call["id"], "content": "18C and sunny"}),
-    ]);
-    let reply = r.chat("US", &ask).await.json();
+    assert_streamed_call(streamed(&r, &ask).await);
+    let reply = r.chat("US", &with_result(&ask, &call, "18C and sunny")).await.json();
     assert_eq!(reply["choices"][0]["message"]["content"], "claude heard: tool said 18C and sunny");
     let (_, sent, _) = last_seen(&claude);
     assert_eq!(sent["messages"][1]["content"][0]["type"], "tool_use");
@@ -191,29 +217,16 @@ async fn a_gemini_node_serves_openai_clients_plain_streamed_and_with_tools() {
     assert_eq!(sent["systemInstruction"], json!({"parts": [{"text": "be brief"}]}));
     assert_eq!(sent["contents"], json!([{"role": "user", "parts": [{"text": "hi"}]}]));
 
-    let mut body = chat("gemini-pro", "hi");
-    body["stream"] = json!(true);
-    let reply = r.chat("US", &body).await;
-    let (said, _, finish, usage) = read_stream(&String::from_utf8_lossy(&reply.body));
+    let (said, _, finish, usage) = streamed(&r, &chat("gemini-pro", "hi")).await;
     assert_eq!(
         (said.as_str(), finish.as_str(), usage["total_tokens"].as_u64()),
         ("hello from gemini", "stop", Some(10))
     );
     assert_eq!(last_seen(&gemini).0, "/v1beta/models/gemini-pro:streamGenerateContent?alt=sse");
 
-    let mut ask = chat("gemini-pro", "weather in Paris?");
-    ask["tools"] = json!([serde_json::from_str::<Value>(WEATHER_TOOL).expect("JSON")]);
-    let reply = r.chat("US", &ask).await.json();
-    let call = reply["choices"][0]["message"]["tool_calls"][0].clone();
-    assert_eq!(
-        (call["function"]["name"].as_str(), reply["choices"][0]["finish_reason"].as_str()),
-        (Some("get_weather"), Some("tool_calls"))
-    );
-    ask["messages"].as_array_mut().expect("messages").extend([
-        json!({"role": "assistant", "content": null, "tool_calls": [call.clone()]}),
-        json!({"role": "tool", "tool_call_id": call["id"], "content": "18C"}),
-    ]);
-    let reply = r.chat("US", &ask).await.json();
+    let ask = ask_weather("gemini-pro");
+    let call = weather_call(&r.chat("US", &ask).await.json());
+    let reply = r.chat("US", &with_result(&ask, &call, "18C")).await.json();
     assert_eq!(reply["choices"][0]["message"]["content"], "gemini heard: tool said 18C");
     let (_, sent, _) = last_seen(&gemini);
     assert_eq!(
@@ -252,21 +265,12 @@ async fn an_azure_openai_node_gets_its_deployment_path_key_and_api_version() {
     assert_eq!(last_seen(&azure).0, "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-06-01");
 
     // Streamed and with tools: Azure OpenAI's answers are OpenAI's, passed on as they come.
-    let mut body = chat("gpt-4o", "hi");
-    body["stream"] = json!(true);
-    let (said, _, finish, usage) = read_stream(&String::from_utf8_lossy(&r.chat("US", &body).await.body));
+    let (said, _, finish, usage) = streamed(&r, &chat("gpt-4o", "hi")).await;
     assert_eq!(
         (said.as_str(), finish.as_str(), usage["total_tokens"].as_u64()),
         ("hello from azure", "stop", Some(10))
     );
-    let mut ask = chat("gpt-4o", "weather in Paris?");
-    ask["tools"] = json!([serde_json::from_str::<Value>(WEATHER_TOOL).expect("JSON")]);
-    ask["stream"] = json!(true);
-    let (_, arguments, finish, _) = read_stream(&String::from_utf8_lossy(&r.chat("US", &ask).await.body));
-    assert_eq!(
-        (serde_json::from_str::<Value>(&arguments).ok(), finish.as_str()),
-        (Some(json!({"city": "Paris"})), "tool_calls")
-    );
+    assert_streamed_call(streamed(&r, &ask_weather("gpt-4o")).await);
     assert_eq!(
         last_seen(&azure).1["tools"][0]["function"]["name"],
         "get_weather",
@@ -369,30 +373,17 @@ routing:
     );
 
     // Tool calls, plain and streamed, and the result sent back.
-    let mut ask = chat(model, "weather in Paris?");
-    ask["tools"] = json!([serde_json::from_str::<Value>(WEATHER_TOOL).expect("JSON")]);
-    let reply = r.chat("US", &ask).await.json();
-    let call = reply["choices"][0]["message"]["tool_calls"][0].clone();
-    assert_eq!(
-        (call["function"]["name"].as_str(), reply["choices"][0]["finish_reason"].as_str()),
-        (Some("get_weather"), Some("tool_calls"))
-    );
+    let ask = ask_weather(model);
+    let call = weather_call(&r.chat("US", &ask).await.json());
     assert_eq!(
         last_seen(&bedrock).1["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["required"],
         json!(["city"])
     );
-    ask["stream"] = json!(true);
-    let (_, arguments, finish, _) = read_stream(&String::from_utf8_lossy(&r.chat("US", &ask).await.body));
+    assert_streamed_call(streamed(&r, &ask).await);
     assert_eq!(
-        (serde_json::from_str::<Value>(&arguments).ok(), finish.as_str()),
-        (Some(json!({"city": "Paris"})), "tool_calls")
+        r.chat("US", &with_result(&ask, &call, "18C")).await.json()["choices"][0]["message"]["content"],
+        "bedrock heard: tool said 18C"
     );
-    ask["stream"] = json!(false);
-    ask["messages"].as_array_mut().expect("messages").extend([
-        json!({"role": "assistant", "content": null, "tool_calls": [call.clone()]}),
-        json!({"role": "tool", "tool_call_id": call["id"], "content": "18C"}),
-    ]);
-    assert_eq!(r.chat("US", &ask).await.json()["choices"][0]["message"]["content"], "bedrock heard: tool said 18C");
 
     // Throttling falls back; a signature made with the wrong secret is refused as Bedrock refuses it.
     let reply = r.chat("US", &chat("throttled", "hi")).await;

@@ -13,16 +13,11 @@ import sys
 
 import anthropic
 
+import checks
+from checks import check
+
 base = sys.argv[1]
 client = anthropic.Anthropic(base_url=base, api_key="sk-client-test", max_retries=0)
-checks = 0
-
-
-def check(condition, what):
-    global checks
-    if not condition:
-        raise SystemExit(f"FAILED: {what}")
-    checks += 1
 
 
 weather = {
@@ -76,4 +71,4 @@ for model, node in [("claude-haiku", "claude"), ("gpt-4o", "cloud"), ("gemini-pr
     use = next(b for b in final.content if b.type == "tool_use")
     check(use.input == {"city": "Paris"} and final.stop_reason == "tool_use", f"{model} streamed tool call {final}")
 
-print(f"anthropic {anthropic.__version__}: {checks} checks passed")
+print(f"anthropic {anthropic.__version__}: {checks.passed} checks passed")

@@ -11,16 +11,11 @@ import sys
 
 import openai
 
+import checks
+from checks import check
+
 base = sys.argv[1]
 client = openai.OpenAI(base_url=f"{base}/v1", api_key="sk-client-test", max_retries=0)
-checks = 0
-
-
-def check(condition, what):
-    global checks
-    if not condition:
-        raise SystemExit(f"FAILED: {what}")
-    checks += 1
 
 
 # The model list: answered by the router, the union of the nodes' models and `auto`.
@@ -95,7 +90,7 @@ client.responses.delete(first.id)
 try:
     client.responses.retrieve(first.id)
     check(False, "a deleted response should be gone")
-except openai.NotFoundError:
-    checks += 1
+except openai.NotFoundError as e:
+    check("not found" in str(e).lower(), f"the deleted response's 404: {e}")
 
-print(f"openai {openai.__version__}: {checks} checks passed")
+print(f"openai {openai.__version__}: {checks.passed} checks passed")

@@ -8,6 +8,15 @@ import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 import { scriptedOrigin, startWorker } from "./harness.mjs";
 
+/** An official SDK client (`OpenAI` or `Anthropic`), unchanged but for its `fetch`, which goes to the Worker. */
+const sdk = (Client, mf, base) =>
+  new Client({
+    baseURL: `http://edge-router.test${base}`,
+    apiKey: "sk-client-test",
+    maxRetries: 0,
+    fetch: (url, init) => mf.dispatchFetch(url, init),
+  });
+
 test("the openai Node SDK works unchanged against every routed endpoint of the Worker", async () => {
   const edge = await scriptedOrigin("edge");
   const cloud = await scriptedOrigin("cloud");
@@ -21,12 +30,7 @@ test("the openai Node SDK works unchanged against every routed endpoint of the W
     routing: { rules: [{ name: "small", match: { model: "auto" }, target: "edge" }] },
   });
   const mf = await startWorker({ config });
-  const client = new OpenAI({
-    baseURL: "http://edge-router.test/v1",
-    apiKey: "sk-client-test",
-    maxRetries: 0,
-    fetch: (url, init) => mf.dispatchFetch(url, init),
-  });
+  const client = sdk(OpenAI, mf, "/v1");
   try {
     const models = [];
     for await (const m of client.models.list()) models.push(m.id);
@@ -104,12 +108,7 @@ test("the openai Node SDK reaches Anthropic and Gemini nodes through the Worker,
     routing: { rules: [{ match: { model: "claude-busy" }, target: "busy", fallback: ["claude"] }] },
   });
   const mf = await startWorker({ config, bindings: { ANTHROPIC_KEY: "sk-ant-worker", GEMINI_KEY: "AIza-worker" } });
-  const client = new OpenAI({
-    baseURL: "http://edge-router.test/v1",
-    apiKey: "sk-client-test",
-    maxRetries: 0,
-    fetch: (url, init) => mf.dispatchFetch(url, init),
-  });
+  const client = sdk(OpenAI, mf, "/v1");
   const weather = {
     type: "function",
     function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } },
@@ -158,12 +157,7 @@ test("the anthropic Node SDK reaches Anthropic and OpenAI nodes through the Work
     ],
   });
   const mf = await startWorker({ config, bindings: { ANTHROPIC_KEY: "sk-ant-worker" } });
-  const client = new Anthropic({
-    baseURL: "http://edge-router.test",
-    apiKey: "sk-client-test",
-    maxRetries: 0,
-    fetch: (url, init) => mf.dispatchFetch(url, init),
-  });
+  const client = sdk(Anthropic, mf, "");
   try {
     for (const [model, node] of [["claude-haiku", "claude"], ["gpt-4o", "cloud"]]) {
       const { data, response } = await client.messages
@@ -195,12 +189,7 @@ test("the openai Node SDK reaches a Bedrock node through the Worker: signed, str
   // The fake origin checks the signature with its own secret (fake-origin/src/dialects.rs).
   const bindings = { AWS_ACCESS_KEY_ID: "AKIDWORKERTEST", AWS_SECRET_ACCESS_KEY: "edge-router-fake-secret-key" };
   const mf = await startWorker({ config, bindings });
-  const client = new OpenAI({
-    baseURL: "http://edge-router.test/v1",
-    apiKey: "sk-client-test",
-    maxRetries: 0,
-    fetch: (url, init) => mf.dispatchFetch(url, init),
-  });
+  const client = sdk(OpenAI, mf, "/v1");
   try {
     const model = "amazon.nova-lite-v1:0";
     const chat = await client.chat.completions.create({ model, messages: [{ role: "user", content: "hi" }] });
