@@ -343,6 +343,13 @@ pub fn replace_model(json: &[u8], model: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The string value of top-level key `key` of a JSON object, decoded,
+/// without reading the rest of the object into a tree.
+pub(crate) fn top_level_text(json: &[u8], key: &[u8]) -> Option<String> {
+    let (start, end) = top_level_string(json, key)?;
+    serde_json::from_slice(&json[start..end]).ok()
+}
+
 /// The span (quotes included) of the string value of top-level key `key`.
 fn top_level_string(json: &[u8], key: &[u8]) -> Option<(usize, usize)> {
     top_level_value(json, key).filter(|(s, _)| json[*s] == b'"')

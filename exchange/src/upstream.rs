@@ -104,7 +104,7 @@ pub fn outbound<'a>(forward: &Forward, node: &Node, target: &'a str, original: &
     // object whose ids it tags) must come uncompressed: neither host
     // decompresses what it passes on.
     let identity = (http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    match body.as_deref().and_then(|b| crate::provider::translate(node, &target, b)) {
+    match body.as_ref().and_then(|b| crate::provider::translate(node, &target, b)) {
         Some(t) => {
             let mut headers = t.headers;
             headers.push(identity);

@@ -56,34 +56,47 @@ pub struct Translated {
 /// router chose), as `node` takes it; `None` when the node speaks OpenAI's
 /// API, or the body is not a JSON object (it goes as it came, and the
 /// node's own error comes back).
-pub fn translate(node: &Node, target: &str, body: &[u8]) -> Option<Translated> {
+pub fn translate(node: &Node, target: &str, body: &Bytes) -> Option<Translated> {
     let path = target.split('?').next().unwrap_or_default().trim_end_matches('/');
     if path == messages::PATH && node.api != Api::Anthropic {
         // A Claude-native client's request goes on as OpenAI chat, and
         // from there into the node's own API.
         let request: Value = serde_json::from_slice(body).ok().filter(Value::is_object)?;
-        let chat = serde_json::to_vec(&messages::to_chat(&request)).ok()?;
+        let chat = Bytes::from(serde_json::to_vec(&messages::to_chat(&request)).ok()?);
         return Some(translate(node, "/v1/chat/completions", &chat).unwrap_or(Translated {
             target: "/v1/chat/completions".into(),
-            body: chat.into(),
+            body: chat,
             headers: Vec::new(),
         }));
     }
-    if node.api == Api::OpenAi {
-        return None;
+    match node.api {
+        Api::OpenAi => return None,
+        // Anthropic's own clients' requests go to it as they came.
+        Api::Anthropic if path == messages::PATH => return None,
+        Api::Azure => {
+            // Azure OpenAI takes OpenAI's body as it is, and names the
+            // model by its deployment, in the path: only the model is read.
+            let operation = path.strip_prefix("/v1/")?;
+            let version = node.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
+            let deployment = percent_encode(&crate::transform::top_level_text(body, b"model").unwrap_or_default());
+            return Some(Translated {
+                target: format!("/openai/deployments/{deployment}/{operation}?api-version={version}"),
+                body: body.clone(),
+                headers: Vec::new(),
+            });
+        }
+        Api::Anthropic | Api::Gemini | Api::Bedrock => {}
     }
     let request: Value = serde_json::from_slice(body).ok().filter(Value::is_object)?;
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let stream = request["stream"] == true;
     match node.api {
-        Api::OpenAi => None,
+        Api::OpenAi | Api::Azure => None,
         Api::Bedrock => Some(Translated {
             target: bedrock::target(&model, stream),
             body: serde_json::to_vec(&bedrock::request(&request)).ok()?.into(),
             headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         }),
-        // Anthropic's own clients' requests go to it as they came.
-        Api::Anthropic if path == messages::PATH => None,
         Api::Anthropic => Some(Translated {
             target: "/v1/messages".into(),
             body: serde_json::to_vec(&anthropic::request(&request)).ok()?.into(),
@@ -94,17 +107,6 @@ pub fn translate(node: &Node, target: &str, body: &[u8]) -> Option<Translated> {
             body: serde_json::to_vec(&gemini::request(&request)).ok()?.into(),
             headers: Vec::new(),
         }),
-        Api::Azure => {
-            // Azure OpenAI names the model by its deployment, in the path.
-            let operation = path.strip_prefix("/v1/")?;
-            let version = node.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
-            let deployment = percent_encode(&model);
-            Some(Translated {
-                target: format!("/openai/deployments/{deployment}/{operation}?api-version={version}"),
-                body: Bytes::copy_from_slice(body),
-                headers: Vec::new(),
-            })
-        }
     }
 }
 
