@@ -151,6 +151,24 @@ fn plan<T: HoldsEntry>(
             (status == StatusCode::OK).then(|| Capture::ai(fill, headers, explain, attempt.max_entry))
         }
     });
+    // A compressed body cannot be read to be rewritten (the node was asked
+    // for `identity`): it goes as it came.
+    let compressed = headers.get(http::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity");
+    let transform = if compressed { None } else { rewrite(attempt, forward, explain, status, sse, now_ms) };
+    Plan::Deliver(Delivery { capture, sse, transform })
+}
+
+/// The rewrite an answer goes through, if any: another API's answer into
+/// the shape the client asked in first, then the model given back
+/// (`restore_requested_model`) and response ids tagged with their node.
+fn rewrite(
+    attempt: &Attempt<'_>,
+    forward: &Forward,
+    explain: &Explain,
+    status: StatusCode,
+    sse: bool,
+    now_ms: u64,
+) -> Option<Box<dyn Transform>> {
     let restore = match (&forward.body, attempt.restore_model) {
         (ForwardBody::RewriteModel(_), Some(requested)) if status.is_success() => {
             Some(EditAnswer::restore_model(requested, sse))
@@ -168,15 +186,10 @@ fn plan<T: HoldsEntry>(
     let edit = edit.map(|t| Box::new(t) as Box<dyn Transform>);
     // Another API's answer becomes OpenAI's first; the edits work on that.
     let translate = crate::provider::answer_for(attempt.endpoint, attempt.api, status, sse, now_ms);
-    // A compressed body cannot be read to be rewritten (the node was asked
-    // for `identity`): it goes as it came.
-    let compressed = headers.get(http::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity");
-    let (translate, edit) = if compressed { (None, None) } else { (translate, edit) };
-    let transform = match (translate, edit) {
+    match (translate, edit) {
         (Some(translate), Some(edit)) => Some(Box::new(Then(translate, edit)) as Box<dyn Transform>),
         (translate, edit) => translate.or(edit),
-    };
-    Plan::Deliver(Delivery { capture, sse, transform })
+    }
 }
 
 /// Whether a body is an SSE stream.
