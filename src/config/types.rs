@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::duration::DurationSpec;
+use super::operations::{AutoscalingConfig, MonitoringConfig};
 use super::percent::Percent;
+use super::provider::{Api, AwsCredentialsEnv};
 use super::size::ByteSize;
 
 /// An edge-router configuration.
@@ -80,55 +82,6 @@ impl std::fmt::Display for ConfigVersion {
             Self::Text(t) => f.write_str(t),
             // `1.0` stays `1.0`, as written, not `1`.
             Self::Number(n) => write!(f, "{n:?}"),
-        }
-    }
-}
-
-/// Metrics to watch (see `docs/config.md#monitoring-and-autoscaling`).
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MonitoringConfig {
-    /// Metric names such as `node_active_requests` or `routing_distribution`.
-    #[serde(default)]
-    pub metrics: Vec<String>,
-}
-
-/// One autoscaling threshold of a node.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AutoscalingConfig {
-    /// The node whose instances the signal is about.
-    pub node: String,
-    /// What is compared with the threshold, e.g. `active_requests` or `utilization`.
-    pub metric: String,
-    /// The value at which the signal fires: above it for `scale_out`, below it for `scale_in`.
-    pub threshold: f64,
-    /// `scale_out` or `scale_in`.
-    pub action: ScaleAction,
-    /// Fewest instances a `scale_in` may leave.
-    #[serde(default)]
-    pub min_instances: Option<u32>,
-    /// Most instances a `scale_out` may ask for.
-    #[serde(default)]
-    pub max_instances: Option<u32>,
-}
-
-/// Which way an autoscaling signal points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ScaleAction {
-    /// More instances: fires when the metric rises above the threshold.
-    ScaleOut,
-    /// Fewer instances: fires when the metric falls below the threshold.
-    ScaleIn,
-}
-
-impl ScaleAction {
-    /// The name used in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ScaleOut => "scale_out",
-            Self::ScaleIn => "scale_in",
         }
     }
 }
@@ -273,98 +226,6 @@ fn default_health_path() -> String {
 
 fn default_weight() -> f64 {
     1.0
-}
-
-/// The wire format a node speaks; requests and answers are translated
-/// from and to OpenAI's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Api {
-    /// OpenAI's, as OpenAI and every OpenAI-compatible server speak it.
-    #[default]
-    #[serde(rename = "openai")]
-    OpenAi,
-    /// Anthropic's Messages API (`/v1/messages`, `x-api-key`, `anthropic-version`).
-    Anthropic,
-    /// Google's Gemini API (`generateContent`, `streamGenerateContent`, `x-goog-api-key`).
-    Gemini,
-    /// Azure OpenAI (`/openai/deployments/{model}/…`, `api-key`, `api-version`).
-    Azure,
-    /// Amazon Bedrock's Converse API, signed with AWS Signature Version 4.
-    Bedrock,
-}
-
-impl Api {
-    /// The name used in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::OpenAi => "openai",
-            Self::Anthropic => "anthropic",
-            Self::Gemini => "gemini",
-            Self::Azure => "azure",
-            Self::Bedrock => "bedrock",
-        }
-    }
-
-    /// The API a `provider` names, if it names one.
-    pub fn of_provider(provider: &str) -> Option<Self> {
-        [Self::OpenAi, Self::Anthropic, Self::Gemini, Self::Azure, Self::Bedrock]
-            .into_iter()
-            .find(|a| provider.eq_ignore_ascii_case(a.as_str()))
-    }
-
-    /// Whether a node speaking it serves `endpoint`: translated APIs serve
-    /// chat completions (and Anthropic clients' messages, which go as chat
-    /// to all but Anthropic's own) only; Azure OpenAI serves what OpenAI
-    /// does but the Responses API.
-    pub fn serves(self, endpoint: crate::facts::Endpoint) -> bool {
-        use crate::facts::Endpoint;
-        match self {
-            Self::OpenAi => true,
-            Self::Azure => endpoint != Endpoint::Responses && endpoint != Endpoint::ResponseById,
-            Self::Anthropic | Self::Gemini | Self::Bedrock => {
-                !endpoint.is_api() || matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages)
-            }
-        }
-    }
-}
-
-/// Where a Bedrock node's AWS credentials are: names of environment
-/// variables (or Worker secrets), never the values.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AwsCredentialsEnv {
-    /// The access key id's variable.
-    #[serde(default = "default_access_key_env")]
-    pub access_key_id: String,
-    /// The secret access key's variable.
-    #[serde(default = "default_secret_key_env")]
-    pub secret_access_key: String,
-    /// The session token's variable (temporary credentials), if any.
-    #[serde(default = "default_session_token_env")]
-    pub session_token: Option<String>,
-}
-
-impl Default for AwsCredentialsEnv {
-    fn default() -> Self {
-        Self {
-            access_key_id: default_access_key_env(),
-            secret_access_key: default_secret_key_env(),
-            session_token: default_session_token_env(),
-        }
-    }
-}
-
-fn default_access_key_env() -> String {
-    "AWS_ACCESS_KEY_ID".into()
-}
-
-fn default_secret_key_env() -> String {
-    "AWS_SECRET_ACCESS_KEY".into()
-}
-
-fn default_session_token_env() -> Option<String> {
-    Some("AWS_SESSION_TOKEN".into())
 }
 
 /// Per-node time limits.

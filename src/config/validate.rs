@@ -1,14 +1,18 @@
 //! Validation: checks that serde cannot express, then compilation into the
-//! tables the router runs on (`compiled.rs`).
+//! tables the router runs on (`compiled.rs`). A node's host is checked in
+//! `hosts.rs`, `monitoring` and `autoscaling` in `operations.rs`.
+
+mod hosts;
+mod operations;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use origin_fallback::Strategy;
 
+use super::Api;
 use super::compiled::{Node, RouterConfig, Warning};
 use super::load::{ConfigErrors, Position, Positions, deserialize_all, parse_document};
-use super::metric::Metric;
 use super::net::CidrBlock;
 use super::types::*;
 use crate::auth::{KeyEntry, KeyTable, Principal, parse_digest};
@@ -31,40 +35,6 @@ fn parse_utc_offset(text: &str) -> Option<i32> {
     }
     let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
     (h <= 14 && m < 60 && h * 60 + m <= 14 * 60).then_some(sign * (h * 60 + m))
-}
-
-/// The scheme of a `host` written without one, and why: `:443` is https and
-/// `:80` http; otherwise private, loopback and link-local addresses and local
-/// names (`localhost`, one label, `.local`, `.internal`, `.lan`,
-/// `.home.arpa`) are http, anything else https.
-fn default_scheme(host: &str) -> (&'static str, &'static str) {
-    let authority = host.split('/').next().unwrap_or_default();
-    let (name, port) = match authority.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
-        _ => (authority, None),
-    };
-    match port {
-        Some("443") => return ("https", "port 443"),
-        Some("80") => return ("http", "port 80"),
-        _ => {}
-    }
-    let bare = name.trim_start_matches('[').trim_end_matches(']');
-    let local = match bare.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => {
-            let [a, b, ..] = ip.octets();
-            ip.is_private() || ip.is_loopback() || ip.is_link_local() || (a == 100 && (64..128).contains(&b))
-        }
-        Ok(std::net::IpAddr::V6(ip)) => {
-            let first = ip.segments()[0];
-            ip.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-        Err(_) => {
-            let lower = bare.to_ascii_lowercase();
-            !lower.contains('.')
-                || [".localhost", ".local", ".internal", ".lan", ".home.arpa"].iter().any(|s| lower.ends_with(s))
-        }
-    };
-    if local { ("http", "a private address or local name") } else { ("https", "a public name or address") }
 }
 
 impl RouterConfig {
@@ -444,105 +414,6 @@ impl Validator<'_> {
             residency.by_country.insert(c, id);
         }
         NodeResidency::In(id)
-    }
-
-    /// `monitoring.metrics` and `autoscaling`: what the router can observe is
-    /// accepted, what it cannot is warned about, and thresholds that would
-    /// make a node scale out and in at once are refused.
-    fn monitoring(&mut self, m: &MonitoringConfig, scaling: &[AutoscalingConfig], ids: &[&str]) {
-        for (i, name) in m.metrics.iter().enumerate() {
-            if let Err(why) = Metric::parse(name) {
-                self.warn(format!("monitoring.metrics[{i}]"), format!("{why}; it is not watched"));
-            }
-        }
-        for (i, a) in scaling.iter().enumerate() {
-            let path = format!("autoscaling[{i}]");
-            if !ids.contains(&a.node.as_str()) {
-                self.warn(
-                    format!("{path}.node"),
-                    format!("`{}` is not the id of any node; this entry is skipped", a.node),
-                );
-            }
-            match Metric::parse(&a.metric) {
-                Err(why) => self.warn(format!("{path}.metric"), format!("{why}; this entry gives no signal")),
-                Ok(metric) if !metric.per_node() => self.err(
-                    format!("{path}.metric"),
-                    format!("`{}` is not a node's metric: autoscaling needs one of {}", a.metric, Metric::node_names()),
-                ),
-                Ok(_) => {}
-            }
-            if !(a.threshold.is_finite() && a.threshold >= 0.0) {
-                self.err(format!("{path}.threshold"), "must be zero or more");
-            }
-            match (a.min_instances, a.max_instances) {
-                (_, Some(0)) => self.err(format!("{path}.max_instances"), "must be at least 1"),
-                (Some(lo), Some(hi)) if lo > hi => self.err(
-                    format!("{path}.min_instances"),
-                    format!("min_instances ({lo}) is larger than max_instances ({hi})"),
-                ),
-                _ => {}
-            }
-            // A scale-in threshold at or above a scale-out one on the same
-            // metric would fire both ways at once.
-            for (k, b) in scaling.iter().enumerate().take(i) {
-                if a.node != b.node
-                    || Metric::parse(&a.metric).ok() != Metric::parse(&b.metric).ok()
-                    || a.action == b.action
-                {
-                    continue;
-                }
-                let (out, inn) = if a.action == ScaleAction::ScaleOut { (a, b) } else { (b, a) };
-                if inn.threshold >= out.threshold {
-                    self.err(
-                        format!("{path}.threshold"),
-                        format!(
-                            "`{}` on `{}`: the scale_in threshold ({}) must be below the scale_out threshold ({}) of autoscaling[{k}]",
-                            a.metric, a.node, inn.threshold, out.threshold
-                        ),
-                    );
-                }
-            }
-        }
-    }
-
-    fn base_url(&mut self, path: &str, written: &str) -> String {
-        let schemed;
-        let host = if written.contains("://") || written.trim().is_empty() {
-            written
-        } else {
-            let (scheme, why) = default_scheme(written);
-            schemed = format!("{scheme}://{written}");
-            self.warn(
-                path,
-                format!("`{written}` has no scheme, so `{schemed}` is used ({why}); write the scheme to choose"),
-            );
-            &schemed
-        };
-        let complaint = |why: &str| format!("`{host}` is not a usable origin URL: {why}");
-        let uri: http::Uri = match host.parse() {
-            Ok(u) => u,
-            Err(_) => {
-                self.err(path, complaint("write it as `http://host:port` or `https://host`"));
-                return String::new();
-            }
-        };
-        match uri.scheme_str() {
-            Some("http" | "https") => {}
-            Some(other) => self.err(path, complaint(&format!("the scheme must be http or https, not {other}"))),
-            None => self.err(path, complaint("it needs a scheme, `http://` or `https://`")),
-        }
-        if uri.host().is_none_or(str::is_empty) {
-            self.err(path, complaint("it has no host"));
-        }
-        if uri.query().is_some() {
-            self.err(path, complaint("it cannot carry a query string"));
-        }
-        // `http::Uri` drops a fragment silently, and a request's target
-        // cannot follow one.
-        if host.contains('#') {
-            self.err(path, complaint("it cannot carry a fragment (`#…`)"));
-        }
-        host.trim_end_matches('/').to_string()
     }
 
     /// The nodes a target or fallback names: an id, a glob over ids, or a
