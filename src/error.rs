@@ -213,6 +213,63 @@ impl RouterError {
     }
 }
 
+/// Every `error.type` a [`RouterError`] can have ([`RouterError::kind`]).
+pub const KINDS: [&str; 20] = [
+    "geofence_denied",
+    "authentication_error",
+    "invalid_request_error",
+    "request_too_large",
+    "request_timeout",
+    "not_found_error",
+    "residency_unavailable",
+    "no_node_available",
+    "nodes_unhealthy",
+    "capacity_exceeded",
+    "rate_limited",
+    "nodes_unavailable",
+    "budget_exhausted",
+    "nodes_draining",
+    "upstream_error",
+    "upstream_timeout",
+    "conflict",
+    "reload_failed",
+    "shutting_down",
+    "internal_error",
+];
+
+/// The `error.type` of an error body of the router's shape
+/// (`{"error": {"type": ...}}`, [`RouterError::to_response`]), as one of
+/// [`KINDS`]; `None` for any other body.
+pub fn kind_of_body(body: &[u8]) -> Option<&'static str> {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        error: Inner<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let body: Body<'_> = serde_json::from_slice(body).ok()?;
+    KINDS.iter().copied().find(|k| *k == body.error.kind)
+}
+
+/// Why the router refused a request, for metrics and logs: `geofence`,
+/// `residency`, `auth`, `budget`, `capacity` or `rate`, and otherwise the
+/// error's kind itself (one of [`KINDS`], so the set of values is closed).
+pub fn refusal_reason(kind: &'static str) -> &'static str {
+    match kind {
+        "geofence_denied" => "geofence",
+        "residency_unavailable" => "residency",
+        "authentication_error" => "auth",
+        "budget_exhausted" => "budget",
+        "capacity_exceeded" => "capacity",
+        "rate_limited" => "rate",
+        other => other,
+    }
+}
+
 /// Names of the explanation headers.
 pub mod headers {
     /// The node that served the response, `-` when the router answered itself.
@@ -253,6 +310,42 @@ mod tests {
         assert!(!message.contains("wasm") && message.contains("0000000000000abc"), "{message}");
         assert_eq!(body["error"]["type"], "internal_error");
         assert!(headers.contains(&Header::new("x-request-id", "0000000000000abc")));
+    }
+
+    #[test]
+    fn every_kind_is_listed_and_read_back_from_its_body() {
+        let errors = [
+            RouterError::Geofenced("x".into()),
+            RouterError::Unauthorized,
+            RouterError::BadRequest("x".into()),
+            RouterError::PayloadTooLarge { limit: 1 },
+            RouterError::ClientTimeout("x".into()),
+            RouterError::NoRoute { method: "GET".into(), path: "/".into() },
+            RouterError::ResidencyUnavailable { jurisdiction: "EU".into() },
+            RouterError::NoNode("x".into()),
+            RouterError::Unhealthy { nodes: "a".into(), retry_after_s: 1 },
+            RouterError::AtCapacity,
+            RouterError::Paused { nodes: "a".into(), retry_after_s: 1, status: 429 },
+            RouterError::Paused { nodes: "a".into(), retry_after_s: 1, status: 503 },
+            RouterError::BudgetSpent { nodes: "a".into(), retry_after_s: 1 },
+            RouterError::Draining("a".into()),
+            RouterError::UpstreamFailed("x".into()),
+            RouterError::UpstreamTimeout("x".into()),
+            RouterError::AdminUnauthorized,
+            RouterError::NotFound("x".into()),
+            RouterError::Conflict("x".into()),
+            RouterError::ReloadRefused("x".into()),
+            RouterError::ShuttingDown,
+            RouterError::Internal("x".into()),
+        ];
+        for e in &errors {
+            let (_, _, body) = e.to_response(1, Vec::new());
+            assert_eq!(kind_of_body(&body), Some(e.kind()), "{e:?}");
+        }
+        assert_eq!(refusal_reason(RouterError::Geofenced("x".into()).kind()), "geofence");
+        assert_eq!(refusal_reason(RouterError::AtCapacity.kind()), "capacity");
+        assert_eq!(kind_of_body(br#"{"error":{"type":"made_up"}}"#), None);
+        assert_eq!(kind_of_body(b"not json"), None);
     }
 
     #[test]

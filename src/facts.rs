@@ -343,6 +343,29 @@ fn count_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<u64, A::Error> {
     Ok(total)
 }
 
+/// A path segment with its `%XX` escapes decoded (SDKs escape `/` and `:`
+/// of model ids such as `meta-llama/Llama-3.1-8B`); as it is if that does
+/// not make UTF-8.
+pub fn percent_decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| segment.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

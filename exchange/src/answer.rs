@@ -5,19 +5,26 @@
 
 use bytes::Bytes;
 use edge_cache::conditional::{NOT_MODIFIED_FIELDS, Ranged, not_modified, ranged};
-use edge_router::error::RouterError;
+use edge_router::error::{RouterError, kind_of_body};
 use edge_router::geo::{Country, country_label};
 use edge_router::wire::{CacheStatus, Explain, Header};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
 use crate::entry::{Cached, Entry};
 use crate::explain::set_explanation;
+use crate::record::ErrorKind;
 
 /// The router's `Respond` action (or any answer of the router's shape) as a
-/// response.
+/// response. An error's kind goes with it as an extension
+/// ([`ErrorKind`]), for the request's record.
 pub fn respond(status: u16, headers: &[Header], body: impl Into<Bytes>) -> Response<Bytes> {
     let mut response = Response::new(body.into());
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status >= 400
+        && let Some(kind) = kind_of_body(response.body())
+    {
+        response.extensions_mut().insert(ErrorKind(kind));
+    }
     let map = response.headers_mut();
     for h in headers {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value)) {

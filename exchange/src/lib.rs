@@ -25,6 +25,8 @@
 //! - [`explain`]: the explanation headers.
 //! - [`notices`]: log lines of the router's notices, and the tick cadence.
 //! - [`usage`]: the `usage` an answer reports.
+//! - [`record`]: one record per request: the access log's line, what the
+//!   metrics count and the routing log streams.
 
 pub mod action;
 pub mod answer;
@@ -36,6 +38,7 @@ pub mod head;
 pub mod intake;
 pub mod notices;
 pub mod provider;
+pub mod record;
 pub mod transform;
 pub mod upstream;
 pub mod usage;

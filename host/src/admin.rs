@@ -15,6 +15,7 @@ use edge_router::config::DurationSpec;
 use edge_router::error::RouterError;
 use edge_router::wire::{Control, Header};
 use http::{Method, Request, Response};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -79,10 +80,10 @@ pub async fn serve(shared: Weak<Shared>, listener: TcpListener, token: AdminToke
     }
 }
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<BoxBody<Bytes, std::convert::Infallible>>;
 
 fn reply(status: u16, headers: &[Header], body: Bytes) -> Answer {
-    exchange::answer::respond(status, headers, body).map(Full::new)
+    exchange::answer::respond(status, headers, body).map(|b| Full::new(b).boxed())
 }
 
 /// An error of the admin API, through the one mapping every error takes
@@ -106,6 +107,7 @@ async fn route(shared: Weak<Shared>, token: AdminToken, req: Request<Incoming>) 
         return error(&RouterError::AdminUnauthorized, id);
     }
     let method = req.method().clone();
+    let query = req.uri().query().map(str::to_string);
     let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_string).collect();
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -113,6 +115,12 @@ async fn route(shared: Weak<Shared>, token: AdminToken, req: Request<Incoming>) 
     };
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     let answer = match (&method, path.as_slice()) {
+        (&Method::GET, ["metrics"]) => {
+            let text = shared.metrics();
+            let content_type = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+            Ok(reply(200, &[Header::new("content-type", content_type)], Bytes::from(text)))
+        }
+        (&Method::GET, ["admin", "routing-log"]) => routing_log(&shared, query.as_deref()),
         (&Method::GET, ["admin", "status"]) => {
             let (status, headers, body) = shared.status();
             Ok(reply(status, &headers, body))
@@ -192,4 +200,42 @@ async fn reload(shared: &Arc<Shared>) -> Result<Answer, RouterError> {
         // The module is the operator's own file: what is wrong with it is theirs to see.
         Err(e) => Err(RouterError::ReloadRefused(format!("{e:#}"))),
     }
+}
+
+/// `GET /admin/routing-log`: the records of requests as they close, one
+/// JSON object a line, for as long as the caller reads; `?node=` and
+/// `?rule=` keep only those of one node or rule. A reader that falls behind
+/// misses records and gets `{"missed": n}` in their place: the proxy never
+/// waits for it. `?recent=1` answers the latest records at once instead.
+fn routing_log(shared: &Arc<Shared>, query: Option<&str>) -> Result<Answer, RouterError> {
+    let mut filter = crate::signals::Filter::default();
+    let mut recent = false;
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = edge_router::facts::percent_decoded(value);
+        match name {
+            "node" => filter.node = Some(value),
+            "rule" => filter.rule = Some(value),
+            "recent" => recent = value != "0",
+            other => {
+                return Err(RouterError::BadRequest(format!(
+                    "no routing-log parameter `{other}` (node, rule, recent)"
+                )));
+            }
+        }
+    }
+    let json = [Header::new("content-type", "application/x-ndjson")];
+    if recent {
+        let lines: String =
+            shared.signals.recent().iter().filter(|r| filter.keeps(r)).map(|r| r.json_line() + "\n").collect();
+        return Ok(reply(200, &json, Bytes::from(lines)));
+    }
+    let lines = shared.signals.follow_lines(filter);
+    let mut response = Response::new(lines.boxed());
+    for h in json {
+        if let Ok(v) = http::HeaderValue::from_bytes(&h.value) {
+            response.headers_mut().insert(http::header::CONTENT_TYPE, v);
+        }
+    }
+    Ok(response)
 }

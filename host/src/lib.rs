@@ -12,6 +12,7 @@ pub mod module;
 pub mod origins;
 pub mod proxy;
 pub mod server;
+pub mod signals;
 
 use std::sync::Arc;
 

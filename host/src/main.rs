@@ -92,6 +92,23 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print the latest routing decisions, or follow them as they happen (`--follow`).
+    RoutingLog {
+        /// Keep printing decisions as requests finish, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only requests this node served (`-`: those the router answered itself).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only requests this rule (its label) routed.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Print each record as the access log's JSON line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Drop cached answers: by key prefix (`ai/<tenant>/`), by the node that answered, or all.
     Purge {
         /// Only keys starting with this.
@@ -164,6 +181,7 @@ fn main() -> ExitCode {
             admin_call(&admin, "POST", "/admin/cache/purge", Some(body))
                 .map(|r| println!("purged {} cache entries", r["purged"]))
         }
+        Command::RoutingLog { follow, node, rule, json, admin } => routing_log(&admin, follow, node, rule, json),
         Command::Reload { admin } => admin_call(&admin, "POST", "/admin/reload", None)
             .map(|r| println!("reloaded the router module from {}", r["reloaded"].as_str().unwrap_or("?"))),
     };
@@ -176,6 +194,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// A request to the admin API, with the token from `args.token_env`.
+fn admin_request(
+    args: &AdminArgs,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<http::Request<http_body_util::Full<bytes::Bytes>>> {
+    let token = std::env::var(&args.token_env)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .with_context(|| format!("set {} to the router's admin token", args.token_env))?;
+    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
+    http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
+        .with_context(|| format!("`{url}` is not a valid admin URL"))
+}
+
 /// Calls the admin API and returns the JSON body of a 2xx answer; any other
 /// answer becomes an error carrying the API's message.
 fn admin_call(
@@ -184,19 +223,9 @@ fn admin_call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    use http_body_util::{BodyExt, Full};
-    let token = std::env::var(&args.token_env)
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .with_context(|| format!("set {} to the router's admin token", args.token_env))?;
+    use http_body_util::BodyExt;
     let url = format!("{}{path}", args.admin.trim_end_matches('/'));
-    let request = http::Request::builder()
-        .method(method)
-        .uri(&url)
-        .header(http::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(bytes::Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
-        .with_context(|| format!("`{url}` is not a valid admin URL"))?;
+    let request = admin_request(args, method, path, body)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (status, bytes) = rt.block_on(async {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
@@ -215,6 +244,100 @@ fn admin_call(
         anyhow::bail!("{status}: {message}");
     }
     Ok(json)
+}
+
+/// Prints routing-log records from the admin API, one a line: the latest,
+/// or (`follow`) those to come until the connection or the process ends.
+fn routing_log(
+    args: &AdminArgs,
+    follow: bool,
+    node: Option<String>,
+    rule: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let mut query: Vec<String> = Vec::new();
+    for (name, value) in [("node", node), ("rule", rule)] {
+        if let Some(v) = value {
+            query.push(format!("{name}={}", query_escaped(&v)));
+        }
+    }
+    if !follow {
+        query.push("recent=1".into());
+    }
+    let path = format!("/admin/routing-log?{}", query.join("&"));
+    let request = admin_request(args, "GET", &path, None)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let resp = client.request(request).await.context("cannot reach the admin API")?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body));
+        }
+        let mut body = resp.into_body();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.context("the routing log broke off")?.into_data() else { continue };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]);
+                if json {
+                    println!("{line}");
+                } else {
+                    println!("{}", routing_line(&serde_json::from_str(&line).unwrap_or_default()));
+                }
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// A query value with everything but unreserved characters escaped.
+fn query_escaped(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// A routing-log record for a person: when, who, where it went, how it went.
+fn routing_line(r: &serde_json::Value) -> String {
+    if let Some(missed) = r["missed"].as_u64() {
+        return format!("... {missed} records went by while this reader was behind");
+    }
+    let text = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+    let time = text("time");
+    let clock = time.get(11..23).unwrap_or(&time);
+    let model = match (r["requested_model"].as_str(), r["served_model"].as_str()) {
+        (Some(a), Some(b)) if a != b => format!("{a}->{b}"),
+        (_, Some(m)) | (Some(m), None) => m.to_string(),
+        (None, None) => "-".into(),
+    };
+    let tokens = match (r["tokens_in"].as_u64(), r["tokens_out"].as_u64()) {
+        (Some(i), Some(o)) => format!(" tokens {i}/{o}"),
+        _ => String::new(),
+    };
+    let refusal = r["refusal"].as_str().map(|w| format!(" refused: {w}")).unwrap_or_default();
+    format!(
+        "{clock} {} {:<2} {} {:<14} -> {:<14} attempts {} {} {} {} {}ms/{}ms{tokens}{refusal}",
+        text("request_id"),
+        text("country"),
+        text("tenant"),
+        text("rule"),
+        text("node"),
+        r["attempts"],
+        model,
+        r["status"],
+        text("cache"),
+        r["ttfb_ms"],
+        r["duration_ms"],
+    )
 }
 
 /// The status report as a table, like the seed's `deploy status`.

@@ -10,7 +10,7 @@ use super::DurationSpec;
 use super::load::Position;
 use super::net::CidrBlock;
 use super::types::*;
-use super::{Api, AutoscalingConfig, AwsCredentialsEnv};
+use super::{Api, AutoscalingConfig, AwsCredentialsEnv, MonitoringConfig};
 use crate::auth::KeyTable;
 use crate::geo::{Geofence, NodeResidency, Residency};
 use crate::rules::Rule;
@@ -62,6 +62,11 @@ pub struct Node {
     pub health_path: String,
     /// Capabilities as written.
     pub capabilities: Vec<String>,
+}
+
+/// The price of `tokens` at `per_1k` per thousand (a node's `cost_per_1k_tokens`).
+pub fn cost_of(tokens: u64, per_1k: f64) -> f64 {
+    tokens as f64 * per_1k / 1000.0
 }
 
 impl Node {
@@ -142,6 +147,8 @@ pub struct RouterConfig {
     pub cache: CacheConfig,
     /// Autoscaling thresholds, validated; acted on by the operations layer.
     pub autoscaling: Vec<AutoscalingConfig>,
+    /// Metrics to watch and the access log.
+    pub monitoring: MonitoringConfig,
     /// What is loaded but not acted on, and legal but suspicious things.
     pub warnings: Vec<Warning>,
 }

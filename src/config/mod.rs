@@ -16,12 +16,12 @@ mod size;
 mod types;
 mod validate;
 
-pub use compiled::{Node, RouterConfig, Warning};
+pub use compiled::{Node, RouterConfig, Warning, cost_of};
 pub use duration::DurationSpec;
 pub use load::{ConfigError, ConfigErrors, Position};
 pub use metric::Metric;
 pub use net::CidrBlock;
-pub use operations::{AutoscalingConfig, MonitoringConfig, ScaleAction};
+pub use operations::{AccessLogTarget, AutoscalingConfig, MonitoringConfig, ScaleAction};
 pub use percent::Percent;
 pub use provider::{Api, AwsCredentialsEnv};
 pub use size::ByteSize;

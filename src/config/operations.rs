@@ -5,13 +5,51 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-/// Metrics to watch (see `docs/config.md#monitoring-and-autoscaling`).
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// Metrics to watch, and the access log (see `docs/operations.md`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct MonitoringConfig {
     /// Metric names such as `node_active_requests` or `routing_distribution`.
-    #[serde(default)]
     pub metrics: Vec<String>,
+    /// Where each request's JSON line goes: `stdout` (the default), `off`,
+    /// or a file path (appended to). The Worker writes to its console
+    /// (Workers Logs) unless this is `off`.
+    pub access_log: AccessLogTarget,
+    /// The share of requests the access log writes, from 0 to 1.
+    pub access_log_sample: f64,
+    /// Label request metrics by tenant too. Off by default: a label per
+    /// tenant multiplies the series Prometheus keeps.
+    pub tenant_labels: bool,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self { metrics: Vec::new(), access_log: AccessLogTarget::Stdout, access_log_sample: 1.0, tenant_labels: false }
+    }
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "String")]
+pub enum AccessLogTarget {
+    /// Standard output (the Worker: its console).
+    Stdout,
+    /// No access log.
+    Off,
+    /// Appended to this file (the edge box only).
+    File(String),
+}
+
+impl<'de> Deserialize<'de> for AccessLogTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.trim() {
+            "stdout" | "on" => Self::Stdout,
+            "off" | "none" => Self::Off,
+            "" => return Err(serde::de::Error::custom("say `stdout`, `off` or a file path")),
+            path => Self::File(path.to_string()),
+        })
+    }
 }
 
 /// One autoscaling threshold of a node.

@@ -150,6 +150,7 @@ impl Validator<'_> {
             admin: raw.admin,
             cache: raw.cache,
             autoscaling: raw.autoscaling,
+            monitoring: raw.monitoring,
             warnings: Vec::new(),
         }
     }

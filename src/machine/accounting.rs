@@ -3,7 +3,7 @@
 
 use origin_fallback::counts_as_failure;
 
-use super::{Exchange, Router, Settlement, Tally};
+use super::{Exchange, Router, Settlement, Tally, cost_of};
 use crate::wire::{Spend, Spent, Usage};
 
 impl Router {
@@ -89,9 +89,4 @@ impl Tally {
     pub(super) fn on(self, day: u32) -> Self {
         if day > self.day { Self { day, ..Self::default() } } else { self }
     }
-}
-
-/// The price of `tokens` at `per_1k` per thousand.
-pub(super) fn cost_of(tokens: u64, per_1k: f64) -> f64 {
-    tokens as f64 * per_1k / 1000.0
 }

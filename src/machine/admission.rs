@@ -8,7 +8,8 @@ use super::{Exchange, Router, delivery_explain};
 use crate::auth::{Principal, key_digest, presented_key};
 use crate::error::RouterError;
 use crate::facts::{
-    BodyFacts, Endpoint, RequestFacts, parse_body, request_facts, response_id_of_path, untag_response_id,
+    BodyFacts, Endpoint, RequestFacts, parse_body, percent_decoded, request_facts, response_id_of_path,
+    untag_response_id,
 };
 use crate::geo::{Country, JurisdictionId, country_label, permits};
 use crate::hop::{for_each_connection_token, never_forwarded};
@@ -370,29 +371,6 @@ impl Router {
             (true, _) => Err(RouterError::NoNode("no configured node serves the requested model".into())),
         }
     }
-}
-
-/// A path segment with its `%XX` escapes decoded (SDKs escape `/` and `:`
-/// of model ids such as `meta-llama/Llama-3.1-8B`); as it is if that does
-/// not make UTF-8.
-fn percent_decoded(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| segment.to_string())
 }
 
 pub(super) fn presented_key_of<'a>(headers: &[HeaderRef<'a>]) -> Option<&'a [u8]> {

@@ -32,7 +32,7 @@ mod surface_tests;
 #[cfg(test)]
 mod tests;
 
-use accounting::cost_of;
+use crate::config::cost_of;
 use attempts::{delivery_explain, unavailable};
 pub use ledger::{BudgetClaim, Settlement};
 

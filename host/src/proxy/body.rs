@@ -13,6 +13,7 @@ use bytes::Bytes;
 use edge_router::wire::{Event, Explain, Forward};
 use exchange::finish::{Finish, Tell};
 use exchange::head::{Delivery, deliver_head};
+use exchange::record::Outcome;
 use exchange::watch::{Cut, Next, Watch, WatchSetup};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
@@ -20,6 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::recorded::Ending;
 use super::{Shared, now_ms};
 use crate::cache::{EdgeCache, FillGuard};
 use crate::origins::{BoxError, Lease, ProxyBody};
@@ -56,6 +58,9 @@ pub(super) struct Stream<'a> {
     /// Held while the answer fills its cache key.
     pub(super) filling: Option<FillGuard>,
     pub(super) cache: Arc<EdgeCache>,
+    /// Look for `usage` even if the node is not metered: the request's
+    /// record counts the tokens of every API call.
+    pub(super) usage_wanted: bool,
 }
 
 /// The client's response: the origin's head as the exchange shapes it, and
@@ -71,12 +76,15 @@ pub(super) fn deliver(resp: Response<Incoming>, s: Stream<'_>, finish: FinishOnD
         sent_ms: s.sent_ms,
         head_ms: now,
         sse: s.delivery.sse,
-        meter: s.forward.meter,
+        meter: s.forward.meter || s.usage_wanted,
         capture: s.delivery.capture,
         transform: s.delivery.transform,
     });
     let timer = Box::pin(tokio::time::sleep(until(watch.wake_at(), now)));
+    let ending = Ending::default();
+    parts.extensions.insert(ending.clone());
     let tracked = Tracked {
+        ending,
         inner,
         watch,
         finish: Some(finish),
@@ -98,6 +106,8 @@ fn until(at: u64, now: u64) -> Duration {
 
 /// An origin's body passed through the watchdog.
 struct Tracked {
+    /// How the body ended, for the request's record.
+    ending: Ending,
     inner: Incoming,
     watch: Watch,
     finish: Option<FinishOnDrop>,
@@ -116,6 +126,7 @@ impl Tracked {
     /// The body was cut off: the router hears why (the watch tells the client).
     fn cut(&mut self, cut: Cut) {
         tracing::warn!("{}", cut.message);
+        self.ending.set(Outcome::Broken, None);
         if let (Some(failure), Some(finish)) = (cut.failure, self.finish.take()) {
             finish.fail(failure);
         }
@@ -126,6 +137,7 @@ impl Tracked {
     /// reported, the answer is stored, and the connection goes back.
     fn complete(&mut self) {
         let ended = self.watch.on_end(now_ms());
+        self.ending.set(Outcome::Complete, ended.usage);
         if let Some(finish) = self.finish.take() {
             finish.end(ended.usage);
         }
@@ -187,6 +199,7 @@ impl Body for Tracked {
                 Poll::Ready(Some(Err(e))) => {
                     tracing::debug!("the response body broke off: {e}");
                     let failure = self.watch.on_broken();
+                    self.ending.set(Outcome::Broken, None);
                     if let Some(finish) = self.finish.take() {
                         finish.fail(failure);
                     }

@@ -13,12 +13,14 @@ use edge_router::wire::{Action, BodyRef, Event, RequestRef};
 use exchange::answer::host_error;
 use exchange::head::Stale;
 use exchange::intake::{HostReads, Intake, body_limits, host_reads, path_and_query, read_limited, take_in};
+use exchange::record::Begun;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{Deferred, FinishOnDrop};
 use super::lookup::{Looked, look_up};
+use super::recorded::recorded;
 use super::route::Pending;
 use super::{Client, Shared, now_ms};
 use crate::origins::ProxyBody;
@@ -37,13 +39,22 @@ pub(super) fn own(response: Response<Bytes>) -> Response<ProxyBody> {
     response.map(super::route::full)
 }
 
-/// Handles one client request.
+/// Handles one client request; its record is closed when its response is over.
 pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>) -> Response<ProxyBody> {
-    let config = &shared.config;
     let id = shared.request_id();
+    let mut begun = Begun::new(id, now_ms(), req.method(), path_and_query(req.uri()));
+    let response = admit(shared.clone(), client, req, &mut begun).await;
+    recorded(&shared, begun, response)
+}
+
+/// A client request up to its response, noting in `begun` what the router read.
+async fn admit(shared: Arc<Shared>, client: Client, req: Request<Incoming>, begun: &mut Begun) -> Response<ProxyBody> {
+    let config = &shared.config;
+    let id = begun.id;
     let country = client_country(req.headers(), client.peer, config);
     let (parts, incoming) = req.into_parts();
     let endpoint = Endpoint::classify(parts.method.as_str(), path_and_query(&parts.uri));
+    begun.endpoint = Some(endpoint);
     // `original` is kept for fallbacks and model rewrites (the event borrows it).
     let taken =
         take_in(endpoint, &parts.headers, body_limits(&config.server), incoming, read_limited, tokio::time::sleep)
@@ -59,6 +70,7 @@ pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>)
     // straight from the request, not copied first.
     let HostReads { headers, key_sha256, body_facts, requested_model } =
         host_reads(config, &parts.headers, country, endpoint, original.as_deref());
+    begun.read(config, endpoint, key_sha256.as_ref(), body_facts.as_ref());
     let country_code = country.as_ref().map(Country::as_str);
     let mut action = shared.request(&RequestRef {
         id,

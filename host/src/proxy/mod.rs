@@ -8,6 +8,7 @@
 //! - [`lookup`]: the edge cache's lookups, single flight, and its answers.
 //! - [`route`]: the action loop: forwards, fallbacks, and the answer's plan.
 //! - [`body`]: a streamed answer driven through the exchange's watchdog.
+//! - [`recorded`]: each request's record, closed when its response is over.
 //! - [`operate`]: what operators and timers ask: status, drains, purges,
 //!   reloads, health probes.
 
@@ -16,6 +17,7 @@ mod call;
 mod ingress;
 mod lookup;
 mod operate;
+mod recorded;
 mod route;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::EdgeCache;
 use crate::module::WasmRouter;
 use crate::origins::Origins;
+use crate::signals::Signals;
 
 pub use call::{call_module, defer_event};
 pub use ingress::handle;
@@ -62,6 +65,8 @@ pub struct Shared {
     /// The nodes' ids, in the config's order (`Forward::node` indexes it),
     /// shared with the responses that name them rather than copied.
     node_ids: Vec<Arc<str>>,
+    /// Metrics, access log and routing log.
+    pub(crate) signals: Arc<Signals>,
 }
 
 impl Shared {
@@ -86,6 +91,7 @@ impl Shared {
             drain_generation,
             cache: Arc::new(EdgeCache::new(config.cache.memory.0)),
             node_ids: config.nodes.iter().map(|n| Arc::from(n.id.as_str())).collect(),
+            signals: Arc::new(Signals::new(&config)?),
             config,
         })
     }

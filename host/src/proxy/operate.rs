@@ -33,6 +33,14 @@ impl Shared {
         (status, headers, Bytes::from(serde_json::to_vec_pretty(&report).unwrap_or_default()))
     }
 
+    /// The Prometheus text of `GET /metrics`: the request metrics, then
+    /// each node's state and the cache's counters as the status report has them.
+    pub fn metrics(&self) -> String {
+        let (_, _, body) = self.status();
+        let status = serde_json::from_slice(&body).unwrap_or_default();
+        self.signals.encode(&crate::signals::State { status })
+    }
+
     /// Drops cached entries whose key starts with `prefix`, or that `node`
     /// answered, or all of them; how many went.
     pub fn purge(&self, prefix: Option<&str>, node: Option<&str>) -> usize {

@@ -191,6 +191,7 @@ impl Pending {
                     lease,
                     filling: self.filling.take(),
                     cache: shared.cache.clone(),
+                    usage_wanted: self.endpoint.is_api(),
                 },
                 self.guard,
             ),

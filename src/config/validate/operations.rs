@@ -14,6 +14,9 @@ impl Validator<'_> {
                 self.warn(format!("monitoring.metrics[{i}]"), format!("{why}; it is not watched"));
             }
         }
+        if !(0.0..=1.0).contains(&m.access_log_sample) {
+            self.err("monitoring.access_log_sample", "must be a share from 0 to 1, such as 0.1");
+        }
         for (i, a) in scaling.iter().enumerate() {
             let path = format!("autoscaling[{i}]");
             if !ids.contains(&a.node.as_str()) {

@@ -1,0 +1,333 @@
+//! One record per request, made once for both hosts: the access log writes
+//! it as a JSON line, the edge box's metrics count it, and
+//! `edge-router routing-log --follow` streams it.
+//!
+//! A record is begun when the router has read the request ([`Begun`]),
+//! completed from the head of the response the client gets ([`Record::at_head`]:
+//! its status and explanation headers, the same on every path, the cache's
+//! and the router's own answers included), and closed when its body ends
+//! ([`Record::close`]) with the usage the answer reported. It never holds a
+//! key or a message: the tenant is the key's owner as the config names it.
+
+use std::sync::Arc;
+
+use edge_router::RouterConfig;
+use edge_router::error::{headers, refusal_reason, request_id_text};
+use edge_router::facts::{BodyFacts, Endpoint};
+use edge_router::wire::Usage;
+use http::{HeaderMap, StatusCode};
+use serde::Serialize;
+
+/// The `error.type` of an answer the router or a host gave itself, as a
+/// response extension ([`crate::answer::respond`] sets it): what a record
+/// reads the refusal from, without reading the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorKind(pub &'static str);
+
+/// What is known of a request once the router has read it.
+#[derive(Debug, Clone, Default)]
+pub struct Begun {
+    /// The request's id (`x-request-id`).
+    pub id: u64,
+    /// When it arrived, in milliseconds since the Unix epoch.
+    pub start_ms: u64,
+    /// Its method.
+    pub method: http::Method,
+    /// Its path, without the query (which may carry anything).
+    pub path: String,
+    /// Which API it is.
+    pub endpoint: Option<Endpoint>,
+    /// The tenant of the caller's key; `anonymous` without a known key.
+    pub tenant: Option<Arc<str>>,
+    /// The model the body asks for.
+    pub requested_model: Option<String>,
+}
+
+impl Begun {
+    /// A request `id` that arrived at `start_ms`, before its body is read.
+    pub fn new(id: u64, start_ms: u64, method: &http::Method, path_and_query: &str) -> Self {
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        Self { id, start_ms, method: method.clone(), path: path.to_string(), ..Self::default() }
+    }
+
+    /// What the router read of the request: its endpoint, the tenant of its
+    /// key (by the key's SHA-256, never the key) and the model it asks for.
+    pub fn read(
+        &mut self,
+        config: &RouterConfig,
+        endpoint: Endpoint,
+        key_sha256: Option<&[u8; 32]>,
+        facts: Option<&BodyFacts>,
+    ) {
+        self.endpoint = Some(endpoint);
+        let principal = key_sha256.and_then(|d| config.auth.identify_digest(d));
+        self.tenant = Some(principal.map_or_else(|| Arc::from("anonymous"), |p| p.tenant.clone()));
+        self.requested_model = facts.and_then(|f| f.model.clone());
+    }
+}
+
+/// How the response's body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It went through whole.
+    Complete,
+    /// The origin broke it off, or it was cut (a stall, a time limit, a drain).
+    Broken,
+    /// The client went away before its end.
+    ClientGone,
+}
+
+/// One request, as the access log writes it (see `docs/operations.md`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// 16 hex digits, as `x-request-id`.
+    pub request_id: String,
+    /// When the request arrived, RFC 3339 in UTC with milliseconds.
+    pub time: String,
+    #[serde(skip)]
+    pub start_ms: u64,
+    #[serde(serialize_with = "shared_text")]
+    pub tenant: Option<Arc<str>>,
+    /// The client's country, `XX` when unknown.
+    pub country: String,
+    pub method: String,
+    pub path: String,
+    /// The rule label, `strategy:<name>`, `passthrough`, `affinity`, or `-`.
+    pub rule: String,
+    /// The node that served the answer; `-` when the router answered itself.
+    pub node: String,
+    pub attempts: u32,
+    pub requested_model: Option<String>,
+    /// The model the node was asked for: the rewrite, else the requested one.
+    pub served_model: Option<String>,
+    pub status: u16,
+    /// `HIT`, `MISS`, `STALE`, `BYPASS` or `REVALIDATED`.
+    pub cache: String,
+    /// Why the router refused or failed the request (`geofence`, `residency`,
+    /// `auth`, `budget`, `capacity`, `rate`, or the error's type).
+    pub refusal: Option<&'static str>,
+    pub tokens_in: Option<u64>,
+    pub tokens_out: Option<u64>,
+    /// The price of the reported tokens at the node's `cost_per_1k_tokens`.
+    pub cost: Option<f64>,
+    /// Milliseconds from the request's arrival to the response head.
+    pub ttfb_ms: u64,
+    /// Milliseconds from the request's arrival to the body's end.
+    pub duration_ms: u64,
+    pub outcome: Option<Outcome>,
+    #[serde(skip)]
+    pub endpoint: Option<Endpoint>,
+}
+
+impl Record {
+    /// The record of `begun` once the client's response head is known: its
+    /// status, its explanation headers, and the router's error kind if it
+    /// answered itself (`kind`).
+    pub fn at_head(
+        begun: Begun,
+        status: StatusCode,
+        fields: &HeaderMap,
+        kind: Option<ErrorKind>,
+        head_ms: u64,
+    ) -> Self {
+        let text = |name: &str| fields.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let rewritten = text(headers::MODEL);
+        Self {
+            request_id: request_id_text(begun.id),
+            time: rfc3339_ms(begun.start_ms),
+            start_ms: begun.start_ms,
+            tenant: begun.tenant,
+            country: text(headers::COUNTRY).unwrap_or_else(|| "XX".into()),
+            method: begun.method.as_str().to_string(),
+            path: begun.path,
+            rule: text(headers::RULE).unwrap_or_else(|| "-".into()),
+            node: text(headers::NODE).unwrap_or_else(|| "-".into()),
+            attempts: text(headers::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0),
+            served_model: rewritten.or_else(|| begun.requested_model.clone()),
+            requested_model: begun.requested_model,
+            status: status.as_u16(),
+            cache: text(headers::CACHE).unwrap_or_else(|| "BYPASS".into()),
+            refusal: kind.filter(|_| status.as_u16() >= 400).map(|k| refusal_reason(k.0)),
+            tokens_in: None,
+            tokens_out: None,
+            cost: None,
+            ttfb_ms: head_ms.saturating_sub(begun.start_ms),
+            duration_ms: head_ms.saturating_sub(begun.start_ms),
+            outcome: None,
+            endpoint: begun.endpoint,
+        }
+    }
+
+    /// The body ended (`outcome`) at `end_ms` with `usage`, priced at the
+    /// serving node's rate.
+    pub fn close(&mut self, outcome: Outcome, usage: Option<Usage>, config: &RouterConfig, end_ms: u64) {
+        self.outcome = Some(outcome);
+        self.duration_ms = end_ms.saturating_sub(self.start_ms).max(self.ttfb_ms);
+        if let Some(u) = usage {
+            self.tokens_in = Some(u.prompt_tokens);
+            self.tokens_out = Some(u.completion_tokens);
+            let rate = config.node_index(&self.node).map_or(0.0, |i| config.nodes[i].cost_per_1k_tokens);
+            self.cost = Some(edge_router::config::cost_of(u.total(), rate));
+        }
+    }
+
+    /// The access log's line (no newline).
+    pub fn json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The OpenTelemetry `gen_ai.operation.name` of the request, if it is an
+    /// inference call: `chat`, `text_completion` or `embeddings`.
+    pub fn operation(&self) -> Option<&'static str> {
+        match self.endpoint? {
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages => Some("chat"),
+            Endpoint::Completions => Some("text_completion"),
+            Endpoint::Embeddings => Some("embeddings"),
+            Endpoint::Models | Endpoint::ResponseById | Endpoint::Other => None,
+        }
+    }
+
+    /// The status class, `2xx` to `5xx`.
+    pub fn status_class(&self) -> &'static str {
+        match self.status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        }
+    }
+
+    /// Seconds per output token after the first, for an answer that went
+    /// through whole with more than one output token (the OpenTelemetry
+    /// `gen_ai.server.time_per_output_token`).
+    pub fn time_per_output_token_s(&self) -> Option<f64> {
+        let out = self.tokens_out.filter(|&t| t > 1)?;
+        if self.outcome != Some(Outcome::Complete) || self.status >= 400 {
+            return None;
+        }
+        Some(self.duration_ms.saturating_sub(self.ttfb_ms) as f64 / 1000.0 / (out - 1) as f64)
+    }
+}
+
+fn shared_text<S: serde::Serializer>(text: &Option<Arc<str>>, to: S) -> Result<S::Ok, S::Error> {
+    text.as_deref().serialize(to)
+}
+
+/// `model` as a metric label: itself if a node of `config` serves it (or
+/// it is `auto`), else `other`, so that clients cannot mint series.
+pub fn model_label<'a>(config: &RouterConfig, model: Option<&'a str>) -> &'a str {
+    match model {
+        None => "",
+        Some(m) if m == "auto" || config.nodes.iter().any(|n| n.models.iter().any(|x| x == m)) => m,
+        Some(_) => "other",
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 in UTC, e.g.
+/// `2026-12-05T16:40:00.123Z` (days to a civil date after Howard Hinnant's
+/// `civil_from_days`).
+pub fn rfc3339_ms(ms: u64) -> String {
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_router::wire::{CacheStatus, Explain};
+
+    fn config() -> RouterConfig {
+        let text = "nodes:\n  - {id: gpu, type: local, host: \"http://a\", models: [llama-3-8b], cost_per_1k_tokens: 2}\n\
+                    auth:\n  keys:\n    - {sha256: \"0000000000000000000000000000000000000000000000000000000000000001\", tenant: acme}\n";
+        RouterConfig::load("t.yaml", text).expect("a valid config")
+    }
+
+    fn explained(node: &str, model: Option<&str>) -> HeaderMap {
+        let explain = Explain {
+            node: node.into(),
+            rule: "local-first".into(),
+            attempts: 2,
+            country: "DE".into(),
+            model: model.map(str::to_string),
+            cache: CacheStatus::Miss,
+            panic: false,
+        };
+        let mut map = HeaderMap::new();
+        crate::explain::set_explanation(&mut map, &explain);
+        map
+    }
+
+    #[test]
+    fn a_record_reads_the_explanation_and_prices_the_usage_at_the_nodes_rate() {
+        let config = config();
+        let mut begun = Begun::new(0xab, 1_000, &http::Method::POST, "/v1/chat/completions?key=secret");
+        let facts = BodyFacts { model: Some("llama-3-8b".into()), ..BodyFacts::default() };
+        let mut digest = [0u8; 32];
+        digest[31] = 1;
+        begun.read(&config, Endpoint::ChatCompletions, Some(&digest), Some(&facts));
+        let mut r = Record::at_head(begun, StatusCode::OK, &explained("gpu", None), None, 1_040);
+        r.close(Outcome::Complete, Some(Usage { prompt_tokens: 100, completion_tokens: 401 }), &config, 1_440);
+        assert_eq!(r.path, "/v1/chat/completions", "the query is not kept");
+        assert_eq!(
+            (r.tenant.as_deref(), r.node.as_str(), r.rule.as_str(), r.attempts, r.country.as_str()),
+            (Some("acme"), "gpu", "local-first", 2, "DE")
+        );
+        assert_eq!((r.ttfb_ms, r.duration_ms, r.cache.as_str()), (40, 440, "MISS"));
+        assert_eq!((r.tokens_in, r.tokens_out), (Some(100), Some(401)));
+        assert!((r.cost.unwrap_or_default() - 1.002).abs() < 1e-9, "501 tokens at 2 per 1k: {:?}", r.cost);
+        assert_eq!(r.served_model.as_deref(), Some("llama-3-8b"));
+        assert!((r.time_per_output_token_s().unwrap_or_default() - 0.001).abs() < 1e-12);
+        let line: serde_json::Value = serde_json::from_str(&r.json_line()).expect("one JSON object");
+        assert_eq!(line["request_id"], "00000000000000ab");
+        assert_eq!(line["time"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(line["outcome"], "complete");
+        assert_eq!(line["refusal"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn an_unknown_key_is_anonymous_and_a_refusal_names_its_reason() {
+        let config = config();
+        let mut begun = Begun::new(1, 0, &http::Method::POST, "/v1/chat/completions");
+        begun.read(&config, Endpoint::ChatCompletions, Some(&[7; 32]), None);
+        let r = Record::at_head(
+            begun,
+            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            &explained("-", None),
+            Some(ErrorKind("geofence_denied")),
+            5,
+        );
+        assert_eq!((r.tenant.as_deref(), r.refusal, r.status_class()), (Some("anonymous"), Some("geofence"), "4xx"));
+    }
+
+    #[test]
+    fn a_rewritten_model_is_the_served_one_and_unknown_models_are_other_as_labels() {
+        let config = config();
+        let mut begun = Begun::new(1, 0, &http::Method::POST, "/v1/chat/completions");
+        let facts = BodyFacts { model: Some("auto".into()), ..BodyFacts::default() };
+        begun.read(&config, Endpoint::ChatCompletions, None, Some(&facts));
+        let r = Record::at_head(begun, StatusCode::OK, &explained("gpu", Some("llama-3-8b")), None, 1);
+        assert_eq!((r.requested_model.as_deref(), r.served_model.as_deref()), (Some("auto"), Some("llama-3-8b")));
+        assert_eq!(model_label(&config, Some("auto")), "auto");
+        assert_eq!(model_label(&config, Some("llama-3-8b")), "llama-3-8b");
+        assert_eq!(model_label(&config, Some("made-up-by-a-client")), "other");
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_796_488_800_123), "2026-12-05T16:40:00.123Z");
+    }
+}

@@ -1,0 +1,97 @@
+//! A request's record (`exchange::record`), closed when its response is
+//! over: at once for an answer already in memory, and at the end of the
+//! body for a streamed one, with the usage and the outcome the watchdog
+//! found (through the [`Ending`] the body carries).
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use edge_router::wire::Usage;
+use exchange::record::{Begun, ErrorKind, Outcome, Record};
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use super::{Shared, now_ms};
+use crate::origins::{BoxError, ProxyBody};
+
+/// How a streamed answer ended, as its watchdog saw it: set once, by the
+/// body, before its last frame goes. It travels as a response extension
+/// from where the body is made to where the record is closed.
+#[derive(Clone, Default)]
+pub(crate) struct Ending(Arc<OnceLock<(Outcome, Option<Usage>)>>);
+
+impl Ending {
+    /// The body ended this way (only the first call counts).
+    pub(crate) fn set(&self, outcome: Outcome, usage: Option<Usage>) {
+        let _ = self.0.set((outcome, usage));
+    }
+}
+
+/// The response `admit` made for `begun`, its record closed now or when the body ends.
+pub(super) fn recorded(shared: &Arc<Shared>, begun: Begun, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    let kind = response.extensions().get::<ErrorKind>().copied();
+    let ending = response.extensions_mut().remove::<Ending>();
+    let now = now_ms();
+    let mut record = Record::at_head(begun, response.status(), response.headers(), kind, now);
+    match ending {
+        None => {
+            record.close(Outcome::Complete, None, &shared.config, now);
+            shared.signals.closed(record, &shared.config);
+            response
+        }
+        Some(ending) => {
+            response.map(|inner| Recorded { inner, open: Some((Box::new(record), ending, shared.clone())) }.boxed())
+        }
+    }
+}
+
+/// A streamed body whose record closes at its end, or when the client goes.
+struct Recorded {
+    inner: ProxyBody,
+    open: Option<(Box<Record>, Ending, Arc<Shared>)>,
+}
+
+impl Recorded {
+    /// Closes the record: as the body said it ended, else as `seen`.
+    fn close(&mut self, seen: Outcome) {
+        let Some((mut record, ending, shared)) = self.open.take() else { return };
+        let (outcome, usage) = ending.0.get().copied().unwrap_or((seen, None));
+        // The client leaving first wins over what the origin would have done.
+        let outcome = if seen == Outcome::ClientGone { seen } else { outcome };
+        record.close(outcome, usage, &shared.config, now_ms());
+        shared.signals.closed(*record, &shared.config);
+    }
+}
+
+impl Body for Recorded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.close(Outcome::Complete),
+            Poll::Ready(Some(Err(_))) => self.close(Outcome::Broken),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.close(Outcome::Complete),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.close(Outcome::ClientGone);
+    }
+}

@@ -1,0 +1,302 @@
+//! Operating a running edge box, through the real binary: the Prometheus
+//! metrics and the JSON access log counted against the traffic sent, and
+//! `routing-log` following requests as they finish, with a reader too slow
+//! to keep up. Origins are real HTTP servers on loopback.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fake_origin::{FakeOrigin, Reply, Script};
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+
+use common::{BIN, Client, EdgeBox, TOKEN, client};
+
+/// A client key and its SHA-256, as `auth.keys` lists it.
+const KEY: &str = "sk-client-acme-4242";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A chat request from `country`, streamed or not, with `key` if given.
+async fn send(client: &Client, addr: &str, country: &str, model: &str, stream: bool, key: Option<&str>) -> u16 {
+    let body = serde_json::json!({"model": model, "stream": stream, "stream_options": {"include_usage": stream},
+        "messages": [{"role": "user", "content": "hello there"}]});
+    let mut req = http::Request::post(format!("{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-country", country);
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let resp = client.request(req.body(Full::new(Bytes::from(body.to_string()))).expect("request")).await;
+    let resp = resp.expect("the router answers");
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+/// `GET /metrics` with `token`: its status and text.
+async fn scrape(client: &Client, admin: &str, token: &str) -> (u16, String) {
+    let req = http::Request::get(format!("{admin}/metrics"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client.request(req).await.expect("the admin API answers");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("the metrics").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The samples of a Prometheus text: each series (name and labels) and its value.
+fn samples(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').expect("a sample is a series and a value");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| p.split_once("=\""))
+            .map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
+            .collect();
+        out.push((name.to_string(), labels, value.parse().expect("a number")));
+    }
+    out
+}
+
+/// The sum of `name`'s samples whose labels include `with`.
+fn total(text: &str, name: &str, with: &[(&str, &str)]) -> f64 {
+    samples(text)
+        .iter()
+        .filter(|(n, labels, _)| n == name && with.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+fn temp_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("edge-router-operations-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_and_the_access_log_count_the_traffic_sent() {
+    // Every answer reports 10 prompt and 20 completion tokens.
+    let answer = Reply { usage: Some([10, 20]), ..Reply::default() };
+    let origin = FakeOrigin::start("gpu", Script::always(answer)).await.expect("start");
+    let log = temp_file("access.log");
+    let config = format!(
+        "admin: {{listen: \"127.0.0.1:0\"}}
+server: {{country_header: x-country, trusted_proxies: [127.0.0.1]}}
+geofence: {{deny: [KP]}}
+auth:
+  keys:
+    - {{sha256: \"{}\", tenant: acme}}
+monitoring: {{access_log: \"{}\"}}
+nodes:
+  - {{id: gpu, type: local, host: \"{}\", models: [llama-3-8b], cost_per_1k_tokens: 2.0}}
+routing:
+  rules:
+    - {{name: local-first, match: {{model: \"llama-*\"}}, target: gpu}}
+",
+        sha256_hex(KEY),
+        log.display(),
+        origin.url()
+    );
+    let edge = EdgeBox::start_as("metrics.yaml", &config);
+    let (addr, client) = (edge.addr.clone(), client());
+
+    for _ in 0..5 {
+        assert_eq!(send(&client, &addr, "DE", "llama-3-8b", false, Some(KEY)).await, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(send(&client, &addr, "FR", "llama-3-8b", true, None).await, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(send(&client, &addr, "KP", "llama-3-8b", false, None).await, 451);
+    }
+    assert_eq!(send(&client, &addr, "DE", "no-such-model", false, None).await, 503);
+
+    // Without the admin token there are no metrics.
+    assert_eq!(scrape(&client, &edge.admin, "wrong").await.0, 401);
+    let (status, text) = scrape(&client, &edge.admin, TOKEN).await;
+    assert_eq!(status, 200, "{text}");
+    let served = [("node", "gpu"), ("rule", "local-first"), ("status_class", "2xx"), ("refusal", "")];
+    assert_eq!(total(&text, "edge_router_requests_total", &served), 8.0, "{text}");
+    assert_eq!(total(&text, "edge_router_requests_total", &[("refusal", "geofence"), ("node", "-")]), 2.0);
+    assert_eq!(total(&text, "edge_router_requests_total", &[("refusal", "no_node_available")]), 1.0);
+    assert_eq!(total(&text, "edge_router_requests_total", &[]), 11.0);
+    assert_eq!(total(&text, "edge_router_request_duration_seconds_count", &[("node", "gpu")]), 8.0);
+    assert_eq!(total(&text, "edge_router_attempts_total", &[("rule", "local-first")]), 8.0);
+    // The GenAI conventions: tokens by type, as the origin reported them.
+    let tokens = |kind: &str, what: &str| {
+        let labels = [
+            ("gen_ai_token_type", kind),
+            ("gen_ai_operation_name", "chat"),
+            ("gen_ai_provider_name", "openai"),
+            ("gen_ai_request_model", "llama-3-8b"),
+            ("node", "gpu"),
+        ];
+        total(&text, &format!("gen_ai_client_token_usage_{what}"), &labels)
+    };
+    assert_eq!((tokens("input", "count"), tokens("input", "sum")), (8.0, 80.0), "{text}");
+    assert_eq!((tokens("output", "count"), tokens("output", "sum")), (8.0, 160.0));
+    assert_eq!(
+        total(&text, "gen_ai_client_token_usage_bucket", &[("gen_ai_token_type", "output"), ("le", "16")]),
+        0.0,
+        "20 tokens are above the 16 bucket"
+    );
+    assert_eq!(total(&text, "gen_ai_server_time_to_first_token_seconds_count", &[("node", "gpu")]), 8.0);
+    assert_eq!(total(&text, "gen_ai_server_request_duration_seconds_count", &[("error_type", "")]), 8.0);
+    assert!((total(&text, "edge_router_cost_total", &[("node", "gpu")]) - 8.0 * 30.0 * 2.0 / 1000.0).abs() < 1e-9);
+    // State, as the status report has it.
+    assert_eq!(total(&text, "edge_router_node_in_flight", &[("node", "gpu")]), 0.0);
+    assert_eq!(total(&text, "edge_router_node_breaker", &[("node", "gpu"), ("state", "closed")]), 1.0);
+    assert!(!text.contains(KEY) && !text.contains("acme"), "no key, and no tenant unless asked for");
+
+    // One access log line per request, the tenant named and the key never.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 11 || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!lines.contains(KEY), "the key is never logged");
+    let records: Vec<serde_json::Value> =
+        lines.lines().map(|l| serde_json::from_str(l).expect("each line is one JSON object")).collect();
+    assert_eq!(records.len(), 11, "{lines}");
+    let count = |f: &dyn Fn(&serde_json::Value) -> bool| records.iter().filter(|r| f(r)).count();
+    assert_eq!(count(&|r| r["tenant"] == "acme" && r["node"] == "gpu" && r["tokens_out"] == 20), 5);
+    assert_eq!(count(&|r| r["country"] == "FR" && r["outcome"] == "complete" && r["tokens_in"] == 10), 3);
+    assert_eq!(count(&|r| r["refusal"] == "geofence" && r["status"] == 451 && r["country"] == "KP"), 2);
+    assert!(records.iter().all(|r| r["request_id"].as_str().is_some_and(|id| id.len() == 16)));
+    let first = &records[0];
+    for field in
+        ["time", "rule", "attempts", "requested_model", "served_model", "cache", "cost", "ttfb_ms", "duration_ms"]
+    {
+        assert!(first.get(field).is_some(), "the line has `{field}`: {first}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_log_follows_requests_and_a_slow_reader_misses_records_without_slowing_the_proxy() {
+    let origin = FakeOrigin::start("gpu", Script::default()).await.expect("start");
+    let config = format!(
+        "admin: {{listen: \"127.0.0.1:0\"}}
+server: {{country_header: x-country, trusted_proxies: [127.0.0.1]}}
+geofence: {{deny: [KP]}}
+monitoring: {{access_log: \"off\"}}
+nodes:
+  - {{id: gpu, type: local, host: \"{}\", models: [llama-3-8b]}}
+",
+        origin.url()
+    );
+    let edge = EdgeBox::start_as("routing-log.yaml", &config);
+    let (addr, client) = (edge.addr.clone(), client());
+
+    // `routing-log --follow --node gpu` prints what gpu serves, as it does.
+    let mut follower = Command::new(BIN)
+        .args(["routing-log", "--follow", "--node", "gpu", "--admin", &edge.admin])
+        .env("EDGE_ROUTER_ADMIN_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the CLI runs");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (tx, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The follower is subscribed once a request it would print comes through.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        assert_eq!(send(&client, &addr, "DE", "llama-3-8b", false, None).await, 200);
+        if let Ok(line) = printed.recv_timeout(Duration::from_millis(200)) {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "routing-log --follow printed nothing");
+    };
+    assert!(first.contains("-> gpu") && first.contains(" 200 "), "{first}");
+    assert_eq!(send(&client, &addr, "KP", "llama-3-8b", false, None).await, 451);
+    assert_eq!(send(&client, &addr, "DE", "llama-3-8b", false, None).await, 200);
+    let next = printed.recv_timeout(Duration::from_secs(10)).expect("the next request is printed");
+    assert!(next.contains("-> gpu") && next.contains(" DE "), "the refused request (node -) is not: {next}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // Without --follow: the latest records, here as JSON.
+    let recent = edge.ok(&["routing-log", "--json"]);
+    let records: Vec<serde_json::Value> = recent.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert!(records.iter().any(|r| r["refusal"] == "geofence"), "{recent}");
+
+    // A reader that reads nothing: the proxy goes on at full speed, and
+    // when the reader reads again it is told how many records it missed.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+    let mut slow =
+        socket.connect(edge.admin.trim_start_matches("http://").parse().expect("an address")).await.expect("connect");
+    let request = format!("GET /admin/routing-log HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {TOKEN}\r\n\r\n");
+    slow.write_all(request.as_bytes()).await.expect("sent");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until the reader has missed records (socket buffers take a few MB
+    // first): rounds of 2000 refused requests, at most 15 of them.
+    let started = Instant::now();
+    let mut sent = 0u32;
+    for _ in 0..15 {
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, addr) = (client.clone(), addr.clone());
+                tokio::spawn(async move {
+                    for _ in 0..500 {
+                        assert_eq!(send(&client, &addr, "KP", "llama-3-8b", false, None).await, 451);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("the requests went through");
+        }
+        sent += 2000;
+        if total(&scrape(&client, &edge.admin, TOKEN).await.1, "edge_router_routing_log_missed_total", &[]) > 0.0 {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains("\"missed\":") && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), slow.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    let missed: u64 = seen
+        .split("{\"missed\":")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the slow reader was told it missed records ({took:?} for {sent} requests)"));
+    assert!(missed > 0 && missed < u64::from(sent), "{missed}");
+    let (_, text) = scrape(&client, &edge.admin, TOKEN).await;
+    assert!(total(&text, "edge_router_routing_log_missed_total", &[]) >= missed as f64, "{text}");
+    // Every request was answered and counted, whatever the reader did.
+    assert_eq!(total(&text, "edge_router_requests_total", &[("refusal", "geofence")]), f64::from(sent + 1));
+}
