@@ -24,6 +24,26 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorKind(pub &'static str);
 
+/// How a streamed answer ended, as its watchdog saw it: set once, by the
+/// body, before its last chunk goes, and read where the record is closed
+/// (it travels there as a response extension).
+#[derive(Debug, Clone, Default)]
+pub struct Ending(Arc<std::sync::OnceLock<(Outcome, Option<Usage>)>>);
+
+impl Ending {
+    /// The body ended this way (only the first call counts).
+    pub fn set(&self, outcome: Outcome, usage: Option<Usage>) {
+        let _ = self.0.set((outcome, usage));
+    }
+
+    /// How the body ended, as the watchdog said, else as the host saw it
+    /// (`seen`); a client that went away first is what happened.
+    pub fn outcome(&self, seen: Outcome) -> (Outcome, Option<Usage>) {
+        let (outcome, usage) = self.0.get().copied().unwrap_or((seen, None));
+        (if seen == Outcome::ClientGone { seen } else { outcome }, usage)
+    }
+}
+
 /// What is known of a request once the router has read it.
 #[derive(Debug, Clone, Default)]
 pub struct Begun {
@@ -172,6 +192,13 @@ impl Record {
         }
     }
 
+    /// Whether the access log writes this request, `share` of all being
+    /// written: chosen by the request id's bits (ids are mixed, so their top
+    /// bits are uniform), so every host picks the same requests.
+    pub fn sampled(&self, share: f64) -> bool {
+        sampled(u64::from_str_radix(&self.request_id, 16).unwrap_or_default(), share)
+    }
+
     /// The access log's line (no newline).
     pub fn json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -213,6 +240,12 @@ impl Record {
 
 fn shared_text<S: serde::Serializer>(text: &Option<Arc<str>>, to: S) -> Result<S::Ok, S::Error> {
     text.as_deref().serialize(to)
+}
+
+/// Whether request `id` is among the `share` of requests the access log
+/// writes ([`Record::sampled`]).
+pub fn sampled(id: u64, share: f64) -> bool {
+    share >= 1.0 || ((id >> 11) as f64 / (1u64 << 53) as f64) < share
 }
 
 /// `model` as a metric label: itself if a node of `config` serves it (or

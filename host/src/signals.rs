@@ -299,7 +299,7 @@ impl Metrics {
 /// The access log's writer thread and the queue to it.
 struct AccessLog {
     queue: SyncSender<String>,
-    /// Requests logged: a share `sample` of ids, chosen by the id's bits.
+    /// The share of requests logged.
     sample: f64,
 }
 
@@ -319,11 +319,6 @@ impl AccessLog {
         let (queue, lines) = std::sync::mpsc::sync_channel(ACCESS_LOG_QUEUE);
         std::thread::Builder::new().name("access-log".into()).spawn(move || write_lines(&lines, out))?;
         Ok(Some(Self { queue, sample }))
-    }
-
-    fn samples(&self, id: u64) -> bool {
-        // Ids are already mixed (`Shared::request_id`): their top bits are uniform.
-        self.sample >= 1.0 || ((id >> 11) as f64 / (1u64 << 53) as f64) < self.sample
     }
 }
 
@@ -394,7 +389,7 @@ impl Signals {
     pub fn closed(&self, record: Record, config: &RouterConfig) {
         self.metrics.count(&record, config, self.tenant_labels);
         if let Some(log) = &self.access_log
-            && log.samples(u64::from_str_radix(&record.request_id, 16).unwrap_or_default())
+            && record.sampled(log.sample)
             && let Err(TrySendError::Full(_)) = log.queue.try_send(record.json_line())
         {
             self.metrics.access_log_dropped.inc();

@@ -4,6 +4,7 @@
 import net from "node:net";
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { Miniflare } from "miniflare";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -11,12 +12,23 @@ const DIST = new URL("dist/", ROOT).pathname;
 const WRANGLER = readFileSync(new URL("wrangler.toml", ROOT), "utf8");
 const COMPATIBILITY_DATE = WRANGLER.match(/^compatibility_date\s*=\s*"([^"]+)"/m)[1];
 
-/** Starts the Worker as `wrangler deploy` would upload it. `config` (text) goes in KV. */
-export async function startWorker({ config, bindings = {} } = {}) {
+/**
+ * Starts the Worker as `wrangler deploy` would upload it. `config` (text) goes in KV.
+ * With `logs` (an array), the lines workerd prints on stdout (the Worker's
+ * console) are pushed to it rather than printed.
+ */
+export async function startWorker({ config, bindings = {}, logs } = {}) {
   if (!existsSync(DIST + "entry.js")) {
     throw new Error("dist/entry.js is missing: run scripts/test.sh, or npx wrangler deploy --dry-run --outdir dist");
   }
+  const stdio = logs === undefined ? {} : {
+    handleRuntimeStdio(stdout, stderr) {
+      createInterface({ input: stdout }).on("line", (line) => logs.push(line));
+      stderr.pipe(process.stderr);
+    },
+  };
   const mf = new Miniflare({
+    ...stdio,
     modules: true,
     scriptPath: DIST + "entry.js",
     modulesRoot: DIST,

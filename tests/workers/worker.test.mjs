@@ -3,6 +3,7 @@
 // Durable Object, streaming through workerd, and a JSON 500 after a panic.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { scriptedOrigin, send, startWorker } from "./harness.mjs";
 
 const chat = (extra = {}) =>
@@ -158,6 +159,54 @@ test("SSE chunks reach the client as the origin sends them", async () => {
   } finally {
     await mf.dispose();
     origin.close();
+  }
+});
+
+test("each request writes one access log line to the console, with the tenant and never the key", async () => {
+  const a = await scriptedOrigin("a", { usage: [10, 20] });
+  const key = "sk-worker-client-777";
+  const digest = createHash("sha256").update(key).digest("hex");
+  const text = `geofence: {deny: [KP]}
+auth:
+  keys:
+    - {sha256: "${digest}", tenant: acme}
+nodes:
+  - {id: a, type: cloud, host: "${a.url}", cost_per_1k_tokens: 2}
+`;
+  const logs = [];
+  const mf = await startWorker({ config: text, logs });
+  try {
+    const keyed = await send(mf, { country: "DE", body: chat(), headers: { authorization: `Bearer ${key}` } });
+    assert.equal(keyed.status, 200, keyed.text);
+    const streamed = await send(mf, { country: "FR", body: chat({ stream: true, stream_options: { include_usage: true } }) });
+    assert.equal(streamed.status, 200, streamed.text);
+    const refused = await send(mf, { country: "KP", body: chat() });
+    assert.equal(refused.status, 451);
+    let records = [];
+    for (let i = 0; i < 100 && records.length < 3; i++) {
+      records = logs.filter((l) => l.includes('"request_id"')).map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+      if (records.length < 3) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(records.length, 3, logs.join("\n"));
+    assert.ok(!logs.join("\n").includes(key), "the key is never logged");
+    const [first, second, third] = records;
+    assert.equal(first.tenant, "acme");
+    assert.equal(first.node, "a");
+    assert.equal(first.country, "DE");
+    assert.equal(first.tokens_in, 10);
+    assert.equal(first.tokens_out, 20);
+    assert.ok(Math.abs(first.cost - 0.06) < 1e-9, `30 tokens at 2 per 1k: ${first.cost}`);
+    assert.equal(second.outcome, "complete");
+    assert.equal(second.tokens_out, 20, "a stream's usage is read at its end");
+    assert.equal(third.refusal, "geofence");
+    assert.equal(third.status, 451);
+    assert.equal(third.node, "-");
+    for (const field of ["time", "rule", "attempts", "requested_model", "served_model", "cache", "ttfb_ms", "duration_ms"]) {
+      assert.ok(field in first, `the line has ${field}`);
+    }
+  } finally {
+    await mf.dispose();
+    a.close();
   }
 });
 

@@ -8,12 +8,13 @@ use bytes::Bytes;
 use edge_router::wire::{Explain, Forward};
 use exchange::answer::bodiless;
 use exchange::head::{Delivery, deliver_head};
+use exchange::record::{Ending, Outcome};
 use exchange::watch::{Cut, Next, Watch, WatchSetup};
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
-use worker::{Delay, Response, ResponseBuilder};
+use worker::Delay;
 
-use crate::convert::{Body, js_headers, response};
+use crate::convert::{Answer, Body, response};
 use crate::later::{Finish, Later};
 use crate::now_ms;
 use crate::stream::JsBody;
@@ -30,13 +31,14 @@ pub fn stream(
     sent_ms: u64,
     finish: Option<Finish>,
     later: &Later,
-) -> worker::Result<Response> {
+    usage_wanted: bool,
+) -> Answer {
     let (mut parts, inner) = resp.into_parts();
     deliver_head(&mut parts.headers, explain, delivery.transform.is_some());
     if bodiless(method, parts.status) {
         // Nothing to pass through (a HEAD, a 204): the exchange is over.
         drop(finish);
-        return Ok(response(parts.status, &parts.headers, Body::Empty));
+        return response(parts.status, &parts.headers, Body::Empty);
     }
     let watch = Watch::new(WatchSetup {
         node: explain.node.as_str().into(),
@@ -45,16 +47,16 @@ pub fn stream(
         sent_ms,
         head_ms: now_ms(),
         sse: delivery.sse,
-        meter: forward.meter,
+        // The request's record counts the tokens of every API call.
+        meter: forward.meter || usage_wanted,
         capture: delivery.capture,
         transform: delivery.transform,
     });
-    let tracked = Tracked { inner, watch, finish, later: later.clone() };
+    let ending = Ending::default();
+    parts.extensions.insert(ending.clone());
+    let tracked = Tracked { inner, watch, finish, later: later.clone(), ending };
     let chunks = futures_util::stream::unfold(tracked, Tracked::next);
-    ResponseBuilder::new()
-        .with_status(parts.status.as_u16())
-        .with_headers(js_headers(&parts.headers))
-        .from_stream(chunks)
+    http::Response::from_parts(parts, Body::Watched(chunks.boxed_local()))
 }
 
 /// An origin's body passed through the watchdog.
@@ -63,6 +65,8 @@ struct Tracked {
     watch: Watch,
     finish: Option<Finish>,
     later: Later,
+    /// How the body ended, for the request's record.
+    ending: Ending,
 }
 
 type Chunk = Result<Bytes, worker::Error>;
@@ -86,6 +90,7 @@ impl Tracked {
                     // closes the client's stream short.
                     worker::console_warn!("edge-router: {} broke off its response: {e}", self.watch.node());
                     let failure = self.watch.on_broken();
+                    self.ending.set(Outcome::Broken, None);
                     if let Some(finish) = self.finish.take() {
                         finish.fail(failure);
                     }
@@ -103,6 +108,7 @@ impl Tracked {
     /// The body was cut off: the router hears why (the watch tells the client).
     fn cut(&mut self, cut: Cut) {
         worker::console_warn!("edge-router: {}", cut.message);
+        self.ending.set(Outcome::Broken, None);
         if let (Some(failure), Some(finish)) = (cut.failure, self.finish.take()) {
             finish.fail(failure);
         }
@@ -112,6 +118,7 @@ impl Tracked {
     /// reported, and the answer is stored after the response.
     fn complete(&mut self) {
         let ended = self.watch.on_end(now_ms());
+        self.ending.set(Outcome::Complete, ended.usage);
         if let Some(finish) = self.finish.take() {
             finish.end(ended.usage);
         }

@@ -21,9 +21,9 @@ use exchange::Entry;
 use exchange::answer::{Part, from_cache};
 use exchange::entry::{Cached, verdict};
 use sha2::{Digest, Sha256};
-use worker::{Cache, Headers, Response};
+use worker::{Cache, Headers};
 
-use crate::convert::{Body, fixed, response};
+use crate::convert::{Answer, Body, fixed, response};
 use crate::now_ms;
 
 /// Where synthetic keys live; `.invalid` can never be a real host (RFC 2606).
@@ -39,9 +39,9 @@ const REVALIDATABLE_KEEP_S: u64 = 86_400;
 /// What the cache had for a request.
 pub enum Looked {
     /// A fresh answer: serve it.
-    Hit(Response),
+    Hit(Answer),
     /// A stale answer to serve now and revalidate in the background.
-    Stale { response: Response, stored: Cached },
+    Stale { response: Answer, stored: Cached },
     /// A stale entry to revalidate before use (`if_error`: it may answer an error).
     Revalidate { stored: Cached, if_error: bool },
     /// Nothing.
@@ -113,7 +113,7 @@ pub fn serve(
     cache: CacheStatus,
     age_s: u64,
     request: &http::request::Parts,
-) -> Response {
+) -> Answer {
     fixed(exchange::answer::serve(stored, explain, cache, age_s, request))
 }
 

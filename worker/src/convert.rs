@@ -2,6 +2,7 @@
 //! and the platform's JavaScript objects.
 
 use bytes::Bytes;
+use futures_util::stream::LocalBoxStream;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use worker::{Headers, Response, ResponseBuilder};
 
@@ -13,9 +14,16 @@ pub enum Body {
     Fixed(Bytes),
     /// A JavaScript stream.
     Stream(worker::web_sys::ReadableStream),
+    /// An origin's answer, chunk by chunk through the exchange's watchdog.
+    Watched(LocalBoxStream<'static, Result<Bytes, worker::Error>>),
     /// None.
     Empty,
 }
+
+/// A response on its way out: the `http` head the exchange made (with its
+/// extensions, which the request's record reads) and its body. It becomes
+/// the platform's only at the end ([`to_platform`]).
+pub type Answer = http::Response<Body>;
 
 /// `headers` as the platform's (values that are not text are left out:
 /// the Headers object only takes text).
@@ -29,24 +37,33 @@ pub fn js_headers(headers: &HeaderMap) -> Headers {
     out
 }
 
-/// A response for the platform. A status that cannot have a body gets none
-/// (a JavaScript `Response` with one throws).
-pub fn response(status: StatusCode, headers: &HeaderMap, body: Body) -> Response {
-    let builder = ResponseBuilder::new().with_status(status.as_u16()).with_headers(js_headers(headers));
-    if matches!(status.as_u16(), 101 | 204 | 205 | 304) {
-        return builder.empty();
-    }
-    match body {
-        Body::Fixed(bytes) => builder.fixed(bytes.to_vec()),
-        Body::Stream(stream) => builder.stream(stream),
-        Body::Empty => builder.empty(),
-    }
+/// An answer of `status`, `headers` and `body`.
+pub fn response(status: StatusCode, headers: &HeaderMap, body: Body) -> Answer {
+    let mut answer = http::Response::new(body);
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers.clone();
+    answer
 }
 
-/// An `http` response with its body in memory, for the platform.
-pub fn fixed(resp: http::Response<Bytes>) -> Response {
-    let (parts, body) = resp.into_parts();
-    response(parts.status, &parts.headers, Body::Fixed(body))
+/// An answer with its body in memory.
+pub fn fixed(resp: http::Response<Bytes>) -> Answer {
+    resp.map(Body::Fixed)
+}
+
+/// The answer as the platform's response. A status that cannot have a body
+/// gets none (a JavaScript `Response` with one throws).
+pub fn to_platform(answer: Answer) -> worker::Result<Response> {
+    let (parts, body) = answer.into_parts();
+    let builder = ResponseBuilder::new().with_status(parts.status.as_u16()).with_headers(js_headers(&parts.headers));
+    if matches!(parts.status.as_u16(), 101 | 204 | 205 | 304) {
+        return Ok(builder.empty());
+    }
+    match body {
+        Body::Fixed(bytes) => Ok(builder.fixed(bytes.to_vec())),
+        Body::Stream(stream) => Ok(builder.stream(stream)),
+        Body::Watched(chunks) => builder.from_stream(chunks),
+        Body::Empty => Ok(builder.empty()),
+    }
 }
 
 /// Header fields from the platform's, as `http` ones. A field `http` cannot

@@ -19,6 +19,7 @@
 //! - [`cache`]: the edge cache on the Cache API.
 //! - [`budget`]: daily budgets across every edge location.
 //! - [`later`]: work after the response, and the end of an exchange.
+//! - [`record`]: each request's access log line, written when its response is over.
 //! - [`convert`]: `http` types to the platform's and back.
 //! - [`stream`]: a JavaScript stream read from Rust.
 #![cfg(target_arch = "wasm32")]
@@ -31,6 +32,7 @@ mod cache;
 mod convert;
 mod later;
 mod origin;
+mod record;
 mod state;
 mod stream;
 
@@ -48,7 +50,8 @@ use worker::worker_sys::ext::RequestExt;
 use worker::{Context, Delay, Env, Response, event};
 
 use cache::Looked;
-use convert::fixed;
+use convert::{Answer, Body, fixed};
+use futures_util::StreamExt;
 
 pub use budget::BudgetLedger;
 
@@ -73,7 +76,9 @@ fn random() -> u64 {
 async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
     console_error_panic_hook::set_once();
     let country = req.cf().map(worker::Cf::from).and_then(|cf| cf.country()).as_deref().and_then(Country::parse);
-    Ok(serve(req, &env, &ctx, country).await)
+    let mut recording = None;
+    let answer = serve(req, &env, &ctx, country, &mut recording).await;
+    convert::to_platform(record::recorded(answer, recording))
 }
 
 /// Reads a request body whole: at once when its length is declared (which
@@ -96,7 +101,16 @@ fn panic_hook_requested(env: &Env, path: &str) -> bool {
     env.var("EDGE_ROUTER_PANIC_PATH").is_ok_and(|v| !v.to_string().is_empty() && v.to_string() == path)
 }
 
-async fn serve(req: worker::web_sys::Request, env: &Env, ctx: &Context, country: Option<Country>) -> Response {
+/// A client request up to its answer; `recording` is the request's record
+/// from when the router knows what the request is (unless the access log
+/// is off, or does not sample it).
+async fn serve(
+    req: worker::web_sys::Request,
+    env: &Env,
+    ctx: &Context,
+    country: Option<Country>,
+    recording: &mut Option<record::Recording>,
+) -> Answer {
     let id = state::next_id();
     let generation = match state::current(env).await {
         Ok(g) => g,
@@ -119,6 +133,7 @@ async fn serve(req: worker::web_sys::Request, env: &Env, ctx: &Context, country:
     }
     let target = path_and_query(&parts.uri);
     let endpoint = Endpoint::classify(parts.method.as_str(), target);
+    *recording = record::Recording::start(&generation, id, &parts.method, target, endpoint);
     let limits = body_limits(&generation.router.borrow().config().server);
     let declared = declared_length(&parts.headers).is_some();
     let read = |req, limit| read_body(req, declared, limit);
@@ -130,6 +145,9 @@ async fn serve(req: worker::web_sys::Request, env: &Env, ctx: &Context, country:
     };
     let HostReads { headers, key_sha256, body_facts, requested_model } =
         host_reads(generation.router.borrow().config(), &parts.headers, country, endpoint, original.as_deref());
+    if let Some(r) = recording.as_mut() {
+        r.begun.read(generation.router.borrow().config(), endpoint, key_sha256.as_ref(), body_facts.as_ref());
+    }
     let action = generation.request(RequestRef {
         id,
         method: parts.method.as_str(),
@@ -160,6 +178,7 @@ async fn serve(req: worker::web_sys::Request, env: &Env, ctx: &Context, country:
         )),
         stale: None,
         sent_key: false,
+        usage_wanted: recording.is_some() && endpoint.is_api(),
     };
     let miss = || generation.handle(Event::CacheMiss { id, now_ms: now_ms() });
     let action = match action {
@@ -174,8 +193,10 @@ async fn serve(req: worker::web_sys::Request, env: &Env, ctx: &Context, country:
                 exchange.stale = Some(Stale { entry: stored, if_error: true });
                 let action = miss();
                 later.run(async move {
-                    let mut refreshed = exchange.route(action).await;
-                    let _ = refreshed.bytes().await;
+                    // Read to its end, so that the answer is stored.
+                    if let Body::Watched(mut chunks) = exchange.route(action).await.into_body() {
+                        while chunks.next().await.is_some() {}
+                    }
                 });
                 return response;
             }

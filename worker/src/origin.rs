@@ -21,11 +21,11 @@ use exchange::upstream::{outbound, upstream_headers};
 use futures_util::future::{Either, select};
 use origin_fallback::RetryType;
 use worker::wasm_bindgen::JsValue;
-use worker::{AbortController, Delay, Env, Fetch, Request, Response};
+use worker::{AbortController, Delay, Env, Fetch, Request};
 
 use crate::body::stream;
 use crate::cache::{self, MAX_ENTRY};
-use crate::convert::{fixed, http_response, js_headers};
+use crate::convert::{Answer, fixed, http_response, js_headers};
 use crate::later::{Finish, Later};
 use crate::now_ms;
 use crate::state::Generation;
@@ -59,6 +59,8 @@ pub struct Exchange {
     /// Whether the last request sent carried the node's key (what RFC 9111
     /// storability asks of a shared cache, as on the edge box).
     pub sent_key: bool,
+    /// Look for `usage` in every API answer, for the access log.
+    pub usage_wanted: bool,
 }
 
 impl Exchange {
@@ -71,7 +73,7 @@ impl Exchange {
     }
 
     /// Carries out the router's actions until there is a response.
-    pub async fn route(mut self, mut action: Action) -> Response {
+    pub async fn route(mut self, mut action: Action) -> Answer {
         let id = self.id;
         loop {
             let forward = match step(action, &mut self.stale, self.country, id) {
@@ -121,7 +123,7 @@ impl Exchange {
     /// What the client gets once a node answered and the router said to
     /// deliver: the answer (kept for the cache if it may be), or a stale
     /// entry the answer revalidated or failed to replace.
-    fn answer(mut self, resp: http::Response<JsBody>, forward: &Forward, explain: Explain, sent_ms: u64) -> Response {
+    fn answer(mut self, resp: http::Response<JsBody>, forward: &Forward, explain: Explain, sent_ms: u64) -> Answer {
         let now = now_ms();
         let api = self.generation.router.borrow().config().node_at(forward.node).map_or(Api::OpenAi, |n| n.api);
         let attempt = Attempt {
@@ -149,19 +151,22 @@ impl Exchange {
                 response
             }
             Plan::ServeStale(stale) => self.serve_stale(&stale, &explain),
-            Plan::Deliver(delivery) => {
-                stream(resp, &self.parts.method, &explain, forward, delivery, sent_ms, self.finish.take(), &self.later)
-                    .unwrap_or_else(|e| {
-                        let detail = format!("the response could not be passed on: {e}");
-                        worker::console_error!("edge-router: request {}: {detail}", request_id_text(self.id));
-                        fixed(host_error(&RouterError::Internal(detail), self.country, self.id))
-                    })
-            }
+            Plan::Deliver(delivery) => stream(
+                resp,
+                &self.parts.method,
+                &explain,
+                forward,
+                delivery,
+                sent_ms,
+                self.finish.take(),
+                &self.later,
+                self.usage_wanted,
+            ),
         }
     }
 
     /// Answers with the stale entry (`stale-if-error`).
-    fn serve_stale(&self, stored: &Cached, explain: &Explain) -> Response {
+    fn serve_stale(&self, stored: &Cached, explain: &Explain) -> Answer {
         cache::serve(stored, explain, CacheStatus::Stale, stored.entry.age_s(now_ms()), &self.parts)
     }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use edge_router::wire::{Event, Explain, Forward};
 use exchange::finish::{Finish, Tell};
 use exchange::head::{Delivery, deliver_head};
-use exchange::record::Outcome;
+use exchange::record::{Ending, Outcome};
 use exchange::watch::{Cut, Next, Watch, WatchSetup};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
@@ -21,7 +21,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::recorded::Ending;
 use super::{Shared, now_ms};
 use crate::cache::{EdgeCache, FillGuard};
 use crate::origins::{BoxError, Lease, ProxyBody};

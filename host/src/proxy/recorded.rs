@@ -1,34 +1,20 @@
 //! A request's record (`exchange::record`), closed when its response is
 //! over: at once for an answer already in memory, and at the end of the
 //! body for a streamed one, with the usage and the outcome the watchdog
-//! found (through the [`Ending`] the body carries).
+//! found (through the `Ending` the body carries).
 
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use edge_router::wire::Usage;
-use exchange::record::{Begun, ErrorKind, Outcome, Record};
+use exchange::record::{Begun, Ending, ErrorKind, Outcome, Record};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use super::{Shared, now_ms};
 use crate::origins::{BoxError, ProxyBody};
-
-/// How a streamed answer ended, as its watchdog saw it: set once, by the
-/// body, before its last frame goes. It travels as a response extension
-/// from where the body is made to where the record is closed.
-#[derive(Clone, Default)]
-pub(crate) struct Ending(Arc<OnceLock<(Outcome, Option<Usage>)>>);
-
-impl Ending {
-    /// The body ended this way (only the first call counts).
-    pub(crate) fn set(&self, outcome: Outcome, usage: Option<Usage>) {
-        let _ = self.0.set((outcome, usage));
-    }
-}
 
 /// The response `admit` made for `begun`, its record closed now or when the body ends.
 pub(super) fn recorded(shared: &Arc<Shared>, begun: Begun, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
@@ -58,9 +44,7 @@ impl Recorded {
     /// Closes the record: as the body said it ended, else as `seen`.
     fn close(&mut self, seen: Outcome) {
         let Some((mut record, ending, shared)) = self.open.take() else { return };
-        let (outcome, usage) = ending.0.get().copied().unwrap_or((seen, None));
-        // The client leaving first wins over what the origin would have done.
-        let outcome = if seen == Outcome::ClientGone { seen } else { outcome };
+        let (outcome, usage) = ending.outcome(seen);
         record.close(outcome, usage, &shared.config, now_ms());
         shared.signals.closed(*record, &shared.config);
     }
