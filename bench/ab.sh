@@ -22,9 +22,10 @@ WORK=$(mktemp -d /tmp/edge-ab.XXXXXX)
 source bench/lib.sh
 proxy_setup
 P_A=$(free_port); P_B=$(free_port); P_FLOOR=$(free_port)
-EDGE_ROUTER_LOG=warn "$A_BIN" serve --module "$A_MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_A" &
+# Their standard output (an access log, in builds that write one) goes to a file.
+EDGE_ROUTER_LOG=warn "$A_BIN" serve --module "$A_MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_A" >"$WORK/A.out" &
 PIDS+=($!); A_PID=$!
-EDGE_ROUTER_LOG=warn "$B_BIN" serve --module "$B_MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_B" &
+EDGE_ROUTER_LOG=warn "$B_BIN" serve --module "$B_MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_B" >"$WORK/B.out" &
 PIDS+=($!); B_PID=$!
 target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
 PIDS+=($!); FLOOR_PID=$!

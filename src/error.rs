@@ -97,8 +97,8 @@ pub enum RouterError {
     /// What an operator asked for conflicts with how the box runs.
     #[error("{0}")]
     Conflict(String),
-    /// A module reload was refused; the module that ran before still runs.
-    #[error("the module was not reloaded, the old one still runs: {0}")]
+    /// A reload (of the config or the module) was refused; what ran before still runs.
+    #[error("the reload was refused, and what ran before still runs: {0}")]
     ReloadRefused(String),
     /// The router is shutting down.
     #[error("the router is shutting down")]

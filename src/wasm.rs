@@ -66,6 +66,17 @@ fn reply<T: serde::Serialize>(m: &mut Module, value: &T) -> u64 {
 /// Input: postcard `(file_name, config_text)`. Output: postcard `Configured`.
 #[unsafe(no_mangle)]
 pub extern "C" fn er_configure(len: u32) -> u64 {
+    configure(len, false)
+}
+
+/// As [`er_configure`], keeping the running router's state
+/// ([`Router::reconfigure`]).
+#[unsafe(no_mangle)]
+pub extern "C" fn er_reconfigure(len: u32) -> u64 {
+    configure(len, true)
+}
+
+fn configure(len: u32, keep: bool) -> u64 {
     MODULE.with_borrow_mut(|m| {
         let input = m.input.get(..len as usize).unwrap_or_default();
         let result = match postcard::from_bytes::<(String, String)>(input) {
@@ -75,7 +86,10 @@ pub extern "C" fn er_configure(len: u32) -> u64 {
                 Ok(config) => {
                     let node_ids = config.nodes.iter().map(|n| n.id.clone()).collect();
                     let rules = config.rules.len() as u32;
-                    m.router = Some(Router::new(config));
+                    match m.router.as_mut() {
+                        Some(router) if keep => router.reconfigure(config),
+                        _ => m.router = Some(Router::new(config)),
+                    }
                     Configured::Ok { node_ids, rules }
                 }
             },

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::proxy::Shared;
+use crate::proxy::{ReloadError, Shared};
 
 /// How long a drain lets responses run when no timeout is given.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -126,7 +126,8 @@ async fn route(shared: Weak<Shared>, token: AdminToken, req: Request<Incoming>) 
             Ok(reply(status, &headers, body))
         }
         (&Method::POST, ["admin", "nodes", node, action]) => node_action(&shared, node, action, &body),
-        (&Method::POST, ["admin", "reload"]) => reload(&shared).await,
+        (&Method::POST, ["admin", "reload"]) => reload_config(&shared).await,
+        (&Method::POST, ["admin", "reload", "module"]) => reload(&shared).await,
         (&Method::POST, ["admin", "cache", "purge"]) => purge(&shared, &body),
         _ => Err(RouterError::NotFound(format!("no admin endpoint {method} /{}", path.join("/")))),
     };
@@ -181,6 +182,54 @@ fn node_action(shared: &Arc<Shared>, node: &str, action: &str, body: &[u8]) -> R
     Ok(reply(status, &headers, body))
 }
 
+/// `POST /admin/reload`: the config file read again and put in force.
+async fn reload_config(shared: &Arc<Shared>) -> Result<Answer, RouterError> {
+    let again = shared.clone();
+    let result = tokio::task::spawn_blocking(move || again.reload_config())
+        .await
+        .map_err(|e| RouterError::Internal(format!("the reload did not finish: {e}")))?;
+    let reloaded = match result {
+        Ok(r) => r,
+        Err(ReloadError::NoFile) => {
+            return Err(RouterError::Conflict(
+                "the config was not read from a file (the demo, or an embedded start), so there is nothing to reload"
+                    .into(),
+            ));
+        }
+        // The config is the operator's own file: what is wrong with it is theirs to see.
+        Err(ReloadError::Refused(why)) => {
+            tracing::error!("config reload refused, the running config stays:\n{why}");
+            return Err(RouterError::ReloadRefused(why));
+        }
+    };
+    let s = &reloaded.generation.source;
+    if reloaded.changed {
+        tracing::info!("config {} reloaded (sha256 {})", s.name, &s.sha256[..12]);
+        for setting in &reloaded.restart_needed {
+            tracing::warn!("{setting} changed: it takes effect at the next restart");
+        }
+    }
+    let body = serde_json::json!({
+        "reloaded": reloaded.changed,
+        "config": config_source(&reloaded.generation),
+        "restart_needed": reloaded.restart_needed,
+    });
+    Ok(reply(200, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string())))
+}
+
+/// What `status` and a reload say of the config in force.
+pub fn config_source(generation: &crate::proxy::Generation) -> serde_json::Value {
+    let s = &generation.source;
+    serde_json::json!({
+        "file": s.name,
+        "sha256": s.sha256,
+        "loaded_at": exchange::record::rfc3339_ms(s.loaded_ms),
+        "generation": generation.number,
+        "reloadable": s.path.is_some(),
+    })
+}
+
+/// `POST /admin/reload/module`: the router module read again from its file.
 async fn reload(shared: &Arc<Shared>) -> Result<Answer, RouterError> {
     let Some(path) = shared.module_path() else {
         return Err(RouterError::Conflict(

@@ -25,7 +25,29 @@ pub use server::ServerHandle;
 
 /// Loads `text` natively (for the host's own settings) and into the module,
 /// then serves on `listener`. A config the router refuses starts nothing.
+/// Given as text, the config cannot be reloaded (see [`start_file`]).
 pub fn start(module: &RouterModule, file: &str, text: &str, listener: TcpListener) -> anyhow::Result<ServerHandle> {
+    start_from(module, None, file, text, listener)
+}
+
+/// [`start`] with the config file at `path`, which a reload reads again
+/// ([`ServerHandle::reload_config`]).
+pub fn start_file(
+    module: &RouterModule,
+    path: &std::path::Path,
+    listener: TcpListener,
+) -> anyhow::Result<ServerHandle> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    start_from(module, Some(path.to_path_buf()), &path.display().to_string(), &text, listener)
+}
+
+fn start_from(
+    module: &RouterModule,
+    path: Option<std::path::PathBuf>,
+    file: &str,
+    text: &str,
+    listener: TcpListener,
+) -> anyhow::Result<ServerHandle> {
     let config = RouterConfig::load(file, text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let admin = match config.admin_listen {
         Some(addr) => {
@@ -39,7 +61,8 @@ pub fn start(module: &RouterModule, file: &str, text: &str, listener: TcpListene
         None => None,
     };
     let router = WasmRouter::new(module, file, text)?;
-    let shared = Arc::new(proxy::Shared::new(router, config)?);
+    let source = proxy::ConfigSource::new(path, file, text);
+    let shared = Arc::new(proxy::Shared::new(router, config, text, source)?);
     let mut handle = server::serve(shared.clone(), listener).context("cannot serve")?;
     if let Some((listener, token)) = admin {
         let addr = listener.local_addr()?;

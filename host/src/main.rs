@@ -12,7 +12,7 @@ use edge_router::RouterConfig;
 use edge_router::config::Node;
 use edge_router::geo::NodeResidency;
 use edge_router_host::demo::{DemoFleet, control_server};
-use edge_router_host::{RouterModule, ServerHandle, default_module_path, start};
+use edge_router_host::{RouterModule, ServerHandle, default_module_path, start, start_file};
 use tokio::net::TcpListener;
 
 /// An edge router for OpenAI-compatible LLM traffic.
@@ -36,6 +36,9 @@ enum Command {
         /// The router module (edge_router.wasm).
         #[arg(long, env = "EDGE_ROUTER_MODULE")]
         module: Option<PathBuf>,
+        /// Reload the config file whenever it changes (looked at every second), as SIGHUP does.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a config and print its routing table.
     Check {
@@ -87,8 +90,12 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Load the router module afresh from its file (a new build), keeping spending, weights and drains.
+    /// Read the config file again and put it in force without a restart (as SIGHUP does);
+    /// with --module, load the router module afresh from its file (a new build) instead.
     Reload {
+        /// Reload the router module, not the config.
+        #[arg(long)]
+        module: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -158,8 +165,8 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&edge_router::config::json_schema()).unwrap_or_default());
             Ok(())
         }
-        Command::Serve { config, listen, module } => {
-            runtime().and_then(|rt| rt.block_on(serve(config, listen, module)))
+        Command::Serve { config, listen, module, watch } => {
+            runtime().and_then(|rt| rt.block_on(serve(config, listen, module, watch)))
         }
         Command::Demo { listen, module } => runtime().and_then(|rt| rt.block_on(demo(listen, module))),
         Command::Status { json, admin } => admin_call(&admin, "GET", "/admin/status", None)
@@ -182,8 +189,28 @@ fn main() -> ExitCode {
                 .map(|r| println!("purged {} cache entries", r["purged"]))
         }
         Command::RoutingLog { follow, node, rule, json, admin } => routing_log(&admin, follow, node, rule, json),
-        Command::Reload { admin } => admin_call(&admin, "POST", "/admin/reload", None)
+        Command::Reload { module: true, admin } => admin_call(&admin, "POST", "/admin/reload/module", None)
             .map(|r| println!("reloaded the router module from {}", r["reloaded"].as_str().unwrap_or("?"))),
+        Command::Reload { module: false, admin } => admin_call(&admin, "POST", "/admin/reload", None).map(|r| {
+            let c = &r["config"];
+            let sha = c["sha256"].as_str().unwrap_or_default();
+            match r["reloaded"].as_bool() {
+                Some(true) => println!(
+                    "config {} reloaded: sha256 {}, generation {}",
+                    c["file"].as_str().unwrap_or("?"),
+                    sha.get(..12).unwrap_or(sha),
+                    c["generation"]
+                ),
+                _ => println!(
+                    "config {} unchanged (sha256 {})",
+                    c["file"].as_str().unwrap_or("?"),
+                    sha.get(..12).unwrap_or(sha)
+                ),
+            }
+            for setting in r["restart_needed"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                println!("note: {} changed; it takes effect at the next restart", setting.as_str().unwrap_or("?"));
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -347,8 +374,20 @@ fn status_table(report: &serde_json::Value) -> String {
     let num = |v: &serde_json::Value| v.as_f64();
     let ms = |v: &serde_json::Value| num(v).map_or_else(|| "-".to_string(), |m| format!("{m:.1}"));
     if let Some(version) = report["version"].as_str() {
-        let _ = writeln!(out, "config {} version {version}\n", report["name"].as_str().unwrap_or_default());
+        let _ = writeln!(out, "config {} version {version}", report["name"].as_str().unwrap_or_default());
     }
+    let c = &report["config"];
+    if let Some(sha) = c["sha256"].as_str() {
+        let _ = writeln!(
+            out,
+            "live config: {} sha256 {} loaded {} (generation {})",
+            c["file"].as_str().unwrap_or("?"),
+            sha.get(..12).unwrap_or(sha),
+            c["loaded_at"].as_str().unwrap_or("?"),
+            c["generation"]
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(
         out,
         "{:<16} {:<22} {:<10} {:<16} {:>9} {:>6} {:>7} {:>8} {:>8} {:>17} {:>6}",
@@ -533,7 +572,12 @@ fn load_module(path: Option<PathBuf>) -> anyhow::Result<RouterModule> {
     RouterModule::from_file(&path)
 }
 
-async fn serve(config: PathBuf, listen: Option<SocketAddr>, module: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    config: PathBuf,
+    listen: Option<SocketAddr>,
+    module: Option<PathBuf>,
+    watch: bool,
+) -> anyhow::Result<()> {
     let module = load_module(module)?;
     let text = read(&config)?;
     let file = config.display().to_string();
@@ -543,12 +587,34 @@ async fn serve(config: PathBuf, listen: Option<SocketAddr>, module: Option<PathB
     }
     let addr = listen.unwrap_or(parsed.listen);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let handle = start(&module, &file, &text, listener)?;
+    let handle = start_file(&module, &config, listener)?;
     tracing::info!("edge-router serving {} nodes on http://{}", parsed.nodes.len(), handle.addr());
+    if watch {
+        handle.watch_config(std::time::Duration::from_secs(1));
+        tracing::info!("watching {file}: a change is reloaded");
+    }
     wait_and_shut_down(handle, parsed.server.shutdown_grace.0).await
 }
 
 async fn wait_and_shut_down(handle: ServerHandle, grace: std::time::Duration) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        // SIGHUP reloads the config file; it does not stop the box.
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = hangups.recv() => {
+                    let reloaded = tokio::task::block_in_place(|| handle.reload_config());
+                    edge_router_host::server::report_reload("SIGHUP", reloaded);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
     shutdown_signal().await;
     tracing::info!("shutting down: letting requests in flight finish (up to {grace:?})");
     handle.shutdown(grace).await;

@@ -85,6 +85,7 @@ struct Live {
     memory: Memory,
     input: TypedFunc<u32, u32>,
     configure: TypedFunc<u32, u64>,
+    reconfigure: TypedFunc<u32, u64>,
     handle: TypedFunc<u32, u64>,
     /// The module's input buffer: it stays put until `er_input` is called again.
     input_at: usize,
@@ -94,6 +95,7 @@ struct Live {
 #[derive(Clone, Copy)]
 enum Call {
     Configure,
+    Reconfigure,
     Handle,
 }
 
@@ -116,6 +118,9 @@ pub struct WasmRouter {
     node_ids: Vec<String>,
     /// The config's number of rules: replies name rules by index.
     rules: u32,
+    /// Counts the configs the instance has taken: the index a reply names
+    /// a node by is that of the config of this number.
+    generation: u64,
 }
 
 impl WasmRouter {
@@ -133,7 +138,55 @@ impl WasmRouter {
             deferred: 0,
             scratch: (Vec::with_capacity(4096), Vec::with_capacity(4096)),
             kept: Restore::default(),
+            generation: 0,
         })
+    }
+
+    /// Which config the instance runs: 0 for the first, one more for each
+    /// [`reconfigure`](Self::reconfigure).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Takes the config `text` (of `file`) in place of the running one,
+    /// keeping the router's state for the nodes that remain (see
+    /// `docs/abi.md`). A config the module refuses changes nothing, and the
+    /// error says why.
+    pub fn reconfigure(&mut self, file: &str, text: &str) -> anyhow::Result<()> {
+        // Deferred events first: they are about the running config's exchanges.
+        self.flush();
+        let configured = configure_as(&mut self.live, Call::Reconfigure, file, text);
+        let (node_ids, rules) = match configured {
+            Ok(layout) => layout,
+            Err(e) => {
+                if e.downcast_ref::<Refused>().is_none() {
+                    // A trap, not a refusal: the instance starts afresh under the running config.
+                    self.rebuild();
+                }
+                return Err(e);
+            }
+        };
+        self.kept.spent.retain(|s| node_ids.contains(&s.node));
+        self.kept.weights.retain(|(n, _)| node_ids.contains(n));
+        self.kept.draining.retain(|n| node_ids.contains(n));
+        (self.node_ids, self.rules) = (node_ids, rules);
+        self.config = (file.into(), text.into());
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Sends the deferred events on their own, keeping the spending they settle.
+    fn flush(&mut self) {
+        if self.deferred > 0 {
+            let mut reply = Vec::new();
+            match self.send(&mut reply).and_then(|()| decode(&reply)) {
+                Ok(r) => {
+                    log_notices(&r.notices);
+                    self.keep(&r);
+                }
+                Err(e) => tracing::error!("router module call failed: {e:#}"),
+            }
+        }
     }
 
     /// Replaces the instance with one of `module` (a new build, say),
@@ -142,12 +195,7 @@ impl WasmRouter {
     /// after a trap. On error the old instance stays.
     pub fn reload(&mut self, module: &RouterModule) -> anyhow::Result<()> {
         // Deferred events first: spending they settle must not be lost.
-        if self.deferred > 0 {
-            let mut reply = Vec::new();
-            if let Ok(r) = self.send(&mut reply).and_then(|()| decode(&reply)) {
-                self.keep(&r);
-            }
-        }
+        self.flush();
         let mut live = instantiate(module)?;
         let (node_ids, rules) = configure(&mut live, &self.config.0, &self.config.1)?;
         if (&node_ids, rules) != (&self.node_ids, self.rules) {
@@ -271,14 +319,7 @@ impl WasmRouter {
         self.batch.extend_from_slice(event);
         self.deferred += 1;
         if self.deferred >= MAX_DEFERRED {
-            let mut reply = Vec::new();
-            match self.send(&mut reply).and_then(|()| decode(&reply)) {
-                Ok(r) => {
-                    log_notices(&r.notices);
-                    self.keep(&r);
-                }
-                Err(e) => tracing::error!("router module call failed: {e:#}"),
-            }
+            self.flush();
         }
     }
 
@@ -377,6 +418,7 @@ fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
         memory,
         input: w(instance.get_typed_func(&mut store, "er_input"))?,
         configure: w(instance.get_typed_func(&mut store, "er_configure"))?,
+        reconfigure: w(instance.get_typed_func(&mut store, "er_reconfigure"))?,
         handle: w(instance.get_typed_func(&mut store, "er_handle"))?,
         store,
         input_at: 0,
@@ -384,14 +426,31 @@ fn instantiate(module: &RouterModule) -> anyhow::Result<Live> {
     })
 }
 
+/// A config the module refused: the text says why (file, line, column).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Configures the instance; returns the config's node ids and number of rules, as the module read them.
 fn configure(live: &mut Live, file: &str, text: &str) -> anyhow::Result<(Vec<String>, u32)> {
+    configure_as(live, Call::Configure, file, text)
+}
+
+/// [`configure`] with `er_configure` or `er_reconfigure`.
+fn configure_as(live: &mut Live, how: Call, file: &str, text: &str) -> anyhow::Result<(Vec<String>, u32)> {
     let message = postcard::to_allocvec(&(file, text))?;
-    let (ptr, len) = call(live, Call::Configure, &message)?;
+    let (ptr, len) = call(live, how, &message)?;
     let bytes = live.memory.data(&live.store).get(ptr..ptr + len).ok_or_else(|| anyhow!("out-of-bounds reply"))?;
     match postcard::from_bytes::<Configured>(bytes)? {
         Configured::Ok { node_ids, rules } => Ok((node_ids, rules)),
-        Configured::Refused(why) => bail!("{why}"),
+        Configured::Refused(why) => Err(Refused(why).into()),
     }
 }
 
@@ -407,6 +466,7 @@ fn call(live: &mut Live, func: Call, input: &[u8]) -> anyhow::Result<(usize, usi
     live.memory.write(&mut live.store, live.input_at, input).map_err(|e| anyhow!("{e}"))?;
     let packed = match func {
         Call::Configure => w(live.configure.call(&mut live.store, len))?,
+        Call::Reconfigure => w(live.reconfigure.call(&mut live.store, len))?,
         Call::Handle => w(live.handle.call(&mut live.store, len))?,
     };
     Ok(((packed >> 32) as usize, (packed & 0xffff_ffff) as usize))

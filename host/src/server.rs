@@ -18,11 +18,36 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::proxy::{Client, Shared, handle};
+use crate::proxy::{Client, ReloadError, Reloaded, Shared, handle};
+
+/// Logs what became of a config reload `why` asked for.
+pub fn report_reload(why: &str, result: Result<Reloaded, ReloadError>) {
+    match result {
+        Ok(r) if !r.changed => tracing::info!("{why}: the config file is unchanged"),
+        Ok(r) => {
+            let s = &r.generation.source;
+            tracing::info!(
+                "{why}: config {} reloaded (sha256 {}, {} nodes, {} rules)",
+                s.name,
+                &s.sha256[..12],
+                r.generation.config.nodes.len(),
+                r.generation.config.rules.len()
+            );
+            for setting in r.restart_needed {
+                tracing::warn!("{setting} changed: it takes effect at the next restart");
+            }
+        }
+        Err(ReloadError::NoFile) => tracing::warn!("{why}: the config was not read from a file; nothing to reload"),
+        Err(ReloadError::Refused(e)) => {
+            tracing::error!("{why}: the new config was refused, the running one stays:\n{e}")
+        }
+    }
+}
 
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
+    shared: std::sync::Weak<Shared>,
     stop: Option<oneshot::Sender<Duration>>,
     task: JoinHandle<()>,
     /// The admin API's address and task, when it is served.
@@ -46,6 +71,41 @@ impl ServerHandle {
     /// The admin API's address, if it is served.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// Reads the config file again and puts it in force (what `SIGHUP`,
+    /// `edge-router reload` and `--watch` do; see `Shared::reload_config`).
+    pub fn reload_config(&self) -> Result<Reloaded, ReloadError> {
+        match self.shared.upgrade() {
+            Some(shared) => shared.reload_config(),
+            None => Err(ReloadError::Refused("the server is shutting down".into())),
+        }
+    }
+
+    /// Looks at the config file every `period`, and reloads it when it
+    /// changed (a config that does not load is logged and the running one
+    /// stays, until the file changes again).
+    pub fn watch_config(&self, period: Duration) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut seen = None;
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(shared) = shared.upgrade() else { break };
+                let Some(path) = shared.generation().source.path.clone() else { break };
+                let stamp = std::fs::metadata(&path).and_then(|m| Ok((m.modified()?, m.len()))).ok();
+                if seen.is_none() || stamp == seen {
+                    seen = stamp;
+                    continue;
+                }
+                seen = stamp;
+                let reloaded = tokio::task::spawn_blocking(move || shared.reload_config()).await;
+                match reloaded {
+                    Ok(result) => report_reload("the config file changed", result),
+                    Err(e) => tracing::error!("the config reload failed: {e}"),
+                }
+            }
+        });
     }
 
     pub(crate) fn set_admin(&mut self, addr: SocketAddr, task: JoinHandle<()>) {
@@ -109,15 +169,15 @@ impl Worker {
 /// Serves `shared` on `listener` until shut down.
 pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
+    let weak = Arc::downgrade(&shared);
     let workers = (0..shared.workers()).map(Worker::start).collect::<std::io::Result<Vec<_>>>()?;
     let (stop_tx, mut stop_rx) = oneshot::channel::<Duration>();
-    let client_timeout = shared.config().server.client_timeout.0;
     // How often the router is told the time when no request does it (the cadence both hosts share).
     let tick_every = Duration::from_millis(exchange::notices::TICK_EVERY_MS);
     every(&shared, tick_every, |shared| async move { shared.tick() });
     // Passive health covers the first interval; probing starts after it.
-    for index in 0..shared.config().nodes.len() {
-        every(&shared, shared.config().health_check.interval.0, move |shared| async move { shared.probe(index).await });
+    for node in &shared.generation().config.nodes {
+        shared.watch_health(&node.id);
     }
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
@@ -148,6 +208,8 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
                     next = next.wrapping_add(1);
                     let shared = shared.clone();
                     let watcher = graceful.watcher();
+                    // The config in force when the connection came (a reload may change it).
+                    let client_timeout = shared.generation().config.server.client_timeout.0;
                     workers[worker].runtime.spawn(async move {
                         let stream = match tokio::net::TcpStream::from_std(stream) {
                             Ok(s) => s,
@@ -177,5 +239,5 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
         }
         drop(workers);
     });
-    Ok(ServerHandle { addr, stop: Some(stop_tx), task, admin: None })
+    Ok(ServerHandle { addr, shared: weak, stop: Some(stop_tx), task, admin: None })
 }

@@ -365,8 +365,11 @@ impl Filter {
 /// Metrics, access log and routing log of one edge box.
 pub struct Signals {
     metrics: Metrics,
-    access_log: Option<AccessLog>,
-    tenant_labels: bool,
+    /// Replaced when a reloaded config changes `monitoring.access_log`.
+    access_log: std::sync::RwLock<Option<AccessLog>>,
+    /// What the access log was opened for: its target and share.
+    access_log_config: std::sync::Mutex<(AccessLogTarget, f64)>,
+    tenant_labels: std::sync::atomic::AtomicBool,
     routing_log: tokio::sync::broadcast::Sender<Followed>,
     /// The latest records, newest last.
     recent: std::sync::Mutex<std::collections::VecDeque<Followed>>,
@@ -378,17 +381,38 @@ impl Signals {
         let m = &config.monitoring;
         Ok(Self {
             metrics: Metrics::new(),
-            access_log: AccessLog::open(&m.access_log, m.access_log_sample)?,
-            tenant_labels: m.tenant_labels,
+            access_log: std::sync::RwLock::new(AccessLog::open(&m.access_log, m.access_log_sample)?),
+            access_log_config: std::sync::Mutex::new((m.access_log.clone(), m.access_log_sample)),
+            tenant_labels: std::sync::atomic::AtomicBool::new(m.tenant_labels),
             routing_log: tokio::sync::broadcast::Sender::new(ROUTING_LOG_QUEUE),
             recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(RECENT)),
         })
     }
 
+    /// A reloaded config's `monitoring`: the access log is opened afresh if
+    /// its target or share changed (a file that cannot be opened leaves the
+    /// log as it was, and says so).
+    pub fn reconfigure(&self, config: &RouterConfig) {
+        let m = &config.monitoring;
+        self.tenant_labels.store(m.tenant_labels, std::sync::atomic::Ordering::Relaxed);
+        let mut opened = crate::lock(&self.access_log_config);
+        if *opened == (m.access_log.clone(), m.access_log_sample) {
+            return;
+        }
+        match AccessLog::open(&m.access_log, m.access_log_sample) {
+            Ok(log) => {
+                *self.access_log.write().unwrap_or_else(std::sync::PoisonError::into_inner) = log;
+                *opened = (m.access_log.clone(), m.access_log_sample);
+            }
+            Err(e) => tracing::error!("{e:#}; the access log goes on as it was"),
+        }
+    }
+
     /// A request is over: it is counted, logged and passed to routing-log readers.
     pub fn closed(&self, record: Record, config: &RouterConfig) {
-        self.metrics.count(&record, config, self.tenant_labels);
-        if let Some(log) = &self.access_log
+        let tenant_labels = self.tenant_labels.load(std::sync::atomic::Ordering::Relaxed);
+        self.metrics.count(&record, config, tenant_labels);
+        if let Some(log) = &*self.access_log.read().unwrap_or_else(std::sync::PoisonError::into_inner)
             && record.sampled(log.sample)
             && let Err(TrySendError::Full(_)) = log.queue.try_send(record.json_line())
         {

@@ -80,7 +80,7 @@ routing:
     assert!(table.contains("metered") && table.contains("1.0000/1.20"), "{table}");
 
     // A module reload keeps the day's spending: the node stays over budget.
-    let reloaded = edge.ok(&["reload"]);
+    let reloaded = edge.ok(&["reload", "--module"]);
     assert!(reloaded.contains("reloaded the router module"), "{reloaded}");
     assert_eq!(edge.status()["nodes"][0]["today"]["cost"], 1.0);
     assert_eq!(served_by(&client, &addr).await, "backup");

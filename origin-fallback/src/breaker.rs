@@ -80,6 +80,11 @@ impl Breaker {
         }
     }
 
+    /// Goes on under `policy` (a reloaded config's) in the state it is in.
+    pub fn set_policy(&mut self, policy: BreakerPolicy) {
+        self.policy = BreakerPolicy { threshold: policy.threshold.max(1), ..policy };
+    }
+
     /// The current state.
     pub fn state(&self) -> BreakerState {
         self.state

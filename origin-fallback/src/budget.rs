@@ -31,6 +31,11 @@ impl RetryBudget {
         Self { policy, buckets: [(u64::MAX, 0, 0); WINDOW_S] }
     }
 
+    /// Goes on under `policy` (a reloaded config's), with the window as it is.
+    pub fn set_policy(&mut self, policy: RetryPolicy) {
+        self.policy = policy;
+    }
+
     /// Counts a new client request.
     pub fn deposit(&mut self, now_ms: u64) {
         let bucket = self.bucket(now_ms);

@@ -36,6 +36,12 @@ impl LatencyTracker {
     pub fn latency_us(&self, node: usize) -> Option<u64> {
         self.ewma_us.get(node).copied().flatten()
     }
+
+    /// The tracker for a new list of nodes, where node `i` of the new list
+    /// was node `was[i]` of this one (`None`: a node new to the list).
+    pub fn remapped(&self, was: &[Option<usize>]) -> Self {
+        Self { ewma_us: was.iter().map(|old| old.and_then(|o| self.latency_us(o))).collect() }
+    }
 }
 
 #[cfg(test)]

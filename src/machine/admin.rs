@@ -27,6 +27,7 @@ impl Router {
                     return admin_error(&RouterError::BadRequest(message));
                 }
                 state.weight = weight;
+                state.weight_set = true;
             }
             Control::Drain { .. } => state.draining = true,
             Control::Undrain { .. } => state.draining = false,
@@ -44,6 +45,7 @@ impl Router {
         for (node, weight) in state.weights {
             if let Some(i) = self.config.node_index(&node) {
                 self.nodes[i].weight = weight;
+                self.nodes[i].weight_set = true;
             }
         }
         for node in state.draining {

@@ -16,6 +16,7 @@
 //! - [`accounting`]: an exchange's end: capacity, cost, tallies;
 //! - [`ledger`]: reservations at a ledger shared by many routers (the Worker's);
 //! - [`admin`]: the status report, weights, drains, restored state.
+//! - [`reconfigure`]: a new config in place of the running one, state kept by node id.
 
 mod accounting;
 mod admin;
@@ -25,6 +26,7 @@ mod attempts;
 mod health_tests;
 mod ledger;
 mod outcomes;
+mod reconfigure;
 #[cfg(test)]
 mod resilience_tests;
 #[cfg(test)]
@@ -140,6 +142,8 @@ struct NodeState {
     in_flight: u32,
     /// `weight`, as configured or as an operator set it.
     weight: f64,
+    /// An operator set the weight: a reloaded config's does not replace it.
+    weight_set: bool,
     draining: bool,
     /// No attempts before this time: the node answered with a `retry-after`.
     resting_until_ms: u64,
@@ -154,6 +158,41 @@ struct NodeState {
     /// A request went to the node in panic (its breaker open) since the
     /// breaker last changed: the notice is not repeated.
     panic_told: bool,
+}
+
+impl NodeState {
+    /// A node the router has seen nothing of yet.
+    fn new(node: &crate::config::Node, policy: BreakerPolicy) -> Self {
+        Self {
+            breaker: Breaker::new(policy),
+            in_flight: 0,
+            weight: node.weight,
+            weight_set: false,
+            draining: false,
+            resting_until_ms: 0,
+            resting_status: 429,
+            spend: DailySpend::default(),
+            spend_changed: false,
+            today: Tally::default(),
+            traffic: TrafficWindow::default(),
+            panic_told: false,
+        }
+    }
+}
+
+/// The breaker policy of `config`'s `health_check`.
+fn breaker_policy(config: &RouterConfig) -> BreakerPolicy {
+    let h = &config.health_check;
+    BreakerPolicy {
+        threshold: h.unhealthy_threshold,
+        cool_down_ms: h.cool_down.as_millis(),
+        max_cool_down_ms: h.max_cool_down.as_millis(),
+    }
+}
+
+/// The retry budget policy of `config`.
+fn retry_policy(config: &RouterConfig) -> RetryPolicy {
+    RetryPolicy { ratio: config.retry_budget.ratio, min_per_second: config.retry_budget.min_per_second }
 }
 
 /// The router: configuration plus cross-request state.
@@ -183,39 +222,16 @@ pub struct Router {
 impl Router {
     /// A router for a validated configuration.
     pub fn new(config: RouterConfig) -> Self {
-        let retry_policy =
-            RetryPolicy { ratio: config.retry_budget.ratio, min_per_second: config.retry_budget.min_per_second };
-        let h = &config.health_check;
-        let policy = BreakerPolicy {
-            threshold: h.unhealthy_threshold,
-            cool_down_ms: h.cool_down.as_millis(),
-            max_cool_down_ms: h.max_cool_down.as_millis(),
-        };
-        let nodes = config
-            .nodes
-            .iter()
-            .map(|n| NodeState {
-                breaker: Breaker::new(policy),
-                in_flight: 0,
-                weight: n.weight,
-                draining: false,
-                resting_until_ms: 0,
-                resting_status: 429,
-                spend: DailySpend::default(),
-                spend_changed: false,
-                today: Tally::default(),
-                traffic: TrafficWindow::default(),
-                panic_told: false,
-            })
-            .collect();
+        let policy = breaker_policy(&config);
+        let nodes = config.nodes.iter().map(|n| NodeState::new(n, policy)).collect();
         Self {
             latency: LatencyTracker::new(config.nodes.len()),
+            retries: RetryBudget::new(retry_policy(&config)),
             config,
             nodes,
             exchanges: HashMap::default(),
             notices: Vec::new(),
             entropy: 0,
-            retries: RetryBudget::new(retry_policy),
             tenants: BTreeMap::new(),
             rules: BTreeMap::new(),
             cache_hits: 0,

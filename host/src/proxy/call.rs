@@ -43,10 +43,23 @@ pub fn call_module(
     router: &Mutex<WasmRouter>,
     encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>,
 ) -> anyhow::Result<Reply> {
+    call_module_at(router, encode).map(|(reply, _)| reply)
+}
+
+/// [`call_module`], with the number of the config the module answered
+/// under (`WasmRouter::generation`): a reply names nodes by their place in it.
+fn call_module_at(
+    router: &Mutex<WasmRouter>,
+    encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>,
+) -> anyhow::Result<(Reply, u64)> {
     BUFFERS.with_borrow_mut(|(encoded, reply)| {
         encode(encoded)?;
-        spin_lock(router).handle_encoded(encoded, reply)?;
-        module::decode(reply)
+        let generation = {
+            let mut router = spin_lock(router);
+            router.handle_encoded(encoded, reply)?;
+            router.generation()
+        };
+        Ok((module::decode(reply)?, generation))
     })
 }
 
@@ -89,20 +102,31 @@ pub(super) fn answer(action: Action) -> (u16, Vec<Header>, Bytes) {
     }
 }
 
+/// The router's answer, and the number of the config it was given under.
+pub(super) struct Decided {
+    pub(super) action: Action,
+    pub(super) generation: u64,
+}
+
 impl Shared {
     pub(super) fn event(&self, event: &Event) -> Action {
+        self.decide(event).action
+    }
+
+    /// [`event`](Self::event), with the number of the config of its answer.
+    pub(super) fn decide(&self, event: &Event) -> Decided {
         self.call(event.request_id(), |encoded| module::encode(event, encoded))
     }
 
     /// A client request (an `Event::Request`, borrowed).
-    pub(super) fn request(&self, request: &RequestRef<'_>) -> Action {
+    pub(super) fn request(&self, request: &RequestRef<'_>) -> Decided {
         self.call(request.id, |encoded| module::encode_request(request, encoded))
     }
 
     /// Calls the module with the event `encode` writes, about request `id`.
-    fn call(&self, id: u64, encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>) -> Action {
-        call_module(&self.router, encode)
-            .map(|mut r| {
+    fn call(&self, id: u64, encode: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>) -> Decided {
+        call_module_at(&self.router, encode)
+            .map(|(mut r, generation)| {
                 if name_the_fault(&mut r.notices, id) {
                     // The module could not tell which request it failed
                     // (an event it could not read): the host can.
@@ -114,11 +138,12 @@ impl Shared {
                     // order; `keep` only ever moves a node's record forward.
                     self.lock().keep(&r);
                 }
-                r.action
+                Decided { action: r.action, generation }
             })
             .unwrap_or_else(|e| {
                 tracing::error!("request {}: router module call failed: {e:#}", request_id_text(id));
-                internal_error(id)
+                // An answer of the router's own names no node: any generation reads it.
+                Decided { action: internal_error(id), generation: u64::MAX }
             })
     }
 

@@ -22,7 +22,7 @@ use super::body::{Deferred, FinishOnDrop};
 use super::lookup::{Looked, look_up};
 use super::recorded::recorded;
 use super::route::Pending;
-use super::{Client, Shared, now_ms};
+use super::{Client, Generation, Shared, now_ms};
 use crate::origins::ProxyBody;
 
 /// The client's country, believed only from a trusted proxy's header.
@@ -42,14 +42,22 @@ pub(super) fn own(response: Response<Bytes>) -> Response<ProxyBody> {
 /// Handles one client request; its record is closed when its response is over.
 pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>) -> Response<ProxyBody> {
     let id = shared.request_id();
+    // The config in force now is the request's, to its end.
+    let generation = shared.generation();
     let mut begun = Begun::new(id, now_ms(), req.method(), path_and_query(req.uri()));
-    let response = admit(shared.clone(), client, req, &mut begun).await;
-    recorded(&shared, begun, response)
+    let response = admit(shared.clone(), generation.clone(), client, req, &mut begun).await;
+    recorded(&shared, generation, begun, response)
 }
 
 /// A client request up to its response, noting in `begun` what the router read.
-async fn admit(shared: Arc<Shared>, client: Client, req: Request<Incoming>, begun: &mut Begun) -> Response<ProxyBody> {
-    let config = &shared.config;
+async fn admit(
+    shared: Arc<Shared>,
+    generation: Arc<Generation>,
+    client: Client,
+    req: Request<Incoming>,
+    begun: &mut Begun,
+) -> Response<ProxyBody> {
+    let config = &generation.config;
     let id = begun.id;
     let country = client_country(req.headers(), client.peer, config);
     let (parts, incoming) = req.into_parts();
@@ -72,7 +80,7 @@ async fn admit(shared: Arc<Shared>, client: Client, req: Request<Incoming>, begu
         host_reads(config, &parts.headers, country, endpoint, original.as_deref());
     begun.read(config, endpoint, key_sha256.as_ref(), body_facts.as_ref());
     let country_code = country.as_ref().map(Country::as_str);
-    let mut action = shared.request(&RequestRef {
+    let mut decided = shared.request(&RequestRef {
         id,
         method: parts.method.as_str(),
         target: path_and_query(&parts.uri),
@@ -89,6 +97,7 @@ async fn admit(shared: Arc<Shared>, client: Client, req: Request<Incoming>, begu
     let interim = (!endpoint.is_api() && parts.version >= http::Version::HTTP_11).then_some(client.interim);
     let mut pending = Pending {
         shared: shared.clone(),
+        generation: generation.clone(),
         worker: client.worker,
         interim,
         id,
@@ -103,8 +112,8 @@ async fn admit(shared: Arc<Shared>, client: Client, req: Request<Incoming>, begu
         stale: None,
         over_limit: None,
     };
-    if let Action::Lookup(lookup) = &action {
-        let miss = |shared: &Shared| shared.event(&Event::CacheMiss { id, now_ms: now_ms() });
+    if let Action::Lookup(lookup) = &decided.action {
+        let miss = |shared: &Shared| shared.decide(&Event::CacheMiss { id, now_ms: now_ms() });
         match look_up(&shared, lookup, &pending.parts).await {
             Looked::Hit(hit) => {
                 pending.guard.disarm();
@@ -117,9 +126,9 @@ async fn admit(shared: Arc<Shared>, client: Client, req: Request<Incoming>, begu
                 // (whose interim responses no client waits for).
                 pending.stale = Some(Stale { entry, if_error: true });
                 pending.interim = None;
-                let action = miss(&shared);
+                let decided = miss(&shared);
                 tokio::spawn(async move {
-                    let refreshed = pending.route(action).await;
+                    let refreshed = pending.route(decided).await;
                     let _ = refreshed.into_body().collect().await;
                 });
                 return response;
@@ -127,13 +136,13 @@ async fn admit(shared: Arc<Shared>, client: Client, req: Request<Incoming>, begu
             Looked::Revalidate { entry, if_error, leader } => {
                 pending.stale = Some(Stale { entry, if_error });
                 pending.filling = leader;
-                action = miss(&shared);
+                decided = miss(&shared);
             }
             Looked::Miss(leader) => {
                 pending.filling = leader;
-                action = miss(&shared);
+                decided = miss(&shared);
             }
         }
     }
-    pending.route(action).await
+    pending.route(decided).await
 }

@@ -21,7 +21,7 @@ mod recorded;
 mod route;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use edge_router::RouterConfig;
@@ -29,12 +29,14 @@ use origin_fallback::{GOLDEN_GAMMA, mix64};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::EdgeCache;
+use crate::lock;
 use crate::module::WasmRouter;
 use crate::origins::Origins;
 use crate::signals::Signals;
 
 pub use call::{call_module, defer_event};
 pub use ingress::handle;
+pub use operate::{ReloadError, Reloaded};
 
 /// Where a request comes from: the worker thread serving its connection,
 /// the peer, and the connection's channel for interim (1xx) responses.
@@ -47,63 +49,149 @@ pub struct Client {
     pub interim: interim::Interim,
 }
 
-/// Everything a request needs, shared by all connections.
-pub struct Shared {
-    router: Mutex<WasmRouter>,
-    config: RouterConfig,
+/// What the host runs one config with: the config, its origins' connection
+/// pools, and per node the control of a drain. A request keeps the
+/// generation it started under to its end, so a reload never changes what
+/// a request in flight, or its stream, uses.
+pub struct Generation {
+    /// Counts the configs loaded: the module's own count of the config it
+    /// runs (`WasmRouter::generation`), so an action's node index is read
+    /// in the config it was given in.
+    pub number: u64,
+    pub config: RouterConfig,
     origins: Origins,
-    next_id: AtomicU64,
-    rng: AtomicU64,
-    /// Per node: cancelled when a drain's time runs out, which cuts off the
-    /// responses still streaming from it; then replaced by a fresh one.
-    cut_offs: Vec<Mutex<CancellationToken>>,
-    /// Per node: counts drains and undrains, so a drain's cut-off only
-    /// happens if no later drain or undrain came.
-    drain_generation: Vec<AtomicU64>,
-    /// The edge cache's entries.
-    cache: Arc<EdgeCache>,
+    /// Per node, in the config's order: its drain's cut-off, carried to the
+    /// next generation for a node that remains.
+    controls: Vec<Arc<NodeControl>>,
     /// The nodes' ids, in the config's order (`Forward::node` indexes it),
     /// shared with the responses that name them rather than copied.
     node_ids: Vec<Arc<str>>,
+    /// Where the config came from, and when.
+    pub source: ConfigSource,
+    /// The config's text, to put back should a reload fail halfway.
+    text: String,
+}
+
+/// Where a running config came from: for `status`, and for a reload.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The file it was read from; `None` for a config given as text (the demo, tests).
+    pub path: Option<std::path::PathBuf>,
+    /// The name it is reported under (the path as given).
+    pub name: String,
+    /// SHA-256 of its text, in hex.
+    pub sha256: String,
+    /// When it was loaded, in milliseconds since the Unix epoch.
+    pub loaded_ms: u64,
+}
+
+impl ConfigSource {
+    /// The source of `text`, read now from `path` (if from a file) as `name`.
+    pub fn new(path: Option<std::path::PathBuf>, name: &str, text: &str) -> Self {
+        use sha2::Digest;
+        let sha256 = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        Self { path, name: name.to_string(), sha256, loaded_ms: now_ms() }
+    }
+}
+
+/// An operator's hold on a node: the cut-off of its drain.
+#[derive(Default)]
+pub(crate) struct NodeControl {
+    /// Cancelled when a drain's time runs out, which cuts off the responses
+    /// still streaming from the node; then replaced by a fresh one.
+    cut_off: Mutex<CancellationToken>,
+    /// Counts drains and undrains, so a drain's cut-off only happens if no
+    /// later drain or undrain came.
+    drains: AtomicU64,
+}
+
+impl Generation {
+    /// Generation `number` of the host, for `config` (which the module, at
+    /// the same number, runs too), with `workers` threads' pools; a node
+    /// of `before` keeps its drain's control.
+    fn new(
+        number: u64,
+        config: RouterConfig,
+        text: &str,
+        workers: usize,
+        source: ConfigSource,
+        before: Option<&Generation>,
+    ) -> anyhow::Result<Self> {
+        let origins = Origins::new(&config, workers)?;
+        let controls = config
+            .nodes
+            .iter()
+            .map(|n| {
+                let kept = before.and_then(|b| Some(b.controls[b.config.node_index(&n.id)?].clone()));
+                kept.unwrap_or_default()
+            })
+            .collect();
+        Ok(Self {
+            number,
+            origins,
+            controls,
+            node_ids: config.nodes.iter().map(|n| Arc::from(n.id.as_str())).collect(),
+            source,
+            text: text.to_string(),
+            config,
+        })
+    }
+
+    /// The token a drain of node `node` (its index) cancels when its time runs out.
+    pub(super) fn cut_off(&self, node: u32) -> Option<CancellationToken> {
+        Some(lock(&self.controls.get(node as usize)?.cut_off).clone())
+    }
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Shared {
+    router: Mutex<WasmRouter>,
+    /// The config in force and what the host runs it with. Replaced (under
+    /// the router's lock, with the module's config) by a reload.
+    current: RwLock<Arc<Generation>>,
+    next_id: AtomicU64,
+    rng: AtomicU64,
+    /// How many worker threads serve connections (each has its own pools).
+    workers: usize,
+    /// The edge cache's entries.
+    cache: Arc<EdgeCache>,
     /// Metrics, access log and routing log.
     pub(crate) signals: Arc<Signals>,
+    /// Held through a config reload: one at a time.
+    reloading: Mutex<()>,
 }
 
 impl Shared {
     /// Shared state for a configured router served by `config.server.workers`
-    /// threads (one per CPU by default).
-    pub fn new(router: WasmRouter, config: RouterConfig) -> anyhow::Result<Self> {
+    /// threads (one per CPU by default), the config coming from `source`.
+    pub fn new(router: WasmRouter, config: RouterConfig, text: &str, source: ConfigSource) -> anyhow::Result<Self> {
         router.check_layout(&config)?;
         let workers = config.server.workers.map_or_else(
             || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             |n| usize::from(n.get()),
         );
-        let origins = Origins::new(&config, workers)?;
         let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
-        let cut_offs = config.nodes.iter().map(|_| Mutex::new(CancellationToken::new())).collect();
-        let drain_generation = config.nodes.iter().map(|_| AtomicU64::new(0)).collect();
+        let number = router.generation();
         Ok(Self {
             router: Mutex::new(router),
-            origins,
             next_id: AtomicU64::new(mix64(seed)),
             rng: AtomicU64::new(seed),
-            cut_offs,
-            drain_generation,
+            workers: workers.max(1),
             cache: Arc::new(EdgeCache::new(config.cache.memory.0)),
-            node_ids: config.nodes.iter().map(|n| Arc::from(n.id.as_str())).collect(),
             signals: Arc::new(Signals::new(&config)?),
-            config,
+            reloading: Mutex::new(()),
+            current: RwLock::new(Arc::new(Generation::new(number, config, text, workers, source, None)?)),
         })
     }
 
-    /// The configuration the host runs with.
-    pub fn config(&self) -> &RouterConfig {
-        &self.config
+    /// The config in force and what the host runs it with.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// How many worker threads serve connections.
     pub fn workers(&self) -> usize {
-        self.origins.workers()
+        self.workers
     }
 
     /// A new request's id: unique in this process (a bijective mix of a

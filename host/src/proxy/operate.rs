@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_router::RouterConfig;
 use edge_router::wire::{Action, Control, Event, Header};
 use http::Request;
 use http_body_util::{BodyExt, Limited};
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{answer, internal_error};
 use super::route::full;
-use super::{Shared, now_ms};
+use super::{ConfigSource, Generation, Shared, now_ms};
 use crate::lock;
 
 impl Shared {
@@ -25,6 +26,7 @@ impl Shared {
         let Ok(mut report) = serde_json::from_slice::<serde_json::Value>(&body) else {
             return (status, headers, body);
         };
+        report["config"] = crate::admin::config_source(&self.generation());
         let s = self.cache.stats();
         report["cache_store"] = serde_json::json!({
             "hits": s.hits, "misses": s.misses, "evictions": s.evictions,
@@ -58,20 +60,22 @@ impl Shared {
             Control::Drain { node } => (node.clone(), Some(true)),
             Control::Undrain { node } => (node.clone(), Some(false)),
         };
-        let index = self.config.node_index(&node);
-        // The generation moves under the router lock, so concurrent drains
-        // and undrains take effect in the order the module saw them.
+        // The count of drains moves under the router lock, so concurrent
+        // drains and undrains take effect in the order the module saw them;
+        // and the config cannot change meanwhile.
         let mut router = self.lock();
+        let generation = self.generation();
+        let control = generation.config.node_index(&node).map(|i| generation.controls[i].clone());
         let action = router.control(command, now_ms()).unwrap_or_else(|e| {
             tracing::error!("router module call failed: {e:#}");
             internal_error(0)
         });
-        let (Some(i), Some(drain), Action::Respond { status: 200, .. }) = (index, drains, &action) else {
+        let (Some(control), Some(drain), Action::Respond { status: 200, .. }) = (control, drains, &action) else {
             return answer(action);
         };
-        let generation = self.drain_generation[i].fetch_add(1, Ordering::SeqCst) + 1;
+        let count = control.drains.fetch_add(1, Ordering::SeqCst) + 1;
         // A new drain or an undrain starts from a token not yet cancelled.
-        let mut token = lock(&self.cut_offs[i]);
+        let mut token = lock(&control.cut_off);
         if token.is_cancelled() {
             *token = CancellationToken::new();
         }
@@ -82,11 +86,11 @@ impl Shared {
                 tokio::time::sleep(after).await;
                 let Some(shared) = shared.upgrade() else { return };
                 let _router = shared.lock();
-                if shared.drain_generation[i].load(Ordering::SeqCst) == generation {
+                if control.drains.load(Ordering::SeqCst) == count {
                     tracing::warn!(node = %node, "drain time is up: cutting off the node's remaining responses");
                     // It stays cancelled until an undrain or a new drain, so a
                     // response whose head comes later is cut off at once too.
-                    lock(&shared.cut_offs[i]).cancel();
+                    lock(&control.cut_off).cancel();
                 }
             });
         }
@@ -104,16 +108,79 @@ impl Shared {
         self.lock().module_path()
     }
 
-    /// The token a drain of node `node` (its index) cancels when its time runs out.
-    pub(super) fn cut_off(&self, node: u32) -> Option<CancellationToken> {
-        Some(lock(self.cut_offs.get(node as usize)?).clone())
+    /// Reads the config file afresh and puts it in force, with what the
+    /// router knows of the nodes that remain (see `docs/operations.md`).
+    /// Requests and streams in flight finish under the config they started
+    /// with. A config that does not load is refused with its file, line and
+    /// column, and the running one stays. Settings that only a restart can
+    /// change are named in the answer.
+    pub fn reload_config(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
+        // One reload at a time: each starts from the generation the last one made.
+        let _one = lock(&self.reloading);
+        let running = self.generation();
+        let Some(path) = running.source.path.clone() else {
+            return Err(ReloadError::NoFile);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ReloadError::Refused(format!("cannot read {}: {e}", path.display())))?;
+        let name = running.source.name.clone();
+        if ConfigSource::new(None, &name, &text).sha256 == running.source.sha256 {
+            return Ok(Reloaded { generation: running, changed: false, restart_needed: Vec::new() });
+        }
+        let config = RouterConfig::load(&name, &text).map_err(|e| ReloadError::Refused(e.to_string()))?;
+        for w in &config.warnings {
+            tracing::warn!("config: {}", w.in_file(&name));
+        }
+        let restart_needed = restart_needed(&running.config, &config);
+        // The pools and credentials are made before the switch; the switch
+        // itself is the module's config and the host's changing together,
+        // under the module's lock.
+        let source = ConfigSource::new(Some(path), &name, &text);
+        let mut next = Generation::new(0, config, &text, self.workers, source, Some(&running))
+            .map_err(|e| ReloadError::Refused(format!("{e:#}")))?;
+        let mut router = self.lock();
+        router.reconfigure(&name, &text).map_err(|e| ReloadError::Refused(format!("{e:#}")))?;
+        next.number = router.generation();
+        if let Err(e) = router.check_layout(&next.config) {
+            // Not expected (one build reads the config the same both ways):
+            // the router goes back to the running config.
+            if let Err(back) = router.reconfigure(&running.source.name, &running.text) {
+                tracing::error!("the running config could not be put back: {back:#}");
+            }
+            return Err(ReloadError::Refused(format!("{e:#}")));
+        }
+        let next = Arc::new(next);
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
+        drop(router);
+        self.signals.reconfigure(&next.config);
+        for node in next.config.nodes.iter().filter(|n| running.config.node_index(&n.id).is_none()) {
+            self.watch_health(&node.id);
+        }
+        Ok(Reloaded { generation: next, changed: true, restart_needed })
     }
 
-    /// Probes node `index` once (GET its `health_path` within
+    /// Probes node `id` every `health_check.interval` (of the config in
+    /// force), the first time one interval from now, for as long as the
+    /// node is in the config and the box runs.
+    pub fn watch_health(self: &Arc<Self>, id: &str) {
+        let (shared, id) = (Arc::downgrade(self), id.to_string());
+        tokio::spawn(async move {
+            while let Some(interval) = shared.upgrade().map(|s| s.generation().config.health_check.interval.0) {
+                tokio::time::sleep(interval).await;
+                let Some(shared) = shared.upgrade() else { break };
+                let generation = shared.generation();
+                let Some(node) = generation.config.node_index(&id).map(|i| &generation.config.nodes[i]) else {
+                    break;
+                };
+                shared.probe(&generation, node).await;
+            }
+        });
+    }
+
+    /// Probes `node` once (GET its `health_path` within
     /// `health_check.timeout`) and tells the router what it found.
-    pub async fn probe(&self, index: usize) {
-        let Some(node) = self.config.nodes.get(index) else { return };
-        let ok = match self.probe_once(node).await {
+    async fn probe(&self, generation: &Generation, node: &edge_router::config::Node) {
+        let ok = match Self::probe_once(generation, node).await {
             Ok(()) => true,
             Err(why) => {
                 tracing::debug!(node = %node.id, "health probe failed: {why}");
@@ -123,11 +190,11 @@ impl Shared {
         self.event(&Event::Probed { node: node.id.clone(), ok, now_ms: now_ms() });
     }
 
-    async fn probe_once(&self, node: &edge_router::config::Node) -> Result<(), String> {
-        let client = self.origins.probe_client(&node.id).ok_or("no client")?;
+    async fn probe_once(generation: &Generation, node: &edge_router::config::Node) -> Result<(), String> {
+        let client = generation.origins.probe_client(&node.id).ok_or("no client")?;
         let url = node.url_for(&node.health_path);
         let mut req = Request::get(&url).body(full(Bytes::new())).map_err(|e| e.to_string())?;
-        self.origins.authorize(req.headers_mut(), &node.id);
+        generation.origins.authorize(req.headers_mut(), &node.id);
         let exchange = async {
             let resp = client.request(req).await.map_err(|e| format!("{e}"))?;
             let status = resp.status().as_u16();
@@ -135,9 +202,50 @@ impl Shared {
             let _ = Limited::new(resp.into_body(), 1 << 20).collect().await;
             if counts_as_failure(status) { Err(format!("it answered {status}")) } else { Ok(()) }
         };
-        match tokio::time::timeout(self.config.health_check.timeout.0, exchange).await {
+        match tokio::time::timeout(generation.config.health_check.timeout.0, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {}", self.config.health_check.timeout)),
+            Err(_) => Err(format!("no answer within {}", generation.config.health_check.timeout)),
         }
     }
+}
+
+/// A config reload that went through.
+pub struct Reloaded {
+    /// The generation in force after it.
+    pub generation: Arc<Generation>,
+    /// Whether the file had changed (an unchanged file changes nothing).
+    pub changed: bool,
+    /// Settings that changed but only take effect at a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// Why a config reload did not happen.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The config was given as text, not read from a file.
+    NoFile,
+    /// The new config does not load; the running one stays. Says why.
+    Refused(String),
+}
+
+/// The settings that differ between `old` and `new` and are read only at
+/// start: the listeners, the worker threads, the cache's size.
+fn restart_needed(old: &RouterConfig, new: &RouterConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.listen != new.listen {
+        out.push("server.listen");
+    }
+    if old.server.workers != new.server.workers {
+        out.push("server.workers");
+    }
+    if old.admin_listen != new.admin_listen {
+        out.push("admin.listen");
+    }
+    if old.admin.token_env != new.admin.token_env {
+        out.push("admin.token_env");
+    }
+    if old.cache.memory.0 != new.cache.memory.0 {
+        out.push("cache.memory");
+    }
+    out
 }

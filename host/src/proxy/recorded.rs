@@ -13,23 +13,31 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::{Shared, now_ms};
+use super::{Generation, Shared, now_ms};
 use crate::origins::{BoxError, ProxyBody};
+use crate::signals::Signals;
 
-/// The response `admit` made for `begun`, its record closed now or when the body ends.
-pub(super) fn recorded(shared: &Arc<Shared>, begun: Begun, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+/// The response `admit` made for `begun`, its record closed now or when the
+/// body ends (and priced in the config the request started under).
+pub(super) fn recorded(
+    shared: &Arc<Shared>,
+    generation: Arc<Generation>,
+    begun: Begun,
+    mut response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
     let kind = response.extensions().get::<ErrorKind>().copied();
     let ending = response.extensions_mut().remove::<Ending>();
     let now = now_ms();
     let mut record = Record::at_head(begun, response.status(), response.headers(), kind, now);
     match ending {
         None => {
-            record.close(Outcome::Complete, None, &shared.config, now);
-            shared.signals.closed(record, &shared.config);
+            record.close(Outcome::Complete, None, &generation.config, now);
+            shared.signals.closed(record, &generation.config);
             response
         }
         Some(ending) => {
-            response.map(|inner| Recorded { inner, open: Some((Box::new(record), ending, shared.clone())) }.boxed())
+            let open = Some((Box::new(record), ending, shared.signals.clone(), generation));
+            response.map(|inner| Recorded { inner, open }.boxed())
         }
     }
 }
@@ -37,16 +45,20 @@ pub(super) fn recorded(shared: &Arc<Shared>, begun: Begun, mut response: Respons
 /// A streamed body whose record closes at its end, or when the client goes.
 struct Recorded {
     inner: ProxyBody,
-    open: Option<(Box<Record>, Ending, Arc<Shared>)>,
+    open: Option<Open>,
 }
+
+/// A record waiting for its body's end: how it ends, where it goes, and
+/// the config it is priced in.
+type Open = (Box<Record>, Ending, Arc<Signals>, Arc<Generation>);
 
 impl Recorded {
     /// Closes the record: as the body said it ended, else as `seen`.
     fn close(&mut self, seen: Outcome) {
-        let Some((mut record, ending, shared)) = self.open.take() else { return };
+        let Some((mut record, ending, signals, generation)) = self.open.take() else { return };
         let (outcome, usage) = ending.outcome(seen);
-        record.close(outcome, usage, &shared.config, now_ms());
-        shared.signals.closed(*record, &shared.config);
+        record.close(outcome, usage, &generation.config, now_ms());
+        signals.closed(*record, &generation.config);
     }
 }
 

@@ -29,9 +29,10 @@ use hyper::body::Incoming;
 use origin_fallback::RetryType;
 
 use super::body::{FinishOnDrop, Stream, deliver};
+use super::call::Decided;
 use super::ingress::own;
 use super::lookup::serve;
-use super::{Shared, now_ms};
+use super::{Generation, Shared, now_ms};
 use crate::cache::{Cached, FillGuard};
 use crate::origins::{Lease, ProxyBody};
 
@@ -43,6 +44,9 @@ pub(super) fn full(bytes: Bytes) -> ProxyBody {
 /// A request on its way to an origin.
 pub(super) struct Pending {
     pub(super) shared: Arc<Shared>,
+    /// The config the request runs under (a reload's, once the router
+    /// answers it under that one).
+    pub(super) generation: Arc<Generation>,
     pub(super) worker: usize,
     /// Passes an origin's interim (1xx) responses on, when the client may get them.
     pub(super) interim: Option<interim::Interim>,
@@ -68,11 +72,17 @@ pub(super) struct Pending {
 
 impl Pending {
     /// Carries out the router's actions until there is a response.
-    pub(super) async fn route(mut self, mut action: Action) -> Response<ProxyBody> {
+    pub(super) async fn route(mut self, mut decided: Decided) -> Response<ProxyBody> {
         let shared = self.shared.clone();
         let id = self.id;
         loop {
-            let forward = match step(action, &mut self.stale, self.country, id) {
+            // A reload came since the request's last step: the module now
+            // names nodes by the new config's places.
+            if decided.generation != self.generation.number && decided.generation != u64::MAX {
+                self.generation = shared.generation();
+            }
+            let in_step = decided.generation == self.generation.number;
+            let forward = match step(decided.action, &mut self.stale, self.country, id) {
                 Step::Answer(response) => return own(response),
                 Step::ServeStale { entry, explain } => return self.serve_stale(&entry, explain),
                 Step::Forward(forward) => forward,
@@ -81,18 +91,21 @@ impl Pending {
                     return own(response);
                 }
             };
-            let found = shared.node_ids.get(forward.node as usize).cloned();
-            let (Some(node), Some(explained)) = (found, forward.explain(&shared.config, self.country)) else {
+            let generation = self.generation.clone();
+            let found = generation.node_ids.get(forward.node as usize).cloned().filter(|_| in_step);
+            let (Some(node), Some(explained)) = (found, forward.explain(&generation.config, self.country)) else {
                 // A node this host does not know: not expected, since a module
                 // that reads the config otherwise is refused at start and at
-                // reload. Treated as the node being unreachable.
+                // reload, and the host takes up a reloaded config with the
+                // module. (Two reloads between a module call and the next
+                // line could do it.) Treated as the node being unreachable.
                 tracing::error!(
                     "the router module named node #{}, which this host's config does not have",
                     forward.node
                 );
                 let failed =
                     Event::OriginFailed { id, failure: Failure::Connect, retry: RetryType::NotSent, now_ms: now_ms() };
-                action = shared.event(&failed);
+                decided = shared.decide(&failed);
                 continue;
             };
             let sent_ms = now_ms();
@@ -101,16 +114,16 @@ impl Pending {
                 Err(_) if self.over_limit.as_ref().is_some_and(|o| o.load(Ordering::Relaxed)) => {
                     // The client's fault, not the node's: the router hears
                     // only that the exchange ended (the guard's `Finished`).
-                    let limit = shared.config.server.max_body_bytes;
+                    let limit = generation.config.server.max_body_bytes;
                     return own(host_error(&RouterError::PayloadTooLarge { limit }, self.country, id));
                 }
                 Err((failure, retry)) => {
                     tracing::debug!(node = %node, attempt = forward.attempt, "origin failed: {}", failure.describe());
-                    action = shared.event(&Event::OriginFailed { id, failure, retry, now_ms: now_ms() });
+                    decided = shared.decide(&Event::OriginFailed { id, failure, retry, now_ms: now_ms() });
                     continue;
                 }
             };
-            let api = shared.config.node_at(forward.node).map_or(Api::OpenAi, |n| n.api);
+            let api = generation.config.node_at(forward.node).map_or(Api::OpenAi, |n| n.api);
             adapt_head(api, &mut resp);
             // A response without a body (HEAD, 204, 304, length 0) frees its connection now.
             let lease = if resp.body().is_end_stream() {
@@ -121,10 +134,10 @@ impl Pending {
             };
             let head = head_event(id, resp.status(), resp.headers(), now_ms());
             let explain = if forward.asks_about(resp.status().as_u16()) {
-                match shared.event(&head) {
-                    Action::Deliver(explain) => explain,
+                match shared.decide(&head) {
+                    Decided { action: Action::Deliver(explain), .. } => explain,
                     other => {
-                        action = other;
+                        decided = other;
                         continue;
                     }
                 }
@@ -150,14 +163,15 @@ impl Pending {
         sent_ms: u64,
     ) -> Response<ProxyBody> {
         let shared = self.shared.clone();
+        let generation = self.generation.clone();
         let now = now_ms();
         // Only here: looking the node's pool up for every response would be wasted.
         let node_has_key = forward.fill.as_ref().is_some_and(|f| f.http)
-            && shared.origins.pool(self.worker, forward.node).is_some_and(|p| p.has_key());
+            && generation.origins.pool(self.worker, forward.node).is_some_and(|p| p.has_key());
         let attempt = Attempt {
             request: &self.parts,
             endpoint: self.endpoint,
-            api: shared.config.node_at(forward.node).map_or(Api::OpenAi, |n| n.api),
+            api: generation.config.node_at(forward.node).map_or(Api::OpenAi, |n| n.api),
             node_has_key,
             sent_ms,
             restore_model: self.requested_model.as_deref(),
@@ -187,7 +201,7 @@ impl Pending {
                     delivery,
                     node,
                     sent_ms,
-                    cut_off: shared.cut_off(forward.node),
+                    cut_off: generation.cut_off(forward.node),
                     lease,
                     filling: self.filling.take(),
                     cache: shared.cache.clone(),
@@ -207,12 +221,12 @@ impl Pending {
     /// Sends the request for `forward` and waits for the answer's head, within
     /// the node's `first_byte` limit.
     async fn send(&mut self, forward: &Forward) -> Result<(Response<Incoming>, Lease), (Failure, RetryType)> {
-        let shared = self.shared.clone();
+        let generation = self.generation.clone();
         let unsent = (Failure::Connect, RetryType::NotSent);
-        let Some(pool) = shared.origins.pool(self.worker, forward.node) else {
+        let Some(pool) = generation.origins.pool(self.worker, forward.node) else {
             return Err(unsent);
         };
-        let node = shared.config.node_at(forward.node).ok_or(unsent)?;
+        let node = generation.config.node_at(forward.node).ok_or(unsent)?;
         let out = outbound(forward, node, path_and_query(&self.parts.uri), &self.original, self.stream.is_some());
         let target = match &out.target {
             Cow::Borrowed(_) => pool.target(&self.parts.uri),
@@ -223,7 +237,7 @@ impl Pending {
         let mut headers = upstream_headers(
             &self.parts.headers,
             forward,
-            shared.config.server.country_header.as_deref(),
+            generation.config.server.country_header.as_deref(),
             conditional.as_deref().unwrap_or_default(),
         );
         for (name, value) in out.headers {
@@ -232,7 +246,7 @@ impl Pending {
         // A Bedrock node's request is signed over what is sent: the URL and body.
         let signed = signature(
             node,
-            shared.origins.aws(&node.id),
+            generation.origins.aws(&node.id),
             &out.target,
             out.body.as_deref().unwrap_or_default(),
             now_ms(),
@@ -253,7 +267,7 @@ impl Pending {
             Some(bytes) => full(bytes),
             None => match self.stream.take() {
                 Some(incoming) => {
-                    let capped = Capped::new(incoming, shared.config.server.max_body_bytes);
+                    let capped = Capped::new(incoming, generation.config.server.max_body_bytes);
                     self.over_limit = Some(capped.over());
                     capped.boxed()
                 }

@@ -19,6 +19,10 @@ pub struct EdgeBox {
     pub admin: String,
     /// What it logged until it was serving.
     pub log: Vec<String>,
+    /// The config file it serves.
+    pub path: std::path::PathBuf,
+    /// What it logs from then on.
+    pub later: std::sync::mpsc::Receiver<String>,
 }
 
 impl Drop for EdgeBox {
@@ -35,6 +39,11 @@ impl EdgeBox {
 
     /// Starts it with `config` written to a file called `name`.
     pub fn start_as(name: &str, config: &str) -> Self {
+        Self::start_with(name, config, &[])
+    }
+
+    /// [`start_as`](Self::start_as), with `args` added to `serve`'s.
+    pub fn start_with(name: &str, config: &str, args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("edge-router-operators-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join(name);
@@ -44,6 +53,7 @@ impl EdgeBox {
             .arg(&path)
             .args(["--listen", "127.0.0.1:0", "--module"])
             .arg(edge_router_host::default_module_path())
+            .args(args)
             .env("EDGE_ROUTER_ADMIN_TOKEN", TOKEN)
             .env("EDGE_ROUTER_LOG", "info")
             .stderr(Stdio::piped())
@@ -70,7 +80,21 @@ impl EdgeBox {
                 addr = Some(a.trim().to_string());
             }
         }
-        Self { child, addr: addr.unwrap_or_default(), admin: admin.unwrap_or_default(), log }
+        Self { child, addr: addr.unwrap_or_default(), admin: admin.unwrap_or_default(), log, path, later: rx }
+    }
+
+    /// Waits (up to 20 s) for a log line containing `text`, and returns it.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = self
+                .later
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no log line with `{text}`"));
+            if line.contains(text) {
+                return line;
+            }
+        }
     }
 
     /// Runs a CLI command against the admin API; returns (success, stdout, stderr).
