@@ -101,11 +101,12 @@ pub enum Outcome {
 /// One request, as the access log writes it (see `docs/operations.md`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
-    /// 16 hex digits, as `x-request-id`.
-    pub request_id: String,
-    /// When the request arrived, RFC 3339 in UTC with milliseconds.
-    pub time: String,
-    #[serde(skip)]
+    /// The request's id; written as 16 hex digits, as `x-request-id`.
+    #[serde(rename = "request_id", serialize_with = "hex_id")]
+    pub id: u64,
+    /// When the request arrived, in milliseconds since the Unix epoch;
+    /// written as RFC 3339 in UTC with milliseconds.
+    #[serde(rename = "time", serialize_with = "rfc3339")]
     pub start_ms: u64,
     #[serde(serialize_with = "shared_text")]
     pub tenant: Option<Arc<str>>,
@@ -154,8 +155,7 @@ impl Record {
         let text = |name: &str| fields.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let rewritten = text(headers::MODEL);
         Self {
-            request_id: request_id_text(begun.id),
-            time: rfc3339_ms(begun.start_ms),
+            id: begun.id,
             start_ms: begun.start_ms,
             tenant: begun.tenant,
             country: text(headers::COUNTRY).unwrap_or_else(|| "XX".into()),
@@ -196,7 +196,7 @@ impl Record {
     /// written: chosen by the request id's bits (ids are mixed, so their top
     /// bits are uniform), so every host picks the same requests.
     pub fn sampled(&self, share: f64) -> bool {
-        sampled(u64::from_str_radix(&self.request_id, 16).unwrap_or_default(), share)
+        sampled(self.id, share)
     }
 
     /// The access log's line (no newline).
@@ -236,6 +236,14 @@ impl Record {
         }
         Some(self.duration_ms.saturating_sub(self.ttfb_ms) as f64 / 1000.0 / (out - 1) as f64)
     }
+}
+
+fn hex_id<S: serde::Serializer>(id: &u64, to: S) -> Result<S::Ok, S::Error> {
+    to.serialize_str(&request_id_text(*id))
+}
+
+fn rfc3339<S: serde::Serializer>(ms: &u64, to: S) -> Result<S::Ok, S::Error> {
+    to.serialize_str(&rfc3339_ms(*ms))
 }
 
 fn shared_text<S: serde::Serializer>(text: &Option<Arc<str>>, to: S) -> Result<S::Ok, S::Error> {

@@ -122,6 +122,10 @@ impl ServerHandle {
             let _ = stop.send(grace);
         }
         let _ = (&mut self.task).await;
+        // The last lines of the access log, before the process ends.
+        if let Some(shared) = self.shared.upgrade() {
+            shared.signals.flush();
+        }
     }
 }
 
