@@ -10,8 +10,9 @@
 #                   as the edge box has
 #   router   writes its access log (a JSON line per request) to a file, and
 #            counts every request in its Prometheus metrics
-#   router-nolog  the same with the access log off (the metrics stay on), to
-#            show what the log costs
+#   router-nolog  the same with the access log off (the metrics stay on)
+#   router-quiet  the same with both off: requests make no record at all;
+#            against it, router shows what the metrics and the log cost
 #   router-anthropic  edge-router with the origin as an Anthropic node: the
 #                   same request translated to the Messages API and its
 #                   answer back (the origin's /v1/messages), to show what
@@ -38,6 +39,10 @@ P_NOLOG=$(free_port)
 { cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off"}\n'; } >"$WORK/nolog.yaml"
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/nolog.yaml" --listen "127.0.0.1:$P_NOLOG" &
 PIDS+=($!); NOLOG_PID=$!
+P_QUIET=$(free_port)
+{ cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off", request_metrics: false}\n'; } >"$WORK/quiet.yaml"
+EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/quiet.yaml" --listen "127.0.0.1:$P_QUIET" &
+PIDS+=($!); QUIET_PID=$!
 P_ANTHROPIC=$(free_port)
 sed 's/type: local, host/type: local, provider: anthropic, api_key_env: BENCH_ANTHROPIC_KEY, host/' "$WORK/router.yaml" >"$WORK/anthropic.yaml"
 BENCH_ANTHROPIC_KEY=sk-ant-bench EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/anthropic.yaml" --listen "127.0.0.1:$P_ANTHROPIC" >/dev/null &
@@ -48,7 +53,7 @@ target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/ro
 PIDS+=($!); DECIDE_PID=$!
 DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
 PIDS+=($!); SHARED_PID=$!
-wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE" "$P_SHARED" "$P_ANTHROPIC" "$P_NOLOG"
+wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE" "$P_SHARED" "$P_ANTHROPIC" "$P_NOLOG" "$P_QUIET"
 
 measure() { # $1 name, $2 port, $3 pids to charge CPU to ("" for none)
   wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$3" "$WORK/post.lua"
@@ -58,7 +63,7 @@ echo "loopback, $CONNS connections, $THREADS wrk threads, $DURATION × $ROUNDS r
 # The proxies take turns going first: each round starts one later in the list.
 PROXIES=("nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" "hyper-floor $P_FLOOR $FLOOR_PID"
   "decision-floor $P_DECIDE $DECIDE_PID" "decision-floor-shared $P_SHARED $SHARED_PID"
-  "router-anthropic $P_ANTHROPIC $ANTHROPIC_PID" "router-nolog $P_NOLOG $NOLOG_PID")
+  "router-anthropic $P_ANTHROPIC $ANTHROPIC_PID" "router-nolog $P_NOLOG $NOLOG_PID" "router-quiet $P_QUIET $QUIET_PID")
 for r in $(seq "$ROUNDS"); do
   measure origin "$P_ORIGIN" ""
   for i in $(seq 0 $((${#PROXIES[@]} - 1))); do
@@ -68,7 +73,7 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r done" >&2
 done
 
-median_table origin nginx router router-nolog hyper-floor decision-floor decision-floor-shared router-anthropic
+median_table origin nginx router router-nolog router-quiet hyper-floor decision-floor decision-floor-shared router-anthropic
 echo
 python3 -c "
 r, n = $(median_of router rps), $(median_of nginx rps)
@@ -78,8 +83,9 @@ ru, fu = $(median_of router user), $(median_of hyper-floor user)
 rs, fs = $(median_of router sys), $(median_of hyper-floor sys)
 print(f'router / hyper-floor: user CPU per request {ru/fu:.2f}×, system CPU {rs/fs:.2f}×')"
 python3 -c "
-r, q = $(median_of router cpu), $(median_of router-nolog cpu)
-print(f'router / router-nolog: CPU per request {r/q:.2f}×, {r - q:+.1f} µs for the access log line ($(wc -l <"$WORK/access.log") lines written)')"
+r, n, q = $(median_of router cpu), $(median_of router-nolog cpu), $(median_of router-quiet cpu)
+print(f'router / router-quiet: CPU per request {r/q:.2f}×, {r - q:+.1f} µs for the metrics and the access log (bar < 2 µs)')
+print(f'  of it {n - q:+.1f} µs for the metrics, {r - n:+.1f} µs for the access log ($(wc -l <"$WORK/access.log") lines written)')"
 python3 -c "
 t, o = $(median_of router-anthropic cpu), $(median_of router cpu)
 print(f'router-anthropic / router: CPU per request {t/o:.2f}×, {t - o:+.1f} µs for translating the request and its answer')"

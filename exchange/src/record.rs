@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use edge_router::RouterConfig;
-use edge_router::error::{headers, refusal_reason, request_id_text};
+use edge_router::error::{headers, refusal_reason};
 use edge_router::facts::{BodyFacts, Endpoint};
 use edge_router::wire::Usage;
 use http::{HeaderMap, StatusCode};
@@ -239,11 +239,17 @@ impl Record {
 }
 
 fn hex_id<S: serde::Serializer>(id: &u64, to: S) -> Result<S::Ok, S::Error> {
-    to.serialize_str(&request_id_text(*id))
+    // As `request_id_text`, without allocating.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    to.serialize_str(std::str::from_utf8(&out).unwrap_or_default())
 }
 
 fn rfc3339<S: serde::Serializer>(ms: &u64, to: S) -> Result<S::Ok, S::Error> {
-    to.serialize_str(&rfc3339_ms(*ms))
+    to.serialize_str(std::str::from_utf8(&rfc3339_bytes(*ms)).unwrap_or_default())
 }
 
 fn shared_text<S: serde::Serializer>(text: &Option<Arc<str>>, to: S) -> Result<S::Ok, S::Error> {
@@ -270,6 +276,12 @@ pub fn model_label<'a>(config: &RouterConfig, model: Option<&'a str>) -> &'a str
 /// `2026-12-05T16:40:00.123Z` (days to a civil date after Howard Hinnant's
 /// `civil_from_days`).
 pub fn rfc3339_ms(ms: u64) -> String {
+    String::from_utf8_lossy(&rfc3339_bytes(ms)).into_owned()
+}
+
+/// [`rfc3339_ms`] into 24 bytes, without allocating (the access log writes
+/// one a request). Years past 9999 are not written right.
+fn rfc3339_bytes(ms: u64) -> [u8; 24] {
     let (secs, millis) = (ms / 1000, ms % 1000);
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;
@@ -281,7 +293,22 @@ pub fn rfc3339_ms(ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut digits = |at: usize, width: usize, value: u64| {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    digits(0, 4, year.clamp(0, 9999) as u64);
+    digits(5, 2, month as u64);
+    digits(8, 2, day as u64);
+    digits(11, 2, rest / 3600);
+    digits(14, 2, rest % 3600 / 60);
+    digits(17, 2, rest % 60);
+    digits(20, 3, millis);
+    out
 }
 
 #[cfg(test)]
@@ -363,6 +390,15 @@ mod tests {
         assert_eq!(model_label(&config, Some("auto")), "auto");
         assert_eq!(model_label(&config, Some("llama-3-8b")), "llama-3-8b");
         assert_eq!(model_label(&config, Some("made-up-by-a-client")), "other");
+    }
+
+    #[test]
+    fn ids_are_written_as_x_request_id_names_them() {
+        let mut begun = Begun::new(0x0123_4567_89ab_cdef, 0, &http::Method::GET, "/");
+        begun.endpoint = Some(Endpoint::Other);
+        let r = Record::at_head(begun, StatusCode::OK, &HeaderMap::new(), None, 0);
+        let line: serde_json::Value = serde_json::from_str(&r.json_line()).expect("JSON");
+        assert_eq!(line["request_id"], edge_router::error::request_id_text(0x0123_4567_89ab_cdef));
     }
 
     #[test]

@@ -20,11 +20,21 @@ pub struct MonitoringConfig {
     /// Label request metrics by tenant too. Off by default: a label per
     /// tenant multiplies the series Prometheus keeps.
     pub tenant_labels: bool,
+    /// Count each request in the Prometheus metrics (the edge box). With
+    /// this and the access log off, requests make no record at all, save
+    /// while a `routing-log --follow` reads them.
+    pub request_metrics: bool,
 }
 
 impl Default for MonitoringConfig {
     fn default() -> Self {
-        Self { metrics: Vec::new(), access_log: AccessLogTarget::Stdout, access_log_sample: 1.0, tenant_labels: false }
+        Self {
+            metrics: Vec::new(),
+            access_log: AccessLogTarget::Stdout,
+            access_log_sample: 1.0,
+            tenant_labels: false,
+            request_metrics: true,
+        }
     }
 }
 

@@ -46,6 +46,9 @@ pub async fn handle(shared: Arc<Shared>, client: Client, req: Request<Incoming>)
     let generation = shared.generation();
     let mut begun = Begun::new(id, now_ms(), req.method(), path_and_query(req.uri()));
     let response = admit(shared.clone(), generation.clone(), client, req, &mut begun).await;
+    if !shared.signals.wanted() {
+        return response;
+    }
     recorded(&shared, generation, begun, response)
 }
 

@@ -91,9 +91,8 @@ impl Pending {
                     return own(response);
                 }
             };
-            let generation = self.generation.clone();
-            let found = generation.node_ids.get(forward.node as usize).cloned().filter(|_| in_step);
-            let (Some(node), Some(explained)) = (found, forward.explain(&generation.config, self.country)) else {
+            let found = self.generation.node_ids.get(forward.node as usize).cloned().filter(|_| in_step);
+            let (Some(node), Some(explained)) = (found, forward.explain(&self.generation.config, self.country)) else {
                 // A node this host does not know: not expected, since a module
                 // that reads the config otherwise is refused at start and at
                 // reload, and the host takes up a reloaded config with the
@@ -114,7 +113,7 @@ impl Pending {
                 Err(_) if self.over_limit.as_ref().is_some_and(|o| o.load(Ordering::Relaxed)) => {
                     // The client's fault, not the node's: the router hears
                     // only that the exchange ended (the guard's `Finished`).
-                    let limit = generation.config.server.max_body_bytes;
+                    let limit = self.generation.config.server.max_body_bytes;
                     return own(host_error(&RouterError::PayloadTooLarge { limit }, self.country, id));
                 }
                 Err((failure, retry)) => {
@@ -123,7 +122,7 @@ impl Pending {
                     continue;
                 }
             };
-            let api = generation.config.node_at(forward.node).map_or(Api::OpenAi, |n| n.api);
+            let api = self.generation.config.node_at(forward.node).map_or(Api::OpenAi, |n| n.api);
             adapt_head(api, &mut resp);
             // A response without a body (HEAD, 204, 304, length 0) frees its connection now.
             let lease = if resp.body().is_end_stream() {
@@ -163,7 +162,7 @@ impl Pending {
         sent_ms: u64,
     ) -> Response<ProxyBody> {
         let shared = self.shared.clone();
-        let generation = self.generation.clone();
+        let generation = &self.generation;
         let now = now_ms();
         // Only here: looking the node's pool up for every response would be wasted.
         let node_has_key = forward.fill.as_ref().is_some_and(|f| f.http)
@@ -205,7 +204,7 @@ impl Pending {
                     lease,
                     filling: self.filling.take(),
                     cache: shared.cache.clone(),
-                    usage_wanted: self.endpoint.is_api(),
+                    usage_wanted: self.endpoint.is_api() && shared.signals.wanted(),
                 },
                 self.guard,
             ),
@@ -221,7 +220,7 @@ impl Pending {
     /// Sends the request for `forward` and waits for the answer's head, within
     /// the node's `first_byte` limit.
     async fn send(&mut self, forward: &Forward) -> Result<(Response<Incoming>, Lease), (Failure, RetryType)> {
-        let generation = self.generation.clone();
+        let generation = &self.generation;
         let unsent = (Failure::Connect, RetryType::NotSent);
         let Some(pool) = generation.origins.pool(self.worker, forward.node) else {
             return Err(unsent);
