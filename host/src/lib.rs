@@ -62,7 +62,7 @@ fn start_from(
     };
     let router = WasmRouter::new(module, file, text)?;
     let source = proxy::ConfigSource::new(path, file, text);
-    let shared = Arc::new(proxy::Shared::new(router, config, text, source)?);
+    let shared = Arc::new(proxy::Shared::new(router, config, source)?);
     let mut handle = server::serve(shared.clone(), listener).context("cannot serve")?;
     if let Some((listener, token)) = admin {
         let addr = listener.local_addr()?;

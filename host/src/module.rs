@@ -150,9 +150,12 @@ impl WasmRouter {
 
     /// Takes the config `text` (of `file`) in place of the running one,
     /// keeping the router's state for the nodes that remain (see
-    /// `docs/abi.md`). A config the module refuses changes nothing, and the
+    /// `docs/abi.md`). `host` is the host's own reading of the text: a
+    /// module that reads its nodes or rules otherwise is put back on the
+    /// running config (as [`check_layout`](Self::check_layout) refuses it
+    /// at start). A config the module refuses changes nothing, and the
     /// error says why.
-    pub fn reconfigure(&mut self, file: &str, text: &str) -> anyhow::Result<()> {
+    pub fn reconfigure(&mut self, file: &str, text: &str, host: &edge_router::RouterConfig) -> anyhow::Result<()> {
         // Deferred events first: they are about the running config's exchanges.
         self.flush();
         let configured = configure_as(&mut self.live, Call::Reconfigure, file, text);
@@ -166,6 +169,18 @@ impl WasmRouter {
                 return Err(e);
             }
         };
+        let ids = host.nodes.iter().map(|n| n.id.as_str());
+        if !ids.eq(node_ids.iter().map(String::as_str)) || usize::try_from(rules).ok() != Some(host.rules.len()) {
+            let (old_file, old_text) = self.config.clone();
+            if let Err(e) = configure_as(&mut self.live, Call::Reconfigure, &old_file, &old_text) {
+                tracing::error!("the running config could not be put back in the module: {e:#}");
+                self.rebuild();
+            }
+            bail!(
+                "the router module reads the new config's nodes or rules otherwise than this host (module and \
+                 host builds differ?); the running config stays"
+            );
+        }
         self.kept.spent.retain(|s| node_ids.contains(&s.node));
         self.kept.weights.retain(|(n, _)| node_ids.contains(n));
         self.kept.draining.retain(|n| node_ids.contains(n));

@@ -78,7 +78,13 @@ async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> worker:
     let country = req.cf().map(worker::Cf::from).and_then(|cf| cf.country()).as_deref().and_then(Country::parse);
     let mut recording = None;
     let answer = serve(req, &env, &ctx, country, &mut recording).await;
-    convert::to_platform(record::recorded(answer, recording))
+    let id = recording.as_ref().map_or(0, |r| r.begun.id);
+    convert::to_platform(record::recorded(answer, recording)).or_else(|e| {
+        // The platform would not take the body (a stream it cannot read): logged, answered as ours.
+        let detail = format!("the response could not be passed on: {e}");
+        worker::console_error!("edge-router: request {}: {detail}", request_id_text(id));
+        convert::to_platform(fixed(host_error(&RouterError::Internal(detail), country, id)))
+    })
 }
 
 /// Reads a request body whole: at once when its length is declared (which

@@ -68,8 +68,6 @@ pub struct Generation {
     node_ids: Vec<Arc<str>>,
     /// Where the config came from, and when.
     pub source: ConfigSource,
-    /// The config's text, to put back should a reload fail halfway.
-    text: String,
 }
 
 /// Where a running config came from: for `status`, and for a reload.
@@ -112,7 +110,6 @@ impl Generation {
     fn new(
         number: u64,
         config: RouterConfig,
-        text: &str,
         workers: usize,
         source: ConfigSource,
         before: Option<&Generation>,
@@ -132,7 +129,6 @@ impl Generation {
             controls,
             node_ids: config.nodes.iter().map(|n| Arc::from(n.id.as_str())).collect(),
             source,
-            text: text.to_string(),
             config,
         })
     }
@@ -159,12 +155,14 @@ pub struct Shared {
     pub(crate) signals: Arc<Signals>,
     /// Held through a config reload: one at a time.
     reloading: Mutex<()>,
+    /// The nodes whose health is probed (`Shared::watch_health`).
+    watched: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
     /// Shared state for a configured router served by `config.server.workers`
     /// threads (one per CPU by default), the config coming from `source`.
-    pub fn new(router: WasmRouter, config: RouterConfig, text: &str, source: ConfigSource) -> anyhow::Result<Self> {
+    pub fn new(router: WasmRouter, config: RouterConfig, source: ConfigSource) -> anyhow::Result<Self> {
         router.check_layout(&config)?;
         let workers = config.server.workers.map_or_else(
             || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
@@ -180,7 +178,8 @@ impl Shared {
             cache: Arc::new(EdgeCache::new(config.cache.memory.0)),
             signals: Arc::new(Signals::new(&config)?),
             reloading: Mutex::new(()),
-            current: RwLock::new(Arc::new(Generation::new(number, config, text, workers, source, None)?)),
+            watched: Mutex::new(std::collections::HashSet::new()),
+            current: RwLock::new(Arc::new(Generation::new(number, config, workers, source, None)?)),
         })
     }
 

@@ -136,19 +136,11 @@ impl Shared {
         // itself is the module's config and the host's changing together,
         // under the module's lock.
         let source = ConfigSource::new(Some(path), &name, &text);
-        let mut next = Generation::new(0, config, &text, self.workers, source, Some(&running))
+        let mut next = Generation::new(0, config, self.workers, source, Some(&running))
             .map_err(|e| ReloadError::Refused(format!("{e:#}")))?;
         let mut router = self.lock();
-        router.reconfigure(&name, &text).map_err(|e| ReloadError::Refused(format!("{e:#}")))?;
+        router.reconfigure(&name, &text, &next.config).map_err(|e| ReloadError::Refused(format!("{e:#}")))?;
         next.number = router.generation();
-        if let Err(e) = router.check_layout(&next.config) {
-            // Not expected (one build reads the config the same both ways):
-            // the router goes back to the running config.
-            if let Err(back) = router.reconfigure(&running.source.name, &running.text) {
-                tracing::error!("the running config could not be put back: {back:#}");
-            }
-            return Err(ReloadError::Refused(format!("{e:#}")));
-        }
         let next = Arc::new(next);
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
         drop(router);
@@ -163,6 +155,11 @@ impl Shared {
     /// force), the first time one interval from now, for as long as the
     /// node is in the config and the box runs.
     pub fn watch_health(self: &Arc<Self>, id: &str) {
+        // One watch a node: a node dropped and added again by two quick
+        // reloads may still have the first.
+        if !lock(&self.watched).insert(id.to_string()) {
+            return;
+        }
         let (shared, id) = (Arc::downgrade(self), id.to_string());
         tokio::spawn(async move {
             while let Some(interval) = shared.upgrade().map(|s| s.generation().config.health_check.interval.0) {
@@ -170,6 +167,14 @@ impl Shared {
                 let Some(shared) = shared.upgrade() else { break };
                 let generation = shared.generation();
                 let Some(node) = generation.config.node_index(&id).map(|i| &generation.config.nodes[i]) else {
+                    // Gone from the config: the watch ends, unless a reload
+                    // brought the node back meanwhile (the set is changed
+                    // under the same lock a new watch checks).
+                    let mut watched = lock(&shared.watched);
+                    if shared.generation().config.node_index(&id).is_some() {
+                        continue;
+                    }
+                    watched.remove(&id);
                     break;
                 };
                 shared.probe(&generation, node).await;
