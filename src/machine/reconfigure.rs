@@ -98,33 +98,20 @@ fn carry_over(ex: &mut Exchange, old: &RouterConfig, new: &RouterConfig, now_at:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Action, Control, Event, Header, Usage};
+    use crate::wire::{Action, Control, Event, Usage};
 
     fn config(yaml: &str) -> RouterConfig {
         RouterConfig::load("t.yaml", yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
     }
 
+    /// A chat request for `model` at `now_ms` (the machine tests' `chat_event`).
     fn chat(id: u64, model: &str, now_ms: u64) -> Event {
         let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
-        Event::Request {
-            id,
-            method: "POST".into(),
-            target: "/v1/chat/completions".into(),
-            headers: vec![Header::new("content-type", "application/json")],
-            country: Some("US".into()),
-            body: crate::wire::RequestBody::Buffered(body.into_bytes()),
-            now_ms,
-            random: 0,
-            key_sha256: None,
-            body_facts: None,
-        }
+        crate::machine::chat_event(id, now_ms, 0, &body)
     }
 
     fn node_of<'r>(r: &'r Router, action: &Action) -> Option<&'r str> {
-        match action {
-            Action::Forward(f) => Some(r.config().node_at(f.node)?.id.as_str()),
-            _ => None,
-        }
+        crate::machine::forward_id(r, action)
     }
 
     const BEFORE: &str = "nodes:

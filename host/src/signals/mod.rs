@@ -10,13 +10,15 @@
 //! broadcast channel (a reader that falls behind misses records and is told
 //! how many). See `docs/operations.md`.
 //!
-//! - [`metrics`]: the Prometheus metrics, and the state gauges of a scrape.
+//! - [`metrics`]: the request metrics, counted per thread and summed at a scrape.
+//! - [`state`]: the nodes' and the cache's state, read at a scrape.
 //! - [`access_log`]: the access log's buffers and writer.
 //! - [`per_thread`]: a value per thread, all reachable from any thread.
 
 mod access_log;
 mod metrics;
 mod per_thread;
+mod state;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -36,7 +38,7 @@ use metrics::Metrics;
 use per_thread::PerThread;
 
 use crate::lock;
-pub use metrics::State;
+pub use state::State;
 
 /// Records a routing-log reader may fall behind by before it misses some.
 pub const ROUTING_LOG_QUEUE: usize = 1024;
