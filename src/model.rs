@@ -103,6 +103,7 @@ mod tests {
             api_key_env: None,
             timeouts: NodeTimeouts::default(),
             health_path: "/v1/models".into(),
+            metrics_url: None,
             capabilities: Vec::new(),
         }
     }

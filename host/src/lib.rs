@@ -11,6 +11,7 @@ pub mod demo;
 pub mod module;
 pub mod origins;
 pub mod proxy;
+pub mod scaling;
 pub mod server;
 pub mod signals;
 

@@ -160,7 +160,8 @@ fn connector(connect_timeout: Duration) -> anyhow::Result<HttpsConnector<HttpCon
         .wrap_connector(http))
 }
 
-fn client(connect_timeout: Duration) -> anyhow::Result<OriginClient> {
+/// A pooled client for calls off the request path (probes, scaling).
+pub(crate) fn client(connect_timeout: Duration) -> anyhow::Result<OriginClient> {
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(IDLE_TIMEOUT)
         .pool_max_idle_per_host(MAX_IDLE)

@@ -183,6 +183,7 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
     for node in &shared.generation().config.nodes {
         shared.watch_health(&node.id);
     }
+    crate::scaling::start(&shared).map_err(std::io::Error::other)?;
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         let mut next = 0usize;

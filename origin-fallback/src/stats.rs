@@ -8,7 +8,7 @@
 /// Length of one slot.
 const SLOT_MS: u64 = 5 * 60 * 1000;
 /// Slots kept: one hour.
-const SLOTS: usize = 12;
+pub const SLOTS: usize = 12;
 /// Histogram buckets: enough for 2^36 µs (19 hours).
 const BUCKETS: usize = 4 * 36;
 
@@ -39,6 +39,11 @@ pub struct TrafficSummary {
     pub p50_us: Option<u64>,
     /// 95th percentile of the same.
     pub p95_us: Option<u64>,
+    /// 99th percentile of the same.
+    pub p99_us: Option<u64>,
+    /// Client requests served in each five minutes of the hour, oldest
+    /// first; the last is the five minutes under way.
+    pub served_per_slot: [u64; SLOTS],
 }
 
 /// One node's traffic of the last hour.
@@ -121,6 +126,7 @@ impl TrafficWindow {
             sum.attempts += u64::from(slot.attempts);
             sum.failures += u64::from(slot.failures);
             sum.served += u64::from(slot.served);
+            sum.served_per_slot[SLOTS - 1 - (current - slot.index) as usize] = u64::from(slot.served);
             for (h, n) in histogram.iter_mut().zip(slot.latency.iter()) {
                 *h += u64::from(*n);
             }
@@ -137,6 +143,7 @@ impl TrafficWindow {
         if total > 0 {
             sum.p50_us = percentile(50).map(bucket_value);
             sum.p95_us = percentile(95).map(bucket_value);
+            sum.p99_us = percentile(99).map(bucket_value);
         }
         sum
     }
@@ -163,9 +170,13 @@ mod tests {
     #[test]
     fn percentiles_and_totals_cover_the_last_hour_only() {
         let mut w = TrafficWindow::default();
-        // 90 answers at ~1 ms and 10 at ~100 ms, one failure among them.
+        // 90 answers at ~1 ms, 9 at ~100 ms and 1 at ~1 s, one failure among them.
         for i in 0..100u64 {
-            let latency = if i < 90 { 1_000 } else { 100_000 };
+            let latency = match i {
+                0..90 => 1_000,
+                90..99 => 100_000,
+                _ => 1_000_000,
+            };
             w.answered(1_000 + i, latency, i == 0);
         }
         w.failed(2_000);
@@ -176,6 +187,13 @@ mod tests {
         let p95 = s.p95_us.unwrap_or_default();
         assert!((900..=1_100).contains(&p50), "p50 {p50}");
         assert!((90_000..=110_000).contains(&p95), "p95 {p95}");
+        let p99 = s.p99_us.unwrap_or_default();
+        assert!((90_000..=110_000).contains(&p99), "p99 {p99}: the 99th of 100 is the last ~100 ms one");
+        assert_eq!(s.served_per_slot[SLOTS - 1], 1);
+        // Ten minutes on, that slot is the third from the end.
+        let mut on = w.clone();
+        on.served(3_000 + 2 * SLOT_MS);
+        assert_eq!(on.summary(3_000 + 2 * SLOT_MS).served_per_slot[SLOTS - 3..], [1, 0, 1]);
         // An hour later that traffic has aged out.
         let later = 1_000 + 12 * SLOT_MS;
         assert_eq!(w.summary(later), TrafficSummary::default());

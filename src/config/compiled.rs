@@ -60,6 +60,8 @@ pub struct Node {
     pub timeouts: NodeTimeouts,
     /// Path of active health probes, starting with `/`.
     pub health_path: String,
+    /// The node's own Prometheus endpoint, which `autoscaling` reads.
+    pub metrics_url: Option<String>,
     /// Capabilities as written.
     pub capabilities: Vec<String>,
 }

@@ -5,6 +5,8 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::DurationSpec;
+
 /// Metrics to watch, and the access log (see `docs/operations.md`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +26,8 @@ pub struct MonitoringConfig {
     /// this and the access log off, requests make no record at all, save
     /// while a `routing-log --follow` reads them.
     pub request_metrics: bool,
+    /// How the `autoscaling` entries are evaluated and their signals sent.
+    pub scaling: ScalingConfig,
 }
 
 impl Default for MonitoringConfig {
@@ -34,6 +38,36 @@ impl Default for MonitoringConfig {
             access_log_sample: 1.0,
             tenant_labels: false,
             request_metrics: true,
+            scaling: ScalingConfig::default(),
+        }
+    }
+}
+
+/// How often the `autoscaling` entries are evaluated, and where their
+/// signals are posted (see `docs/operations.md`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    /// How often each entry's metric is read and compared with its threshold.
+    pub interval: DurationSpec,
+    /// A URL each signal is `POST`ed to as JSON, unless its entry names its own `webhook`.
+    pub webhook: Option<String>,
+    /// The environment variable holding a token sent as `Authorization: Bearer …` with each webhook.
+    pub webhook_token_env: Option<String>,
+    /// How long one webhook attempt may take.
+    pub webhook_timeout: DurationSpec,
+    /// Further attempts after a webhook attempt fails (no answer, 429 or 5xx), 1 s, 2 s, 4 s … apart.
+    pub webhook_retries: u32,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        Self {
+            interval: DurationSpec::secs(15),
+            webhook: None,
+            webhook_token_env: None,
+            webhook_timeout: DurationSpec::secs(5),
+            webhook_retries: 3,
         }
     }
 }
@@ -68,10 +102,28 @@ impl<'de> Deserialize<'de> for AccessLogTarget {
 pub struct AutoscalingConfig {
     /// The node whose instances the signal is about.
     pub node: String,
-    /// What is compared with the threshold, e.g. `active_requests` or `utilization`.
+    /// What is compared with the threshold: one the router observes, e.g. `active_requests` or
+    /// `utilization`, or one read from the node's `metrics_url`, such as `cpu_usage`.
     pub metric: String,
+    /// For a metric read from the node's `metrics_url`: the series there, such as
+    /// `vllm:num_requests_waiting` or `node_cpu_usage{cpu="0"}`. Default: `metric` as written.
+    #[serde(default)]
+    pub series: Option<String>,
     /// The value at which the signal fires: above it for `scale_out`, below it for `scale_in`.
     pub threshold: f64,
+    /// How long the metric must stay past the threshold before the signal fires. Default: `0s`.
+    #[serde(default, rename = "for")]
+    pub sustained: Option<DurationSpec>,
+    /// How far back past the threshold the metric must go before the condition counts as over
+    /// (so a metric hovering at the threshold fires once). Default: a tenth of the threshold.
+    #[serde(default)]
+    pub hysteresis: Option<f64>,
+    /// The least time between two signals of this entry. Default: `5m`.
+    #[serde(default)]
+    pub cooldown: Option<DurationSpec>,
+    /// Where this entry's signals are `POST`ed, instead of `monitoring.scaling.webhook`.
+    #[serde(default)]
+    pub webhook: Option<String>,
     /// `scale_out` or `scale_in`.
     pub action: ScaleAction,
     /// Fewest instances a `scale_in` may leave.
@@ -90,6 +142,18 @@ pub enum ScaleAction {
     ScaleOut,
     /// Fewer instances: fires when the metric falls below the threshold.
     ScaleIn,
+}
+
+impl AutoscalingConfig {
+    /// How far back past the threshold the metric must go.
+    pub fn hysteresis(&self) -> f64 {
+        self.hysteresis.unwrap_or(self.threshold / 10.0)
+    }
+
+    /// The least time between two signals.
+    pub fn cooldown(&self) -> DurationSpec {
+        self.cooldown.unwrap_or(DurationSpec::secs(300))
+    }
 }
 
 impl ScaleAction {

@@ -212,6 +212,41 @@ fn autoscaling_entries_are_validated() {
 }
 
 #[test]
+fn what_only_the_node_measures_is_read_from_its_metrics_url_or_warned_about() {
+    let entry =
+        "autoscaling:\n  - {node: a, metric: cpu_usage, threshold: 80, action: scale_out, for: 30s, cooldown: 2m}\n";
+    let blind = format!("nodes: [{{id: a, type: cloud, host: \"http://a\"}}]\n{entry}");
+    let cfg = load(&blind).unwrap();
+    assert!(warned(&cfg, "autoscaling[0].metric", "metrics_url"), "{:?}", cfg.warnings);
+    let seeing =
+        format!("nodes: [{{id: a, type: cloud, host: \"http://a\", metrics_url: \"http://a:9100/metrics\"}}]\n{entry}");
+    let cfg = load(&seeing).unwrap();
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert_eq!(cfg.nodes[0].metrics_url.as_deref(), Some("http://a:9100/metrics"));
+    let a = &cfg.autoscaling[0];
+    assert_eq!(
+        (a.hysteresis(), a.cooldown().as_millis(), a.sustained.map(|d| d.as_millis())),
+        (8.0, 120_000, Some(30_000))
+    );
+    let series = seeing.replace("threshold: 80", "series: 'vllm:num_requests_waiting{engine=\"0\"}', threshold: 80");
+    assert!(load(&series).unwrap().warnings.is_empty());
+    let bad_series = seeing.replace("threshold: 80", "series: 'x{engine=0}', threshold: 80");
+    assert!(load(&bad_series).unwrap_err().to_string().contains("autoscaling[0].series"));
+    let observed = seeing.replace("metric: cpu_usage", "metric: active_requests, series: x");
+    assert!(load(&observed).unwrap_err().to_string().contains("observed by the router itself"));
+    let no_url = seeing.replace("http://a:9100/metrics", "a:9100/metrics");
+    assert!(load(&no_url).unwrap_err().to_string().contains("nodes[0].metrics_url"));
+    let unlimited = blind.replace("metric: cpu_usage", "metric: utilization");
+    assert!(load(&unlimited).unwrap_err().to_string().contains("node `a` has none"));
+    let webhook =
+        format!("{blind}monitoring: {{scaling: {{interval: 10ms, webhook: ftp://x, webhook_retries: 11}}}}\n");
+    let err = load(&webhook).unwrap_err().to_string();
+    for field in ["scaling.interval", "scaling.webhook:", "scaling.webhook_retries"] {
+        assert!(err.contains(field), "{field} in {err}");
+    }
+}
+
+#[test]
 fn a_provider_that_names_an_api_chooses_it_and_api_says_it_outright() {
     let yaml = "nodes:
   - {id: a, type: cloud, host: \"http://a\", provider: Anthropic}

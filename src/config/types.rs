@@ -218,6 +218,10 @@ pub struct NodeConfig {
     /// (`/health`, say, for servers without the OpenAI model list).
     #[serde(default = "default_health_path")]
     pub health_path: String,
+    /// The node's own Prometheus endpoint, e.g. `http://10.0.0.5:9100/metrics`: `autoscaling`
+    /// entries read what the router cannot observe (CPU, GPU, queue length) from it.
+    #[serde(default)]
+    pub metrics_url: Option<String>,
 }
 
 fn default_health_path() -> String {

@@ -104,7 +104,7 @@ impl Validator<'_> {
         let geofence = self.geofence(&raw.geofence);
         let auth = self.auth(&raw.auth);
         self.health(&raw.health_check);
-        self.monitoring(&raw.monitoring, &raw.autoscaling, &ids);
+        self.monitoring(&raw.monitoring, &raw.autoscaling, &nodes);
         self.model_routing(&raw.model_routing);
         let b = raw.routing.retry_budget;
         if !(b.ratio.is_finite() && b.ratio >= 0.0) {
@@ -383,6 +383,7 @@ impl Validator<'_> {
                 api_key_env: n.api_key_env.clone(),
                 timeouts: n.timeouts,
                 health_path: n.health_path.clone(),
+                metrics_url: n.metrics_url.as_deref().and_then(|u| self.http_url(&format!("{path}.metrics_url"), u)),
                 capabilities: n.capabilities.clone(),
             });
         }

@@ -128,6 +128,8 @@ impl Router {
                 "share_of_traffic": share(traffic.served, served_by_all),
                 "p50_ms": ms(traffic.p50_us),
                 "p95_ms": ms(traffic.p95_us),
+                "p99_ms": ms(traffic.p99_us),
+                "served_per_5min": traffic.served_per_slot,
             },
             "today": {
                 "requests": today.requests,

@@ -32,6 +32,12 @@ impl Shared {
             "hits": s.hits, "misses": s.misses, "evictions": s.evictions,
             "entries": s.entries, "bytes": s.bytes, "capacity": s.capacity,
         });
+        let signals = &self.signals;
+        report["scaling"] = serde_json::Value::Array(lock(&signals.scaling).clone());
+        report["scaling_webhooks"] = serde_json::json!({
+            "sent": signals.webhooks_sent.load(Ordering::Relaxed),
+            "failed": signals.webhooks_failed.load(Ordering::Relaxed),
+        });
         (status, headers, Bytes::from(serde_json::to_vec_pretty(&report).unwrap_or_default()))
     }
 

@@ -18,6 +18,7 @@
 mod access_log;
 mod metrics;
 mod per_thread;
+pub mod scaling;
 mod state;
 
 use std::collections::VecDeque;
@@ -86,6 +87,11 @@ pub struct Signals {
     followers: AtomicUsize,
     /// What each thread keeps: its copy of the access log, and its latest records.
     mine: PerThread<Mine>,
+    /// Each `autoscaling` entry as its last evaluation left it (`status`).
+    pub(crate) scaling: Mutex<Vec<serde_json::Value>>,
+    /// Scaling signals posted to a webhook, and those it did not take.
+    pub(crate) webhooks_sent: AtomicU64,
+    pub(crate) webhooks_failed: AtomicU64,
 }
 
 /// What a thread keeps for itself (only it writes, so no lock is contended).
@@ -112,6 +118,9 @@ impl Signals {
             routing_log: tokio::sync::broadcast::Sender::new(ROUTING_LOG_QUEUE),
             followers: AtomicUsize::new(0),
             mine: PerThread::new(),
+            scaling: Mutex::new(Vec::new()),
+            webhooks_sent: AtomicU64::new(0),
+            webhooks_failed: AtomicU64::new(0),
         })
     }
 

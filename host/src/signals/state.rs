@@ -13,6 +13,19 @@ use prometheus_client::registry::Registry;
 use super::metrics::NodeLabels;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ScalingLabels {
+    entry: String,
+    node: String,
+    action: String,
+    metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct BreakerLabels {
     node: String,
     state: &'static str,
@@ -65,6 +78,7 @@ impl State {
             }
         }
         r.register("edge_router_node_breaker", "1 for the state the node's breaker is in", breaker);
+        self.scaling(&mut r);
         let cache = &self.status["cache_store"];
         for (name, key, help) in [
             ("edge_router_cache_hits", "hits", "Cache lookups that found an entry"),
@@ -85,5 +99,36 @@ impl State {
             r.register(name, help, gauge);
         }
         r
+    }
+
+    /// Each `autoscaling` entry: its signals, its metric's reading, and
+    /// whether its condition holds; and the webhooks' outcomes.
+    fn scaling(&self, r: &mut Registry) {
+        let signals = Family::<ScalingLabels, Counter<u64>>::default();
+        let value = Family::<ScalingLabels, Gauge<f64, AtomicU64>>::default();
+        let active = Family::<ScalingLabels, Gauge>::default();
+        for e in self.status["scaling"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            let labels = ScalingLabels {
+                entry: text("entry"),
+                node: text("node"),
+                action: text("action"),
+                metric: text("metric"),
+            };
+            signals.get_or_create(&labels).inc_by(e["signals"].as_u64().unwrap_or(0));
+            if let Some(v) = e["value"].as_f64() {
+                value.get_or_create(&labels).set(v);
+            }
+            active.get_or_create(&labels).set(i64::from(e["active"].as_bool().unwrap_or(false)));
+        }
+        r.register("edge_router_scaling_signals", "Scaling signals each autoscaling entry gave", signals);
+        r.register("edge_router_scaling_value", "The last reading of each autoscaling entry's metric", value);
+        r.register("edge_router_scaling_active", "1 while an autoscaling entry's condition holds", active);
+        let webhooks = Family::<OutcomeLabels, Counter<u64>>::default();
+        for outcome in ["sent", "failed"] {
+            let n = self.status["scaling_webhooks"][outcome].as_u64().unwrap_or(0);
+            webhooks.get_or_create(&OutcomeLabels { outcome }).inc_by(n);
+        }
+        r.register("edge_router_scaling_webhooks", "Scaling signals posted to a webhook, by outcome", webhooks);
     }
 }

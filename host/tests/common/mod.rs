@@ -44,6 +44,11 @@ impl EdgeBox {
 
     /// [`start_as`](Self::start_as), with `args` added to `serve`'s.
     pub fn start_with(name: &str, config: &str, args: &[&str]) -> Self {
+        Self::start_with_env(name, config, args, &[])
+    }
+
+    /// [`start_with`](Self::start_with), with `env` set for it too.
+    pub fn start_with_env(name: &str, config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(format!("edge-router-operators-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join(name);
@@ -56,6 +61,7 @@ impl EdgeBox {
             .args(args)
             .env("EDGE_ROUTER_ADMIN_TOKEN", TOKEN)
             .env("EDGE_ROUTER_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("edge-router starts");

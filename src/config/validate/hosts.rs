@@ -4,6 +4,25 @@
 use super::Validator;
 
 impl Validator<'_> {
+    /// A URL the edge box calls on its own (a node's `metrics_url`, a
+    /// webhook): `http://` or `https://` with a host, written out in full.
+    pub(super) fn http_url(&mut self, path: &str, written: &str) -> Option<String> {
+        let complaint = |why: &str| format!("`{written}` is not a usable URL: {why}");
+        let Ok(uri) = written.trim().parse::<http::Uri>() else {
+            self.err(path, complaint("write it as `http://host:port/path` or `https://host/path`"));
+            return None;
+        };
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            self.err(path, complaint("it must start with `http://` or `https://`"));
+            return None;
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            self.err(path, complaint("it has no host"));
+            return None;
+        }
+        Some(written.trim().to_string())
+    }
+
     pub(super) fn base_url(&mut self, path: &str, written: &str) -> String {
         let schemed;
         let host = if written.contains("://") || written.trim().is_empty() {
