@@ -28,11 +28,18 @@ for target in wasm32-unknown-unknown wasm32-wasip2; do
 done
 echo "== the official client SDKs the SDK tests drive (PyPI, pinned in tests/sdk/requirements.txt)"
 bash scripts/sdk-tools.sh
-echo "== unit, property and end-to-end tests, the SDK tests, and the load drill (bench/tests/drill.rs)"
+echo "== headless Chromium for the dashboard test (apt)"
+bash scripts/browser-tools.sh
+echo "== unit, property and end-to-end tests, the SDK tests, the dashboard in Chromium, and the load drill (bench/tests/drill.rs)"
 EDGE_ROUTER_MODULE="$PWD/target/wasm32-unknown-unknown/release/edge_router.wasm" \
   cargo test --locked --workspace
 echo "== the Cloudflare Workers build: lints, the upload wrangler would deploy, its size budget"
 bash scripts/worker-tools.sh
+echo "== the dashboard's chart library is uPlot as npm has it (package-lock.json)"
+for f in uPlot.iife.min.js uPlot.min.css; do
+  cmp node_modules/uplot/dist/$f host/dashboard/vendor/$f
+done
+cmp node_modules/uplot/LICENSE host/dashboard/vendor/uPlot.LICENSE
 cargo clippy --locked -p edge-router-worker --target wasm32-unknown-unknown -- -D warnings
 bash scripts/worker-bundle.sh
 echo "== the conformance scenarios and the Workers tests in workerd (Miniflare), against the fake origin"

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
+use crate::dashboard::{self, Sessions};
 use crate::proxy::{ReloadError, Shared};
 
 /// How long a drain lets responses run when no timeout is given.
@@ -57,6 +58,11 @@ impl AdminToken {
         let Some(token) = value.get(..7).filter(|p| p.eq_ignore_ascii_case(b"bearer ")).map(|_| &value[7..]) else {
             return false;
         };
+        self.matches(token)
+    }
+
+    /// Whether `token` is the admin token, compared in constant time.
+    fn matches(&self, token: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(token.trim_ascii()).into();
         bool::from(digest.ct_eq(&self.0))
     }
@@ -64,16 +70,17 @@ impl AdminToken {
 
 /// Serves the admin API on `listener` for as long as `shared` lives.
 pub async fn serve(shared: Weak<Shared>, listener: TcpListener, token: AdminToken) {
+    let sessions = Arc::new(Sessions::default());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let shared = shared.clone();
+        let (shared, sessions) = (shared.clone(), sessions.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(shared, token, req).await) }
+                let (shared, sessions) = (shared.clone(), sessions.clone());
+                async move { Ok::<_, std::convert::Infallible>(route(shared, token, &sessions, req).await) }
             });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
@@ -96,13 +103,19 @@ fn error(e: &RouterError, id: u64) -> Answer {
     reply(status, &headers, Bytes::from(body))
 }
 
-async fn route(shared: Weak<Shared>, token: AdminToken, req: Request<Incoming>) -> Answer {
-    // The token first: nothing else is told to a caller without it.
-    let admitted = token.admits(&req);
+async fn route(shared: Weak<Shared>, token: AdminToken, sessions: &Sessions, req: Request<Incoming>) -> Answer {
+    // The token first: nothing else is told to a caller without it. A
+    // dashboard session stands in for it to read, never to change.
+    let reads =
+        matches!((req.method(), req.uri().path()), (&Method::GET, "/admin/status" | "/admin/routing-log" | "/metrics"));
+    let admitted = token.admits(&req) || (reads && sessions.admits(req.headers()));
     let Some(shared) = shared.upgrade() else {
         return error(if admitted { &RouterError::ShuttingDown } else { &RouterError::AdminUnauthorized }, 0);
     };
     let id = shared.request_id();
+    if req.uri().path() == "/dashboard" || req.uri().path().starts_with("/dashboard/") {
+        return dashboard(token, sessions, req).await;
+    }
     if !admitted {
         return error(&RouterError::AdminUnauthorized, id);
     }
@@ -129,6 +142,7 @@ async fn route(shared: Weak<Shared>, token: AdminToken, req: Request<Incoming>) 
         (&Method::POST, ["admin", "reload"]) => reload_config(&shared).await,
         (&Method::POST, ["admin", "reload", "module"]) => reload(&shared).await,
         (&Method::POST, ["admin", "cache", "purge"]) => purge(&shared, &body),
+        (&Method::POST, ["admin", "dashboard", "link"]) => dashboard_link(sessions),
         _ => Err(RouterError::NotFound(format!("no admin endpoint {method} /{}", path.join("/")))),
     };
     answer.unwrap_or_else(|e| error(&e, id))
@@ -287,4 +301,85 @@ fn routing_log(shared: &Arc<Shared>, query: Option<&str>) -> Result<Answer, Rout
         }
     }
     Ok(response)
+}
+
+/// `POST /admin/dashboard/link`: a link that opens the dashboard once,
+/// within a minute, without typing the token (`edge-router dashboard`).
+fn dashboard_link(sessions: &Sessions) -> Result<Answer, RouterError> {
+    let code = sessions.link().map_err(|e| RouterError::Internal(format!("{e:#}")))?;
+    let body = serde_json::json!({
+        "path": format!("/dashboard/login?code={code}"),
+        "expires_in_s": dashboard::LINK_LIFETIME.as_secs(),
+    });
+    Ok(reply(200, &[Header::new("content-type", "application/json")], Bytes::from(body.to_string())))
+}
+
+/// The dashboard's pages: the page itself for the token or a session, the
+/// login page otherwise, and the files the pages load (the same for
+/// everyone: they hold no data).
+async fn dashboard(token: AdminToken, sessions: &Sessions, req: Request<Incoming>) -> Answer {
+    let html = "text/html; charset=utf-8";
+    let admitted = token.admits(&req) || sessions.admits(req.headers());
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let method = req.method().clone();
+    let name = req.uri().path().strip_prefix("/dashboard").unwrap_or_default().trim_matches('/').to_string();
+    match (&method, name.as_str()) {
+        (&Method::GET, "") if admitted => page(200, html, dashboard::index().into(), None),
+        (&Method::GET, "") => page(401, html, dashboard::login_page(None), None),
+        (&Method::GET, "login") => {
+            let code = query.split('&').find_map(|p| p.strip_prefix("code="));
+            match code {
+                None => page(200, html, dashboard::login_page(None), None),
+                Some(code) if sessions.redeem(code) => logged_in(sessions),
+                Some(_) => {
+                    let why = "That link has expired or was used already: run `edge-router dashboard` for another.";
+                    page(401, html, dashboard::login_page(Some(why)), None)
+                }
+            }
+        }
+        (&Method::POST, "login") => {
+            let body = Limited::new(req.into_body(), 4 << 10).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            match dashboard::form_token(&body) {
+                Some(t) if token.matches(t.as_bytes()) => logged_in(sessions),
+                _ => {
+                    // A wrong guess costs the guesser time.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    page(401, html, dashboard::login_page(Some("That is not the admin token.")), None)
+                }
+            }
+        }
+        (&Method::GET, file) => match dashboard::asset(file) {
+            Some((kind, body)) => page(200, kind, body.into(), None),
+            None => page(404, "text/plain; charset=utf-8", format!("no dashboard file `{file}`"), None),
+        },
+        _ => page(405, "text/plain; charset=utf-8", format!("the dashboard does not take {method}"), None),
+    }
+}
+
+/// A new session: its cookie, and on to the dashboard.
+fn logged_in(sessions: &Sessions) -> Answer {
+    match sessions.open() {
+        Ok(secret) => page(303, "text/plain; charset=utf-8", String::new(), Some(Sessions::set_cookie(&secret))),
+        Err(e) => error(&RouterError::Internal(format!("{e:#}")), 0),
+    }
+}
+
+/// A dashboard answer: a page or file that no other site may frame or
+/// script, that is not cached, and whose URL (a one-time link) is not sent
+/// on as a referrer. With a cookie, it is a redirect to the dashboard.
+fn page(status: u16, kind: &str, body: String, cookie: Option<String>) -> Answer {
+    let mut response = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, kind)
+        .header(http::header::CONTENT_SECURITY_POLICY, dashboard::CSP)
+        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(http::header::X_FRAME_OPTIONS, "DENY")
+        .header(http::header::REFERRER_POLICY, "no-referrer")
+        .header(http::header::CACHE_CONTROL, "no-store");
+    if let Some(cookie) = cookie {
+        response = response.header(http::header::SET_COOKIE, cookie).header(http::header::LOCATION, "/dashboard");
+    }
+    response
+        .body(Full::new(Bytes::from(body)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod dashboard;
 pub mod demo;
 pub mod module;
 pub mod origins;

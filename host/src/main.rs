@@ -117,6 +117,11 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print a link that opens the dashboard in a browser, once, within a minute (no token to type).
+    Dashboard {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Drop cached answers: by key prefix (`ai/<tenant>/`), by the node that answered, or all.
     Purge {
         /// Only keys starting with this.
@@ -189,6 +194,14 @@ fn main() -> ExitCode {
             admin_call(&admin, "POST", "/admin/cache/purge", Some(body))
                 .map(|r| println!("purged {} cache entries", r["purged"]))
         }
+        Command::Dashboard { admin } => admin_call(&admin, "POST", "/admin/dashboard/link", None).map(|r| {
+            let path = r["path"].as_str().unwrap_or("/dashboard");
+            println!("{}{path}", admin.admin.trim_end_matches('/'));
+            eprintln!(
+                "open it within {} s; it works once and leaves the browser logged in for 12 hours",
+                r["expires_in_s"]
+            );
+        }),
         Command::RoutingLog { follow, node, rule, json, admin } => routing_log(&admin, follow, node, rule, json),
         Command::Reload { module: true, admin } => admin_call(&admin, "POST", "/admin/reload/module", None)
             .map(|r| println!("reloaded the router module from {}", r["reloaded"].as_str().unwrap_or("?"))),
