@@ -28,8 +28,8 @@ for target in wasm32-unknown-unknown wasm32-wasip2; do
 done
 echo "== the official client SDKs the SDK tests drive (PyPI, pinned in tests/sdk/requirements.txt)"
 bash scripts/sdk-tools.sh
-echo "== headless Chromium for the dashboard test (apt)"
-bash scripts/browser-tools.sh
+echo "== headless Chromium and Prometheus for the operations tests (apt)"
+bash scripts/ops-tools.sh
 echo "== unit, property and end-to-end tests, the SDK tests, the dashboard in Chromium, and the load drill (bench/tests/drill.rs)"
 EDGE_ROUTER_MODULE="$PWD/target/wasm32-unknown-unknown/release/edge_router.wasm" \
   cargo test --locked --workspace

@@ -200,6 +200,52 @@ function nodeRow(node, color) {
   return tr;
 }
 
+// ---------- scaling signals (the router signals; it never owns instances)
+
+const SCALING_SIGN = { scale_out: '>', scale_in: '<' }; // the direction the metric must pass the threshold
+
+const count = (v) => (isNum(v) ? String(v) : DASH);
+
+// "91.50 > 80": value, sign and threshold in three cells (the sign carries no data-field).
+function scalingRow(entry) {
+  const tr = el('tr');
+  tr.dataset.scaling = entry.entry;
+
+  const action = cell(null, 'action');
+  action.append(el('span', `badge action-${entry.action}`, text(entry.action)));
+
+  const metric = cell(text(entry.metric));
+  const value = cell(fixed(entry.value, 2), 'value', 'num');
+  if (entry.value == null && entry.unreadable) {
+    value.title = String(entry.unreadable);
+    metric.append(Object.assign(el('span', 'muted small unreadable', 'unreadable: ' + entry.unreadable), { title: String(entry.unreadable) }));
+  }
+  const sign = cell(SCALING_SIGN[entry.action] || '?', null, 'cmp muted');
+  const threshold = cell(isNum(entry.threshold) ? String(entry.threshold) : DASH, 'threshold');
+
+  const active = cell(null, 'active');
+  active.append(el('span', `badge ${entry.active ? 'scaling-active' : 'scaling-idle'}`, entry.active ? 'active' : 'idle'));
+
+  const at = entry.last_signal_at ? new Date(entry.last_signal_at) : null;
+  const last = cell(at ? clock(at) : DASH, null, 'mono');
+  if (entry.last_signal_at) last.title = String(entry.last_signal_at);
+
+  tr.append(cell(text(entry.entry), null, 'mono'), cell(text(entry.node)), action, metric,
+    value, sign, threshold, active, cell(count(entry.signals), 'signals', 'num'), last);
+  return tr;
+}
+
+// Hidden when the config has no usable autoscaling entries.
+function renderScaling(status) {
+  const entries = Array.isArray(status.scaling) ? status.scaling : [];
+  document.getElementById('scaling').hidden = entries.length === 0;
+  document.getElementById('scaling-rows').replaceChildren(...entries.map(scalingRow));
+  const hooks = status.scaling_webhooks || {};
+  byField('webhooks_sent').textContent = count(hooks.sent);
+  byField('webhooks_failed').textContent = count(hooks.failed);
+  byField('webhooks_failed').classList.toggle('failed', hooks.failed > 0);
+}
+
 // ---------- charts (uPlot)
 
 const charts = {};   // name -> { key, plot }; key changes (e.g. node set) force a rebuild
@@ -337,6 +383,7 @@ function render(status) {
   renderTiles(status);
   const nodes = status.nodes || [];
   document.getElementById('nodes').replaceChildren(...nodes.map((n, i) => nodeRow(n, PALETTE[i % PALETTE.length])));
+  renderScaling(status);
   document.body.dataset.loaded = '1';
   document.body.dataset.statusNowMs = String(status.now_ms);
   drawCharts(status); // each chart catches its own failures

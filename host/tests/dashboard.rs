@@ -1,5 +1,5 @@
 //! The dashboard in real headless Chromium (Debian's `chromium`, which
-//! `scripts/browser-tools.sh` installs): a box with traffic on a local, a
+//! `scripts/ops-tools.sh` installs): a box with traffic on a local, a
 //! cloud and an edge node; the page opened through a one-time link from
 //! `edge-router dashboard`; every number it shows compared with
 //! `status --json`; its charts drawn; and a screenshot kept as an artifact.
@@ -31,7 +31,10 @@ routing:
     - {{name: big, match: {{model: big}}, target: cloud-eu}}
     - {{name: tiny, match: {{model: tiny}}, target: edge-fra}}
 admin: {{listen: \"127.0.0.1:0\"}}
-monitoring: {{access_log: off}}
+monitoring: {{access_log: off, scaling: {{interval: 100ms}}}}
+autoscaling:
+  - {{node: gpu, metric: active_requests, threshold: 4, action: scale_out, max_instances: 3}}
+  - {{node: cloud-eu, metric: budget_usage, threshold: 1, action: scale_out}}
 "
     )
 }
@@ -54,6 +57,9 @@ async fn the_dashboard_shows_what_status_says_in_chromium() {
             let _ = resp.into_body().collect().await;
         }
     }
+    // The autoscaling entries are evaluated every 100 ms: a few rounds on
+    // the traffic's totals, so the status below and the page agree.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let status = edge_box.status();
     assert_eq!(status["cache_store"]["hits"], 2, "{status:#}");
 
@@ -95,7 +101,7 @@ fn chromium(flags: &[&str], url: &str) -> String {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("chromium runs (scripts/browser-tools.sh installs it)");
+        .expect("chromium runs (scripts/ops-tools.sh installs it)");
     let deadline = Instant::now() + Duration::from_secs(90);
     while child.try_wait().expect("chromium").is_none() {
         if Instant::now() > deadline {
@@ -186,6 +192,23 @@ fn check_numbers(dom: &str, status: &serde_json::Value) {
     let spent: f64 = nodes.iter().filter_map(|n| n["today"]["cost"].as_f64()).sum();
     assert!(spent > 0.0 && close(&page("spend_today"), spent, 4), "spend: page {} status {spent}", page("spend_today"));
     assert_eq!(page("requests_in_flight"), status["requests_in_flight"].to_string());
+    // Each autoscaling entry: the cloud node's spend is past 1% of its budget.
+    for entry in status["scaling"].as_array().expect("scaling") {
+        let label = entry["entry"].as_str().expect("entry");
+        let row = dom.find(&format!("data-scaling=\"{label}\"")).unwrap_or_else(|| panic!("no row for {label}"));
+        let field = |name: &str| text_after(dom, row, &format!("data-field=\"{name}\""));
+        assert_eq!(field("action"), entry["action"].as_str().expect("action"));
+        assert!(
+            close(&field("value"), entry["value"].as_f64().expect("a reading"), 2),
+            "{label} value {}",
+            field("value")
+        );
+        assert!(close(&field("threshold"), entry["threshold"].as_f64().expect("threshold"), 0));
+        assert_eq!(field("active"), if entry["active"] == true { "active" } else { "idle" });
+        assert_eq!(field("signals"), entry["signals"].to_string());
+    }
+    assert_eq!(status["scaling"][1]["signals"], 1, "{:#}", status["scaling"]);
+    assert_eq!(page("webhooks_sent"), status["scaling_webhooks"]["sent"].to_string());
     let sha = status["config"]["sha256"].as_str().expect("sha256");
     assert_eq!(page("config_sha"), sha[..12]);
     assert_eq!(page("generation"), status["config"]["generation"].to_string());
