@@ -7,7 +7,7 @@
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -16,14 +16,12 @@ SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 $SUDO apt-get update -q >/dev/null
 # The prometheus package would start its own service where there is an init
 # system: the tests run their own instance instead, so none is started here.
-made_policy=
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
   $SUDO chmod +x /usr/sbin/policy-rc.d
-  made_policy=1
+  trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-[ -z "$made_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
-for tool in chromium prometheus; do
+for tool in chromium prometheus promtool; do
   command -v $tool >/dev/null || { echo "ops-tools: apt installed $tool, but it is not on the PATH" >&2; exit 1; }
 done

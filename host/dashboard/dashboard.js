@@ -2,7 +2,7 @@
 // Data from clients (models, tenants, paths...) only ever goes into textContent.
 'use strict';
 
-const POLL_MS = 2000;          // /admin/status poll interval
+const POLL_MS = 2000;          // /dashboard/api/status poll interval
 const RECONNECT_MS = 2000;     // routing-log stream reconnect delay
 const HISTORY_S = 600;         // in-flight / latency charts keep 10 minutes
 const LOG_ROWS = 100;          // routing-log rows kept
@@ -391,7 +391,7 @@ function render(status) {
 
 async function pollStatus() {
   try {
-    const res = checkResponse(await fetch('/admin/status', FETCH_OPTS));
+    const res = checkResponse(await fetch('/dashboard/api/status', FETCH_OPTS));
     render(await res.json());
     setError('status', null);
   } catch (err) {
@@ -457,13 +457,13 @@ function addLogLine(line) {
 async function followLog() {
   const state = document.getElementById('log-state');
   try {
-    const recent = await (checkResponse(await fetch('/admin/routing-log?recent=1', FETCH_OPTS))).text();
+    const recent = await (checkResponse(await fetch('/dashboard/api/routing-log?recent=1', FETCH_OPTS))).text();
     const lines = recent.split('\n').filter((l) => l.trim());
     const timeOf = (l) => { try { return JSON.parse(l).time || ''; } catch { return ''; } };
     if (lines.length > 1 && timeOf(lines[0]) > timeOf(lines[lines.length - 1])) lines.reverse();
     lines.forEach(addLogLine);
 
-    const res = checkResponse(await fetch('/admin/routing-log', FETCH_OPTS));
+    const res = checkResponse(await fetch('/dashboard/api/routing-log', FETCH_OPTS));
     setError('log', null);
     state.textContent = '· live';
     const reader = res.body.getReader();

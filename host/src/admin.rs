@@ -1,10 +1,15 @@
-//! The admin API: a separate listener (`admin.listen`) for operators and
-//! the `edge-router status | set-weight | drain | undrain` commands.
+//! The admin API: a separate listener (`admin.listen`) for operators, the
+//! `edge-router status | set-weight | drain | ...` commands, Prometheus and
+//! the dashboard.
 //!
 //! Every request must carry `Authorization: Bearer <token>`, the token being
 //! the value of the environment variable `admin.token_env`. The presented
 //! token's SHA-256 is compared with the expected one in constant time;
-//! anything else gets 401. The token is never logged or echoed. See
+//! anything else gets 401, after a delay that refusals wait out one at a
+//! time. The token is never logged or echoed. The exceptions are the
+//! dashboard's (`dashboard.rs`): its login page and static files are
+//! anyone's, and its session cookie reads what the page reads, at
+//! `/dashboard/api/status` and `/dashboard/api/routing-log`. See
 //! `docs/admin.md`.
 
 use std::sync::{Arc, Weak};
@@ -20,7 +25,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -68,22 +73,64 @@ impl AdminToken {
     }
 }
 
+/// Admin connections open at once; more are closed as they come.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a caller may take to send a request's head, or its body.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a wrong token costs: refusals are made one at a time, this long
+/// each, so guesses go at two a second however many are sent at once.
+const REFUSAL_DELAY: Duration = Duration::from_millis(500);
+
+/// Who may in: the dashboard's sessions, and the queue refusals wait in.
+#[derive(Default)]
+struct Gate {
+    sessions: Sessions,
+    refusals: tokio::sync::Mutex<()>,
+}
+
+impl Gate {
+    /// Waits out a refusal's delay, behind every other refusal.
+    async fn refuse(&self) {
+        let _turn = self.refusals.lock().await;
+        tokio::time::sleep(REFUSAL_DELAY).await;
+    }
+}
+
 /// Serves the admin API on `listener` for as long as `shared` lives.
 pub async fn serve(shared: Weak<Shared>, listener: TcpListener, token: AdminToken) {
-    let sessions = Arc::new(Sessions::default());
+    let gate = Arc::new(Gate::default());
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (shared, sessions) = (shared.clone(), sessions.clone());
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!("admin connection from {peer} closed: {MAX_CONNECTIONS} are open already");
+            continue;
+        };
+        let (shared, gate) = (shared.clone(), gate.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let (shared, sessions) = (shared.clone(), sessions.clone());
-                async move { Ok::<_, std::convert::Infallible>(route(shared, token, &sessions, req).await) }
+                let (shared, gate) = (shared.clone(), gate.clone());
+                async move { Ok::<_, std::convert::Infallible>(route(shared, token, &gate, req).await) }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
         });
+    }
+}
+
+/// A request's body, up to `limit` bytes, within `READ_TIMEOUT`.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, String> {
+    match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, limit).collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) => Err(format!("the request body could not be read: {e}")),
+        Err(_) => Err(format!("the request body did not come within {READ_TIMEOUT:?}")),
     }
 }
 
@@ -103,28 +150,33 @@ fn error(e: &RouterError, id: u64) -> Answer {
     reply(status, &headers, Bytes::from(body))
 }
 
-async fn route(shared: Weak<Shared>, token: AdminToken, sessions: &Sessions, req: Request<Incoming>) -> Answer {
+async fn route(shared: Weak<Shared>, token: AdminToken, gate: &Gate, req: Request<Incoming>) -> Answer {
     // The token first: nothing else is told to a caller without it. A
-    // dashboard session stands in for it to read, never to change.
-    let reads =
-        matches!((req.method(), req.uri().path()), (&Method::GET, "/admin/status" | "/admin/routing-log" | "/metrics"));
-    let admitted = token.admits(&req) || (reads && sessions.admits(req.headers()));
+    // dashboard session stands in for it only to read the two things the
+    // page reads, at their own paths (which its cookie is scoped to).
+    let session_read = req.method() == Method::GET
+        && matches!(req.uri().path(), "/dashboard/api/status" | "/dashboard/api/routing-log");
+    let admitted = token.admits(&req) || (session_read && gate.sessions.admits(req.headers()));
     let Some(shared) = shared.upgrade() else {
         return error(if admitted { &RouterError::ShuttingDown } else { &RouterError::AdminUnauthorized }, 0);
     };
     let id = shared.request_id();
-    if req.uri().path() == "/dashboard" || req.uri().path().starts_with("/dashboard/") {
-        return dashboard(token, sessions, req).await;
+    let target = req.uri().path();
+    if !session_read && (target == "/dashboard" || target.starts_with("/dashboard/")) {
+        return dashboard(token, gate, req).await;
     }
     if !admitted {
+        gate.refuse().await;
         return error(&RouterError::AdminUnauthorized, id);
     }
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
-    let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_string).collect();
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(&RouterError::BadRequest(format!("the request body could not be read: {e}")), id),
+    let target =
+        target.strip_prefix("/dashboard/api/").map_or_else(|| target.to_string(), |api| format!("/admin/{api}"));
+    let path: Vec<String> = target.trim_matches('/').split('/').map(str::to_string).collect();
+    let body = match read_body(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(why) => return error(&RouterError::BadRequest(why), id),
     };
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     let answer = match (&method, path.as_slice()) {
@@ -142,7 +194,7 @@ async fn route(shared: Weak<Shared>, token: AdminToken, sessions: &Sessions, req
         (&Method::POST, ["admin", "reload"]) => reload_config(&shared).await,
         (&Method::POST, ["admin", "reload", "module"]) => reload(&shared).await,
         (&Method::POST, ["admin", "cache", "purge"]) => purge(&shared, &body),
-        (&Method::POST, ["admin", "dashboard", "link"]) => dashboard_link(sessions),
+        (&Method::POST, ["admin", "dashboard", "link"]) => dashboard_link(&gate.sessions),
         _ => Err(RouterError::NotFound(format!("no admin endpoint {method} /{}", path.join("/")))),
     };
     answer.unwrap_or_else(|e| error(&e, id))
@@ -317,8 +369,9 @@ fn dashboard_link(sessions: &Sessions) -> Result<Answer, RouterError> {
 /// The dashboard's pages: the page itself for the token or a session, the
 /// login page otherwise, and the files the pages load (the same for
 /// everyone: they hold no data).
-async fn dashboard(token: AdminToken, sessions: &Sessions, req: Request<Incoming>) -> Answer {
+async fn dashboard(token: AdminToken, gate: &Gate, req: Request<Incoming>) -> Answer {
     let html = "text/html; charset=utf-8";
+    let sessions = &gate.sessions;
     let admitted = token.admits(&req) || sessions.admits(req.headers());
     let query = req.uri().query().unwrap_or_default().to_string();
     let method = req.method().clone();
@@ -332,18 +385,18 @@ async fn dashboard(token: AdminToken, sessions: &Sessions, req: Request<Incoming
                 None => page(200, html, dashboard::login_page(None), None),
                 Some(code) if sessions.redeem(code) => logged_in(sessions),
                 Some(_) => {
+                    gate.refuse().await;
                     let why = "That link has expired or was used already: run `edge-router dashboard` for another.";
                     page(401, html, dashboard::login_page(Some(why)), None)
                 }
             }
         }
         (&Method::POST, "login") => {
-            let body = Limited::new(req.into_body(), 4 << 10).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = read_body(req.into_body(), 4 << 10).await.unwrap_or_default();
             match dashboard::form_token(&body) {
                 Some(t) if token.matches(t.as_bytes()) => logged_in(sessions),
                 _ => {
-                    // A wrong guess costs the guesser time.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    gate.refuse().await;
                     page(401, html, dashboard::login_page(Some("That is not the admin token.")), None)
                 }
             }

@@ -8,10 +8,14 @@
 //! A browser cannot send the admin token as a header when it opens a page,
 //! so the token (typed into the login form) or a one-time link (from
 //! `edge-router dashboard`) is exchanged for a session cookie. The cookie is
-//! `HttpOnly` and `SameSite=Strict`, lasts 12 hours, and admits reads only
-//! (`GET` of the page, `/admin/status`, `/admin/routing-log` and
-//! `/metrics`): anything that changes the router still takes the token, so
-//! a page elsewhere cannot make a logged-in browser change it.
+//! `HttpOnly`, lasts 12 hours, is sent only to `/dashboard` paths (not to
+//! the proxy's port on the same host, nor to the rest of the admin API),
+//! and admits reads only: the page, and `GET /dashboard/api/status` and
+//! `/dashboard/api/routing-log` (the status report and the routing log).
+//! Anything that changes the router still takes the token, so a page
+//! elsewhere cannot make a logged-in browser change it; and no other site
+//! can read what the cookie admits (no CORS), which is why it may be
+//! `SameSite=Lax`: a one-time link opened from a chat window still logs in.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -86,15 +90,17 @@ impl Sessions {
         links.remove(&digest(code)).is_some_and(|expires| expires > Instant::now())
     }
 
-    /// Whether the request's cookie holds a live session.
+    /// Whether one of the request's session cookies holds a live session
+    /// (another service on the host may have set one of the same name).
     pub fn admits(&self, headers: &http::HeaderMap) -> bool {
-        let Some(secret) = cookie(headers, COOKIE) else { return false };
-        crate::lock(&self.sessions).get(&digest(secret)).is_some_and(|expires| *expires > Instant::now())
+        let sessions = crate::lock(&self.sessions);
+        let now = Instant::now();
+        cookies(headers, COOKIE).any(|secret| sessions.get(&digest(secret)).is_some_and(|expires| *expires > now))
     }
 
     /// The `Set-Cookie` value for a session secret.
     pub fn set_cookie(secret: &str) -> String {
-        format!("{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_LIFETIME.as_secs())
+        format!("{COOKIE}={secret}; Path=/dashboard; HttpOnly; SameSite=Lax; Max-Age={}", SESSION_LIFETIME.as_secs())
     }
 }
 
@@ -120,15 +126,15 @@ fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+/// The values of cookie `name` in the request's `Cookie` headers.
+fn cookies<'a>(headers: &'a http::HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
+        .filter(move |(n, _)| *n == name)
         .map(|(_, v)| v.trim())
 }
 
@@ -151,6 +157,10 @@ mod tests {
         let secret = sessions.open().expect("session");
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::COOKIE, format!("theme=dark; {COOKIE}={secret}").parse().expect("header"));
+        assert!(sessions.admits(&headers));
+        // A cookie of the same name set by another service does not shadow it.
+        let both = format!("{COOKIE}=planted; {COOKIE}={secret}");
+        headers.insert(http::header::COOKIE, both.parse().expect("header"));
         assert!(sessions.admits(&headers));
         headers.insert(http::header::COOKIE, format!("{COOKIE}={}", "0".repeat(64)).parse().expect("header"));
         assert!(!sessions.admits(&headers));

@@ -7,8 +7,8 @@
 //! scales. See `docs/operations.md`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,22 +20,30 @@ use crate::signals::scaling::{Scaler, Signal, Source, entries, observed};
 
 /// The largest metrics page read from a node.
 const MAX_METRICS_PAGE: usize = 8 << 20;
-/// The longest a node's metrics page may take.
+/// The longest a node's metrics page may take, at most.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first wait between webhook attempts; each next one doubles it.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Signals being delivered at once; one more is not sent, and counts as failed.
+const MAX_DELIVERIES: usize = 64;
 
-/// Starts the evaluation; it runs for as long as `shared` does, and follows
+/// Starts the evaluation; it runs until the box shuts down, and follows
 /// reloads (entries that remain keep what they saw).
 pub fn start(shared: &Arc<Shared>) -> anyhow::Result<()> {
     let client = crate::origins::client(Duration::from_secs(5))?;
     let weak = Arc::downgrade(shared);
-    let seed = shared.request_id();
+    let mut seed = [0u8; 8];
+    getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("no randomness for the signals' ids: {e}"))?;
+    let deliveries = Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES));
+    let epoch = tokio::time::Instant::now();
     tokio::spawn(async move {
-        let mut scaler = Scaler::new(Vec::new(), seed);
+        let mut scaler = Scaler::new(u64::from_le_bytes(seed));
         let mut generation = None;
         loop {
-            let Some(shared) = weak.upgrade() else { break };
+            let Some(shared) = weak.upgrade().filter(|s| !s.signals.scaling_stopped.load(Ordering::Relaxed)) else {
+                break;
+            };
+            let now_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
             let current = shared.generation();
             if generation != Some(current.number) {
                 generation = Some(current.number);
@@ -49,23 +57,32 @@ pub fn start(shared: &Arc<Shared>) -> anyhow::Result<()> {
                         "monitoring.scaling.webhook_token_env: {var} is not set; webhooks go without a token"
                     );
                 }
-                scaler.replace(usable);
+                scaler.replace(usable, now_ms);
+                *crate::lock(&shared.signals.scaling) = scaler.report();
             }
             let interval = current.config.monitoring.scaling.interval.0;
+            drop(shared);
             if !scaler.entries.is_empty() {
-                evaluate(&shared, &client, &mut scaler).await;
+                let signals = evaluate(&weak, &client, &mut scaler, now_ms, interval).await;
+                send(&weak, &client, &deliveries, &current.config, signals);
             }
-            drop((shared, current));
+            drop(current);
             tokio::time::sleep(interval).await;
         }
     });
     Ok(())
 }
 
-/// One evaluation: every entry's metric read, compared, and its signals sent.
-async fn evaluate(shared: &Arc<Shared>, client: &OriginClient, scaler: &mut Scaler) {
-    let (_, _, body) = shared.status();
-    let status: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+/// One evaluation: every entry's metric read and compared; the signals to send.
+async fn evaluate(
+    shared: &Weak<Shared>,
+    client: &OriginClient,
+    scaler: &mut Scaler,
+    now_ms: u64,
+    interval: Duration,
+) -> Vec<Signal> {
+    let Some(status) = shared.upgrade().map(|s| s.status().2) else { return Vec::new() };
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap_or_default();
     let nodes: HashMap<&str, &serde_json::Value> = status["nodes"]
         .as_array()
         .map(Vec::as_slice)
@@ -73,63 +90,109 @@ async fn evaluate(shared: &Arc<Shared>, client: &OriginClient, scaler: &mut Scal
         .iter()
         .filter_map(|n| Some((n["id"].as_str()?, n)))
         .collect();
-    // Each node's page is read once, however many entries read it.
-    let mut pages: HashMap<String, Result<String, String>> = HashMap::new();
+    // Each node's page is read once however many entries read it, all at
+    // once, within the interval (and a second at least).
+    let timeout = interval.clamp(Duration::from_secs(1), SCRAPE_TIMEOUT);
+    let mut scrapes = tokio::task::JoinSet::new();
+    let mut urls: Vec<&String> = Vec::new();
     for e in &scaler.entries {
         if let Source::Node { url, .. } = &e.source
-            && !pages.contains_key(url)
+            && !urls.contains(&url)
         {
-            pages.insert(url.clone(), scrape(client, url).await);
+            urls.push(url);
+            let (client, url) = (client.clone(), url.clone());
+            scrapes.spawn(async move {
+                let page = tokio::time::timeout(timeout, scrape(&client, &url)).await;
+                let page = page.unwrap_or_else(|_| Err(format!("{} took over {timeout:?}", shown(&url))));
+                (url, page)
+            });
         }
     }
-    let now_ms = crate::proxy::now_ms();
-    let signals = scaler.step(now_ms, |e| match &e.source {
+    let pages: HashMap<String, Result<String, String>> = scrapes.join_all().await.into_iter().collect();
+    let signals = scaler.step(now_ms, crate::proxy::now_ms(), |e| match &e.source {
         Source::Router(metric) => match nodes.get(e.node.as_str()) {
             Some(node) => observed(*metric, node),
             None => Err("the node is not in the status report".into()),
         },
         Source::Node { url, series } => match pages.get(url) {
-            Some(Ok(page)) => series.read(page).ok_or_else(|| format!("{url} has no sample of {series}")),
+            Some(Ok(page)) => series.read(page).ok_or_else(|| format!("{} has no sample of {series}", shown(url))),
             Some(Err(why)) => Err(why.clone()),
             None => Err("not read".into()),
         },
     });
-    *crate::lock(&shared.signals.scaling) = scaler.entries.iter().map(|e| e.report()).collect();
-    let config = shared.generation().config.clone();
+    if let Some(shared) = shared.upgrade() {
+        *crate::lock(&shared.signals.scaling) = scaler.report();
+    }
+    signals
+}
+
+/// Logs each signal and posts it to its webhook, if it has one.
+fn send(
+    shared: &Weak<Shared>,
+    client: &OriginClient,
+    deliveries: &Arc<tokio::sync::Semaphore>,
+    config: &edge_router::RouterConfig,
+    signals: Vec<Signal>,
+) {
+    let s = &config.monitoring.scaling;
     for signal in signals {
         tracing::warn!("{}", signal.line());
         let Some(url) = signal.entry.webhook.clone() else { continue };
-        let s = &config.monitoring.scaling;
+        let count = |shared: &Weak<Shared>, delivered: bool| {
+            if let Some(shared) = shared.upgrade() {
+                let signals = &shared.signals;
+                let counter = if delivered { &signals.webhooks_sent } else { &signals.webhooks_failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let Ok(permit) = deliveries.clone().try_acquire_owned() else {
+            tracing::error!(
+                "scaling signal {}: not posted to {}: {MAX_DELIVERIES} signals are being delivered already",
+                signal.id,
+                shown(&url)
+            );
+            count(shared, false);
+            continue;
+        };
         let token = s.webhook_token_env.as_ref().and_then(|v| std::env::var(v).ok());
         let delivery = Delivery { url, token, timeout: s.webhook_timeout.0, retries: s.webhook_retries };
-        let (client, shared) = (client.clone(), Arc::downgrade(shared));
+        let (client, shared) = (client.clone(), shared.clone());
         let body = Bytes::from(signal.json(&config.name).to_string());
         tokio::spawn(async move {
             let delivered = delivery.send(&client, &signal, body).await;
-            if let Some(shared) = shared.upgrade() {
-                let counter = if delivered { &shared.signals.webhooks_sent } else { &shared.signals.webhooks_failed };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
+            count(&shared, delivered);
+            drop(permit);
         });
+    }
+}
+
+/// A URL as logs and `status` show it: its scheme and host, not its path,
+/// query or credentials, which a webhook's URL may carry as its secret.
+fn shown(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => {
+            let host = uri.authority().map(|a| a.as_str().rsplit('@').next().unwrap_or_default()).unwrap_or_default();
+            let more = if uri.path_and_query().is_some_and(|p| p.as_str() != "/") { "/…" } else { "" };
+            format!("{}://{host}{more}", uri.scheme_str().unwrap_or("http"))
+        }
+        Err(_) => "(a URL)".into(),
     }
 }
 
 /// A node's metrics page, or why it could not be read.
 async fn scrape(client: &OriginClient, url: &str) -> Result<String, String> {
+    let at = shown(url);
     let request = http::Request::get(url)
         .header(http::header::ACCEPT, "text/plain;version=0.0.4")
         .body(empty())
-        .map_err(|e| format!("{url} is not a URL to ask: {e}"))?;
-    let read = async {
-        let response = client.request(request).await.map_err(|e| format!("{url} did not answer: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url} answered {}", response.status()));
-        }
-        let body = Limited::new(response.into_body(), MAX_METRICS_PAGE).collect().await;
-        let body = body.map_err(|e| format!("{url}: the page could not be read (or passed 8 MiB): {e}"))?;
-        String::from_utf8(body.to_bytes().to_vec()).map_err(|_| format!("{url}: the page is not UTF-8"))
-    };
-    tokio::time::timeout(SCRAPE_TIMEOUT, read).await.unwrap_or_else(|_| Err(format!("{url} took over 10 s")))
+        .map_err(|e| format!("{at} is not a URL to ask: {e}"))?;
+    let response = client.request(request).await.map_err(|e| format!("{at} did not answer: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{at} answered {}", response.status()));
+    }
+    let body = Limited::new(response.into_body(), MAX_METRICS_PAGE).collect().await;
+    let body = body.map_err(|e| format!("{at}: the page could not be read (or passed 8 MiB): {e}"))?;
+    String::from_utf8(body.to_bytes().into()).map_err(|_| format!("{at}: the page is not UTF-8"))
 }
 
 fn empty() -> ProxyBody {
@@ -163,7 +226,11 @@ impl Delivery {
                 request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
             }
             let Ok(request) = request.body(Full::new(body.clone()).map_err(|never| match never {}).boxed()) else {
-                tracing::error!("scaling signal {}: the webhook URL {} cannot be asked", signal.id, self.url);
+                tracing::error!(
+                    "scaling signal {}: no request can be made for the webhook {}",
+                    signal.id,
+                    shown(&self.url)
+                );
                 return false;
             };
             let outcome = tokio::time::timeout(self.timeout, async {
@@ -180,7 +247,7 @@ impl Delivery {
                     tracing::error!(
                         "scaling signal {}: the webhook {} refused it with {status}; not retried",
                         signal.id,
-                        self.url
+                        shown(&self.url)
                     );
                     return false;
                 }
@@ -189,14 +256,24 @@ impl Delivery {
                 Err(_) => format!("gave no answer within {:?}", self.timeout),
             };
             let next = if attempt < self.retries { format!("; trying again in {backoff:?}") } else { String::new() };
-            tracing::warn!("scaling signal {}: the webhook {} {why}{next}", signal.id, self.url);
+            tracing::warn!("scaling signal {}: the webhook {} {why}{next}", signal.id, shown(&self.url));
         }
         tracing::error!(
             "scaling signal {}: the webhook {} did not take it after {} attempts",
             signal.id,
-            self.url,
+            shown(&self.url),
             self.retries + 1
         );
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_shown_without_what_may_be_secret() {
+        assert_eq!(super::shown("https://hooks.example.com/services/T0/B0/s3cret"), "https://hooks.example.com/…");
+        assert_eq!(super::shown("http://user:pw@10.0.0.5:9100/metrics?x=1"), "http://10.0.0.5:9100/…");
+        assert_eq!(super::shown("http://10.0.0.5:9100"), "http://10.0.0.5:9100");
     }
 }

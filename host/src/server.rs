@@ -115,6 +115,10 @@ impl ServerHandle {
     /// Stops accepting, lets in-flight requests and streams run for up to
     /// `grace`, then closes what is left. Returns when done.
     pub async fn shutdown(mut self, grace: Duration) {
+        // As requests drain, the nodes look idle: that is no reason to scale in.
+        if let Some(shared) = self.shared.upgrade() {
+            shared.signals.scaling_stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some((_, admin)) = self.admin.take() {
             admin.abort();
         }

@@ -57,10 +57,14 @@ async fn the_dashboard_shows_what_status_says_in_chromium() {
             let _ = resp.into_body().collect().await;
         }
     }
-    // The autoscaling entries are evaluated every 100 ms: a few rounds on
-    // the traffic's totals, so the status below and the page agree.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = edge_box.status();
+    // The autoscaling entries are evaluated every 100 ms: once the cloud
+    // node's spend has made its entry signal, the status below and the page agree.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut status = edge_box.status();
+    while status["scaling"][1]["signals"] != 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = edge_box.status();
+    }
     assert_eq!(status["cache_store"]["hits"], 2, "{status:#}");
 
     let dom = chromium(&["--dump-dom"], &link(&edge_box));
@@ -237,23 +241,31 @@ async fn a_login_buys_a_cookie_that_reads_and_never_changes() {
     assert_eq!(status, 303);
     assert_eq!(headers.get("location").and_then(|v| v.to_str().ok()), Some("/dashboard"));
     let set = headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("a cookie").to_string();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/dashboard;"), "{set}");
     let cookie = set.split(';').next().expect("name=value").to_string();
 
     let (status, _, body) = call(&c, "GET", &format!("{admin}/dashboard"), Some(&cookie), "").await;
     assert!(status == 200 && body.contains("data-chart=\"routing\""), "{status}");
-    let (status, _, body) = call(&c, "GET", &format!("{admin}/admin/status"), Some(&cookie), "").await;
+    let (status, _, body) = call(&c, "GET", &format!("{admin}/dashboard/api/status"), Some(&cookie), "").await;
     assert!(status == 200 && body.contains("\"dashboard-test\""), "{status}");
-    let (status, _, _) = call(&c, "GET", &format!("{admin}/metrics"), Some(&cookie), "").await;
-    assert_eq!(status, 200);
-    for (method, path) in
-        [("POST", "/admin/reload"), ("POST", "/admin/nodes/gpu/drain"), ("POST", "/admin/dashboard/link")]
-    {
+    let log = format!("{admin}/dashboard/api/routing-log?recent=1");
+    assert_eq!(call(&c, "GET", &log, Some(&cookie), "").await.0, 200);
+    let (status, _, _) = call(&c, "GET", &format!("{admin}/dashboard/api/status"), None, "").await;
+    assert_eq!(status, 401, "the page's API takes the session");
+    for (method, path) in [
+        ("GET", "/admin/status"),
+        ("GET", "/metrics"),
+        ("GET", "/dashboard/api/metrics"),
+        ("POST", "/dashboard/api/status"),
+        ("POST", "/admin/reload"),
+        ("POST", "/admin/nodes/gpu/drain"),
+        ("POST", "/admin/dashboard/link"),
+    ] {
         let (status, _, _) = call(&c, method, &format!("{admin}{path}"), Some(&cookie), "{}").await;
-        assert_eq!(status, 401, "{method} {path} takes the token, not the cookie");
+        assert!(matches!(status, 401 | 404 | 405), "{method} {path} takes the token, not the cookie: {status}");
     }
-    let (status, _, _) =
-        call(&c, "GET", &format!("{admin}/admin/status"), Some("edge_router_session=forged"), "").await;
+    let forged = "edge_router_session=forged";
+    let (status, _, _) = call(&c, "GET", &format!("{admin}/dashboard/api/status"), Some(forged), "").await;
     assert_eq!(status, 401);
 
     // A link works once.

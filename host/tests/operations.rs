@@ -430,7 +430,7 @@ fn documented_scrape_job(admin: &str, token_file: &std::path::Path) -> String {
 async fn a_real_prometheus_scrapes_the_box_as_the_docs_say() {
     let origin = FakeOrigin::start("gpu", Script::default()).await.expect("start");
     let config = format!(
-        "admin: {{listen: \"127.0.0.1:0\"}}\nmonitoring: {{access_log: off}}\nnodes:\n  - {{id: gpu, type: local, host: \"{}\", models: [m]}}\n",
+        "admin: {{listen: \"127.0.0.1:0\"}}\nmonitoring: {{access_log: off}}\nnodes:\n  - {{id: gpu, type: local, host: \"{}\", models: [m]}}\nautoscaling:\n  - {{node: gpu, metric: active_requests, threshold: 100, action: scale_out}}\n",
         origin.url()
     );
     let edge = EdgeBox::start_as("prometheus.yaml", &config);
@@ -438,8 +438,17 @@ async fn a_real_prometheus_scrapes_the_box_as_the_docs_say() {
     for _ in 0..4 {
         assert_eq!(send(&client, &edge.addr, "DE", "m", false, None).await, 200);
     }
-    // The exposition passes Prometheus's own linter.
-    let (_, text) = scrape(&client, &edge.admin, TOKEN).await;
+    // The exposition passes Prometheus's own linter (the autoscaling entry's
+    // series among it, once evaluated).
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape(&client, &edge.admin, TOKEN).await.1;
+        if text.contains("edge_router_scaling_value{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("edge_router_scaling_value{"), "{text}");
     let mut lint = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -244,6 +244,16 @@ fn what_only_the_node_measures_is_read_from_its_metrics_url_or_warned_about() {
     for field in ["scaling.interval", "scaling.webhook:", "scaling.webhook_retries"] {
         assert!(err.contains(field), "{field} in {err}");
     }
+    let secret = seeing.replace("http://a:9100/metrics", "http://user:pw@a:9100/metrics");
+    assert!(load(&secret).unwrap_err().to_string().contains("credentials cannot go in it"));
+    let eager = format!("{seeing}monitoring: {{scaling: {{interval: 5m}}}}\n");
+    assert!(load(&eager).unwrap_err().to_string().contains("autoscaling[0].cooldown: must be at least"));
+    // Two series of the node are two things: their thresholds are not compared.
+    let queue = "  - {node: a, metric: queue, series: 'vllm:num_requests_waiting', threshold: 90, action: scale_in}\n";
+    let two = format!("{seeing}{queue}");
+    assert!(load(&two).is_ok(), "{:?}", load(&two).err().map(|e| e.to_string()));
+    let same = two.replace("metric: queue, series: 'vllm:num_requests_waiting'", "metric: cpu_usage");
+    assert!(load(&same).unwrap_err().to_string().contains("must be below the scale_out threshold"));
 }
 
 #[test]

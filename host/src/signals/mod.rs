@@ -92,6 +92,8 @@ pub struct Signals {
     /// Scaling signals posted to a webhook, and those it did not take.
     pub(crate) webhooks_sent: AtomicU64,
     pub(crate) webhooks_failed: AtomicU64,
+    /// Set at shutdown: a box that is leaving gives no more scaling signals.
+    pub(crate) scaling_stopped: AtomicBool,
 }
 
 /// What a thread keeps for itself (only it writes, so no lock is contended).
@@ -121,6 +123,7 @@ impl Signals {
             scaling: Mutex::new(Vec::new()),
             webhooks_sent: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
+            scaling_stopped: AtomicBool::new(false),
         })
     }
 

@@ -7,10 +7,18 @@
 //! An entry's condition starts when its metric has been past the threshold
 //! (above it for `scale_out`, below it for `scale_in`) for its `for`
 //! duration, and ends only when the metric is back past the threshold by
-//! the `hysteresis`. While the condition holds, the entry signals when the
-//! metric is past the threshold and its last signal is at least a
-//! `cooldown` old: a metric that hovers at the threshold signals once, and
-//! one that stays past it signals again each cool-down.
+//! the `hysteresis`. The entry signals when its condition starts, unless
+//! its last signal is less than a `cooldown` old; and while the condition
+//! holds, again each time the metric has stayed past the threshold, without
+//! a break, for a whole cool-down since the last signal. So a metric that
+//! hovers about the threshold (inside the hysteresis) signals once, and
+//! one that stays past it signals once a cool-down.
+//!
+//! Decisions run on a monotonic clock (a clock step cannot stretch or
+//! skip a cool-down); the wall clock is only for what is reported. A
+//! `scale_in` entry stays quiet for its first cool-down (after the box
+//! starts, or a reload adds it): before the router has watched a node, the
+//! quiet it sees is no reason to shrink it.
 
 use edge_router::config::{AutoscalingConfig, Metric, RouterConfig, ScaleAction, Series};
 
@@ -44,15 +52,18 @@ pub struct Entry {
     state: State,
 }
 
-/// What an entry has seen so far.
+/// What an entry has seen so far (times on the monotonic clock, but for
+/// `last_signal_wall_ms`).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct State {
-    /// Since when the metric has been past the threshold, while the
-    /// condition has not started.
+    /// Since when the metric has been past the threshold without a break.
     past_since_ms: Option<u64>,
     /// Whether the condition holds.
     active: bool,
     last_signal_ms: Option<u64>,
+    last_signal_wall_ms: Option<u64>,
+    /// Before this, the entry does not signal (a new `scale_in` entry).
+    quiet_until_ms: u64,
     /// The metric's last reading; `None` when it could not be read.
     value: Option<f64>,
     /// Why the last reading failed.
@@ -163,8 +174,8 @@ fn entry(config: &RouterConfig, label: String, a: &AutoscalingConfig) -> Result<
 impl Entry {
     /// What identifies an entry across reloads: its evaluation goes on
     /// when a reload keeps it, wherever it moved in the list.
-    fn key(&self) -> (&str, &str, ScaleAction, &Source) {
-        (&self.node, &self.metric, self.action, &self.source)
+    fn key(&self) -> (&str, &str, ScaleAction, &Source, u64) {
+        (&self.node, &self.metric, self.action, &self.source, self.threshold.to_bits())
     }
 
     fn past(&self, v: f64) -> bool {
@@ -187,24 +198,37 @@ impl Entry {
         let s = &mut self.state;
         s.value = Some(value);
         s.unread = None;
-        if s.active {
-            if back {
-                s.active = false;
-                s.past_since_ms = None;
-            }
-        } else if past {
-            let since = *s.past_since_ms.get_or_insert(now_ms);
-            s.active = now_ms.saturating_sub(since) >= self.for_ms;
+        if past {
+            s.past_since_ms.get_or_insert(now_ms);
         } else {
             s.past_since_ms = None;
         }
-        let rested = s.last_signal_ms.is_none_or(|last| now_ms.saturating_sub(last) >= self.cooldown_ms);
-        if s.active && past && rested {
+        let run = s.past_since_ms.map_or(0, |t| now_ms.saturating_sub(t));
+        let mut started = false;
+        if s.active && back {
+            s.active = false;
+        } else if !s.active && past && run >= self.for_ms {
+            s.active = true;
+            started = true;
+        }
+        let since = |t: Option<u64>| t.map_or(u64::MAX, |t| now_ms.saturating_sub(t));
+        let rested = since(s.last_signal_ms) >= self.cooldown_ms;
+        // Unbroken past the threshold for a cool-down since the last signal.
+        let stayed = rested && run >= self.cooldown_ms;
+        if s.active && past && (started && rested || stayed) && now_ms >= s.quiet_until_ms {
             s.last_signal_ms = Some(now_ms);
             s.signals += 1;
             return true;
         }
         false
+    }
+
+    /// A reading that failed: the entry keeps its condition, but a run past
+    /// the threshold is broken (nothing says it lasted).
+    fn unreadable(&mut self, why: String) {
+        self.state.value = None;
+        self.state.unread = Some(why);
+        self.state.past_since_ms = None;
     }
 
     /// The entry as `status` reports it.
@@ -220,7 +244,7 @@ impl Entry {
             "unreadable": s.unread,
             "active": s.active,
             "signals": s.signals,
-            "last_signal_at": s.last_signal_ms.map(exchange::record::rfc3339_ms),
+            "last_signal_at": s.last_signal_wall_ms.map(exchange::record::rfc3339_ms),
         })
     }
 }
@@ -236,24 +260,28 @@ pub struct Scaler {
 }
 
 impl Scaler {
-    pub fn new(entries: Vec<Entry>, seed: u64) -> Self {
-        Self { entries, made: 0, seed }
+    /// No entries yet; `seed` makes the signals' ids unlike another process's.
+    pub fn new(seed: u64) -> Self {
+        Self { entries: Vec::new(), made: 0, seed }
     }
 
-    /// Puts a reloaded config's entries in force, each keeping the state
-    /// of the same entry (node, metric, action, source) before.
-    pub fn replace(&mut self, mut entries: Vec<Entry>) {
+    /// Puts a (re)loaded config's entries in force at `now_ms`, each keeping
+    /// the state of the same entry (node, metric, action, source and
+    /// threshold) before; a new `scale_in` entry is quiet for a cool-down.
+    pub fn replace(&mut self, mut entries: Vec<Entry>, now_ms: u64) {
         for e in &mut entries {
-            if let Some(old) = self.entries.iter().find(|o| o.key() == e.key()) {
-                e.state = old.state.clone();
+            match self.entries.iter().position(|o| o.key() == e.key()) {
+                Some(i) => e.state = self.entries.swap_remove(i).state,
+                None if e.action == ScaleAction::ScaleIn => e.state.quiet_until_ms = now_ms + e.cooldown_ms,
+                None => {}
             }
         }
         self.entries = entries;
     }
 
-    /// One evaluation at `now_ms`: `read` gives each entry's metric, or why
-    /// it could not be read (the entry then keeps its state).
-    pub fn step(&mut self, now_ms: u64, read: impl Fn(&Entry) -> Result<f64, String>) -> Vec<Signal> {
+    /// One evaluation at `now_ms` (monotonic; `wall_ms` for the signals'
+    /// times): `read` gives each entry's metric, or why it could not be read.
+    pub fn step(&mut self, now_ms: u64, wall_ms: u64, read: impl Fn(&Entry) -> Result<f64, String>) -> Vec<Signal> {
         let mut signals = Vec::new();
         for i in 0..self.entries.len() {
             let reading = read(&self.entries[i]);
@@ -261,19 +289,22 @@ impl Scaler {
             match reading {
                 Ok(value) if value.is_finite() => {
                     if e.observe(now_ms, value) {
+                        e.state.last_signal_wall_ms = Some(wall_ms);
                         self.made += 1;
                         let id = format!("{:016x}", self.seed ^ self.made.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                        signals.push(Signal { id, time_ms: now_ms, entry: e.clone(), value });
+                        signals.push(Signal { id, time_ms: wall_ms, entry: e.clone(), value });
                     }
                 }
-                Ok(value) => e.state.unread = Some(format!("the reading is {value}")),
-                Err(why) => {
-                    e.state.value = None;
-                    e.state.unread = Some(why);
-                }
+                Ok(value) => e.unreadable(format!("the reading is {value}")),
+                Err(why) => e.unreadable(why),
             }
         }
         signals
+    }
+
+    /// Each entry as `status` reports it.
+    pub fn report(&self) -> Vec<serde_json::Value> {
+        self.entries.iter().map(Entry::report).collect()
     }
 }
 
@@ -302,12 +333,14 @@ mod tests {
 
     fn scaler(yaml_entries: &str) -> Scaler {
         let yaml = format!(
-            "nodes: [{{id: gpu, type: local, host: \"http://127.0.0.1:1\", max_concurrent: 10, metrics_url: \"http://127.0.0.1:2/metrics\"}}]\nautoscaling:\n{yaml_entries}"
+            "nodes: [{{id: gpu, type: local, host: \"http://127.0.0.1:1\", max_concurrent: 10, metrics_url: \"http://127.0.0.1:2/metrics\"}}]\nmonitoring: {{scaling: {{interval: 1s}}}}\nautoscaling:\n{yaml_entries}"
         );
         let config = RouterConfig::load("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
         let (entries, skipped) = entries(&config);
         assert!(skipped.is_empty(), "{skipped:?}");
-        Scaler::new(entries, 7)
+        let mut s = Scaler::new(7);
+        s.replace(entries, 0);
+        s
     }
 
     /// Feeds `values`, one a second; the seconds at which each signalled.
@@ -315,23 +348,31 @@ mod tests {
         let mut fired = Vec::new();
         for (t, v) in values.iter().enumerate() {
             let now = 1_000 * t as u64;
-            for sig in s.step(now, |_| Ok(*v)) {
+            for sig in s.step(now, now, |_| Ok(*v)) {
                 fired.push((t as u64, sig.entry.action.as_str()));
             }
         }
         fired
     }
 
+    const HOVERING: [f64; 12] = [85.0, 79.0, 81.0, 79.0, 81.0, 79.0, 81.0, 85.0, 85.0, 85.0, 60.0, 85.0];
+
     #[test]
-    fn a_metric_hovering_at_the_threshold_signals_once_per_cooldown() {
-        let mut s = scaler("  - {node: gpu, metric: cpu_usage, threshold: 80, action: scale_out, cooldown: 5s}\n");
-        // 85 signals; 79 is not back to 72 (the hysteresis is 8), so the
-        // condition holds, and the cool-down keeps 81 from signalling until
-        // 5 s have passed. 70 ends the condition; 90 starts another, still in
-        // the cool-down of the signal at 6 s; 95 at 11 s signals.
-        let fired = run(&mut s, &[50.0, 85.0, 79.0, 81.0, 79.0, 81.0, 82.0, 70.0, 90.0, 60.0, 71.0, 95.0]);
-        assert_eq!(fired, [(1, "scale_out"), (6, "scale_out"), (11, "scale_out")]);
+    fn a_metric_hovering_at_the_threshold_signals_once_and_one_that_stays_once_a_cooldown() {
+        let mut s = scaler("  - {node: gpu, metric: cpu_usage, threshold: 80, action: scale_out, cooldown: 2s}\n");
+        // 85 signals. 79 is not back to 72 (the hysteresis is 8), so the
+        // condition holds, and 81 after it is no new one: nothing until 81,
+        // 85, 85 have been past 80 without a break for 2 s. 60 ends the
+        // condition, and 85 starts another.
+        assert_eq!(run(&mut s, &HOVERING), [(0, "scale_out"), (8, "scale_out"), (11, "scale_out")]);
         assert_eq!(s.entries[0].report()["signals"], 3);
+        // Without hysteresis each dip under 80 ends the condition, and each
+        // 81 starts one, as often as the cool-down lets it.
+        let mut bare = scaler(
+            "  - {node: gpu, metric: cpu_usage, threshold: 80, hysteresis: 0, action: scale_out, cooldown: 2s}\n",
+        );
+        let fired: Vec<u64> = run(&mut bare, &HOVERING).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(fired, [0, 2, 4, 6, 8, 11]);
     }
 
     #[test]
@@ -344,25 +385,32 @@ mod tests {
     }
 
     #[test]
-    fn scale_in_fires_below_and_a_reload_keeps_what_an_entry_saw() {
-        let two = "  - {node: gpu, metric: utilization, threshold: 80, action: scale_out}\n  - {node: gpu, metric: utilization, threshold: 20, action: scale_in, min_instances: 1}\n";
+    fn scale_in_waits_a_cooldown_after_start_and_a_reload_keeps_what_an_entry_saw() {
+        let two = "  - {node: gpu, metric: utilization, threshold: 80, action: scale_out, cooldown: 3s}\n  - {node: gpu, metric: utilization, threshold: 20, action: scale_in, min_instances: 1, cooldown: 3s}\n";
         let mut s = scaler(two);
-        assert_eq!(run(&mut s, &[50.0, 10.0]), [(1, "scale_in")]);
+        // Idle from the start: no scale_in before the router has watched for 3 s.
+        assert_eq!(run(&mut s, &[10.0, 10.0, 10.0, 10.0]), [(3, "scale_in")]);
         // The same entries, in another order: the scale_in one stays in its cool-down.
         let swapped: Vec<&str> = two.lines().rev().collect();
         let again = scaler(&(swapped.join("\n") + "\n"));
-        s.replace(again.entries);
+        s.replace(again.entries, 4_000);
         assert_eq!(s.entries[0].action, ScaleAction::ScaleIn);
-        assert!(s.step(2_000, |_| Ok(5.0)).is_empty(), "within the 5 m default cool-down");
+        assert!(s.step(5_000, 5_000, |_| Ok(5.0)).is_empty(), "signalled at 3 s, cool-down 3 s");
+        assert_eq!(s.step(6_000, 6_000, |_| Ok(5.0)).len(), 1);
     }
 
     #[test]
-    fn an_unreadable_metric_keeps_the_state_and_says_why() {
+    fn an_unreadable_metric_breaks_a_run_and_says_why() {
         let mut s = scaler("  - {node: gpu, metric: cpu_usage, threshold: 80, action: scale_out, for: 2s}\n");
-        assert!(s.step(0, |_| Ok(90.0)).is_empty());
-        assert!(s.step(1_000, |_| Err("connection refused".into())).is_empty());
+        assert!(s.step(0, 0, |_| Ok(90.0)).is_empty());
+        assert!(s.step(1_000, 1_000, |_| Err("connection refused".into())).is_empty());
         assert_eq!(s.entries[0].report()["unreadable"], "connection refused");
-        assert_eq!(s.step(2_000, |_| Ok(90.0)).len(), 1, "past since 0 s");
+        assert_eq!(s.entries[0].report()["value"], serde_json::Value::Null);
+        assert!(s.step(2_000, 2_000, |_| Ok(90.0)).is_empty(), "nothing says it stayed past 80 at 1 s");
+        assert!(s.step(3_000, 3_000, |_| Ok(f64::NAN)).is_empty());
+        assert_eq!(s.entries[0].report()["unreadable"], "the reading is NaN");
+        assert!(s.step(4_000, 4_000, |_| Ok(90.0)).is_empty());
+        assert_eq!(s.step(6_000, 6_000, |_| Ok(90.0)).len(), 1, "past since 4 s, for 2 s");
     }
 
     #[test]

@@ -20,6 +20,10 @@ impl Validator<'_> {
             self.err(path, complaint("it has no host"));
             return None;
         }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            self.err(path, complaint("credentials cannot go in it (use webhook_token_env for a webhook's)"));
+            return None;
+        }
         Some(written.trim().to_string())
     }
 

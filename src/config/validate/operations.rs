@@ -28,7 +28,10 @@ impl Validator<'_> {
             self.err("monitoring.scaling.webhook_timeout", "must be more than zero");
         }
         if s.webhook_retries > 10 {
-            self.err("monitoring.scaling.webhook_retries", "at most 10 (the last would wait 17 minutes)");
+            self.err(
+                "monitoring.scaling.webhook_retries",
+                "at most 10 (the waits double: ten retries take 17 minutes)",
+            );
         }
         for (i, a) in scaling.iter().enumerate() {
             let path = format!("autoscaling[{i}]");
@@ -49,6 +52,12 @@ impl Validator<'_> {
             if let Some(url) = &a.webhook {
                 self.http_url(&format!("{path}.webhook"), url);
             }
+            if a.cooldown() < s.interval {
+                self.err(
+                    format!("{path}.cooldown"),
+                    format!("must be at least monitoring.scaling.interval ({}): signals come no oftener", s.interval),
+                );
+            }
             match (a.min_instances, a.max_instances) {
                 (_, Some(0)) => self.err(format!("{path}.max_instances"), "must be at least 1"),
                 (Some(lo), Some(hi)) if lo > hi => self.err(
@@ -60,16 +69,10 @@ impl Validator<'_> {
             // A scale-in threshold at or above a scale-out one on the same
             // metric would fire both ways at once.
             for (k, b) in scaling.iter().enumerate().take(i) {
-                if a.node != b.node
-                    || Metric::parse(&a.metric).ok() != Metric::parse(&b.metric).ok()
-                    || a.action == b.action
-                {
+                if a.node != b.node || measured(a) != measured(b) || a.action == b.action {
                     continue;
                 }
                 let (out, inn) = if a.action == ScaleAction::ScaleOut { (a, b) } else { (b, a) };
-                if a.series != b.series {
-                    continue;
-                }
                 if inn.threshold >= out.threshold {
                     self.err(
                         format!("{path}.threshold"),
@@ -126,4 +129,11 @@ impl Validator<'_> {
             Err(_) => {}
         }
     }
+}
+
+/// What an entry compares with its threshold: the metric the router
+/// observes, or the series read from the node (its `series`, else its
+/// metric's name), so that two entries on the same thing can be compared.
+fn measured(a: &AutoscalingConfig) -> Result<Metric, &str> {
+    Metric::parse(&a.metric).map_err(|_| a.series.as_deref().unwrap_or(&a.metric).trim())
 }
