@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod scaling;
 pub mod server;
 pub mod signals;
+pub mod tls;
 
 use std::sync::Arc;
 

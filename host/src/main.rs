@@ -363,6 +363,18 @@ fn check(file: &PathBuf) -> anyhow::Result<()> {
     for w in &config.warnings {
         println!("\nwarning: {}", w.in_file(&name));
     }
+    // The certificates are files of their own: read and checked as serving would.
+    if let Some(tls) = &config.server.tls {
+        let tls = edge_router_host::tls::load(tls).context("server.tls")?;
+        println!("\nTLS certificates (the first serves clients that name no other):");
+        for c in &tls.certificates {
+            let (expires, warning) = c.expiry();
+            println!("  {}: {} (expires {expires})", c.file, c.names.join(", "));
+            if let Some(w) = warning {
+                println!("\nwarning: server.tls: {w}");
+            }
+        }
+    }
     Ok(())
 }
 
@@ -387,7 +399,8 @@ async fn serve(
     let addr = listen.unwrap_or(parsed.listen);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let handle = start_file(&module, &config, listener)?;
-    tracing::info!("edge-router serving {} nodes on http://{}", parsed.nodes.len(), handle.addr());
+    let scheme = if parsed.server.tls.is_some() { "https" } else { "http" };
+    tracing::info!("edge-router serving {} nodes on {scheme}://{}", parsed.nodes.len(), handle.addr());
     if watch {
         handle.watch_config(std::time::Duration::from_secs(1));
         tracing::info!("watching {file}: a change is reloaded");

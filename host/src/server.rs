@@ -219,23 +219,30 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
                     let watcher = graceful.watcher();
                     // The config in force when the connection came (a reload may change it).
                     let client_timeout = shared.generation().config.server.client_timeout.0;
+                    let tls = shared.tls();
                     workers[worker].runtime.spawn(async move {
                         let stream = match tokio::net::TcpStream::from_std(stream) {
                             Ok(s) => s,
                             Err(e) => return tracing::debug!("connection from {peer} lost before serving: {e}"),
                         };
-                        // Interim (1xx) answers from origins go to the client through this.
-                        let (io, interim) = interim::wrap(TokioIo::new(stream));
-                        let service = service_fn(move |req| {
-                            let (shared, interim) = (shared.clone(), interim.clone());
-                            let client = Client { worker, peer: peer.ip(), interim };
-                            async move { Ok::<_, std::convert::Infallible>(handle(shared, client, req).await) }
-                        });
-                        let conn = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(client_timeout)
-                            .serve_connection(io, service);
-                        if let Err(e) = watcher.watch(conn).await {
+                        let served = match tls {
+                            None => serve_http1(stream, shared, worker, peer, client_timeout, watcher, None).await,
+                            Some(tls) => {
+                                let accepted = tokio::time::timeout(client_timeout, tls.acceptor.accept(stream)).await;
+                                let stream = match accepted {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
+                                    Err(_) => return tracing::debug!("TLS handshake with {peer} took over {client_timeout:?}"),
+                                };
+                                let hsts = tls.hsts.clone();
+                                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                    serve_http2(stream, shared, worker, peer, watcher, hsts).await
+                                } else {
+                                    serve_http1(stream, shared, worker, peer, client_timeout, watcher, hsts).await
+                                }
+                            }
+                        };
+                        if let Err(e) = served {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }
                     });
@@ -249,4 +256,64 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
         drop(workers);
     });
     Ok(ServerHandle { addr, shared: weak, stop: Some(stop_tx), task, admin: None })
+}
+
+/// Serves one HTTP/1.1 connection (plain, or HTTPS without `h2`), with
+/// origins' interim (1xx) answers passed on.
+async fn serve_http1<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    worker: usize,
+    peer: SocketAddr,
+    client_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+    hsts: Option<http::HeaderValue>,
+) -> Result<(), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // Interim (1xx) answers from origins go to the client through this.
+    let (io, interim) = interim::wrap(TokioIo::new(stream));
+    let service = service_fn(move |req| {
+        let (shared, interim, hsts) = (shared.clone(), interim.clone(), hsts.clone());
+        let client = Client { worker, peer: peer.ip(), interim };
+        async move { Ok::<_, std::convert::Infallible>(with_hsts(handle(shared, client, req).await, hsts)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_timeout)
+        .serve_connection(io, service);
+    watcher.watch(conn).await
+}
+
+/// Serves one HTTP/2 connection (HTTPS, `h2` by ALPN). HTTP/2 has no
+/// interim answers of hyper's to pass on: an origin's are dropped.
+async fn serve_http2<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    worker: usize,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+    hsts: Option<http::HeaderValue>,
+) -> Result<(), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let interim = interim::Interim::inert();
+    let service = service_fn(move |req| {
+        let (shared, interim, hsts) = (shared.clone(), interim.clone(), hsts.clone());
+        let client = Client { worker, peer: peer.ip(), interim };
+        async move { Ok::<_, std::convert::Infallible>(with_hsts(handle(shared, client, req).await, hsts)) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    watcher.watch(conn).await
+}
+
+fn with_hsts<B>(mut response: http::Response<B>, hsts: Option<http::HeaderValue>) -> http::Response<B> {
+    if let Some(value) = hsts {
+        response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+    }
+    response
 }

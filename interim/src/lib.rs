@@ -28,6 +28,8 @@ use http::{HeaderMap, StatusCode};
 /// What a transport and its handles share.
 #[derive(Default)]
 struct Shared {
+    /// No transport to write to (an HTTP/2 connection): nothing is sent.
+    inert: bool,
     /// Set while a service may send: only then is the connection's waker kept.
     armed: AtomicBool,
     /// Whether `queued` holds anything (checked without the lock).
@@ -57,6 +59,12 @@ pub fn wrap<T>(io: T) -> (InterimIo<T>, Interim) {
 }
 
 impl Interim {
+    /// A handle with no transport behind it, for a connection that cannot
+    /// carry these writes (HTTP/2): it never sends.
+    pub fn inert() -> Self {
+        Self(Arc::new(Shared { inert: true, ..Shared::default() }))
+    }
+
     /// Lets [`send`](Self::send) work for the request being served: the
     /// connection's task is woken to write. Until [`disarm`](Self::disarm).
     pub fn arm(&self) {
@@ -73,7 +81,7 @@ impl Interim {
     /// `headers` (the caller leaves hop-by-hop fields out). False, and
     /// nothing sent, when the status is not one or the handle is not armed.
     pub fn send(&self, status: StatusCode, headers: &HeaderMap) -> bool {
-        if !(102..200).contains(&status.as_u16()) || !self.0.armed.load(Ordering::Acquire) {
+        if self.0.inert || !(102..200).contains(&status.as_u16()) || !self.0.armed.load(Ordering::Acquire) {
             return false;
         }
         let mut head =

@@ -105,6 +105,49 @@ pub struct ServerConfig {
     /// Threads that serve client connections, each with its own origin
     /// connection pool. Default: one per CPU.
     pub workers: Option<std::num::NonZeroU16>,
+    /// HTTPS on `listen` (the edge box): without it, plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// HTTPS: TLS 1.2 and 1.3, HTTP/2 by ALPN beside HTTP/1.1 (see `docs/tls.md`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificates with their keys, in PEM files. A client's SNI name picks the first whose
+    /// names cover it; a client naming none that matches gets the first.
+    pub certificates: Vec<TlsCertificate>,
+    /// Send `Strict-Transport-Security` with every answer.
+    #[serde(default)]
+    pub hsts: Option<HstsConfig>,
+}
+
+/// One certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// The PEM file of the certificate, followed by its intermediates.
+    pub cert: String,
+    /// The PEM file of its private key (PKCS#8, RSA or SEC1).
+    pub key: String,
+}
+
+/// `Strict-Transport-Security`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HstsConfig {
+    /// How long browsers keep to HTTPS, e.g. `365d`.
+    pub max_age: DurationSpec,
+    /// The same for every subdomain.
+    #[serde(default)]
+    pub include_subdomains: bool,
+}
+
+impl HstsConfig {
+    /// The header's value.
+    pub fn header_value(&self) -> String {
+        let sub = if self.include_subdomains { "; includeSubDomains" } else { "" };
+        format!("max-age={}{sub}", self.max_age.0.as_secs())
+    }
 }
 
 impl Default for ServerConfig {
@@ -117,6 +160,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             shutdown_grace: DurationSpec::secs(30),
             workers: None,
+            tls: None,
         }
     }
 }

@@ -166,6 +166,20 @@ impl Validator<'_> {
         if s.max_body_bytes == 0 {
             self.err("server.max_body_bytes", "must be at least 1");
         }
+        // The files themselves are read by the edge box (`check` too): the
+        // Worker has no listener of its own.
+        if let Some(tls) = &s.tls {
+            if tls.certificates.is_empty() {
+                self.err("server.tls.certificates", "name at least one `{cert, key}` pair of PEM files");
+            }
+            for (i, c) in tls.certificates.iter().enumerate() {
+                for (field, path) in [("cert", &c.cert), ("key", &c.key)] {
+                    if path.trim().is_empty() {
+                        self.err(format!("server.tls.certificates[{i}].{field}"), "must be a file path");
+                    }
+                }
+            }
+        }
         if let Some(h) = &s.country_header
             && http::HeaderName::from_bytes(h.as_bytes()).is_err()
         {

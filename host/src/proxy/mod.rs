@@ -157,6 +157,9 @@ pub struct Shared {
     reloading: Mutex<()>,
     /// The nodes whose health is probed (`Shared::watch_health`).
     watched: Mutex<std::collections::HashSet<String>>,
+    /// HTTPS (`server.tls`), read again at every reload; each new
+    /// connection takes what is in force when it comes.
+    tls: RwLock<Option<Arc<crate::tls::Tls>>>,
 }
 
 impl Shared {
@@ -170,7 +173,14 @@ impl Shared {
         );
         let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
         let number = router.generation();
+        let tls = config.server.tls.as_ref().map(crate::tls::load).transpose()?;
+        for c in tls.iter().flat_map(|t| &t.certificates) {
+            if let (_, Some(warning)) = c.expiry() {
+                tracing::warn!("server.tls: {warning}");
+            }
+        }
         Ok(Self {
+            tls: RwLock::new(tls.map(Arc::new)),
             router: Mutex::new(router),
             next_id: AtomicU64::new(mix64(seed)),
             rng: AtomicU64::new(seed),
@@ -186,6 +196,16 @@ impl Shared {
     /// The config in force and what the host runs it with.
     pub fn generation(&self) -> Arc<Generation> {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// What HTTPS is served with, if it is.
+    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
+        self.tls.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Puts `tls` in force for the connections to come.
+    pub(crate) fn set_tls(&self, tls: Option<crate::tls::Tls>) {
+        *self.tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tls.map(Arc::new);
     }
 
     /// How many worker threads serve connections.
