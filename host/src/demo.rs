@@ -77,3 +77,28 @@ pub async fn control_server(
         });
     }
 }
+
+/// A certificate the demo made for itself, and the `server.tls` lines that serve it.
+pub struct DemoCertificate {
+    /// The certificate's PEM file, for `curl --cacert`.
+    pub cert: String,
+    /// `  tls: ...` lines to put under the config's `server:`.
+    pub config: String,
+}
+
+/// Makes a self-signed certificate for `localhost` and `127.0.0.1` (rcgen)
+/// in a temporary folder of this process. For the demo only: a real box
+/// serves a certificate a CA signed (docs/tls.md).
+pub fn certificate() -> anyhow::Result<DemoCertificate> {
+    let dir = std::env::temp_dir().join(format!("edge-router-demo-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(names)?.self_signed(&key)?;
+    let (cert_file, key_file) = (dir.join("localhost.pem"), dir.join("localhost.key"));
+    std::fs::write(&cert_file, cert.pem())?;
+    std::fs::write(&key_file, key.serialize_pem())?;
+    let (cert, key) = (cert_file.display().to_string(), key_file.display().to_string());
+    let config = format!("  tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}\n");
+    Ok(DemoCertificate { cert, config })
+}

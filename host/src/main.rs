@@ -51,6 +51,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Serve HTTPS (HTTP/2 and HTTP/1.1), with a certificate for localhost made at start.
+        #[arg(long)]
+        tls: bool,
         /// The router module (edge_router.wasm).
         #[arg(long, env = "EDGE_ROUTER_MODULE")]
         module: Option<PathBuf>,
@@ -174,7 +177,7 @@ fn main() -> ExitCode {
         Command::Serve { config, listen, module, watch } => {
             runtime().and_then(|rt| rt.block_on(serve(config, listen, module, watch)))
         }
-        Command::Demo { listen, module } => runtime().and_then(|rt| rt.block_on(demo(listen, module))),
+        Command::Demo { listen, module, tls } => runtime().and_then(|rt| rt.block_on(demo(listen, module, tls))),
         Command::Status { json, admin } => admin_call(&admin, "GET", "/admin/status", None)
             .map(|body| if json { println!("{body}") } else { print!("{}", status_table(&body)) }),
         Command::SetWeight { node, weight, admin } => {
@@ -450,10 +453,17 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn demo(listen: SocketAddr, module: Option<PathBuf>) -> anyhow::Result<()> {
+async fn demo(listen: SocketAddr, module: Option<PathBuf>, tls: bool) -> anyhow::Result<()> {
     let module = load_module(module)?;
     let fleet = DemoFleet::start().await.context("cannot start the demo origins")?;
     let mut config = fleet.config.clone();
+    let ca_file = if tls {
+        let made = edge_router_host::demo::certificate().context("cannot make the demo's certificate")?;
+        config = config.replacen("server:\n", &format!("server:\n{}", made.config), 1);
+        Some(made.cert)
+    } else {
+        None
+    };
     // The admin API needs a token the operator chose; without one the demo has none.
     let admin = std::env::var("EDGE_ROUTER_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty());
     if admin {
@@ -465,7 +475,7 @@ async fn demo(listen: SocketAddr, module: Option<PathBuf>) -> anyhow::Result<()>
     let control_addr = control.local_addr()?;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
     tokio::spawn(control_server(control, fleet.clone()));
-    print!("{}", demo_instructions(handle.addr(), control_addr, &*fleet.lock().await));
+    print!("{}", demo_instructions(handle.addr(), control_addr, &*fleet.lock().await, ca_file.as_deref()));
     print!("{}", admin_instructions(handle.admin_addr()));
     println!("\nPress Ctrl-C to stop.");
     wait_and_shut_down(handle, std::time::Duration::from_secs(5)).await
@@ -488,21 +498,26 @@ fn admin_instructions(admin: Option<SocketAddr>) -> String {
     )
 }
 
-fn demo_instructions(addr: SocketAddr, control: SocketAddr, fleet: &DemoFleet) -> String {
-    let base = format!("http://{addr}/v1/chat/completions");
+fn demo_instructions(addr: SocketAddr, control: SocketAddr, fleet: &DemoFleet, ca_file: Option<&str>) -> String {
+    // With TLS, curl trusts the demo's own certificate, and speaks HTTP/2 to it.
+    let (scheme, host, trust) = match ca_file {
+        Some(file) => ("https", format!("localhost:{}", addr.port()), format!(" --cacert {file}")),
+        None => ("http", addr.to_string(), String::new()),
+    };
+    let base = format!("{scheme}://{host}/v1/chat/completions");
     let body = |model: &str, stream: bool| {
         format!(r#"'{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"Say hello"}}]}}'"#)
     };
     let curl = |country: &str, model: &str, stream: bool| {
         format!(
-            "curl -si {base} -H 'x-demo-country: {country}' -H 'content-type: application/json' -d {}",
+            "curl -si{trust} {base} -H 'x-demo-country: {country}' -H 'content-type: application/json' -d {}",
             body(model, stream)
         )
     };
     let origins: Vec<String> =
         fleet.origins.iter().map(|(id, o)| format!("  {id:<11} {} (demo origin)", o.url())).collect();
     format!(
-        "edge-router demo: router on http://{addr}, demo origins answering canned completions:\n{}\n\n\
+        "edge-router demo: router on {scheme}://{host}, demo origins answering canned completions:\n{}\n\n\
          The country header x-demo-country is trusted from loopback in this demo only.\n\n\
          1. Local route: an EU client asking for llama-3-8b is served on-prem (x-edge-node: local-gpu):\n   {}\n\n\
          2. Cloud route: a US client asking for gpt-4o goes to the cheapest US-resident cloud (x-edge-node: cloud-us):\n   {}\n\n\

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use fake_origin::{FakeOrigin, Reply, Script};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 mod common;
@@ -271,4 +272,49 @@ fn check(path: &str) -> (bool, String, String) {
     let out = std::process::Command::new(common::BIN).args(["check", path]).output().expect("check runs");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_https_with_a_certificate_it_makes() {
+    use std::io::BufRead;
+    let mut demo = std::process::Command::new(common::BIN)
+        .args(["demo", "--tls", "--listen", "127.0.0.1:0", "--module"])
+        .arg(edge_router_host::default_module_path())
+        .env_remove("EDGE_ROUTER_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the demo starts");
+    let stdout = demo.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines().map_while(Result::ok);
+    let (mut url, mut ca_file) = (None, None);
+    for line in lines.by_ref() {
+        if let Some(rest) = line.split("router on ").nth(1) {
+            url = rest.split(',').next().map(str::to_string);
+        }
+        if let Some(rest) = line.split("--cacert ").nth(1) {
+            ca_file = rest.split(' ').next().map(str::to_string);
+            break;
+        }
+    }
+    let (url, ca_file) = (url.expect("the demo's address"), ca_file.expect("curl commands with --cacert"));
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let ca = CertificateDer::from_pem_file(&ca_file).expect("the demo's certificate");
+    let addr = url.replace("https://localhost", "127.0.0.1");
+    let (tls, seen) = connect(&ca, &addr, "localhost", &[b"h2"]).await;
+    assert_eq!(seen.alpn.as_deref(), Some(&b"h2"[..]));
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
+    tokio::spawn(conn);
+    let body = r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"Say hello"}]}"#;
+    let request = http::Request::post(format!("{url}/v1/chat/completions"))
+        .header("x-demo-country", "DE")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let resp = h2.send_request(request).await.expect("answer");
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("x-edge-node").and_then(|v| v.to_str().ok()), Some("local-gpu"));
 }
