@@ -66,6 +66,12 @@ impl AdminToken {
         self.matches(token)
     }
 
+    /// Names the admin token in the audit trail without giving it away: the
+    /// first 8 hex digits of its SHA-256.
+    fn fingerprint(&self) -> String {
+        format!("admin-token:{}", self.0[..4].iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
     /// Whether `token` is the admin token, compared in constant time.
     fn matches(&self, token: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(token.trim_ascii()).into();
@@ -113,7 +119,7 @@ pub async fn serve(shared: Weak<Shared>, listener: TcpListener, token: AdminToke
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let (shared, gate) = (shared.clone(), gate.clone());
-                async move { Ok::<_, std::convert::Infallible>(route(shared, token, &gate, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(route(shared, token, &gate, peer.ip(), req).await) }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -150,7 +156,13 @@ fn error(e: &RouterError, id: u64) -> Answer {
     reply(status, &headers, Bytes::from(body))
 }
 
-async fn route(shared: Weak<Shared>, token: AdminToken, gate: &Gate, req: Request<Incoming>) -> Answer {
+async fn route(
+    shared: Weak<Shared>,
+    token: AdminToken,
+    gate: &Gate,
+    peer: std::net::IpAddr,
+    req: Request<Incoming>,
+) -> Answer {
     // The token first: nothing else is told to a caller without it. A
     // dashboard session stands in for it only to read the two things the
     // page reads, at their own paths (which its cookie is scoped to).
@@ -163,10 +175,18 @@ async fn route(shared: Weak<Shared>, token: AdminToken, gate: &Gate, req: Reques
     let id = shared.request_id();
     let target = req.uri().path();
     if !session_read && (target == "/dashboard" || target.starts_with("/dashboard/")) {
-        return dashboard(token, gate, req).await;
+        let (method, target) = (req.method().clone(), target.to_string());
+        let answer = dashboard(token, gate, req).await;
+        // Logins (by the form or a link), and the attempts that failed.
+        if target == "/dashboard/login" && (method == Method::POST || answer.status() != 200) {
+            let actor = (answer.status() == 303).then(|| token.fingerprint());
+            audit_action(&shared, actor, peer, &method, &target, answer.status().as_u16(), None);
+        }
+        return answer;
     }
     if !admitted {
         gate.refuse().await;
+        audit_action(&shared, None, peer, req.method(), target, 401, None);
         return error(&RouterError::AdminUnauthorized, id);
     }
     let method = req.method().clone();
@@ -197,7 +217,38 @@ async fn route(shared: Weak<Shared>, token: AdminToken, gate: &Gate, req: Reques
         (&Method::POST, ["admin", "dashboard", "link"]) => dashboard_link(&gate.sessions),
         _ => Err(RouterError::NotFound(format!("no admin endpoint {method} /{}", path.join("/")))),
     };
-    answer.unwrap_or_else(|e| error(&e, id))
+    let answer = answer.unwrap_or_else(|e| error(&e, id));
+    // What changes the router: who, what, and how it ended.
+    if method != Method::GET {
+        let request = serde_json::from_slice::<serde_json::Value>(&body).ok();
+        let target = format!("/{}", path.join("/"));
+        audit_action(&shared, Some(token.fingerprint()), peer, &method, &target, answer.status().as_u16(), request);
+    }
+    answer
+}
+
+/// An admin action in the audit trail: by whom (the admin token's
+/// fingerprint, `None` for a caller without it), from where, what, and the
+/// answer's status. `request` is the action's JSON body (a weight, a drain's
+/// time-out, a purge's prefix: never a secret).
+fn audit_action(
+    shared: &Shared,
+    actor: Option<String>,
+    peer: std::net::IpAddr,
+    method: &Method,
+    target: &str,
+    status: u16,
+    request: Option<serde_json::Value>,
+) {
+    shared.signals.audit(serde_json::json!({
+        "kind": "admin",
+        "actor": actor,
+        "peer": peer.to_string(),
+        "method": method.as_str(),
+        "path": target,
+        "status": status,
+        "request": request,
+    }));
 }
 
 /// `{"prefix": "ai/acme/"}`, `{"node": "cloud-eu"}` (both: entries matching
@@ -306,6 +357,14 @@ async fn reload(shared: &Arc<Shared>) -> Result<Answer, RouterError> {
     let file = path.clone();
     let compiled = tokio::task::spawn_blocking(move || crate::RouterModule::from_file(&file)).await;
     let result = compiled.map_err(anyhow::Error::from).and_then(|m| m).and_then(|m| shared.reload(&m));
+    let sha256 = std::fs::read(&path)
+        .ok()
+        .map(|bytes| Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>());
+    shared.signals.audit(serde_json::json!({
+        "kind": "reload", "what": "module", "file": path.display().to_string(), "sha256": sha256,
+        "result": if result.is_ok() { "reloaded" } else { "refused" },
+        "error": result.as_ref().err().map(|e| format!("{e:#}")),
+    }));
     match result {
         Ok(()) => {
             tracing::info!("router module reloaded from {}", path.display());

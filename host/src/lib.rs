@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod admin;
+pub mod audit;
 pub mod cache;
 pub mod dashboard;
 pub mod demo;

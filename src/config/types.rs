@@ -633,11 +633,14 @@ pub struct AdminConfig {
     pub listen: Option<String>,
     /// Environment variable holding the bearer token every admin request must present.
     pub token_env: String,
+    /// A file the edge box appends its audit trail to, a JSON line per event: admin actions,
+    /// reloads, and refusals of keys, budgets and rate limits (see `docs/admin.md`). Read at start.
+    pub audit_log: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: None, token_env: "EDGE_ROUTER_ADMIN_TOKEN".into() }
+        Self { listen: None, token_env: "EDGE_ROUTER_ADMIN_TOKEN".into(), audit_log: None }
     }
 }
 

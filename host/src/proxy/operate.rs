@@ -121,6 +121,22 @@ impl Shared {
     /// column, and the running one stays. Settings that only a restart can
     /// change are named in the answer.
     pub fn reload_config(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
+        let result = self.reload_config_now();
+        let event = match &result {
+            Ok(r) => serde_json::json!({
+                "kind": "reload", "what": "config", "result": if r.changed { "reloaded" } else { "unchanged" },
+                "file": r.generation.source.name, "sha256": r.generation.source.sha256, "generation": r.generation.number,
+            }),
+            Err(ReloadError::NoFile) => serde_json::json!({"kind": "reload", "what": "config", "result": "no file"}),
+            Err(ReloadError::Refused(why)) => {
+                serde_json::json!({"kind": "reload", "what": "config", "result": "refused", "error": why})
+            }
+        };
+        self.signals.audit(event);
+        result
+    }
+
+    fn reload_config_now(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
         // One reload at a time: each starts from the generation the last one made.
         let _one = lock(&self.reloading);
         let running = self.generation();
@@ -262,6 +278,9 @@ fn restart_needed(old: &RouterConfig, new: &RouterConfig) -> Vec<&'static str> {
     }
     if old.cache.memory.0 != new.cache.memory.0 {
         out.push("cache.memory");
+    }
+    if old.admin.audit_log != new.admin.audit_log {
+        out.push("admin.audit_log");
     }
     out
 }

@@ -94,6 +94,8 @@ pub struct Signals {
     pub(crate) webhooks_failed: AtomicU64,
     /// Set at shutdown: a box that is leaving gives no more scaling signals.
     pub(crate) scaling_stopped: AtomicBool,
+    /// The audit trail (`admin.audit_log`), opened at start.
+    pub(crate) audit: Option<Arc<crate::audit::Audit>>,
 }
 
 /// What a thread keeps for itself (only it writes, so no lock is contended).
@@ -124,6 +126,7 @@ impl Signals {
             webhooks_sent: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
             scaling_stopped: AtomicBool::new(false),
+            audit: config.admin.audit_log.as_deref().map(crate::audit::Audit::open).transpose()?.map(Arc::new),
         })
     }
 
@@ -155,10 +158,21 @@ impl Signals {
         self.counting.load(Ordering::Relaxed)
             || self.access_log_config_on.load(Ordering::Relaxed)
             || self.followers.load(Ordering::Relaxed) > 0
+            || self.audit.is_some()
+    }
+
+    /// Appends `event` to the audit trail, if there is one.
+    pub fn audit(&self, event: serde_json::Value) {
+        if let Some(audit) = &self.audit {
+            audit.write(event);
+        }
     }
 
     /// A request is over: it is counted, logged and passed to routing-log readers.
     pub fn closed(&self, record: Record, config: &RouterConfig) {
+        if let Some(audit) = &self.audit {
+            audit.refused(&record);
+        }
         if self.counting.load(Ordering::Relaxed) {
             self.metrics.count(&record, config, self.tenant_labels.load(Ordering::Relaxed));
         }
