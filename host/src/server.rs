@@ -236,7 +236,7 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
                                 };
                                 let hsts = tls.hsts.clone();
                                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                                    serve_http2(stream, shared, worker, peer, watcher, hsts).await
+                                    serve_http2(stream, shared, worker, peer, client_timeout, watcher, hsts).await
                                 } else {
                                     serve_http1(stream, shared, worker, peer, client_timeout, watcher, hsts).await
                                 }
@@ -287,12 +287,15 @@ where
 }
 
 /// Serves one HTTP/2 connection (HTTPS, `h2` by ALPN). HTTP/2 has no
-/// interim answers of hyper's to pass on: an origin's are dropped.
+/// interim answers of hyper's to pass on: an origin's are dropped. The
+/// connection ends when no stream has been open for `client_timeout`
+/// (`idle.rs`); a peer that stops answering pings goes sooner.
 async fn serve_http2<S>(
     stream: S,
     shared: Arc<Shared>,
     worker: usize,
     peer: SocketAddr,
+    client_timeout: Duration,
     watcher: hyper_util::server::graceful::Watcher,
     hsts: Option<http::HeaderValue>,
 ) -> Result<(), hyper::Error>
@@ -300,16 +303,32 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let interim = interim::Interim::inert();
+    let activity = crate::idle::Activity::new();
+    let io = crate::idle::IdleIo::new(stream, activity.clone(), client_timeout);
     let service = service_fn(move |req| {
         let (shared, interim, hsts) = (shared.clone(), interim.clone(), hsts.clone());
         let client = Client { worker, peer: peer.ip(), interim };
-        async move { Ok::<_, std::convert::Infallible>(with_hsts(handle(shared, client, req).await, hsts)) }
+        let stream = activity.open();
+        async move {
+            let response = with_hsts(handle(shared, client, req).await, hsts);
+            Ok::<_, std::convert::Infallible>(response.map(|body| crate::idle::Tracked::new(body, stream)))
+        }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(stream), service);
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(Some(H2_PING_EVERY))
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
     watcher.watch(conn).await
 }
+
+/// Streams one HTTP/2 connection may have open at once (each may hold a
+/// request body of up to `server.max_body_bytes` while it is read).
+const H2_MAX_STREAMS: u32 = 64;
+/// How often an HTTP/2 peer is pinged, and how long it has to answer.
+const H2_PING_EVERY: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn with_hsts<B>(mut response: http::Response<B>, hsts: Option<http::HeaderValue>) -> http::Response<B> {
     if let Some(value) = hsts {

@@ -183,13 +183,16 @@ async fn a_node_metric_past_its_threshold_posts_one_signal_per_cooldown_and_one_
     }
     assert_eq!(node.signals().len(), 1, "hovering: {:?}", node.signals());
 
-    // Staying past it for a whole cool-down: a second signal.
-    node.set(90.0);
+    // Staying past it for a whole cool-down: a second signal. (A reading of
+    // 78 first, so that the run past 80 starts after `steady`.)
+    node.set(78.0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let steady = now_ms();
+    node.set(90.0);
     let second = node.wait_for_signals(2, Duration::from_secs(8)).await.remove(1);
     assert_eq!(second.body["action"], "scale_out");
     let waited = epoch_ms(&second) - steady;
-    assert!(waited >= 3_900, "the second signal came {waited} ms after the metric stayed past 80");
+    assert!(waited >= 3_950, "the second signal came {waited} ms after the metric stayed past 80");
 
     // Down below 30: the other entry signals at once (its own cool-down).
     node.set(20.0);

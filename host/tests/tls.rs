@@ -318,3 +318,32 @@ async fn the_demo_serves_https_with_a_certificate_it_makes() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers().get("x-edge-node").and_then(|v| v.to_str().ok()), Some("local-gpu"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_and_a_long_stream_on_it_is_not() {
+    // Fifteen chunks, 100 ms apart: a stream three times the 500 ms timeout.
+    let words = ["word"; 15].join(" ");
+    let streamed = Reply { sse: Some(true), text: Some(words), gap_ms: 100, ..Reply::default() };
+    let origin = FakeOrigin::start("gpu", Script::always(streamed)).await.expect("origin");
+    let dir = std::env::temp_dir().join(format!("edge-router-tls-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = Ca::new();
+    let (pem, key, _) = ca.leaf(&["api.test"]);
+    let certs = [(write(&dir, "api.pem", &pem), write(&dir, "api.key", &key))];
+    let config = config(&origin.url(), &certs).replacen("server:\n", "server:\n  client_timeout: 500ms\n", 1);
+    let edge = EdgeBox::start_as("tls-idle.yaml", &config);
+    let (tls, _) = connect(&ca.der, &edge.addr, "api.test", &[b"h2"]).await;
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
+    let connection = tokio::spawn(conn);
+    let mut request = chat(true);
+    *request.uri_mut() = "https://api.test/v1/chat/completions".parse().expect("uri");
+    let sent = Instant::now();
+    let resp = h2.send_request(request).await.expect("answer");
+    let (text, _, all) = read_stream(resp, sent).await;
+    assert!(text.contains("data: [DONE]") && all >= Duration::from_millis(1_400), "the whole stream, {all:?}: {text}");
+    // Then nothing: the box closes the connection after the timeout.
+    let closed = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(closed.is_ok(), "the idle connection is still open after 5 s");
+    let _ = std::fs::remove_dir_all(&dir);
+}

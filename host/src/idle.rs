@@ -1,0 +1,158 @@
+//! Closing an HTTP/2 connection that has nothing to do. hyper's HTTP/1.1
+//! server ends a kept-alive connection whose next request does not come
+//! within `server.client_timeout`; its HTTP/2 server has no such limit, so a
+//! client could open connections and hold them idle forever. Here the
+//! connection's transport reads end (as if the client had closed) once no
+//! stream has been open, and nothing has been read, for the timeout. A
+//! stream counts as open from its request until its response body ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// What a connection is doing: its open streams, and when it last did anything.
+pub struct Activity {
+    open: AtomicUsize,
+    /// Milliseconds since `start` of the last read or stream end.
+    last_ms: AtomicU64,
+    start: Instant,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { open: AtomicUsize::new(0), last_ms: AtomicU64::new(0), start: Instant::now() })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A stream opened; it closes when the returned guard is dropped.
+    pub fn open(self: &Arc<Self>) -> StreamGuard {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(self.clone())
+    }
+
+    /// When the connection will have been idle for `timeout`, if it is idle now.
+    fn idle_until(&self, timeout: Duration) -> Option<Instant> {
+        (self.open.load(Ordering::Relaxed) == 0)
+            .then(|| self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout)
+    }
+}
+
+/// An open stream; dropping it closes it.
+pub struct StreamGuard(Arc<Activity>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its stream open until it ends or is dropped.
+pub struct Tracked<B> {
+    inner: B,
+    _stream: StreamGuard,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, stream: StreamGuard) -> Self {
+        Self { inner, _stream: stream }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A transport whose reads end once its connection has been idle for `timeout`.
+pub struct IdleIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<T> IdleIo<T> {
+    pub fn new(inner: T, activity: Arc<Activity>, timeout: Duration) -> Self {
+        let timer = Box::pin(tokio::time::sleep(timeout));
+        Self { inner, activity, timeout, timer }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.activity.touch();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                // Wake again when the connection would have been idle long
+                // enough (or, with a stream open, a timeout from now, to look again).
+                loop {
+                    let deadline = this.activity.idle_until(this.timeout);
+                    if deadline.is_some_and(|d| d <= Instant::now()) {
+                        // Idle: the read ends, and hyper closes the connection.
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.timer.as_mut().reset(deadline.unwrap_or_else(|| Instant::now() + this.timeout));
+                    if this.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
