@@ -66,12 +66,6 @@ impl AdminToken {
         self.matches(token)
     }
 
-    /// Names the admin token in the audit trail without giving it away: the
-    /// first 8 hex digits of its SHA-256.
-    fn fingerprint(&self) -> String {
-        format!("admin-token:{}", self.0[..4].iter().map(|b| format!("{b:02x}")).collect::<String>())
-    }
-
     /// Whether `token` is the admin token, compared in constant time.
     fn matches(&self, token: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(token.trim_ascii()).into();
@@ -177,16 +171,18 @@ async fn route(
     if !session_read && (target == "/dashboard" || target.starts_with("/dashboard/")) {
         let (method, target) = (req.method().clone(), target.to_string());
         let answer = dashboard(token, gate, req).await;
-        // Logins (by the form or a link), and the attempts that failed.
-        if target == "/dashboard/login" && (method == Method::POST || answer.status() != 200) {
-            let actor = (answer.status() == 303).then(|| token.fingerprint());
-            audit_action(&shared, actor, peer, &method, &target, answer.status().as_u16(), None);
+        // Logins (by the form or a link), and the attempts that failed; the
+        // name as `dashboard` reads it (`/dashboard//login/` is the login too).
+        let name = target.strip_prefix("/dashboard").unwrap_or_default().trim_matches('/');
+        if name == "login" && (method == Method::POST || answer.status() != 200) {
+            let actor = answer.status() == 303;
+            audit_action(&shared, actor, peer, &method, "/dashboard/login", answer.status().as_u16(), None);
         }
         return answer;
     }
     if !admitted {
         gate.refuse().await;
-        audit_action(&shared, None, peer, req.method(), target, 401, None);
+        audit_action(&shared, false, peer, req.method(), target, 401, None);
         return error(&RouterError::AdminUnauthorized, id);
     }
     let method = req.method().clone();
@@ -220,20 +216,45 @@ async fn route(
     let answer = answer.unwrap_or_else(|e| error(&e, id));
     // What changes the router: who, what, and how it ended.
     if method != Method::GET {
-        let request = serde_json::from_slice::<serde_json::Value>(&body).ok();
         let target = format!("/{}", path.join("/"));
-        audit_action(&shared, Some(token.fingerprint()), peer, &method, &target, answer.status().as_u16(), request);
+        let request = audited_fields(path.as_slice(), &body);
+        audit_action(&shared, true, peer, &method, &target, answer.status().as_u16(), request);
     }
     answer
 }
 
-/// An admin action in the audit trail: by whom (the admin token's
-/// fingerprint, `None` for a caller without it), from where, what, and the
-/// answer's status. `request` is the action's JSON body (a weight, a drain's
-/// time-out, a purge's prefix: never a secret).
+/// The fields of an admin request's body the audit trail keeps: only those
+/// its endpoint reads (a weight, a drain's time-out, what a purge names),
+/// strings cut at 200 characters. Nothing else a caller sent is written.
+fn audited_fields(path: &[&str], body: &[u8]) -> Option<serde_json::Value> {
+    let fields: &[&str] = match path {
+        ["admin", "nodes", _, "weight"] => &["weight"],
+        ["admin", "nodes", _, "drain"] => &["timeout"],
+        ["admin", "cache", "purge"] => &["prefix", "node", "all"],
+        _ => return None,
+    };
+    let sent: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let kept: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .filter_map(|f| {
+            let value = match sent.get(*f)? {
+                serde_json::Value::String(s) => serde_json::Value::String(s.chars().take(200).collect()),
+                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.clone(),
+                _ => return None,
+            };
+            Some(((*f).to_string(), value))
+        })
+        .collect();
+    Some(kept.into())
+}
+
+/// An admin action in the audit trail: whether the caller had the admin
+/// token (`actor` is `admin-token` or `null`: there is one token, and
+/// nothing derived from it is written), from where, what (the path cut at
+/// 200 characters), the answer's status, and what `audited_fields` keeps.
 fn audit_action(
     shared: &Shared,
-    actor: Option<String>,
+    with_token: bool,
     peer: std::net::IpAddr,
     method: &Method,
     target: &str,
@@ -242,10 +263,10 @@ fn audit_action(
 ) {
     shared.signals.audit(serde_json::json!({
         "kind": "admin",
-        "actor": actor,
+        "actor": with_token.then_some("admin-token"),
         "peer": peer.to_string(),
         "method": method.as_str(),
-        "path": target,
+        "path": target.chars().take(200).collect::<String>(),
         "status": status,
         "request": request,
     }));

@@ -5,14 +5,20 @@
 //! and which requests were refused for their key, a budget or a rate limit
 //! (by tenant, never the key). It holds no request or response content.
 //!
-//! Lines go to a thread of their own through a bounded queue: a flood of
-//! refusals never slows the proxy; a line that finds the queue full is
+//! Lines go to a thread of their own through a bounded queue. A flood of
+//! refusals never slows the proxy: a refusal that finds the queue full is
 //! dropped and counted, and the next line written says how many went
-//! (`dropped_before`).
+//! (`dropped_before`). Admin actions and reloads, which are few, wait for
+//! room instead: a flood cannot push them out. At shutdown what is queued
+//! is written before the process ends.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use exchange::record::Record;
 use serde_json::{Value, json};
@@ -25,7 +31,9 @@ const AUDITED_REFUSALS: [&str; 3] = ["auth", "budget", "rate"];
 
 /// An open audit trail.
 pub struct Audit {
-    queue: SyncSender<String>,
+    /// `None` once closed at shutdown.
+    queue: Mutex<Option<SyncSender<String>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
     pub dropped: AtomicU64,
 }
 
@@ -35,23 +43,36 @@ impl Audit {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(|e| anyhow::anyhow!("admin.audit_log: cannot open {path}: {e}"))?;
         let (queue, lines) = std::sync::mpsc::sync_channel::<String>(QUEUE);
         let name = path.to_string();
-        std::thread::Builder::new().name("edge-audit".into()).spawn(move || {
+        let writer = std::thread::Builder::new().name("edge-audit".into()).spawn(move || {
+            let mut failing = false;
             for line in lines {
-                // One write per line, appended whole.
-                if let Err(e) = file.write_all(line.as_bytes()) {
-                    tracing::error!("the audit log {name} could not be written: {e}");
+                // One write per line, appended whole; a failure is said once until writes work again.
+                match file.write_all(line.as_bytes()) {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        tracing::error!("the audit log {name} could not be written: {e}");
+                        failing = true;
+                    }
+                    Err(_) => {}
                 }
             }
+            let _ = file.sync_data();
         })?;
-        Ok(Self { queue, dropped: AtomicU64::new(0) })
+        Ok(Self { queue: Mutex::new(Some(queue)), writer: Mutex::new(Some(writer)), dropped: AtomicU64::new(0) })
     }
 
-    /// Appends `event` (its `kind` and fields) with the time.
-    pub fn write(&self, mut event: Value) {
+    /// Appends `event` (its `kind` and fields) with the time; waits for
+    /// room in the queue if it is full (admin actions and reloads).
+    pub fn write(&self, event: Value) {
+        self.send(event, true);
+    }
+
+    fn send(&self, mut event: Value, wait: bool) {
         event["time"] = json!(exchange::record::rfc3339_ms(crate::proxy::now_ms()));
         let missed = self.dropped.swap(0, Ordering::Relaxed);
         if missed > 0 {
@@ -59,26 +80,49 @@ impl Audit {
         }
         let mut line = event.to_string();
         line.push('\n');
-        match self.queue.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(missed + 1, Ordering::Relaxed);
+        let Some(queue) = crate::lock(&self.queue).clone() else { return };
+        let sent = if wait {
+            queue.send(line).is_ok()
+        } else {
+            match queue.try_send(line) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
             }
+        };
+        if !sent {
+            self.dropped.fetch_add(missed + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes what is queued and closes the file (at shutdown), waiting
+    /// `within` at most.
+    pub fn close(&self, within: Duration) {
+        crate::lock(&self.queue).take();
+        let Some(writer) = crate::lock(&self.writer).take() else { return };
+        let deadline = std::time::Instant::now() + within;
+        while !writer.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if writer.is_finished() {
+            let _ = writer.join();
         }
     }
 
     /// A request's record, if it was refused for its key, a budget or a rate limit.
     pub fn refused(&self, record: &Record) {
         let Some(reason) = record.refusal.filter(|r| AUDITED_REFUSALS.contains(r)) else { return };
-        self.write(json!({
-            "kind": "refusal",
-            "reason": reason,
-            "request_id": edge_router::error::request_id_text(record.id),
-            "tenant": record.tenant.as_deref(),
-            "country": record.country,
-            "rule": record.rule,
-            "node": record.node,
-            "status": record.status,
-        }));
+        self.send(
+            json!({
+                "kind": "refusal",
+                "reason": reason,
+                "request_id": edge_router::error::request_id_text(record.id),
+                "tenant": record.tenant.as_deref(),
+                "country": record.country,
+                "rule": record.rule,
+                "node": record.node,
+                "status": record.status,
+            }),
+            false,
+        );
     }
 }

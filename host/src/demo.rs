@@ -91,7 +91,8 @@ pub struct DemoCertificate {
 /// serves a certificate a CA signed (docs/tls.md).
 pub fn certificate() -> anyhow::Result<DemoCertificate> {
     let dir = std::env::temp_dir().join(format!("edge-router-demo-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // The key is readable by this user only.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&dir)?;
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let key = rcgen::KeyPair::generate()?;
     let cert = rcgen::CertificateParams::new(names)?.self_signed(&key)?;

@@ -459,6 +459,7 @@ async fn demo(listen: SocketAddr, module: Option<PathBuf>, tls: bool) -> anyhow:
     let mut config = fleet.config.clone();
     let ca_file = if tls {
         let made = edge_router_host::demo::certificate().context("cannot make the demo's certificate")?;
+        anyhow::ensure!(config.contains("server:\n"), "the demo config has no `server:` section to serve HTTPS from");
         config = config.replacen("server:\n", &format!("server:\n{}", made.config), 1);
         Some(made.cert)
     } else {

@@ -126,9 +126,12 @@ impl ServerHandle {
             let _ = stop.send(grace);
         }
         let _ = (&mut self.task).await;
-        // The last lines of the access log, before the process ends.
+        // The last lines of the access log and the audit trail, before the process ends.
         if let Some(shared) = self.shared.upgrade() {
             shared.signals.flush();
+            if let Some(audit) = &shared.signals.audit {
+                audit.close(Duration::from_secs(5));
+            }
         }
     }
 }

@@ -59,6 +59,17 @@ impl Certificate {
     }
 }
 
+impl Tls {
+    /// Logs a warning for each certificate past or near its expiry.
+    pub fn warn_of_expiry(&self) {
+        for c in &self.certificates {
+            if let (_, Some(warning)) = c.expiry() {
+                tracing::warn!("server.tls: {warning}");
+            }
+        }
+    }
+}
+
 /// Reads the certificates and keys `config` names, and checks each key
 /// matches its certificate.
 pub fn load(config: &TlsConfig) -> anyhow::Result<Tls> {

@@ -18,7 +18,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use edge_router::config::CidrBlock;
-use edge_router::wire::{Event, Reply};
+use edge_router::wire::{Action, Event, Header, Reply};
 use edge_router::{Router, RouterConfig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -89,11 +89,16 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn the_config_loader() {
     fuzz("config", corpus("config"), |input| {
-        match RouterConfig::load("fuzz.yaml", &text(input)) {
-            Ok(config) => prop_assert!(!config.nodes.is_empty() || config.rules.is_empty()),
-            Err(errors) => {
-                let message = errors.to_string();
-                prop_assert!(message.lines().all(|l| l.starts_with("fuzz.yaml")), "unlocated: {message}");
+        let text = text(input);
+        if let Err(errors) = RouterConfig::load("fuzz.yaml", &text) {
+            // Each error points into the file: a line that exists (or the
+            // one after the last, for the end of input) and a column. Lines
+            // end as YAML ends them: LF, CR or CRLF.
+            let lines = 1 + text.replace("\r\n", "\n").chars().filter(|c| matches!(c, '\n' | '\r')).count();
+            prop_assert!(!errors.0.is_empty());
+            for e in &errors.0 {
+                let p = &e.position;
+                prop_assert!((1..=lines + 1).contains(&p.line) && p.column >= 1, "{e} at {}:{}", p.line, p.column);
             }
         }
         Ok(())
@@ -151,7 +156,7 @@ fn events(input: &[u8], cuts: &[usize]) -> (Vec<Vec<u8>>, Vec<u8>) {
 
 #[test]
 fn the_wire_read_by_the_router_and_by_the_host() {
-    let seeds: Vec<Vec<u8>> = [
+    let mut seeds: Vec<Vec<u8>> = [
         Event::Tick { now_ms: 1_700_000_000_000 },
         Event::Probed { node: "local-gpu".into(), ok: false, now_ms: 7 },
         Event::Finished { id: 42, usage: None, now_ms: 9 },
@@ -159,12 +164,20 @@ fn the_wire_read_by_the_router_and_by_the_host() {
     .iter()
     .map(|e| postcard::to_allocvec(e).expect("encodes"))
     .collect();
+    let headers = vec![Header::new("content-type", "application/json")];
+    let reply = Reply {
+        action: Action::Respond { status: 200, headers, body: b"{}".to_vec() },
+        notices: Vec::new(),
+        spent: Vec::new(),
+    };
+    seeds.push(postcard::to_allocvec(&reply).expect("encodes"));
     let config =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hybrid.yaml")).expect("config");
-    let router = std::sync::Mutex::new(Router::new(RouterConfig::load("hybrid.yaml", &config).expect("loads")));
+    let config = RouterConfig::load("hybrid.yaml", &config).expect("loads");
     fuzz("wire", seeds, |input| {
-        // A hostile host's batch of events, to the router...
-        let _ = router.lock().expect("router").handle_batch(input);
+        // A hostile host's batch of events, to a fresh router (a failure
+        // then depends on its input alone)...
+        let _ = Router::new(config.clone()).handle_batch(input);
         // ...and a hostile module's reply, to the host.
         let _ = postcard::from_bytes::<Reply>(input);
         Ok(())

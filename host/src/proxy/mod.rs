@@ -174,10 +174,8 @@ impl Shared {
         let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
         let number = router.generation();
         let tls = config.server.tls.as_ref().map(crate::tls::load).transpose()?;
-        for c in tls.iter().flat_map(|t| &t.certificates) {
-            if let (_, Some(warning)) = c.expiry() {
-                tracing::warn!("server.tls: {warning}");
-            }
+        if let Some(tls) = &tls {
+            tls.warn_of_expiry();
         }
         Ok(Self {
             tls: RwLock::new(tls.map(Arc::new)),

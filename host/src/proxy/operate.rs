@@ -290,10 +290,6 @@ fn restart_needed(old: &RouterConfig, new: &RouterConfig) -> Vec<&'static str> {
 fn load_tls(config: &RouterConfig) -> Result<Option<crate::tls::Tls>, ReloadError> {
     let Some(tls) = &config.server.tls else { return Ok(None) };
     let tls = crate::tls::load(tls).map_err(|e| ReloadError::Refused(format!("server.tls: {e:#}")))?;
-    for c in &tls.certificates {
-        if let (_, Some(warning)) = c.expiry() {
-            tracing::warn!("server.tls: {warning}");
-        }
-    }
+    tls.warn_of_expiry();
     Ok(Some(tls))
 }
