@@ -376,11 +376,10 @@ async fn reload(shared: &Arc<Shared>) -> Result<Answer, RouterError> {
     };
     // Compiling takes a while: off the async threads.
     let file = path.clone();
-    let compiled = tokio::task::spawn_blocking(move || crate::RouterModule::from_file(&file)).await;
-    let result = compiled.map_err(anyhow::Error::from).and_then(|m| m).and_then(|m| shared.reload(&m));
-    let sha256 = std::fs::read(&path)
-        .ok()
-        .map(|bytes| Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let compiled = tokio::task::spawn_blocking(move || crate::RouterModule::from_file_hashed(&file)).await;
+    let compiled = compiled.map_err(anyhow::Error::from).and_then(|m| m);
+    let sha256 = compiled.as_ref().ok().map(|(_, sha)| sha.clone());
+    let result = compiled.and_then(|(m, _)| shared.reload(&m));
     shared.signals.audit(serde_json::json!({
         "kind": "reload", "what": "module", "file": path.display().to_string(), "sha256": sha256,
         "result": if result.is_ok() { "reloaded" } else { "refused" },

@@ -139,7 +139,15 @@ struct BySni {
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let chosen = hello.server_name().and_then(|name| self.certificates.iter().position(|c| c.covers(name)));
+        // Of the certificates for the name (else of all), the first whose
+        // key can sign in a way the client takes (an RSA one and an ECDSA
+        // one may serve the same name); failing that, the first.
+        let name = hello.server_name();
+        let usable = |i: &usize| self.keys[*i].key.choose_scheme(hello.signature_schemes()).is_some();
+        let for_name: Vec<usize> =
+            (0..self.keys.len()).filter(|i| name.is_some_and(|n| self.certificates[*i].covers(n))).collect();
+        let candidates = if for_name.is_empty() { (0..self.keys.len()).collect() } else { for_name };
+        let chosen = candidates.iter().copied().find(usable).or(candidates.first().copied());
         self.keys.get(chosen.unwrap_or(0)).cloned()
     }
 }

@@ -551,6 +551,12 @@ nodes:
     std::fs::write(&edge.path, config.replace("max_cost_per_day: 1.2", "max_cost_per_day: 2.4")).expect("write");
     edge.ok(&["reload"]);
     let sha = edge.status()["config"]["sha256"].as_str().expect("sha").to_string();
+    edge.ok(&["reload", "--module"]);
+    let module = std::fs::read(edge_router_host::default_module_path()).expect("the module");
+    let module_sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&module).iter().map(|b| format!("{b:02x}")).collect()
+    };
 
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut lines: Vec<serde_json::Value> = Vec::new();
@@ -560,7 +566,7 @@ nodes:
             assert!(!text.contains(secret), "the audit log holds no secret:\n{text}");
         }
         lines = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-        if lines.iter().filter(|l| l["kind"] == "reload").count() >= 2 {
+        if lines.iter().filter(|l| l["kind"] == "reload").count() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -580,5 +586,7 @@ nodes:
     assert_eq!(reloads[0]["result"], "refused");
     assert!(reloads[0]["error"].as_str().is_some_and(|e| e.contains("max_cost_per_day")), "{}", reloads[0]);
     assert_eq!((reloads[1]["result"].as_str(), reloads[1]["sha256"].as_str()), (Some("reloaded"), Some(sha.as_str())));
+    assert_eq!((reloads[2]["what"].as_str(), reloads[2]["result"].as_str()), (Some("module"), Some("reloaded")));
+    assert_eq!(reloads[2]["sha256"].as_str(), Some(module_sha.as_str()), "the module file's hash");
     assert!(lines.iter().all(|l| l["time"].as_str().is_some_and(|t| t.ends_with('Z'))));
 }
