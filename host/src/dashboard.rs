@@ -109,7 +109,7 @@ impl Sessions {
 fn insert(map: &Mutex<HashMap<[u8; 32], Instant>>, lifetime: Duration) -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a session: {e}"))?;
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = crate::hex(&bytes);
     let now = Instant::now();
     let mut map = crate::lock(map);
     map.retain(|_, expires| *expires > now);

@@ -83,6 +83,18 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// `bytes` as lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hex SHA-256 of `bytes`: how a config file and a module file are named
+/// in `status`, the log and the audit trail.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
 /// Where the module is looked for when `--module` is not given.
 pub fn default_module_path() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("EDGE_ROUTER_MODULE") {

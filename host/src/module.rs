@@ -74,11 +74,10 @@ impl RouterModule {
     /// Reads and compiles a module file; with the hex SHA-256 of the bytes
     /// compiled (the audit trail's), read once.
     pub fn from_file_hashed(path: &std::path::Path) -> anyhow::Result<(Self, String)> {
-        use sha2::Digest;
         let bytes = std::fs::read(path).with_context(|| {
             format!("cannot read the router module {} (build it with scripts/build-module.sh)", path.display())
         })?;
-        let sha256 = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = crate::sha256_hex(&bytes);
         Ok((Self { path: Some(path.to_path_buf()), ..Self::compile(&bytes)? }, sha256))
     }
 

@@ -81,8 +81,7 @@ async fn evaluate(
     now_ms: u64,
     interval: Duration,
 ) -> Vec<Signal> {
-    let Some(status) = shared.upgrade().map(|s| s.status().2) else { return Vec::new() };
-    let status: serde_json::Value = serde_json::from_slice(&status).unwrap_or_default();
+    let Some(status) = shared.upgrade().map(|s| s.status_report()) else { return Vec::new() };
     let nodes: HashMap<&str, &serde_json::Value> = status["nodes"]
         .as_array()
         .map(Vec::as_slice)

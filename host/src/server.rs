@@ -228,8 +228,9 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
                             Ok(s) => s,
                             Err(e) => return tracing::debug!("connection from {peer} lost before serving: {e}"),
                         };
+                        let mut conn = Accepted { shared, worker, peer, client_timeout, hsts: None };
                         let served = match tls {
-                            None => serve_http1(stream, shared, worker, peer, client_timeout, watcher, None).await,
+                            None => serve_http1(stream, conn, watcher).await,
                             Some(tls) => {
                                 let accepted = tokio::time::timeout(client_timeout, tls.acceptor.accept(stream)).await;
                                 let stream = match accepted {
@@ -237,11 +238,11 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
                                     Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
                                     Err(_) => return tracing::debug!("TLS handshake with {peer} took over {client_timeout:?}"),
                                 };
-                                let hsts = tls.hsts.clone();
+                                conn.hsts = tls.hsts.clone();
                                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                                    serve_http2(stream, shared, worker, peer, client_timeout, watcher, hsts).await
+                                    serve_http2(stream, conn, watcher).await
                                 } else {
-                                    serve_http1(stream, shared, worker, peer, client_timeout, watcher, hsts).await
+                                    serve_http1(stream, conn, watcher).await
                                 }
                             }
                         };
@@ -261,26 +262,47 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<Serv
     Ok(ServerHandle { addr, shared: weak, stop: Some(stop_tx), task, admin: None })
 }
 
+/// An accepted client connection: what serving each of its requests takes.
+struct Accepted {
+    shared: Arc<Shared>,
+    /// The worker thread serving it (whose origin pools its requests use).
+    worker: usize,
+    peer: SocketAddr,
+    /// `server.client_timeout` when it came.
+    client_timeout: Duration,
+    /// `Strict-Transport-Security`, over HTTPS when the config asks for it.
+    hsts: Option<http::HeaderValue>,
+}
+
+impl Accepted {
+    /// Serves one of its requests, with `interim` for an origin's 1xx answers.
+    fn serve(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        interim: interim::Interim,
+    ) -> impl Future<Output = http::Response<crate::origins::ProxyBody>> + use<> {
+        let (shared, hsts) = (self.shared.clone(), self.hsts.clone());
+        let client = Client { worker: self.worker, peer: self.peer.ip(), interim };
+        async move { with_hsts(handle(shared, client, req).await, hsts) }
+    }
+}
+
 /// Serves one HTTP/1.1 connection (plain, or HTTPS without `h2`), with
 /// origins' interim (1xx) answers passed on.
 async fn serve_http1<S>(
     stream: S,
-    shared: Arc<Shared>,
-    worker: usize,
-    peer: SocketAddr,
-    client_timeout: Duration,
+    conn: Accepted,
     watcher: hyper_util::server::graceful::Watcher,
-    hsts: Option<http::HeaderValue>,
 ) -> Result<(), hyper::Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // Interim (1xx) answers from origins go to the client through this.
     let (io, interim) = interim::wrap(TokioIo::new(stream));
+    let client_timeout = conn.client_timeout;
     let service = service_fn(move |req| {
-        let (shared, interim, hsts) = (shared.clone(), interim.clone(), hsts.clone());
-        let client = Client { worker, peer: peer.ip(), interim };
-        async move { Ok::<_, std::convert::Infallible>(with_hsts(handle(shared, client, req).await, hsts)) }
+        let response = conn.serve(req, interim.clone());
+        async move { Ok::<_, std::convert::Infallible>(response.await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -295,25 +317,20 @@ where
 /// (`idle.rs`); a peer that stops answering pings goes sooner.
 async fn serve_http2<S>(
     stream: S,
-    shared: Arc<Shared>,
-    worker: usize,
-    peer: SocketAddr,
-    client_timeout: Duration,
+    conn: Accepted,
     watcher: hyper_util::server::graceful::Watcher,
-    hsts: Option<http::HeaderValue>,
 ) -> Result<(), hyper::Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let interim = interim::Interim::inert();
     let activity = crate::idle::Activity::new();
-    let io = crate::idle::IdleIo::new(stream, activity.clone(), client_timeout);
+    let io = crate::idle::IdleIo::new(stream, activity.clone(), conn.client_timeout);
     let service = service_fn(move |req| {
-        let (shared, interim, hsts) = (shared.clone(), interim.clone(), hsts.clone());
-        let client = Client { worker, peer: peer.ip(), interim };
         let stream = activity.open();
+        let response = conn.serve(req, interim.clone());
         async move {
-            let response = with_hsts(handle(shared, client, req).await, hsts);
+            let response = response.await;
             Ok::<_, std::convert::Infallible>(response.map(|body| crate::idle::Tracked::new(body, stream)))
         }
     });

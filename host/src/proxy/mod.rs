@@ -86,8 +86,7 @@ pub struct ConfigSource {
 impl ConfigSource {
     /// The source of `text`, read now from `path` (if from a file) as `name`.
     pub fn new(path: Option<std::path::PathBuf>, name: &str, text: &str) -> Self {
-        use sha2::Digest;
-        let sha256 = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = crate::sha256_hex(text.as_bytes());
         Self { path, name: name.to_string(), sha256, loaded_ms: now_ms() }
     }
 }

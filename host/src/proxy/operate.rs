@@ -22,9 +22,26 @@ use crate::lock;
 impl Shared {
     /// The status report as JSON (`GET /admin/status`), with the cache store's counters.
     pub fn status(&self) -> (u16, Vec<Header>, Bytes) {
+        let (status, headers, report) = self.status_answer();
+        let body = match report {
+            Ok(report) => Bytes::from(serde_json::to_vec_pretty(&report).unwrap_or_default()),
+            Err(body) => body,
+        };
+        (status, headers, body)
+    }
+
+    /// The status report as a value, for a scrape and the scaling task
+    /// (`Null` if the module gave none).
+    pub fn status_report(&self) -> serde_json::Value {
+        self.status_answer().2.unwrap_or_default()
+    }
+
+    /// The module's answer to `Status`, its report with what the host adds
+    /// (or the body it gave instead).
+    fn status_answer(&self) -> (u16, Vec<Header>, Result<serde_json::Value, Bytes>) {
         let (status, headers, body) = answer(self.event(&Event::Status { now_ms: now_ms() }));
         let Ok(mut report) = serde_json::from_slice::<serde_json::Value>(&body) else {
-            return (status, headers, body);
+            return (status, headers, Err(body));
         };
         report["config"] = crate::admin::config_source(&self.generation());
         let s = self.cache.stats();
@@ -38,14 +55,13 @@ impl Shared {
             "sent": signals.webhooks_sent.load(Ordering::Relaxed),
             "failed": signals.webhooks_failed.load(Ordering::Relaxed),
         });
-        (status, headers, Bytes::from(serde_json::to_vec_pretty(&report).unwrap_or_default()))
+        (status, headers, Ok(report))
     }
 
     /// The Prometheus text of `GET /metrics`: the request metrics, then
     /// each node's state and the cache's counters as the status report has them.
     pub fn metrics(&self) -> String {
-        let (_, _, body) = self.status();
-        let status = serde_json::from_slice(&body).unwrap_or_default();
+        let status = self.status_report();
         self.signals.encode(&crate::signals::State { status })
     }
 
