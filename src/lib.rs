@@ -11,6 +11,7 @@
 //! under wasmtime.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod facts;

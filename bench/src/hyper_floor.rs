@@ -188,6 +188,7 @@ async fn decided_forward(
         target,
         headers,
         country: None,
+        client: None,
         body: BodyRef::Buffered(&body),
         now_ms: now_ms(),
         random: mix64(id),

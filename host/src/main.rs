@@ -378,6 +378,10 @@ fn check(file: &PathBuf) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(path) = &config.server.geoip_database {
+        let db = edge_router_host::geoip::GeoIp::load(path).context("server.geoip_database")?;
+        println!("\nIP database: {}", db.describe());
+    }
     Ok(())
 }
 

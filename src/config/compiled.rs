@@ -10,7 +10,7 @@ use super::DurationSpec;
 use super::load::Position;
 use super::net::CidrBlock;
 use super::types::*;
-use super::{Api, AutoscalingConfig, AwsCredentialsEnv, MonitoringConfig};
+use super::{Api, AutoscalingConfig, AwsCredentialsEnv, MonitoringConfig, ServerConfig};
 use crate::auth::KeyTable;
 use crate::geo::{Geofence, NodeResidency, Residency};
 use crate::rules::Rule;

@@ -13,6 +13,7 @@ mod operations;
 mod percent;
 mod provider;
 mod series;
+mod server;
 mod size;
 mod types;
 mod validate;
@@ -26,6 +27,7 @@ pub use operations::{AccessLogTarget, AutoscalingConfig, MonitoringConfig, Scale
 pub use percent::Percent;
 pub use provider::{Api, AwsCredentialsEnv};
 pub use series::Series;
+pub use server::{HstsConfig, ServerConfig, TlsCertificate, TlsConfig};
 pub use size::ByteSize;
 pub use types::*;
 

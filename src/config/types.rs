@@ -11,6 +11,7 @@ use super::duration::DurationSpec;
 use super::operations::{AutoscalingConfig, MonitoringConfig};
 use super::percent::Percent;
 use super::provider::{Api, AwsCredentialsEnv};
+use super::server::ServerConfig;
 use super::size::ByteSize;
 
 /// An edge-router configuration.
@@ -82,85 +83,6 @@ impl std::fmt::Display for ConfigVersion {
             Self::Text(t) => f.write_str(t),
             // `1.0` stays `1.0`, as written, not `1`.
             Self::Number(n) => write!(f, "{n:?}"),
-        }
-    }
-}
-
-/// Settings of the native edge box.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Address to listen on, e.g. `0.0.0.0:8080`. `--listen` overrides it.
-    pub listen: String,
-    /// Largest request body accepted, in bytes; larger bodies get 413.
-    pub max_body_bytes: u64,
-    /// How long a client may take to send its request head and body.
-    pub client_timeout: DurationSpec,
-    /// Header that carries the client's ISO country, set by a proxy in front (e.g. `CF-IPCountry`).
-    pub country_header: Option<String>,
-    /// Peer addresses or CIDR blocks whose `country_header` is believed. Anyone else's is ignored.
-    pub trusted_proxies: Vec<String>,
-    /// How long in-flight requests and streams may run on after SIGTERM or SIGINT.
-    pub shutdown_grace: DurationSpec,
-    /// Threads that serve client connections, each with its own origin
-    /// connection pool. Default: one per CPU.
-    pub workers: Option<std::num::NonZeroU16>,
-    /// HTTPS on `listen` (the edge box): without it, plain HTTP.
-    pub tls: Option<TlsConfig>,
-}
-
-/// HTTPS: TLS 1.2 and 1.3, HTTP/2 by ALPN beside HTTP/1.1 (see `docs/tls.md`).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Certificates with their keys, in PEM files. A client's SNI name picks the first whose
-    /// names cover it; a client naming none that matches gets the first.
-    pub certificates: Vec<TlsCertificate>,
-    /// Send `Strict-Transport-Security` with every answer.
-    #[serde(default)]
-    pub hsts: Option<HstsConfig>,
-}
-
-/// One certificate chain and its private key.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsCertificate {
-    /// The PEM file of the certificate, followed by its intermediates.
-    pub cert: String,
-    /// The PEM file of its private key (PKCS#8, RSA or SEC1).
-    pub key: String,
-}
-
-/// `Strict-Transport-Security`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HstsConfig {
-    /// How long browsers keep to HTTPS, e.g. `365d`.
-    pub max_age: DurationSpec,
-    /// The same for every subdomain.
-    #[serde(default)]
-    pub include_subdomains: bool,
-}
-
-impl HstsConfig {
-    /// The header's value.
-    pub fn header_value(&self) -> String {
-        let sub = if self.include_subdomains { "; includeSubDomains" } else { "" };
-        format!("max-age={}{sub}", self.max_age.0.as_secs())
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            max_body_bytes: 4 * 1024 * 1024,
-            client_timeout: DurationSpec::secs(30),
-            country_header: None,
-            trusted_proxies: Vec::new(),
-            shutdown_grace: DurationSpec::secs(30),
-            workers: None,
-            tls: None,
         }
     }
 }

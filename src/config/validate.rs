@@ -4,16 +4,15 @@
 
 mod hosts;
 mod operations;
+mod server;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use origin_fallback::Strategy;
 
 use super::Api;
 use super::compiled::{Node, RouterConfig, Warning};
 use super::load::{ConfigErrors, Position, Positions, deserialize_all, parse_document};
-use super::net::CidrBlock;
 use super::types::*;
 use crate::auth::{KeyEntry, KeyTable, Principal, parse_digest};
 use crate::geo::{Country, Geofence, NodeResidency, Residency, expand_country};
@@ -153,52 +152,6 @@ impl Validator<'_> {
             monitoring: raw.monitoring,
             warnings: Vec::new(),
         }
-    }
-
-    fn listen(&mut self, s: &ServerConfig) -> SocketAddr {
-        s.listen.parse().unwrap_or_else(|_| {
-            self.err("server.listen", format!("`{}` is not an address and port such as `0.0.0.0:8080`", s.listen));
-            SocketAddr::from(([127, 0, 0, 1], 8080))
-        })
-    }
-
-    fn server(&mut self, s: &ServerConfig) -> Vec<CidrBlock> {
-        if s.max_body_bytes == 0 {
-            self.err("server.max_body_bytes", "must be at least 1");
-        }
-        // The files themselves are read by the edge box (`check` too): the
-        // Worker has no listener of its own.
-        if let Some(tls) = &s.tls {
-            if tls.certificates.is_empty() {
-                self.err("server.tls.certificates", "name at least one `{cert, key}` pair of PEM files");
-            }
-            for (i, c) in tls.certificates.iter().enumerate() {
-                for (field, path) in [("cert", &c.cert), ("key", &c.key)] {
-                    if path.trim().is_empty() {
-                        self.err(format!("server.tls.certificates[{i}].{field}"), "must be a file path");
-                    }
-                }
-            }
-        }
-        if let Some(h) = &s.country_header
-            && http::HeaderName::from_bytes(h.as_bytes()).is_err()
-        {
-            self.err("server.country_header", format!("`{h}` is not a valid header name"));
-        }
-        if s.country_header.is_none() && !s.trusted_proxies.is_empty() {
-            self.warn(
-                "server.trusted_proxies",
-                "trusted proxies are listed but no `country_header` is set, so they are never asked",
-            );
-        }
-        let mut out = Vec::new();
-        for (i, p) in s.trusted_proxies.iter().enumerate() {
-            match CidrBlock::parse(p) {
-                Ok(b) => out.push(b),
-                Err(e) => self.err(format!("server.trusted_proxies[{i}]"), e),
-            }
-        }
-        out
     }
 
     fn residency(&mut self, r: &ResidencyConfig) -> Residency {

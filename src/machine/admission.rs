@@ -39,7 +39,19 @@ pub(super) fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
 
 impl Router {
     pub(super) fn on_request(&mut self, request: RequestRef<'_>) -> Action {
-        let RequestRef { id, method, target, headers, country, body, now_ms, random, key_sha256, body_facts } = request;
+        let RequestRef {
+            id,
+            method,
+            target,
+            headers,
+            country,
+            client: _,
+            body,
+            now_ms,
+            random,
+            key_sha256,
+            body_facts,
+        } = request;
         let country = country.and_then(Country::parse);
         let refuse = |e: RouterError, label: &str| refusal(&e, label, country, id);
         if let Err(geo) = self.config.geofence.check(country) {

@@ -316,20 +316,31 @@ impl Router {
     /// `answer`: whether the caller reads the action (see [`absorb`](Self::absorb)).
     fn dispatch(&mut self, event: Event, answer: bool) -> Action {
         match event {
-            Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256, body_facts } => {
-                self.request(RequestRef {
-                    id,
-                    method: &method,
-                    target: &target,
-                    headers: headers.iter().map(Header::as_ref).collect(),
-                    country: country.as_deref(),
-                    body: body.as_ref(),
-                    now_ms,
-                    random,
-                    key_sha256,
-                    body_facts,
-                })
-            }
+            Event::Request {
+                id,
+                method,
+                target,
+                headers,
+                country,
+                client,
+                body,
+                now_ms,
+                random,
+                key_sha256,
+                body_facts,
+            } => self.request(RequestRef {
+                id,
+                method: &method,
+                target: &target,
+                headers: headers.iter().map(Header::as_ref).collect(),
+                country: country.as_deref(),
+                client: client.as_deref(),
+                body: body.as_ref(),
+                now_ms,
+                random,
+                key_sha256,
+                body_facts,
+            }),
             Event::ResponseHead { id, status, retry_after_s, now_ms } => {
                 self.on_response_head(id, status, retry_after_s, now_ms, answer)
             }
@@ -435,6 +446,7 @@ fn chat_event(id: u64, now_ms: u64, random: u64, body: &str) -> Event {
         target: "/v1/chat/completions".into(),
         headers: Vec::new(),
         country: Some("US".into()),
+        client: None,
         body: crate::wire::RequestBody::Buffered(body.as_bytes().to_vec()),
         now_ms,
         random,

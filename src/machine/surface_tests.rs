@@ -30,6 +30,7 @@ fn event_from(country: &str, id: u64, method: &str, target: &str, body: &str) ->
         target: target.into(),
         headers: vec![Header::new("content-type", "application/json")],
         country: Some(country.into()),
+        client: None,
         body: if body.is_empty() { RequestBody::Streamed } else { RequestBody::Buffered(body.as_bytes().to_vec()) },
         now_ms: 1_000,
         random: 0,

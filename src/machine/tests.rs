@@ -22,6 +22,7 @@ fn request(id: u64, country: &str, model: &str, random: u64) -> Event {
         target: "/v1/chat/completions".into(),
         headers: vec![Header::new("content-type", "application/json")],
         country: Some(country.into()),
+        client: None,
         body: crate::wire::RequestBody::Buffered(body.into_bytes()),
         now_ms: 1_000,
         random,
@@ -73,7 +74,19 @@ fn a_key_digest_from_the_host_stands_in_for_hashing_the_presented_key() {
             unreachable!()
         };
         let headers = header.map(|h| vec![Header::new("authorization", h)]).unwrap_or_default();
-        Event::Request { id, method, target, headers, country, body, now_ms, random, key_sha256, body_facts: None }
+        Event::Request {
+            id,
+            method,
+            target,
+            headers,
+            country,
+            client: None,
+            body,
+            now_ms,
+            random,
+            key_sha256,
+            body_facts: None,
+        }
     };
     // The router hashes the presented key itself...
     assert!(matches!(r.handle(keyed(1, Some("Bearer sk-team-a"), None)), Action::Forward(_)));
@@ -118,6 +131,7 @@ fn the_router_answers_the_same_when_given_only_the_headers_it_reads() {
                     target,
                     headers,
                     country,
+                    client: None,
                     body,
                     now_ms,
                     random,
@@ -378,6 +392,7 @@ fn passthrough(id: u64, method: &str, body: crate::wire::RequestBody) -> Event {
         target: "/v1/files".into(),
         headers: Vec::new(),
         country: Some("US".into()),
+        client: None,
         body,
         now_ms: 1_000,
         random: 0,

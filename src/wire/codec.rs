@@ -89,6 +89,9 @@ pub struct RequestRef<'a> {
     /// ISO country from a trusted source, if any.
     #[serde(borrow)]
     pub country: Option<&'a str>,
+    /// The client's IP address; see [`Event::Request`].
+    #[serde(borrow)]
+    pub client: Option<&'a str>,
     /// The body.
     #[serde(borrow)]
     pub body: BodyRef<'a>,
@@ -146,11 +149,17 @@ mod tests {
             previous_response_id: Some("resp_1~n".into()),
         };
         let cases = [
-            (RequestBody::Buffered(b"{\"model\":\"auto\"}".to_vec()), Some("DE"), Some([7u8; 32]), Some(facts)),
-            (RequestBody::Streamed, None, None, None),
-            (RequestBody::Buffered(Vec::new()), Some(""), None, Some(BodyFacts::default())),
+            (
+                RequestBody::Buffered(b"{\"model\":\"auto\"}".to_vec()),
+                Some("DE"),
+                Some("2001:db8::1"),
+                Some([7u8; 32]),
+                Some(facts),
+            ),
+            (RequestBody::Streamed, None, None, None, None),
+            (RequestBody::Buffered(Vec::new()), Some(""), Some(""), None, Some(BodyFacts::default())),
         ];
-        for (body, country, key_sha256, body_facts) in cases {
+        for (body, country, client, key_sha256, body_facts) in cases {
             let headers = vec![
                 Header::new("authorization", "Bearer sk"),
                 // Not UTF-8: values are bytes, and none may be lost.
@@ -163,6 +172,7 @@ mod tests {
                 target: "/v1/chat/completions?x=ü".into(),
                 headers: headers.clone(),
                 country: country.map(Into::into),
+                client: client.map(Into::into),
                 body: body.clone(),
                 now_ms: 1_700_000_000_000,
                 random: 0x9E37_79B9_7F4A_7C15,
@@ -182,6 +192,7 @@ mod tests {
                     target: "/v1/chat/completions?x=ü",
                     headers: headers.iter().map(Header::as_ref).collect(),
                     country,
+                    client,
                     body: body.as_ref(),
                     now_ms: 1_700_000_000_000,
                     random: 0x9E37_79B9_7F4A_7C15,

@@ -128,6 +128,9 @@ pub enum Event {
         headers: Vec<Header>,
         /// ISO country from a trusted source, if any.
         country: Option<String>,
+        /// The client's IP address, as the host believes it (see
+        /// [`crate::client`]), in text; read for keys' and tenants' `allow_ips`.
+        client: Option<String>,
         /// The body.
         body: RequestBody,
         /// Milliseconds since the Unix epoch.

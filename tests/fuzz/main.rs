@@ -9,7 +9,8 @@
 //! - the SSE event splitter: however the bytes are cut, the same events;
 //! - the module's wire decoding, both ways: the router reading a hostile
 //!   host's events, and the host reading a hostile module's reply;
-//! - CIDR blocks, as `trusted_proxies` writes them.
+//! - CIDR blocks, as `trusted_proxies` writes them;
+//! - `X-Forwarded-For`, read through trusted proxies.
 //!
 //! `FUZZ_CASES` sets the inputs per target (default 5,000, so that CI stays
 //! quick); each target prints how many ran. See `docs/fuzzing.md`.
@@ -17,6 +18,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use edge_router::client::{MAX_FORWARDED_HOPS, client_address};
 use edge_router::config::CidrBlock;
 use edge_router::wire::{Action, Event, Header, Reply};
 use edge_router::{Router, RouterConfig};
@@ -198,6 +200,34 @@ fn cidr_blocks() {
                 prop_assert!(block.contains(addr), "{written} does not hold {addr}");
             }
         }
+        Ok(())
+    });
+}
+
+#[test]
+fn x_forwarded_for_through_trusted_proxies() {
+    let seeds = corpus("forwarded")
+        .iter()
+        .flat_map(|f| text(f).lines().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>())
+        .collect();
+    let trusted: Vec<CidrBlock> = ["10.0.0.0/8", "192.0.2.0/24"].iter().map(|b| CidrBlock::parse(b).unwrap()).collect();
+    let (proxy, stranger) = ("10.0.0.1".parse().unwrap(), "203.0.113.1".parse().unwrap());
+    fuzz("forwarded", seeds, |input| {
+        // A stranger is the client, whatever it forwards.
+        prop_assert_eq!(client_address(stranger, [input], &trusted), Some(stranger));
+        // Through a trusted proxy, the client is the proxy or an address of
+        // the header, and is untrusted unless every hop read was trusted.
+        let Some(client) = client_address(proxy, [input], &trusted) else { return Ok(()) };
+        let hops = input.split(|&b| b == b',').filter(|h| !h.trim_ascii().is_empty()).count();
+        prop_assert!(hops <= MAX_FORWARDED_HOPS || !trusted.iter().any(|b| b.contains(client)) || hops == 0);
+        // An IPv4 address is written one way (or mapped into IPv6); IPv6 has
+        // many spellings, so only its colons are looked for.
+        let (shown, written) = (client.to_string(), text(input).to_ascii_lowercase());
+        let held = match client {
+            std::net::IpAddr::V4(_) => written.contains(&shown) || written.contains("::ffff:"),
+            std::net::IpAddr::V6(_) => written.contains(':'),
+        };
+        prop_assert!(client == proxy || held, "{shown} from {written:?}");
         Ok(())
     });
 }

@@ -17,6 +17,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
+pub mod mmdb;
+
 /// The compiled router module, shared by every test in the process.
 pub fn module() -> &'static RouterModule {
     static MODULE: OnceLock<RouterModule> = OnceLock::new();
@@ -87,20 +89,45 @@ impl TestRouter {
         headers: &[(&str, &str)],
         body: &str,
     ) -> http::Response<Incoming> {
+        self.send_with(&self.client, method, path, headers, body).await
+    }
+
+    /// Sends a request from the loopback address `local` (any of
+    /// 127.0.0.0/8), as a client of that address would, and reads the
+    /// whole response.
+    pub async fn request_from(
+        &self,
+        local: std::net::IpAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(local));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        read_reply(self.send_with(&client, method, path, headers, body).await).await
+    }
+
+    async fn send_with(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> http::Response<Incoming> {
         let mut b = http::Request::builder().method(method).uri(format!("http://{}{path}", self.addr()));
         for (n, v) in headers {
             b = b.header(*n, *v);
         }
         let req = b.body(Full::new(Bytes::from(body.to_string()))).expect("request");
-        self.client.request(req).await.expect("router answered")
+        client.request(req).await.expect("router answered")
     }
 
     /// Sends a request and reads the whole response.
     pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        let resp = self.send(method, path, headers, body).await;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+        read_reply(self.send(method, path, headers, body).await).await
     }
 
     /// `POST /v1/chat/completions` with a JSON body and a client country.
@@ -121,6 +148,13 @@ impl TestRouter {
             h.shutdown(grace).await;
         }
     }
+}
+
+/// A response, read whole.
+async fn read_reply(resp: http::Response<Incoming>) -> Reply {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
 }
 
 /// A chat body with one user message of `words` words.

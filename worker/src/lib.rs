@@ -5,7 +5,8 @@
 //! runs. It decides nothing itself.
 //!
 //! What differs from the edge box, and why, is in `docs/workers.md`:
-//! - the client's country is `request.cf.country`, the only trusted source;
+//! - the client's country is `request.cf.country`, the only trusted source,
+//!   and its address `CF-Connecting-IP` (Cloudflare overwrites a client's own);
 //! - origin API keys are Worker secrets, named per node by `api_key_env`;
 //! - the config is bundled at build time (the file `EDGE_ROUTER_CONFIG` in
 //!   `wrangler.toml` names), and a config in the KV namespace `CONFIG` under
@@ -160,6 +161,8 @@ async fn serve(
         target,
         headers,
         country: country.as_ref().map(Country::as_str),
+        // Cloudflare sets it, and overwrites a client's own.
+        client: parts.headers.get("cf-connecting-ip").and_then(|v| v.to_str().ok()),
         body: original.as_deref().map_or(BodyRef::Streamed, BodyRef::Buffered),
         now_ms: now_ms(),
         random: random(),

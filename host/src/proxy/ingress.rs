@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use edge_router::RouterConfig;
+use edge_router::client::{client_address, client_country};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, BodyRef, Event, RequestRef};
@@ -25,13 +26,24 @@ use super::route::Pending;
 use super::{Client, Generation, Shared, now_ms};
 use crate::origins::ProxyBody;
 
-/// The client's country, believed only from a trusted proxy's header.
-fn client_country(headers: &HeaderMap, peer: IpAddr, config: &RouterConfig) -> Option<Country> {
-    let name = config.server.country_header.as_deref()?;
-    if !config.trusted_proxies.iter().any(|b| b.contains(peer)) {
-        return None;
-    }
-    headers.get(name).and_then(|v| v.to_str().ok()).and_then(Country::parse)
+/// The client's address and country, believed as `edge_router::client`
+/// says: through trusted proxies only, the country from their header before
+/// the IP database.
+fn client_of(
+    shared: &Shared,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    config: &RouterConfig,
+) -> (Option<IpAddr>, Option<Country>) {
+    let trusted = &config.trusted_proxies;
+    let forwarded = headers.get_all("x-forwarded-for").iter().map(http::HeaderValue::as_bytes);
+    let address = client_address(peer, forwarded, trusted);
+    let peer_trusted = trusted.iter().any(|b| b.contains(peer));
+    let header =
+        config.server.country_header.as_deref().and_then(|name| headers.get(name)).map(http::HeaderValue::as_bytes);
+    let geoip = shared.geoip();
+    let country = client_country(peer_trusted, header, address, |a| geoip.as_ref()?.country(a));
+    (address, country.map(|(c, _)| c))
 }
 
 /// An answer the host gives itself, as a response of the proxy.
@@ -62,7 +74,8 @@ async fn admit(
 ) -> Response<ProxyBody> {
     let config = &generation.config;
     let id = begun.id;
-    let country = client_country(req.headers(), client.peer, config);
+    let (address, country) = client_of(&shared, req.headers(), client.peer, config);
+    let address = address.map(|a| a.to_string());
     let (parts, incoming) = req.into_parts();
     let endpoint = Endpoint::classify(parts.method.as_str(), path_and_query(&parts.uri));
     begun.endpoint = Some(endpoint);
@@ -89,6 +102,7 @@ async fn admit(
         target: path_and_query(&parts.uri),
         headers,
         country: country_code,
+        client: address.as_deref(),
         body: original.as_deref().map_or(BodyRef::Streamed, BodyRef::Buffered),
         now_ms: now_ms(),
         random: shared.random(),

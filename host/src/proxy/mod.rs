@@ -24,11 +24,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use edge_router::RouterConfig;
 use origin_fallback::{GOLDEN_GAMMA, mix64};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::EdgeCache;
+use crate::geoip::GeoIp;
 use crate::lock;
 use crate::module::WasmRouter;
 use crate::origins::Origins;
@@ -159,6 +161,32 @@ pub struct Shared {
     /// HTTPS (`server.tls`), read again at every reload; each new
     /// connection takes what is in force when it comes.
     tls: RwLock<Option<Arc<crate::tls::Tls>>>,
+    /// The IP database (`server.geoip_database`), read again at every
+    /// reload; each request takes what is in force when it comes.
+    geoip: RwLock<Option<Arc<GeoIp>>>,
+}
+
+/// The files a config names beside itself, read and checked: its
+/// certificates and its IP database.
+pub(crate) struct Files {
+    tls: Option<crate::tls::Tls>,
+    geoip: Option<GeoIp>,
+}
+
+impl Files {
+    /// Reads the files `config` names; the error says which setting's file is wrong.
+    pub(crate) fn load(config: &RouterConfig) -> anyhow::Result<Self> {
+        let tls = config.server.tls.as_ref().map(crate::tls::load).transpose().context("server.tls")?;
+        if let Some(tls) = &tls {
+            tls.warn_of_expiry();
+        }
+        let geoip =
+            config.server.geoip_database.as_deref().map(GeoIp::load).transpose().context("server.geoip_database")?;
+        if let Some(geoip) = &geoip {
+            geoip.warn_if_stale();
+        }
+        Ok(Self { tls, geoip })
+    }
 }
 
 impl Shared {
@@ -172,12 +200,10 @@ impl Shared {
         );
         let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
         let number = router.generation();
-        let tls = config.server.tls.as_ref().map(crate::tls::load).transpose()?;
-        if let Some(tls) = &tls {
-            tls.warn_of_expiry();
-        }
+        let files = Files::load(&config)?;
         Ok(Self {
-            tls: RwLock::new(tls.map(Arc::new)),
+            tls: RwLock::new(files.tls.map(Arc::new)),
+            geoip: RwLock::new(files.geoip.map(Arc::new)),
             router: Mutex::new(router),
             next_id: AtomicU64::new(mix64(seed)),
             rng: AtomicU64::new(seed),
@@ -200,9 +226,15 @@ impl Shared {
         self.tls.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Puts `tls` in force for the connections to come.
-    pub(crate) fn set_tls(&self, tls: Option<crate::tls::Tls>) {
-        *self.tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tls.map(Arc::new);
+    /// The IP database in force.
+    pub fn geoip(&self) -> Option<Arc<GeoIp>> {
+        self.geoip.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Puts `files` in force for the connections and requests to come.
+    pub(crate) fn set_files(&self, files: Files) {
+        *self.tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = files.tls.map(Arc::new);
+        *self.geoip.write().unwrap_or_else(std::sync::PoisonError::into_inner) = files.geoip.map(Arc::new);
     }
 
     /// How many worker threads serve connections.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{answer, internal_error};
 use super::route::full;
-use super::{ConfigSource, Generation, Shared, now_ms};
+use super::{ConfigSource, Files, Generation, Shared, now_ms};
 use crate::lock;
 
 impl Shared {
@@ -163,16 +163,16 @@ impl Shared {
             .map_err(|e| ReloadError::Refused(format!("cannot read {}: {e}", path.display())))?;
         let name = running.source.name.clone();
         if ConfigSource::new(None, &name, &text).sha256 == running.source.sha256 {
-            // The certificates are read again all the same: a renewed one
-            // changes its files, not the config.
-            self.set_tls(load_tls(&running.config)?);
+            // The certificates and the IP database are read again all the
+            // same: a renewed one changes its files, not the config.
+            self.set_files(load_files(&running.config)?);
             return Ok(Reloaded { generation: running, changed: false, restart_needed: Vec::new() });
         }
         let config = RouterConfig::load(&name, &text).map_err(|e| ReloadError::Refused(e.to_string()))?;
         for w in &config.warnings {
             tracing::warn!("config: {}", w.in_file(&name));
         }
-        let tls = load_tls(&config)?;
+        let files = load_files(&config)?;
         let restart_needed = restart_needed(&running.config, &config);
         // The pools and credentials are made before the switch; the switch
         // itself is the module's config and the host's changing together,
@@ -186,7 +186,7 @@ impl Shared {
         let next = Arc::new(next);
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
         drop(router);
-        self.set_tls(tls);
+        self.set_files(files);
         self.signals.reconfigure(&next.config);
         for node in next.config.nodes.iter().filter(|n| running.config.node_index(&n.id).is_none()) {
             self.watch_health(&node.id);
@@ -301,11 +301,8 @@ fn restart_needed(old: &RouterConfig, new: &RouterConfig) -> Vec<&'static str> {
     out
 }
 
-/// The certificates a config names, read and checked; a reload that cannot
-/// read them is refused, and the running ones stay.
-fn load_tls(config: &RouterConfig) -> Result<Option<crate::tls::Tls>, ReloadError> {
-    let Some(tls) = &config.server.tls else { return Ok(None) };
-    let tls = crate::tls::load(tls).map_err(|e| ReloadError::Refused(format!("server.tls: {e:#}")))?;
-    tls.warn_of_expiry();
-    Ok(Some(tls))
+/// The files a config names, read and checked; a reload that cannot read
+/// them is refused, and the running ones stay.
+fn load_files(config: &RouterConfig) -> Result<Files, ReloadError> {
+    Files::load(config).map_err(|e| ReloadError::Refused(format!("{e:#}")))
 }
