@@ -1,13 +1,19 @@
-//! Client API keys: who is calling, in which tier, for which tenant.
+//! Client API keys: who is calling, in which tier, for which tenant, until
+//! when, from which addresses, and with which rate limits.
 //!
 //! The config stores only SHA-256 digests of keys. A presented key is hashed
 //! and compared against every digest in constant time, so neither the key nor
 //! timing reveals which entry matched. The key itself is dropped from the
 //! request before it is forwarded.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+
+use crate::config::CidrBlock;
+use crate::limits::{Limited, Rates, Scope};
 use subtle::ConstantTimeEq;
 
 /// Who a request belongs to. The names are shared, not copied: every
@@ -42,32 +48,93 @@ pub struct KeyEntry {
     pub digest: [u8; 32],
     /// Who the key belongs to.
     pub principal: Principal,
+    /// Its name in messages and the audit log (never the key).
+    pub name: Arc<str>,
+    /// The last moment it is accepted, in milliseconds since the Unix epoch.
+    pub not_after_ms: Option<u64>,
+    /// Addresses it is accepted from; empty: any.
+    pub allow_ips: Vec<CidrBlock>,
+    /// Its own rate limits.
+    pub rates: Rates,
 }
 
-/// The configured keys.
+/// A tenant's settings, shared by its keys.
+#[derive(Debug, Clone, Default)]
+pub struct TenantEntry {
+    /// Addresses its keys are accepted from; empty: any.
+    pub allow_ips: Vec<CidrBlock>,
+    /// The rate limits of all its keys together.
+    pub rates: Rates,
+}
+
+/// The configured keys and tenants.
 #[derive(Debug, Clone, Default)]
 pub struct KeyTable {
     /// Refuse unknown callers.
     pub required: bool,
     /// Known keys.
     pub entries: Vec<KeyEntry>,
+    /// Tenants with settings.
+    pub tenants: HashMap<Arc<str>, TenantEntry>,
+}
+
+/// Why a known key was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// Its `not_after` has passed (at this time, in milliseconds since the epoch).
+    Expired(u64),
+    /// The client's address is not on the key's or its tenant's allow-list.
+    AddressNotAllowed,
 }
 
 impl KeyTable {
     /// Looks up a presented key. Every entry is compared, whatever matches.
     pub fn identify(&self, presented: Option<&[u8]>) -> Option<&Principal> {
-        self.identify_digest(&key_digest(presented?))
+        self.identify_digest(&key_digest(presented?)).map(|k| &k.principal)
     }
 
     /// Looks up the SHA-256 of a presented key, in constant time as [`identify`](Self::identify).
-    pub fn identify_digest(&self, digest: &[u8; 32]) -> Option<&Principal> {
+    pub fn identify_digest(&self, digest: &[u8; 32]) -> Option<&KeyEntry> {
         let mut found = None;
         for entry in &self.entries {
             if bool::from(digests_equal(&entry.digest, digest)) && found.is_none() {
-                found = Some(&entry.principal);
+                found = Some(entry);
             }
         }
         found
+    }
+
+    /// Whether `key` may be used now, from `client` (the address the host
+    /// believes; `None`: unknown, which no allow-list admits).
+    pub fn admits(&self, key: &KeyEntry, client: Option<IpAddr>, now_ms: u64) -> Result<(), KeyRefusal> {
+        if let Some(end) = key.not_after_ms
+            && now_ms > end
+        {
+            return Err(KeyRefusal::Expired(end));
+        }
+        let tenant = self.tenants.get(&key.principal.tenant);
+        for list in [Some(&key.allow_ips), tenant.map(|t| &t.allow_ips)].into_iter().flatten() {
+            if !list.is_empty() && !client.is_some_and(|c| list.iter().any(|b| b.contains(c))) {
+                return Err(KeyRefusal::AddressNotAllowed);
+            }
+        }
+        Ok(())
+    }
+
+    /// The rate-limited scopes of a caller: its key's (if any) and its tenant's.
+    pub fn limited(&self, key: Option<&KeyEntry>, tenant: &Arc<str>) -> Vec<Limited> {
+        let mut out = Vec::new();
+        if let Some(k) = key.filter(|k| k.rates.any()) {
+            out.push(Limited { scope: Scope::Key(k.digest), rates: k.rates, label: format!("key {}", k.name).into() });
+        }
+        if let Some(t) = self.tenants.get(tenant).filter(|t| t.rates.any()) {
+            out.push(Limited {
+                scope: Scope::Tenant(tenant.clone()),
+                rates: t.rates,
+                label: format!("tenant {tenant}").into(),
+            });
+        }
+        out
     }
 }
 
@@ -122,9 +189,39 @@ mod tests {
         presented_key([(name, value)]).map(<[u8]>::to_vec)
     }
 
+    fn entry(key: &[u8], tenant: &str) -> KeyEntry {
+        KeyEntry {
+            digest: Sha256::digest(key).into(),
+            principal: Principal::new("vip", tenant),
+            name: "k".into(),
+            not_after_ms: None,
+            allow_ips: Vec::new(),
+            rates: Rates::default(),
+        }
+    }
+
     fn table() -> KeyTable {
-        let digest: [u8; 32] = Sha256::digest(b"sk-team-a").into();
-        KeyTable { required: true, entries: vec![KeyEntry { digest, principal: Principal::new("vip", "acme") }] }
+        KeyTable { required: true, entries: vec![entry(b"sk-team-a", "acme")], tenants: HashMap::new() }
+    }
+
+    #[test]
+    fn a_key_is_refused_after_its_not_after_and_outside_the_allow_lists() {
+        let blocks = |l: &[&str]| l.iter().map(|b| CidrBlock::parse(b).unwrap()).collect::<Vec<_>>();
+        let mut t = table();
+        t.entries[0].not_after_ms = Some(1_000);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let key = t.entries[0].clone();
+        assert_eq!(t.admits(&key, None, 1_000), Ok(()), "the last moment is still in");
+        assert_eq!(t.admits(&key, None, 1_001), Err(KeyRefusal::Expired(1_000)));
+        let mut key = entry(b"sk-team-a", "acme");
+        key.allow_ips = blocks(&["10.0.0.0/8"]);
+        assert_eq!(t.admits(&key, ip("10.1.2.3"), 0), Ok(()));
+        assert_eq!(t.admits(&key, ip("192.0.2.1"), 0), Err(KeyRefusal::AddressNotAllowed));
+        assert_eq!(t.admits(&key, None, 0), Err(KeyRefusal::AddressNotAllowed), "an unknown address is no allowed one");
+        // The tenant's list applies as well as the key's.
+        t.tenants.insert("acme".into(), TenantEntry { allow_ips: blocks(&["10.1.0.0/16"]), ..TenantEntry::default() });
+        assert_eq!(t.admits(&key, ip("10.1.2.3"), 0), Ok(()));
+        assert_eq!(t.admits(&key, ip("10.2.0.1"), 0), Err(KeyRefusal::AddressNotAllowed));
     }
 
     #[test]

@@ -19,6 +19,15 @@ pub enum RouterError {
     /// No valid API key where one is required.
     #[error("a valid API key is required: send it as `Authorization: Bearer <key>`")]
     Unauthorized,
+    /// A known key, refused: its `not_after` has passed.
+    #[error("{0}")]
+    KeyRefused(String),
+    /// The caller may not call from its address (an `allow_ips` list).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A key's or tenant's rate limit would be overdrawn.
+    #[error("{0}")]
+    RateLimited(crate::limits::Refusal),
     /// The request cannot be understood.
     #[error("{0}")]
     BadRequest(String),
@@ -118,7 +127,9 @@ impl RouterError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Geofenced(_) => 451,
-            Self::Unauthorized => 401,
+            Self::Unauthorized | Self::KeyRefused(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::RateLimited(_) => 429,
             Self::BadRequest(_) => 400,
             Self::PayloadTooLarge { .. } => 413,
             Self::ClientTimeout(_) => 408,
@@ -145,7 +156,9 @@ impl RouterError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Geofenced(_) => "geofence_denied",
-            Self::Unauthorized => "authentication_error",
+            Self::Unauthorized | Self::KeyRefused(_) => "authentication_error",
+            Self::Forbidden(_) => "permission_denied",
+            Self::RateLimited(_) => "rate_limited",
             Self::BadRequest(_) => "invalid_request_error",
             Self::PayloadTooLarge { .. } => "request_too_large",
             Self::ClientTimeout(_) => "request_timeout",
@@ -176,6 +189,7 @@ impl RouterError {
             Self::Unhealthy { retry_after_s, .. }
             | Self::Paused { retry_after_s, .. }
             | Self::BudgetSpent { retry_after_s, .. } => Some(*retry_after_s),
+            Self::RateLimited(r) => r.retry_after_ms.map(|ms| ms.div_ceil(1000).max(1)),
             _ => None,
         }
     }
@@ -205,7 +219,11 @@ impl RouterError {
         if let Some(seconds) = self.retry_after_s() {
             headers.push(Header::new("retry-after", &seconds.to_string()));
         }
-        if matches!(self, Self::Unauthorized | Self::AdminUnauthorized) {
+        if let Self::RateLimited(crate::limits::Refusal { retry_after_ms: Some(ms), .. }) = self {
+            // OpenAI's SDKs read the exact wait from here first.
+            headers.push(Header::new("retry-after-ms", &ms.to_string()));
+        }
+        if matches!(self, Self::Unauthorized | Self::KeyRefused(_) | Self::AdminUnauthorized) {
             headers.push(Header::new("www-authenticate", "Bearer"));
         }
         headers.extend(extra);
@@ -214,9 +232,10 @@ impl RouterError {
 }
 
 /// Every `error.type` a [`RouterError`] can have ([`RouterError::kind`]).
-pub const KINDS: [&str; 20] = [
+pub const KINDS: [&str; 21] = [
     "geofence_denied",
     "authentication_error",
+    "permission_denied",
     "invalid_request_error",
     "request_too_large",
     "request_timeout",
@@ -256,13 +275,14 @@ pub fn kind_of_body(body: &[u8]) -> Option<&'static str> {
 }
 
 /// Why the router refused a request, for metrics and logs: `geofence`,
-/// `residency`, `auth`, `budget`, `capacity` or `rate`, and otherwise the
+/// `residency`, `auth`, `address`, `budget`, `capacity` or `rate`, and otherwise the
 /// error's kind itself (one of [`KINDS`], so the set of values is closed).
 pub fn refusal_reason(kind: &'static str) -> &'static str {
     match kind {
         "geofence_denied" => "geofence",
         "residency_unavailable" => "residency",
         "authentication_error" => "auth",
+        "permission_denied" => "address",
         "budget_exhausted" => "budget",
         "capacity_exceeded" => "capacity",
         "rate_limited" => "rate",

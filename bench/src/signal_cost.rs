@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         model: None,
         cache: CacheStatus::Miss,
         panic: false,
+        ratelimit: Default::default(),
     };
     let mut head = http::HeaderMap::new();
     exchange::explain::set_explanation(&mut head, &explain);

@@ -171,6 +171,7 @@ pub fn stale_explain(entry: &Entry, country: Option<Country>) -> Explain {
         model: None,
         cache: CacheStatus::Stale,
         panic: false,
+        ratelimit: Default::default(),
     }
 }
 

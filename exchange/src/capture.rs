@@ -130,6 +130,7 @@ mod tests {
             model: Some("tiny".into()),
             cache: CacheStatus::Miss,
             panic: false,
+            ratelimit: Default::default(),
         }
     }
 

@@ -189,6 +189,7 @@ mod tests {
             model: None,
             cache: CacheStatus::Hit,
             panic: false,
+            ratelimit: Default::default(),
         };
         CacheLookup { key: "k".into(), http, explain }
     }

@@ -80,8 +80,8 @@ impl Begun {
         facts: Option<&BodyFacts>,
     ) {
         self.endpoint = Some(endpoint);
-        let principal = key_sha256.and_then(|d| config.auth.identify_digest(d));
-        self.tenant = Some(principal.map_or_else(|| Arc::from("anonymous"), |p| p.tenant.clone()));
+        let key = key_sha256.and_then(|d| config.auth.identify_digest(d));
+        self.tenant = Some(key.map_or_else(|| Arc::from("anonymous"), |k| k.principal.tenant.clone()));
         self.requested_model = facts.and_then(|f| f.model.clone());
     }
 }
@@ -331,6 +331,7 @@ mod tests {
             model: model.map(str::to_string),
             cache: CacheStatus::Miss,
             panic: false,
+            ratelimit: Default::default(),
         };
         let mut map = HeaderMap::new();
         crate::explain::set_explanation(&mut map, &explain);

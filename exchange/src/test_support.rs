@@ -30,6 +30,7 @@ pub fn forward(body: ForwardBody) -> Forward {
         rule: RuleRef::Default,
         cache: CacheStatus::Bypass,
         panic: false,
+        ratelimit: Default::default(),
     }
 }
 

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 const QUEUE: usize = 16 << 10;
 
 /// The refusals the trail records (the record's `refusal`).
-const AUDITED_REFUSALS: [&str; 3] = ["auth", "budget", "rate"];
+const AUDITED_REFUSALS: [&str; 4] = ["auth", "address", "budget", "rate"];
 
 /// An open audit trail.
 pub struct Audit {
@@ -108,7 +108,7 @@ impl Audit {
         }
     }
 
-    /// A request's record, if it was refused for its key, a budget or a rate limit.
+    /// A request's record, if it was refused for its key, its address, a budget or a rate limit.
     pub fn refused(&self, record: &Record) {
         let Some(reason) = record.refusal.filter(|r| AUDITED_REFUSALS.contains(r)) else { return };
         self.send(

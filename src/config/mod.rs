@@ -4,8 +4,10 @@
 //! compile. Any error refuses the whole file, so a config is never half
 //! applied.
 
+mod access;
 mod compiled;
 mod duration;
+mod instant;
 mod load;
 mod metric;
 mod net;
@@ -18,8 +20,10 @@ mod size;
 mod types;
 mod validate;
 
+pub use access::{ApiKeyConfig, AuthConfig, RateLimitsConfig, TenantConfig};
 pub use compiled::{Node, RouterConfig, Warning, cost_of};
 pub use duration::DurationSpec;
+pub use instant::parse_instant_ms;
 pub use load::{ConfigError, ConfigErrors, Position};
 pub use metric::Metric;
 pub use net::CidrBlock;

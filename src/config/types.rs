@@ -7,6 +7,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::access::AuthConfig;
 use super::duration::DurationSpec;
 use super::operations::{AutoscalingConfig, MonitoringConfig};
 use super::percent::Percent;
@@ -463,35 +464,6 @@ impl Default for RequestsConfig {
     fn default() -> Self {
         Self { default_max_tokens: 256, realtime_max_prompt_tokens: 500 }
     }
-}
-
-/// Client API keys.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Refuse requests without a known key (401). Otherwise they run as tier `default`, tenant `anonymous`.
-    #[serde(default)]
-    pub required: bool,
-    /// The known keys.
-    #[serde(default)]
-    pub keys: Vec<ApiKeyConfig>,
-}
-
-/// One client key. Only its SHA-256 is stored: `printf %s "$KEY" | sha256sum`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    /// Hex SHA-256 of the key.
-    pub sha256: String,
-    /// Tier used by `user_tier` rules.
-    #[serde(default = "default_tier")]
-    pub tier: String,
-    /// Tenant the key belongs to.
-    pub tenant: String,
-}
-
-fn default_tier() -> String {
-    "default".into()
 }
 
 /// Active and passive health checking.

@@ -2,6 +2,7 @@
 //! tables the router runs on (`compiled.rs`). A node's host is checked in
 //! `hosts.rs`, `monitoring` and `autoscaling` in `operations.rs`.
 
+mod access;
 mod hosts;
 mod operations;
 mod server;
@@ -14,7 +15,6 @@ use super::Api;
 use super::compiled::{Node, RouterConfig, Warning};
 use super::load::{ConfigErrors, Position, Positions, deserialize_all, parse_document};
 use super::types::*;
-use crate::auth::{KeyEntry, KeyTable, Principal, parse_digest};
 use crate::geo::{Country, Geofence, NodeResidency, Residency, expand_country};
 use crate::rules::{Matcher, Rule, TokenComparison, glob_match};
 
@@ -544,31 +544,6 @@ impl Validator<'_> {
             deny: self.countries("geofence.deny", &g.deny),
             unknown: g.unknown,
         }
-    }
-
-    fn auth(&mut self, a: &AuthConfig) -> KeyTable {
-        let mut entries: Vec<KeyEntry> = Vec::new();
-        for (i, k) in a.keys.iter().enumerate() {
-            let path = format!("auth.keys[{i}]");
-            let Some(digest) = parse_digest(&k.sha256) else {
-                self.err(
-                    format!("{path}.sha256"),
-                    "must be the 64-character hex SHA-256 of the key (`printf %s \"$KEY\" | sha256sum`)",
-                );
-                continue;
-            };
-            if entries.iter().any(|e| e.digest == digest) {
-                self.err(format!("{path}.sha256"), "this key is listed twice");
-            }
-            if k.tenant.trim().is_empty() {
-                self.err(format!("{path}.tenant"), "a tenant cannot be empty");
-            }
-            entries.push(KeyEntry { digest, principal: Principal::new(&k.tier, &k.tenant) });
-        }
-        if a.required && entries.is_empty() {
-            self.err("auth.required", "keys are required but none are listed, so every request would be refused");
-        }
-        KeyTable { required: a.required, entries }
     }
 
     fn health(&mut self, h: &HealthCheckConfig) {

@@ -15,8 +15,9 @@ impl Router {
     /// The cost is the `usage` the response reported; without one, a 2xx
     /// (or a request whose client left before the head) is charged its
     /// estimate, since the origin may well bill it, and anything else nothing.
-    pub(super) fn close(&mut self, id: u64, ex: &Exchange, usage: Option<Usage>, now_ms: u64) {
-        let Some(node) = ex.holding else { return };
+    /// Returns the tokens charged (none if no node held the exchange).
+    pub(super) fn close(&mut self, id: u64, ex: &Exchange, usage: Option<Usage>, now_ms: u64) -> u64 {
+        let Some(node) = ex.holding else { return 0 };
         match ex.status {
             None => self.nodes[node].breaker.on_abandoned(id, now_ms),
             Some(status) if !counts_as_failure(status) && status != 429 && !ex.body_failed => {
@@ -41,6 +42,14 @@ impl Router {
         }
         self.nodes[node].today.add(day, tokens, cost);
         self.release(id, node, ex.reserved, cost, now_ms);
+        tokens
+    }
+
+    /// Settles the tokens the exchange's rate limits reserved at `used`.
+    pub(super) fn settle_limits(&mut self, ex: &Exchange, used: u64, now_ms: u64) {
+        if !ex.limited.is_empty() {
+            self.limiter.settle(&ex.limited, ex.estimated_tokens, used, now_ms);
+        }
     }
 
     /// Frees `node`'s capacity slot and settles its reservation at `cost`.

@@ -5,7 +5,9 @@
 use origin_fallback::{Candidate, Strategy, canary_draw, idempotent, order_candidates};
 
 use super::{Exchange, Router, delivery_explain};
-use crate::auth::{Principal, key_digest, presented_key};
+use std::net::IpAddr;
+
+use crate::auth::{KeyRefusal, Principal, key_digest, presented_key};
 use crate::error::RouterError;
 use crate::facts::{
     BodyFacts, Endpoint, RequestFacts, parse_body, percent_decoded, request_facts, response_id_of_path,
@@ -16,7 +18,7 @@ use crate::hop::{for_each_connection_token, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::Header;
 use crate::wire::{
-    Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, HeaderRef, Notice, RequestRef, RuleRef,
+    Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, HeaderRef, Notice, RateLimit, RequestRef, RuleRef,
 };
 
 /// The lower-case names of the client headers an origin must not see beyond
@@ -39,30 +41,35 @@ pub(super) fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
 
 impl Router {
     pub(super) fn on_request(&mut self, request: RequestRef<'_>) -> Action {
-        let RequestRef {
-            id,
-            method,
-            target,
-            headers,
-            country,
-            client: _,
-            body,
-            now_ms,
-            random,
-            key_sha256,
-            body_facts,
-        } = request;
+        let RequestRef { id, method, target, headers, country, client, body, now_ms, random, key_sha256, body_facts } =
+            request;
         let country = country.and_then(Country::parse);
         let refuse = |e: RouterError, label: &str| refusal(&e, label, country, id);
         if let Err(geo) = self.config.geofence.check(country) {
             return refuse(RouterError::Geofenced(geo.to_string()), "geofence");
         }
         let digest = key_sha256.or_else(|| presented_key_of(&headers).map(key_digest));
-        let principal = match digest.and_then(|d| self.config.auth.identify_digest(&d)) {
-            Some(p) => p.clone(),
-            None if self.config.auth.required => return refuse(RouterError::Unauthorized, "auth"),
+        let auth = &self.config.auth;
+        let key = digest.and_then(|d| auth.identify_digest(&d));
+        let principal = match key {
+            Some(k) => {
+                let address = client.and_then(|c| c.parse::<IpAddr>().ok());
+                match auth.admits(k, address, now_ms) {
+                    Ok(()) => k.principal.clone(),
+                    Err(KeyRefusal::Expired(_)) => {
+                        let why = "this API key has expired (its `not_after` has passed): use the key that replaces it";
+                        return refuse(RouterError::KeyRefused(why.into()), "auth");
+                    }
+                    Err(KeyRefusal::AddressNotAllowed) => {
+                        let why = "this API key is not accepted from the address this request comes from";
+                        return refuse(RouterError::Forbidden(why.into()), "auth");
+                    }
+                }
+            }
+            None if auth.required => return refuse(RouterError::Unauthorized, "auth"),
             None => Principal::anonymous(),
         };
+        let limited = auth.limited(key, &principal.tenant);
         let tenant = principal.tenant.clone();
         let jurisdiction = self.config.residency.jurisdiction_of(country);
         let endpoint = Endpoint::classify(method, target);
@@ -140,6 +147,19 @@ impl Router {
             (rule, chain, facts.estimated_tokens, fill)
         };
 
+        // Limits are reserved last: a request refused for anything else
+        // takes nothing from them.
+        let mut ratelimit = RateLimit::default();
+        if !limited.is_empty() {
+            let (verdict, headers) = self.limiter.admit(&limited, estimated_tokens, now_ms);
+            if let Err(why) = verdict {
+                let label = self.config.rule_label(rule);
+                let extra = Explain { ratelimit: headers, ..Explain::router(label, 0, country_label(country)) };
+                let (status, headers, body) = RouterError::RateLimited(why).to_response(id, extra.headers());
+                return Action::Respond { status, headers, body };
+            }
+            ratelimit = headers;
+        }
         let exchange = Exchange {
             unforwardable: unforwardable(&headers),
             chain,
@@ -151,6 +171,8 @@ impl Router {
             country,
             tenant,
             estimated_tokens,
+            limited,
+            ratelimit,
             reserved: 0.0,
             sent_ms: now_ms,
             last_activity_ms: now_ms,

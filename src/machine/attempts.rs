@@ -39,6 +39,8 @@ impl Router {
         let Some(ex) = self.exchanges.remove(&id) else {
             return Action::Done;
         };
+        // No node answered: no tokens were used.
+        self.settle_limits(&ex, 0, now_ms);
         let error = self.exhausted(&ex, now_ms);
         let (status, mut headers, body) = error.to_response(id, Vec::new());
         headers.extend(explain(&self.config, &ex));
@@ -93,11 +95,12 @@ impl Router {
             total_timeout_ms: n.timeouts.total.as_millis(),
             // A fallback status only matters while the chain has nodes left.
             fallback: ex.next < ex.chain.len(),
-            meter: n.cost_per_1k_tokens > 0.0,
+            meter: n.cost_per_1k_tokens > 0.0 || ex.limited.iter().any(|l| l.rates.tokens_per_minute.is_some()),
             fill: ex.fill.clone(),
             rule: ex.rule,
             cache: ex.cache,
             panic: panic.is_some(),
+            ratelimit: ex.ratelimit,
         })
     }
 
@@ -268,6 +271,7 @@ pub(super) fn delivery_explain(config: &RouterConfig, ex: &Exchange, node: Optio
         country: country_label(ex.country),
         cache: ex.cache,
         panic: ex.panic,
+        ratelimit: ex.ratelimit,
     }
 }
 

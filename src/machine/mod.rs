@@ -18,6 +18,8 @@
 //! - [`admin`]: the status report, weights, drains, restored state.
 //! - [`reconfigure`]: a new config in place of the running one, state kept by node id.
 
+#[cfg(test)]
+mod access_tests;
 mod accounting;
 mod admin;
 mod admission;
@@ -79,7 +81,12 @@ struct Exchange {
     /// The caller's tenant, for cost accounting.
     tenant: std::sync::Arc<str>,
     /// Estimated tokens (prompt plus completion); zero for passthrough paths.
+    /// What the caller's token limits reserved, if it has any.
     estimated_tokens: u64,
+    /// The caller's rate-limited scopes (its key's, its tenant's), settled when it ends.
+    limited: Vec<crate::limits::Limited>,
+    /// The caller's limits as the request left them (`x-ratelimit-*`).
+    ratelimit: crate::wire::RateLimit,
     /// Cost reserved at the node holding the slot.
     reserved: f64,
     /// When the current attempt was sent.
@@ -213,6 +220,8 @@ pub struct Router {
     rules: BTreeMap<String, Tally>,
     /// Requests answered from the edge cache.
     cache_hits: u64,
+    /// The buckets of rate-limited keys and tenants.
+    limiter: crate::limits::Limiter,
     /// Reservations of budgeted nodes released since the last call of
     /// `take_settled`, kept only once `record_settlements` was called.
     settled: Vec<Settlement>,
@@ -235,6 +244,7 @@ impl Router {
             tenants: BTreeMap::new(),
             rules: BTreeMap::new(),
             cache_hits: 0,
+            limiter: crate::limits::Limiter::default(),
             settled: Vec::new(),
             recording_settlements: false,
         }
@@ -369,7 +379,8 @@ impl Router {
             }
             Event::Finished { id, usage, now_ms } => {
                 if let Some(ex) = self.exchanges.remove(&id) {
-                    self.close(id, &ex, usage, now_ms);
+                    let used = self.close(id, &ex, usage, now_ms);
+                    self.settle_limits(&ex, used, now_ms);
                 }
                 Action::Done
             }
@@ -382,14 +393,17 @@ impl Router {
                     .collect();
                 for id in stale {
                     if let Some(ex) = self.exchanges.remove(&id) {
-                        self.close(id, &ex, None, now_ms);
+                        let used = self.close(id, &ex, None, now_ms);
+                        self.settle_limits(&ex, used, now_ms);
                     }
                 }
                 Action::Done
             }
-            Event::CacheHit { id, .. } => {
-                if self.exchanges.remove(&id).is_some() {
+            Event::CacheHit { id, now_ms } => {
+                if let Some(ex) = self.exchanges.remove(&id) {
                     self.cache_hits += 1;
+                    // The answer cost no node any tokens.
+                    self.settle_limits(&ex, 0, now_ms);
                 }
                 Action::Done
             }

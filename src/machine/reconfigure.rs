@@ -3,10 +3,12 @@
 //! day's tallies, weights an operator set, drains, pauses, latencies — is
 //! kept by node id, and the exchanges in flight go on, their nodes and
 //! rules found again by id and label. A node the new config drops is gone
-//! from every exchange's remaining chain; one it adds starts afresh.
+//! from every exchange's remaining chain; one it adds starts afresh. Rate
+//! limits keep their buckets, by key digest and tenant name.
 
 use super::{Exchange, NodeState, Router, breaker_policy, retry_policy};
 use crate::config::RouterConfig;
+use crate::limits::Scope;
 use crate::model::ModelChoice;
 use crate::wire::RuleRef;
 
@@ -38,6 +40,12 @@ impl Router {
         }
         self.latency = self.latency.remapped(&was);
         self.retries.set_policy(retry_policy(&config));
+        // Rate-limit buckets stay with the keys and tenants that keep limits.
+        let auth = &config.auth;
+        self.limiter.retain(|scope| match scope {
+            Scope::Key(digest) => auth.entries.iter().any(|k| k.digest == *digest && k.rates.any()),
+            Scope::Tenant(name) => auth.tenants.get(name).is_some_and(|t| t.rates.any()),
+        });
         self.config = config;
     }
 }

@@ -60,6 +60,8 @@ pub struct Forward {
     /// The node's breaker is open and the request goes to it anyway: every
     /// node it could use is unhealthy (`health_check.panic_threshold`).
     pub panic: bool,
+    /// The caller's rate limits as the request left them (`x-ratelimit-*`).
+    pub ratelimit: RateLimit,
 }
 
 /// What chose a request's nodes, by reference: the label it stands for
@@ -109,7 +111,49 @@ impl Forward {
             },
             cache: self.cache,
             panic: self.panic,
+            ratelimit: self.ratelimit,
         })
+    }
+}
+
+/// A caller's rate limits, as OpenAI's `x-ratelimit-*` headers report them
+/// (see [`crate::limits`]). Empty for a caller without limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Requests per minute.
+    pub requests: Option<Window>,
+    /// Tokens per minute.
+    pub tokens: Option<Window>,
+}
+
+/// One limit's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// The allowance per minute.
+    pub limit: u64,
+    /// What is left of it now.
+    pub remaining: u64,
+    /// Milliseconds until it is whole again.
+    pub reset_ms: u64,
+}
+
+impl RateLimit {
+    /// Calls `f` with each `x-ratelimit-*` header.
+    pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
+        let dims = [
+            (
+                self.requests,
+                ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+            ),
+            (self.tokens, ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]),
+        ];
+        for (window, [limit, remaining, reset]) in dims {
+            if let Some(w) = window {
+                f(limit, &w.limit.to_string());
+                f(remaining, &w.remaining.to_string());
+                f(reset, &crate::limits::duration_text(w.reset_ms));
+            }
+        }
     }
 }
 
@@ -132,6 +176,8 @@ pub struct Explain {
     /// Whether the node was used although its breaker was open, because
     /// every node the request could use was unhealthy (`x-edge-panic: true`).
     pub panic: bool,
+    /// The caller's rate limits (`x-ratelimit-*`).
+    pub ratelimit: RateLimit,
 }
 
 impl Explain {
@@ -146,6 +192,7 @@ impl Explain {
             model: None,
             cache: CacheStatus::Bypass,
             panic: false,
+            ratelimit: RateLimit::default(),
         }
     }
 
@@ -163,6 +210,7 @@ impl Explain {
         if self.panic {
             f(headers::PANIC, "true");
         }
+        self.ratelimit.for_each_header(f);
     }
 
     /// The headers, as a list.

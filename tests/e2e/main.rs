@@ -4,6 +4,7 @@
 //! stalls, a peer that never answers).
 #![allow(clippy::disallowed_methods)]
 
+mod access;
 mod cache;
 mod conformance;
 mod connections;

@@ -37,6 +37,7 @@ fn hit() -> Explain {
         model: None,
         cache: CacheStatus::Hit,
         panic: false,
+        ratelimit: Default::default(),
     }
 }
 

@@ -24,6 +24,7 @@ fn explain() -> Explain {
         model: None,
         cache: CacheStatus::Miss,
         panic: false,
+        ratelimit: Default::default(),
     }
 }
 

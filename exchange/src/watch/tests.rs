@@ -34,6 +34,7 @@ fn capture() -> Capture {
         model: None,
         cache: CacheStatus::Miss,
         panic: false,
+        ratelimit: Default::default(),
     };
     Capture::ai(&fill, &HeaderMap::new(), &explain, 1 << 20)
 }
