@@ -61,6 +61,8 @@ pub struct KeyEntry {
 /// A tenant's settings, shared by its keys.
 #[derive(Debug, Clone, Default)]
 pub struct TenantEntry {
+    /// The tier of its callers that name none.
+    pub tier: Option<Arc<str>>,
     /// Addresses its keys are accepted from; empty: any.
     pub allow_ips: Vec<CidrBlock>,
     /// The rate limits of all its keys together.
@@ -76,6 +78,8 @@ pub struct KeyTable {
     pub entries: Vec<KeyEntry>,
     /// Tenants with settings.
     pub tenants: HashMap<Arc<str>, TenantEntry>,
+    /// JWT bearer tokens, when accepted.
+    pub jwt: Option<crate::jwt::JwtRules>,
 }
 
 /// Why a known key was refused.
@@ -112,13 +116,15 @@ impl KeyTable {
         {
             return Err(KeyRefusal::Expired(end));
         }
-        let tenant = self.tenants.get(&key.principal.tenant);
-        for list in [Some(&key.allow_ips), tenant.map(|t| &t.allow_ips)].into_iter().flatten() {
-            if !list.is_empty() && !client.is_some_and(|c| list.iter().any(|b| b.contains(c))) {
-                return Err(KeyRefusal::AddressNotAllowed);
-            }
+        if !allows(&key.allow_ips, client) || !self.tenant_admits(&key.principal.tenant, client) {
+            return Err(KeyRefusal::AddressNotAllowed);
         }
         Ok(())
+    }
+
+    /// Whether `tenant`'s allow-list (if it has one) admits `client`.
+    pub fn tenant_admits(&self, tenant: &str, client: Option<IpAddr>) -> bool {
+        self.tenants.get(tenant).is_none_or(|t| allows(&t.allow_ips, client))
     }
 
     /// The rate-limited scopes of a caller: its key's (if any) and its tenant's.
@@ -136,6 +142,12 @@ impl KeyTable {
         }
         out
     }
+}
+
+/// Whether an allow-list admits `client`: an empty one admits anyone, a
+/// list admits only an address it holds (never an unknown one).
+fn allows(list: &[CidrBlock], client: Option<IpAddr>) -> bool {
+    list.is_empty() || client.is_some_and(|c| list.iter().any(|b| b.contains(c)))
 }
 
 /// Whether two digests are equal, in constant time. The differences are
@@ -201,7 +213,7 @@ mod tests {
     }
 
     fn table() -> KeyTable {
-        KeyTable { required: true, entries: vec![entry(b"sk-team-a", "acme")], tenants: HashMap::new() }
+        KeyTable { required: true, entries: vec![entry(b"sk-team-a", "acme")], ..KeyTable::default() }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod facts;
 pub mod geo;
 pub mod hop;
+pub mod jwt;
 pub mod limits;
 pub mod machine;
 pub mod model;

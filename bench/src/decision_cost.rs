@@ -74,6 +74,7 @@ fn request(id: u64) -> Event {
         random: id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         key_sha256: None,
         body_facts: None,
+        token: None,
     }
 }
 
@@ -92,7 +93,7 @@ fn borrowed<'e>(request: &'e Event, host: Option<&RouterConfig>) -> RequestRef<'
     let reads = host.map(|config| {
         let all = || headers.iter().map(|h| (h.name.as_str(), h.value.as_slice()));
         let endpoint = Endpoint::classify(method, target);
-        host_reads_of(config, all, country.as_deref().and_then(Country::parse), endpoint, Some(body))
+        host_reads_of(config, all, country.as_deref().and_then(Country::parse), endpoint, Some(body), None)
     });
     let (headers, key_sha256, body_facts) = match reads {
         Some(HostReads { headers, key_sha256, body_facts, .. }) => (headers, key_sha256, body_facts),
@@ -110,6 +111,7 @@ fn borrowed<'e>(request: &'e Event, host: Option<&RouterConfig>) -> RequestRef<'
         random: *random,
         key_sha256,
         body_facts,
+        token: None,
     }
 }
 

@@ -180,7 +180,7 @@ async fn decided_forward(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let endpoint = Endpoint::classify(parts.method.as_str(), target);
     let HostReads { headers, key_sha256, body_facts, .. } =
-        host_reads(&decider.config, &parts.headers, None, endpoint, Some(&body));
+        host_reads(&decider.config, &parts.headers, None, endpoint, Some(&body), None);
     let id = decider.next.fetch_add(GOLDEN_GAMMA, std::sync::atomic::Ordering::Relaxed);
     let request = RequestRef {
         id,
@@ -194,6 +194,7 @@ async fn decided_forward(
         random: mix64(id),
         key_sha256,
         body_facts,
+        token: None,
     };
     let answer = |status: StatusCode, body: Bytes| {
         let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());

@@ -197,6 +197,9 @@ where
     Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
+use edge_router::jwt::{Alg, KeyMaterial, KeySet, authenticate, looks_like_jwt};
+use edge_router::wire::BearerToken;
+
 /// What a host works out for the router's `Event::Request` besides the
 /// request itself.
 pub struct HostReads<'a> {
@@ -225,8 +228,30 @@ pub fn host_reads<'a>(
     country: Option<Country>,
     endpoint: Endpoint,
     body: Option<&[u8]>,
+    token: Option<&BearerToken>,
 ) -> HostReads<'a> {
-    host_reads_of(config, || headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())), country, endpoint, body)
+    host_reads_of(config, || headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())), country, endpoint, body, token)
+}
+
+/// What a JWT bearer token in `headers` says (`auth.jwt`), checked with
+/// `keys` and the host's signature check `verify` at `now_ms`; `None`
+/// when JWTs are not accepted or the credential is not one (an API key).
+pub fn read_token(
+    config: &RouterConfig,
+    headers: &HeaderMap,
+    keys: &KeySet,
+    now_ms: u64,
+    verify: impl Fn(Alg, &KeyMaterial, &[u8], &[u8]) -> bool,
+) -> Option<BearerToken> {
+    let rules = config.auth.jwt.as_ref()?;
+    let presented = edge_router::auth::presented_key(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))?;
+    if !looks_like_jwt(presented) {
+        return None;
+    }
+    Some(match authenticate(presented, keys, rules, now_ms, verify) {
+        Ok(id) => BearerToken::Valid { tenant: id.tenant, tier: id.tier },
+        Err(why) => BearerToken::Refused(why),
+    })
 }
 
 /// [`host_reads`] of headers in any form: `pairs` yields them (lower-case
@@ -238,14 +263,21 @@ pub fn host_reads_of<'a, I>(
     country: Option<Country>,
     endpoint: Endpoint,
     body: Option<&[u8]>,
+    token: Option<&BearerToken>,
 ) -> HostReads<'a>
 where
     I: Iterator<Item = (&'a str, &'a [u8])>,
 {
-    let key_sha256 = edge_router::auth::presented_key(pairs()).map(edge_router::auth::key_digest);
-    let hashed = key_sha256.is_some();
+    // A token stands in for a key: then no key is looked for, nor sent.
+    let key_sha256 = match token {
+        Some(_) => None,
+        None => edge_router::auth::presented_key(pairs()).map(edge_router::auth::key_digest),
+    };
+    let hashed = key_sha256.is_some() || token.is_some();
+    let unknown_key = key_sha256.is_none_or(|d| config.auth.identify_digest(&d).is_none());
     let refused = config.geofence.check(country).is_err()
-        || (config.auth.required && key_sha256.is_none_or(|d| config.auth.identify_digest(&d).is_none()));
+        || matches!(token, Some(BearerToken::Refused(_)))
+        || (config.auth.required && token.is_none() && unknown_key);
     let body_facts = match body {
         Some(bytes) if endpoint.is_api() && !refused => edge_router::facts::parse_body(bytes).ok(),
         _ => None,

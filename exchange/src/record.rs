@@ -14,7 +14,7 @@ use std::sync::Arc;
 use edge_router::RouterConfig;
 use edge_router::error::{headers, refusal_reason};
 use edge_router::facts::{BodyFacts, Endpoint};
-use edge_router::wire::Usage;
+use edge_router::wire::{BearerToken, Usage};
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
@@ -71,17 +71,23 @@ impl Begun {
     }
 
     /// What the router read of the request: its endpoint, the tenant of its
-    /// key (by the key's SHA-256, never the key) and the model it asks for.
+    /// key (by the key's SHA-256, never the key) or of its valid token, and
+    /// the model it asks for.
     pub fn read(
         &mut self,
         config: &RouterConfig,
         endpoint: Endpoint,
         key_sha256: Option<&[u8; 32]>,
+        token: Option<&BearerToken>,
         facts: Option<&BodyFacts>,
     ) {
         self.endpoint = Some(endpoint);
         let key = key_sha256.and_then(|d| config.auth.identify_digest(d));
-        self.tenant = Some(key.map_or_else(|| Arc::from("anonymous"), |k| k.principal.tenant.clone()));
+        self.tenant = Some(match (token, key) {
+            (Some(BearerToken::Valid { tenant, .. }), _) => Arc::from(tenant.as_str()),
+            (None, Some(k)) => k.principal.tenant.clone(),
+            _ => Arc::from("anonymous"),
+        });
         self.requested_model = facts.and_then(|f| f.model.clone());
     }
 }
@@ -345,7 +351,7 @@ mod tests {
         let facts = BodyFacts { model: Some("llama-3-8b".into()), ..BodyFacts::default() };
         let mut digest = [0u8; 32];
         digest[31] = 1;
-        begun.read(&config, Endpoint::ChatCompletions, Some(&digest), Some(&facts));
+        begun.read(&config, Endpoint::ChatCompletions, Some(&digest), None, Some(&facts));
         let mut r = Record::at_head(begun, StatusCode::OK, &explained("gpu", None), None, 1_040);
         r.close(Outcome::Complete, Some(Usage { prompt_tokens: 100, completion_tokens: 401 }), &config, 1_440);
         assert_eq!(r.path, "/v1/chat/completions", "the query is not kept");
@@ -369,7 +375,7 @@ mod tests {
     fn an_unknown_key_is_anonymous_and_a_refusal_names_its_reason() {
         let config = config();
         let mut begun = Begun::new(1, 0, &http::Method::POST, "/v1/chat/completions");
-        begun.read(&config, Endpoint::ChatCompletions, Some(&[7; 32]), None);
+        begun.read(&config, Endpoint::ChatCompletions, Some(&[7; 32]), None, None);
         let r = Record::at_head(
             begun,
             StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
@@ -385,7 +391,7 @@ mod tests {
         let config = config();
         let mut begun = Begun::new(1, 0, &http::Method::POST, "/v1/chat/completions");
         let facts = BodyFacts { model: Some("auto".into()), ..BodyFacts::default() };
-        begun.read(&config, Endpoint::ChatCompletions, None, Some(&facts));
+        begun.read(&config, Endpoint::ChatCompletions, None, None, Some(&facts));
         let r = Record::at_head(begun, StatusCode::OK, &explained("gpu", Some("llama-3-8b")), None, 1);
         assert_eq!((r.requested_model.as_deref(), r.served_model.as_deref()), (Some("auto"), Some("llama-3-8b")));
         assert_eq!(model_label(&config, Some("auto")), "auto");

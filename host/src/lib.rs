@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod geoip;
 pub mod idle;
+pub mod jwt;
 pub mod module;
 pub mod origins;
 pub mod proxy;

@@ -20,6 +20,54 @@ pub struct AuthConfig {
     /// Tenants by name: the tier, IP allow-list and rate limits shared by all their keys.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// JWT bearer tokens from an identity provider, besides keys: a valid token's claims name
+    /// its tenant and tier.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// JWT bearer tokens (RFC 7519), signed with RS256/384/512, PS256/384/512, ES256/384,
+/// EdDSA (Ed25519) or HS256/384/512. A token must be signed by one of the keys, unexpired,
+/// and carry the tenant claim; `alg: none` is never accepted.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// A JWKS file (`{"keys": [...]}`, as an identity provider publishes it), read at start
+    /// and at every reload (edge box).
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// Keys written in the config, as a JWKS (`{keys: [...]}`): the Worker's way, and static
+    /// keys for the edge box.
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    pub jwks: Option<serde_json::Value>,
+    /// The `iss` a token must have. Unset: any.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// A value the token's `aud` must hold. Unset: any.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The claim that names the tenant.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// The claim that names the tier. Missing in a token: the tenant's `tier`, else `default`.
+    #[serde(default = "default_tier_claim")]
+    pub tier_claim: String,
+    /// Clock difference allowed when reading `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway: super::DurationSpec,
+}
+
+fn default_tenant_claim() -> String {
+    "tenant".into()
+}
+
+fn default_tier_claim() -> String {
+    "tier".into()
+}
+
+fn default_leeway() -> super::DurationSpec {
+    super::DurationSpec::secs(60)
 }
 
 /// One client key. Only its SHA-256 is stored: `printf %s "$KEY" | sha256sum`.

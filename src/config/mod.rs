@@ -20,7 +20,7 @@ mod size;
 mod types;
 mod validate;
 
-pub use access::{ApiKeyConfig, AuthConfig, RateLimitsConfig, TenantConfig};
+pub use access::{ApiKeyConfig, AuthConfig, JwtConfig, RateLimitsConfig, TenantConfig};
 pub use compiled::{Node, RouterConfig, Warning, cost_of};
 pub use duration::DurationSpec;
 pub use instant::parse_instant_ms;

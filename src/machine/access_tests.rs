@@ -27,6 +27,7 @@ fn call(id: u64, key: &str, client: Option<&str>, max_tokens: u64, now_ms: u64) 
         random: 0,
         key_sha256: None,
         body_facts: None,
+        token: None,
     }
 }
 

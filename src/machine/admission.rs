@@ -18,7 +18,8 @@ use crate::hop::{for_each_connection_token, never_forwarded};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::Header;
 use crate::wire::{
-    Action, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, HeaderRef, Notice, RateLimit, RequestRef, RuleRef,
+    Action, BearerTokenRef, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, HeaderRef, Notice, RateLimit,
+    RequestRef, RuleRef,
 };
 
 /// The lower-case names of the client headers an origin must not see beyond
@@ -41,33 +42,60 @@ pub(super) fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
 
 impl Router {
     pub(super) fn on_request(&mut self, request: RequestRef<'_>) -> Action {
-        let RequestRef { id, method, target, headers, country, client, body, now_ms, random, key_sha256, body_facts } =
-            request;
+        let RequestRef {
+            id,
+            method,
+            target,
+            headers,
+            country,
+            client,
+            body,
+            now_ms,
+            random,
+            key_sha256,
+            body_facts,
+            token,
+        } = request;
         let country = country.and_then(Country::parse);
         let refuse = |e: RouterError, label: &str| refusal(&e, label, country, id);
         if let Err(geo) = self.config.geofence.check(country) {
             return refuse(RouterError::Geofenced(geo.to_string()), "geofence");
         }
-        let digest = key_sha256.or_else(|| presented_key_of(&headers).map(key_digest));
         let auth = &self.config.auth;
-        let key = digest.and_then(|d| auth.identify_digest(&d));
-        let principal = match key {
-            Some(k) => {
-                let address = client.and_then(|c| c.parse::<IpAddr>().ok());
-                match auth.admits(k, address, now_ms) {
-                    Ok(()) => k.principal.clone(),
-                    Err(KeyRefusal::Expired(_)) => {
-                        let why = "this API key has expired (its `not_after` has passed): use the key that replaces it";
-                        return refuse(RouterError::KeyRefused(why.into()), "auth");
-                    }
-                    Err(KeyRefusal::AddressNotAllowed) => {
-                        let why = "this API key is not accepted from the address this request comes from";
-                        return refuse(RouterError::Forbidden(why.into()), "auth");
-                    }
-                }
+        let address = || client.and_then(|c| c.parse::<IpAddr>().ok());
+        // A JWT the host read stands in for a key.
+        let key = match token {
+            Some(_) => None,
+            None => {
+                key_sha256.or_else(|| presented_key_of(&headers).map(key_digest)).and_then(|d| auth.identify_digest(&d))
             }
-            None if auth.required => return refuse(RouterError::Unauthorized, "auth"),
-            None => Principal::anonymous(),
+        };
+        let principal = match (token, key) {
+            (Some(BearerTokenRef::Refused(why)), _) => {
+                return refuse(RouterError::KeyRefused(format!("the bearer token was refused: {why}")), "auth");
+            }
+            (Some(BearerTokenRef::Valid { tenant, tier }), _) => {
+                let tier = tier.or_else(|| auth.tenants.get(tenant)?.tier.as_deref()).unwrap_or("default");
+                let principal = Principal::new(tier, tenant);
+                if !auth.tenant_admits(&principal.tenant, address()) {
+                    let why = "this tenant's requests are not accepted from the address this request comes from";
+                    return refuse(RouterError::Forbidden(why.into()), "auth");
+                }
+                principal
+            }
+            (None, Some(k)) => match auth.admits(k, address(), now_ms) {
+                Ok(()) => k.principal.clone(),
+                Err(KeyRefusal::Expired(_)) => {
+                    let why = "this API key has expired (its `not_after` has passed): use the key that replaces it";
+                    return refuse(RouterError::KeyRefused(why.into()), "auth");
+                }
+                Err(KeyRefusal::AddressNotAllowed) => {
+                    let why = "this API key is not accepted from the address this request comes from";
+                    return refuse(RouterError::Forbidden(why.into()), "auth");
+                }
+            },
+            (None, None) if auth.required => return refuse(RouterError::Unauthorized, "auth"),
+            (None, None) => Principal::anonymous(),
         };
         let limited = auth.limited(key, &principal.tenant);
         let tenant = principal.tenant.clone();

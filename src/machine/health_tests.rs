@@ -294,6 +294,7 @@ residency:
             random,
             key_sha256,
             body_facts,
+            token: None,
         }
     };
     assert_eq!(forward_to(&mut r, german(1, 1_000)), ("eu", 1));
@@ -326,6 +327,7 @@ cache: {enabled: false}
         random: id,
         key_sha256: None,
         body_facts: None,
+        token: None,
     };
     for id in 1..=3 {
         assert!(matches!(r.handle(get(id, "/broken")), Action::Forward(_)));

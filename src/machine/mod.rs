@@ -50,7 +50,9 @@ use origin_fallback::{
 use crate::config::RouterConfig;
 use crate::geo::Country;
 use crate::model::ModelChoice;
-use crate::wire::{Action, CacheFill, CacheStatus, Event, Failure, Header, Notice, REQUEST_TAG, RequestRef, RuleRef};
+use crate::wire::{
+    Action, BearerToken, CacheFill, CacheStatus, Event, Failure, Header, Notice, REQUEST_TAG, RequestRef, RuleRef,
+};
 
 /// An exchange silent for this long is assumed abandoned by its host and its
 /// capacity slot is released on the next tick. Hosts always report
@@ -338,6 +340,7 @@ impl Router {
                 random,
                 key_sha256,
                 body_facts,
+                token,
             } => self.request(RequestRef {
                 id,
                 method: &method,
@@ -350,6 +353,7 @@ impl Router {
                 random,
                 key_sha256,
                 body_facts,
+                token: token.as_ref().map(BearerToken::as_ref),
             }),
             Event::ResponseHead { id, status, retry_after_s, now_ms } => {
                 self.on_response_head(id, status, retry_after_s, now_ms, answer)
@@ -466,5 +470,6 @@ fn chat_event(id: u64, now_ms: u64, random: u64, body: &str) -> Event {
         random,
         key_sha256: None,
         body_facts: None,
+        token: None,
     }
 }

@@ -36,6 +36,7 @@ fn event_from(country: &str, id: u64, method: &str, target: &str, body: &str) ->
         random: 0,
         key_sha256: None,
         body_facts: None,
+        token: None,
     }
 }
 

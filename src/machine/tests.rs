@@ -28,6 +28,7 @@ fn request(id: u64, country: &str, model: &str, random: u64) -> Event {
         random,
         key_sha256: None,
         body_facts: None,
+        token: None,
     }
 }
 
@@ -86,6 +87,7 @@ fn a_key_digest_from_the_host_stands_in_for_hashing_the_presented_key() {
             random,
             key_sha256,
             body_facts: None,
+            token: None,
         }
     };
     // The router hashes the presented key itself...
@@ -137,6 +139,7 @@ fn the_router_answers_the_same_when_given_only_the_headers_it_reads() {
                     random,
                     key_sha256,
                     body_facts: None,
+                    token: None,
                 }
             };
             let everything = all.handle(with(&|_| true));
@@ -398,6 +401,7 @@ fn passthrough(id: u64, method: &str, body: crate::wire::RequestBody) -> Event {
         random: 0,
         key_sha256: None,
         body_facts: None,
+        token: None,
     }
 }
 

@@ -104,6 +104,9 @@ pub struct RequestRef<'a> {
     pub key_sha256: Option<[u8; 32]>,
     /// See [`Event::Request`].
     pub body_facts: Option<crate::facts::BodyFacts>,
+    /// See [`Event::Request`].
+    #[serde(borrow)]
+    pub token: Option<super::BearerTokenRef<'a>>,
 }
 
 /// [`RequestBody`] borrowed.
@@ -178,6 +181,7 @@ mod tests {
                 random: 0x9E37_79B9_7F4A_7C15,
                 key_sha256,
                 body_facts: body_facts.clone(),
+                token: None,
             };
             let bytes = encoded_request(&event);
             let (request, rest) = postcard::take_from_bytes::<RequestRef>(&bytes[1..]).expect("reads as a RequestRef");
@@ -198,6 +202,7 @@ mod tests {
                     random: 0x9E37_79B9_7F4A_7C15,
                     key_sha256,
                     body_facts,
+                    token: None,
                 }
             );
         }

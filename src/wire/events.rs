@@ -42,6 +42,44 @@ impl Usage {
     }
 }
 
+/// A JWT bearer token as the host read it (see [`crate::jwt::authenticate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BearerToken {
+    /// A valid token, for this tenant and (if it names one) tier.
+    Valid {
+        /// Tenant.
+        tenant: String,
+        /// Tier.
+        tier: Option<String>,
+    },
+    /// A token refused, and why (a message for the client).
+    Refused(String),
+}
+
+/// [`BearerToken`] borrowed, as [`super::RequestRef`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BearerTokenRef<'a> {
+    /// See [`BearerToken::Valid`].
+    Valid {
+        /// Tenant.
+        tenant: &'a str,
+        /// Tier.
+        tier: Option<&'a str>,
+    },
+    /// See [`BearerToken::Refused`].
+    Refused(&'a str),
+}
+
+impl BearerToken {
+    /// The token, borrowed.
+    pub fn as_ref(&self) -> BearerTokenRef<'_> {
+        match self {
+            Self::Valid { tenant, tier } => BearerTokenRef::Valid { tenant, tier: tier.as_deref() },
+            Self::Refused(why) => BearerTokenRef::Refused(why),
+        }
+    }
+}
+
 /// An operator's change to the running router (from the admin API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Control {
@@ -150,6 +188,10 @@ pub enum Event {
         /// `None` the router parses the body itself (and explains a body
         /// it cannot read). A native host parses faster than the module.
         body_facts: Option<crate::facts::BodyFacts>,
+        /// What the host made of a JWT bearer token (`auth.jwt`, see
+        /// [`crate::jwt`]): the caller it names, or why it was refused.
+        /// With one, the router looks for no key.
+        token: Option<BearerToken>,
     },
     /// The origin of the current attempt sent its response head.
     ResponseHead {

@@ -10,7 +10,8 @@
 //! - the module's wire decoding, both ways: the router reading a hostile
 //!   host's events, and the host reading a hostile module's reply;
 //! - CIDR blocks, as `trusted_proxies` writes them;
-//! - `X-Forwarded-For`, read through trusted proxies.
+//! - `X-Forwarded-For`, read through trusted proxies;
+//! - JWT bearer tokens and JWKS key sets.
 //!
 //! `FUZZ_CASES` sets the inputs per target (default 5,000, so that CI stays
 //! quick); each target prints how many ran. See `docs/fuzzing.md`.
@@ -228,6 +229,38 @@ fn x_forwarded_for_through_trusted_proxies() {
             std::net::IpAddr::V6(_) => written.contains(':'),
         };
         prop_assert!(client == proxy || held, "{shown} from {written:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn jwt_bearer_tokens_and_key_sets() {
+    use edge_router::jwt::{JwtRules, KeySet, authenticate};
+    let seeds: Vec<Vec<u8>> =
+        corpus("jwt").iter().flat_map(|f| text(f).lines().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>()).collect();
+    let keys = KeySet::parse(&serde_json::json!({"keys": [
+        {"kty": "RSA", "kid": "r1", "n": "AQAB", "e": "AQAB"},
+        {"kty": "oct", "k": "c2VjcmV0"}
+    ]}))
+    .expect("keys");
+    let rules = JwtRules {
+        issuer: None,
+        audience: None,
+        tenant_claim: "org".into(),
+        tier_claim: "tier".into(),
+        leeway_ms: 0,
+        jwks_file: None,
+        inline: KeySet::default(),
+    };
+    fuzz("jwt", seeds, |input| {
+        // A check that takes every signature: only the parsing and the claims are under test.
+        let _ = authenticate(input, &keys, &rules, 1_700_000_000_000, |_, _, _, _| true);
+        // A check that takes none admits nothing.
+        prop_assert!(authenticate(input, &keys, &rules, 1_700_000_000_000, |_, _, _, _| false).is_err());
+        // The same bytes as a JWKS document.
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(input) {
+            let _ = KeySet::parse(&value);
+        }
         Ok(())
     });
 }

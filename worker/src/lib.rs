@@ -151,9 +151,9 @@ async fn serve(
         Err(e) => return fixed(host_error(&e, country, id)),
     };
     let HostReads { headers, key_sha256, body_facts, requested_model } =
-        host_reads(generation.router.borrow().config(), &parts.headers, country, endpoint, original.as_deref());
+        host_reads(generation.router.borrow().config(), &parts.headers, country, endpoint, original.as_deref(), None);
     if let Some(r) = recording.as_mut() {
-        r.begun.read(generation.router.borrow().config(), endpoint, key_sha256.as_ref(), body_facts.as_ref());
+        r.begun.read(generation.router.borrow().config(), endpoint, key_sha256.as_ref(), None, body_facts.as_ref());
     }
     let action = generation.request(RequestRef {
         id,
@@ -168,6 +168,7 @@ async fn serve(
         random: random(),
         key_sha256,
         body_facts,
+        token: None,
     });
     let later = later::Later::open(ctx);
     let mut exchange = origin::Exchange {

@@ -167,6 +167,19 @@ async fn read_override(env: &Env) -> Result<Option<String>, ()> {
     })
 }
 
+/// A config the Workers build can honour in full; a setting it cannot is an
+/// error, never a setting silently left out.
+fn runs_here(config: RouterConfig) -> Result<RouterConfig, String> {
+    if config.auth.jwt.is_some() {
+        return Err(
+            "auth.jwt: JWT bearer tokens are checked by the edge box only; the Workers build refuses a config \
+                    that relies on them rather than let tokens through unchecked (see docs/workers.md)"
+                .into(),
+        );
+    }
+    Ok(config)
+}
+
 /// Puts the config that should be in force in place, given the override's text.
 fn adopt(isolate: &mut Option<Isolate>, override_text: Option<String>, now: u64) -> Result<(), String> {
     let (text, from_kv) = match override_text {
@@ -180,7 +193,7 @@ fn adopt(isolate: &mut Option<Isolate>, override_text: Option<String>, now: u64)
         }
     }
     let file = if from_kv { format!("kv:{KV_BINDING}/{KV_KEY}") } else { BUNDLED_NAME.to_string() };
-    match RouterConfig::load(&file, &text) {
+    match RouterConfig::load(&file, &text).map_err(|e| e.to_string()).and_then(runs_here) {
         Ok(config) => {
             let (nodes, rules) = (config.nodes.len(), config.rules.len());
             let kept = isolate.take().map(|i| i.kept).unwrap_or_default();
@@ -205,7 +218,7 @@ fn adopt(isolate: &mut Option<Isolate>, override_text: Option<String>, now: u64)
                         i.refused = Some(text);
                     }
                 }),
-                None => Err(errors.to_string()),
+                None => Err(errors),
             }
         }
     }

@@ -10,10 +10,10 @@ use edge_router::RouterConfig;
 use edge_router::client::{client_address, client_country};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
-use edge_router::wire::{Action, BodyRef, Event, RequestRef};
+use edge_router::wire::{Action, BearerToken, BodyRef, Event, RequestRef};
 use exchange::answer::host_error;
 use exchange::head::Stale;
-use exchange::intake::{HostReads, Intake, body_limits, host_reads, path_and_query, read_limited, take_in};
+use exchange::intake::{HostReads, Intake, body_limits, host_reads, path_and_query, read_limited, read_token, take_in};
 use exchange::record::Begun;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
@@ -92,9 +92,11 @@ async fn admit(
     let guard = FinishOnDrop::new(Deferred(shared.clone()), id);
     // The event borrows the client's headers and body: they are encoded
     // straight from the request, not copied first.
+    let token =
+        shared.jwt_keys().and_then(|keys| read_token(config, &parts.headers, &keys, now_ms(), crate::jwt::verify));
     let HostReads { headers, key_sha256, body_facts, requested_model } =
-        host_reads(config, &parts.headers, country, endpoint, original.as_deref());
-    begun.read(config, endpoint, key_sha256.as_ref(), body_facts.as_ref());
+        host_reads(config, &parts.headers, country, endpoint, original.as_deref(), token.as_ref());
+    begun.read(config, endpoint, key_sha256.as_ref(), token.as_ref(), body_facts.as_ref());
     let country_code = country.as_ref().map(Country::as_str);
     let mut decided = shared.request(&RequestRef {
         id,
@@ -108,6 +110,7 @@ async fn admit(
         random: shared.random(),
         key_sha256,
         body_facts,
+        token: token.as_ref().map(BearerToken::as_ref),
     });
     // An origin's interim responses are passed on for passthrough paths, to
     // clients that may get them (not HTTP/1.0 ones, RFC 9110 §15.2).

@@ -26,6 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use edge_router::RouterConfig;
+use edge_router::jwt::KeySet;
 use origin_fallback::{GOLDEN_GAMMA, mix64};
 use tokio_util::sync::CancellationToken;
 
@@ -164,6 +165,9 @@ pub struct Shared {
     /// The IP database (`server.geoip_database`), read again at every
     /// reload; each request takes what is in force when it comes.
     geoip: RwLock<Option<Arc<GeoIp>>>,
+    /// The keys JWT bearer tokens are checked with (`auth.jwt`), read
+    /// again at every reload.
+    jwt_keys: RwLock<Option<Arc<KeySet>>>,
 }
 
 /// The files a config names beside itself, read and checked: its
@@ -171,6 +175,7 @@ pub struct Shared {
 pub(crate) struct Files {
     tls: Option<crate::tls::Tls>,
     geoip: Option<GeoIp>,
+    jwt_keys: Option<KeySet>,
 }
 
 impl Files {
@@ -185,7 +190,8 @@ impl Files {
         if let Some(geoip) = &geoip {
             geoip.warn_if_stale();
         }
-        Ok(Self { tls, geoip })
+        let jwt_keys = crate::jwt::load(config).context("auth.jwt.jwks_file")?;
+        Ok(Self { tls, geoip, jwt_keys })
     }
 }
 
@@ -204,6 +210,7 @@ impl Shared {
         Ok(Self {
             tls: RwLock::new(files.tls.map(Arc::new)),
             geoip: RwLock::new(files.geoip.map(Arc::new)),
+            jwt_keys: RwLock::new(files.jwt_keys.map(Arc::new)),
             router: Mutex::new(router),
             next_id: AtomicU64::new(mix64(seed)),
             rng: AtomicU64::new(seed),
@@ -235,6 +242,12 @@ impl Shared {
     pub(crate) fn set_files(&self, files: Files) {
         *self.tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = files.tls.map(Arc::new);
         *self.geoip.write().unwrap_or_else(std::sync::PoisonError::into_inner) = files.geoip.map(Arc::new);
+        *self.jwt_keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = files.jwt_keys.map(Arc::new);
+    }
+
+    /// The keys JWT bearer tokens are checked with, if tokens are accepted.
+    pub fn jwt_keys(&self) -> Option<Arc<KeySet>> {
+        self.jwt_keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// How many worker threads serve connections.

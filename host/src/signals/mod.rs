@@ -304,7 +304,7 @@ mod tests {
 
     fn record(id: u64, config: &RouterConfig) -> Record {
         let mut begun = Begun::new(id, 1_000, &http::Method::POST, "/v1/chat/completions");
-        begun.read(config, Endpoint::ChatCompletions, None, None);
+        begun.read(config, Endpoint::ChatCompletions, None, None, None);
         let mut head = http::HeaderMap::new();
         head.insert("x-edge-node", http::HeaderValue::from_static("a"));
         let mut r = Record::at_head(begun, http::StatusCode::OK, &head, None, 1_010);

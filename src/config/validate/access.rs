@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::Validator;
 use crate::auth::{KeyEntry, KeyTable, Principal, TenantEntry, parse_digest};
-use crate::config::{AuthConfig, CidrBlock, RateLimitsConfig, parse_instant_ms};
+use crate::config::{AuthConfig, CidrBlock, JwtConfig, RateLimitsConfig, parse_instant_ms};
+use crate::jwt::{JwtRules, KeySet};
 use crate::limits::Rates;
 
 impl Validator<'_> {
@@ -16,8 +17,11 @@ impl Validator<'_> {
             if name.trim().is_empty() {
                 self.err(&path, "a tenant needs a name");
             }
-            let entry =
-                TenantEntry { allow_ips: self.allow_ips(&path, &t.allow_ips), rates: self.rates(&path, &t.limits) };
+            let entry = TenantEntry {
+                tier: t.tier.as_deref().map(Arc::from),
+                allow_ips: self.allow_ips(&path, &t.allow_ips),
+                rates: self.rates(&path, &t.limits),
+            };
             tenants.insert(name.as_str().into(), entry);
         }
         let mut entries: Vec<KeyEntry> = Vec::new();
@@ -70,17 +74,48 @@ impl Validator<'_> {
             });
         }
         for name in a.tenants.keys() {
-            if !a.keys.iter().any(|k| k.tenant == *name) {
+            if a.jwt.is_none() && !a.keys.iter().any(|k| k.tenant == *name) {
                 self.warn(
                     format!("auth.tenants.{name}"),
                     "no key belongs to this tenant, so its settings apply to nobody",
                 );
             }
         }
-        if a.required && entries.is_empty() {
-            self.err("auth.required", "keys are required but none are listed, so every request would be refused");
+        let jwt = a.jwt.as_ref().map(|j| self.jwt(j));
+        if a.required && entries.is_empty() && jwt.is_none() {
+            self.err(
+                "auth.required",
+                "keys are required but none are listed (nor `jwt`), so every request would be refused",
+            );
         }
-        KeyTable { required: a.required, entries, tenants }
+        KeyTable { required: a.required, entries, tenants, jwt }
+    }
+
+    fn jwt(&mut self, j: &JwtConfig) -> JwtRules {
+        let inline = match &j.jwks {
+            Some(jwks) => KeySet::parse(jwks).unwrap_or_else(|e| {
+                self.err("auth.jwt.jwks", e);
+                KeySet::default()
+            }),
+            None => KeySet::default(),
+        };
+        if j.jwks.is_none() && j.jwks_file.as_deref().is_none_or(|f| f.trim().is_empty()) {
+            self.err("auth.jwt", "name the keys tokens are signed with: `jwks_file`, or `jwks` written here");
+        }
+        for (field, value) in [("tenant_claim", &j.tenant_claim), ("tier_claim", &j.tier_claim)] {
+            if value.trim().is_empty() {
+                self.err(format!("auth.jwt.{field}"), "must name a claim");
+            }
+        }
+        JwtRules {
+            issuer: j.issuer.clone(),
+            audience: j.audience.clone(),
+            tenant_claim: j.tenant_claim.clone(),
+            tier_claim: j.tier_claim.clone(),
+            leeway_ms: j.leeway.as_millis(),
+            jwks_file: j.jwks_file.clone(),
+            inline,
+        }
     }
 
     fn allow_ips(&mut self, path: &str, list: &[String]) -> Vec<CidrBlock> {
