@@ -178,6 +178,17 @@ pub fn parse_body(body: &[u8]) -> Result<BodyFacts, String> {
     })
 }
 
+/// The tokens a request may use: its prompt's, estimated, and the
+/// completion it allows (`max_tokens`, else `requests.default_max_tokens`;
+/// none for embeddings). What budgets and token limits reserve.
+pub fn estimated_tokens(endpoint: Endpoint, body: &BodyFacts, cfg: &RequestsConfig) -> u64 {
+    let completion = match endpoint {
+        Endpoint::Embeddings => 0,
+        _ => body.max_tokens.unwrap_or(cfg.default_max_tokens),
+    };
+    body.prompt_tokens.saturating_add(completion)
+}
+
 /// Builds request facts from the parsed body and the request's context.
 pub fn request_facts(
     endpoint: Endpoint,
@@ -187,10 +198,7 @@ pub fn request_facts(
     principal: Principal,
     cfg: &RequestsConfig,
 ) -> Result<RequestFacts, String> {
-    let completion = match endpoint {
-        Endpoint::Embeddings => 0,
-        _ => body.max_tokens.unwrap_or(cfg.default_max_tokens),
-    };
+    let estimated_tokens = estimated_tokens(endpoint, &body, cfg);
     let request_type = match type_header {
         Some(t) => valid_type(t)?,
         None => match endpoint {
@@ -210,7 +218,7 @@ pub fn request_facts(
         stream: body.stream,
         max_tokens: body.max_tokens,
         prompt_tokens: body.prompt_tokens,
-        estimated_tokens: body.prompt_tokens.saturating_add(completion),
+        estimated_tokens,
         request_type,
         country,
         principal,

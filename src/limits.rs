@@ -34,6 +34,24 @@ impl Rates {
     pub fn any(&self) -> bool {
         self.requests_per_minute.is_some() || self.tokens_per_minute.is_some()
     }
+
+    /// `percent` of these limits (at least 1 where one is set): what one box
+    /// of a fleet may use alone while the store they share is unreachable.
+    pub fn share(self, percent: u8) -> Self {
+        let part = |l: Option<u64>| l.map(|l| (l.saturating_mul(u64::from(percent)) / 100).max(1));
+        Self { requests_per_minute: part(self.requests_per_minute), tokens_per_minute: part(self.tokens_per_minute) }
+    }
+}
+
+/// A limit's window, from what is `available` of it (negative: in debt).
+pub fn window_of(available: f64, limit: u64) -> Window {
+    Window { limit, remaining: available.max(0.0).floor() as u64, reset_ms: wait_ms(available, limit as f64, limit) }
+}
+
+/// Milliseconds until `amount` is available of `limit`, `available` now.
+pub fn wait_ms(available: f64, amount: f64, limit: u64) -> u64 {
+    let short = amount - available;
+    if short <= 0.0 || limit == 0 { 0 } else { (short * MINUTE_MS / limit as f64).ceil() as u64 }
 }
 
 /// Whose limits: a key (by its digest, which survives reloads) or a tenant.
@@ -85,17 +103,11 @@ impl Bucket {
 
     /// Milliseconds until `amount` is available.
     fn wait_ms(&self, amount: f64, limit: u64, now_ms: u64) -> u64 {
-        let short = amount - self.available(limit, now_ms);
-        if short <= 0.0 || limit == 0 { 0 } else { (short * MINUTE_MS / limit as f64).ceil() as u64 }
+        wait_ms(self.available(limit, now_ms), amount, limit)
     }
 
     fn window(&self, limit: u64, now_ms: u64) -> Window {
-        let available = self.available(limit, now_ms);
-        Window {
-            limit,
-            remaining: available.max(0.0).floor() as u64,
-            reset_ms: self.wait_ms(limit as f64, limit, now_ms),
-        }
+        window_of(self.available(limit, now_ms), limit)
     }
 }
 
@@ -200,27 +212,32 @@ impl Limiter {
 
     /// The headers of `limited`: per dimension, the scope with the least remaining.
     fn headers(&self, limited: &[Limited], now_ms: u64) -> RateLimit {
-        let mut out = RateLimit::default();
-        for l in limited {
-            let Some(b) = self.buckets.get(&l.scope) else { continue };
-            for (slot, bucket, limit) in [
-                (&mut out.requests, b.requests, l.rates.requests_per_minute),
-                (&mut out.tokens, b.tokens, l.rates.tokens_per_minute),
-            ] {
-                let (Some(bucket), Some(limit)) = (bucket, limit) else { continue };
-                let w = bucket.window(limit, now_ms);
-                if slot.is_none_or(|s| w.remaining < s.remaining) {
-                    *slot = Some(w);
-                }
-            }
-        }
-        out
+        let windows = limited.iter().flat_map(|l| {
+            let b = self.buckets.get(&l.scope).copied().unwrap_or_default();
+            [(true, b.requests, l.rates.requests_per_minute), (false, b.tokens, l.rates.tokens_per_minute)]
+                .into_iter()
+                .filter_map(move |(requests, bucket, limit)| Some((requests, bucket?.window(limit?, now_ms))))
+        });
+        tightest(windows)
     }
 
     /// Keeps only the buckets of scopes `keep` names (after a reload).
     pub fn retain(&mut self, keep: impl Fn(&Scope) -> bool) {
         self.buckets.retain(|s, _| keep(s));
     }
+}
+
+/// The headers of several scopes' windows (`true`: a requests window):
+/// per dimension, the one with the least remaining.
+pub fn tightest(windows: impl IntoIterator<Item = (bool, Window)>) -> RateLimit {
+    let mut out = RateLimit::default();
+    for (requests, w) in windows {
+        let slot = if requests { &mut out.requests } else { &mut out.tokens };
+        if slot.is_none_or(|s| w.remaining < s.remaining) {
+            *slot = Some(w);
+        }
+    }
+    out
 }
 
 /// A duration as OpenAI writes `x-ratelimit-reset-*`: `20ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.

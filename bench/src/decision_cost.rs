@@ -75,6 +75,7 @@ fn request(id: u64) -> Event {
         key_sha256: None,
         body_facts: None,
         token: None,
+        fleet: None,
     }
 }
 
@@ -112,6 +113,7 @@ fn borrowed<'e>(request: &'e Event, host: Option<&RouterConfig>) -> RequestRef<'
         key_sha256,
         body_facts,
         token: None,
+        fleet: None,
     }
 }
 

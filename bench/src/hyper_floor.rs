@@ -195,6 +195,7 @@ async fn decided_forward(
         key_sha256,
         body_facts,
         token: None,
+        fleet: None,
     };
     let answer = |status: StatusCode, body: Bytes| {
         let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());

@@ -149,6 +149,8 @@ pub struct RouterConfig {
     pub cache: CacheConfig,
     /// Autoscaling thresholds, validated; acted on by the operations layer.
     pub autoscaling: Vec<AutoscalingConfig>,
+    /// `state`: the store a fleet shares, if any.
+    pub state: super::StateConfig,
     /// Metrics to watch and the access log.
     pub monitoring: MonitoringConfig,
     /// What is loaded but not acted on, and legal but suspicious things.

@@ -17,6 +17,7 @@ mod provider;
 mod series;
 mod server;
 mod size;
+mod state;
 mod types;
 mod validate;
 
@@ -33,6 +34,7 @@ pub use provider::{Api, AwsCredentialsEnv};
 pub use series::Series;
 pub use server::{HstsConfig, ServerConfig, TlsCertificate, TlsConfig};
 pub use size::ByteSize;
+pub use state::{StateConfig, StoreAddress};
 pub use types::*;
 
 /// The JSON Schema of the config file, for editors.

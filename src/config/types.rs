@@ -14,6 +14,7 @@ use super::percent::Percent;
 use super::provider::{Api, AwsCredentialsEnv};
 use super::server::ServerConfig;
 use super::size::ByteSize;
+use super::state::StateConfig;
 
 /// An edge-router configuration.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -66,6 +67,9 @@ pub struct ConfigFile {
     /// Scale-out and scale-in thresholds per node, turned into signals; the router never owns instances.
     #[serde(default)]
     pub autoscaling: Vec<AutoscalingConfig>,
+    /// State shared by a fleet of edge boxes (Valkey or Redis): rate limits held as one.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// A config version as written: `"1.0"` or `1.0`.

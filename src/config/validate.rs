@@ -104,6 +104,7 @@ impl Validator<'_> {
         let auth = self.auth(&raw.auth);
         self.health(&raw.health_check);
         self.monitoring(&raw.monitoring, &raw.autoscaling, &nodes);
+        self.state(&raw.state);
         self.model_routing(&raw.model_routing);
         let b = raw.routing.retry_budget;
         if !(b.ratio.is_finite() && b.ratio >= 0.0) {
@@ -149,6 +150,7 @@ impl Validator<'_> {
             admin: raw.admin,
             cache: raw.cache,
             autoscaling: raw.autoscaling,
+            state: raw.state,
             monitoring: raw.monitoring,
             warnings: Vec::new(),
         }

@@ -28,6 +28,7 @@ fn call(id: u64, key: &str, client: Option<&str>, max_tokens: u64, now_ms: u64) 
         key_sha256: None,
         body_facts: None,
         token: None,
+        fleet: None,
     }
 }
 
@@ -168,4 +169,42 @@ fn limits_survive_a_reload_and_follow_the_new_sizes() {
     let f = forward(r.handle(call(3, "sk-a", None, 10, 20_000)));
     assert_eq!(f.ratelimit.requests.unwrap().limit, 3);
     assert_eq!(refused(r.handle(call(4, "sk-a", None, 10, 20_000))).0, 429);
+}
+
+#[test]
+fn the_fleet_store_decides_and_an_unreachable_one_leaves_each_box_its_share() {
+    use crate::wire::{Fleet, RateLimit, Window};
+    let yaml = format!(
+        "nodes:\n  - {{id: a, type: local, host: \"http://a\"}}\nstate: {{redis: \"redis://127.0.0.1:6379\", local_share: 50}}\n\
+         auth:\n  keys:\n    - {{sha256: \"{}\", tenant: acme}}\n  tenants:\n    acme: {{limits: {{requests_per_minute: 4}}}}\n",
+        hex("sk-a")
+    );
+    let mut r = router(&yaml);
+    let with = |id: u64, fleet: Fleet| {
+        let mut e = call(id, "sk-a", None, 10, 0);
+        if let Event::Request { fleet: f, .. } = &mut e {
+            *f = Some(fleet);
+        }
+        e
+    };
+    let global = RateLimit { requests: Some(Window { limit: 4, remaining: 0, reset_ms: 60_000 }), tokens: None };
+    // The store admitted it: its limits are the ones reported.
+    assert_eq!(forward(r.handle(with(1, Fleet::Admitted(global)))).ratelimit, global);
+    // The store refused it: 429, named by the caller's scope.
+    let refused = Fleet::Refused {
+        scope: 0,
+        requests: true,
+        limit: 4,
+        requested: 1,
+        retry_after_ms: Some(15_000),
+        ratelimit: global,
+    };
+    let (status, headers, body) = super::access_tests::refused(r.handle(with(2, refused)));
+    assert_eq!((status, header(&headers, "retry-after")), (429, Some("15")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("tenant acme"), "{body}");
+    // Unreachable: this box alone takes half of the four.
+    forward(r.handle(with(3, Fleet::Unreachable)));
+    let f = forward(r.handle(with(4, Fleet::Unreachable)));
+    assert_eq!(f.ratelimit.requests.unwrap().limit, 2);
+    assert_eq!(super::access_tests::refused(r.handle(with(5, Fleet::Unreachable))).0, 429);
 }

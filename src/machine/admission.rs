@@ -15,10 +15,11 @@ use crate::facts::{
 };
 use crate::geo::{Country, JurisdictionId, country_label, permits};
 use crate::hop::{for_each_connection_token, never_forwarded};
+use crate::limits::{Limited, Refusal};
 use crate::model::{ModelChoice, Reached, choose_model, serves};
 use crate::wire::Header;
 use crate::wire::{
-    Action, BearerTokenRef, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, HeaderRef, Notice, RateLimit,
+    Action, BearerTokenRef, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, Fleet, HeaderRef, Notice, RateLimit,
     RequestRef, RuleRef,
 };
 
@@ -55,6 +56,7 @@ impl Router {
             key_sha256,
             body_facts,
             token,
+            fleet,
         } = request;
         let country = country.and_then(Country::parse);
         let refuse = |e: RouterError, label: &str| refusal(&e, label, country, id);
@@ -177,17 +179,15 @@ impl Router {
 
         // Limits are reserved last: a request refused for anything else
         // takes nothing from them.
-        let mut ratelimit = RateLimit::default();
-        if !limited.is_empty() {
-            let (verdict, headers) = self.limiter.admit(&limited, estimated_tokens, now_ms);
-            if let Err(why) = verdict {
+        let (limited, ratelimit) = match self.limit(limited, fleet, estimated_tokens, now_ms) {
+            Ok(admitted) => admitted,
+            Err((why, headers)) => {
                 let label = self.config.rule_label(rule);
                 let extra = Explain { ratelimit: headers, ..Explain::router(label, 0, country_label(country)) };
                 let (status, headers, body) = RouterError::RateLimited(why).to_response(id, extra.headers());
                 return Action::Respond { status, headers, body };
             }
-            ratelimit = headers;
-        }
+        };
         let exchange = Exchange {
             unforwardable: unforwardable(&headers),
             chain,
@@ -230,6 +230,39 @@ impl Router {
             Some(lookup) => Action::Lookup(lookup),
             None => self.next_attempt(id, now_ms),
         }
+    }
+
+    /// The rate limits of a caller with `limited` scopes and a request of
+    /// `tokens`: what the fleet's store said (`fleet`), or the router's own
+    /// count, alone (no store) or on its share of each limit (the store is
+    /// unreachable). Admitted: the scopes to settle locally, and the
+    /// headers; refused: why, and the headers.
+    #[allow(clippy::type_complexity)]
+    fn limit(
+        &mut self,
+        limited: Vec<Limited>,
+        fleet: Option<Fleet>,
+        tokens: u64,
+        now_ms: u64,
+    ) -> Result<(Vec<Limited>, RateLimit), (Refusal, RateLimit)> {
+        if limited.is_empty() {
+            return Ok((limited, RateLimit::default()));
+        }
+        let limited = match fleet {
+            // The store counted it: nothing is settled here.
+            Some(Fleet::Admitted(headers)) => return Ok((Vec::new(), headers)),
+            Some(Fleet::Refused { scope, requests, limit, requested, retry_after_ms, ratelimit }) => {
+                let label = limited.get(usize::from(scope)).map_or_else(|| "caller".into(), |l| l.label.clone());
+                return Err((Refusal { label, requests, limit, requested, retry_after_ms }, ratelimit));
+            }
+            Some(Fleet::Unreachable) => {
+                let share = self.config.state.local_share.get();
+                limited.into_iter().map(|l| Limited { rates: l.rates.share(share), ..l }).collect()
+            }
+            None => limited,
+        };
+        let (verdict, headers) = self.limiter.admit(&limited, tokens, now_ms);
+        verdict.map(|()| (limited, headers)).map_err(|why| (why, headers))
     }
 
     /// The node a tagged response id names, or why there is none.

@@ -295,6 +295,7 @@ residency:
             key_sha256,
             body_facts,
             token: None,
+            fleet: None,
         }
     };
     assert_eq!(forward_to(&mut r, german(1, 1_000)), ("eu", 1));
@@ -328,6 +329,7 @@ cache: {enabled: false}
         key_sha256: None,
         body_facts: None,
         token: None,
+        fleet: None,
     };
     for id in 1..=3 {
         assert!(matches!(r.handle(get(id, "/broken")), Action::Forward(_)));

@@ -341,6 +341,7 @@ impl Router {
                 key_sha256,
                 body_facts,
                 token,
+                fleet,
             } => self.request(RequestRef {
                 id,
                 method: &method,
@@ -354,6 +355,7 @@ impl Router {
                 key_sha256,
                 body_facts,
                 token: token.as_ref().map(BearerToken::as_ref),
+                fleet,
             }),
             Event::ResponseHead { id, status, retry_after_s, now_ms } => {
                 self.on_response_head(id, status, retry_after_s, now_ms, answer)
@@ -471,5 +473,6 @@ fn chat_event(id: u64, now_ms: u64, random: u64, body: &str) -> Event {
         key_sha256: None,
         body_facts: None,
         token: None,
+        fleet: None,
     }
 }

@@ -37,6 +37,7 @@ fn event_from(country: &str, id: u64, method: &str, target: &str, body: &str) ->
         key_sha256: None,
         body_facts: None,
         token: None,
+        fleet: None,
     }
 }
 

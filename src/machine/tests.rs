@@ -29,6 +29,7 @@ fn request(id: u64, country: &str, model: &str, random: u64) -> Event {
         key_sha256: None,
         body_facts: None,
         token: None,
+        fleet: None,
     }
 }
 
@@ -88,6 +89,7 @@ fn a_key_digest_from_the_host_stands_in_for_hashing_the_presented_key() {
             key_sha256,
             body_facts: None,
             token: None,
+            fleet: None,
         }
     };
     // The router hashes the presented key itself...
@@ -140,6 +142,7 @@ fn the_router_answers_the_same_when_given_only_the_headers_it_reads() {
                     key_sha256,
                     body_facts: None,
                     token: None,
+                    fleet: None,
                 }
             };
             let everything = all.handle(with(&|_| true));
@@ -402,6 +405,7 @@ fn passthrough(id: u64, method: &str, body: crate::wire::RequestBody) -> Event {
         key_sha256: None,
         body_facts: None,
         token: None,
+        fleet: None,
     }
 }
 

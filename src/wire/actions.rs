@@ -126,6 +126,33 @@ pub struct RateLimit {
     pub tokens: Option<Window>,
 }
 
+/// What the store a fleet of edge boxes shares (`state.redis`) said of a
+/// request's rate limits, which the host asked before the router decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fleet {
+    /// The store took the request's share, leaving these limits.
+    Admitted(RateLimit),
+    /// The store refused it: one of its limits would be overdrawn.
+    Refused {
+        /// Which of the caller's limited scopes: 0 the first (its key's, if
+        /// limited; else its tenant's), 1 the second.
+        scope: u8,
+        /// Requests (true) or tokens.
+        requests: bool,
+        /// The limit per minute.
+        limit: u64,
+        /// What the request asked for.
+        requested: u64,
+        /// When it would fit; `None`: never.
+        retry_after_ms: Option<u64>,
+        /// The limits as they stand.
+        ratelimit: RateLimit,
+    },
+    /// The store could not be reached: the box counts alone, on
+    /// `state.local_share` of each limit.
+    Unreachable,
+}
+
 /// One limit's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {

@@ -107,6 +107,8 @@ pub struct RequestRef<'a> {
     /// See [`Event::Request`].
     #[serde(borrow)]
     pub token: Option<super::BearerTokenRef<'a>>,
+    /// See [`Event::Request`].
+    pub fleet: Option<super::Fleet>,
 }
 
 /// [`RequestBody`] borrowed.
@@ -182,6 +184,7 @@ mod tests {
                 key_sha256,
                 body_facts: body_facts.clone(),
                 token: None,
+                fleet: None,
             };
             let bytes = encoded_request(&event);
             let (request, rest) = postcard::take_from_bytes::<RequestRef>(&bytes[1..]).expect("reads as a RequestRef");
@@ -203,6 +206,7 @@ mod tests {
                     key_sha256,
                     body_facts,
                     token: None,
+                    fleet: None,
                 }
             );
         }

@@ -192,6 +192,10 @@ pub enum Event {
         /// [`crate::jwt`]): the caller it names, or why it was refused.
         /// With one, the router looks for no key.
         token: Option<BearerToken>,
+        /// What the fleet's shared store said of the request's rate limits,
+        /// when the host asked one (`state.redis`); `None`: the router
+        /// counts alone.
+        fleet: Option<super::Fleet>,
     },
     /// The origin of the current attempt sent its response head.
     ResponseHead {

@@ -169,6 +169,7 @@ async fn serve(
         key_sha256,
         body_facts,
         token: None,
+        fleet: None,
     });
     let later = later::Later::open(ctx);
     let mut exchange = origin::Exchange {

@@ -149,6 +149,9 @@ impl Shared {
 
     /// Queues an event whose answer is not needed (see `WasmRouter::defer`).
     pub(super) fn defer(&self, event: &Event) {
+        if let Some(fleet) = &self.fleet {
+            fleet.ended(event);
+        }
         defer_event(&self.router, event);
     }
 

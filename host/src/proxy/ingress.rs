@@ -10,7 +10,7 @@ use edge_router::RouterConfig;
 use edge_router::client::{client_address, client_country};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
-use edge_router::wire::{Action, BearerToken, BodyRef, Event, RequestRef};
+use edge_router::wire::{Action, BearerToken, BodyRef, Event, Fleet, RequestRef};
 use exchange::answer::host_error;
 use exchange::head::Stale;
 use exchange::intake::{HostReads, Intake, body_limits, host_reads, path_and_query, read_limited, read_token, take_in};
@@ -44,6 +44,37 @@ fn client_of(
     let geoip = shared.geoip();
     let country = client_country(peer_trusted, header, address, |a| geoip.as_ref()?.country(a));
     (address, country.map(|(c, _)| c))
+}
+
+/// What the fleet's shared store says of the request's rate limits, when
+/// the box shares them (`state.redis`) and the caller has limits: the
+/// caller and its scopes found as the router finds them.
+async fn fleet_verdict(
+    shared: &Shared,
+    config: &RouterConfig,
+    id: u64,
+    key_sha256: Option<&[u8; 32]>,
+    token: Option<&BearerToken>,
+    endpoint: Endpoint,
+    facts: Option<&edge_router::facts::BodyFacts>,
+) -> Option<Fleet> {
+    let store = shared.fleet.as_ref()?;
+    let key = match token {
+        Some(_) => None,
+        None => key_sha256.and_then(|d| config.auth.identify_digest(d)),
+    };
+    let tenant: Arc<str> = match (token, key) {
+        (Some(BearerToken::Valid { tenant, .. }), _) => tenant.as_str().into(),
+        (Some(BearerToken::Refused(_)), _) => return None,
+        (None, Some(k)) => k.principal.tenant.clone(),
+        (None, None) => edge_router::auth::Principal::anonymous().tenant,
+    };
+    let limited = config.auth.limited(key, &tenant);
+    if limited.is_empty() {
+        return None;
+    }
+    let tokens = facts.map_or(0, |f| edge_router::facts::estimated_tokens(endpoint, f, &config.requests));
+    Some(store.reserve(id, &limited, tokens, now_ms()).await)
 }
 
 /// An answer the host gives itself, as a response of the proxy.
@@ -98,6 +129,8 @@ async fn admit(
         host_reads(config, &parts.headers, country, endpoint, original.as_deref(), token.as_ref());
     begun.read(config, endpoint, key_sha256.as_ref(), token.as_ref(), body_facts.as_ref());
     let country_code = country.as_ref().map(Country::as_str);
+    let fleet =
+        fleet_verdict(&shared, config, id, key_sha256.as_ref(), token.as_ref(), endpoint, body_facts.as_ref()).await;
     let mut decided = shared.request(&RequestRef {
         id,
         method: parts.method.as_str(),
@@ -111,7 +144,11 @@ async fn admit(
         key_sha256,
         body_facts,
         token: token.as_ref().map(BearerToken::as_ref),
+        fleet,
     });
+    if let (Some(store), Some(_)) = (&shared.fleet, fleet) {
+        store.decided(id, matches!(decided.action, Action::Forward(_) | Action::Lookup(_)), now_ms());
+    }
     // An origin's interim responses are passed on for passthrough paths, to
     // clients that may get them (not HTTP/1.0 ones, RFC 9110 §15.2).
     let interim = (!endpoint.is_api() && parts.version >= http::Version::HTTP_11).then_some(client.interim);

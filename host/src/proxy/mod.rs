@@ -168,6 +168,9 @@ pub struct Shared {
     /// The keys JWT bearer tokens are checked with (`auth.jwt`), read
     /// again at every reload.
     jwt_keys: RwLock<Option<Arc<KeySet>>>,
+    /// The store a fleet of boxes shares rate limits in (`state.redis`),
+    /// set up at start.
+    pub(crate) fleet: Option<Arc<crate::fleet::FleetStore>>,
 }
 
 /// The files a config names beside itself, read and checked: its
@@ -211,6 +214,7 @@ impl Shared {
             tls: RwLock::new(files.tls.map(Arc::new)),
             geoip: RwLock::new(files.geoip.map(Arc::new)),
             jwt_keys: RwLock::new(files.jwt_keys.map(Arc::new)),
+            fleet: crate::fleet::FleetStore::new(&config.state).context("state")?.map(Arc::new),
             router: Mutex::new(router),
             next_id: AtomicU64::new(mix64(seed)),
             rng: AtomicU64::new(seed),

@@ -55,6 +55,9 @@ impl Shared {
             "sent": signals.webhooks_sent.load(Ordering::Relaxed),
             "failed": signals.webhooks_failed.load(Ordering::Relaxed),
         });
+        if let Some(fleet) = &self.fleet {
+            report["fleet"] = fleet.status();
+        }
         (status, headers, Ok(report))
     }
 
@@ -297,6 +300,10 @@ fn restart_needed(old: &RouterConfig, new: &RouterConfig) -> Vec<&'static str> {
     }
     if old.admin.audit_log != new.admin.audit_log {
         out.push("admin.audit_log");
+    }
+    let store = |c: &RouterConfig| (c.state.redis.clone(), c.state.password_env.clone(), c.state.key_prefix.clone());
+    if store(old) != store(new) || old.state.timeout != new.state.timeout {
+        out.push("state");
     }
     out
 }

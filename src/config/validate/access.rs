@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Validator;
 use crate::auth::{KeyEntry, KeyTable, Principal, TenantEntry, parse_digest};
-use crate::config::{AuthConfig, CidrBlock, JwtConfig, RateLimitsConfig, parse_instant_ms};
+use crate::config::{AuthConfig, CidrBlock, JwtConfig, RateLimitsConfig, StateConfig, StoreAddress, parse_instant_ms};
 use crate::jwt::{JwtRules, KeySet};
 use crate::limits::Rates;
 
@@ -115,6 +115,27 @@ impl Validator<'_> {
             leeway_ms: j.leeway.as_millis(),
             jwks_file: j.jwks_file.clone(),
             inline,
+        }
+    }
+
+    /// `state`: the store's address and the share a box uses alone.
+    pub(super) fn state(&mut self, s: &StateConfig) {
+        if let Some(url) = &s.redis
+            && let Err(e) = StoreAddress::parse(url)
+        {
+            self.err("state.redis", e);
+        }
+        if s.redis.is_none() && s.password_env.is_some() {
+            self.warn("state.password_env", "no `redis` store is named, so the password is never used");
+        }
+        if s.local_share.get() == 0 {
+            self.warn(
+                "state.local_share",
+                "0: while the store is unreachable, every request of a rate-limited caller is refused",
+            );
+        }
+        if s.timeout.0.is_zero() {
+            self.err("state.timeout", "must be longer than zero");
         }
     }
 

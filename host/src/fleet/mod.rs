@@ -1,0 +1,433 @@
+//! Rate limits held across a fleet of edge boxes (`state.redis`): every box
+//! takes from the same buckets in Valkey or Redis, with atomic scripts
+//! (never a read then a write), so N boxes together stay within a limit.
+//!
+//! A box asks the store before the router decides, and tells the router
+//! what it said (`wire::Fleet`). The buckets there are the router's own
+//! (`edge_router::limits`: a minute's allowance refilling continuously),
+//! kept as `level` and `at` per bucket; a request takes from all of its
+//! buckets or from none. The settlement of tokens at the `usage` reported
+//! follows when the exchange ends, as does the refund of a request the
+//! router then refused for something else.
+//!
+//! When the store cannot be reached within `state.timeout`, the box says
+//! so (log and status) and the router counts alone, on `state.local_share`
+//! of each limit; the store is tried again a second later. What the box
+//! counted alone is added to the store's buckets when it is back.
+
+mod resp;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edge_router::config::{StateConfig, StoreAddress};
+use edge_router::limits::{Limited, Scope, tightest, wait_ms, window_of};
+use edge_router::wire::{Event, Fleet};
+use resp::{Connection, Reply};
+
+use crate::lock;
+
+/// How long the store is left alone after it could not be reached.
+const RETRY_AFTER_MS: u64 = 1_000;
+
+/// Takes `amount` from every bucket, or from none (`KEYS`: the buckets;
+/// `ARGV`: now, then a limit and an amount per bucket). Returns 1 and what
+/// is left in each, or 0, the first bucket that is short, and what each has.
+const RESERVE: &str = r"
+local now = tonumber(ARGV[1])
+local avail, short = {}, 0
+for i = 1, #KEYS do
+  local limit, amount = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local b = redis.call('HMGET', KEYS[i], 'level', 'at')
+  local level, at = tonumber(b[1]), tonumber(b[2])
+  if level == nil or at == nil then level, at = limit, now end
+  avail[i] = math.min(limit, level + math.max(0, now - at) * limit / 60000)
+  if short == 0 and avail[i] < amount then short = i end
+end
+local out = {}
+if short > 0 then
+  out[1], out[2] = 0, short
+  for i = 1, #KEYS do out[i + 2] = tostring(avail[i]) end
+  return out
+end
+out[1], out[2] = 1, 0
+for i = 1, #KEYS do
+  local limit, amount = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local level = avail[i] - amount
+  redis.call('HSET', KEYS[i], 'level', tostring(level), 'at', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], math.ceil((limit - level) * 60000 / limit) + 1000)
+  out[i + 2] = tostring(level)
+end
+return out
+";
+
+/// Takes `amount` from every bucket whatever is left (a negative amount
+/// gives back; a bucket may go into debt, never above its limit). For
+/// settlements, and what a box counted alone.
+const TAKE: &str = r"
+local now = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local limit, amount = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local b = redis.call('HMGET', KEYS[i], 'level', 'at')
+  local level, at = tonumber(b[1]), tonumber(b[2])
+  if level == nil or at == nil then level, at = limit, now end
+  level = math.min(limit, math.min(limit, level + math.max(0, now - at) * limit / 60000) - amount)
+  redis.call('HSET', KEYS[i], 'level', tostring(level), 'at', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], math.ceil((limit - level) * 60000 / limit) + 1000)
+end
+return 1
+";
+
+/// One bucket of a request: its key in the store, whether it counts
+/// requests, its limit, and what the request takes from it.
+#[derive(Debug, Clone)]
+struct Take {
+    key: String,
+    requests: bool,
+    limit: u64,
+    amount: f64,
+}
+
+/// What a request took, and where: to settle when it ends.
+struct Held {
+    takes: Vec<Take>,
+    tokens: u64,
+    /// Taken at the store (else the box counted it alone).
+    shared: bool,
+}
+
+/// Whether the store answers, as `status` shows it.
+#[derive(Debug, Clone, Default)]
+struct Health {
+    reachable: bool,
+    /// Since when (milliseconds since the epoch); 0: not asked yet.
+    since_ms: u64,
+    /// Why it was not, last.
+    error: Option<String>,
+    /// What was counted alone and is not in the store yet, by bucket key.
+    backlog: HashMap<String, Take>,
+    /// Requests counted alone since the store was last reachable.
+    counted_alone: u64,
+}
+
+/// The store of a fleet, and what this box holds in it.
+pub struct FleetStore {
+    address: StoreAddress,
+    password: Option<String>,
+    prefix: String,
+    timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    /// Until when (ms) the store is not asked, after a failure.
+    resting_until: AtomicU64,
+    health: Mutex<Health>,
+    held: Mutex<HashMap<u64, Held>>,
+    reserve_sha: String,
+    take_sha: String,
+}
+
+impl FleetStore {
+    /// The store `state` names; `None` without one.
+    pub fn new(state: &StateConfig) -> anyhow::Result<Option<Self>> {
+        let Some(url) = &state.redis else { return Ok(None) };
+        let address = StoreAddress::parse(url).map_err(anyhow::Error::msg)?;
+        #[allow(clippy::disallowed_methods)] // a secret named by the config, as origin keys are
+        let password = match &state.password_env {
+            Some(var) => {
+                Some(std::env::var(var).map_err(|_| anyhow::anyhow!("state.password_env: `{var}` is not set"))?)
+            }
+            None => None,
+        };
+        Ok(Some(Self {
+            address,
+            password,
+            prefix: state.key_prefix.clone(),
+            timeout: state.timeout.0,
+            idle: Mutex::new(Vec::new()),
+            resting_until: AtomicU64::new(0),
+            health: Mutex::new(Health::default()),
+            held: Mutex::new(HashMap::new()),
+            reserve_sha: sha1_hex(RESERVE),
+            take_sha: sha1_hex(TAKE),
+        }))
+    }
+
+    fn takes(&self, limited: &[Limited], tokens: u64) -> Vec<Take> {
+        let mut out = Vec::new();
+        for l in limited {
+            let scope = match &l.scope {
+                Scope::Key(d) => format!("key:{}", crate::hex(d)),
+                Scope::Tenant(t) => format!("tenant:{t}"),
+            };
+            for (requests, limit, amount) in
+                [(true, l.rates.requests_per_minute, 1), (false, l.rates.tokens_per_minute, tokens)]
+            {
+                if let Some(limit) = limit {
+                    let dim = if requests { "rpm" } else { "tpm" };
+                    out.push(Take {
+                        key: format!("{}:limit:{scope}:{dim}", self.prefix),
+                        requests,
+                        limit,
+                        amount: amount as f64,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Asks the store to take one request and `tokens` from the buckets of
+    /// `limited` for request `id`. `limited` is in the router's order, so a
+    /// refusal names its scope as the router does.
+    pub async fn reserve(&self, id: u64, limited: &[Limited], tokens: u64, now_ms: u64) -> Fleet {
+        let takes = self.takes(limited, tokens);
+        if takes.is_empty() {
+            return Fleet::Admitted(Default::default());
+        }
+        let reply = match self.run(&self.reserve_sha, RESERVE, &takes, now_ms).await {
+            Ok(reply) => reply,
+            Err(()) => {
+                lock(&self.held).insert(id, Held { takes, tokens, shared: false });
+                return Fleet::Unreachable;
+            }
+        };
+        let Some((admitted, short, left)) = read_reserve(&reply, takes.len()) else {
+            tracing::warn!("the shared store's reply to a rate-limit reservation was not understood: {reply:?}");
+            self.failed("an unexpected reply".into(), now_ms);
+            lock(&self.held).insert(id, Held { takes, tokens, shared: false });
+            return Fleet::Unreachable;
+        };
+        let windows = takes.iter().zip(&left).map(|(t, &a)| (t.requests, window_of(a, t.limit)));
+        let ratelimit = tightest(windows);
+        if admitted {
+            lock(&self.held).insert(id, Held { takes, tokens, shared: true });
+            return Fleet::Admitted(ratelimit);
+        }
+        let t = &takes[short];
+        // Which of the caller's scopes: each has its buckets in turn.
+        let scope = limited
+            .iter()
+            .scan(0, |seen, l| {
+                *seen += usize::from(l.rates.requests_per_minute.is_some())
+                    + usize::from(l.rates.tokens_per_minute.is_some());
+                Some(*seen)
+            })
+            .position(|seen| short < seen)
+            .unwrap_or(0);
+        Fleet::Refused {
+            scope: u8::try_from(scope).unwrap_or(0),
+            requests: t.requests,
+            limit: t.limit,
+            requested: t.amount as u64,
+            retry_after_ms: (t.amount <= t.limit as f64).then(|| wait_ms(left[short], t.amount, t.limit)),
+            ratelimit,
+        }
+    }
+
+    /// The router answered request `id`: a request it refused after the
+    /// store took its share gets it back; one it admitted on its own count
+    /// (the store unreachable) goes into the backlog for the store.
+    pub fn decided(self: &Arc<Self>, id: u64, admitted: bool, now_ms: u64) {
+        if !admitted {
+            self.settle(id, None, now_ms, true);
+            return;
+        }
+        let alone = lock(&self.held).get(&id).filter(|h| !h.shared).map(|h| h.takes.clone());
+        if let Some(takes) = alone {
+            self.counted_alone(takes, 1);
+        }
+    }
+
+    /// An event on its way to the router: the end of an exchange settles
+    /// what its request took.
+    pub fn ended(self: &Arc<Self>, event: &Event) {
+        match event {
+            Event::Finished { id, usage, now_ms } => self.settle(*id, usage.map(|u| u.total()), *now_ms, false),
+            Event::CacheHit { id, now_ms } => self.settle(*id, Some(0), *now_ms, false),
+            _ => {}
+        }
+    }
+
+    /// Settles request `id`'s tokens at `used` (`None`: as reserved), or
+    /// gives back all it took (`refund`).
+    fn settle(self: &Arc<Self>, id: u64, used: Option<u64>, now_ms: u64, refund: bool) {
+        let Some(held) = lock(&self.held).remove(&id) else { return };
+        let deltas: Vec<Take> = held
+            .takes
+            .into_iter()
+            .filter_map(|mut t| {
+                t.amount = match (refund, t.requests) {
+                    (true, _) => -t.amount,
+                    (false, true) => return None,
+                    (false, false) => used? as f64 - held.tokens as f64,
+                };
+                (t.amount != 0.0).then_some(t)
+            })
+            .collect();
+        if deltas.is_empty() {
+            return;
+        }
+        if !held.shared {
+            // The router settles its own count; the store hears of it with
+            // the backlog (a refusal took nothing there).
+            if !refund {
+                self.counted_alone(deltas, 0);
+            }
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let store = self.clone();
+        runtime.spawn(async move {
+            let taken = tokio::time::timeout(store.timeout * 4, async {
+                let mut c = store.connection().await?;
+                let reply = eval(&mut c, &store.take_sha, TAKE, &deltas, now_ms).await?;
+                lock(&store.idle).push(c);
+                Ok::<_, String>(reply)
+            })
+            .await;
+            if !matches!(taken, Ok(Ok(_))) {
+                tracing::debug!(
+                    "a rate-limit settlement did not reach the shared store; its buckets refill on their own"
+                );
+            }
+        });
+    }
+
+    fn counted_alone(&self, takes: Vec<Take>, requests: u64) {
+        let mut health = lock(&self.health);
+        health.counted_alone += requests;
+        for t in takes {
+            health.backlog.entry(t.key.clone()).and_modify(|b| b.amount += t.amount).or_insert(t);
+        }
+    }
+
+    /// Runs a script on the store, first adding what was counted alone.
+    async fn run(&self, sha: &str, script: &str, takes: &[Take], now_ms: u64) -> Result<Reply, ()> {
+        if now_ms < self.resting_until.load(Ordering::Relaxed) {
+            return Err(());
+        }
+        let result = tokio::time::timeout(self.timeout, async {
+            let mut c = self.connection().await?;
+            let backlog: Vec<Take> = lock(&self.health).backlog.values().cloned().collect();
+            if !backlog.is_empty() {
+                eval(&mut c, &self.take_sha, TAKE, &backlog, now_ms).await?;
+                let mut health = lock(&self.health);
+                for t in &backlog {
+                    if let Some(b) = health.backlog.get_mut(&t.key) {
+                        b.amount -= t.amount;
+                    }
+                }
+                health.backlog.retain(|_, b| b.amount.abs() > f64::EPSILON);
+                tracing::info!("the shared store has what this box counted alone ({} requests)", health.counted_alone);
+            }
+            let reply = eval(&mut c, sha, script, takes, now_ms).await?;
+            lock(&self.idle).push(c);
+            Ok::<_, String>(reply)
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} ms", self.timeout.as_millis())));
+        match result {
+            Ok(reply) => {
+                let mut health = lock(&self.health);
+                if !health.reachable {
+                    if health.since_ms != 0 {
+                        tracing::warn!(
+                            "the shared store {} is reachable again: limits are the fleet's once more",
+                            self.address.authority
+                        );
+                    }
+                    *health = Health {
+                        reachable: true,
+                        since_ms: now_ms,
+                        backlog: std::mem::take(&mut health.backlog),
+                        ..Health::default()
+                    };
+                }
+                Ok(reply)
+            }
+            Err(why) => {
+                self.failed(why, now_ms);
+                Err(())
+            }
+        }
+    }
+
+    fn failed(&self, why: String, now_ms: u64) {
+        self.resting_until.store(now_ms + RETRY_AFTER_MS, Ordering::Relaxed);
+        let mut health = lock(&self.health);
+        if health.reachable || health.since_ms == 0 {
+            tracing::warn!(
+                "the shared store {} is unreachable ({why}): this box counts rate limits alone, on its local share",
+                self.address.authority
+            );
+            health.reachable = false;
+            health.since_ms = now_ms;
+        }
+        health.error = Some(why);
+    }
+
+    async fn connection(&self) -> Result<Connection, String> {
+        let idle = lock(&self.idle).pop();
+        match idle {
+            Some(c) => Ok(c),
+            None => Connection::open(&self.address.authority, self.password.as_deref(), self.address.db).await,
+        }
+    }
+
+    /// The store's state for `status`.
+    pub fn status(&self) -> serde_json::Value {
+        let h = lock(&self.health);
+        serde_json::json!({
+            "store": format!("redis://{}/{}", self.address.authority, self.address.db),
+            "reachable": h.reachable,
+            "since_ms": h.since_ms,
+            "error": h.error,
+            "counted_alone": h.counted_alone,
+            "backlog_buckets": h.backlog.len(),
+        })
+    }
+}
+
+/// EVALSHA, and EVAL when the store does not have the script yet.
+async fn eval(c: &mut Connection, sha: &str, script: &str, takes: &[Take], now_ms: u64) -> Result<Reply, String> {
+    let numkeys = takes.len().to_string();
+    let now = now_ms.to_string();
+    let numbers: Vec<(String, String)> = takes.iter().map(|t| (t.limit.to_string(), t.amount.to_string())).collect();
+    let mut args: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), numkeys.as_bytes()];
+    args.extend(takes.iter().map(|t| t.key.as_bytes()));
+    args.push(now.as_bytes());
+    for (limit, amount) in &numbers {
+        args.push(limit.as_bytes());
+        args.push(amount.as_bytes());
+    }
+    match c.call(&args).await? {
+        Reply::Error(e) if e.starts_with("NOSCRIPT") => {
+            args[0] = b"EVAL";
+            args[1] = script.as_bytes();
+            match c.call(&args).await? {
+                Reply::Error(e) => Err(format!("the store refused the script: {e}")),
+                reply => Ok(reply),
+            }
+        }
+        Reply::Error(e) => Err(format!("the store refused the script: {e}")),
+        reply => Ok(reply),
+    }
+}
+
+/// `RESERVE`'s reply: admitted, the index of the short bucket, what each has.
+fn read_reserve(reply: &Reply, buckets: usize) -> Option<(bool, usize, Vec<f64>)> {
+    let Reply::Array(Some(items)) = reply else { return None };
+    if items.len() != buckets + 2 {
+        return None;
+    }
+    let number = |r: &Reply| r.text()?.parse::<f64>().ok();
+    let admitted = number(&items[0])? == 1.0;
+    let short = (number(&items[1])? as usize).saturating_sub(1);
+    let left = items[2..].iter().map(number).collect::<Option<Vec<f64>>>()?;
+    Some((admitted, short.min(buckets - 1), left))
+}
+
+fn sha1_hex(script: &str) -> String {
+    crate::hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, script.as_bytes()).as_ref())
+}

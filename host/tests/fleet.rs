@@ -1,0 +1,127 @@
+//! Two edge boxes sharing rate limits through a real Redis (Valkey's
+//! protocol): together they hold one limit; with the store killed each
+//! serves its local share, and what they counted alone reaches the store
+//! when it is back.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{EdgeBox, client};
+use http_body_util::Full;
+
+/// A store on `port`, killed when dropped.
+struct Store(Child);
+
+impl Store {
+    fn start(port: u16) -> Self {
+        let binary = ["valkey-server", "redis-server"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())
+            .expect("valkey-server or redis-server (scripts/ops-tools.sh installs it)");
+        let child = Command::new(binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the store starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the store did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn call(edge: &EdgeBox) -> (u16, String) {
+    let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let req = http::Request::post(format!("{}/v1/chat/completions", edge.addr))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-fleet")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = client().request(req).await.expect("the box answers");
+    let remaining = resp.headers().get("x-ratelimit-remaining-requests").and_then(|v| v.to_str().ok());
+    (resp.status().as_u16(), remaining.unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_boxes_hold_one_limit_and_count_alone_on_their_share_while_the_store_is_down() {
+    let port = free_port();
+    let mut store = Store::start(port);
+    let origin = fake_origin::FakeOrigin::start("n", fake_origin::Script::default()).await.expect("origin");
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"sk-fleet").iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let config = format!(
+        "nodes:\n  - {{id: n, type: cloud, host: \"{}\"}}\n\
+         admin: {{listen: \"127.0.0.1:0\"}}\n\
+         state: {{redis: \"redis://127.0.0.1:{port}\", local_share: 50, timeout: 300ms}}\n\
+         auth:\n  required: true\n  keys:\n    - {{sha256: \"{digest}\", tenant: acme}}\n\
+         \x20 tenants:\n    acme: {{limits: {{requests_per_minute: 10}}}}\n",
+        origin.url()
+    );
+    let a = EdgeBox::start_as("fleet-a.yaml", &config);
+    let b = EdgeBox::start_as("fleet-b.yaml", &config);
+
+    // Together: ten a minute, whichever box a request reaches.
+    let started = Instant::now();
+    let mut served = 0;
+    for i in 0..16 {
+        let (status, remaining) = call(if i % 2 == 0 { &a } else { &b }).await;
+        assert!(status == 200 || status == 429, "{status}");
+        if status == 200 {
+            served += 1;
+        } else {
+            assert_eq!(remaining, "0", "a refusal reports the fleet's bucket empty");
+        }
+    }
+    // A request comes back every six seconds.
+    let refilled = started.elapsed().as_secs() / 6;
+    assert!((10..=10 + refilled).contains(&served), "the fleet served {served} of its 10 a minute");
+    assert_eq!(origin.hits(), served as usize, "refused requests never reached the origin");
+    assert_eq!(a.status()["fleet"]["reachable"], true);
+
+    // The store dies: each box serves its own half of the limit, and says so.
+    let _ = store.0.kill();
+    let _ = store.0.wait();
+    let mut alone = 0;
+    for _ in 0..8 {
+        let (status, _) = call(&a).await;
+        assert!(status == 200 || status == 429, "no request fails for the store: {status}");
+        alone += usize::from(status == 200);
+    }
+    assert_eq!(alone, 5, "half of ten, on a's own count");
+    let fleet = a.status()["fleet"].clone();
+    assert_eq!((fleet["reachable"].as_bool(), fleet["counted_alone"].as_u64()), (Some(false), Some(5)), "{fleet}");
+    for _ in 0..5 {
+        assert_eq!(call(&b).await.0, 200, "b has its own half");
+    }
+
+    // The store is back (empty): the boxes add what they counted alone.
+    store = Store::start(port);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (first, _) = call(&a).await;
+    let (second, _) = call(&b).await;
+    assert_eq!((first, second), (200, 429), "a's five and b's five are in the store again: ten of ten");
+    for edge in [&a, &b] {
+        let fleet = edge.status()["fleet"].clone();
+        assert_eq!((fleet["reachable"].as_bool(), fleet["backlog_buckets"].as_u64()), (Some(true), Some(0)), "{fleet}");
+    }
+    drop(store);
+}
