@@ -198,6 +198,14 @@ impl Limiter {
         }
     }
 
+    /// Gives back all a request admitted with `tokens` took: a request that
+    /// was refused after all, for another reason.
+    pub fn refund(&mut self, limited: &[Limited], tokens: u64, now_ms: u64) {
+        for l in limited {
+            self.take(l, -1.0, -(tokens as f64), now_ms);
+        }
+    }
+
     fn take(&mut self, l: &Limited, requests: f64, tokens: f64, now_ms: u64) {
         let b = self.buckets.entry(l.scope.clone()).or_default();
         for (bucket, limit, amount) in [

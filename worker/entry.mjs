@@ -7,9 +7,9 @@
 // promise would never settle. This guard answers it (and any other request
 // of the isolate that the trap cut off) with an OpenAI-shaped JSON 500
 // carrying the explanation headers, instead of a hung request.
-import Router, { BudgetLedger } from "./build/index.js";
+import Router, { BudgetLedger, RateLimiter } from "./build/index.js";
 
-export { BudgetLedger };
+export { BudgetLedger, RateLimiter };
 
 /** Rejecters of the requests in flight, called when the instance traps. */
 const inFlight = new Set();

@@ -198,7 +198,45 @@ where
 }
 
 use edge_router::jwt::{Alg, KeyMaterial, KeySet, authenticate, looks_like_jwt};
+use edge_router::limits::Limited;
 use edge_router::wire::BearerToken;
+
+/// A request's claim on its caller's rate limits.
+pub struct LimitedRequest {
+    /// The caller's tenant.
+    pub tenant: Arc<str>,
+    /// Its limited scopes, in the router's order.
+    pub limited: Vec<Limited>,
+    /// The tokens the request reserves.
+    pub tokens: u64,
+}
+
+/// The rate-limited scopes of a request's caller, found as the router finds
+/// them (its key, or its valid token's tenant, or `anonymous`), with the
+/// tokens the request reserves: what a host asks a store shared by many
+/// routers about (`state.redis`, the Workers build's `RateLimiter`).
+/// `None` when the caller has no limits, or a refused token.
+pub fn limited_request(
+    config: &RouterConfig,
+    key_sha256: Option<&[u8; 32]>,
+    token: Option<&BearerToken>,
+    endpoint: Endpoint,
+    facts: Option<&BodyFacts>,
+) -> Option<LimitedRequest> {
+    let key = match token {
+        Some(_) => None,
+        None => key_sha256.and_then(|d| config.auth.identify_digest(d)),
+    };
+    let tenant: Arc<str> = match (token, key) {
+        (Some(BearerToken::Valid { tenant, .. }), _) => tenant.as_str().into(),
+        (Some(BearerToken::Refused(_)), _) => return None,
+        (None, Some(k)) => k.principal.tenant.clone(),
+        (None, None) => edge_router::auth::Principal::anonymous().tenant,
+    };
+    let limited = config.auth.limited(key, &tenant);
+    let tokens = facts.map_or(0, |f| edge_router::facts::estimated_tokens(endpoint, f, &config.requests));
+    (!limited.is_empty()).then_some(LimitedRequest { tenant, limited, tokens })
+}
 
 /// What a host works out for the router's `Event::Request` besides the
 /// request itself.

@@ -35,7 +35,7 @@ export async function startWorker({ config, bindings = {}, logs } = {}) {
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     compatibilityDate: COMPATIBILITY_DATE,
     kvNamespaces: ["CONFIG"],
-    durableObjects: { BUDGETS: "BudgetLedger" },
+    durableObjects: { BUDGETS: "BudgetLedger", RATE_LIMITS: "RateLimiter" },
     bindings: { CONFIG_REFRESH_SECONDS: "0", ...bindings },
   });
   await mf.ready;

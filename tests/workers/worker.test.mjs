@@ -102,6 +102,44 @@ test("a daily budget spent at another edge location is enforced here (BudgetLedg
   }
 });
 
+test("rate limits are the tenant's limiter's, shared by every edge location (RateLimiter)", async () => {
+  const a = await scriptedOrigin("a");
+  const digest = await sha256("sk-acme");
+  const mf = await startWorker({
+    config: config([node("a", a.url)], {
+      auth: {
+        required: true,
+        keys: [{ sha256: digest, tenant: "acme" }],
+        tenants: { acme: { limits: { requests_per_minute: 3 } } },
+      },
+    }),
+  });
+  try {
+    const limiter = await limiterOf(mf, "acme");
+    const scopes = [{ scope: "tenant:acme", rpm: 3, tpm: null }];
+    // Another location takes one of acme's three.
+    const other = await limiter({ op: "reserve", scopes, tokens: 0 });
+    assert.ok("Admitted" in other, JSON.stringify(other));
+
+    const auth = { authorization: "Bearer sk-acme" };
+    const first = await send(mf, { country: "US", body: chat(), headers: auth });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.headers.get("x-ratelimit-limit-requests"), "3");
+    assert.equal(first.headers.get("x-ratelimit-remaining-requests"), "1", "the other location's request counts");
+    assert.equal((await send(mf, { country: "US", body: chat(), headers: auth })).status, 200);
+    const refused = await send(mf, { country: "US", body: chat(), headers: auth });
+    assert.equal(refused.status, 429, refused.text);
+    assert.equal(JSON.parse(refused.text).error.type, "rate_limited");
+    assert.ok(Number(refused.headers.get("retry-after")) >= 1);
+    assert.equal((await a.seen()).length, 2, "the refused request never reached the origin");
+    // And the limiter refuses the other location too.
+    assert.ok("Refused" in (await limiter({ op: "reserve", scopes, tokens: 0 })));
+  } finally {
+    await mf.dispose();
+    a.close();
+  }
+});
+
 test("a metered answer's cost is settled at the node's ledger", async () => {
   const a = await scriptedOrigin("a");
   const mf = await startWorker({ config: config([node("a", a.url, { cost_per_1k_tokens: 2, max_cost_per_day: 50 })]) });
@@ -232,6 +270,17 @@ async function ledgerOf(mf, node) {
   const stub = ns.get(ns.idFromName(node));
   return async (op) => {
     const res = await stub.fetch("https://ledger.invalid/", { method: "POST", body: JSON.stringify(op) });
+    assert.equal(res.status, 200);
+    return res.json();
+  };
+}
+
+/** Calls the RateLimiter of `tenant` directly, as another edge location's isolate would. */
+async function limiterOf(mf, tenant) {
+  const ns = await mf.getDurableObjectNamespace("RATE_LIMITS");
+  const stub = ns.get(ns.idFromName(tenant));
+  return async (op) => {
+    const res = await stub.fetch("https://limiter.invalid/", { method: "POST", body: JSON.stringify(op) });
     assert.equal(res.status, 200);
     return res.json();
   };

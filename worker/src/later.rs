@@ -32,7 +32,8 @@ impl Later {
 }
 
 /// The end of an exchange reaches the router at once; with its `Finished`,
-/// what the exchange spent is settled at the budget ledger.
+/// what the exchange spent is settled at the budget ledger, and its tokens
+/// at the rate limiter.
 pub struct Told {
     pub generation: Rc<Generation>,
     pub later: Later,
@@ -41,6 +42,7 @@ pub struct Told {
 
 impl Tell for Told {
     fn tell(&self, event: Event) {
+        crate::ratelimit::ended(&self.env, &self.later, &event);
         let finished = matches!(event, Event::Finished { .. });
         self.generation.handle(event);
         if finished {

@@ -12,7 +12,8 @@
 //!   `wrangler.toml` names), and a config in the KV namespace `CONFIG` under
 //!   the key `config` overrides it without a redeploy;
 //! - health, breakers, capacity and latencies are per isolate; daily budgets
-//!   are global, kept by the `BudgetLedger` Durable Object.
+//!   are global, kept by the `BudgetLedger` Durable Object, and so are rate
+//!   limits, kept by the `RateLimiter` Durable Object.
 //!
 //! - [`state`]: the isolate's router and where its config comes from.
 //! - [`origin`]: the action loop: forwards with `fetch`, and the answers' plans.
@@ -33,6 +34,7 @@ mod cache;
 mod convert;
 mod later;
 mod origin;
+mod ratelimit;
 mod record;
 mod state;
 mod stream;
@@ -45,7 +47,8 @@ use edge_router::wire::{Action, BodyRef, Event, RequestRef};
 use exchange::answer::host_error;
 use exchange::head::Stale;
 use exchange::intake::{
-    HostReads, Intake, body_limits, declared_length, host_reads, path_and_query, read_limited, take_in, unreadable,
+    HostReads, Intake, body_limits, declared_length, host_reads, limited_request, path_and_query, read_limited,
+    take_in, unreadable,
 };
 use worker::worker_sys::ext::RequestExt;
 use worker::{Context, Delay, Env, Response, event};
@@ -55,6 +58,7 @@ use convert::{Answer, Body, fixed};
 use futures_util::StreamExt;
 
 pub use budget::BudgetLedger;
+pub use ratelimit::RateLimiter;
 
 /// Milliseconds since the Unix epoch (Workers advance it on I/O only).
 fn now_ms() -> u64 {
@@ -155,6 +159,13 @@ async fn serve(
     if let Some(r) = recording.as_mut() {
         r.begun.read(generation.router.borrow().config(), endpoint, key_sha256.as_ref(), None, body_facts.as_ref());
     }
+    // Rate limits are the tenant's limiter's, across every edge location.
+    let claim =
+        limited_request(generation.router.borrow().config(), key_sha256.as_ref(), None, endpoint, body_facts.as_ref());
+    let fleet = match claim {
+        Some(claim) => Some(ratelimit::reserve(env, id, claim).await),
+        None => None,
+    };
     let action = generation.request(RequestRef {
         id,
         method: parts.method.as_str(),
@@ -169,9 +180,12 @@ async fn serve(
         key_sha256,
         body_facts,
         token: None,
-        fleet: None,
+        fleet,
     });
     let later = later::Later::open(ctx);
+    if fleet.is_some() {
+        ratelimit::decided(env, &later, id, matches!(action, Action::Forward(_) | Action::Lookup(_)));
+    }
     let mut exchange = origin::Exchange {
         generation: generation.clone(),
         env: env.clone(),

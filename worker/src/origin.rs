@@ -69,7 +69,9 @@ impl Exchange {
         if let Some(finish) = self.finish.take() {
             finish.disarm();
         }
-        self.generation.handle(Event::CacheHit { id: self.id, now_ms: now_ms() });
+        let hit = Event::CacheHit { id: self.id, now_ms: now_ms() };
+        crate::ratelimit::ended(&self.env, &self.later, &hit);
+        self.generation.handle(hit);
     }
 
     /// Carries out the router's actions until there is a response.

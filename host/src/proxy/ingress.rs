@@ -13,7 +13,9 @@ use edge_router::geo::Country;
 use edge_router::wire::{Action, BearerToken, BodyRef, Event, Fleet, RequestRef};
 use exchange::answer::host_error;
 use exchange::head::Stale;
-use exchange::intake::{HostReads, Intake, body_limits, host_reads, path_and_query, read_limited, read_token, take_in};
+use exchange::intake::{
+    HostReads, Intake, body_limits, host_reads, limited_request, path_and_query, read_limited, read_token, take_in,
+};
 use exchange::record::Begun;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
@@ -47,8 +49,7 @@ fn client_of(
 }
 
 /// What the fleet's shared store says of the request's rate limits, when
-/// the box shares them (`state.redis`) and the caller has limits: the
-/// caller and its scopes found as the router finds them.
+/// the box shares them (`state.redis`) and the caller has limits.
 async fn fleet_verdict(
     shared: &Shared,
     config: &RouterConfig,
@@ -59,22 +60,8 @@ async fn fleet_verdict(
     facts: Option<&edge_router::facts::BodyFacts>,
 ) -> Option<Fleet> {
     let store = shared.fleet.as_ref()?;
-    let key = match token {
-        Some(_) => None,
-        None => key_sha256.and_then(|d| config.auth.identify_digest(d)),
-    };
-    let tenant: Arc<str> = match (token, key) {
-        (Some(BearerToken::Valid { tenant, .. }), _) => tenant.as_str().into(),
-        (Some(BearerToken::Refused(_)), _) => return None,
-        (None, Some(k)) => k.principal.tenant.clone(),
-        (None, None) => edge_router::auth::Principal::anonymous().tenant,
-    };
-    let limited = config.auth.limited(key, &tenant);
-    if limited.is_empty() {
-        return None;
-    }
-    let tokens = facts.map_or(0, |f| edge_router::facts::estimated_tokens(endpoint, f, &config.requests));
-    Some(store.reserve(id, &limited, tokens, now_ms()).await)
+    let claim = limited_request(config, key_sha256, token, endpoint, facts)?;
+    Some(store.reserve(id, &claim.limited, claim.tokens, now_ms()).await)
 }
 
 /// An answer the host gives itself, as a response of the proxy.

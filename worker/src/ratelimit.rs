@@ -1,0 +1,198 @@
+//! Rate limits across all edge locations: the `RateLimiter` Durable Object,
+//! one per tenant (named by the tenant), holds the buckets of the tenant and
+//! of its keys (`edge_router::limits::Limiter`, the router's own).
+//!
+//! Before the router decides, the isolate asks the tenant's limiter to take
+//! the request's share, and tells the router what it said
+//! (`wire::Fleet`); the router then counts nothing itself. A request the
+//! router refuses for something else gets its share back; a finished one
+//! settles its tokens at the `usage` reported. If the limiter cannot be
+//! reached, the router counts alone, on `state.local_share` of each limit,
+//! and the error is logged. The buckets live in the object's memory: if
+//! the platform evicts an idle limiter, its buckets start full again.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use edge_router::limits::{Limited, Limiter, Rates, Scope};
+use edge_router::wire::{Event, Fleet};
+use exchange::intake::LimitedRequest;
+use serde::{Deserialize, Serialize};
+use worker::{DurableObject, Env, Method, Request, RequestInit, Response, State, durable_object};
+
+use crate::later::Later;
+use crate::now_ms;
+
+/// The Durable Object binding in `wrangler.toml`.
+const BINDING: &str = "RATE_LIMITS";
+
+/// One limited scope of a request, as the limiter is told of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Bucket {
+    /// `key:<sha256>` or `tenant:<name>`.
+    scope: String,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Op {
+    Reserve { scopes: Vec<Bucket>, tokens: u64 },
+    Settle { scopes: Vec<Bucket>, reserved: u64, used: u64 },
+    Refund { scopes: Vec<Bucket>, tokens: u64 },
+}
+
+/// The limits of one tenant and its keys, across every edge location.
+#[durable_object(fetch)]
+pub struct RateLimiter {
+    limiter: RefCell<Limiter>,
+}
+
+/// The limiter's view of `scopes`: each its own scope, labelled by its place.
+fn limited_of(scopes: &[Bucket]) -> Vec<Limited> {
+    scopes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Limited {
+            scope: Scope::Tenant(b.scope.as_str().into()),
+            rates: Rates { requests_per_minute: b.rpm, tokens_per_minute: b.tpm },
+            label: i.to_string().into(),
+        })
+        .collect()
+}
+
+impl DurableObject for RateLimiter {
+    fn new(_state: State, _env: Env) -> Self {
+        Self { limiter: RefCell::new(Limiter::default()) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let op: Op = match req.json().await {
+            Ok(op) => op,
+            Err(e) => return Response::error(format!("not a limiter operation: {e}"), 400),
+        };
+        let now = now_ms();
+        let mut limiter = self.limiter.borrow_mut();
+        match op {
+            Op::Reserve { scopes, tokens } => {
+                let (verdict, ratelimit) = limiter.admit(&limited_of(&scopes), tokens, now);
+                let fleet = match verdict {
+                    Ok(()) => Fleet::Admitted(ratelimit),
+                    Err(r) => Fleet::Refused {
+                        scope: r.label.parse().unwrap_or(0),
+                        requests: r.requests,
+                        limit: r.limit,
+                        requested: r.requested,
+                        retry_after_ms: r.retry_after_ms,
+                        ratelimit,
+                    },
+                };
+                Response::from_json(&fleet)
+            }
+            Op::Settle { scopes, reserved, used } => {
+                limiter.settle(&limited_of(&scopes), reserved, used, now);
+                Response::from_json(&true)
+            }
+            Op::Refund { scopes, tokens } => {
+                limiter.refund(&limited_of(&scopes), tokens, now);
+                Response::from_json(&true)
+            }
+        }
+    }
+}
+
+/// What a request took at its tenant's limiter.
+struct Held {
+    tenant: String,
+    scopes: Vec<Bucket>,
+    tokens: u64,
+}
+
+thread_local! {
+    /// Each exchange's share at its tenant's limiter.
+    static HELD: RefCell<HashMap<u64, Held>> = RefCell::new(HashMap::new());
+}
+
+async fn call(env: &Env, tenant: &str, op: &Op) -> worker::Result<Response> {
+    let stub = env.durable_object(BINDING)?.id_from_name(tenant)?.get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(serde_json::to_string(op)?.into()));
+    let request = Request::new_with_init("https://limiter.invalid/", &init)?;
+    let mut response = stub.fetch_with_request(request).await?;
+    if response.status_code() != 200 {
+        let text = response.text().await.unwrap_or_default();
+        return Err(worker::Error::RustError(format!("the limiter answered {}: {text}", response.status_code())));
+    }
+    Ok(response)
+}
+
+/// Asks the tenant's limiter to take request `id`'s share of `claim`.
+pub async fn reserve(env: &Env, id: u64, claim: LimitedRequest) -> Fleet {
+    let scopes: Vec<Bucket> = claim
+        .limited
+        .iter()
+        .map(|l| Bucket {
+            scope: match &l.scope {
+                Scope::Key(d) => format!("key:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+                Scope::Tenant(t) => format!("tenant:{t}"),
+            },
+            rpm: l.rates.requests_per_minute,
+            tpm: l.rates.tokens_per_minute,
+        })
+        .collect();
+    let op = Op::Reserve { scopes: scopes.clone(), tokens: claim.tokens };
+    let answer = match call(env, &claim.tenant, &op).await {
+        Ok(mut response) => response.json::<Fleet>().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(fleet) => {
+            if matches!(fleet, Fleet::Admitted(_)) {
+                let held = Held { tenant: claim.tenant.to_string(), scopes, tokens: claim.tokens };
+                HELD.with_borrow_mut(|h| h.insert(id, held));
+            }
+            fleet
+        }
+        Err(e) => {
+            worker::console_error!(
+                "edge-router: the rate limiter of tenant {} failed, counting on this isolate's share: {e}",
+                claim.tenant
+            );
+            Fleet::Unreachable
+        }
+    }
+}
+
+/// The router answered request `id`: one it refused gets its share back.
+pub fn decided(env: &Env, later: &Later, id: u64, admitted: bool) {
+    if !admitted {
+        end(env, later, id, |scopes, tokens| Op::Refund { scopes, tokens });
+    }
+}
+
+/// An event on its way to the router: the end of an exchange settles its tokens.
+pub fn ended(env: &Env, later: &Later, event: &Event) {
+    let (id, used) = match event {
+        Event::Finished { id, usage, .. } => (*id, usage.map(|u| u.total())),
+        Event::CacheHit { id, .. } => (*id, Some(0)),
+        _ => return,
+    };
+    end(env, later, id, |scopes, reserved| Op::Settle { scopes, reserved, used: used.unwrap_or(reserved) });
+}
+
+fn end(env: &Env, later: &Later, id: u64, op: impl FnOnce(Vec<Bucket>, u64) -> Op) {
+    let Some(held) = HELD.with_borrow_mut(|h| h.remove(&id)) else { return };
+    let op = op(held.scopes, held.tokens);
+    if let Op::Settle { reserved, used, .. } = &op
+        && reserved == used
+    {
+        return;
+    }
+    let env = env.clone();
+    later.run(async move {
+        if let Err(e) = call(&env, &held.tenant, &op).await {
+            worker::console_error!("edge-router: settling at the rate limiter of {} failed: {e}", held.tenant);
+        }
+    });
+}
