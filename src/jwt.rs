@@ -245,11 +245,16 @@ pub struct Identity {
     pub tier: Option<String>,
 }
 
-/// Whether a bearer credential has a JWT's shape (three base64url parts),
-/// rather than an API key's.
+/// Whether a bearer credential has a JWT's shape: three base64url parts,
+/// and a header that is a JSON object naming an `alg`, rather than an API key's.
 pub fn looks_like_jwt(bearer: &[u8]) -> bool {
-    bearer.iter().filter(|&&b| b == b'.').count() == 2
-        && bearer.iter().all(|&b| b == b'.' || b == b'-' || b == b'_' || b.is_ascii_alphanumeric())
+    let shaped = bearer.iter().filter(|&&b| b == b'.').count() == 2
+        && bearer.iter().all(|&b| b == b'.' || b == b'-' || b == b'_' || b.is_ascii_alphanumeric());
+    shaped
+        && std::str::from_utf8(bearer)
+            .ok()
+            .and_then(|t| json_object(t.split('.').next()?))
+            .is_some_and(|header| header.contains_key("alg"))
 }
 
 /// Checks `token`: a key of `keys` that fits its algorithm (and `kid`)
@@ -276,12 +281,13 @@ pub fn authenticate(
     let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or("none");
     let alg = Alg::parse(alg_name).ok_or_else(|| format!("the token's algorithm `{alg_name}` is not accepted"))?;
     let kid = header.get("kid").and_then(Value::as_str);
-    let candidates: Vec<&Jwk> = keys
-        .keys
-        .iter()
-        .filter(|k| alg.fits(&k.material) && k.alg.is_none_or(|a| a == alg))
-        .filter(|k| kid.is_none_or(|id| k.kid.as_deref() == Some(id)))
-        .collect();
+    // The key the token names by `kid`; else (or if no key has that
+    // name, as keys written in a config often have none) those without one.
+    let fitting = || keys.keys.iter().filter(|k| alg.fits(&k.material) && k.alg.is_none_or(|a| a == alg));
+    let mut candidates: Vec<&Jwk> = fitting().filter(|k| kid.is_some_and(|id| k.kid.as_deref() == Some(id))).collect();
+    if candidates.is_empty() {
+        candidates = fitting().filter(|k| kid.is_none() || k.kid.is_none()).collect();
+    }
     if candidates.is_empty() {
         let named = kid.map(|k| format!(" named `{k}`")).unwrap_or_default();
         return Err(format!("no configured key{named} verifies {alg_name} tokens"));
@@ -477,7 +483,11 @@ mod tests {
         for bad in ["", "a.b", "a.b.c.d", "!!.x.y"] {
             assert!(authenticate(bad.as_bytes(), &keys(), &rules(), NOW, by_length).is_err(), "{bad}");
         }
-        assert!(looks_like_jwt(b"eyJh.eyJi.c2ln") && !looks_like_jwt(b"sk-proj-abc") && !looks_like_jwt(b"a.b c.d"));
+        let jwt = token(serde_json::json!({"alg": "RS256"}), claims(1));
+        assert!(looks_like_jwt(jwt.as_bytes()));
+        for key in ["sk-proj-abc", "a.b c.d", "sk.live.abc", "eyJh.eyJi.c2ln"] {
+            assert!(!looks_like_jwt(key.as_bytes()), "{key} is a key");
+        }
         assert_eq!(base64url("aGVsbG8").unwrap(), b"hello");
         assert_eq!(base64url("A"), None);
     }

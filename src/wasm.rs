@@ -111,7 +111,8 @@ pub extern "C" fn er_handle(len: u32) -> u64 {
                 Ok(Some(action)) => {
                     let mut spent = std::mem::take(&mut m.spent);
                     router.take_spent_into(&mut spent);
-                    Reply { action, notices: router.take_notices(), spent }
+                    let (claim, settled) = (router.take_claim(), router.take_settled());
+                    Reply { action, notices: router.take_notices(), spent, claim, settled }
                 }
                 Ok(None) => fault("the module was called without an event".into(), router.take_notices()),
                 Err(e) => fault(format!("malformed event: {e}"), router.take_notices()),
@@ -129,5 +130,11 @@ pub extern "C" fn er_handle(len: u32) -> u64 {
 fn fault(detail: String, mut notices: Vec<Notice>) -> Reply {
     let (status, headers, body) = RouterError::Internal(detail.clone()).to_response(0, Vec::new());
     notices.push(Notice::Fault { id: 0, detail });
-    Reply { action: Action::Respond { status, headers, body }, notices, spent: Vec::new() }
+    Reply {
+        action: Action::Respond { status, headers, body },
+        notices,
+        spent: Vec::new(),
+        claim: None,
+        settled: Vec::new(),
+    }
 }

@@ -187,7 +187,8 @@ fn main() -> anyhow::Result<()> {
         batch.clear();
         let mut spent = Vec::new();
         router.take_spent_into(&mut spent);
-        let reply = Reply { action, notices: router.take_notices(), spent };
+        let (claim, settled) = (router.take_claim(), router.take_settled());
+        let reply = Reply { action, notices: router.take_notices(), spent, claim, settled };
         let bytes = postcard::to_allocvec(&reply).expect("encode reply");
         postcard::from_bytes::<Reply>(&bytes).expect("decode reply").action
     };

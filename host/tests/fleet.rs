@@ -48,15 +48,24 @@ fn free_port() -> u16 {
 }
 
 async fn call(edge: &EdgeBox) -> (u16, String) {
-    let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, remaining, _) = call_with(edge, serde_json::json!({})).await;
+    (status, remaining)
+}
+
+/// A chat request with `extra` fields; its status, `x-ratelimit-remaining-requests` and node.
+async fn call_with(edge: &EdgeBox, extra: serde_json::Value) -> (u16, String, String) {
+    let mut body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        body[k] = v.clone();
+    }
     let req = http::Request::post(format!("{}/v1/chat/completions", edge.addr))
         .header("content-type", "application/json")
         .header("authorization", "Bearer sk-fleet")
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("request");
     let resp = client().request(req).await.expect("the box answers");
-    let remaining = resp.headers().get("x-ratelimit-remaining-requests").and_then(|v| v.to_str().ok());
-    (resp.status().as_u16(), remaining.unwrap_or_default().to_string())
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    (resp.status().as_u16(), header("x-ratelimit-remaining-requests"), header("x-edge-node"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,4 +133,50 @@ async fn two_boxes_hold_one_limit_and_count_alone_on_their_share_while_the_store
         assert_eq!((fleet["reachable"].as_bool(), fleet["backlog_buckets"].as_u64()), (Some(true), Some(0)), "{fleet}");
     }
     drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_boxes_hold_one_daily_budget() {
+    let port = free_port();
+    let _store = Store::start(port);
+    // Each answer reports 10 tokens: at 1,000 per 1k tokens, it costs 10.
+    let paid = fake_origin::FakeOrigin::start("paid", fake_origin::Script::default()).await.expect("origin");
+    let spare = fake_origin::FakeOrigin::start("spare", fake_origin::Script::default()).await.expect("origin");
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"sk-fleet").iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let config = format!(
+        "nodes:\n  - {{id: paid, type: cloud, host: \"{}\", cost_per_1k_tokens: 1000, max_cost_per_day: 50}}\n\
+         \x20 - {{id: spare, type: local, host: \"{}\"}}\n\
+         routing:\n  rules:\n    - {{match: {{}}, target: paid, fallback: [spare]}}\n\
+         admin: {{listen: \"127.0.0.1:0\"}}\n\
+         state: {{redis: \"redis://127.0.0.1:{port}\", timeout: 300ms}}\n\
+         auth:\n  keys:\n    - {{sha256: \"{digest}\", tenant: acme}}\n",
+        paid.url(),
+        spare.url()
+    );
+    let a = EdgeBox::start_as("budget-a.yaml", &config);
+    let b = EdgeBox::start_as("budget-b.yaml", &config);
+    // A request reserves its estimate (a few prompt tokens and max_tokens
+    // 10: about 15) and settles at 10: the fleet's 50 a day fit four.
+    let mut by_box = [0, 0];
+    for i in 0..10 {
+        let edge = if i % 2 == 0 { &a } else { &b };
+        let (status, _, node) = call_with(edge, serde_json::json!({"max_tokens": 10})).await;
+        assert_eq!(status, 200, "a request over budget goes to the spare node");
+        if node == "paid" {
+            by_box[i % 2] += 1;
+        }
+        // Settlements reach the store after the answer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served = by_box[0] + by_box[1];
+    assert!(
+        (3..=4).contains(&served),
+        "the fleet spent its budget on {served} requests ({by_box:?}); alone, each box would take four"
+    );
+    assert!(by_box[0] > 0 && by_box[1] > 0, "both boxes drew on the one budget: {by_box:?}");
+    assert_eq!(paid.hits(), served);
+    assert_eq!(spare.hits(), 10 - served);
 }

@@ -176,7 +176,7 @@ fn the_fleet_store_decides_and_an_unreachable_one_leaves_each_box_its_share() {
     use crate::wire::{Fleet, RateLimit, Window};
     let yaml = format!(
         "nodes:\n  - {{id: a, type: local, host: \"http://a\"}}\nstate: {{redis: \"redis://127.0.0.1:6379\", local_share: 50}}\n\
-         auth:\n  keys:\n    - {{sha256: \"{}\", tenant: acme}}\n  tenants:\n    acme: {{limits: {{requests_per_minute: 4}}}}\n",
+         auth:\n  keys:\n    - {{sha256: \"{}\", tenant: acme}}\n  tenants:\n    acme: {{limits: {{requests_per_minute: 4, tokens_per_minute: 100000}}}}\n",
         hex("sk-a")
     );
     let mut r = router(&yaml);
@@ -188,8 +188,10 @@ fn the_fleet_store_decides_and_an_unreachable_one_leaves_each_box_its_share() {
         e
     };
     let global = RateLimit { requests: Some(Window { limit: 4, remaining: 0, reset_ms: 60_000 }), tokens: None };
-    // The store admitted it: its limits are the ones reported.
-    assert_eq!(forward(r.handle(with(1, Fleet::Admitted(global)))).ratelimit, global);
+    // The store admitted it: its limits are the ones reported, and the
+    // usage is read, to settle the tokens there.
+    let admitted = forward(r.handle(with(1, Fleet::Admitted(global))));
+    assert_eq!((admitted.ratelimit, admitted.meter), (global, true));
     // The store refused it: 429, named by the caller's scope.
     let refused = Fleet::Refused {
         scope: 0,

@@ -179,6 +179,7 @@ impl Router {
 
         // Limits are reserved last: a request refused for anything else
         // takes nothing from them.
+        let token_limited = limited.iter().any(|l| l.rates.tokens_per_minute.is_some());
         let (limited, ratelimit) = match self.limit(limited, fleet, estimated_tokens, now_ms) {
             Ok(admitted) => admitted,
             Err((why, headers)) => {
@@ -201,6 +202,7 @@ impl Router {
             estimated_tokens,
             limited,
             ratelimit,
+            token_limited,
             reserved: 0.0,
             sent_ms: now_ms,
             last_activity_ms: now_ms,

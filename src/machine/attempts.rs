@@ -73,6 +73,11 @@ impl Router {
         state.in_flight += 1;
         state.spend.reserve(day, cost);
         ex.reserved = cost;
+        if self.recording_settlements
+            && let Some(limit) = n.max_cost_per_day
+        {
+            self.claim = Some(super::BudgetClaim { node: n.id.clone(), day, amount: cost, limit });
+        }
         ex.status = None;
         ex.holding = Some(node);
         ex.panic = panic.is_some();
@@ -95,7 +100,7 @@ impl Router {
             total_timeout_ms: n.timeouts.total.as_millis(),
             // A fallback status only matters while the chain has nodes left.
             fallback: ex.next < ex.chain.len(),
-            meter: n.cost_per_1k_tokens > 0.0 || ex.limited.iter().any(|l| l.rates.tokens_per_minute.is_some()),
+            meter: n.cost_per_1k_tokens > 0.0 || ex.token_limited,
             fill: ex.fill.clone(),
             rule: ex.rule,
             cache: ex.cache,

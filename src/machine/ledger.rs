@@ -9,7 +9,7 @@ use crate::wire::Action;
 /// ledger shared by many routers (the Workers build's Durable Object): the
 /// host reserves `amount` there before forwarding, and settles it at the
 /// cost the router reports in a [`Settlement`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BudgetClaim {
     /// Node id.
     pub node: String,
@@ -23,7 +23,7 @@ pub struct BudgetClaim {
 
 /// A released reservation at a node with a daily budget: what the attempt
 /// of exchange `id` cost (zero when it failed or was passed over).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Settlement {
     /// Exchange id.
     pub id: u64,
@@ -57,6 +57,13 @@ impl Router {
     /// Reservations at budgeted nodes released since the last call.
     pub fn take_settled(&mut self) -> Vec<Settlement> {
         std::mem::take(&mut self.settled)
+    }
+
+    /// The reservation of the last attempt made at a budgeted node, since
+    /// the last call, for a host that reserves at a shared ledger (the edge
+    /// box with `state.redis`): the module hands it out with its reply.
+    pub fn take_claim(&mut self) -> Option<BudgetClaim> {
+        self.claim.take()
     }
 
     /// A shared ledger refused the current attempt's reservation: the node

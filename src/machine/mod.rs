@@ -89,6 +89,9 @@ struct Exchange {
     limited: Vec<crate::limits::Limited>,
     /// The caller's limits as the request left them (`x-ratelimit-*`).
     ratelimit: crate::wire::RateLimit,
+    /// The caller has a token limit, here or in a shared store: the
+    /// answer's `usage` is needed to settle it.
+    token_limited: bool,
     /// Cost reserved at the node holding the slot.
     reserved: f64,
     /// When the current attempt was sent.
@@ -228,11 +231,14 @@ pub struct Router {
     /// `take_settled`, kept only once `record_settlements` was called.
     settled: Vec<Settlement>,
     recording_settlements: bool,
+    /// The last attempt's reservation at a budgeted node, while recording.
+    claim: Option<BudgetClaim>,
 }
 
 impl Router {
     /// A router for a validated configuration.
     pub fn new(config: RouterConfig) -> Self {
+        let shared_ledger = config.state.redis.is_some();
         let policy = breaker_policy(&config);
         let nodes = config.nodes.iter().map(|n| NodeState::new(n, policy)).collect();
         Self {
@@ -248,7 +254,9 @@ impl Router {
             cache_hits: 0,
             limiter: crate::limits::Limiter::default(),
             settled: Vec::new(),
-            recording_settlements: false,
+            // A fleet's shared ledger (`state.redis`) needs them.
+            recording_settlements: shared_ledger,
+            claim: None,
         }
     }
 

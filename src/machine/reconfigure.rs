@@ -46,6 +46,7 @@ impl Router {
             Scope::Key(digest) => auth.entries.iter().any(|k| k.digest == *digest && k.rates.any()),
             Scope::Tenant(name) => auth.tenants.get(name).is_some_and(|t| t.rates.any()),
         });
+        self.recording_settlements |= config.state.redis.is_some();
         self.config = config;
     }
 }

@@ -385,6 +385,12 @@ pub struct Reply {
     pub notices: Vec<Notice>,
     /// Nodes whose spending changed, with the new totals.
     pub spent: Vec<Spent>,
+    /// The reservation of the attempt `action` makes, when the router
+    /// records them (`state.redis`): the host reserves it at the fleet's
+    /// shared ledger before sending.
+    pub claim: Option<crate::machine::BudgetClaim>,
+    /// Reservations released, to settle at that ledger.
+    pub settled: Vec<crate::machine::Settlement>,
 }
 
 /// The result of configuring the module.

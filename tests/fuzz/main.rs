@@ -172,6 +172,8 @@ fn the_wire_read_by_the_router_and_by_the_host() {
         action: Action::Respond { status: 200, headers, body: b"{}".to_vec() },
         notices: Vec::new(),
         spent: Vec::new(),
+        claim: Some(edge_router::machine::BudgetClaim { node: "a".into(), day: 20_000, amount: 0.5, limit: 10.0 }),
+        settled: vec![edge_router::machine::Settlement { id: 42, node: "a".into(), day: 20_000, cost: 0.25 }],
     };
     seeds.push(postcard::to_allocvec(&reply).expect("encodes"));
     let config =

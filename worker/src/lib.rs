@@ -160,10 +160,13 @@ async fn serve(
         r.begun.read(generation.router.borrow().config(), endpoint, key_sha256.as_ref(), None, body_facts.as_ref());
     }
     // Rate limits are the tenant's limiter's, across every edge location.
-    let claim =
-        limited_request(generation.router.borrow().config(), key_sha256.as_ref(), None, endpoint, body_facts.as_ref());
+    let (claim, timeout) = {
+        let router = generation.router.borrow();
+        let config = router.config();
+        (limited_request(config, key_sha256.as_ref(), None, endpoint, body_facts.as_ref()), config.state.timeout.0)
+    };
     let fleet = match claim {
-        Some(claim) => Some(ratelimit::reserve(env, id, claim).await),
+        Some(claim) => Some(ratelimit::reserve(env, id, claim, timeout).await),
         None => None,
     };
     let action = generation.request(RequestRef {

@@ -7,8 +7,10 @@
 //! (`wire::Fleet`); the router then counts nothing itself. A request the
 //! router refuses for something else gets its share back; a finished one
 //! settles its tokens at the `usage` reported. If the limiter cannot be
-//! reached, the router counts alone, on `state.local_share` of each limit,
-//! and the error is logged. The buckets live in the object's memory: if
+//! reached within `state.timeout`, the router counts alone, on
+//! `state.local_share` of each limit, the error is logged, and the isolate
+//! leaves the limiters alone for a second. Unlike the edge box, what an
+//! isolate counted alone is not added to the limiter afterwards. The buckets live in the object's memory: if
 //! the platform evicts an idle limiter, its buckets start full again.
 
 use std::cell::RefCell;
@@ -17,8 +19,9 @@ use std::collections::HashMap;
 use edge_router::limits::{Limited, Limiter, Rates, Scope};
 use edge_router::wire::{Event, Fleet};
 use exchange::intake::LimitedRequest;
+use futures_util::future::{Either, select};
 use serde::{Deserialize, Serialize};
-use worker::{DurableObject, Env, Method, Request, RequestInit, Response, State, durable_object};
+use worker::{Delay, DurableObject, Env, Method, Request, RequestInit, Response, State, durable_object};
 
 use crate::later::Later;
 use crate::now_ms;
@@ -127,8 +130,20 @@ async fn call(env: &Env, tenant: &str, op: &Op) -> worker::Result<Response> {
     Ok(response)
 }
 
-/// Asks the tenant's limiter to take request `id`'s share of `claim`.
-pub async fn reserve(env: &Env, id: u64, claim: LimitedRequest) -> Fleet {
+thread_local! {
+    /// Until when (ms) this isolate does not ask the limiters, after one failed.
+    static RESTING_UNTIL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How long an isolate leaves the limiters alone after one failed or was slow.
+const RETRY_AFTER_MS: u64 = 1_000;
+
+/// Asks the tenant's limiter to take request `id`'s share of `claim`,
+/// waiting at most `timeout`.
+pub async fn reserve(env: &Env, id: u64, claim: LimitedRequest, timeout: std::time::Duration) -> Fleet {
+    if now_ms() < RESTING_UNTIL.get() {
+        return Fleet::Unreachable;
+    }
     let scopes: Vec<Bucket> = claim
         .limited
         .iter()
@@ -142,9 +157,15 @@ pub async fn reserve(env: &Env, id: u64, claim: LimitedRequest) -> Fleet {
         })
         .collect();
     let op = Op::Reserve { scopes: scopes.clone(), tokens: claim.tokens };
-    let answer = match call(env, &claim.tenant, &op).await {
-        Ok(mut response) => response.json::<Fleet>().await,
-        Err(e) => Err(e),
+    let asked = async {
+        match call(env, &claim.tenant, &op).await {
+            Ok(mut response) => response.json::<Fleet>().await,
+            Err(e) => Err(e),
+        }
+    };
+    let answer = match select(Box::pin(asked), Delay::from(timeout)).await {
+        Either::Left((answer, _)) => answer,
+        Either::Right(_) => Err(worker::Error::RustError(format!("no answer within {} ms", timeout.as_millis()))),
     };
     match answer {
         Ok(fleet) => {
@@ -155,6 +176,7 @@ pub async fn reserve(env: &Env, id: u64, claim: LimitedRequest) -> Fleet {
             fleet
         }
         Err(e) => {
+            RESTING_UNTIL.set(now_ms() + RETRY_AFTER_MS);
             worker::console_error!(
                 "edge-router: the rate limiter of tenant {} failed, counting on this isolate's share: {e}",
                 claim.tenant

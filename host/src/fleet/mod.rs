@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use edge_router::config::{StateConfig, StoreAddress};
 use edge_router::limits::{Limited, Scope, tightest, wait_ms, window_of};
+use edge_router::machine::{BudgetClaim, Settlement};
 use edge_router::wire::{Event, Fleet};
 use resp::{Connection, Reply};
 
@@ -56,7 +57,8 @@ out[1], out[2] = 1, 0
 for i = 1, #KEYS do
   local limit, amount = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   local level = avail[i] - amount
-  redis.call('HSET', KEYS[i], 'level', tostring(level), 'at', tostring(now))
+  local at = tonumber(redis.call('HGET', KEYS[i], 'at')) or now
+  redis.call('HSET', KEYS[i], 'level', tostring(level), 'at', tostring(math.max(at, now)))
   redis.call('PEXPIRE', KEYS[i], math.ceil((limit - level) * 60000 / limit) + 1000)
   out[i + 2] = tostring(level)
 end
@@ -74,11 +76,79 @@ for i = 1, #KEYS do
   local level, at = tonumber(b[1]), tonumber(b[2])
   if level == nil or at == nil then level, at = limit, now end
   level = math.min(limit, math.min(limit, level + math.max(0, now - at) * limit / 60000) - amount)
-  redis.call('HSET', KEYS[i], 'level', tostring(level), 'at', tostring(now))
+  redis.call('HSET', KEYS[i], 'level', tostring(level), 'at', tostring(math.max(at, now)))
   redis.call('PEXPIRE', KEYS[i], math.ceil((limit - level) * 60000 / limit) + 1000)
 end
 return 1
 ";
+
+/// Reserves `amount` of a node's daily budget (`KEYS[1]`; `ARGV`: day,
+/// amount, limit, now, expiry) if settled spending, open reservations and
+/// it stay within `limit`, as `origin_fallback::Ledger` does; a later day
+/// starts from zero and expired reservations lapse. Returns 1 (or 0), the
+/// reservation's token, and the day's settled spending.
+const BUDGET_RESERVE: &str = r"
+local key = KEYS[1]
+local day, amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, expires = tonumber(ARGV[4]), tonumber(ARGV[5])
+local current = tonumber(redis.call('HGET', key, 'day') or '-1')
+if day > current then
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'day', tostring(day), 'spent', '0', 'last', '0')
+  current = day
+end
+local spent = 0
+if day == current then spent = tonumber(redis.call('HGET', key, 'spent') or '0') end
+local held = 0
+local fields = redis.call('HGETALL', key)
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, 5) == 'open:' then
+    local v = fields[i + 1]
+    local sep = string.find(v, ':', 1, true)
+    if tonumber(string.sub(v, sep + 1)) <= now then
+      redis.call('HDEL', key, fields[i])
+    else
+      held = held + tonumber(string.sub(v, 1, sep - 1))
+    end
+  end
+end
+if spent + held + amount > limit then return {0, '', tostring(spent)} end
+local token = redis.call('HINCRBY', key, 'last', 1)
+redis.call('HSET', key, 'open:' .. token, tostring(amount) .. ':' .. tostring(expires))
+redis.call('PEXPIRE', key, 3 * 86400000)
+return {1, tostring(token), tostring(spent)}
+";
+
+/// Releases reservation `ARGV[1]` (none if empty) of a node's budget and
+/// adds cost `ARGV[3]` to day `ARGV[2]`'s spending (a day already over is
+/// dropped). Returns the day's spending.
+const BUDGET_SETTLE: &str = r"
+local key = KEYS[1]
+local day, cost = tonumber(ARGV[2]), math.max(0, tonumber(ARGV[3]))
+if ARGV[1] ~= '' then redis.call('HDEL', key, 'open:' .. ARGV[1]) end
+local current = tonumber(redis.call('HGET', key, 'day') or '-1')
+if day > current then
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'day', tostring(day), 'spent', '0', 'last', '0')
+  current = day
+end
+if day == current then redis.call('HINCRBYFLOAT', key, 'spent', tostring(cost)) end
+redis.call('PEXPIRE', key, 3 * 86400000)
+return tostring(redis.call('HGET', key, 'spent'))
+";
+
+/// How long a budget reservation holds when its settlement never comes.
+const BUDGET_RESERVATION_MS: u64 = 15 * 60 * 1000;
+
+/// What the store said of a budget reservation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// Reserved; the fleet has spent this much of the day (unknown when
+    /// the box granted it alone).
+    Granted(Option<f64>),
+    /// It would take the node past its budget; the fleet's spending today.
+    Refused(f64),
+}
 
 /// One bucket of a request: its key in the store, whether it counts
 /// requests, its limit, and what the request takes from it.
@@ -110,6 +180,11 @@ struct Health {
     backlog: HashMap<String, Take>,
     /// Requests counted alone since the store was last reachable.
     counted_alone: u64,
+    /// Costs settled while the store was away, by node and day, not in the store yet.
+    spent_alone: HashMap<(String, u32), f64>,
+    /// What the box reserved and spent alone, by node and day: held to its
+    /// share of what was left of the budget.
+    budget_alone: HashMap<(String, u32), f64>,
 }
 
 /// The store of a fleet, and what this box holds in it.
@@ -125,6 +200,28 @@ pub struct FleetStore {
     held: Mutex<HashMap<u64, Held>>,
     reserve_sha: String,
     take_sha: String,
+    budget_sha: String,
+    settle_sha: String,
+    /// Budget reservations of attempts in flight, by request and node:
+    /// the store's token (`None`: granted by the box alone) and the amount.
+    budgets: Mutex<HashMap<(u64, String), BudgetHeld>>,
+    /// Per node: the day and the fleet's spending as the store last told it.
+    fleet_spent: Mutex<HashMap<String, (u32, f64)>>,
+    /// The share of a budget a box spends alone, in percent.
+    local_share: u8,
+}
+
+/// A budget reservation an attempt holds: the store's token (`None`:
+/// granted by the box alone) and the amount.
+type BudgetHeld = (Option<String>, f64);
+
+/// The scripts the store runs.
+#[derive(Clone, Copy)]
+enum Script {
+    Reserve,
+    Take,
+    BudgetReserve,
+    BudgetSettle,
 }
 
 impl FleetStore {
@@ -150,6 +247,11 @@ impl FleetStore {
             held: Mutex::new(HashMap::new()),
             reserve_sha: sha1_hex(RESERVE),
             take_sha: sha1_hex(TAKE),
+            budget_sha: sha1_hex(BUDGET_RESERVE),
+            settle_sha: sha1_hex(BUDGET_SETTLE),
+            budgets: Mutex::new(HashMap::new()),
+            fleet_spent: Mutex::new(HashMap::new()),
+            local_share: state.local_share.get(),
         }))
     }
 
@@ -185,7 +287,8 @@ impl FleetStore {
         if takes.is_empty() {
             return Fleet::Admitted(Default::default());
         }
-        let reply = match self.run(&self.reserve_sha, RESERVE, &takes, now_ms).await {
+        let (keys, args) = bucket_args(&takes, now_ms);
+        let reply = match self.run(Script::Reserve, keys, args, now_ms).await {
             Ok(reply) => reply,
             Err(()) => {
                 lock(&self.held).insert(id, Held { takes, tokens, shared: false });
@@ -279,14 +382,8 @@ impl FleetStore {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let store = self.clone();
         runtime.spawn(async move {
-            let taken = tokio::time::timeout(store.timeout * 4, async {
-                let mut c = store.connection().await?;
-                let reply = eval(&mut c, &store.take_sha, TAKE, &deltas, now_ms).await?;
-                lock(&store.idle).push(c);
-                Ok::<_, String>(reply)
-            })
-            .await;
-            if !matches!(taken, Ok(Ok(_))) {
+            let (keys, args) = bucket_args(&deltas, now_ms);
+            if store.run(Script::Take, keys, args, now_ms).await.is_err() {
                 tracing::debug!(
                     "a rate-limit settlement did not reach the shared store; its buckets refill on their own"
                 );
@@ -297,33 +394,38 @@ impl FleetStore {
     fn counted_alone(&self, takes: Vec<Take>, requests: u64) {
         let mut health = lock(&self.health);
         health.counted_alone += requests;
+        // A bucket refills within a minute: what the box took alone beyond
+        // one whole limit has come back already, so the backlog holds at most that.
         for t in takes {
-            health.backlog.entry(t.key.clone()).and_modify(|b| b.amount += t.amount).or_insert(t);
+            let cap = t.limit as f64;
+            let b = health.backlog.entry(t.key.clone()).or_insert(Take { amount: 0.0, ..t.clone() });
+            b.amount = (b.amount + t.amount).min(cap);
         }
     }
 
     /// Runs a script on the store, first adding what was counted alone.
-    async fn run(&self, sha: &str, script: &str, takes: &[Take], now_ms: u64) -> Result<Reply, ()> {
+    async fn run(&self, script: Script, keys: Vec<String>, args: Vec<String>, now_ms: u64) -> Result<Reply, ()> {
         if now_ms < self.resting_until.load(Ordering::Relaxed) {
             return Err(());
         }
+        let (sha, text) = self.script(script);
         let result = tokio::time::timeout(self.timeout, async {
-            let mut c = self.connection().await?;
-            let backlog: Vec<Take> = lock(&self.health).backlog.values().cloned().collect();
-            if !backlog.is_empty() {
-                eval(&mut c, &self.take_sha, TAKE, &backlog, now_ms).await?;
-                let mut health = lock(&self.health);
-                for t in &backlog {
-                    if let Some(b) = health.backlog.get_mut(&t.key) {
-                        b.amount -= t.amount;
+            // A pooled connection the store has since closed is no outage:
+            // a new one is tried before the store counts as away.
+            let pooled = lock(&self.idle).pop();
+            if let Some(mut c) = pooled {
+                match self.attempt(&mut c, sha, text, &keys, &args, now_ms).await {
+                    Ok(reply) => {
+                        lock(&self.idle).push(c);
+                        return Ok(reply);
                     }
+                    Err(e) => tracing::debug!("a pooled store connection failed ({e}); trying a new one"),
                 }
-                health.backlog.retain(|_, b| b.amount.abs() > f64::EPSILON);
-                tracing::info!("the shared store has what this box counted alone ({} requests)", health.counted_alone);
             }
-            let reply = eval(&mut c, sha, script, takes, now_ms).await?;
+            let mut c = Connection::open(&self.address.authority, self.password.as_deref(), self.address.db).await?;
+            let reply = self.attempt(&mut c, sha, text, &keys, &args, now_ms).await?;
             lock(&self.idle).push(c);
-            Ok::<_, String>(reply)
+            Ok(reply)
         })
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} ms", self.timeout.as_millis())));
@@ -333,16 +435,16 @@ impl FleetStore {
                 if !health.reachable {
                     if health.since_ms != 0 {
                         tracing::warn!(
-                            "the shared store {} is reachable again: limits are the fleet's once more",
+                            "the shared store {} is reachable again: limits and budgets are the fleet's once more",
                             self.address.authority
                         );
                     }
-                    *health = Health {
-                        reachable: true,
-                        since_ms: now_ms,
-                        backlog: std::mem::take(&mut health.backlog),
-                        ..Health::default()
-                    };
+                    health.reachable = true;
+                    health.since_ms = now_ms;
+                    health.error = None;
+                    health.counted_alone = 0;
+                    // The store's spending is the fleet's again.
+                    health.budget_alone.clear();
                 }
                 Ok(reply)
             }
@@ -350,6 +452,69 @@ impl FleetStore {
                 self.failed(why, now_ms);
                 Err(())
             }
+        }
+    }
+
+    /// Runs a script on connection `c`, after what was counted alone.
+    async fn attempt(
+        &self,
+        c: &mut Connection,
+        sha: &str,
+        text: &str,
+        keys: &[String],
+        args: &[String],
+        now_ms: u64,
+    ) -> Result<Reply, String> {
+        self.catch_up(c, now_ms).await?;
+        eval(c, sha, text, keys, args).await
+    }
+
+    /// Adds to the store what the box counted alone: rate-limit takes, and
+    /// costs settled while the store was away. They are taken out of the
+    /// backlog first, so that two requests cannot both add them, and put
+    /// back if the store fails.
+    async fn catch_up(&self, c: &mut Connection, now_ms: u64) -> Result<(), String> {
+        let (takes, costs) = {
+            let mut h = lock(&self.health);
+            (std::mem::take(&mut h.backlog), std::mem::take(&mut h.spent_alone))
+        };
+        if takes.is_empty() && costs.is_empty() {
+            return Ok(());
+        }
+        let sent = async {
+            if !takes.is_empty() {
+                let list: Vec<Take> = takes.values().cloned().collect();
+                let (keys, args) = bucket_args(&list, now_ms);
+                eval(c, &self.take_sha, TAKE, &keys, &args).await?;
+            }
+            for ((node, day), cost) in &costs {
+                let args = vec![String::new(), day.to_string(), cost.to_string(), now_ms.to_string()];
+                eval(c, &self.settle_sha, BUDGET_SETTLE, &[self.budget_key(node)], &args).await?;
+            }
+            Ok::<_, String>(())
+        }
+        .await;
+        let mut h = lock(&self.health);
+        if let Err(e) = sent {
+            for (key, t) in takes {
+                let b = h.backlog.entry(key).or_insert(Take { amount: 0.0, ..t.clone() });
+                b.amount = (b.amount + t.amount).min(t.limit as f64);
+            }
+            for (key, cost) in costs {
+                *h.spent_alone.entry(key).or_insert(0.0) += cost;
+            }
+            return Err(e);
+        }
+        tracing::info!("the shared store now has what this box counted alone ({} requests)", h.counted_alone);
+        Ok(())
+    }
+
+    fn script(&self, script: Script) -> (&str, &'static str) {
+        match script {
+            Script::Reserve => (&self.reserve_sha, RESERVE),
+            Script::Take => (&self.take_sha, TAKE),
+            Script::BudgetReserve => (&self.budget_sha, BUDGET_RESERVE),
+            Script::BudgetSettle => (&self.settle_sha, BUDGET_SETTLE),
         }
     }
 
@@ -367,11 +532,73 @@ impl FleetStore {
         health.error = Some(why);
     }
 
-    async fn connection(&self) -> Result<Connection, String> {
-        let idle = lock(&self.idle).pop();
-        match idle {
-            Some(c) => Ok(c),
-            None => Connection::open(&self.address.authority, self.password.as_deref(), self.address.db).await,
+    fn budget_key(&self, node: &str) -> String {
+        format!("{}:budget:{node}", self.prefix)
+    }
+
+    /// Reserves attempt `id`'s claim on its node's daily budget at the
+    /// store. While the store is away, the box grants alone up to its
+    /// `local_share` of what the fleet had left of the day's budget when it
+    /// last heard.
+    pub async fn reserve_budget(&self, id: u64, claim: &BudgetClaim, now_ms: u64) -> Budget {
+        let args = vec![
+            claim.day.to_string(),
+            claim.amount.to_string(),
+            claim.limit.to_string(),
+            now_ms.to_string(),
+            (now_ms + BUDGET_RESERVATION_MS).to_string(),
+        ];
+        let held = (id, claim.node.clone());
+        if let Ok(reply) = self.run(Script::BudgetReserve, vec![self.budget_key(&claim.node)], args, now_ms).await {
+            let number = |r: &Reply| r.text().and_then(|t| t.parse::<f64>().ok());
+            if let Reply::Array(Some(items)) = &reply
+                && let [granted, token, spent] = items.as_slice()
+                && let (Some(granted), Some(token), Some(spent)) = (number(granted), token.text(), number(spent))
+            {
+                lock(&self.fleet_spent).insert(claim.node.clone(), (claim.day, spent));
+                if granted != 1.0 {
+                    return Budget::Refused(spent);
+                }
+                lock(&self.budgets).insert(held, (Some(token), claim.amount));
+                return Budget::Granted(Some(spent));
+            }
+            tracing::warn!("the shared store's reply to a budget reservation was not understood: {reply:?}");
+        }
+        let known = lock(&self.fleet_spent).get(&claim.node).filter(|(d, _)| *d == claim.day).map_or(0.0, |(_, s)| *s);
+        let allowance = (claim.limit - known).max(0.0) * f64::from(self.local_share) / 100.0;
+        let mut health = lock(&self.health);
+        let alone = health.budget_alone.entry((claim.node.clone(), claim.day)).or_insert(0.0);
+        if *alone + claim.amount > allowance {
+            return Budget::Refused(claim.limit);
+        }
+        *alone += claim.amount;
+        lock(&self.budgets).insert(held, (None, claim.amount));
+        Budget::Granted(None)
+    }
+
+    /// Settles the reservations the router released at their costs.
+    pub fn settle_budgets(self: &Arc<Self>, settled: Vec<Settlement>, now_ms: u64) {
+        for s in settled {
+            let Some((token, amount)) = lock(&self.budgets).remove(&(s.id, s.node.clone())) else { continue };
+            let Some(token) = token else {
+                // Granted alone: the cost counts against the box's share,
+                // and reaches the store when it is back.
+                let mut health = lock(&self.health);
+                if let Some(alone) = health.budget_alone.get_mut(&(s.node.clone(), s.day)) {
+                    *alone += s.cost - amount;
+                }
+                *health.spent_alone.entry((s.node, s.day)).or_insert(0.0) += s.cost;
+                continue;
+            };
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+            let store = self.clone();
+            runtime.spawn(async move {
+                let args = vec![token, s.day.to_string(), s.cost.to_string(), now_ms.to_string()];
+                if store.run(Script::BudgetSettle, vec![store.budget_key(&s.node)], args, now_ms).await.is_err() {
+                    // The reservation lapses in the store; the cost is added when it is back.
+                    *lock(&store.health).spent_alone.entry((s.node, s.day)).or_insert(0.0) += s.cost;
+                }
+            });
         }
     }
 
@@ -385,27 +612,33 @@ impl FleetStore {
             "error": h.error,
             "counted_alone": h.counted_alone,
             "backlog_buckets": h.backlog.len(),
+            "budget_costs_alone": h.spent_alone.len(),
         })
     }
 }
 
-/// EVALSHA, and EVAL when the store does not have the script yet.
-async fn eval(c: &mut Connection, sha: &str, script: &str, takes: &[Take], now_ms: u64) -> Result<Reply, String> {
-    let numkeys = takes.len().to_string();
-    let now = now_ms.to_string();
-    let numbers: Vec<(String, String)> = takes.iter().map(|t| (t.limit.to_string(), t.amount.to_string())).collect();
-    let mut args: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), numkeys.as_bytes()];
-    args.extend(takes.iter().map(|t| t.key.as_bytes()));
-    args.push(now.as_bytes());
-    for (limit, amount) in &numbers {
-        args.push(limit.as_bytes());
-        args.push(amount.as_bytes());
+/// The keys and arguments of a bucket script (`RESERVE`, `TAKE`).
+fn bucket_args(takes: &[Take], now_ms: u64) -> (Vec<String>, Vec<String>) {
+    let keys = takes.iter().map(|t| t.key.clone()).collect();
+    let mut args = vec![now_ms.to_string()];
+    for t in takes {
+        args.push(t.limit.to_string());
+        args.push(t.amount.to_string());
     }
-    match c.call(&args).await? {
+    (keys, args)
+}
+
+/// EVALSHA, and EVAL when the store does not have the script yet.
+async fn eval(c: &mut Connection, sha: &str, script: &str, keys: &[String], args: &[String]) -> Result<Reply, String> {
+    let numkeys = keys.len().to_string();
+    let mut all: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), numkeys.as_bytes()];
+    all.extend(keys.iter().map(|k| k.as_bytes()));
+    all.extend(args.iter().map(|a| a.as_bytes()));
+    match c.call(&all).await? {
         Reply::Error(e) if e.starts_with("NOSCRIPT") => {
-            args[0] = b"EVAL";
-            args[1] = script.as_bytes();
-            match c.call(&args).await? {
+            all[0] = b"EVAL";
+            all[1] = script.as_bytes();
+            match c.call(&all).await? {
                 Reply::Error(e) => Err(format!("the store refused the script: {e}")),
                 reply => Ok(reply),
             }

@@ -106,6 +106,9 @@ pub(super) fn answer(action: Action) -> (u16, Vec<Header>, Bytes) {
 pub(super) struct Decided {
     pub(super) action: Action,
     pub(super) generation: u64,
+    /// The reservation at a budgeted node the answer's attempt holds, for
+    /// the fleet's shared ledger (`state.redis`).
+    pub(super) claim: Option<edge_router::machine::BudgetClaim>,
 }
 
 impl Shared {
@@ -138,12 +141,15 @@ impl Shared {
                     // order; `keep` only ever moves a node's record forward.
                     self.lock().keep(&r);
                 }
-                Decided { action: r.action, generation }
+                if let Some(fleet) = self.fleet.as_ref().filter(|_| !r.settled.is_empty()) {
+                    fleet.settle_budgets(std::mem::take(&mut r.settled), now_ms());
+                }
+                Decided { action: r.action, generation, claim: r.claim }
             })
             .unwrap_or_else(|e| {
                 tracing::error!("request {}: router module call failed: {e:#}", request_id_text(id));
                 // An answer of the router's own names no node: any generation reads it.
-                Decided { action: internal_error(id), generation: u64::MAX }
+                Decided { action: internal_error(id), generation: u64::MAX, claim: None }
             })
     }
 

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::fleet::Budget;
 use bytes::Bytes;
 use edge_router::config::Api;
 use edge_router::error::{RouterError, request_id_text};
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
-use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward};
+use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward, Restore, Spend};
 use exchange::action::{Step, step};
 use exchange::answer::host_error;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event, strip_hop_by_hop};
@@ -82,6 +83,7 @@ impl Pending {
                 self.generation = shared.generation();
             }
             let in_step = decided.generation == self.generation.number;
+            let claim = decided.claim.take();
             let forward = match step(decided.action, &mut self.stale, self.country, id) {
                 Step::Answer(response) => return own(response),
                 Step::ServeStale { entry, explain } => return self.serve_stale(&entry, explain),
@@ -107,6 +109,20 @@ impl Pending {
                 decided = shared.decide(&failed);
                 continue;
             };
+            // A budgeted node's share of its daily budget is reserved across the fleet first.
+            if let (Some(fleet), Some(claim)) = (&shared.fleet, claim.filter(|_| in_step)) {
+                match fleet.reserve_budget(id, &claim, now_ms()).await {
+                    Budget::Refused(spent) => {
+                        decided = shared.decide(&Event::BudgetRefused { id, spent, now_ms: now_ms() });
+                        continue;
+                    }
+                    Budget::Granted(Some(spent)) => {
+                        let spent = vec![Spend { node: claim.node, day: claim.day, spent }];
+                        shared.defer(&Event::Restore(Restore { spent, ..Restore::default() }));
+                    }
+                    Budget::Granted(None) => {}
+                }
+            }
             let sent_ms = now_ms();
             let (mut resp, lease) = match self.send(&forward).await {
                 Ok(answered) => answered,

@@ -131,7 +131,7 @@ impl Validator<'_> {
         if s.local_share.get() == 0 {
             self.warn(
                 "state.local_share",
-                "0: while the store is unreachable, every request of a rate-limited caller is refused",
+                "0: while the store is unreachable, a box admits a rate-limited caller one request (and one token) a minute",
             );
         }
         if s.timeout.0.is_zero() {
