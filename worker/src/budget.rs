@@ -108,16 +108,22 @@ thread_local! {
 }
 
 async fn call(env: &Env, node: &str, op: &Op) -> worker::Result<Answer> {
-    let stub = env.durable_object(BINDING)?.id_from_name(node)?.get_stub()?;
+    ask_object(env, BINDING, node, op).await?.json().await
+}
+
+/// Sends `op` (as JSON) to the Durable Object of `binding` named `name`;
+/// its answer, if it is a 200.
+pub async fn ask_object(env: &Env, binding: &str, name: &str, op: &impl Serialize) -> worker::Result<Response> {
+    let stub = env.durable_object(binding)?.id_from_name(name)?.get_stub()?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(serde_json::to_string(op)?.into()));
-    let request = Request::new_with_init("https://ledger.invalid/", &init)?;
+    let request = Request::new_with_init("https://object.invalid/", &init)?;
     let mut response = stub.fetch_with_request(request).await?;
     if response.status_code() != 200 {
         let text = response.text().await.unwrap_or_default();
-        return Err(worker::Error::RustError(format!("the ledger answered {}: {text}", response.status_code())));
+        return Err(worker::Error::RustError(format!("{binding} answered {}: {text}", response.status_code())));
     }
-    response.json().await
+    Ok(response)
 }
 
 /// Reserves the attempt's estimate at its node's ledger. `Some` is the

@@ -21,7 +21,7 @@ use edge_router::wire::{Event, Fleet};
 use exchange::intake::LimitedRequest;
 use futures_util::future::{Either, select};
 use serde::{Deserialize, Serialize};
-use worker::{Delay, DurableObject, Env, Method, Request, RequestInit, Response, State, durable_object};
+use worker::{Delay, DurableObject, Env, Request, Response, State, durable_object};
 
 use crate::later::Later;
 use crate::now_ms;
@@ -118,16 +118,7 @@ thread_local! {
 }
 
 async fn call(env: &Env, tenant: &str, op: &Op) -> worker::Result<Response> {
-    let stub = env.durable_object(BINDING)?.id_from_name(tenant)?.get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(serde_json::to_string(op)?.into()));
-    let request = Request::new_with_init("https://limiter.invalid/", &init)?;
-    let mut response = stub.fetch_with_request(request).await?;
-    if response.status_code() != 200 {
-        let text = response.text().await.unwrap_or_default();
-        return Err(worker::Error::RustError(format!("the limiter answered {}: {text}", response.status_code())));
-    }
-    Ok(response)
+    crate::budget::ask_object(env, BINDING, tenant, op).await
 }
 
 thread_local! {
