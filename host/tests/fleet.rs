@@ -180,3 +180,47 @@ async fn two_boxes_hold_one_daily_budget() {
     assert_eq!(paid.hits(), served);
     assert_eq!(spare.hits(), 10 - served);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_spends_only_its_share_of_a_budget_while_the_store_is_down() {
+    let port = free_port();
+    let mut store = Store::start(port);
+    let paid = fake_origin::FakeOrigin::start("paid", fake_origin::Script::default()).await.expect("origin");
+    let spare = fake_origin::FakeOrigin::start("spare", fake_origin::Script::default()).await.expect("origin");
+    let config = format!(
+        "nodes:\n  - {{id: paid, type: cloud, host: \"{}\", cost_per_1k_tokens: 1000, max_cost_per_day: 100}}\n\
+         \x20 - {{id: spare, type: local, host: \"{}\"}}\n\
+         routing:\n  rules:\n    - {{match: {{}}, target: paid, fallback: [spare]}}\n\
+         admin: {{listen: \"127.0.0.1:0\"}}\n\
+         state: {{redis: \"redis://127.0.0.1:{port}\", timeout: 300ms, local_share: 50}}\n",
+        paid.url(),
+        spare.url()
+    );
+    let a = EdgeBox::start_as("share-a.yaml", &config);
+    // Two answers at 10 each with the store there: the fleet has spent 20 of 100.
+    for _ in 0..2 {
+        assert_eq!(call_with(&a, serde_json::json!({"max_tokens": 10})).await.2, "paid");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = store.0.kill();
+    let _ = store.0.wait();
+    // Alone, the box may spend half of what it last knew was left (about
+    // 40 or 45 of 80): three or four answers, each reserving about 15.
+    let mut alone = 0;
+    for _ in 0..8 {
+        let (status, _, node) = call_with(&a, serde_json::json!({"max_tokens": 10})).await;
+        assert_eq!(status, 200, "over its share, requests go to the spare node");
+        alone += usize::from(node == "paid");
+    }
+    assert!((3..=4).contains(&alone), "the box spent alone on {alone} answers");
+    let fleet = a.status()["fleet"].clone();
+    assert_eq!((fleet["reachable"].as_bool(), fleet["budget_costs_alone"].as_u64()), (Some(false), Some(1)), "{fleet}");
+
+    // The store is back: the costs spent alone reach it.
+    store = Store::start(port);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    call_with(&a, serde_json::json!({"max_tokens": 10})).await;
+    let fleet = a.status()["fleet"].clone();
+    assert_eq!((fleet["reachable"].as_bool(), fleet["budget_costs_alone"].as_u64()), (Some(true), Some(0)), "{fleet}");
+    drop(store);
+}

@@ -569,7 +569,9 @@ impl FleetStore {
         let mut health = lock(&self.health);
         let alone = health.budget_alone.entry((claim.node.clone(), claim.day)).or_insert(0.0);
         if *alone + claim.amount > allowance {
-            return Budget::Refused(claim.limit);
+            // What the box knows was spent: not the limit, which would keep
+            // the node from the router for the rest of the day, store or not.
+            return Budget::Refused(known + *alone);
         }
         *alone += claim.amount;
         lock(&self.budgets).insert(held, (None, claim.amount));
