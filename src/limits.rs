@@ -63,6 +63,20 @@ pub enum Scope {
     Tenant(Arc<str>),
 }
 
+impl Scope {
+    /// The scope's name in a store shared by many routers: `key:<sha256 hex>`
+    /// or `tenant:<name>` (never the key itself).
+    pub fn name(&self) -> String {
+        match self {
+            Self::Key(digest) => {
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("key:{hex}")
+            }
+            Self::Tenant(t) => format!("tenant:{t}"),
+        }
+    }
+}
+
 /// A limited scope of a request: whose, its limits, and how a message names it.
 #[derive(Debug, Clone)]
 pub struct Limited {
@@ -333,6 +347,14 @@ mod tests {
         assert_eq!(&*refused.unwrap_err().label, "tenant key");
         assert_eq!(headers.tokens.unwrap().remaining, 980);
         assert!(l.admit(&[both[1].clone()], 10, 0).0.is_ok());
+    }
+
+    #[test]
+    fn a_scope_is_named_in_a_shared_store_by_digest_or_tenant() {
+        let mut digest = [0u8; 32];
+        digest[0] = 0xab;
+        assert_eq!(Scope::Key(digest).name(), format!("key:ab{}", "0".repeat(62)));
+        assert_eq!(Scope::Tenant("acme".into()).name(), "tenant:acme");
     }
 
     #[test]

@@ -138,14 +138,7 @@ pub async fn reserve(env: &Env, id: u64, claim: LimitedRequest, timeout: std::ti
     let scopes: Vec<Bucket> = claim
         .limited
         .iter()
-        .map(|l| Bucket {
-            scope: match &l.scope {
-                Scope::Key(d) => format!("key:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-                Scope::Tenant(t) => format!("tenant:{t}"),
-            },
-            rpm: l.rates.requests_per_minute,
-            tpm: l.rates.tokens_per_minute,
-        })
+        .map(|l| Bucket { scope: l.scope.name(), rpm: l.rates.requests_per_minute, tpm: l.rates.tokens_per_minute })
         .collect();
     let op = Op::Reserve { scopes: scopes.clone(), tokens: claim.tokens };
     let asked = async {

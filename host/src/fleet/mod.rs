@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edge_router::config::{StateConfig, StoreAddress};
-use edge_router::limits::{Limited, Scope, tightest, wait_ms, window_of};
+use edge_router::limits::{Limited, tightest, wait_ms, window_of};
 use edge_router::machine::{BudgetClaim, Settlement};
 use edge_router::wire::{Event, Fleet};
 use resp::{Connection, Reply};
@@ -258,10 +258,7 @@ impl FleetStore {
     fn takes(&self, limited: &[Limited], tokens: u64) -> Vec<Take> {
         let mut out = Vec::new();
         for l in limited {
-            let scope = match &l.scope {
-                Scope::Key(d) => format!("key:{}", crate::hex(d)),
-                Scope::Tenant(t) => format!("tenant:{t}"),
-            };
+            let scope = l.scope.name();
             for (requests, limit, amount) in
                 [(true, l.rates.requests_per_minute, 1), (false, l.rates.tokens_per_minute, tokens)]
             {
