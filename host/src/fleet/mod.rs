@@ -14,141 +14,31 @@
 //! so (log and status) and the router counts alone, on `state.local_share`
 //! of each limit; the store is tried again a second later. What the box
 //! counted alone is added to the store's buckets when it is back.
+//!
+//! - [`budget`]: daily budgets held the same way;
+//! - [`resp`]: the store's protocol;
+//! - [`scripts`]: the Lua the store runs.
 
+mod budget;
 mod resp;
+mod scripts;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use budget::Budget;
 use edge_router::config::{StateConfig, StoreAddress};
 use edge_router::limits::{Limited, tightest, wait_ms, window_of};
-use edge_router::machine::{BudgetClaim, Settlement};
 use edge_router::wire::{Event, Fleet};
 use resp::{Connection, Reply};
+use scripts::{BUDGET_RESERVE, BUDGET_SETTLE, RESERVE, TAKE};
 
 use crate::lock;
 
 /// How long the store is left alone after it could not be reached.
 const RETRY_AFTER_MS: u64 = 1_000;
-
-/// Takes `amount` from every bucket, or from none (`KEYS`: the buckets;
-/// `ARGV`: now, then a limit and an amount per bucket). Returns 1 and what
-/// is left in each, or 0, the first bucket that is short, and what each has.
-const RESERVE: &str = r"
-local now = tonumber(ARGV[1])
-local avail, short = {}, 0
-for i = 1, #KEYS do
-  local limit, amount = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local b = redis.call('HMGET', KEYS[i], 'level', 'at')
-  local level, at = tonumber(b[1]), tonumber(b[2])
-  if level == nil or at == nil then level, at = limit, now end
-  avail[i] = math.min(limit, level + math.max(0, now - at) * limit / 60000)
-  if short == 0 and avail[i] < amount then short = i end
-end
-local out = {}
-if short > 0 then
-  out[1], out[2] = 0, short
-  for i = 1, #KEYS do out[i + 2] = tostring(avail[i]) end
-  return out
-end
-out[1], out[2] = 1, 0
-for i = 1, #KEYS do
-  local limit, amount = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local level = avail[i] - amount
-  local at = tonumber(redis.call('HGET', KEYS[i], 'at')) or now
-  redis.call('HSET', KEYS[i], 'level', tostring(level), 'at', tostring(math.max(at, now)))
-  redis.call('PEXPIRE', KEYS[i], math.ceil((limit - level) * 60000 / limit) + 1000)
-  out[i + 2] = tostring(level)
-end
-return out
-";
-
-/// Takes `amount` from every bucket whatever is left (a negative amount
-/// gives back; a bucket may go into debt, never above its limit). For
-/// settlements, and what a box counted alone.
-const TAKE: &str = r"
-local now = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local limit, amount = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local b = redis.call('HMGET', KEYS[i], 'level', 'at')
-  local level, at = tonumber(b[1]), tonumber(b[2])
-  if level == nil or at == nil then level, at = limit, now end
-  level = math.min(limit, math.min(limit, level + math.max(0, now - at) * limit / 60000) - amount)
-  redis.call('HSET', KEYS[i], 'level', tostring(level), 'at', tostring(math.max(at, now)))
-  redis.call('PEXPIRE', KEYS[i], math.ceil((limit - level) * 60000 / limit) + 1000)
-end
-return 1
-";
-
-/// Reserves `amount` of a node's daily budget (`KEYS[1]`; `ARGV`: day,
-/// amount, limit, now, expiry) if settled spending, open reservations and
-/// it stay within `limit`, as `origin_fallback::Ledger` does; a later day
-/// starts from zero and expired reservations lapse. Returns 1 (or 0), the
-/// reservation's token, and the day's settled spending.
-const BUDGET_RESERVE: &str = r"
-local key = KEYS[1]
-local day, amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local now, expires = tonumber(ARGV[4]), tonumber(ARGV[5])
-local current = tonumber(redis.call('HGET', key, 'day') or '-1')
-if day > current then
-  redis.call('DEL', key)
-  redis.call('HSET', key, 'day', tostring(day), 'spent', '0', 'last', '0')
-  current = day
-end
-local spent = 0
-if day == current then spent = tonumber(redis.call('HGET', key, 'spent') or '0') end
-local held = 0
-local fields = redis.call('HGETALL', key)
-for i = 1, #fields, 2 do
-  if string.sub(fields[i], 1, 5) == 'open:' then
-    local v = fields[i + 1]
-    local sep = string.find(v, ':', 1, true)
-    if tonumber(string.sub(v, sep + 1)) <= now then
-      redis.call('HDEL', key, fields[i])
-    else
-      held = held + tonumber(string.sub(v, 1, sep - 1))
-    end
-  end
-end
-if spent + held + amount > limit then return {0, '', tostring(spent)} end
-local token = redis.call('HINCRBY', key, 'last', 1)
-redis.call('HSET', key, 'open:' .. token, tostring(amount) .. ':' .. tostring(expires))
-redis.call('PEXPIRE', key, 3 * 86400000)
-return {1, tostring(token), tostring(spent)}
-";
-
-/// Releases reservation `ARGV[1]` (none if empty) of a node's budget and
-/// adds cost `ARGV[3]` to day `ARGV[2]`'s spending (a day already over is
-/// dropped). Returns the day's spending.
-const BUDGET_SETTLE: &str = r"
-local key = KEYS[1]
-local day, cost = tonumber(ARGV[2]), math.max(0, tonumber(ARGV[3]))
-if ARGV[1] ~= '' then redis.call('HDEL', key, 'open:' .. ARGV[1]) end
-local current = tonumber(redis.call('HGET', key, 'day') or '-1')
-if day > current then
-  redis.call('DEL', key)
-  redis.call('HSET', key, 'day', tostring(day), 'spent', '0', 'last', '0')
-  current = day
-end
-if day == current then redis.call('HINCRBYFLOAT', key, 'spent', tostring(cost)) end
-redis.call('PEXPIRE', key, 3 * 86400000)
-return tostring(redis.call('HGET', key, 'spent'))
-";
-
-/// How long a budget reservation holds when its settlement never comes.
-const BUDGET_RESERVATION_MS: u64 = 15 * 60 * 1000;
-
-/// What the store said of a budget reservation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Budget {
-    /// Reserved; the fleet has spent this much of the day (unknown when
-    /// the box granted it alone).
-    Granted(Option<f64>),
-    /// It would take the node past its budget; the fleet's spending today.
-    Refused(f64),
-}
 
 /// One bucket of a request: its key in the store, whether it counts
 /// requests, its limit, and what the request takes from it.
@@ -527,78 +417,6 @@ impl FleetStore {
             health.since_ms = now_ms;
         }
         health.error = Some(why);
-    }
-
-    fn budget_key(&self, node: &str) -> String {
-        format!("{}:budget:{node}", self.prefix)
-    }
-
-    /// Reserves attempt `id`'s claim on its node's daily budget at the
-    /// store. While the store is away, the box grants alone up to its
-    /// `local_share` of what the fleet had left of the day's budget when it
-    /// last heard.
-    pub async fn reserve_budget(&self, id: u64, claim: &BudgetClaim, now_ms: u64) -> Budget {
-        let args = vec![
-            claim.day.to_string(),
-            claim.amount.to_string(),
-            claim.limit.to_string(),
-            now_ms.to_string(),
-            (now_ms + BUDGET_RESERVATION_MS).to_string(),
-        ];
-        let held = (id, claim.node.clone());
-        if let Ok(reply) = self.run(Script::BudgetReserve, vec![self.budget_key(&claim.node)], args, now_ms).await {
-            let number = |r: &Reply| r.text().and_then(|t| t.parse::<f64>().ok());
-            if let Reply::Array(Some(items)) = &reply
-                && let [granted, token, spent] = items.as_slice()
-                && let (Some(granted), Some(token), Some(spent)) = (number(granted), token.text(), number(spent))
-            {
-                lock(&self.fleet_spent).insert(claim.node.clone(), (claim.day, spent));
-                if granted != 1.0 {
-                    return Budget::Refused(spent);
-                }
-                lock(&self.budgets).insert(held, (Some(token), claim.amount));
-                return Budget::Granted(Some(spent));
-            }
-            tracing::warn!("the shared store's reply to a budget reservation was not understood: {reply:?}");
-        }
-        let known = lock(&self.fleet_spent).get(&claim.node).filter(|(d, _)| *d == claim.day).map_or(0.0, |(_, s)| *s);
-        let allowance = (claim.limit - known).max(0.0) * f64::from(self.local_share) / 100.0;
-        let mut health = lock(&self.health);
-        let alone = health.budget_alone.entry((claim.node.clone(), claim.day)).or_insert(0.0);
-        if *alone + claim.amount > allowance {
-            // What the box knows was spent: not the limit, which would keep
-            // the node from the router for the rest of the day, store or not.
-            return Budget::Refused(known + *alone);
-        }
-        *alone += claim.amount;
-        lock(&self.budgets).insert(held, (None, claim.amount));
-        Budget::Granted(None)
-    }
-
-    /// Settles the reservations the router released at their costs.
-    pub fn settle_budgets(self: &Arc<Self>, settled: Vec<Settlement>, now_ms: u64) {
-        for s in settled {
-            let Some((token, amount)) = lock(&self.budgets).remove(&(s.id, s.node.clone())) else { continue };
-            let Some(token) = token else {
-                // Granted alone: the cost counts against the box's share,
-                // and reaches the store when it is back.
-                let mut health = lock(&self.health);
-                if let Some(alone) = health.budget_alone.get_mut(&(s.node.clone(), s.day)) {
-                    *alone += s.cost - amount;
-                }
-                *health.spent_alone.entry((s.node, s.day)).or_insert(0.0) += s.cost;
-                continue;
-            };
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-            let store = self.clone();
-            runtime.spawn(async move {
-                let args = vec![token, s.day.to_string(), s.cost.to_string(), now_ms.to_string()];
-                if store.run(Script::BudgetSettle, vec![store.budget_key(&s.node)], args, now_ms).await.is_err() {
-                    // The reservation lapses in the store; the cost is added when it is back.
-                    *lock(&store.health).spent_alone.entry((s.node, s.day)).or_insert(0.0) += s.cost;
-                }
-            });
-        }
     }
 
     /// The store's state for `status`.
