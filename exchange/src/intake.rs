@@ -238,6 +238,19 @@ pub fn limited_request(
     (!limited.is_empty()).then_some(LimitedRequest { tenant, limited, tokens })
 }
 
+/// What the end of an exchange means for the tokens its request reserved
+/// in a store shared by many routers: the request's id, the tokens it
+/// used (none for a cache hit; `None` when the answer reported no `usage`,
+/// and the reservation stands) and when. `None` for any other event.
+pub fn tokens_used(event: &edge_router::wire::Event) -> Option<(u64, Option<u64>, u64)> {
+    use edge_router::wire::Event;
+    match event {
+        Event::Finished { id, usage, now_ms } => Some((*id, usage.map(|u| u.total()), *now_ms)),
+        Event::CacheHit { id, now_ms } => Some((*id, Some(0), *now_ms)),
+        _ => None,
+    }
+}
+
 /// What a host works out for the router's `Event::Request` besides the
 /// request itself.
 pub struct HostReads<'a> {

@@ -179,11 +179,7 @@ pub fn decided(env: &Env, later: &Later, id: u64, admitted: bool) {
 
 /// An event on its way to the router: the end of an exchange settles its tokens.
 pub fn ended(env: &Env, later: &Later, event: &Event) {
-    let (id, used) = match event {
-        Event::Finished { id, usage, .. } => (*id, usage.map(|u| u.total())),
-        Event::CacheHit { id, .. } => (*id, Some(0)),
-        _ => return,
-    };
+    let Some((id, used, _)) = exchange::intake::tokens_used(event) else { return };
     end(env, later, id, |scopes, reserved| Op::Settle { scopes, reserved, used: used.unwrap_or(reserved) });
 }
 

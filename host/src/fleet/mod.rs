@@ -15,9 +15,9 @@
 //! of each limit; the store is tried again a second later. What the box
 //! counted alone is added to the store's buckets when it is back.
 //!
-//! - [`budget`]: daily budgets held the same way;
-//! - [`resp`]: the store's protocol;
-//! - [`scripts`]: the Lua the store runs.
+//! - `budget`: daily budgets held the same way;
+//! - `resp`: the store's protocol;
+//! - `scripts`: the Lua the store runs.
 
 mod budget;
 mod resp;
@@ -232,10 +232,8 @@ impl FleetStore {
     /// An event on its way to the router: the end of an exchange settles
     /// what its request took.
     pub fn ended(self: &Arc<Self>, event: &Event) {
-        match event {
-            Event::Finished { id, usage, now_ms } => self.settle(*id, usage.map(|u| u.total()), *now_ms, false),
-            Event::CacheHit { id, now_ms } => self.settle(*id, Some(0), *now_ms, false),
-            _ => {}
+        if let Some((id, used, now_ms)) = exchange::intake::tokens_used(event) {
+            self.settle(id, used, now_ms, false);
         }
     }
 
