@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod difficulty;
 pub mod error;
 pub mod facts;
 pub mod geo;

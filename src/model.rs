@@ -7,11 +7,14 @@
 //! one of *its* models). In these cases the request is rewritten to one of the
 //! node's models, which are listed smallest first:
 //!
-//! - requests estimated at or below `model_routing.small_max_tokens`, whose
-//!   type is not in `model_routing.complex_types`, get the smallest model;
-//! - all others get the largest.
+//! - a request whose type is in `model_routing.complex_types` gets the largest;
+//! - with `strategy: tokens` (the default), requests estimated at or below
+//!   `model_routing.small_max_tokens` get the smallest model, others the largest;
+//! - with `strategy: learned`, the hardest `large_share` of requests by their
+//!   difficulty score (see [`crate::difficulty`]) get the largest, others the
+//!   smallest. The router keeps the calibration, so it decides that part.
 
-use crate::config::{ModelRoutingConfig, Node};
+use crate::config::{ModelRoutingConfig, Node, SizeStrategy};
 use crate::facts::RequestFacts;
 
 /// The model name that asks the router to choose.
@@ -26,8 +29,45 @@ pub enum ModelChoice {
     /// `models` (an index: the name is copied only into the forward that
     /// asks for it, not for every node of a fallback chain).
     Rewrite(usize),
+    /// The node's smallest or largest model, as the request's [`Size`]
+    /// decides: resolved with [`ModelChoice::sized`] before the chain is used.
+    BySize,
     /// The node cannot serve the request (`auto` on a node with no models).
     Unsuitable,
+}
+
+/// Which end of a node's models a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// The first (smallest) model.
+    Small,
+    /// The last (largest) model.
+    Large,
+}
+
+impl ModelChoice {
+    /// The choice on `node` once the request's size is known.
+    pub fn sized(self, node: &Node, size: Size) -> Self {
+        match (self, size) {
+            (Self::BySize, Size::Small) => Self::Rewrite(0),
+            (Self::BySize, Size::Large) => Self::Rewrite(node.models.len().saturating_sub(1)),
+            (other, _) => other,
+        }
+    }
+}
+
+/// The size a request gets without a score: the largest model for a type in
+/// `complex_types` (`Some`, whatever the strategy); with `strategy: tokens`,
+/// by its estimated tokens. `None`: the strategy scores it.
+pub fn size_unscored(facts: &RequestFacts, cfg: &ModelRoutingConfig) -> Option<Size> {
+    if cfg.complex_types.contains(&facts.request_type) {
+        return Some(Size::Large);
+    }
+    match cfg.strategy {
+        SizeStrategy::Tokens if facts.estimated_tokens <= cfg.small_max_tokens => Some(Size::Small),
+        SizeStrategy::Tokens => Some(Size::Large),
+        SizeStrategy::Learned => None,
+    }
 }
 
 /// How a node came to be in a request's chain.
@@ -42,7 +82,7 @@ pub enum Reached {
 }
 
 /// Decides the model for `node`.
-pub fn choose_model(node: &Node, facts: &RequestFacts, cfg: &ModelRoutingConfig, reached: Reached) -> ModelChoice {
+pub fn choose_model(node: &Node, facts: &RequestFacts, reached: Reached) -> ModelChoice {
     let requested = facts.model.as_deref().unwrap_or_default();
     let auto = requested == AUTO;
     let may_substitute = match reached {
@@ -53,12 +93,11 @@ pub fn choose_model(node: &Node, facts: &RequestFacts, cfg: &ModelRoutingConfig,
     if !auto && (node.models.iter().any(|m| m == requested) || !may_substitute) {
         return ModelChoice::Keep;
     }
-    let simple = facts.estimated_tokens <= cfg.small_max_tokens && !cfg.complex_types.contains(&facts.request_type);
     match node.models.len() {
         0 if auto => ModelChoice::Unsuitable,
         0 => ModelChoice::Keep,
-        _ if simple => ModelChoice::Rewrite(0),
-        n => ModelChoice::Rewrite(n - 1),
+        1 => ModelChoice::Rewrite(0),
+        _ => ModelChoice::BySize,
     }
 }
 
@@ -136,27 +175,41 @@ mod tests {
     fn auto_picks_smallest_for_short_and_largest_for_long_or_complex() {
         let cfg = ModelRoutingConfig::default();
         let n = node(&["tiny", "mid", "big"], false);
-        let pick = |f| rewritten(&n, choose_model(&n, &f, &cfg, Reached::Default));
+        let pick = |f: RequestFacts| {
+            let size = size_unscored(&f, &cfg).expect("the tokens strategy needs no score");
+            rewritten(&n, choose_model(&n, &f, Reached::Default).sized(&n, size))
+        };
         assert_eq!(pick(facts("auto", 100, "chat")), Some("tiny"));
         assert_eq!(pick(facts("auto", 5000, "chat")), Some("big"));
         assert_eq!(pick(facts("auto", 100, "complex_reasoning")), Some("big"));
         assert_eq!(
-            choose_model(&node(&[], false), &facts("auto", 1, "chat"), &cfg, Reached::Default),
+            choose_model(&node(&[], false), &facts("auto", 1, "chat"), Reached::Default),
             ModelChoice::Unsuitable
         );
+        let one = node(&["only"], false);
+        assert_eq!(
+            choose_model(&one, &facts("auto", 1, "chat"), Reached::Default),
+            ModelChoice::Rewrite(0),
+            "no size to decide"
+        );
+        let learned = ModelRoutingConfig { strategy: SizeStrategy::Learned, ..ModelRoutingConfig::default() };
+        assert_eq!(size_unscored(&facts("auto", 100, "chat"), &learned), None, "learned scores it");
+        assert_eq!(size_unscored(&facts("auto", 100, "complex_reasoning"), &learned), Some(Size::Large));
     }
 
     #[test]
     fn named_models_are_substituted_only_on_small_model_targets_and_fallbacks() {
-        let cfg = ModelRoutingConfig::default();
         let f = facts("gpt-4o", 100, "chat");
         let plain = node(&["llama"], false);
         let small = node(&["qwen-0.5b", "llama-3b"], true);
-        assert_eq!(choose_model(&plain, &f, &cfg, Reached::Default), ModelChoice::Keep);
-        assert_eq!(choose_model(&plain, &f, &cfg, Reached::RuleTarget), ModelChoice::Keep);
-        assert_eq!(rewritten(&plain, choose_model(&plain, &f, &cfg, Reached::RuleFallback)), Some("llama"));
-        assert_eq!(rewritten(&small, choose_model(&small, &f, &cfg, Reached::RuleTarget)), Some("qwen-0.5b"));
+        assert_eq!(choose_model(&plain, &f, Reached::Default), ModelChoice::Keep);
+        assert_eq!(choose_model(&plain, &f, Reached::RuleTarget), ModelChoice::Keep);
+        assert_eq!(rewritten(&plain, choose_model(&plain, &f, Reached::RuleFallback)), Some("llama"));
+        assert_eq!(
+            rewritten(&small, choose_model(&small, &f, Reached::RuleTarget).sized(&small, Size::Small)),
+            Some("qwen-0.5b")
+        );
         let served = facts("llama-3b", 100, "chat");
-        assert_eq!(choose_model(&small, &served, &cfg, Reached::RuleTarget), ModelChoice::Keep);
+        assert_eq!(choose_model(&small, &served, Reached::RuleTarget), ModelChoice::Keep);
     }
 }

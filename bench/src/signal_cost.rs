@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         attempts: 1,
         country: "DE".into(),
         model: None,
+        difficulty: None,
         cache: CacheStatus::Miss,
         panic: false,
         ratelimit: Default::default(),

@@ -169,6 +169,7 @@ pub fn stale_explain(entry: &Entry, country: Option<Country>) -> Explain {
         attempts: 0,
         country: country_label(country),
         model: None,
+        difficulty: None,
         cache: CacheStatus::Stale,
         panic: false,
         ratelimit: Default::default(),

@@ -128,6 +128,7 @@ mod tests {
             attempts: 1,
             country: "DE".into(),
             model: Some("tiny".into()),
+            difficulty: None,
             cache: CacheStatus::Miss,
             panic: false,
             ratelimit: Default::default(),

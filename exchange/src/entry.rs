@@ -187,6 +187,7 @@ mod tests {
             attempts: 0,
             country: "XX".into(),
             model: None,
+            difficulty: None,
             cache: CacheStatus::Hit,
             panic: false,
             ratelimit: Default::default(),

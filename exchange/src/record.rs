@@ -14,7 +14,7 @@ use std::sync::Arc;
 use edge_router::RouterConfig;
 use edge_router::error::{headers, refusal_reason};
 use edge_router::facts::{BodyFacts, Endpoint};
-use edge_router::wire::{BearerToken, Usage};
+use edge_router::wire::{BearerToken, Difficulty, Usage};
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
@@ -128,6 +128,13 @@ pub struct Record {
     pub requested_model: Option<String>,
     /// The model the node was asked for: the rewrite, else the requested one.
     pub served_model: Option<String>,
+    /// The difficulty score that chose the served model's size
+    /// (`model_routing.strategy: learned`), 0 to 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub difficulty: Option<f64>,
+    /// Its tenth of recent traffic, 1 (easiest) to 10 (hardest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub difficulty_band: Option<u8>,
     pub status: u16,
     /// `HIT`, `MISS`, `STALE`, `BYPASS` or `REVALIDATED`.
     pub cache: String,
@@ -160,6 +167,10 @@ impl Record {
     ) -> Self {
         let text = |name: &str| fields.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let rewritten = text(headers::MODEL);
+        let (rewritten, difficulty) = match rewritten.as_deref().map(Difficulty::parse_header) {
+            Some((model, difficulty)) => (Some(model.to_string()), difficulty),
+            None => (None, None),
+        };
         Self {
             id: begun.id,
             start_ms: begun.start_ms,
@@ -171,6 +182,8 @@ impl Record {
             node: text(headers::NODE).unwrap_or_else(|| "-".into()),
             attempts: text(headers::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0),
             served_model: rewritten.or_else(|| begun.requested_model.clone()),
+            difficulty: difficulty.map(|d| f64::from(d.score_milli) / 1000.0),
+            difficulty_band: difficulty.map(|d| d.band),
             requested_model: begun.requested_model,
             status: status.as_u16(),
             cache: text(headers::CACHE).unwrap_or_else(|| "BYPASS".into()),
@@ -335,6 +348,7 @@ mod tests {
             attempts: 2,
             country: "DE".into(),
             model: model.map(str::to_string),
+            difficulty: None,
             cache: CacheStatus::Miss,
             panic: false,
             ratelimit: Default::default(),

@@ -31,6 +31,7 @@ pub fn forward(body: ForwardBody) -> Forward {
         cache: CacheStatus::Bypass,
         panic: false,
         ratelimit: Default::default(),
+        difficulty: None,
     }
 }
 

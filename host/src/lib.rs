@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cache;
 pub mod dashboard;
 pub mod demo;
+pub mod eval;
 pub mod fleet;
 pub mod geoip;
 pub mod idle;

@@ -60,6 +60,15 @@ enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Score labelled prompts (JSON lines with `prompt`, `weak_correct`, `strong_correct`) as
+    /// `model: auto` with `strategy: learned` would, and print APGR and CPT beside the baselines.
+    Eval {
+        /// The labelled prompts, one JSON object a line.
+        file: PathBuf,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show each node's health, load, latency, cost and share of traffic (from the admin API).
     Status {
         /// Print the admin API's JSON instead of a table.
@@ -174,6 +183,13 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&edge_router::config::json_schema()).unwrap_or_default());
             Ok(())
         }
+        Command::Eval { file, json } => edge_router_host::eval::evaluate(&file).map(|e| {
+            if json {
+                println!("{}", e.json());
+            } else {
+                print!("{}", e.table());
+            }
+        }),
         Command::Serve { config, listen, module, watch } => {
             runtime().and_then(|rt| rt.block_on(serve(config, listen, module, watch)))
         }

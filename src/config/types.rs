@@ -432,13 +432,34 @@ pub struct ResidencyConfig {
     pub unknown: Option<String>,
 }
 
+/// How `model: auto` (and a small-model node) chooses between a node's
+/// smallest and largest model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeStrategy {
+    /// By the request's estimated tokens (`small_max_tokens`).
+    #[default]
+    Tokens,
+    /// By the prompt's difficulty score: the hardest `large_share` of
+    /// requests get the largest model (see `docs/model-routing.md`).
+    Learned,
+}
+
+/// The share of requests `strategy: learned` gives the largest model when the config names none.
+pub const DEFAULT_LARGE_SHARE: f64 = 0.3;
+
 /// How models are chosen for `model: auto` and on small-model nodes.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelRoutingConfig {
-    /// Requests estimated at or below this many tokens get the node's smallest model; larger ones its largest.
+    /// How the smallest or the largest model is chosen: `tokens` (the default) or `learned`.
+    pub strategy: SizeStrategy,
+    /// `strategy: learned`: the share of requests, from 0 to 1, that get the
+    /// node's largest model: the highest-scoring ones. Default 0.3.
+    pub large_share: Option<f64>,
+    /// `strategy: tokens`: requests estimated at or below this many tokens get the node's smallest model; larger ones its largest.
     pub small_max_tokens: u64,
-    /// Request types that always get the node's largest model.
+    /// Request types that always get the node's largest model, whatever the strategy.
     pub complex_types: Vec<String>,
     /// When the router sent a request to another model than the one asked
     /// for, give the client back the model it asked for in the answer's
@@ -450,7 +471,13 @@ pub struct ModelRoutingConfig {
 
 impl Default for ModelRoutingConfig {
     fn default() -> Self {
-        Self { small_max_tokens: 1000, complex_types: vec!["complex_reasoning".into()], restore_requested_model: false }
+        Self {
+            strategy: SizeStrategy::Tokens,
+            large_share: None,
+            small_max_tokens: 1000,
+            complex_types: vec!["complex_reasoning".into()],
+            restore_requested_model: false,
+        }
     }
 }
 

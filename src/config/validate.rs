@@ -576,5 +576,15 @@ impl Validator<'_> {
         if m.complex_types.iter().any(|t| t.trim().is_empty()) {
             self.err("model_routing.complex_types", "request types cannot be empty");
         }
+        match (m.strategy, m.large_share) {
+            (SizeStrategy::Tokens, Some(_)) => self.err(
+                "model_routing.large_share",
+                "`large_share` applies to `strategy: learned`; with `strategy: tokens` (the default) `small_max_tokens` decides",
+            ),
+            (SizeStrategy::Learned, Some(share)) if !(0.0..=1.0).contains(&share) => {
+                self.err("model_routing.large_share", format!("must be a share from 0 to 1 (0.3 is 30%), not {share}"))
+            }
+            _ => {}
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::facts::{
 use crate::geo::{Country, JurisdictionId, country_label, permits};
 use crate::hop::{for_each_connection_token, never_forwarded};
 use crate::limits::{Limited, Refusal};
-use crate::model::{ModelChoice, Reached, choose_model, serves};
+use crate::model::{ModelChoice, Reached, Size, choose_model, serves, size_unscored};
 use crate::wire::Header;
 use crate::wire::{
     Action, BearerTokenRef, BodyRef, CacheFill, CacheLookup, CacheStatus, Explain, Fleet, HeaderRef, Notice, RateLimit,
@@ -107,6 +107,7 @@ impl Router {
             return self.models(target, country, id);
         }
 
+        let mut placement = None;
         let (rule, chain, estimated_tokens, fill) = if endpoint == Endpoint::ResponseById {
             // The response object lives on the node that made it: only there.
             let held = response_id_of_path(target).ok_or_else(|| self.unheld(None));
@@ -153,7 +154,7 @@ impl Router {
             let (rule, chain, rule_ttl) = match held.map(|tagged| self.holder(tagged)) {
                 Some(Ok(n)) => {
                     let node = &self.config.nodes[n];
-                    let model = match choose_model(node, &facts, &self.config.model_routing, Reached::Default) {
+                    let model = match choose_model(node, &facts, Reached::Default) {
                         ModelChoice::Unsuitable => ModelChoice::Keep,
                         m => m,
                     };
@@ -162,10 +163,11 @@ impl Router {
                 Some(Err(e)) => return refuse(e, "affinity"),
                 None => self.plan(&facts, random),
             };
-            let chain = match self.residency_filter(chain, jurisdiction) {
+            let mut chain = match self.residency_filter(chain, jurisdiction) {
                 Ok(c) => c,
                 Err(e) => return refuse(e, self.config.rule_label(rule)),
             };
+            placement = self.size_chain(&mut chain, &facts, bytes);
             // A response object is state on its node (`store`), and its id
             // is the client's handle on it: an answer from the cache would
             // hand out one made for another request.
@@ -195,6 +197,7 @@ impl Router {
             next: 0,
             holding: None,
             rewritten_model: None,
+            difficulty: placement.map(crate::wire::Difficulty::from),
             attempts: 0,
             rule,
             country,
@@ -389,6 +392,38 @@ impl Router {
             .map_err(RouterError::BadRequest)
     }
 
+    /// Resolves the chain's [`ModelChoice::BySize`] entries: one size for
+    /// the request, decided once, from its tokens or its difficulty score.
+    /// The score's placement, when one was needed.
+    fn size_chain(
+        &mut self,
+        chain: &mut [(usize, ModelChoice)],
+        facts: &RequestFacts,
+        body: &[u8],
+    ) -> Option<crate::difficulty::Placement> {
+        if !chain.iter().any(|(_, m)| *m == ModelChoice::BySize) {
+            return None;
+        }
+        let routing = &self.config.model_routing;
+        let (size, placement) = match size_unscored(facts, routing) {
+            Some(size) => (size, None),
+            None => {
+                let scorer = crate::difficulty::Scorer::trained();
+                // The body parsed once already (into `facts`): it is JSON.
+                let score = crate::difficulty::prompt_of(body).map_or(0.0, |text| scorer.score(&text));
+                let calibrator =
+                    self.calibrator.get_or_insert_with(|| crate::difficulty::Calibrator::seeded(scorer.quantiles()));
+                let placement = calibrator.place(score);
+                let share = routing.large_share.unwrap_or(crate::config::DEFAULT_LARGE_SHARE);
+                (if placement.large(share) { Size::Large } else { Size::Small }, Some(placement))
+            }
+        };
+        for (node, choice) in chain.iter_mut() {
+            *choice = choice.clone().sized(&self.config.nodes[*node], size);
+        }
+        placement
+    }
+
     /// Picks the rule (or default strategy) and orders its nodes. A rule's
     /// canary goes first for its share of requests and is left out of the rest.
     #[allow(clippy::type_complexity)]
@@ -428,7 +463,7 @@ impl Router {
             .chain(fallback.iter().filter(|&&n| Some(n) != canary.map(|c| c.0)).map(|&n| (n, Reached::RuleFallback)))
             // A node whose API lacks the endpoint (embeddings at Anthropic) is passed over.
             .filter(|&(n, _)| cfg.nodes[n].api.serves(facts.endpoint))
-            .map(|(n, reached)| (n, choose_model(&cfg.nodes[n], facts, &cfg.model_routing, reached)))
+            .map(|(n, reached)| (n, choose_model(&cfg.nodes[n], facts, reached)))
             .filter(|(_, m)| *m != ModelChoice::Unsuitable)
             .collect();
         (label, chain, rule.and_then(|r| r.cache_ttl))

@@ -106,6 +106,7 @@ impl Router {
             cache: ex.cache,
             panic: panic.is_some(),
             ratelimit: ex.ratelimit,
+            difficulty: ex.difficulty,
         })
     }
 
@@ -271,6 +272,7 @@ pub(super) fn delivery_explain(config: &RouterConfig, ex: &Exchange, node: Optio
     Explain {
         node: node.map_or("-", |n| &n.id).to_string(),
         model: node.zip(ex.rewritten_model).map(|(n, m)| n.models[m].clone()),
+        difficulty: ex.difficulty,
         rule: config.rule_label(ex.rule).to_string(),
         attempts: ex.attempts,
         country: country_label(ex.country),

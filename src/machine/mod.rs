@@ -76,6 +76,9 @@ struct Exchange {
     /// The model the current attempt asked for, when it was rewritten: its
     /// index in the `models` of the node the exchange is `holding`.
     rewritten_model: Option<usize>,
+    /// Where the request's difficulty score placed it, when
+    /// `strategy: learned` chose its model's size.
+    difficulty: Option<crate::wire::Difficulty>,
     attempts: u32,
     /// What chose the chain: the `x-edge-rule` label, by reference.
     rule: RuleRef,
@@ -233,6 +236,9 @@ pub struct Router {
     recording_settlements: bool,
     /// The last attempt's reservation at a budgeted node, while recording.
     claim: Option<BudgetClaim>,
+    /// Where recent difficulty scores fall (`model_routing.strategy:
+    /// learned`), made at the first request scored; kept across reloads.
+    calibrator: Option<crate::difficulty::Calibrator>,
 }
 
 impl Router {
@@ -257,6 +263,7 @@ impl Router {
             // A fleet's shared ledger (`state.redis`) needs them.
             recording_settlements: shared_ledger,
             claim: None,
+            calibrator: None,
         }
     }
 

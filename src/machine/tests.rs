@@ -445,3 +445,72 @@ fn a_failed_attempt_goes_elsewhere_only_as_its_retry_type_allows() {
     }));
     assert!(message.contains("its body was streamed through and is gone"), "{message}");
 }
+
+#[test]
+fn learned_sizing_sends_the_hardest_share_to_the_largest_model_and_says_so() {
+    let config = |routing: &str| {
+        format!(
+            "nodes:\n  - {{id: n, type: local, host: \"http://n\", models: [tiny, mid, huge]}}\nmodel_routing: {{{routing}}}\n"
+        )
+    };
+    let ask = |r: &mut Router, id: u64, prompt: &str, kind: Option<&str>| {
+        let mut event = request(id, "US", "auto", 0);
+        if let Event::Request { body, headers, .. } = &mut event {
+            let json = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": prompt}]});
+            *body = crate::wire::RequestBody::Buffered(json.to_string().into_bytes());
+            headers.extend(kind.map(|k| Header::new("x-request-type", k)));
+        }
+        match r.handle(event) {
+            Action::Forward(f) => {
+                let explain = f.explain(r.config(), None).expect("the node is in the config");
+                let header = explain.headers().into_iter().find(|h| h.name == "x-edge-model");
+                let header = header.map(|h| String::from_utf8(h.value.to_vec()).expect("header values are text"));
+                (f.body, header)
+            }
+            other => panic!("expected a forward, got {other:?}"),
+        }
+    };
+    let easy = "False analogy is another name for which fallacy?\nA. Over generalization\nB. Composition\nC. Concomitance\nD. Hasty generalization\nAnswer:";
+    let hard = "Janet had 22 green pens and 10 yellow pens. Then she bought 6 bags of blue pens and 2 bags of red pens. There were 9 pens in each bag of blue and 6 pens in each bag of red. How many pens does Janet have now?";
+
+    let mut r = router(&config("strategy: learned, large_share: 0.3"));
+    let (body, header) = ask(&mut r, 1, hard, None);
+    assert_eq!(body, ForwardBody::RewriteModel("huge".into()), "a word problem is in the hardest 30%");
+    let header = header.expect("a rewrite is explained");
+    let (model, difficulty) = crate::wire::Difficulty::parse_header(&header);
+    let difficulty = difficulty.unwrap_or_else(|| panic!("the score is shown: {header}"));
+    assert_eq!(model, "huge");
+    assert!(difficulty.band >= 8 && difficulty.score_milli > 250, "{header}");
+    let (body, header) = ask(&mut r, 2, easy, None);
+    assert_eq!(body, ForwardBody::RewriteModel("tiny".into()), "{header:?}");
+    assert!(header.is_some_and(|h| h.starts_with("tiny; score=0.") && h.contains("band=1")));
+    // An explicit complex type still gets the largest, without a score.
+    let (body, header) = ask(&mut r, 3, easy, Some("complex_reasoning"));
+    assert_eq!((body, header.as_deref()), (ForwardBody::RewriteModel("huge".into()), Some("huge")));
+
+    // The share is the operator's: none, or all.
+    let mut none = router(&config("strategy: learned, large_share: 0"));
+    assert_eq!(ask(&mut none, 1, hard, None).0, ForwardBody::RewriteModel("tiny".into()));
+    let mut all = router(&config("strategy: learned, large_share: 1"));
+    assert_eq!(ask(&mut all, 1, easy, None).0, ForwardBody::RewriteModel("huge".into()));
+    // The tokens strategy (the default) sends both short prompts to the smallest, with no score.
+    let mut tokens = router(&config("small_max_tokens: 1000"));
+    assert_eq!(ask(&mut tokens, 1, hard, None), (ForwardBody::RewriteModel("tiny".into()), Some("tiny".into())));
+}
+
+#[test]
+fn large_share_is_checked_where_it_is_written() {
+    let load = |routing: &str| {
+        let yaml = format!(
+            "nodes:\n  - {{id: n, type: local, host: \"http://n\", models: [a, b]}}\nmodel_routing: {routing}\n"
+        );
+        RouterConfig::load("t.yaml", &yaml).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let e = load("{large_share: 0.3}").unwrap_err();
+    assert!(e.contains("t.yaml:3:17") && e.contains("applies to `strategy: learned`"), "{e}");
+    let e = load("{strategy: learned, large_share: 30}").unwrap_err();
+    assert!(e.contains("model_routing.large_share") && e.contains("from 0 to 1"), "{e}");
+    let e = load("{strategy: smart}").unwrap_err();
+    assert!(e.contains("tokens") && e.contains("learned"), "{e}");
+    assert_eq!(load("{strategy: learned}"), Ok(()));
+}

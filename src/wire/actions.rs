@@ -62,6 +62,8 @@ pub struct Forward {
     pub panic: bool,
     /// The caller's rate limits as the request left them (`x-ratelimit-*`).
     pub ratelimit: RateLimit,
+    /// The request's difficulty score, if one chose its model's size (shown with a rewritten model).
+    pub difficulty: Option<Difficulty>,
 }
 
 /// What chose a request's nodes, by reference: the label it stands for
@@ -109,6 +111,7 @@ impl Forward {
                 ForwardBody::RewriteModel(model) => Some(model.clone()),
                 ForwardBody::Original => None,
             },
+            difficulty: self.difficulty,
             cache: self.cache,
             panic: self.panic,
             ratelimit: self.ratelimit,
@@ -198,6 +201,10 @@ pub struct Explain {
     pub country: String,
     /// The model the request was rewritten to, if it was.
     pub model: Option<String>,
+    /// The difficulty score that chose the model's size
+    /// (`model_routing.strategy: learned`), shown after the model when the
+    /// request was rewritten: `x-edge-model: big; score=0.412; band=9`.
+    pub difficulty: Option<Difficulty>,
     /// What the edge cache did (`x-edge-cache`).
     pub cache: CacheStatus,
     /// Whether the node was used although its breaker was open, because
@@ -217,6 +224,7 @@ impl Explain {
             attempts,
             country,
             model: None,
+            difficulty: None,
             cache: CacheStatus::Bypass,
             panic: false,
             ratelimit: RateLimit::default(),
@@ -230,8 +238,10 @@ impl Explain {
         f(headers::RULE, &self.rule);
         f(headers::ATTEMPTS, &self.attempts.to_string());
         f(headers::COUNTRY, &self.country);
-        if let Some(model) = &self.model {
-            f(headers::MODEL, model);
+        match (&self.model, self.difficulty) {
+            (Some(model), Some(d)) => f(headers::MODEL, &format!("{model}; {d}")),
+            (Some(model), None) => f(headers::MODEL, model),
+            (None, _) => {}
         }
         f(headers::CACHE, self.cache.as_str());
         if self.panic {
@@ -245,6 +255,41 @@ impl Explain {
         let mut list = Vec::with_capacity(6);
         self.for_each_header(|name, value| list.push(Header::new(name, value)));
         list
+    }
+}
+
+/// Where a request's difficulty score placed it among recent requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difficulty {
+    /// The score, in thousandths (0 to 1000).
+    pub score_milli: u16,
+    /// Its tenth of recent traffic, 1 (easiest) to 10 (hardest).
+    pub band: u8,
+}
+
+impl Difficulty {
+    /// Reads the parameters [`Display`](std::fmt::Display) writes after the
+    /// model in `x-edge-model`: the model, and the difficulty if shown.
+    pub fn parse_header(value: &str) -> (&str, Option<Self>) {
+        let mut parts = value.split(';').map(str::trim);
+        let model = parts.next().unwrap_or_default();
+        let (mut score, mut band) = (None, None);
+        for part in parts {
+            match part.split_once('=') {
+                Some(("score", v)) => score = v.parse::<f64>().ok().filter(|s| (0.0..=1.0).contains(s)),
+                Some(("band", v)) => band = v.parse::<u8>().ok().filter(|b| (1..=10).contains(b)),
+                _ => {}
+            }
+        }
+        // A score of 0 to 1 in thousandths is 0 to 1000: within u16.
+        let difficulty = score.zip(band).map(|(s, band)| Self { score_milli: (s * 1000.0).round() as u16, band });
+        (model, difficulty)
+    }
+}
+
+impl std::fmt::Display for Difficulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "score={}.{:03}; band={}", self.score_milli / 1000, self.score_milli % 1000, self.band)
     }
 }
 

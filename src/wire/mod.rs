@@ -23,4 +23,4 @@ pub use request::*;
 /// (`er_abi_version`) and the edge box refuses a module of another one, at
 /// start and at reload. It changes whenever the messages or the exported
 /// functions change.
-pub const ABI_VERSION: u32 = 15;
+pub const ABI_VERSION: u32 = 16;

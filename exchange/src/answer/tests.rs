@@ -35,6 +35,7 @@ fn hit() -> Explain {
         attempts: 0,
         country: "DE".into(),
         model: None,
+        difficulty: None,
         cache: CacheStatus::Hit,
         panic: false,
         ratelimit: Default::default(),

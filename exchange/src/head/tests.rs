@@ -22,6 +22,7 @@ fn explain() -> Explain {
         attempts: 1,
         country: "XX".into(),
         model: None,
+        difficulty: None,
         cache: CacheStatus::Miss,
         panic: false,
         ratelimit: Default::default(),

@@ -32,6 +32,7 @@ fn capture() -> Capture {
         attempts: 1,
         country: "XX".into(),
         model: None,
+        difficulty: None,
         cache: CacheStatus::Miss,
         panic: false,
         ratelimit: Default::default(),
