@@ -17,6 +17,12 @@
 //! first), passes the digest, the body's facts and only the headers the
 //! router reads, encodes the request and decodes the reply.
 //!
+//! With `DECISION_COST_AUTO_PROMPT=N` the requests ask for `model: auto`
+//! with a user prompt of N bytes (a question in English prose), and every
+//! forward must rewrite the model: run it on a config with
+//! `model_routing.strategy: learned` and on the same config without to see
+//! what scoring the prompt costs (`bench/difficulty.sh` does).
+//!
 //! Usage: decision-cost [CONFIG] [MODULE]
 #![allow(clippy::disallowed_methods)]
 
@@ -43,7 +49,10 @@ const KEY: &str = "sk-demo-vip";
 /// edge box holds it once hyper has parsed it. Built before the clock starts:
 /// what is timed is what the edge box does from here on.
 fn request(id: u64) -> Event {
-    let body = br#"{"model":"llama-3-8b","stream":false,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise the attached paragraph in one sentence, please."}]}"#;
+    let body = match auto_prompt() {
+        Some(bytes) => auto_body(bytes),
+        None => br#"{"model":"llama-3-8b","stream":false,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise the attached paragraph in one sentence, please."}]}"#.to_vec(),
+    };
     let headers = [
         ("host", "edge.example"),
         ("accept-encoding", "gzip, deflate"),
@@ -69,7 +78,7 @@ fn request(id: u64) -> Event {
         headers: headers.into_iter().map(|(name, value)| Header::new(name, value)).collect(),
         country: Some("DE".into()),
         client: None,
-        body: RequestBody::Buffered(body.to_vec()),
+        body: RequestBody::Buffered(body),
         now_ms: 1_700_000_000_000 + id,
         random: id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         key_sha256: None,
@@ -77,6 +86,24 @@ fn request(id: u64) -> Event {
         token: None,
         fleet: None,
     }
+}
+
+/// `DECISION_COST_AUTO_PROMPT`: the size of an `auto` request's prompt, in bytes.
+fn auto_prompt() -> Option<usize> {
+    static BYTES: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| std::env::var("DECISION_COST_AUTO_PROMPT").ok().and_then(|n| n.parse().ok()))
+}
+
+/// A chat body asking for `model: auto` whose user turn is `bytes` of prose
+/// (with the line breaks and digits a real question has).
+fn auto_body(bytes: usize) -> Vec<u8> {
+    const PROSE: &str = "A farmer has 3 fields of 12.5 hectares each.\nThe first yields 4 tonnes of wheat per hectare, \
+        the second 20% less, and the third is left fallow this year. Which of the following is the total harvest, \
+        and how would the answer change if the fallow field were planted with barley yielding 3 tonnes per hectare? ";
+    let prompt: String = PROSE.chars().cycle().take(bytes).collect();
+    let body = serde_json::json!({"model": "auto", "stream": false, "messages": [
+        {"role": "system", "content": "You are terse."}, {"role": "user", "content": prompt}]});
+    body.to_string().into_bytes()
 }
 
 /// `request` borrowed, as the router reads it. With `host`, the config the
@@ -124,7 +151,11 @@ fn round(requests: &[Event], handle: &mut dyn FnMut(&Event) -> Action, defer: &m
     for request in requests {
         let Event::Request { id, .. } = *request else { unreachable!("built by `request`") };
         match handle(request) {
-            Action::Forward(f) => assert!(!f.asks_about(200)),
+            Action::Forward(f) => {
+                assert!(!f.asks_about(200));
+                let rewritten = matches!(f.body, edge_router::wire::ForwardBody::RewriteModel(_));
+                assert!(rewritten || auto_prompt().is_none(), "an `auto` request is rewritten");
+            }
             other => panic!("expected a forward, got {other:?}"),
         }
         defer(&Event::ResponseHead { id, status: 200, retry_after_s: None, now_ms: 1_700_000_000_100 + id });

@@ -26,48 +26,68 @@ pub const NAMES: [&str; COUNT] = [
     "ln_money_marks",
 ];
 
-/// Counts over a prompt's bytes. A word is a run of ASCII letters and digits
-/// and non-ASCII bytes; a number is a word of digits only, an alphabetic word
-/// one of ASCII letters only.
+/// What a byte counts as. The first four make words.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Class {
+    NonAscii,
+    Digit,
+    Upper,
+    Lower,
+    Math,
+    Newline,
+    Question,
+    Code,
+    Money,
+    Other,
+}
+
+const CLASSES: usize = 10;
+
+/// Each byte's [`Class`], looked up rather than matched: the loop over a
+/// prompt's bytes is most of the scorer's time.
+static CLASS_OF: [Class; 256] = {
+    let mut table = [Class::Other; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            0x80.. => Class::NonAscii,
+            b'0'..=b'9' => Class::Digit,
+            b'A'..=b'Z' => Class::Upper,
+            b'a'..=b'z' => Class::Lower,
+            b'=' | b'+' | b'*' | b'/' | b'^' | b'<' | b'>' | b'\\' => Class::Math,
+            b'\n' => Class::Newline,
+            b'?' => Class::Question,
+            b'{' | b'}' | b'[' | b']' | b';' | b'`' => Class::Code,
+            b'$' | b'%' => Class::Money,
+            _ => Class::Other,
+        };
+        b += 1;
+    }
+    table
+};
+
+/// Words, as the features count them: a word is a run of ASCII letters and
+/// digits and non-ASCII bytes; a number is a word of digits only, an
+/// alphabetic word one of ASCII letters only.
 #[derive(Default)]
-struct Counts {
-    digits: u64,
-    math_marks: u64,
-    lines: u64,
-    questions: u64,
-    code: u64,
-    non_ascii: u64,
-    upper: u64,
-    letters: u64,
-    money: u64,
-    words: u64,
+struct Words {
+    all: u64,
     numbers: u64,
-    alpha_words: u64,
+    alpha: u64,
     alpha_letters: u64,
-    long_words: u64,
+    long: u64,
 }
 
-/// The word being read: its length, and how many of its bytes are digits
-/// and ASCII letters.
-#[derive(Default)]
-struct Word {
-    len: u64,
-    digits: u64,
-    letters: u64,
-}
-
-impl Counts {
-    fn end_word(&mut self, word: &Word) {
-        self.words += 1;
-        if word.digits == word.len {
-            self.numbers += 1;
-        }
-        if word.letters == word.len {
-            self.alpha_words += 1;
-            self.alpha_letters += word.len;
-            if word.len >= 9 {
-                self.long_words += 1;
-            }
+impl Words {
+    /// Counts the word that just ended: `len` bytes, of which `digits` digits and `letters` ASCII letters.
+    fn end(&mut self, len: u64, digits: u64, letters: u64) {
+        self.all += 1;
+        self.numbers += u64::from(digits == len);
+        if letters == len {
+            self.alpha += 1;
+            self.alpha_letters += len;
+            self.long += u64::from(len >= 9);
         }
     }
 }
@@ -90,74 +110,62 @@ fn share(part: u64, whole: u64) -> f64 {
 /// The features of `text`, in the order of [`NAMES`].
 pub fn features(text: &str) -> [f64; COUNT] {
     let bytes = text.as_bytes();
-    let mut c = Counts::default();
-    let mut word = Word::default();
-    for &b in bytes {
-        match b {
-            0x80.. => c.non_ascii += 1,
-            b'0'..=b'9' => c.digits += 1,
-            b'A'..=b'Z' => {
-                c.upper += 1;
-                c.letters += 1;
+    let mut counts = [0u64; CLASSES];
+    let mut words = Words::default();
+    // The word being read: its length, and how many of its bytes are digits and ASCII letters.
+    let (mut len, mut digits, mut letters) = (0u64, 0u64, 0u64);
+    // Multiple-choice options, and the bytes before the first (all of them if none).
+    let mut choices = u64::from(is_choice_line(bytes));
+    let mut question = if choices > 0 { 0 } else { bytes.len() as u64 };
+    for (i, &b) in bytes.iter().enumerate() {
+        let class = CLASS_OF[usize::from(b)];
+        counts[class as usize] += 1;
+        match class {
+            Class::NonAscii | Class::Digit | Class::Upper | Class::Lower => {
+                len += 1;
+                digits += u64::from(matches!(class, Class::Digit));
+                letters += u64::from(matches!(class, Class::Upper | Class::Lower));
             }
-            b'a'..=b'z' => c.letters += 1,
-            b'=' | b'+' | b'*' | b'/' | b'^' | b'<' | b'>' | b'\\' => c.math_marks += 1,
-            b'\n' => c.lines += 1,
-            b'?' => c.questions += 1,
-            b'{' | b'}' | b'[' | b']' | b';' | b'`' => c.code += 1,
-            b'$' | b'%' => c.money += 1,
-            _ => {}
-        }
-        if b >= 0x80 || b.is_ascii_alphanumeric() {
-            word.len += 1;
-            if b.is_ascii_digit() {
-                word.digits += 1;
-            } else if b < 0x80 {
-                word.letters += 1;
+            _ => {
+                if len > 0 {
+                    words.end(len, digits, letters);
+                    (len, digits, letters) = (0, 0, 0);
+                }
+                if matches!(class, Class::Newline) && is_choice_line(&bytes[i + 1..]) {
+                    if choices == 0 {
+                        question = i as u64 + 1;
+                    }
+                    choices += 1;
+                }
             }
-        } else if word.len > 0 {
-            c.end_word(&word);
-            word = Word::default();
         }
     }
-    if word.len > 0 {
-        c.end_word(&word);
+    if len > 0 {
+        words.end(len, digits, letters);
     }
 
+    let count = |c: Class| counts[c as usize];
     let n = bytes.len() as u64;
-    let mut choices = 0u64;
-    let mut question = n;
-    let mut offset = 0u64;
-    for line in bytes.split(|&b| b == b'\n') {
-        if is_choice_line(line) {
-            if choices == 0 {
-                question = offset;
-            }
-            choices += 1;
-        }
-        offset += line.len() as u64 + 1;
-    }
-
-    let (mean_word_len, long_word_share) = match c.alpha_words {
+    let (mean_word_len, long_word_share) = match words.alpha {
         0 => (0.0, 0.0),
-        words => (c.alpha_letters as f64 / words as f64 / 10.0, share(c.long_words, words)),
+        alpha => (words.alpha_letters as f64 / alpha as f64 / 10.0, share(words.long, alpha)),
     };
     [
         ln1p(n),
-        ln1p(c.words),
-        share(c.digits, n),
-        ln1p(c.numbers),
-        ln1p(c.math_marks),
-        ln1p(c.lines),
+        ln1p(words.all),
+        share(count(Class::Digit), n),
+        ln1p(words.numbers),
+        ln1p(count(Class::Math)),
+        ln1p(count(Class::Newline)),
         ln1p(choices),
         ln1p(question),
         mean_word_len,
         long_word_share,
-        ln1p(c.questions),
-        ln1p(c.code),
-        share(c.non_ascii, n),
-        share(c.upper, c.letters),
-        ln1p(c.money),
+        ln1p(count(Class::Question)),
+        ln1p(count(Class::Code)),
+        share(count(Class::NonAscii), n),
+        share(count(Class::Upper), count(Class::Upper) + count(Class::Lower)),
+        ln1p(count(Class::Money)),
     ]
 }
 

@@ -248,6 +248,37 @@ nodes:
   }
 });
 
+test("model: auto with strategy: learned gives a word problem the largest model and says its score", async () => {
+  const a = await scriptedOrigin("a");
+  const text = `model_routing: {strategy: learned, large_share: 0.3}
+nodes:
+  - {id: a, type: cloud, host: "${a.url}", models: [mini, maxi]}
+`;
+  const logs = [];
+  const mf = await startWorker({ config: text, logs });
+  const ask = (content, extra = {}) =>
+    send(mf, { country: "US", body: JSON.stringify({ model: "auto", messages: [{ role: "user", content }], ...extra }) });
+  try {
+    const hard = await ask("Janet had 22 green pens and 10 yellow pens. Then she bought 6 bags of blue pens and 2 bags of red pens. There were 9 pens in each bag of blue and 6 pens in each bag of red. How many pens does Janet have now?");
+    assert.equal(hard.status, 200, hard.text);
+    assert.match(hard.headers.get("x-edge-model"), /^maxi; score=0\.\d{3}; band=(8|9|10)$/);
+    const easy = await ask("False analogy is another name for which fallacy?\nA. Over generalization\nB. Composition\nC. Concomitance\nD. Hasty generalization\nAnswer:", { stream: true });
+    assert.equal(easy.status, 200, easy.text);
+    assert.match(easy.headers.get("x-edge-model"), /^mini; score=0\.\d{3}; band=[1-3]$/);
+    assert.deepEqual((await a.seen()).map((r) => JSON.parse(r.body).model), ["maxi", "mini"]);
+    let records = [];
+    for (let i = 0; i < 100 && records.length < 2; i++) {
+      records = logs.filter((l) => l.includes('"request_id"')).map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+      if (records.length < 2) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual(records.map((r) => [r.served_model, r.difficulty_band >= 8]), [["maxi", true], ["mini", false]]);
+    assert.ok(records.every((r) => r.difficulty > 0 && r.difficulty < 1), logs.join("\n"));
+  } finally {
+    await mf.dispose();
+    a.close();
+  }
+});
+
 test("a panic in the router is reported and answered with a JSON 500; the next request works", async () => {
   const a = await scriptedOrigin("a");
   const mf = await startWorker({ config: config([node("a", a.url)]), bindings: { EDGE_ROUTER_PANIC_PATH: "/v1/panic" } });
