@@ -27,11 +27,20 @@ const CLK_TCK = 100;
 // The project's fake OpenAI origin (fake-origin/), as a process: a chat completion for every request.
 const origin = await scriptedOrigin("origin", {});
 const originUrl = origin.url;
-const routerConfig = JSON.stringify({
-  nodes: [{ id: "origin", type: "cloud", host: originUrl, models: ["m"] }],
+// AUTO=N: requests ask for `model: auto` with a user turn of N bytes of prose, and the
+// router (model_routing.strategy: learned) is measured beside `tokens`, the same build
+// with the default strategy: the difference is what scoring the prompt costs.
+const AUTO = Number(process.env.AUTO ?? 0);
+const routerConfigOf = (routing) => JSON.stringify({
+  nodes: [{ id: "origin", type: "cloud", host: originUrl, models: AUTO ? ["small", "large"] : ["m"] }],
   routing: { rules: [{ name: "all", match: { type: "*" }, target: "origin" }] },
+  ...(routing ? { model_routing: routing } : {}),
 });
-const body = JSON.stringify({ model: "m", messages: [{ role: "user", content: "Say hello to the benchmark." }], max_tokens: 16 });
+const routerConfig = routerConfigOf(AUTO ? { strategy: "learned" } : null);
+const PROSE = "A farmer has 3 fields of 12.5 hectares each.\nThe first yields 4 tonnes of wheat per hectare, the second 20% less, and the third is left fallow this year. Which of the following is the total harvest, and how would the answer change if the fallow field were planted with barley yielding 3 tonnes per hectare? ";
+const body = AUTO
+  ? JSON.stringify({ model: "auto", messages: [{ role: "system", content: "You are terse." }, { role: "user", content: PROSE.repeat(Math.ceil(AUTO / PROSE.length)).slice(0, AUTO) }], max_tokens: 16 })
+  : JSON.stringify({ model: "m", messages: [{ role: "user", content: "Say hello to the benchmark." }], max_tokens: 16 });
 // Clients' SDKs declare their JSON bodies' length; Miniflare would send a
 // body without one chunked. CHUNKED=1 measures that case: the Worker then
 // reads the body chunk by chunk to hold it to its size limit.
@@ -54,6 +63,10 @@ const prepare = {
   router: async (mf) => (await mf.getKVNamespace("CONFIG")).put("config", routerConfig),
   passthrough: async () => {},
 };
+if (AUTO) {
+  options.tokens = options.router;
+  prepare.tokens = async (mf) => (await mf.getKVNamespace("CONFIG")).put("config", routerConfigOf({ strategy: "tokens" }));
+}
 // BEFORE_DIST: another build's dist/ (say, of the commit before a change),
 // measured in the same rounds as `before`, for a before/after figure.
 const BEFORE = process.env.BEFORE_DIST;
@@ -143,6 +156,10 @@ const cpu = (n) => median(results[n].cpu);
 console.log(`router / passthrough CPU per request: ${(cpu("router") / cpu("passthrough")).toFixed(2)}x (router adds ${(cpu("router") - cpu("passthrough")).toFixed(0)} µs)`);
 const extra = median(results.router.start) - median(results.passthrough.start);
 console.log(`module instantiation (router start beyond the pass-through's): ${extra.toFixed(0)} ms; wasm module ${(wasm.length / 1024).toFixed(0)} KiB`);
+if (AUTO) {
+  const paired = results.router.cpu.map((c, i) => c - results.tokens.cpu[i]).sort((a, b) => a - b);
+  console.log(`learned (router) - tokens CPU per request, ${AUTO}-byte prompt: ${(cpu("router") - cpu("tokens")).toFixed(1)} µs (medians); paired by round: median ${median(paired).toFixed(1)} µs, range ${paired[0].toFixed(1)} to ${paired.at(-1).toFixed(1)}`);
+}
 if (BEFORE) {
   const paired = results.router.cpu.map((c, i) => c / results.before.cpu[i]).sort((a, b) => a - b);
   console.log(`router / before CPU per request: ${(cpu("router") / cpu("before")).toFixed(2)}x (medians); paired by round: median ${median(paired).toFixed(2)}x, range ${paired[0].toFixed(2)}-${paired.at(-1).toFixed(2)}x`);

@@ -3,7 +3,8 @@
 # then bench/worker.mjs (cold start, wasm compile, workerd CPU per request of
 # the router against a plain pass-through Worker, in the same run).
 # Knobs: ROUNDS (5), REQUESTS (2000), CONCURRENCY (8); BEFORE_DIST=path/to/dist
-# measures another build's upload in the same rounds, for before/after figures.
+# measures another build's upload in the same rounds, for before/after figures; AUTO=1024
+# sends `model: auto` requests with a 1 KiB prompt and measures strategy: learned against tokens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/worker-bundle.sh | grep -E '^(Total Upload|worker-upload-gzip-kib)'

@@ -124,11 +124,17 @@ impl Calibrator {
         Self { recent, sorted }
     }
 
-    /// Places `score` among the recent ones, then counts it in.
-    pub fn place(&mut self, score: f64) -> Placement {
+    /// Places `score` among the recent ones, then counts it in. Among
+    /// equal scores the place is drawn with `random` (uniform): when many
+    /// requests score the same (one prompt sent over and over), the share
+    /// given the largest model still holds.
+    pub fn place(&mut self, score: f64, random: u64) -> Placement {
         let below = self.sorted.partition_point(|&s| s < score);
-        let rank = below as f64 / self.sorted.len().max(1) as f64;
-        let band = (below * 10 / self.sorted.len().max(1)).min(9) as u8 + 1;
+        let equal = self.sorted[below..].partition_point(|&s| s <= score);
+        // The top 53 bits of `random`, as a fraction in [0, 1).
+        let draw = (random >> 11) as f64 / (1u64 << 53) as f64;
+        let rank = (below as f64 + draw * equal as f64) / self.sorted.len().max(1) as f64;
+        let band = ((rank * 10.0) as u8).min(9) + 1;
         if self.recent.len() >= WINDOW
             && let Some(oldest) = self.recent.pop_front()
         {
@@ -362,7 +368,11 @@ mod tests {
         let mut calibrator = Calibrator::seeded(&scorer.quantiles);
         let share = 0.3;
         let large_in = |calibrator: &mut Calibrator, scores: &mut dyn Iterator<Item = f64>, n: usize| {
-            scores.take(n).filter(|&s| calibrator.place(s).large(share)).count()
+            scores
+                .take(n)
+                .enumerate()
+                .filter(|&(i, s)| calibrator.place(s, (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).large(share))
+                .count()
         };
         // Traffic like training's: about the share from the first request.
         let training: Vec<f64> = scorer.quantiles.clone();
@@ -376,7 +386,25 @@ mod tests {
         let settled = large_in(&mut calibrator, &mut hard, 1000);
         assert!(turning > 300, "the window adapts over its length: {turning}");
         assert!((280..=320).contains(&settled), "once the window holds the new mix, 30% again: {settled}");
-        let p = calibrator.place(f64::MAX);
+        let p = calibrator.place(f64::MAX, 0);
         assert_eq!((p.band, p.large(0.0), p.large(1.0)), (10, false, true));
+    }
+
+    #[test]
+    fn one_prompt_sent_over_and_over_still_gets_the_share() {
+        let mut calibrator = Calibrator::seeded(Scorer::trained().quantiles());
+        let mut random = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            // xorshift64: a uniform draw per request, as hosts give the router.
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            random
+        };
+        for _ in 0..WINDOW {
+            calibrator.place(0.213, next());
+        }
+        let large = (0..1000).filter(|_| calibrator.place(0.213, next()).large(0.3)).count();
+        assert!((250..=350).contains(&large), "{large} of 1000 equal scores large");
     }
 }

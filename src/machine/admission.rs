@@ -27,6 +27,9 @@ use crate::wire::{
 /// those it never sees ([`never_forwarded`]): the ones the client's
 /// `Connection` header names. Usually none (a bare `keep-alive` names only a
 /// hop-by-hop header), and then nothing is allocated.
+/// Salts the request's `random` for placing a difficulty score among equal ones.
+const TIE_SALT: u64 = 0x7469_6573_2d61_7574;
+
 pub(super) fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
     let mut names = Vec::new();
     for_each_connection_token(named(headers, "connection"), |t| {
@@ -167,7 +170,7 @@ impl Router {
                 Ok(c) => c,
                 Err(e) => return refuse(e, self.config.rule_label(rule)),
             };
-            placement = self.size_chain(&mut chain, &facts, bytes);
+            placement = self.size_chain(&mut chain, &facts, bytes, random);
             // A response object is state on its node (`store`), and its id
             // is the client's handle on it: an answer from the cache would
             // hand out one made for another request.
@@ -393,13 +396,15 @@ impl Router {
     }
 
     /// Resolves the chain's [`ModelChoice::BySize`] entries: one size for
-    /// the request, decided once, from its tokens or its difficulty score.
-    /// The score's placement, when one was needed.
+    /// the request, decided once, from its tokens or its difficulty score
+    /// (`random` places it among equal scores). The score's placement, when
+    /// one was needed.
     fn size_chain(
         &mut self,
         chain: &mut [(usize, ModelChoice)],
         facts: &RequestFacts,
         body: &[u8],
+        random: u64,
     ) -> Option<crate::difficulty::Placement> {
         if !chain.iter().any(|(_, m)| *m == ModelChoice::BySize) {
             return None;
@@ -413,7 +418,8 @@ impl Router {
                 let score = crate::difficulty::prompt_of(body).map_or(0.0, |text| scorer.score(&text));
                 let calibrator =
                     self.calibrator.get_or_insert_with(|| crate::difficulty::Calibrator::seeded(scorer.quantiles()));
-                let placement = calibrator.place(score);
+                // Salted: canaries and weights draw on `random` too, and ties need not follow them.
+                let placement = calibrator.place(score, origin_fallback::mix64(random ^ TIE_SALT));
                 let share = routing.large_share.unwrap_or(crate::config::DEFAULT_LARGE_SHARE);
                 (if placement.large(share) { Size::Large } else { Size::Small }, Some(placement))
             }
