@@ -2,7 +2,7 @@
 //! table and `routing-log`'s lines.
 
 use edge_router::RouterConfig;
-use edge_router::config::Node;
+use edge_router::config::{DEFAULT_LARGE_SHARE, Node, SizeStrategy};
 use edge_router::geo::NodeResidency;
 
 /// A routing-log record for a person: when, who, where it went, how it went.
@@ -217,5 +217,19 @@ pub(crate) fn routing_table(config: &RouterConfig) -> String {
     if let Some(p) = config.passthrough {
         let _ = writeln!(out, "  {:<20} -> {}", "(other paths)", config.nodes[p].id);
     }
+    let m = &config.model_routing;
+    let complex = m.complex_types.join(", ");
+    let _ = match m.strategy {
+        SizeStrategy::Tokens => writeln!(
+            out,
+            "\nmodel: auto -> each node's smallest model up to {} estimated tokens, its largest above them and for [{complex}]",
+            m.small_max_tokens
+        ),
+        SizeStrategy::Learned => writeln!(
+            out,
+            "\nmodel: auto -> each node's largest model for the hardest {:.0}% by difficulty score and for [{complex}], its smallest for the rest",
+            m.large_share.unwrap_or(DEFAULT_LARGE_SHARE) * 100.0
+        ),
+    };
     out
 }

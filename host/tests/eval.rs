@@ -61,3 +61,20 @@ fn a_bad_line_is_named_by_its_number() {
     assert!(!out.status.success() && err.contains("no gap to recover"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn check_says_how_auto_chooses() {
+    let dir = std::env::temp_dir().join(format!("edge-router-eval-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("learned.yaml");
+    let node = "nodes:\n  - {id: a, type: local, host: \"http://127.0.0.1:9\", models: [small, large]}\n";
+    std::fs::write(&file, format!("{node}model_routing: {{strategy: learned, large_share: 0.2}}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-router")).arg("check").arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("largest model for the hardest 20% by difficulty score"), "{text}");
+    std::fs::write(&file, format!("{node}model_routing: {{large_share: 0.2}}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-router")).arg("check").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("learned.yaml:3:") && err.contains("strategy: learned"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
