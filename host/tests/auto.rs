@@ -56,6 +56,9 @@ nodes:
         let band: u8 = rest.split("band=").nth(1).and_then(|b| b.parse().ok()).expect("a band");
         let score: f64 = rest.split("score=").nth(1).and_then(|s| s.split(';').next()?.parse().ok()).expect("a score");
         assert!((0.0..=1.0).contains(&score) && (1..=10).contains(&band), "{header}");
+        // The module's score (wasm, its own libm) is the native scorer's, to the header's three decimals.
+        let native = edge_router::difficulty::Scorer::trained().score(prompt);
+        assert!((native - score).abs() <= 0.0005 + 1e-12, "{header}: natively {native}");
         let sent: serde_json::Value = serde_json::from_str(&origin.seen()[i].body).expect("JSON body");
         assert_eq!(sent["model"], model, "the origin was asked for the model the header names");
         if model == "llama-70b" {
