@@ -29,6 +29,9 @@ pub enum ModelChoice {
     /// `models` (an index: the name is copied only into the forward that
     /// asks for it, not for every node of a fallback chain).
     Rewrite(usize),
+    /// A [`ModelChoice::Rewrite`] the request's [`Size`] decided: its
+    /// difficulty score, if one did, is shown with the model.
+    Sized(usize),
     /// The node's smallest or largest model, as the request's [`Size`]
     /// decides: resolved with [`ModelChoice::sized`] before the chain is used.
     BySize,
@@ -49,8 +52,8 @@ impl ModelChoice {
     /// The choice on `node` once the request's size is known.
     pub fn sized(self, node: &Node, size: Size) -> Self {
         match (self, size) {
-            (Self::BySize, Size::Small) => Self::Rewrite(0),
-            (Self::BySize, Size::Large) => Self::Rewrite(node.models.len().saturating_sub(1)),
+            (Self::BySize, Size::Small) => Self::Sized(0),
+            (Self::BySize, Size::Large) => Self::Sized(node.models.len().saturating_sub(1)),
             (other, _) => other,
         }
     }
@@ -150,7 +153,7 @@ mod tests {
     /// The model `choice` rewrites to on `node`, if it rewrites.
     fn rewritten(node: &Node, choice: ModelChoice) -> Option<&str> {
         match choice {
-            ModelChoice::Rewrite(i) => Some(node.models[i].as_str()),
+            ModelChoice::Rewrite(i) | ModelChoice::Sized(i) => Some(node.models[i].as_str()),
             _ => None,
         }
     }

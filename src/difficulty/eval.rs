@@ -37,12 +37,15 @@ pub enum EvalError {
     /// The large model is not better than the small one on these prompts:
     /// there is no gap to recover.
     NoGap { weak: usize, strong: usize },
+    /// Not one score per prompt.
+    Mismatch { scores: usize, labels: usize },
 }
 
 impl std::fmt::Display for EvalError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Empty => f.write_str("there are no labelled prompts"),
+            Self::Mismatch { scores, labels } => write!(f, "{scores} scores for {labels} labelled prompts"),
             Self::NoGap { weak, strong } => write!(
                 f,
                 "the large model is right on {strong} prompts and the small one on {weak}: there is no gap to recover"
@@ -76,10 +79,13 @@ fn gap(labels: &[Labels]) -> Result<i64, EvalError> {
 
 /// The figures of routing `labels` by `scores` (one each, in the same order).
 pub fn summary(scores: &[f64], labels: &[Labels]) -> Result<Summary, EvalError> {
+    if scores.len() != labels.len() {
+        return Err(EvalError::Mismatch { scores: scores.len(), labels: labels.len() });
+    }
     let gap = gap(labels)?;
-    let mut order: Vec<usize> = (0..labels.len().min(scores.len())).collect();
-    // Stable: equal scores keep the file's order. NaN (never a score) counts as lowest.
-    order.sort_by(|&a, &b| scores[b].partial_cmp(&scores[a]).unwrap_or(std::cmp::Ordering::Equal));
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    // Stable: equal scores keep the file's order.
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let mut gained = Vec::with_capacity(order.len() + 1);
     gained.push(0i64);
     for &i in &order {
@@ -131,5 +137,6 @@ mod tests {
         let l = labels(&[(true, true), (false, false)]);
         assert_eq!(summary(&[1.0, 0.0], &l), Err(EvalError::NoGap { weak: 1, strong: 1 }));
         assert_eq!(random_summary(&[]), Err(EvalError::Empty));
+        assert_eq!(summary(&[1.0], &l), Err(EvalError::Mismatch { scores: 1, labels: 2 }));
     }
 }

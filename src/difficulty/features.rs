@@ -1,5 +1,5 @@
 //! What the difficulty scorer reads of a prompt: fifteen numbers, computed in
-//! one pass over its bytes and one over its lines.
+//! one pass over its bytes.
 //!
 //! `training/difficulty/train.py` computes the same features (its
 //! `features()`), byte for byte; change both together, then retrain.

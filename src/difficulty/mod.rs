@@ -72,7 +72,7 @@ impl Scorer {
 pub const WINDOW: usize = 1000;
 
 /// Where a score stands among the latest [`WINDOW`] scores.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Calibrator {
     /// The scores in the order they came, oldest first.
     recent: VecDeque<f64>,
@@ -124,17 +124,29 @@ impl Calibrator {
         Self { recent, sorted }
     }
 
-    /// Places `score` among the recent ones, then counts it in. Among
-    /// equal scores the place is drawn with `random` (uniform): when many
-    /// requests score the same (one prompt sent over and over), the share
-    /// given the largest model still holds.
+    /// Places `score` among the recent ones, then counts it in.
     pub fn place(&mut self, score: f64, random: u64) -> Placement {
+        let placement = self.rank(score, random);
+        self.count(score);
+        placement
+    }
+
+    /// Where `score` stands among the recent ones. Among equal scores the
+    /// place is drawn with `random` (uniform): when many requests score the
+    /// same (one prompt sent over and over), the share given the largest
+    /// model still holds.
+    pub fn rank(&self, score: f64, random: u64) -> Placement {
         let below = self.sorted.partition_point(|&s| s < score);
         let equal = self.sorted[below..].partition_point(|&s| s <= score);
         // The top 53 bits of `random`, as a fraction in [0, 1).
         let draw = (random >> 11) as f64 / (1u64 << 53) as f64;
         let rank = (below as f64 + draw * equal as f64) / self.sorted.len().max(1) as f64;
         let band = ((rank * 10.0) as u8).min(9) + 1;
+        Placement { score, rank, band }
+    }
+
+    /// Counts `score` among the recent ones, in place of the oldest.
+    pub fn count(&mut self, score: f64) {
         if self.recent.len() >= WINDOW
             && let Some(oldest) = self.recent.pop_front()
         {
@@ -144,15 +156,15 @@ impl Calibrator {
         self.recent.push_back(score);
         let at = self.sorted.partition_point(|&s| s < score);
         self.sorted.insert(at, score);
-        Placement { score, rank, band }
     }
 }
 
-/// The text the scorer reads of a request body: the last user turn of
-/// `messages` (chat, Anthropic's Messages) or of `input` (`/v1/responses`),
-/// or the last text of `input` or `prompt`, with the text parts of a turn
-/// joined by newlines. Empty when the body has none; `None` when it is not
-/// JSON of that shape.
+/// The text the scorer reads of a request body: the last user turn with
+/// text of `messages` (chat, Anthropic's Messages) or of `input`
+/// (`/v1/responses`), or the last text of `input` or `prompt`, with the
+/// text parts of a turn joined by newlines. Empty when the body has none;
+/// `None` when it is not JSON of that shape. Other roles' turns, when their
+/// `role` comes before their `content`, are skipped without being read.
 pub fn prompt_of(body: &[u8]) -> Option<Cow<'_, str>> {
     #[derive(Deserialize)]
     struct Body<'a> {
@@ -193,6 +205,29 @@ macro_rules! scalars_are_none {
             Ok($out(Some(Cow::Owned(v.to_string()))))
         }
     };
+}
+
+/// An object's key, borrowed from the body unless it has escapes (serde's
+/// own `Cow<str>` always copies).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// The last user turn (or bare text) of a list of turns, or a text itself.
@@ -239,18 +274,22 @@ impl<'de: 'a, 'a> Deserialize<'de> for Turn<'a> {
             }
             scalars_are_none!(Turn);
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Turn<'a>, A::Error> {
-                let mut user = false;
+                let mut user = None;
                 let mut content = None;
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     match key.as_ref() {
-                        "role" => user = map.next_value::<Text<'a>>()?.0.is_some_and(|r| r == "user"),
+                        "role" => user = Some(map.next_value::<Text<'a>>()?.0.is_some_and(|r| r == "user")),
+                        // Another role's content (said first, as clients write it) is skipped unread.
+                        "content" if user == Some(false) => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
                         "content" => content = map.next_value::<Text<'a>>()?.0,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(Turn(content.filter(|_| user)))
+                Ok(Turn(content.filter(|_| user == Some(true))))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Turn<'a>, A::Error> {
                 IgnoredAny::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
@@ -294,7 +333,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
             /// A content part: its `text`.
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'a>, A::Error> {
                 let mut text = None;
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     if key == "text" {
                         text = map.next_value::<Text<'a>>()?.0;
                     } else {

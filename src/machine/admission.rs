@@ -23,13 +23,13 @@ use crate::wire::{
     RequestRef, RuleRef,
 };
 
+/// Salts the request's `random` for placing a difficulty score among equal ones.
+const TIE_SALT: u64 = 0x7469_6573_2d61_7574;
+
 /// The lower-case names of the client headers an origin must not see beyond
 /// those it never sees ([`never_forwarded`]): the ones the client's
 /// `Connection` header names. Usually none (a bare `keep-alive` names only a
 /// hop-by-hop header), and then nothing is allocated.
-/// Salts the request's `random` for placing a difficulty score among equal ones.
-const TIE_SALT: u64 = 0x7469_6573_2d61_7574;
-
 pub(super) fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
     let mut names = Vec::new();
     for_each_connection_token(named(headers, "connection"), |t| {
@@ -194,13 +194,18 @@ impl Router {
                 return Action::Respond { status, headers, body };
             }
         };
+        // Counted only now: a request refused on the way shapes nobody's share.
+        if let (Some((p, true)), Some(calibrator)) = (placement, self.calibrator.as_mut()) {
+            calibrator.count(p.score);
+        }
         let exchange = Exchange {
             unforwardable: unforwardable(&headers),
             chain,
             next: 0,
             holding: None,
             rewritten_model: None,
-            difficulty: placement.map(crate::wire::Difficulty::from),
+            difficulty: placement.map(|(p, _)| crate::wire::Difficulty::from(p)),
+            sized: false,
             attempts: 0,
             rule,
             country,
@@ -366,7 +371,7 @@ impl Router {
         };
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         let model = match choice {
-            ModelChoice::Rewrite(m) => self.config.nodes[*first].models[*m].as_str(),
+            ModelChoice::Rewrite(m) | ModelChoice::Sized(m) => self.config.nodes[*first].models[*m].as_str(),
             _ => facts.model.as_deref().unwrap_or_default(),
         };
         let partition = if cfg.shared { Partition::Shared } else { Partition::Tenant(tenant) };
@@ -398,36 +403,47 @@ impl Router {
     /// Resolves the chain's [`ModelChoice::BySize`] entries: one size for
     /// the request, decided once, from its tokens or its difficulty score
     /// (`random` places it among equal scores). The score's placement, when
-    /// one was needed.
+    /// one was needed, and whether it is to be counted among the recent
+    /// scores once the request is admitted: the request's own choice
+    /// (`auto`, or its first node's), not only its fallbacks'.
     fn size_chain(
         &mut self,
         chain: &mut [(usize, ModelChoice)],
         facts: &RequestFacts,
         body: &[u8],
         random: u64,
-    ) -> Option<crate::difficulty::Placement> {
+    ) -> Option<(crate::difficulty::Placement, bool)> {
         if !chain.iter().any(|(_, m)| *m == ModelChoice::BySize) {
             return None;
         }
         let routing = &self.config.model_routing;
-        let (size, placement) = match size_unscored(facts, routing) {
-            Some(size) => (size, None),
+        let mut placed = None;
+        let size = match size_unscored(facts, routing) {
+            Some(size) => size,
             None => {
                 let scorer = crate::difficulty::Scorer::trained();
-                // The body parsed once already (into `facts`): it is JSON.
-                let score = crate::difficulty::prompt_of(body).map_or(0.0, |text| scorer.score(&text));
-                let calibrator =
-                    self.calibrator.get_or_insert_with(|| crate::difficulty::Calibrator::seeded(scorer.quantiles()));
-                // Salted: canaries and weights draw on `random` too, and ties need not follow them.
-                let placement = calibrator.place(score, origin_fallback::mix64(random ^ TIE_SALT));
-                let share = routing.large_share.unwrap_or(crate::config::DEFAULT_LARGE_SHARE);
-                (if placement.large(share) { Size::Large } else { Size::Small }, Some(placement))
+                // `facts` read the body, so it is JSON; a shape with no text to read gets the small model, unscored.
+                match crate::difficulty::prompt_of(body) {
+                    None => Size::Small,
+                    Some(text) => {
+                        let calibrator = self
+                            .calibrator
+                            .get_or_insert_with(|| crate::difficulty::Calibrator::seeded(scorer.quantiles()));
+                        // Salted: canaries and weights draw on `random` too, and ties need not follow them.
+                        let placement = calibrator.rank(scorer.score(&text), origin_fallback::mix64(random ^ TIE_SALT));
+                        let own = facts.model.as_deref() == Some(crate::model::AUTO)
+                            || chain.first().is_some_and(|(_, m)| *m == ModelChoice::BySize);
+                        placed = Some((placement, own));
+                        let share = routing.large_share.unwrap_or(crate::config::DEFAULT_LARGE_SHARE);
+                        if placement.large(share) { Size::Large } else { Size::Small }
+                    }
+                }
             }
         };
         for (node, choice) in chain.iter_mut() {
             *choice = choice.clone().sized(&self.config.nodes[*node], size);
         }
-        placement
+        placed
     }
 
     /// Picks the rule (or default strategy) and orders its nodes. A rule's

@@ -85,9 +85,10 @@ impl Router {
         ex.sent_ms = now_ms;
         ex.last_activity_ms = now_ms;
         ex.rewritten_model = match choice {
-            ModelChoice::Rewrite(model) => Some(model),
+            ModelChoice::Rewrite(model) | ModelChoice::Sized(model) => Some(model),
             _ => None,
         };
+        ex.sized = matches!(choice, ModelChoice::Sized(_));
         let body = ex.rewritten_model.map_or(ForwardBody::Original, |m| ForwardBody::RewriteModel(n.models[m].clone()));
         Action::Forward(Forward {
             node: u32::try_from(node).unwrap_or(u32::MAX),
@@ -106,7 +107,7 @@ impl Router {
             cache: ex.cache,
             panic: panic.is_some(),
             ratelimit: ex.ratelimit,
-            difficulty: ex.difficulty,
+            difficulty: ex.difficulty.filter(|_| ex.sized),
         })
     }
 
@@ -272,7 +273,7 @@ pub(super) fn delivery_explain(config: &RouterConfig, ex: &Exchange, node: Optio
     Explain {
         node: node.map_or("-", |n| &n.id).to_string(),
         model: node.zip(ex.rewritten_model).map(|(n, m)| n.models[m].clone()),
-        difficulty: ex.difficulty,
+        difficulty: ex.difficulty.filter(|_| ex.sized),
         rule: config.rule_label(ex.rule).to_string(),
         attempts: ex.attempts,
         country: country_label(ex.country),

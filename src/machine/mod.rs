@@ -79,6 +79,9 @@ struct Exchange {
     /// Where the request's difficulty score placed it, when
     /// `strategy: learned` chose its model's size.
     difficulty: Option<crate::wire::Difficulty>,
+    /// Whether the current attempt's model is the one the request's size
+    /// chose ([`ModelChoice::Sized`]): only then is the score shown with it.
+    sized: bool,
     attempts: u32,
     /// What chose the chain: the `x-edge-rule` label, by reference.
     rule: RuleRef,

@@ -69,6 +69,10 @@ fn carry_over(ex: &mut Exchange, old: &RouterConfig, new: &RouterConfig, now_at:
                 Some(k) => ModelChoice::Rewrite(k),
                 None => continue,
             },
+            ModelChoice::Sized(k) => match model(node, to, k) {
+                Some(k) => ModelChoice::Sized(k),
+                None => continue,
+            },
             other => other,
         };
         if position < ex.next {

@@ -483,7 +483,10 @@ fn learned_sizing_sends_the_hardest_share_to_the_largest_model_and_says_so() {
     assert!(difficulty.band >= 8 && difficulty.score_milli > 250, "{header}");
     let (body, header) = ask(&mut r, 2, easy, None);
     assert_eq!(body, ForwardBody::RewriteModel("tiny".into()), "{header:?}");
-    assert!(header.is_some_and(|h| h.starts_with("tiny; score=0.") && h.contains("band=1")));
+    assert!(
+        header.as_deref().is_some_and(|h| h.starts_with("tiny; score=0.") && h.ends_with("; band=1")),
+        "{header:?}"
+    );
     // An explicit complex type still gets the largest, without a score.
     let (body, header) = ask(&mut r, 3, easy, Some("complex_reasoning"));
     assert_eq!((body, header.as_deref()), (ForwardBody::RewriteModel("huge".into()), Some("huge")));
@@ -513,4 +516,63 @@ fn large_share_is_checked_where_it_is_written() {
     let e = load("{strategy: smart}").unwrap_err();
     assert!(e.contains("tokens") && e.contains("learned"), "{e}");
     assert_eq!(load("{strategy: learned}"), Ok(()));
+}
+
+#[test]
+fn only_admitted_requests_choosing_for_themselves_are_counted_and_shown_their_score() {
+    let key = "sk-auto";
+    let digest: String = crate::auth::key_digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let yaml = format!(
+        "nodes:\n  - {{id: named, type: local, host: \"http://n\", models: [m]}}\n\
+         \x20 - {{id: sized, type: local, host: \"http://s\", models: [small, large]}}\n\
+         \x20 - {{id: single, type: cloud, host: \"http://o\", models: [only]}}\n\
+         auth:\n  keys:\n    - {{sha256: \"{digest}\", tenant: t, limits: {{requests_per_minute: 1}}}}\n\
+         model_routing: {{strategy: learned}}\nrouting:\n  rules:\n\
+         \x20   - {{match: {{model: m}}, target: named, fallback: [sized]}}\n\
+         \x20   - {{match: {{model: auto}}, target: sized, fallback: [single]}}\n"
+    );
+    let ask = |id: u64, model: &str, keyed: bool| {
+        let mut event = request(id, "US", model, 0);
+        if let Event::Request { body, headers, .. } = &mut event {
+            let json =
+                serde_json::json!({"model": model, "messages": [{"role": "user", "content": "What is 17 * 23?"}]});
+            *body = crate::wire::RequestBody::Buffered(json.to_string().into_bytes());
+            if keyed {
+                headers.push(Header::new("authorization", &format!("Bearer {key}")));
+            }
+        }
+        event
+    };
+    let mut r = router(&yaml);
+    let window = |r: &Router| r.calibrator.clone();
+
+    // A named model served as asked: placed for its fallback, not counted.
+    let Action::Forward(f) = r.handle(ask(1, "m", false)) else { panic!("forwarded") };
+    assert_eq!((f.body, f.difficulty), (ForwardBody::Original, None));
+    let before = window(&r).expect("the fallback's choice was placed");
+    let scorer = crate::difficulty::Scorer::trained();
+    assert_eq!(before, crate::difficulty::Calibrator::seeded(scorer.quantiles()), "nothing counted yet");
+
+    // `auto`, admitted: counted, and shown with the model its size chose.
+    let Action::Forward(f) = r.handle(ask(2, "auto", true)) else { panic!("forwarded") };
+    assert!(matches!(f.body, ForwardBody::RewriteModel(_)) && f.difficulty.is_some(), "{f:?}");
+    let after_one = window(&r).expect("window");
+    assert_ne!(after_one, before, "counted");
+    // Its fallback to a one-model node is a rewrite the score did not choose: no score shown.
+    let Action::Forward(fallback) =
+        r.handle(Event::ResponseHead { id: 2, status: 503, retry_after_s: None, now_ms: 1_100 })
+    else {
+        panic!("falls back")
+    };
+    assert_eq!((&fallback.body, fallback.difficulty), (&ForwardBody::RewriteModel("only".into()), None));
+    let explain = fallback.explain(r.config(), None).expect("explained");
+    assert_eq!(
+        explain.headers().iter().find(|h| h.name == "x-edge-model").map(|h| h.value.to_vec()),
+        Some(b"only".to_vec())
+    );
+
+    // Refused by its key's limit: placed on the way, never counted.
+    let Action::Respond { status, .. } = r.handle(ask(3, "auto", true)) else { panic!("refused") };
+    assert_eq!(status, 429);
+    assert_eq!(window(&r), Some(after_one));
 }

@@ -289,6 +289,10 @@ def main():
         "(A) one\n(B) two\nC) three\nD. four\nE.\nI. not a choice",
         "A café costs $4.50, a 20% tip on $12 is? 3/4 + 2^3 = <x>\\n",
         "word " * 600,
+        "Q\nA. x\n",
+        "(\n(A",
+        "x\r\nB) y",
+        "\nA) first\nB) second\n\n",
     ]
     check = [{"prompt": p, "score": score(model, features(p))} for p in samples]
     with open(os.path.join(args.out, "check.json"), "w", encoding="utf-8") as f:
