@@ -145,17 +145,25 @@ impl Calibrator {
         Placement { score, rank, band }
     }
 
-    /// Counts `score` among the recent ones, in place of the oldest.
+    /// Counts `score` among the recent ones, in place of the oldest: the
+    /// scores between the two places move by one, in one copy.
     pub fn count(&mut self, score: f64) {
-        if self.recent.len() >= WINDOW
-            && let Some(oldest) = self.recent.pop_front()
-        {
-            let at = self.sorted.partition_point(|&s| s < oldest);
-            self.sorted.remove(at.min(self.sorted.len().saturating_sub(1)));
-        }
+        let to = self.sorted.partition_point(|&s| s < score);
+        let oldest = if self.recent.len() >= WINDOW { self.recent.pop_front() } else { None };
         self.recent.push_back(score);
-        let at = self.sorted.partition_point(|&s| s < score);
-        self.sorted.insert(at, score);
+        let Some(oldest) = oldest else {
+            self.sorted.insert(to, score);
+            return;
+        };
+        // The oldest is in `sorted` (the two hold the same scores): at the first place equal to it.
+        let from = self.sorted.partition_point(|&s| s < oldest).min(self.sorted.len().saturating_sub(1));
+        if to <= from {
+            self.sorted.copy_within(to..from, to + 1);
+            self.sorted[to] = score;
+        } else {
+            self.sorted.copy_within(from + 1..to, from);
+            self.sorted[to - 1] = score;
+        }
     }
 }
 
@@ -427,6 +435,27 @@ mod tests {
         assert!((280..=320).contains(&settled), "once the window holds the new mix, 30% again: {settled}");
         let p = calibrator.place(f64::MAX, 0);
         assert_eq!((p.band, p.large(0.0), p.large(1.0)), (10, false, true));
+    }
+
+    #[test]
+    fn the_sorted_window_always_holds_the_recent_scores() {
+        let mut calibrator = Calibrator::seeded(Scorer::trained().quantiles());
+        let mut state = 7u64;
+        for i in 0..5_000 {
+            state = origin_fallback::mix64(state);
+            // Some repeats, some values outside the seed's range.
+            let score = match i % 4 {
+                0 => 0.25,
+                1 => (state >> 11) as f64 / (1u64 << 53) as f64,
+                _ => ((state % 1000) as f64) / 1000.0,
+            };
+            calibrator.count(score);
+            if i % 97 == 0 || i > 4_990 {
+                let mut expected: Vec<f64> = calibrator.recent.iter().copied().collect();
+                expected.sort_by(f64::total_cmp);
+                assert_eq!(calibrator.sorted, expected, "after {i}");
+            }
+        }
     }
 
     #[test]
