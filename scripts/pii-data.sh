@@ -7,10 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.tools/pii-venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/pii/requirements.txt
+source scripts/python-venv.sh
+python_venv "$venv" tests/pii/requirements.txt
 case "${1:-generate}" in
   generate) exec "$venv/bin/python" tests/pii/generate.py ;;
   presidio) shift; exec "$venv/bin/python" tests/pii/presidio.py "$@" ;;

@@ -7,8 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.tools/train-venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r training/difficulty/requirements.txt
+source scripts/python-venv.sh
+python_venv "$venv" training/difficulty/requirements.txt
 exec "$venv/bin/python" training/difficulty/train.py "$@"
