@@ -9,8 +9,10 @@
 //! not, with the figures of `tests/pii/`.
 
 mod detect;
+mod vault;
 
 pub use detect::luhn;
+pub use vault::{Restorer, Vault};
 
 /// What a value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,268 @@
+//! Placeholders for personal values, and their restoration in an answer
+//! that may arrive in pieces.
+//!
+//! A [`Vault`] lives for one exchange: [`Vault::pseudonymize`] replaces each
+//! value found in a text with a placeholder such as `[EMAIL_1]` (the same
+//! value, the same placeholder, across all the texts of the request), and
+//! remembers the original; [`Restorer`] puts the originals back into the
+//! answer's text as it streams, holding back at most the longest
+//! placeholder's length, and never a half-restored value. Nothing in a
+//! vault is logged, cached or kept past the exchange.
+
+use std::collections::HashMap;
+
+use super::{Finding, Kind, Pattern};
+
+/// The placeholders of one exchange and the values they stand for.
+#[derive(Debug, Default)]
+pub struct Vault {
+    /// Placeholder to original value.
+    originals: HashMap<String, String>,
+    /// Original value to placeholder.
+    placeholders: HashMap<String, String>,
+    /// The last number given to each kind's placeholders.
+    numbers: HashMap<String, u32>,
+    /// The longest placeholder's length, in bytes.
+    longest: usize,
+}
+
+/// How a kind is written in its placeholders: `EMAIL`, `US_SSN`, an
+/// operator pattern's name in capitals (letters, digits and `_` only).
+fn label(kind: Kind, patterns: &[Pattern]) -> String {
+    let name = match kind {
+        Kind::Email => "email",
+        other => other.name(patterns),
+    };
+    let label: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    if label.is_empty() { "PII".into() } else { label }
+}
+
+impl Vault {
+    /// An empty vault.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether any value was replaced.
+    pub fn is_empty(&self) -> bool {
+        self.originals.is_empty()
+    }
+
+    /// `text` with each of `findings` (in text order, not overlapping, as
+    /// [`super::Detector::find`] gives them) replaced by its placeholder.
+    /// A placeholder that `text` (or another text of the request) already
+    /// holds literally is never handed out, so restoring cannot change what
+    /// the client wrote.
+    pub fn pseudonymize(&mut self, text: &str, findings: &[Finding], patterns: &[Pattern]) -> String {
+        let mut out = String::with_capacity(text.len() + findings.len() * 8);
+        let mut at = 0;
+        for f in findings {
+            let (Some(before), Some(value)) = (text.get(at..f.start), text.get(f.start..f.end)) else { continue };
+            out.push_str(before);
+            let placeholder = match self.placeholders.get(value) {
+                Some(p) => p.clone(),
+                None => self.new_placeholder(label(f.kind, patterns), value, text),
+            };
+            out.push_str(&placeholder);
+            at = f.end;
+        }
+        out.push_str(text.get(at..).unwrap_or_default());
+        out
+    }
+
+    fn new_placeholder(&mut self, label: String, value: &str, text: &str) -> String {
+        let number = self.numbers.entry(label.clone()).or_insert(0);
+        let placeholder = loop {
+            *number += 1;
+            let candidate = format!("[{label}_{number}]");
+            if !text.contains(&candidate) {
+                break candidate;
+            }
+        };
+        self.longest = self.longest.max(placeholder.len());
+        self.originals.insert(placeholder.clone(), value.to_string());
+        self.placeholders.insert(value.to_string(), placeholder.clone());
+        placeholder
+    }
+
+    /// `text` with every mask: each finding replaced by its kind in
+    /// brackets, `[EMAIL]`, one way (`redact` mode).
+    pub fn redact(text: &str, findings: &[Finding], patterns: &[Pattern]) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for f in findings {
+            let Some(before) = text.get(at..f.start) else { continue };
+            out.push_str(before);
+            out.push('[');
+            out.push_str(&label(f.kind, patterns));
+            out.push(']');
+            at = f.end;
+        }
+        out.push_str(text.get(at..).unwrap_or_default());
+        out
+    }
+
+    /// `text` with every whole placeholder of this vault replaced by its
+    /// value (a whole answer, not streamed).
+    pub fn restore(&self, text: &str) -> String {
+        let mut restorer = Restorer::new(self);
+        let mut out = restorer.push(text);
+        out.push_str(&restorer.finish());
+        out
+    }
+
+    /// The value a placeholder stands for.
+    fn original(&self, placeholder: &str) -> Option<&str> {
+        self.originals.get(placeholder).map(String::as_str)
+    }
+
+    /// Whether `tail` (which starts with `[`) is the start of one of the
+    /// vault's placeholders, not yet whole: it may become one as more text arrives.
+    fn may_become(&self, tail: &str) -> bool {
+        tail.len() < self.longest && self.originals.keys().any(|p| p.len() > tail.len() && p.starts_with(tail))
+    }
+}
+
+/// Restores an answer's text as it arrives in pieces, split anywhere (in a
+/// placeholder too): what it gives out is the answer so far with its whole
+/// placeholders replaced, less a tail that may yet become a placeholder
+/// (shorter than the longest one), which waits for the next piece.
+#[derive(Debug)]
+pub struct Restorer<'v> {
+    vault: &'v Vault,
+    held: String,
+}
+
+impl<'v> Restorer<'v> {
+    pub fn new(vault: &'v Vault) -> Self {
+        Self { vault, held: String::new() }
+    }
+
+    /// Takes the next piece; returns what can be given out now.
+    pub fn push(&mut self, piece: &str) -> String {
+        if self.vault.is_empty() {
+            return piece.to_string();
+        }
+        self.held.push_str(piece);
+        let held = std::mem::take(&mut self.held);
+        // Placeholders hold no `[`: only the last one can open a placeholder still coming.
+        let keep_from = held.rfind('[').filter(|&i| self.vault.may_become(&held[i..])).unwrap_or(held.len());
+        let out = self.replace_whole(&held[..keep_from]);
+        self.held = held[keep_from..].to_string();
+        out
+    }
+
+    /// The answer ended: what was held, as it is (it did not become a placeholder).
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+
+    /// `text` with its whole placeholders replaced by their values.
+    fn replace_whole(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(open) = rest.find('[') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open..];
+            let close = after.find(']').map(|c| c + 1);
+            match close.and_then(|c| self.vault.original(&after[..c]).map(|v| (c, v))) {
+                Some((c, value)) => {
+                    out.push_str(value);
+                    rest = &after[c..];
+                }
+                None => {
+                    out.push('[');
+                    rest = &after[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Detector;
+    use super::*;
+
+    fn vault_of(texts: &[&str]) -> (Vault, Vec<String>) {
+        let detector = Detector::default();
+        let mut vault = Vault::new();
+        let sent = texts.iter().map(|t| vault.pseudonymize(t, &detector.find(t), &[])).collect();
+        (vault, sent)
+    }
+
+    #[test]
+    fn the_same_value_gets_the_same_placeholder_and_the_client_s_own_brackets_are_left_alone() {
+        let (vault, sent) = vault_of(&[
+            "Mail jane@example.com and [EMAIL_1] is literal; call +1 415 555 2671",
+            "again: jane@example.com, and bob@example.org",
+        ]);
+        assert_eq!(sent[0], "Mail [EMAIL_2] and [EMAIL_1] is literal; call [PHONE_1]");
+        assert_eq!(sent[1], "again: [EMAIL_2], and [EMAIL_3]");
+        assert!(!sent.concat().contains("jane@") && !sent.concat().contains("555"));
+        let answer = "Wrote to [EMAIL_2] and [EMAIL_3]; [EMAIL_1] and [EMAIL_9] stay; rang [PHONE_1].";
+        assert_eq!(
+            vault.restore(answer),
+            "Wrote to jane@example.com and bob@example.org; [EMAIL_1] and [EMAIL_9] stay; rang +1 415 555 2671."
+        );
+    }
+
+    #[test]
+    fn redact_masks_one_way() {
+        let text = "card 4111 1111 1111 1111, mail a@example.com";
+        let found = Detector::default().find(text);
+        assert_eq!(Vault::redact(text, &found, &[]), "card [CARD], mail [EMAIL]");
+    }
+
+    #[test]
+    fn a_stream_split_anywhere_restores_the_same_as_a_whole_answer() {
+        let (vault, _) = vault_of(&["jane@example.com, 192.168.0.7 and 中文 +44 20 7946 0958"]);
+        let answer = "Sure [EMAIL_1]! Your IP [IPV4_1], [PHONE_1]] and [[EMAIL_1] and [EMAIL_ and [PHONE_10] é[IPV4_1]";
+        let whole = vault.restore(answer);
+        assert_eq!(
+            whole,
+            "Sure jane@example.com! Your IP 192.168.0.7, +44 20 7946 0958] and [jane@example.com and [EMAIL_ \
+             and [PHONE_10] é192.168.0.7"
+        );
+        // Every split into two, and many into several, at character boundaries.
+        let bounds: Vec<usize> = (0..=answer.len()).filter(|&i| answer.is_char_boundary(i)).collect();
+        for &cut in &bounds {
+            let mut r = Restorer::new(&vault);
+            let mut out = r.push(&answer[..cut]);
+            out.push_str(&r.push(&answer[cut..]));
+            out.push_str(&r.finish());
+            assert_eq!(out, whole, "split at {cut}");
+        }
+        let mut state = 99u64;
+        for _ in 0..2_000 {
+            let mut r = Restorer::new(&vault);
+            let (mut out, mut from) = (String::new(), 0);
+            while from < answer.len() {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let step = bounds.iter().copied().filter(|&b| b > from).nth((state >> 33) as usize % 5);
+                let to = step.unwrap_or(answer.len());
+                let given = r.push(&answer[from..to]);
+                assert!(!given.contains("[EMAIL_1]") && !given.contains("[IPV4_1]"), "given out unrestored: {given}");
+                out.push_str(&given);
+                // Held back: never more than the longest placeholder.
+                assert!(r.held.len() < vault.longest, "{:?}", r.held);
+                from = to;
+            }
+            out.push_str(&r.finish());
+            assert_eq!(out, whole);
+        }
+    }
+
+    #[test]
+    fn a_stream_ending_inside_a_would_be_placeholder_loses_nothing() {
+        let (vault, _) = vault_of(&["jane@example.com"]);
+        let mut r = Restorer::new(&vault);
+        assert_eq!(r.push("see [EMA"), "see ");
+        assert_eq!(r.finish(), "[EMA");
+        let empty = Vault::new();
+        assert_eq!(Restorer::new(&empty).push("[EMAIL_1"), "[EMAIL_1", "nothing replaced, nothing held");
+    }
+}
