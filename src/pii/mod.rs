@@ -8,9 +8,11 @@
 //! Worker run the same code. `docs/pii.md` says what is found and what is
 //! not, with the figures of `tests/pii/`.
 
+mod body;
 mod detect;
 mod vault;
 
+pub use body::{Mode, Protected, protect_request, restore_answer};
 pub use detect::luhn;
 pub use vault::{Restorer, Vault};
 

@@ -1,0 +1,275 @@
+//! Personal values in API bodies: found in the texts a model reads of a
+//! request, replaced there; restored in a whole JSON answer.
+//!
+//! The texts of a request are: each message's `content` (a string, or the
+//! `text` of its parts, and a tool result's `content` within them), the
+//! `arguments` of its tool calls, `system` and `instructions`, `input`
+//! (`/v1/responses` items' content, function call arguments and outputs;
+//! embeddings' strings) and `prompt`. The JSON around them (keys, ids,
+//! model names, numbers) is not looked at. A body where nothing is found
+//! goes on byte for byte; one where something is, is written again with the
+//! same keys in the same order.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{Detector, Vault};
+
+/// What to do with the values found in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Replace each by a placeholder, and restore the originals in the answer.
+    Pseudonymize,
+    /// Replace each by its kind, `[EMAIL]`, for good.
+    Redact,
+    /// Refuse the request, naming the kinds found.
+    Block,
+}
+
+/// What protecting a request body did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Protected {
+    /// The body to send instead, when a value was replaced.
+    pub body: Option<Vec<u8>>,
+    /// How many values of each kind were found (by name, never the values).
+    pub found: BTreeMap<String, u32>,
+}
+
+/// Finds the personal values in the texts of `body` (JSON) and, unless
+/// `mode` blocks, replaces them (placeholders go into `vault`). A body that
+/// is not JSON is left to the router's own checks: nothing is found in it.
+pub fn protect_request(body: &[u8], detector: &Detector, mode: Mode, vault: &mut Vault) -> Protected {
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+        return Protected::default();
+    };
+    let mut found = BTreeMap::new();
+    let mut changed = false;
+    for_each_request_text(&mut value, &mut |text: &mut String| {
+        let findings = detector.find(text);
+        if findings.is_empty() {
+            return;
+        }
+        for f in &findings {
+            *found.entry(f.kind.name(&detector.patterns).to_string()).or_insert(0) += 1;
+        }
+        match mode {
+            Mode::Pseudonymize => *text = vault.pseudonymize(text, &findings, &detector.patterns),
+            Mode::Redact => *text = Vault::redact(text, &findings, &detector.patterns),
+            Mode::Block => return,
+        }
+        changed = true;
+    });
+    let body = changed.then(|| serde_json::to_vec(&value).ok()).flatten();
+    Protected { body, found }
+}
+
+/// A whole JSON answer with the vault's placeholders restored in every
+/// string (a placeholder is only where the model wrote it back); `None` when
+/// nothing was restored, or the answer is not JSON.
+pub fn restore_answer(answer: &[u8], vault: &Vault) -> Option<Vec<u8>> {
+    if vault.is_empty() {
+        return None;
+    }
+    let mut value: Value = serde_json::from_slice(answer).ok()?;
+    let mut changed = false;
+    for_each_string(&mut value, &mut |text: &mut String| {
+        let restored = vault.restore(text);
+        if restored != *text {
+            *text = restored;
+            changed = true;
+        }
+    });
+    changed.then(|| serde_json::to_vec(&value).ok()).flatten()
+}
+
+/// Calls `f` on every string within `value`.
+fn for_each_string(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| for_each_string(v, f)),
+        Value::Object(map) => map.values_mut().for_each(|v| for_each_string(v, f)),
+        _ => {}
+    }
+}
+
+/// Calls `f` on each text of a request that a model reads.
+fn for_each_request_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    let Some(map) = body.as_object_mut() else { return };
+    for (key, value) in map.iter_mut() {
+        match key.as_str() {
+            "messages" | "input" => turns(value, f),
+            "system" | "instructions" | "prompt" => content(value, f),
+            _ => {}
+        }
+    }
+}
+
+/// A list of turns (messages, or `/v1/responses` input items), or a text.
+fn turns(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::String(s) => f(s),
+                    Value::Object(turn) => {
+                        for (key, v) in turn.iter_mut() {
+                            match key.as_str() {
+                                "content" | "output" => content(v, f),
+                                "arguments" => text(v, f),
+                                "tool_calls" => tool_calls(v, f),
+                                "function_call" => function(v, f),
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A content: a text, or parts whose `text` (and a tool result's nested
+/// `content`) are texts.
+fn content(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(parts) => {
+            for part in parts {
+                match part {
+                    Value::String(s) => f(s),
+                    Value::Object(p) => {
+                        for (key, v) in p.iter_mut() {
+                            match key.as_str() {
+                                "text" => text(v, f),
+                                "content" => content(v, f),
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn text(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    if let Value::String(s) = value {
+        f(s);
+    }
+}
+
+/// `tool_calls`: each call's `function.arguments`.
+fn tool_calls(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    if let Value::Array(calls) = value {
+        for call in calls {
+            if let Some(function) = call.get_mut("function") {
+                self::function(function, f);
+            }
+        }
+    }
+}
+
+/// A function call: its `arguments` (a JSON text the model wrote).
+fn function(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    if let Some(arguments) = value.get_mut("arguments") {
+        text(arguments, f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn protect(
+        body: serde_json::Value,
+        mode: Mode,
+        vault: &mut Vault,
+    ) -> (Option<serde_json::Value>, Vec<(String, u32)>) {
+        let p = protect_request(body.to_string().as_bytes(), &Detector::default(), mode, vault);
+        let sent = p.body.map(|b| serde_json::from_slice(&b).expect("JSON"));
+        (sent, p.found.into_iter().collect())
+    }
+
+    #[test]
+    fn every_text_a_model_reads_is_protected_and_nothing_else() {
+        let body = serde_json::json!({
+            "model": "gpt-4o",
+            "user": "jane@example.com",
+            "messages": [
+                {"role": "system", "content": "The customer is jane@example.com."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "My card is 4111 1111 1111 1111"},
+                    {"type": "image_url", "image_url": {"url": "https://x.example/a.png"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"email\":\"jane@example.com\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "found +1 415 555 2671"}
+            ],
+            "temperature": 0.2
+        });
+        let mut vault = Vault::new();
+        let (sent, found) = protect(body.clone(), Mode::Pseudonymize, &mut vault);
+        let sent = sent.expect("rewritten");
+        let text = sent.to_string();
+        assert!(!text.contains("4111") && !text.contains("555 2671"), "{text}");
+        assert_eq!(sent["user"], "jane@example.com", "not a text the model reads");
+        assert_eq!(sent["messages"][0]["content"], "The customer is [EMAIL_1].");
+        assert_eq!(sent["messages"][1]["content"][0]["text"], "My card is [CARD_1]");
+        assert_eq!(sent["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"email\":\"[EMAIL_1]\"}");
+        assert_eq!(sent["messages"][3]["content"], "found [PHONE_1]");
+        assert_eq!(sent["temperature"], 0.2);
+        assert_eq!(found, [("card".into(), 1), ("email".into(), 2), ("phone".into(), 1)]);
+        let keys: Vec<&String> = sent.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["model", "user", "messages", "temperature"], "keys keep their order");
+
+        // The answer gets the originals back, in the message and in a tool call it makes.
+        let answer = serde_json::json!({"id": "chatcmpl-1", "choices": [{"index": 0, "message": {"role": "assistant",
+            "content": "Charged [CARD_1] for [EMAIL_1].", "tool_calls": [{"id": "c", "type": "function",
+            "function": {"name": "mail", "arguments": "{\"to\":\"[EMAIL_1]\"}"}}]}}]});
+        let restored: serde_json::Value =
+            serde_json::from_slice(&restore_answer(answer.to_string().as_bytes(), &vault).expect("restored")).unwrap();
+        assert_eq!(restored["choices"][0]["message"]["content"], "Charged 4111 1111 1111 1111 for jane@example.com.");
+        assert_eq!(
+            restored["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"to\":\"jane@example.com\"}"
+        );
+        assert_eq!(restored["id"], "chatcmpl-1");
+    }
+
+    #[test]
+    fn responses_input_prompts_and_the_other_modes() {
+        let responses = serde_json::json!({"model": "m", "instructions": "Reply to bob@example.org",
+            "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "IBAN DE89 3704 0044 0532 0130 00"}]},
+                      {"type": "function_call_output", "call_id": "c", "output": "ip 10.1.2.3"}]});
+        let (sent, found) = protect(responses, Mode::Redact, &mut Vault::new());
+        let sent = sent.expect("rewritten");
+        assert_eq!(sent["instructions"], "Reply to [EMAIL]");
+        assert_eq!(sent["input"][0]["content"][0]["text"], "IBAN [IBAN]");
+        assert_eq!(sent["input"][1]["output"], "ip [IPV4]");
+        assert_eq!(found.len(), 3);
+
+        let mut vault = Vault::new();
+        let (sent, found) =
+            protect(serde_json::json!({"model": "m", "prompt": ["SSN 123-45-6789"]}), Mode::Block, &mut vault);
+        assert_eq!((sent, found), (None, vec![("us_ssn".into(), 1)]), "block only counts");
+        assert!(vault.is_empty());
+
+        let clean = br#"{"model":"m",  "messages":[{"role":"user","content":"hello"}]}"#;
+        assert_eq!(
+            protect_request(clean, &Detector::default(), Mode::Pseudonymize, &mut Vault::new()),
+            Protected::default()
+        );
+        assert_eq!(
+            protect_request(b"{not json", &Detector::default(), Mode::Block, &mut Vault::new()),
+            Protected::default()
+        );
+        assert_eq!(restore_answer(b"{}", &Vault::new()), None);
+    }
+}
