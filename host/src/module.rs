@@ -44,8 +44,8 @@ pub struct RouterModule {
 }
 
 impl RouterModule {
-    /// Compiles the module from its bytes.
-    pub fn compile(wasm: &[u8]) -> anyhow::Result<Self> {
+    /// The engine every module is compiled for.
+    fn engine() -> anyhow::Result<Engine> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // For profiling the module with `perf` (see bench/README.md): names
@@ -53,8 +53,17 @@ impl RouterModule {
         if std::env::var_os("EDGE_ROUTER_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = w(Engine::new(&config))?;
-        let module = w(Module::new(&engine, wasm)).context("the router module does not compile")?;
+        w(Engine::new(&config))
+    }
+
+    /// Compiles the module from its bytes.
+    pub fn compile(wasm: &[u8]) -> anyhow::Result<Self> {
+        let engine = Self::engine()?;
+        let module = loaded(&engine, &compiled(wasm)?)?;
+        Self::of(engine, module)
+    }
+
+    fn of(engine: Engine, module: Module) -> anyhow::Result<Self> {
         let ticker = Arc::new(());
         let (alive, e) = (Arc::downgrade(&ticker), engine.clone());
         std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
@@ -72,19 +81,155 @@ impl RouterModule {
     }
 
     /// Reads and compiles a module file; with the hex SHA-256 of the bytes
-    /// compiled (the audit trail's), read once.
+    /// compiled (the audit trail's), read once. The compiled code is kept in
+    /// the cache [`cache_dir`] names, and taken from it when this module was
+    /// compiled before by the same engine (see `docs/edge-box.md`).
     pub fn from_file_hashed(path: &std::path::Path) -> anyhow::Result<(Self, String)> {
+        Self::from_file_cached(path, cache_dir().as_deref())
+    }
+
+    /// [`RouterModule::from_file_hashed`] with `cache` as the compiled-module cache, or none.
+    pub fn from_file_cached(path: &std::path::Path, cache: Option<&std::path::Path>) -> anyhow::Result<(Self, String)> {
         let bytes = std::fs::read(path).with_context(|| {
             format!("cannot read the router module {} (build it with scripts/build-module.sh)", path.display())
         })?;
         let sha256 = crate::sha256_hex(&bytes);
-        Ok((Self { path: Some(path.to_path_buf()), ..Self::compile(&bytes)? }, sha256))
+        let engine = Self::engine()?;
+        let module = match cache {
+            Some(dir) => cached_module(&engine, dir, &sha256, &bytes)?,
+            None => loaded(&engine, &compiled(&bytes)?)?,
+        };
+        Ok((Self { path: Some(path.to_path_buf()), ..Self::of(engine, module)? }, sha256))
     }
 
     /// The file the module was read from, if it was read from one.
     pub fn path(&self) -> Option<&std::path::Path> {
         self.path.as_deref()
     }
+}
+
+/// Where compiled modules are kept between starts: `EDGE_ROUTER_MODULE_CACHE`
+/// (`off` or empty for none), else `$XDG_CACHE_HOME/edge-router`, else
+/// `$HOME/.cache/edge-router`.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    match std::env::var_os("EDGE_ROUTER_MODULE_CACHE") {
+        Some(v) if v.is_empty() || v == "off" => None,
+        Some(v) => Some(v.into()),
+        None => var("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| var("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .map(|d| d.join("edge-router")),
+    }
+}
+
+/// `wasm` compiled by Cranelift, as [`Module::serialize`] writes it: by an
+/// engine of its own, dropped when done. Compiling takes some 90 MiB, and
+/// an engine keeps its compiler's buffers for the next compilation; the
+/// edge box compiles once, so the engine that serves never compiles and
+/// the memory goes back to the system (mimalloc would keep freed pages
+/// resident otherwise).
+fn compiled(wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let engine = RouterModule::engine()?;
+    let module = w(Module::new(&engine, wasm)).context("the router module does not compile")?;
+    let code = w(module.serialize())?;
+    drop((module, engine));
+    // SAFETY: mi_collect has no preconditions; with another global allocator it has nothing to collect.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+    Ok(code)
+}
+
+/// The module of `code`, which [`compiled`] wrote (or the cache kept).
+fn loaded(engine: &Engine, code: &[u8]) -> anyhow::Result<Module> {
+    // SAFETY: `code` is what `Module::serialize` wrote for an engine of
+    // this configuration (wasmtime checks the engine's compatibility again),
+    // just now in this process, or read whole from a cache only this user
+    // can write to (see `read_cached`).
+    w(unsafe { Module::deserialize(engine, code) })
+}
+
+/// How many compiled modules the cache keeps (a new build adds one).
+const CACHE_KEEP: usize = 8;
+
+/// The module of `wasm` (whose SHA-256 is `sha256`) for `engine`: from the
+/// cache in `dir` if this engine's kind compiled it before, else compiled
+/// and put there. A cache that cannot be read or written is passed over
+/// with a warning: the module is compiled as without one.
+fn cached_module(engine: &Engine, dir: &std::path::Path, sha256: &str, wasm: &[u8]) -> anyhow::Result<Module> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let file = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
+    if let Some(module) = read_cached(engine, dir, &file) {
+        return Ok(module);
+    }
+    let code = compiled(wasm)?;
+    if let Err(e) = write_cached(&code, dir, &file) {
+        tracing::warn!("compiled-module cache {}: cannot keep the compiled module: {e:#}", dir.display());
+    }
+    loaded(engine, &code)
+}
+
+/// The module in the cache file, if there is one, whole and ours.
+fn read_cached(engine: &Engine, dir: &std::path::Path, file: &std::path::Path) -> Option<Module> {
+    let bytes = std::fs::read(file).ok()?;
+    // Compiled code is run as it is: only from a directory no one else may write to.
+    if let Err(e) = private_dir(dir) {
+        tracing::warn!("compiled-module cache {}: not used: {e}", dir.display());
+        return None;
+    }
+    // The file ends with the SHA-256 of what precedes it: a torn or damaged file is compiled afresh.
+    let (code, digest) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if crate::sha256_hex(code) != digest.iter().map(|b| format!("{b:02x}")).collect::<String>() {
+        tracing::warn!("compiled-module cache {}: damaged, compiling again", file.display());
+        return None;
+    }
+    match loaded(engine, code) {
+        Ok(module) => Some(module),
+        Err(e) => {
+            tracing::warn!("compiled-module cache {}: {e:#}, compiling again", file.display());
+            None
+        }
+    }
+}
+
+/// Whether `dir` is a directory only its owner, this user, can write to.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    // The process's own /proc entry belongs to its effective user.
+    let me = std::fs::metadata("/proc/self")?.uid();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        bail!("it must be a directory of this user that no one else can write to (mode 700)");
+    }
+    Ok(())
+}
+
+/// Writes compiled `code` to `file` in `dir` (made, mode 700, if missing),
+/// whole or not at all, and drops the oldest beyond [`CACHE_KEEP`].
+#[allow(clippy::disallowed_types)] // the host does I/O: a file written in two parts, not copied into one
+fn write_cached(code: &[u8], dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(code);
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    let mut out = std::fs::File::create(&tmp)?;
+    out.write_all(code)?;
+    out.write_all(&digest)?;
+    drop(out);
+    std::fs::rename(&tmp, file)?;
+    let mut kept: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    kept.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    for (_, old) in kept.into_iter().skip(CACHE_KEEP) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(())
 }
 
 struct Live {
@@ -510,6 +655,58 @@ mod tests {
         wasm.extend_from_slice(&[0x00, 0x00]); // exported function 0
         wasm.extend_from_slice(&[0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, version, 0x0b]); // i32.const version
         wasm
+    }
+
+    #[test]
+    fn compiled_modules_are_cached_whole_and_only_where_no_one_else_writes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("edge-router-module-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cache = dir.join("cache");
+        let config = "nodes:\n  - {id: a, type: local, host: \"http://a\"}\n";
+        // What a module says of its ABI version, when run: tells which module was loaded.
+        let version_of = |m: &RouterModule| {
+            let e = WasmRouter::new(m, "t.yaml", config).err().map(|e| format!("{e:#}")).unwrap_or_default();
+            e.split("ABI version ").nth(1).and_then(|v| v.split(',').next()).unwrap_or_default().to_string()
+        };
+        let (v1, v2) = (ABI_VERSION as u8 + 1, ABI_VERSION as u8 + 2);
+        let (a, b) = (dir.join("a.wasm"), dir.join("b.wasm"));
+        std::fs::write(&a, module_of_version(v1)).unwrap();
+        std::fs::write(&b, module_of_version(v2)).unwrap();
+        let load = |file: &std::path::Path| RouterModule::from_file_cached(file, Some(&cache)).expect("loads");
+        let cached = |sha: &str| {
+            let names: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+            names.into_iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with(sha)).expect("cached")
+        };
+
+        let (first, sha_a) = load(&a);
+        assert_eq!(version_of(&first), v1.to_string());
+        let file_a = cached(&sha_a);
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the cache is the user's alone");
+        let written = std::fs::read(&file_a).unwrap();
+
+        // The cache is read: a's compiled code put in b's place is what b loads as.
+        let (_, sha_b) = load(&b);
+        let file_b = cached(&sha_b);
+        std::fs::copy(&file_a, &file_b).unwrap();
+        assert_eq!(version_of(&load(&b).0), v1.to_string(), "taken from the cache, not compiled");
+        // ... but not from a directory others may write to: b is compiled again, and the cache made private.
+        std::fs::copy(&file_a, &file_b).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(version_of(&load(&b).0), v2.to_string());
+        assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
+
+        // A damaged file is compiled again and written whole.
+        let mut damaged = written.clone();
+        damaged[written.len() / 2] ^= 0xff;
+        std::fs::write(&file_a, &damaged).unwrap();
+        assert_eq!(version_of(&load(&a).0), v1.to_string());
+        assert_eq!(std::fs::read(&file_a).unwrap(), written);
+        std::fs::write(&file_a, &written[..10]).unwrap();
+        assert_eq!(version_of(&load(&a).0), v1.to_string(), "a torn file too");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Where the edge box's memory goes: starts `edge-router serve` idle on
+# examples/hybrid.yaml (release binary and module), waits a second, and sums
+# the resident memory of /proc/PID/smaps by kind of mapping:
+#   - the binary's own pages (code and data of target/release/edge-router);
+#   - shared libraries;
+#   - compiled wasm code (anonymous or cache-file mappings that are executable);
+#   - the module's linear memory (wasmtime reserves gigabytes of address space
+#     per memory, a guard after the accessible part; only touched pages count);
+#   - the allocator's arenas (mimalloc reserves a GiB at a time);
+#   - thread stacks (the main [stack], and 2 MiB or 8 MiB anonymous mappings
+#     right after a guard page);
+#   - the rest of the anonymous memory.
+# MODULE_CACHE=off starts without the compiled-module cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --locked -q --release -p edge-router-host
+bash scripts/build-module.sh >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+WORK=$(mktemp -d)
+sed "s/127.0.0.1:9901/127.0.0.1:$admin/" examples/hybrid.yaml > "$WORK/config.yaml"
+EDGE_ROUTER_MODULE_CACHE=${MODULE_CACHE:-$WORK/cache} EDGE_ROUTER_LOG=warn EDGE_ROUTER_ADMIN_TOKEN=x \
+  target/release/edge-router serve --config "$WORK/config.yaml" --listen "127.0.0.1:$port" \
+  --module target/wasm32-unknown-unknown/release/edge_router.wasm >/dev/null 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 200); do curl -fsS "http://127.0.0.1:$port/v1/models" >/dev/null 2>&1 && break; sleep 0.05; done
+sleep 1
+python3 - "$pid" "$(readlink -f target/release/edge-router)" <<'PY'
+import re, sys
+pid, binary = sys.argv[1], sys.argv[2]
+kinds = {}
+maps = []
+cur = None
+for line in open(f"/proc/{pid}/smaps"):
+    m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$", line)
+    if m:
+        cur = {"start": int(m[1], 16), "end": int(m[2], 16), "perms": m[3], "path": m[4].strip(), "rss": 0}
+        maps.append(cur)
+    elif line.startswith("Rss:") and cur is not None:
+        cur["rss"] = int(line.split()[1])
+def guard_after(i):
+    """An inaccessible mapping of a GiB or more right after: wasmtime's linear memory reservation."""
+    nxt = maps[i + 1] if i + 1 < len(maps) else None
+    return nxt is not None and nxt["perms"].startswith("---p") and nxt["start"] == maps[i]["end"] \
+        and nxt["end"] - nxt["start"] >= (1 << 30)
+for i, m in enumerate(maps):
+    size = m["end"] - m["start"]
+    prev = maps[i - 1] if i else None
+    guard_before = prev is not None and prev["perms"].startswith("---p") and prev["end"] == m["start"]
+    if m["path"] == binary:
+        k = "binary (code and data)"
+    elif m["path"] == "[stack]" or (m["path"] == "" and guard_before and size in (2 << 20, 8 << 20, (8 << 20) - 4096, (2 << 20) - 4096)):
+        k = "thread stacks"
+    elif "x" in m["perms"] and (m["path"] == "" or m["path"].endswith(".cwasm") or "memfd" in m["path"]):
+        k = "compiled wasm code"
+    elif m["path"].startswith("/") and ".so" in m["path"]:
+        k = "shared libraries"
+    elif m["path"] == "" and guard_after(i):
+        k = "wasm linear memory (its guard region reserved, touched pages only)"
+    elif m["path"] == "" and size >= (256 << 20):
+        k = "allocator arenas (mimalloc reserves 1 GiB at a time; freed pages may stay resident)"
+    elif m["path"] in ("", "[heap]") or "memfd" in m["path"]:
+        k = "other anonymous memory (heap, runtime)"
+    else:
+        k = "other (" + (m["path"] or "anon") + ")"
+    kinds[k] = kinds.get(k, 0) + m["rss"]
+total = sum(kinds.values())
+print(f"| where | RSS (MiB) | share |\n| --- | ---: | ---: |")
+for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]):
+    print(f"| {k} | {v / 1024:.1f} | {v / max(total, 1):.0%} |")
+print(f"| **total** | **{total / 1024:.1f}** | |")
+PY
