@@ -205,21 +205,29 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes compiled `code` to `file` in `dir` (made, mode 700, if missing),
-/// whole or not at all, and drops the oldest beyond [`CACHE_KEEP`].
+/// Writes compiled `code` to `file` in `dir` (made, mode 700, if missing;
+/// an existing one must be private already, and is never changed), whole
+/// or not at all, and drops the oldest beyond [`CACHE_KEEP`].
 #[allow(clippy::disallowed_types)] // the host does I/O: a file written in two parts, not copied into one
 fn write_cached(code: &[u8], dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        private_dir(dir)?;
+    } else {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        private_dir(dir)?;
+    }
     let digest = <sha2::Sha256 as sha2::Digest>::digest(code);
     let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    let mut out = std::fs::File::create(&tmp)?;
-    out.write_all(code)?;
-    out.write_all(&digest)?;
-    drop(out);
-    std::fs::rename(&tmp, file)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut out| {
+        out.write_all(code)?;
+        out.write_all(&digest)
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, file)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
     let mut kept: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
@@ -692,11 +700,14 @@ mod tests {
         let file_b = cached(&sha_b);
         std::fs::copy(&file_a, &file_b).unwrap();
         assert_eq!(version_of(&load(&b).0), v1.to_string(), "taken from the cache, not compiled");
-        // ... but not from a directory others may write to: b is compiled again, and the cache made private.
+        // ... but not from a directory others may write to: b is compiled again, and the
+        // directory (perhaps a shared one the operator named) is left as it is, unwritten.
         std::fs::copy(&file_a, &file_b).unwrap();
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(version_of(&load(&b).0), v2.to_string());
-        assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o777);
+        assert_eq!(std::fs::read(&file_b).unwrap(), written, "not written either");
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
 
         // A damaged file is compiled again and written whole.
         let mut damaged = written.clone();
