@@ -16,6 +16,7 @@ pub mod geoip;
 pub mod idle;
 pub mod jwt;
 pub mod module;
+mod module_cache;
 pub mod origins;
 pub mod proxy;
 pub mod scaling;

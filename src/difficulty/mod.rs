@@ -124,7 +124,9 @@ impl Calibrator {
         Self { recent, sorted }
     }
 
-    /// Places `score` among the recent ones, then counts it in.
+    /// Places `score` among the recent ones, then counts it in (the
+    /// router ranks first and counts only once the request is admitted).
+    #[cfg(test)]
     pub fn place(&mut self, score: f64, random: u64) -> Placement {
         let placement = self.rank(score, random);
         self.count(score);

@@ -78,10 +78,6 @@ impl Small {
         }
     }
 
-    fn len(&self) -> usize {
-        self.len
-    }
-
     fn as_slice(&self) -> &[u8] {
         &self.values[..self.len]
     }
