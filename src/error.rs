@@ -37,6 +37,13 @@ pub enum RouterError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The request holds personal data that its node's `pii` policy
+    /// (`block`) does not let through: the kinds found, with how many of
+    /// each (never the values).
+    #[error(
+        "the request holds personal data that may not be sent to the node chosen for it ({0}); remove it and retry"
+    )]
+    PersonalData(String),
     /// The client sent its request too slowly.
     #[error("the request was not received within {0}")]
     ClientTimeout(String),
@@ -132,6 +139,7 @@ impl RouterError {
             Self::RateLimited(_) => 429,
             Self::BadRequest(_) => 400,
             Self::PayloadTooLarge { .. } => 413,
+            Self::PersonalData(_) => 400,
             Self::ClientTimeout(_) => 408,
             Self::NoRoute { .. } => 404,
             Self::ResidencyUnavailable { .. }
@@ -161,6 +169,7 @@ impl RouterError {
             Self::RateLimited(_) => "rate_limited",
             Self::BadRequest(_) => "invalid_request_error",
             Self::PayloadTooLarge { .. } => "request_too_large",
+            Self::PersonalData(_) => "personal_data",
             Self::ClientTimeout(_) => "request_timeout",
             Self::NoRoute { .. } => "not_found_error",
             Self::ResidencyUnavailable { .. } => "residency_unavailable",
@@ -232,12 +241,13 @@ impl RouterError {
 }
 
 /// Every `error.type` a [`RouterError`] can have ([`RouterError::kind`]).
-pub const KINDS: [&str; 21] = [
+pub const KINDS: [&str; 22] = [
     "geofence_denied",
     "authentication_error",
     "permission_denied",
     "invalid_request_error",
     "request_too_large",
+    "personal_data",
     "request_timeout",
     "not_found_error",
     "residency_unavailable",
@@ -286,6 +296,7 @@ pub fn refusal_reason(kind: &'static str) -> &'static str {
         "budget_exhausted" => "budget",
         "capacity_exceeded" => "capacity",
         "rate_limited" => "rate",
+        "personal_data" => "pii",
         other => other,
     }
 }
@@ -339,6 +350,7 @@ mod tests {
             RouterError::Unauthorized,
             RouterError::BadRequest("x".into()),
             RouterError::PayloadTooLarge { limit: 1 },
+            RouterError::PersonalData("email: 1".into()),
             RouterError::ClientTimeout("x".into()),
             RouterError::NoRoute { method: "GET".into(), path: "/".into() },
             RouterError::ResidencyUnavailable { jurisdiction: "EU".into() },

@@ -13,6 +13,7 @@ use crate::answer::stale_may_answer;
 use crate::capture::Capture;
 use crate::entry::{Entry, HoldsEntry};
 use crate::explain::set_explanation;
+use crate::restore::RestorePii;
 use crate::transform::{EditAnswer, Then, Transform};
 
 /// The router's `ResponseHead` event for exchange `id`: the status, and the
@@ -43,6 +44,10 @@ pub struct Attempt<'a> {
     pub restore_model: Option<&'a str>,
     /// The largest body the cache stores.
     pub max_entry: usize,
+    /// The placeholders the node got for personal values (`pii` mode
+    /// `pseudonymize`), to restore in the answer. Such an answer is never
+    /// stored: restored, it holds the client's personal values.
+    pub restore_pii: Option<std::sync::Arc<edge_router::pii::Vault>>,
 }
 
 /// A stored entry a request revalidates: the host's handle on it (`T`, the
@@ -134,7 +139,7 @@ fn plan<T: HoldsEntry>(
         }
     }
     let sse = is_sse(headers);
-    let capture = forward.fill.as_ref().and_then(|fill| {
+    let capture = forward.fill.as_ref().filter(|_| attempt.restore_pii.is_none()).and_then(|fill| {
         if fill.http {
             let request = attempt.request;
             // A HEAD's answer has no body to keep for a later GET.
@@ -160,7 +165,9 @@ fn plan<T: HoldsEntry>(
 
 /// The rewrite an answer goes through, if any: another API's answer into
 /// the shape the client asked in first, then the model given back
-/// (`restore_requested_model`) and response ids tagged with their node.
+/// (`restore_requested_model`) and response ids tagged with their node,
+/// and last the personal values given back (`pii`), in every answer,
+/// errors included (one may quote the request).
 fn rewrite(
     attempt: &Attempt<'_>,
     forward: &Forward,
@@ -186,9 +193,14 @@ fn rewrite(
     let edit = edit.map(|t| Box::new(t) as Box<dyn Transform>);
     // Another API's answer becomes OpenAI's first; the edits work on that.
     let translate = crate::provider::answer_for(attempt.endpoint, attempt.api, status, sse, now_ms);
-    match (translate, edit) {
+    let rewritten = match (translate, edit) {
         (Some(translate), Some(edit)) => Some(Box::new(Then(translate, edit)) as Box<dyn Transform>),
         (translate, edit) => translate.or(edit),
+    };
+    let restore = attempt.restore_pii.clone().map(|vault| Box::new(RestorePii::new(vault, sse)) as Box<dyn Transform>);
+    match (rewritten, restore) {
+        (Some(rewritten), Some(restore)) => Some(Box::new(Then(rewritten, restore)) as Box<dyn Transform>),
+        (rewritten, restore) => rewritten.or(restore),
     }
 }
 

@@ -39,6 +39,7 @@ pub mod intake;
 pub mod notices;
 pub mod provider;
 pub mod record;
+pub mod restore;
 pub mod transform;
 pub mod upstream;
 pub mod usage;

@@ -24,6 +24,16 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorKind(pub &'static str);
 
+/// The personal values a node's `pii` policy found in the request, as a
+/// response extension the exchange sets: counts by kind, never the values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PiiFound {
+    /// `pseudonymize`, `redact` or `block`.
+    pub mode: &'static str,
+    /// How many values of each kind.
+    pub found: std::collections::BTreeMap<String, u32>,
+}
+
 /// How a streamed answer ended, as its watchdog saw it: set once, by the
 /// body, before its last chunk goes, and read where the record is closed
 /// (it travels there as a response extension).
@@ -138,6 +148,13 @@ pub struct Record {
     pub status: u16,
     /// `HIT`, `MISS`, `STALE`, `BYPASS` or `REVALIDATED`.
     pub cache: String,
+    /// The personal values found in the request, by kind (`{"email": 2}`),
+    /// for a node whose `pii` policy looks; never the values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pii: Option<std::collections::BTreeMap<String, u32>>,
+    /// What the policy did with them: `pseudonymize`, `redact` or `block`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pii_mode: Option<&'static str>,
     /// Why the router refused or failed the request (`geofence`, `residency`,
     /// `auth`, `budget`, `capacity`, `rate`, or the error's type).
     pub refusal: Option<&'static str>,
@@ -157,14 +174,17 @@ pub struct Record {
 impl Record {
     /// The record of `begun` once the client's response head is known: its
     /// status, its explanation headers, and the router's error kind if it
-    /// answered itself (`kind`).
+    /// answered itself (its response's extension [`ErrorKind`]), and the
+    /// personal values found ([`PiiFound`]).
     pub fn at_head(
         begun: Begun,
         status: StatusCode,
         fields: &HeaderMap,
-        kind: Option<ErrorKind>,
+        extensions: &http::Extensions,
         head_ms: u64,
     ) -> Self {
+        let kind = extensions.get::<ErrorKind>().copied();
+        let pii = extensions.get::<PiiFound>();
         let text = |name: &str| fields.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let rewritten = text(headers::MODEL);
         let (rewritten, difficulty) = match rewritten.as_deref().map(Difficulty::parse_header) {
@@ -187,6 +207,8 @@ impl Record {
             requested_model: begun.requested_model,
             status: status.as_u16(),
             cache: text(headers::CACHE).unwrap_or_else(|| "BYPASS".into()),
+            pii: pii.map(|p| p.found.clone()),
+            pii_mode: pii.map(|p| p.mode),
             refusal: kind.filter(|_| status.as_u16() >= 400).map(|k| refusal_reason(k.0)),
             tokens_in: None,
             tokens_out: None,
@@ -366,7 +388,7 @@ mod tests {
         let mut digest = [0u8; 32];
         digest[31] = 1;
         begun.read(&config, Endpoint::ChatCompletions, Some(&digest), None, Some(&facts));
-        let mut r = Record::at_head(begun, StatusCode::OK, &explained("gpu", None), None, 1_040);
+        let mut r = Record::at_head(begun, StatusCode::OK, &explained("gpu", None), &http::Extensions::new(), 1_040);
         r.close(Outcome::Complete, Some(Usage { prompt_tokens: 100, completion_tokens: 401 }), &config, 1_440);
         assert_eq!(r.path, "/v1/chat/completions", "the query is not kept");
         assert_eq!(
@@ -390,14 +412,23 @@ mod tests {
         let config = config();
         let mut begun = Begun::new(1, 0, &http::Method::POST, "/v1/chat/completions");
         begun.read(&config, Endpoint::ChatCompletions, Some(&[7; 32]), None, None);
-        let r = Record::at_head(
-            begun,
-            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
-            &explained("-", None),
-            Some(ErrorKind("geofence_denied")),
-            5,
-        );
+        let mut extensions = http::Extensions::new();
+        extensions.insert(ErrorKind("geofence_denied"));
+        let r =
+            Record::at_head(begun, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, &explained("-", None), &extensions, 5);
         assert_eq!((r.tenant.as_deref(), r.refusal, r.status_class()), (Some("anonymous"), Some("geofence"), "4xx"));
+        assert!(!r.json_line().contains("pii"), "no pii fields without findings");
+
+        let mut extensions = http::Extensions::new();
+        extensions.insert(ErrorKind("personal_data"));
+        let found = [("email".to_string(), 2), ("card".to_string(), 1)].into_iter().collect();
+        extensions.insert(PiiFound { mode: "block", found });
+        let begun = Begun::new(2, 0, &http::Method::POST, "/v1/chat/completions");
+        let r = Record::at_head(begun, StatusCode::BAD_REQUEST, &explained("-", None), &extensions, 5);
+        let line: serde_json::Value = serde_json::from_str(&r.json_line()).unwrap();
+        assert_eq!(line["refusal"], "pii");
+        assert_eq!(line["pii"], serde_json::json!({"card": 1, "email": 2}));
+        assert_eq!(line["pii_mode"], "block");
     }
 
     #[test]
@@ -406,7 +437,8 @@ mod tests {
         let mut begun = Begun::new(1, 0, &http::Method::POST, "/v1/chat/completions");
         let facts = BodyFacts { model: Some("auto".into()), ..BodyFacts::default() };
         begun.read(&config, Endpoint::ChatCompletions, None, None, Some(&facts));
-        let r = Record::at_head(begun, StatusCode::OK, &explained("gpu", Some("llama-3-8b")), None, 1);
+        let r =
+            Record::at_head(begun, StatusCode::OK, &explained("gpu", Some("llama-3-8b")), &http::Extensions::new(), 1);
         assert_eq!((r.requested_model.as_deref(), r.served_model.as_deref()), (Some("auto"), Some("llama-3-8b")));
         assert_eq!(model_label(&config, Some("auto")), "auto");
         assert_eq!(model_label(&config, Some("llama-3-8b")), "llama-3-8b");
@@ -417,7 +449,7 @@ mod tests {
     fn ids_are_written_as_x_request_id_names_them() {
         let mut begun = Begun::new(0x0123_4567_89ab_cdef, 0, &http::Method::GET, "/");
         begun.endpoint = Some(Endpoint::Other);
-        let r = Record::at_head(begun, StatusCode::OK, &HeaderMap::new(), None, 0);
+        let r = Record::at_head(begun, StatusCode::OK, &HeaderMap::new(), &http::Extensions::new(), 0);
         let line: serde_json::Value = serde_json::from_str(&r.json_line()).expect("JSON");
         assert_eq!(line["request_id"], edge_router::error::request_id_text(0x0123_4567_89ab_cdef));
     }

@@ -11,9 +11,13 @@
 use bytes::Bytes;
 use edge_router::hop::never_forwarded;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use edge_router::config::Node;
+use edge_router::error::RouterError;
 use edge_router::facts::{response_id_of_path, untag_response_id};
+use edge_router::pii::{Mode, Policy, Vault, protect_request};
 use edge_router::wire::{Forward, ForwardBody, RuleRef};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -91,28 +95,89 @@ pub struct Outbound<'a> {
     pub body: Option<Bytes>,
     /// Header fields the node's API needs (`anthropic-version`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// What the node's `pii` policy found in the body and did with it.
+    pub pii: Option<Shielded>,
+}
+
+/// The personal values found in a request for a node whose `pii` policy
+/// looks (`edge_router::pii`), and what became of them.
+#[derive(Debug, Clone)]
+pub struct Shielded {
+    /// What the node's policy does.
+    pub mode: Mode,
+    /// How many values of each kind (never the values).
+    pub found: BTreeMap<String, u32>,
+    /// The placeholders to restore in the answer (`pseudonymize`).
+    pub vault: Option<Arc<Vault>>,
+}
+
+impl Shielded {
+    /// What the request's record says of it.
+    pub fn record(&self) -> crate::record::PiiFound {
+        let mode = match self.mode {
+            Mode::Pseudonymize => "pseudonymize",
+            Mode::Redact => "redact",
+            Mode::Block => "block",
+        };
+        crate::record::PiiFound { mode, found: self.found.clone() }
+    }
+
+    /// The refusal of a request that its node's policy blocks.
+    pub fn refusal(&self) -> RouterError {
+        let kinds: Vec<String> = self.found.iter().map(|(kind, n)| format!("{kind}: {n}")).collect();
+        RouterError::PersonalData(kinds.join(", "))
+    }
 }
 
 /// The request `node` gets for `forward` of a client's request for
 /// `target` with body `original` (empty, and `streamed`, when it is still
-/// in its connection): the response id untagged, the model rewritten, and
-/// translated into the node's API when it speaks another than OpenAI's.
-pub fn outbound<'a>(forward: &Forward, node: &Node, target: &'a str, original: &Bytes, streamed: bool) -> Outbound<'a> {
+/// in its connection): the response id untagged, the model rewritten, the
+/// personal values the node's `pii` policy names replaced, and translated
+/// into the node's API when it speaks another than OpenAI's. `Err` when the
+/// policy blocks what was found: the request must not go.
+pub fn outbound<'a>(
+    forward: &Forward,
+    node: &Node,
+    target: &'a str,
+    original: &Bytes,
+    streamed: bool,
+    pii: &Policy,
+) -> Result<Outbound<'a>, Shielded> {
     let target = upstream_target(forward, target, &node.id);
-    let body = upstream_body(forward, original, streamed, &node.id);
-    // An answer the router reads and rewrites (translated, or a response
-    // object whose ids it tags) must come uncompressed: neither host
-    // decompresses what it passes on.
+    let mut body = upstream_body(forward, original, streamed, &node.id);
+    let mut shielded = None;
+    if let (Some(sent), Some(mode)) = (&body, usize::try_from(forward.node).ok().and_then(|n| pii.for_node(n))) {
+        let mut vault = Vault::new();
+        let protected = protect_request(sent, &pii.detector, mode, &mut vault);
+        if !protected.found.is_empty() {
+            let found = Shielded { mode, found: protected.found, vault: (!vault.is_empty()).then(|| Arc::new(vault)) };
+            if mode == Mode::Block {
+                return Err(found);
+            }
+            if let Some(replaced) = protected.body {
+                body = Some(replaced.into());
+            }
+            shielded = Some(found);
+        }
+    }
+    // An answer the router reads and rewrites (translated, a response
+    // object whose ids it tags, or placeholders to restore) must come
+    // uncompressed: neither host decompresses what it passes on.
     let identity = (http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    match body.as_ref().and_then(|b| crate::provider::translate(node, &target, b)) {
+    let restores = shielded.as_ref().is_some_and(|s| s.vault.is_some());
+    let mut out = match body.as_ref().and_then(|b| crate::provider::translate(node, &target, b)) {
         Some(t) => {
             let mut headers = t.headers;
             headers.push(identity);
-            Outbound { target: Cow::Owned(t.target), body: Some(t.body), headers }
+            Outbound { target: Cow::Owned(t.target), body: Some(t.body), headers, pii: None }
         }
-        None if target.starts_with("/v1/responses") => Outbound { target, body, headers: vec![identity] },
-        None => Outbound { target, body, headers: Vec::new() },
-    }
+        None if target.starts_with("/v1/responses") || restores => {
+            Outbound { target, body, headers: vec![identity], pii: None }
+        }
+        None => Outbound { target, body, headers: Vec::new(), pii: None },
+    };
+    out.pii = shielded;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -183,5 +248,35 @@ mod tests {
         let sent =
             upstream_body(&Forward { body: ForwardBody::RewriteModel("tiny".into()), ..held }, &body, false, "n");
         assert_eq!(sent.as_deref(), Some(&br#"{"model":"tiny","previous_response_id":"resp_9"}"#[..]));
+    }
+
+    #[test]
+    fn a_nodes_pii_policy_replaces_blocks_or_passes_what_it_finds() {
+        let yaml = "nodes:\n  - {id: gpu, type: local, host: \"http://g\"}\n  - {id: gpt, type: cloud, host: \"http://o\"}\n  - {id: claude, type: cloud, host: \"http://a\", provider: anthropic}\npii:\n  mode: pseudonymize\n  policies: [{apply_to: [gpt], mode: block}]\n";
+        let config = edge_router::RouterConfig::load("t.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+        let body =
+            Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"I am jane@example.com"}]}"#);
+        let to = |node: u32| Forward { node, ..forward(&[], ForwardBody::Original) };
+        let local = outbound(&to(0), &config.nodes[0], "/v1/chat/completions", &body, false, &config.pii);
+        let local = local.expect("sent");
+        assert_eq!(local.body, Some(body.clone()), "a local node gets the request as it came");
+        assert!(local.pii.is_none() && local.headers.is_empty());
+
+        let Err(blocked) = outbound(&to(1), &config.nodes[1], "/v1/chat/completions", &body, false, &config.pii) else {
+            panic!("blocked")
+        };
+        assert_eq!(blocked.record().found.into_iter().collect::<Vec<_>>(), [("email".to_string(), 1)]);
+        let message = blocked.refusal().to_string();
+        assert!(message.contains("email: 1") && !message.contains("jane"), "{message}");
+
+        // Pseudonymized first, then translated into the node's API.
+        let sent = outbound(&to(2), &config.nodes[2], "/v1/chat/completions", &body, false, &config.pii);
+        let sent = sent.expect("sent");
+        let text = String::from_utf8(sent.body.clone().unwrap().to_vec()).unwrap();
+        assert!(text.contains("[EMAIL_1]") && !text.contains("jane"), "{text}");
+        assert_eq!(sent.target, "/v1/messages");
+        assert!(sent.headers.iter().any(|(n, v)| n == http::header::ACCEPT_ENCODING && v == "identity"));
+        let shielded = sent.pii.expect("found");
+        assert_eq!(shielded.vault.expect("to restore").restore("[EMAIL_1]", false), "jane@example.com");
     }
 }

@@ -107,7 +107,8 @@ fn anthropic(origin: &str, reply: &Reply, headers: &HeaderMap, asked: &Value) ->
     let text = if said.starts_with("tool said") {
         format!("{origin} heard: {said}")
     } else {
-        reply.text.as_deref().unwrap_or("hello from {origin}").replace("{origin}", origin).replace("{model}", model)
+        let text = reply.text.as_deref().unwrap_or("hello from {origin}");
+        text.replace("{origin}", origin).replace("{model}", model).replace("{prompt}", &said)
     };
     let [input, output] = reply.usage.unwrap_or([5, 5]);
     let system = asked["system"].as_str().map(|s| format!(" (system: {s})")).unwrap_or_default();

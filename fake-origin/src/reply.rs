@@ -97,9 +97,18 @@ pub struct Reply {
     /// A raw body instead of a completion (`text/plain` unless `headers`
     /// say otherwise).
     pub body: Option<String>,
-    /// The completion's text (`{origin}` and `{model}` are filled in); by
-    /// default `hello from <origin>`.
+    /// The completion's text (`{origin}` and `{model}` are filled in, and
+    /// in a chat completion `{prompt}` with the last user turn's text, as a
+    /// model repeating what it was told); by default `hello from <origin>`.
     pub text: Option<String>,
+    /// A chat completion that calls the first tool offered, with these
+    /// arguments (a JSON text; `{prompt}` is filled in, escaped).
+    pub arguments: Option<String>,
+    /// A stream's text (and a call's arguments) in pieces of this many
+    /// characters, instead of a word each.
+    pub piece_chars: Option<usize>,
+    /// A stream's bytes sent in chunks of this many bytes, events cut anywhere.
+    pub chunk_bytes: Option<usize>,
     /// Sent as `ETag`; a request whose `If-None-Match` matches gets a `304`.
     pub etag: Option<String>,
     /// Honour a single `Range: bytes=…` of `body` with a `206`.

@@ -300,12 +300,29 @@ fn respond(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8
     let tool = asked["tools"][0]["function"]["name"]
         .as_str()
         .filter(|_| last["role"] == "user" && last["content"].as_str().is_some_and(|c| c.contains("weather")));
+    let prompt = last_user_text(turns);
     let text = match last["role"].as_str() {
         Some("tool") => format!("{origin} heard: tool said {}", last["content"].as_str().unwrap_or_default()),
-        _ => text,
+        _ => text.replace("{prompt}", &prompt),
     };
+    let pieces = |text: &str| match reply.piece_chars {
+        Some(n) => pieces_of(text, n),
+        None => words_of(text),
+    };
+    let scripted = reply.arguments.as_ref().zip(asked["tools"][0]["function"]["name"].as_str());
+    if let Some((arguments, name)) = scripted {
+        let escaped = serde_json::to_string(&prompt).unwrap_or_default();
+        let arguments = arguments.replace("{prompt}", &escaped[1..escaped.len() - 1]);
+        let split = match reply.piece_chars {
+            Some(n) => pieces_of(&arguments, n),
+            None => vec![arguments.clone()],
+        };
+        return tool_call(status, headers, origin, &model, name, &arguments, &split, &usage, sse, reply.chunk_bytes);
+    }
     if let Some(name) = tool {
-        return tool_call(status, headers, origin, &model, name, &usage, sse);
+        let arguments = "{\"city\": \"Paris\"}";
+        let split = ["{\"city\": ".to_string(), "\"Paris\"}".to_string()];
+        return tool_call(status, headers, origin, &model, name, arguments, &split, &usage, sse, None);
     }
     if !sse {
         let answer = json!({"id": "chatcmpl-fake", "object": "chat.completion", "origin": origin, "model": model,
@@ -317,23 +334,58 @@ fn respond(origin: &str, reply: &Reply, parts: &http::request::Parts, body: &[u8
     }
     headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
     let separate_usage = asked["stream_options"]["include_usage"] == true;
-    let events = sse_events(origin, &model, &text, &usage, separate_usage);
-    with(status, headers, streamed(events, Duration::from_millis(reply.gap_ms)))
+    let events = sse_events(origin, &model, &pieces(&text), &usage, separate_usage);
+    with(status, headers, streamed_in(events, Duration::from_millis(reply.gap_ms), reply.chunk_bytes))
 }
 
-/// A chat completion that calls `name` with `{"city": "Paris"}`, or the
-/// chunks of one: the call's id and name, its arguments in two pieces,
-/// then `finish_reason: tool_calls` with the usage.
+/// The text of the last user turn: its content, or its parts' texts.
+fn last_user_text(turns: &[Value]) -> String {
+    let Some(turn) = turns.iter().rev().find(|t| t["role"] == "user") else { return String::new() };
+    match &turn["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+        _ => String::new(),
+    }
+}
+
+/// `text` a word at a time, each after the first with its space.
+fn words_of(text: &str) -> Vec<String> {
+    text.split(' ').enumerate().map(|(i, w)| if i == 0 { w.to_string() } else { format!(" {w}") }).collect()
+}
+
+/// `text` in pieces of `n` characters.
+fn pieces_of(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(n.max(1)).map(|c| c.iter().collect()).collect()
+}
+
+/// A body sent as `events`, `gap` apart, or cut into chunks of `chunk_bytes`.
+fn streamed_in(events: Vec<String>, gap: Duration, chunk_bytes: Option<usize>) -> Body {
+    match chunk_bytes {
+        Some(n) => {
+            let all = events.concat().into_bytes();
+            streamed_bytes(all.chunks(n.max(1)).map(Bytes::copy_from_slice).collect(), gap)
+        }
+        None => streamed(events, gap),
+    }
+}
+
+/// A chat completion that calls `name` with `arguments`, or the chunks of
+/// one: the call's id and name, its arguments in the pieces `split`, then
+/// `finish_reason: tool_calls` with the usage.
+#[allow(clippy::too_many_arguments)]
 fn tool_call(
     status: StatusCode,
     mut headers: HeaderMap,
     origin: &str,
     model: &Value,
     name: &str,
+    arguments: &str,
+    split: &[String],
     usage: &Value,
     sse: bool,
+    chunk_bytes: Option<usize>,
 ) -> Response<Body> {
-    let arguments = "{\"city\": \"Paris\"}";
     if !sse {
         let call = json!({"id": "call_fake1", "type": "function", "function": {"name": name, "arguments": arguments}});
         let answer = json!({"id": "chatcmpl-fake", "object": "chat.completion", "origin": origin, "model": model,
@@ -349,23 +401,15 @@ fn tool_call(
     };
     let start =
         json!({"index": 0, "id": "call_fake1", "type": "function", "function": {"name": name, "arguments": ""}});
-    let events = vec![
-        chunk(json!({"role": "assistant", "tool_calls": [start]}), Value::Null, &Value::Null),
-        chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}),
-            Value::Null,
-            &Value::Null,
-        ),
-        chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
-            Value::Null,
-            &Value::Null,
-        ),
-        chunk(json!({}), json!("tool_calls"), usage),
-        "data: [DONE]\n\n".to_string(),
-    ];
+    let mut events = vec![chunk(json!({"role": "assistant", "tool_calls": [start]}), Value::Null, &Value::Null)];
+    for piece in split {
+        let delta = json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]});
+        events.push(chunk(delta, Value::Null, &Value::Null));
+    }
+    events.push(chunk(json!({}), json!("tool_calls"), usage));
+    events.push("data: [DONE]\n\n".to_string());
     headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
-    with(status, headers, streamed(events, Duration::ZERO))
+    with(status, headers, streamed_in(events, Duration::ZERO, chunk_bytes))
 }
 
 /// A legacy completion (`/v1/completions`): a `text_completion`, or its
@@ -407,13 +451,12 @@ fn legacy_completion(
     with(status, headers, streamed(events, Duration::from_millis(gap_ms)))
 }
 
-/// A stream's events as OpenAI sends them: a chunk per word, then (when the
+/// A stream's events as OpenAI sends them: a chunk per piece of the text
+/// (`words`), then (when the
 /// client asked with `stream_options.include_usage`) a chunk with only
 /// `usage`, then `[DONE]`. Without that option the last word's chunk carries
 /// the usage, as OpenAI-compatible servers such as vLLM do.
-fn sse_events(origin: &str, model: &Value, text: &str, usage: &Value, separate_usage: bool) -> Vec<String> {
-    let words: Vec<String> =
-        text.split(' ').enumerate().map(|(i, w)| if i == 0 { w.to_string() } else { format!(" {w}") }).collect();
+fn sse_events(origin: &str, model: &Value, words: &[String], usage: &Value, separate_usage: bool) -> Vec<String> {
     let last = words.len().saturating_sub(1);
     let chunk = |choices: Value, usage: &Value| {
         let c = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "origin": origin, "model": model,

@@ -2,8 +2,10 @@
 //! apart from the access log, for what an auditor asks about: who changed
 //! the router and how (admin actions, by the admin token's fingerprint,
 //! never the token), which config or module was put in force (its hash),
-//! and which requests were refused for their key, a budget or a rate limit
-//! (by tenant, never the key). It holds no request or response content.
+//! which requests were refused for their key, a budget or a rate limit
+//! (by tenant, never the key), and which held personal data a node's `pii`
+//! policy acted on (counts by kind, never the values). It holds no request
+//! or response content.
 //!
 //! Lines go to a thread of their own through a bounded queue. A flood of
 //! refusals never slows the proxy: a refusal that finds the queue full is
@@ -108,8 +110,25 @@ impl Audit {
         }
     }
 
-    /// A request's record, if it was refused for its key, its address, a budget or a rate limit.
-    pub fn refused(&self, record: &Record) {
+    /// A request's record: a line if it was refused for its key, its
+    /// address, a budget or a rate limit, and one if its node's `pii`
+    /// policy found personal values in it (the counts by kind, never the values).
+    pub fn request(&self, record: &Record) {
+        if let (Some(found), Some(mode)) = (&record.pii, record.pii_mode) {
+            self.send(
+                json!({
+                    "kind": "personal_data",
+                    "mode": mode,
+                    "found": found,
+                    "request_id": edge_router::error::request_id_text(record.id),
+                    "tenant": record.tenant.as_deref(),
+                    "country": record.country,
+                    "node": record.node,
+                    "status": record.status,
+                }),
+                false,
+            );
+        }
         let Some(reason) = record.refusal.filter(|r| AUDITED_REFUSALS.contains(r)) else { return };
         self.send(
             json!({

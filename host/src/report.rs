@@ -4,6 +4,7 @@
 use edge_router::RouterConfig;
 use edge_router::config::{DEFAULT_LARGE_SHARE, Node, SizeStrategy};
 use edge_router::geo::NodeResidency;
+use edge_router::pii::Mode;
 
 /// A routing-log record for a person: when, who, where it went, how it went.
 pub(crate) fn routing_line(r: &serde_json::Value) -> String {
@@ -231,5 +232,32 @@ pub(crate) fn routing_table(config: &RouterConfig) -> String {
             m.large_share.unwrap_or(DEFAULT_LARGE_SHARE) * 100.0
         ),
     };
+    if config.pii.is_on() {
+        let _ = writeln!(out, "\npersonal data ({}):", pii_kinds(&config.pii.detector));
+        for mode in [Mode::Pseudonymize, Mode::Redact, Mode::Block] {
+            let nodes: Vec<&str> = (0..config.nodes.len())
+                .filter(|&i| config.pii.for_node(i) == Some(mode))
+                .map(|i| config.nodes[i].id.as_str())
+                .collect();
+            if !nodes.is_empty() {
+                let what = match mode {
+                    Mode::Pseudonymize => "pseudonymized, restored in the answer",
+                    Mode::Redact => "redacted",
+                    Mode::Block => "the request refused",
+                };
+                let _ = writeln!(out, "  {:<20} -> {what}", nodes.join(", "));
+            }
+        }
+    }
     out
+}
+
+/// The kinds a detector looks for, by name.
+fn pii_kinds(detector: &edge_router::pii::Detector) -> String {
+    let mut names: Vec<&str> = detector.kinds.iter().map(|k| k.name(&detector.patterns)).collect();
+    names.extend(detector.patterns.iter().map(|p| p.name.as_str()));
+    if detector.has_words() {
+        names.push("word");
+    }
+    names.join(", ")
 }

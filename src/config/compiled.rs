@@ -153,6 +153,8 @@ pub struct RouterConfig {
     pub state: super::StateConfig,
     /// Metrics to watch and the access log.
     pub monitoring: MonitoringConfig,
+    /// What personal data is looked for, and what each node gets of it.
+    pub pii: crate::pii::Policy,
     /// What is loaded but not acted on, and legal but suspicious things.
     pub warnings: Vec<Warning>,
 }

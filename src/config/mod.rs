@@ -101,6 +101,57 @@ mod tests {
     }
 
     #[test]
+    fn pii_policies_name_nodes_by_type_id_selector_or_residency_and_the_first_decides() {
+        use crate::pii::{Kind, Mode};
+        let nodes = "nodes:\n  - {id: gpu, type: local, host: \"http://g\"}\n  - {id: eu, type: cloud, host: \"http://e\", data_residency: EU}\n  - {id: us, type: cloud, host: \"http://u\", provider: openai}\n  - {id: tiny, type: edge, host: \"http://t\"}\n";
+        let modes = |yaml: &str| {
+            let cfg = RouterConfig::load("c.yaml", &format!("{nodes}{yaml}")).unwrap_or_else(|e| panic!("{e}"));
+            (0..4).map(|i| cfg.pii.for_node(i)).collect::<Vec<_>>()
+        };
+        assert_eq!(modes(""), [None; 4], "off unless asked for");
+        let (p, r, b) = (Some(Mode::Pseudonymize), Some(Mode::Redact), Some(Mode::Block));
+        assert_eq!(modes("pii: {mode: pseudonymize}\n"), [None, p, p, p], "every node but local ones by default");
+        assert_eq!(modes("pii: {apply_to: [cloud], mode: pseudonymize}\n"), [None, p, p, None]);
+        let layered = "pii:\n  mode: redact\n  apply_to: [\"*\"]\n  policies:\n    - {apply_to: [\"residency:EU\"], mode: off}\n    - {apply_to: [\"provider:openai\", tiny], mode: block}\n";
+        assert_eq!(modes(layered), [r, None, b, b], "the first policy naming a node decides");
+
+        let cfg = RouterConfig::load(
+            "c.yaml",
+            &format!("{nodes}pii:\n  mode: block\n  detect: [email, iban]\n  patterns: [{{name: employee_id, regex: \"EMP-[0-9]{{6}}\"}}]\n  words: [Project Falcon]\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let found: Vec<Kind> = cfg
+            .pii
+            .detector
+            .find("EMP-123456 on project falcon, 8.8.8.8, a@b.example")
+            .iter()
+            .map(|f| f.kind)
+            .collect();
+        assert_eq!(found, [Kind::Pattern(0), Kind::Word, Kind::Email], "only the kinds asked for");
+
+        let bad = "pii:\n  apply_to: [cloud, nowhere, \"residency:APAC\"]\n  detect: [email, passport]\n  patterns:\n    - {name: email, regex: \"x\"}\n    - {name: ok, regex: \"(unclosed\"}\n    - {name: empty, regex: \"a*\"}\n  words: [\" \"]\n";
+        let err = RouterConfig::load("c.yaml", &format!("{nodes}{bad}")).unwrap_err().to_string();
+        for expected in [
+            "pii.mode: `apply_to` needs a `mode`",
+            "pii.detect[1]: `passport` is not a kind",
+            "pii.patterns[0].name: `email` is a built-in kind's name",
+            "pii.patterns[1].regex: is not a regular expression",
+            "pii.patterns[2].regex: matches the empty text",
+            "pii.words[0]: is empty",
+        ] {
+            assert!(err.contains(expected), "{expected:?} in {err}");
+        }
+        let err = RouterConfig::load(
+            "c.yaml",
+            &format!("{nodes}pii: {{mode: redact, apply_to: [nowhere, \"residency:APAC\"]}}\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("c.yaml:6:") && err.contains("`nowhere` is not the id of any node"), "{err}");
+        assert!(err.contains("`residency:APAC` selects no node"), "{err}");
+    }
+
+    #[test]
     fn a_catch_all_rule_shadowing_later_rules_is_a_warning() {
         let yaml = "nodes:\n  - {id: a, type: cloud, host: \"http://a\"}\nrouting:\n  rules:\n    - {match: {}, target: a}\n    - {name: never, match: {geo: DE}, target: a}\n";
         let cfg = RouterConfig::load("c.yaml", yaml).unwrap();

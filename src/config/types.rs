@@ -70,6 +70,76 @@ pub struct ConfigFile {
     /// State shared by a fleet of edge boxes (Valkey or Redis): rate limits held as one.
     #[serde(default)]
     pub state: StateConfig,
+    /// Personal data in prompts: found at the edge, and pseudonymized, redacted or refused before
+    /// the nodes named see it (`docs/pii.md`). Off unless a `mode` is set.
+    #[serde(default)]
+    pub pii: PiiConfig,
+}
+
+/// What becomes of personal data on its way to some nodes (`docs/pii.md`).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiConfig {
+    /// What the nodes of `apply_to` get: `pseudonymize` (placeholders, the originals restored in
+    /// the answer), `redact` (masked for good), `block` (the request is refused, naming the kinds
+    /// found) or `off`. Absent: off, unless `policies` say otherwise.
+    #[serde(default)]
+    pub mode: Option<PiiMode>,
+    /// The nodes `mode` applies to: node types (`cloud`, `edge`, `local`), node ids or globs,
+    /// selectors (`provider:openai`, `region:us-*`, `location:cn-*`) or `residency:<jurisdiction>`.
+    /// Default: every node that is not `local`.
+    #[serde(default)]
+    pub apply_to: Vec<String>,
+    /// More policies, each with its own `apply_to` and `mode`. The first that names a node decides
+    /// for it; `mode` and `apply_to` above come after them all.
+    #[serde(default)]
+    pub policies: Vec<PiiPolicyConfig>,
+    /// The built-in kinds looked for: `email`, `phone`, `card`, `iban`, `ipv4`, `ipv6`, `us_ssn`,
+    /// `cn_resident_id`. Default: all of them.
+    #[serde(default)]
+    pub detect: Option<Vec<String>>,
+    /// The operator's own kinds: a name (letters, digits, `_`) and a regular expression (Rust
+    /// `regex` syntax, matched in linear time), e.g. `{name: employee_id, regex: "EMP-[0-9]{6}"}`.
+    #[serde(default)]
+    pub patterns: Vec<PiiPatternConfig>,
+    /// Sensitive words or phrases (`Project Falcon`), matched whole and ignoring ASCII case; found
+    /// as the kind `word`.
+    #[serde(default)]
+    pub words: Vec<String>,
+}
+
+/// What becomes of personal data sent to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiMode {
+    /// Each value becomes a placeholder such as `[EMAIL_1]`; the answer gets the originals back.
+    Pseudonymize,
+    /// Each value becomes its kind, `[EMAIL]`, for good.
+    Redact,
+    /// The request is refused (400, `personal_data`), naming the kinds found, never the values.
+    Block,
+    /// Sent as it came.
+    Off,
+}
+
+/// One `pii.policies` entry.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiPolicyConfig {
+    /// The nodes it applies to, named as in `pii.apply_to`.
+    pub apply_to: Vec<String>,
+    /// What they get.
+    pub mode: PiiMode,
+}
+
+/// One of the operator's kinds of personal data.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiPatternConfig {
+    /// Its name in placeholders (`[EMPLOYEE_ID_1]`), logs and errors.
+    pub name: String,
+    /// The regular expression.
+    pub regex: String,
 }
 
 /// A config version as written: `"1.0"` or `1.0`.

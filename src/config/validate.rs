@@ -5,6 +5,7 @@
 mod access;
 mod hosts;
 mod operations;
+mod pii;
 mod server;
 
 use std::collections::HashMap;
@@ -106,6 +107,7 @@ impl Validator<'_> {
         self.monitoring(&raw.monitoring, &raw.autoscaling, &nodes);
         self.state(&raw.state);
         self.model_routing(&raw.model_routing);
+        let pii = self.pii(&raw.pii, &nodes, &residency);
         let b = raw.routing.retry_budget;
         if !(b.ratio.is_finite() && b.ratio >= 0.0) {
             self.err("routing.retry_budget.ratio", "must be zero or more (0.2 allows one retry per five requests)");
@@ -152,6 +154,7 @@ impl Validator<'_> {
             autoscaling: raw.autoscaling,
             state: raw.state,
             monitoring: raw.monitoring,
+            pii,
             warnings: Vec::new(),
         }
     }
@@ -389,7 +392,7 @@ impl Validator<'_> {
 
     /// The nodes a target or fallback names: an id, a glob over ids, or a
     /// selector (`provider:aws`); `Err` says why none is named.
-    fn select(&mut self, path: &str, pattern: &str, nodes: &[Node]) -> Result<Vec<usize>, String> {
+    pub(super) fn select(&mut self, path: &str, pattern: &str, nodes: &[Node]) -> Result<Vec<usize>, String> {
         let ids = || nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ");
         let (field, glob) = match pattern.split_once(':') {
             Some((field, glob)) => (Some(field), glob),

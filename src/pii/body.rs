@@ -73,8 +73,8 @@ pub fn restore_answer(answer: &[u8], vault: &Vault) -> Option<Vec<u8>> {
     }
     let mut value: Value = serde_json::from_slice(answer).ok()?;
     let mut changed = false;
-    for_each_string(&mut value, &mut |text: &mut String| {
-        let restored = vault.restore(text);
+    for_each_string(&mut value, false, &mut |text: &mut String, json: bool| {
+        let restored = vault.restore(text, json);
         if restored != *text {
             *text = restored;
             changed = true;
@@ -83,12 +83,19 @@ pub fn restore_answer(answer: &[u8], vault: &Vault) -> Option<Vec<u8>> {
     changed.then(|| serde_json::to_vec(&value).ok()).flatten()
 }
 
-/// Calls `f` on every string within `value`.
-fn for_each_string(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+/// Whether the string of a field named `key` is a JSON text (a tool call's
+/// arguments, whole or streamed): a value restored in it is escaped.
+pub fn holds_json(key: &str) -> bool {
+    matches!(key, "arguments" | "partial_json")
+}
+
+/// Calls `f` on every string within `value`, with whether it is a JSON
+/// text ([`holds_json`]; `json` says so of `value` itself).
+pub fn for_each_string(value: &mut Value, json: bool, f: &mut dyn FnMut(&mut String, bool)) {
     match value {
-        Value::String(s) => f(s),
-        Value::Array(items) => items.iter_mut().for_each(|v| for_each_string(v, f)),
-        Value::Object(map) => map.values_mut().for_each(|v| for_each_string(v, f)),
+        Value::String(s) => f(s, json),
+        Value::Array(items) => items.iter_mut().for_each(|v| for_each_string(v, json, f)),
+        Value::Object(map) => map.iter_mut().for_each(|(k, v)| for_each_string(v, holds_json(k), f)),
         _ => {}
     }
 }
@@ -146,6 +153,8 @@ fn content(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
                             match key.as_str() {
                                 "text" => text(v, f),
                                 "content" => content(v, f),
+                                // An Anthropic `tool_use` part's arguments, as an object.
+                                "input" => for_each_string(v, false, &mut |s: &mut String, _| f(s)),
                                 _ => {}
                             }
                         }

@@ -12,8 +12,9 @@ mod body;
 mod detect;
 mod vault;
 
-pub use body::{Mode, Protected, protect_request, restore_answer};
+pub use body::{Mode, Protected, for_each_string, holds_json, protect_request, restore_answer};
 pub use detect::luhn;
+pub use regex_lite::Regex;
 pub use vault::{Restorer, Vault};
 
 /// What a value is.
@@ -114,6 +115,11 @@ impl Detector {
         Self { kinds, patterns, words }
     }
 
+    /// Whether the operator's words are looked for.
+    pub fn has_words(&self) -> bool {
+        !self.words.is_empty()
+    }
+
     /// The values in `text`, in text order, none overlapping another.
     pub fn find(&self, text: &str) -> Vec<Finding> {
         let bytes = text.as_bytes();
@@ -163,6 +169,28 @@ impl Detector {
                 }
             }
         }
+    }
+}
+
+/// What a config says of personal data (`pii`): what is looked for, and
+/// what each node gets of it.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// What is looked for.
+    pub detector: Detector,
+    /// What each node (by index) gets: `None`, the request as it came.
+    pub modes: Vec<Option<Mode>>,
+}
+
+impl Policy {
+    /// What the node at `index` gets.
+    pub fn for_node(&self, index: usize) -> Option<Mode> {
+        self.modes.get(index).copied().flatten()
+    }
+
+    /// Whether any node's requests are looked into.
+    pub fn is_on(&self) -> bool {
+        self.modes.iter().any(Option::is_some)
     }
 }
 

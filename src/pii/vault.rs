@@ -13,8 +13,9 @@ use std::collections::HashMap;
 
 use super::{Finding, Kind, Pattern};
 
-/// The placeholders of one exchange and the values they stand for.
-#[derive(Debug, Default)]
+/// The placeholders of one exchange and the values they stand for. Its
+/// debug form shows how many, never the values.
+#[derive(Default)]
 pub struct Vault {
     /// Placeholder to original value.
     originals: HashMap<String, String>,
@@ -24,6 +25,12 @@ pub struct Vault {
     numbers: HashMap<String, u32>,
     /// The longest placeholder's length, in bytes.
     longest: usize,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("placeholders", &self.originals.len()).finish_non_exhaustive()
+    }
 }
 
 /// How a kind is written in its placeholders: `EMAIL`, `US_SSN`, an
@@ -104,10 +111,12 @@ impl Vault {
     }
 
     /// `text` with every whole placeholder of this vault replaced by its
-    /// value (a whole answer, not streamed).
-    pub fn restore(&self, text: &str) -> String {
-        let mut restorer = Restorer::new(self);
-        let mut out = restorer.push(text);
+    /// value (a whole answer, not streamed); in a JSON text (`json`, such as
+    /// a tool call's `arguments`), the value is escaped as a JSON string's
+    /// content.
+    pub fn restore(&self, text: &str, json: bool) -> String {
+        let mut restorer = Restorer::new(json);
+        let mut out = restorer.push(self, text);
         out.push_str(&restorer.finish());
         out
     }
@@ -127,30 +136,39 @@ impl Vault {
 /// Restores an answer's text as it arrives in pieces, split anywhere (in a
 /// placeholder too): what it gives out is the answer so far with its whole
 /// placeholders replaced, less a tail that may yet become a placeholder
-/// (shorter than the longest one), which waits for the next piece.
-#[derive(Debug)]
-pub struct Restorer<'v> {
-    vault: &'v Vault,
+/// (shorter than the longest one), which waits for the next piece. It
+/// holds no reference to the vault, so that one vault serves every text
+/// of an answer.
+#[derive(Debug, Default)]
+pub struct Restorer {
     held: String,
+    /// The text is JSON (a tool call's `arguments`): values go in escaped.
+    json: bool,
 }
 
-impl<'v> Restorer<'v> {
-    pub fn new(vault: &'v Vault) -> Self {
-        Self { vault, held: String::new() }
+impl Restorer {
+    /// A restorer of a text, or (`json`) of a JSON text that a string holds.
+    pub fn new(json: bool) -> Self {
+        Self { held: String::new(), json }
     }
 
     /// Takes the next piece; returns what can be given out now.
-    pub fn push(&mut self, piece: &str) -> String {
-        if self.vault.is_empty() {
+    pub fn push(&mut self, vault: &Vault, piece: &str) -> String {
+        if vault.is_empty() {
             return piece.to_string();
         }
         self.held.push_str(piece);
         let held = std::mem::take(&mut self.held);
         // Placeholders hold no `[`: only the last one can open a placeholder still coming.
-        let keep_from = held.rfind('[').filter(|&i| self.vault.may_become(&held[i..])).unwrap_or(held.len());
-        let out = self.replace_whole(&held[..keep_from]);
+        let keep_from = held.rfind('[').filter(|&i| vault.may_become(&held[i..])).unwrap_or(held.len());
+        let out = self.replace_whole(vault, &held[..keep_from]);
         self.held = held[keep_from..].to_string();
         out
+    }
+
+    /// Whether a tail is held back, waiting for the next piece.
+    pub fn is_holding(&self) -> bool {
+        !self.held.is_empty()
     }
 
     /// The answer ended: what was held, as it is (it did not become a placeholder).
@@ -159,14 +177,20 @@ impl<'v> Restorer<'v> {
     }
 
     /// `text` with its whole placeholders replaced by their values.
-    fn replace_whole(&self, text: &str) -> String {
+    fn replace_whole(&self, vault: &Vault, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(open) = rest.find('[') {
             out.push_str(&rest[..open]);
             let after = &rest[open..];
             let close = after.find(']').map(|c| c + 1);
-            match close.and_then(|c| self.vault.original(&after[..c]).map(|v| (c, v))) {
+            match close.and_then(|c| vault.original(&after[..c]).map(|v| (c, v))) {
+                Some((c, value)) if self.json => {
+                    // A JSON string's content: the quotes of its encoding left off.
+                    let encoded = serde_json::to_string(value).unwrap_or_default();
+                    out.push_str(encoded.get(1..encoded.len().saturating_sub(1)).unwrap_or_default());
+                    rest = &after[c..];
+                }
                 Some((c, value)) => {
                     out.push_str(value);
                     rest = &after[c..];
@@ -205,7 +229,7 @@ mod tests {
         assert!(!sent.concat().contains("jane@") && !sent.concat().contains("555"));
         let answer = "Wrote to [EMAIL_2] and [EMAIL_3]; [EMAIL_1] and [EMAIL_9] stay; rang [PHONE_1].";
         assert_eq!(
-            vault.restore(answer),
+            vault.restore(answer, false),
             "Wrote to jane@example.com and bob@example.org; [EMAIL_1] and [EMAIL_9] stay; rang +1 415 555 2671."
         );
     }
@@ -221,7 +245,7 @@ mod tests {
     fn a_stream_split_anywhere_restores_the_same_as_a_whole_answer() {
         let (vault, _) = vault_of(&["jane@example.com, 192.168.0.7 and 中文 +44 20 7946 0958"]);
         let answer = "Sure [EMAIL_1]! Your IP [IPV4_1], [PHONE_1]] and [[EMAIL_1] and [EMAIL_ and [PHONE_10] é[IPV4_1]";
-        let whole = vault.restore(answer);
+        let whole = vault.restore(answer, false);
         assert_eq!(
             whole,
             "Sure jane@example.com! Your IP 192.168.0.7, +44 20 7946 0958] and [jane@example.com and [EMAIL_ \
@@ -230,21 +254,21 @@ mod tests {
         // Every split into two, and many into several, at character boundaries.
         let bounds: Vec<usize> = (0..=answer.len()).filter(|&i| answer.is_char_boundary(i)).collect();
         for &cut in &bounds {
-            let mut r = Restorer::new(&vault);
-            let mut out = r.push(&answer[..cut]);
-            out.push_str(&r.push(&answer[cut..]));
+            let mut r = Restorer::new(false);
+            let mut out = r.push(&vault, &answer[..cut]);
+            out.push_str(&r.push(&vault, &answer[cut..]));
             out.push_str(&r.finish());
             assert_eq!(out, whole, "split at {cut}");
         }
         let mut state = 99u64;
         for _ in 0..2_000 {
-            let mut r = Restorer::new(&vault);
+            let mut r = Restorer::new(false);
             let (mut out, mut from) = (String::new(), 0);
             while from < answer.len() {
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let step = bounds.iter().copied().filter(|&b| b > from).nth((state >> 33) as usize % 5);
                 let to = step.unwrap_or(answer.len());
-                let given = r.push(&answer[from..to]);
+                let given = r.push(&vault, &answer[from..to]);
                 assert!(!given.contains("[EMAIL_1]") && !given.contains("[IPV4_1]"), "given out unrestored: {given}");
                 out.push_str(&given);
                 // Held back: never more than the longest placeholder.
@@ -259,10 +283,11 @@ mod tests {
     #[test]
     fn a_stream_ending_inside_a_would_be_placeholder_loses_nothing() {
         let (vault, _) = vault_of(&["jane@example.com"]);
-        let mut r = Restorer::new(&vault);
-        assert_eq!(r.push("see [EMA"), "see ");
+        let mut r = Restorer::new(false);
+        assert_eq!(r.push(&vault, "see [EMA"), "see ");
+        assert!(r.is_holding());
         assert_eq!(r.finish(), "[EMA");
         let empty = Vault::new();
-        assert_eq!(Restorer::new(&empty).push("[EMAIL_1"), "[EMAIL_1", "nothing replaced, nothing held");
+        assert_eq!(Restorer::new(false).push(&empty, "[EMAIL_1"), "[EMAIL_1", "nothing replaced, nothing held");
     }
 }

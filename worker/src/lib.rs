@@ -207,6 +207,7 @@ async fn serve(
         stale: None,
         sent_key: false,
         usage_wanted: recording.is_some() && endpoint.is_api(),
+        pii: None,
     };
     let miss = || generation.handle(Event::CacheMiss { id, now_ms: now_ms() });
     let action = match action {

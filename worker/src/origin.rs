@@ -17,7 +17,7 @@ use exchange::head::{Attempt, Plan, Stale, decide, head_event};
 use exchange::intake::path_and_query;
 use exchange::provider::bedrock::AwsCredentials;
 use exchange::provider::{adapt_head, credential as credential_for, signature};
-use exchange::upstream::{outbound, upstream_headers};
+use exchange::upstream::{Shielded, outbound, upstream_headers};
 use futures_util::future::{Either, select};
 use origin_fallback::RetryType;
 use worker::wasm_bindgen::JsValue;
@@ -37,6 +37,8 @@ enum Sent {
     Failed(Failure, RetryType),
     /// `fetch` refused the request itself.
     Unsendable(String),
+    /// The node's `pii` policy blocks what the request holds.
+    Blocked(Shielded),
 }
 
 /// A request on its way to origins.
@@ -61,6 +63,8 @@ pub struct Exchange {
     pub sent_key: bool,
     /// Look for `usage` in every API answer, for the access log.
     pub usage_wanted: bool,
+    /// What the last attempt's node policy (`pii`) found and replaced.
+    pub pii: Option<Shielded>,
 }
 
 impl Exchange {
@@ -95,6 +99,12 @@ impl Exchange {
             }
             let sent_ms = now_ms();
             action = match self.send(&forward).await {
+                Sent::Blocked(found) => {
+                    // Refused for what it holds; the router hears that the exchange ended.
+                    let mut response = fixed(host_error(&found.refusal(), self.country, id));
+                    response.extensions_mut().insert(found.record());
+                    return response;
+                }
                 Sent::Unsendable(why) => {
                     // The platform's words go to the log, not to the client.
                     worker::console_warn!("edge-router: request {}: fetch refused it: {why}", request_id_text(id));
@@ -136,13 +146,15 @@ impl Exchange {
             sent_ms,
             restore_model: self.requested_model.as_deref(),
             max_entry: MAX_ENTRY,
+            restore_pii: self.pii.as_ref().and_then(|p| p.vault.clone()),
         };
+        let found = self.pii.as_ref().map(Shielded::record);
         let stale = self.stale.take();
         let decision = decide(&attempt, forward, stale, &explain, resp.status(), resp.headers(), now);
         if !decision.invalidate.is_empty() {
             self.later.run(cache::remove(decision.invalidate));
         }
-        match decision.plan {
+        let mut response = match decision.plan {
             Plan::Revalidated { fresh, stale } => {
                 let stored = Cached { entry: fresh, body: stale.body };
                 let age = stored.entry.age_s(now);
@@ -164,7 +176,11 @@ impl Exchange {
                 &self.later,
                 self.usage_wanted,
             ),
+        };
+        if let Some(found) = found {
+            response.extensions_mut().insert(found);
         }
+        response
     }
 
     /// Answers with the stale entry (`stale-if-error`).
@@ -180,20 +196,28 @@ impl Exchange {
             let router = self.generation.router.borrow();
             let config = router.config();
             let target = path_and_query(&self.parts.uri);
+            // A new attempt: what an earlier one found was for its own node.
+            self.pii = None;
             let node = config.node_at(f.node).map(|n| {
-                let out = outbound(f, n, target, &self.original, streamed);
+                let mut out = match outbound(f, n, target, &self.original, streamed, &config.pii) {
+                    Ok(out) => out,
+                    Err(found) => return Err(found),
+                };
+                self.pii = out.pii.take();
                 // A Bedrock node's request is signed over what is sent: the URL and body.
                 let secret = |name: &str| self.env.secret(name).ok().map(|s| s.to_string());
                 let aws = n.aws_credentials_env.as_ref().and_then(|names| AwsCredentials::read(names, secret));
                 let body = out.body.as_deref().unwrap_or_default();
                 let signed = signature(n, aws.as_ref(), &out.target, body, now_ms());
-                (n.id.clone(), n.url_for(&out.target), n.api_key_env.clone(), n.api, out.body, out.headers, signed)
+                Ok((n.id.clone(), n.url_for(&out.target), n.api_key_env.clone(), n.api, out.body, out.headers, signed))
             });
             (config.server.country_header.clone(), node)
         };
         // The router only forwards to nodes of its config.
-        let Some((node, url, credential, api, out_body, out_headers, signed)) = node else {
-            return Sent::Failed(Failure::Connect, RetryType::NotSent);
+        let (node, url, credential, api, out_body, out_headers, signed) = match node {
+            Some(Ok(sending)) => sending,
+            Some(Err(found)) => return Sent::Blocked(found),
+            None => return Sent::Failed(Failure::Connect, RetryType::NotSent),
         };
         let signed = match signed {
             Ok(fields) => fields,

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use edge_router::config::AccessLogTarget;
 use edge_router::facts::Endpoint;
-use exchange::record::{Begun, Ending, ErrorKind, Outcome, Record, sampled};
+use exchange::record::{Begun, Ending, Outcome, Record, sampled};
 use futures_util::Stream;
 use futures_util::stream::{LocalBoxStream, StreamExt};
 
@@ -49,9 +49,8 @@ impl Recording {
 /// `answer`, its record written now, or when its streamed body ends.
 pub fn recorded(answer: Answer, recording: Option<Recording>) -> Answer {
     let Some(Recording { begun, generation }) = recording else { return answer };
-    let kind = answer.extensions().get::<ErrorKind>().copied();
     let now = now_ms();
-    let record = Record::at_head(begun, answer.status(), answer.headers(), kind, now);
+    let record = Record::at_head(begun, answer.status(), answer.headers(), answer.extensions(), now);
     let (mut parts, body) = answer.into_parts();
     let body = match (parts.extensions.remove::<Ending>(), body) {
         (Some(ending), Body::Watched(inner)) => {

@@ -46,6 +46,7 @@ fn attempt(request: &http::request::Parts, node_has_key: bool) -> Attempt<'_> {
         sent_ms: NOW - 100,
         restore_model: None,
         max_entry: 1 << 20,
+        restore_pii: None,
     }
 }
 
@@ -194,6 +195,30 @@ fn an_answer_to_a_rewritten_request_gets_the_requested_model_back_when_asked() {
     assert!(matches!(p, Plan::Deliver(Delivery { sse: true, transform: Some(_), .. })));
     let kept = plan(&a, &forward(None, ForwardBody::Original), FRESH, &explain(), StatusCode::OK, &sse, NOW);
     assert!(matches!(kept, Plan::Deliver(Delivery { transform: None, .. })), "nothing was rewritten");
+}
+
+#[test]
+fn an_answer_with_personal_values_to_restore_is_restored_and_never_stored() {
+    use edge_router::pii::{Detector, Mode, Vault, protect_request};
+    let post = request(Method::POST, HeaderMap::new());
+    let mut a = attempt(&post, false);
+    a.endpoint = Endpoint::ChatCompletions;
+    let ai_fill = Some(CacheFill { key: "ai/k".into(), ttl_s: 60, estimated_tokens: 0, http: false });
+    let json = h(&[("content-type", "application/json")]);
+    let stored =
+        plan(&a, &forward(ai_fill.clone(), ForwardBody::Original), FRESH, &explain(), StatusCode::OK, &json, NOW);
+    assert!(matches!(stored, Plan::Deliver(Delivery { capture: Some(_), transform: None, .. })));
+    let mut vault = Vault::new();
+    let body = br#"{"messages":[{"role":"user","content":"mail jane@example.com"}]}"#;
+    protect_request(body, &Detector::default(), Mode::Pseudonymize, &mut vault);
+    a.restore_pii = Some(std::sync::Arc::new(vault));
+    let restored = plan(&a, &forward(ai_fill, ForwardBody::Original), FRESH, &explain(), StatusCode::OK, &json, NOW);
+    let Plan::Deliver(Delivery { capture: None, transform: Some(mut t), .. }) = restored else {
+        panic!("restored, and not kept")
+    };
+    let answer = br#"{"choices":[{"index":0,"message":{"content":"wrote [EMAIL_1]"}}]}"#;
+    let out = crate::test_support::feed(t.as_mut(), answer, &[9]);
+    assert_eq!(out, br#"{"choices":[{"index":0,"message":{"content":"wrote jane@example.com"}}]}"#);
 }
 
 #[test]

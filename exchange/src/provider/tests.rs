@@ -506,7 +506,8 @@ fn answers_that_are_rewritten_are_asked_for_uncompressed() {
     let forward = crate::test_support::forward(ForwardBody::Original);
     let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
     let accept = |node: &Node, target: &str| {
-        crate::upstream::outbound(&forward, node, target, &body, false)
+        let sent = crate::upstream::outbound(&forward, node, target, &body, false, &Default::default());
+        sent.expect("no policy blocks")
             .headers
             .iter()
             .any(|(n, v)| n == http::header::ACCEPT_ENCODING && v == "identity")

@@ -155,6 +155,8 @@ async fn admit(
         filling: None,
         stale: None,
         over_limit: None,
+        pii: None,
+        blocked: None,
     };
     if let Action::Lookup(lookup) = &decided.action {
         let miss = |shared: &Shared| shared.decide(&Event::CacheMiss { id, now_ms: now_ms() });

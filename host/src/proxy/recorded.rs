@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use exchange::record::{Begun, Ending, ErrorKind, Outcome, Record};
+use exchange::record::{Begun, Ending, Outcome, Record};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -25,10 +25,9 @@ pub(super) fn recorded(
     begun: Begun,
     mut response: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
-    let kind = response.extensions().get::<ErrorKind>().copied();
     let ending = response.extensions_mut().remove::<Ending>();
     let now = now_ms();
-    let mut record = Record::at_head(begun, response.status(), response.headers(), kind, now);
+    let mut record = Record::at_head(begun, response.status(), response.headers(), response.extensions(), now);
     match ending {
         None => {
             record.close(Outcome::Complete, None, &generation.config, now);

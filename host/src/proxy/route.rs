@@ -22,7 +22,7 @@ use exchange::head::{Attempt, Plan, Stale, decide, head_event, strip_hop_by_hop}
 use exchange::intake::Capped;
 use exchange::intake::path_and_query;
 use exchange::provider::{adapt_head, signature};
-use exchange::upstream::{outbound, upstream_headers};
+use exchange::upstream::{Shielded, outbound, upstream_headers};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
@@ -69,6 +69,11 @@ pub(super) struct Pending {
     /// Set when the streamed body passed `server.max_body_bytes` on its way
     /// to the origin (see `exchange::intake::Capped`).
     pub(super) over_limit: Option<Arc<AtomicBool>>,
+    /// What the last attempt's node policy (`pii`) found and did: the
+    /// placeholders to restore, or the values that keep the request from going.
+    pub(super) pii: Option<Shielded>,
+    /// What the last attempt's node policy blocks: the request must not go.
+    pub(super) blocked: Option<Shielded>,
 }
 
 impl Pending {
@@ -124,7 +129,14 @@ impl Pending {
                 }
             }
             let sent_ms = now_ms();
-            let (mut resp, lease) = match self.send(&forward).await {
+            let sent = self.send(&forward).await;
+            if let Some(found) = self.blocked.take() {
+                // Refused for what it holds; the router hears that the exchange ended.
+                let mut response = own(host_error(&found.refusal(), self.country, id));
+                response.extensions_mut().insert(found.record());
+                return response;
+            }
+            let (mut resp, lease) = match sent {
                 Ok(answered) => answered,
                 Err(_) if self.over_limit.as_ref().is_some_and(|o| o.load(Ordering::Relaxed)) => {
                     // The client's fault, not the node's: the router hears
@@ -191,13 +203,15 @@ impl Pending {
             sent_ms,
             restore_model: self.requested_model.as_deref(),
             max_entry: shared.cache.max_entry(),
+            restore_pii: self.pii.as_ref().and_then(|p| p.vault.clone()),
         };
+        let found = self.pii.as_ref().map(Shielded::record);
         let stale = self.stale.take();
         let decision = decide(&attempt, forward, stale, &explain, resp.status(), resp.headers(), now);
         for key in decision.invalidate {
             shared.cache.remove(&key);
         }
-        match decision.plan {
+        let mut response = match decision.plan {
             Plan::Revalidated { fresh, stale } => {
                 let cached = Arc::new(Cached { entry: fresh, body: stale.body.clone() });
                 let age = cached.entry.age_s(now);
@@ -224,7 +238,11 @@ impl Pending {
                 },
                 self.guard,
             ),
+        };
+        if let Some(found) = found {
+            response.extensions_mut().insert(found);
         }
+        response
     }
 
     /// Answers with the stale entry (`stale-if-error`).
@@ -242,7 +260,26 @@ impl Pending {
             return Err(unsent);
         };
         let node = generation.config.node_at(forward.node).ok_or(unsent)?;
-        let out = outbound(forward, node, path_and_query(&self.parts.uri), &self.original, self.stream.is_some());
+        let out = outbound(
+            forward,
+            node,
+            path_and_query(&self.parts.uri),
+            &self.original,
+            self.stream.is_some(),
+            &generation.config.pii,
+        );
+        // A new attempt: what an earlier one found was for its own node.
+        self.pii = None;
+        let out = match out {
+            Ok(mut out) => {
+                self.pii = out.pii.take();
+                out
+            }
+            Err(found) => {
+                self.blocked = Some(found);
+                return Err(unsent);
+            }
+        };
         let target = match &out.target {
             Cow::Borrowed(_) => pool.target(&self.parts.uri),
             Cow::Owned(path) => path.parse::<http::Uri>().map_err(http::Error::from).and_then(|u| pool.target(&u)),

@@ -171,7 +171,7 @@ impl Signals {
     /// A request is over: it is counted, logged and passed to routing-log readers.
     pub fn closed(&self, record: Record, config: &RouterConfig) {
         if let Some(audit) = &self.audit {
-            audit.refused(&record);
+            audit.request(&record);
         }
         if self.counting.load(Ordering::Relaxed) {
             self.metrics.count(&record, config, self.tenant_labels.load(Ordering::Relaxed));
@@ -307,7 +307,7 @@ mod tests {
         begun.read(config, Endpoint::ChatCompletions, None, None, None);
         let mut head = http::HeaderMap::new();
         head.insert("x-edge-node", http::HeaderValue::from_static("a"));
-        let mut r = Record::at_head(begun, http::StatusCode::OK, &head, None, 1_010);
+        let mut r = Record::at_head(begun, http::StatusCode::OK, &head, &http::Extensions::new(), 1_010);
         r.close(Outcome::Complete, None, config, 1_020);
         r
     }

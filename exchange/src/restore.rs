@@ -1,0 +1,378 @@
+//! Personal values given back in the answer: the placeholders a node got
+//! instead of them (`pii` mode `pseudonymize`) are replaced by the
+//! originals in what the client receives.
+//!
+//! A JSON answer is held whole (up to [`MAX_HELD_JSON`]) and restored in
+//! every string. A stream is restored event by event, and a placeholder may
+//! come split across events: a model writes `[EMAIL_1]` a token at a time.
+//! So each streamed text (a *channel*: the content of one choice, one tool
+//! call's arguments, one content block, one output item) has its own
+//! [`Restorer`], which holds back a tail that may still become a
+//! placeholder, never more than the longest placeholder is long, and gives
+//! out no half-restored value. A held tail goes out:
+//! - with the channel's next piece;
+//! - in the same event, when the choice it belongs to ends there
+//!   (`finish_reason`);
+//! - before an event that carries no text and belongs to the same choice,
+//!   block or item, or to none (a finish chunk, `content_block_stop`,
+//!   `response.output_text.done`, `message_delta`, `[DONE]`), as an event
+//!   of the channel's own shape with that text;
+//! - at the end of the stream, the same way.
+//!
+//! Nothing is swallowed: a tail that never became a placeholder goes out as
+//! it came. Which strings are streamed pieces: those under a `delta` (chat
+//! chunks, Anthropic's and the Responses API's events) and the `text` of a
+//! legacy completion's chunk; any other string in an event is whole and is
+//! restored at once. A tool call's arguments are a JSON text: a value goes
+//! into them escaped. The vault lives in the transform, for this exchange
+//! only.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use edge_router::pii::{Restorer, Vault, holds_json};
+use serde_json::Value;
+
+use crate::transform::{Held, MAX_HELD_JSON, SseEvents, Transform};
+
+/// Restores an answer's placeholders: an SSE stream (`sse`) or JSON.
+pub struct RestorePii {
+    vault: Arc<Vault>,
+    sse: bool,
+    events: SseEvents,
+    json: Held,
+    /// The streamed texts holding a tail back.
+    holding: Vec<Channel>,
+}
+
+/// A streamed text with a tail held back.
+struct Channel {
+    /// Which text it is: the event's `type` and the string's path, with
+    /// the `index` of each choice, call or block on the way.
+    key: String,
+    /// The `index`, `output_index` and `content_index` fields on the way.
+    scope: Vec<(String, i64)>,
+    restorer: Restorer,
+    /// The event it last came in, to give the tail out in an event of the
+    /// same shape: its lines besides `data:` (`event: …`), the JSON, and
+    /// where the text is in that JSON.
+    lines: Vec<u8>,
+    template: Value,
+    at: Vec<Step>,
+}
+
+/// A step into a JSON value.
+#[derive(Clone)]
+enum Step {
+    Key(String),
+    Item(usize),
+}
+
+/// A string of an event, as the walk meets it.
+struct Met {
+    /// Positional path.
+    at: Vec<Step>,
+    key: String,
+    scope: Vec<(String, i64)>,
+    piece: bool,
+    json: bool,
+    /// The choice it belongs to ends in this event.
+    last: bool,
+}
+
+impl RestorePii {
+    /// Restores `vault`'s placeholders in an answer that is an SSE stream (`sse`) or JSON.
+    pub fn new(vault: Arc<Vault>, sse: bool) -> Self {
+        Self { vault, sse, events: SseEvents::default(), json: Held::new(MAX_HELD_JSON), holding: Vec::new() }
+    }
+
+    /// One whole event: what goes out for it (a held tail's own event first, maybe).
+    fn event(&mut self, event: Bytes, out: &mut VecDeque<Bytes>) {
+        let data = data_lines(&event);
+        if data.is_empty() {
+            // A comment, or an event without data.
+            out.push_back(event);
+            return;
+        }
+        if self.holding.is_empty() && !event.contains(&b'[') {
+            // Nothing held, no placeholder in it: as it came.
+            out.push_back(event);
+            return;
+        }
+        let mut edited: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        for (start, end) in data {
+            let Ok(mut value) = serde_json::from_slice::<Value>(&event[start..end]) else {
+                // `[DONE]`, or not JSON: every tail goes out before it.
+                self.flush(&[], out);
+                continue;
+            };
+            let (met, scope) = walk_event(&mut value);
+            let pieces: Vec<&Met> = met.iter().filter(|m| m.piece).collect();
+            if pieces.is_empty() {
+                self.flush(&scope, out);
+            }
+            let mut changed = false;
+            let mut templates = Vec::new();
+            for m in &met {
+                let Some(text) = string_at(&mut value, &m.at) else { continue };
+                let restored = if m.piece {
+                    let held = self.holding.iter().position(|c| c.key == m.key);
+                    let mut restorer = held.map_or_else(|| Restorer::new(m.json), |i| self.holding.remove(i).restorer);
+                    let mut given = restorer.push(&self.vault, text);
+                    if m.last {
+                        given.push_str(&restorer.finish());
+                    } else if restorer.is_holding() {
+                        templates.push((m.key.clone(), m.scope.clone(), restorer, m.at.clone()));
+                    }
+                    given
+                } else {
+                    self.vault.restore(text, m.json)
+                };
+                if restored != *text {
+                    *text = restored;
+                    changed = true;
+                }
+            }
+            if !templates.is_empty() {
+                let lines = other_lines(&event);
+                for (key, scope, restorer, at) in templates {
+                    // The tail goes out in this event's shape with its other
+                    // pieces left out (clients add pieces up: an `id` or a
+                    // `name` again would be doubled), but for a `type`.
+                    let mut template = value.clone();
+                    for m in met.iter().filter(|m| m.piece && m.key != key) {
+                        if !matches!(m.at.last(), Some(Step::Key(k)) if k == "type") {
+                            remove_at(&mut template, &m.at);
+                        }
+                    }
+                    self.holding.push(Channel { key, scope, restorer, lines: lines.clone(), template, at });
+                }
+            }
+            if changed {
+                edited.push((start, end, serde_json::to_vec(&value).unwrap_or_default()));
+            }
+        }
+        if edited.is_empty() {
+            out.push_back(event);
+            return;
+        }
+        let mut buf = Vec::with_capacity(event.len() + 64);
+        let mut copied = 0;
+        for (start, end, json) in edited {
+            buf.extend_from_slice(&event[copied..start]);
+            buf.extend_from_slice(&json);
+            copied = end;
+        }
+        buf.extend_from_slice(&event[copied..]);
+        out.push_back(Bytes::from(buf));
+    }
+
+    /// Gives out, each in an event of its own, the tails held by the
+    /// channels `scope` does not rule out (a scope that names another
+    /// choice or block leaves that one's tail held).
+    fn flush(&mut self, scope: &[(String, i64)], out: &mut VecDeque<Bytes>) {
+        let mut kept = Vec::new();
+        for mut channel in std::mem::take(&mut self.holding) {
+            let clash = scope.iter().any(|(k, v)| channel.scope.iter().any(|(ck, cv)| ck == k && cv != v));
+            if clash {
+                kept.push(channel);
+                continue;
+            }
+            let tail = channel.restorer.finish();
+            if let Some(text) = string_at(&mut channel.template, &channel.at) {
+                *text = tail;
+            }
+            let mut event = channel.lines;
+            event.extend_from_slice(b"data: ");
+            event.extend_from_slice(&serde_json::to_vec(&channel.template).unwrap_or_default());
+            event.extend_from_slice(b"\n\n");
+            out.push_back(Bytes::from(event));
+        }
+        self.holding = kept;
+    }
+}
+
+impl Transform for RestorePii {
+    fn chunk(&mut self, input: Bytes, out: &mut VecDeque<Bytes>) {
+        if !self.sse {
+            return self.json.chunk(input, out);
+        }
+        let mut events = Vec::new();
+        self.events.push(&input, |e| events.push(e));
+        for event in events {
+            self.event(event, out);
+        }
+    }
+
+    fn end(&mut self, out: &mut VecDeque<Bytes>) {
+        if !self.sse {
+            if let Some(body) = self.json.whole() {
+                out.push_back(edge_router::pii::restore_answer(&body, &self.vault).map_or(body, Bytes::from));
+            }
+            return;
+        }
+        let rest = self.events.rest();
+        if !rest.is_empty() {
+            // An event the stream never finished: restored as far as it goes.
+            self.event(rest, out);
+        }
+        self.flush(&[], out);
+    }
+}
+
+/// The spans of the values of an event's `data:` lines.
+fn data_lines(event: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    for line in event.split_inclusive(|&b| b == b'\n') {
+        let start = at;
+        at += line.len();
+        let Some(data) = line.strip_prefix(b"data:") else { continue };
+        let value = data.trim_ascii_start();
+        let from = start + line.len() - value.len();
+        spans.push((from, from + value.trim_ascii_end().len()));
+    }
+    spans
+}
+
+/// An event's lines other than its data, its id and its blank line (`event: …`).
+fn other_lines(event: &[u8]) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for line in event.split_inclusive(|&b| b == b'\n') {
+        let bare = line.trim_ascii();
+        if !bare.is_empty() && !bare.starts_with(b"data:") && !bare.starts_with(b"id:") {
+            lines.extend_from_slice(bare);
+            lines.push(b'\n');
+        }
+    }
+    lines
+}
+
+/// The strings of an event's JSON, and the scope of the whole event: the
+/// `index`, `output_index` and `content_index` fields anywhere in it.
+fn walk_event(value: &mut Value) -> (Vec<Met>, Vec<(String, i64)>) {
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    // A legacy completion's chunk streams its text outside any `delta`.
+    let legacy = value.get("object").and_then(Value::as_str) == Some("text_completion");
+    let mut met = Vec::new();
+    let mut scope = Vec::new();
+    let mut walk = Walk { met: &mut met, all: &mut scope, legacy };
+    walk.value(value, &mut Vec::new(), &kind, &mut Vec::new(), "", false, false);
+    (met, scope)
+}
+
+struct Walk<'a> {
+    met: &'a mut Vec<Met>,
+    all: &'a mut Vec<(String, i64)>,
+    legacy: bool,
+}
+
+impl Walk<'_> {
+    /// `shape` is the path without positions (`choices[].delta`), the
+    /// prefix of scope names; `key` the channel's name so far.
+    #[allow(clippy::too_many_arguments)]
+    fn value(
+        &mut self,
+        value: &Value,
+        at: &mut Vec<Step>,
+        key: &str,
+        scope: &mut Vec<(String, i64)>,
+        shape: &str,
+        delta: bool,
+        last: bool,
+    ) {
+        match value {
+            Value::String(_) => {
+                let name = match at.last() {
+                    Some(Step::Key(k)) => k.as_str(),
+                    _ => "",
+                };
+                let piece = delta || name == "delta" || (self.legacy && shape == "choices[]" && name == "text");
+                self.met.push(Met {
+                    at: at.clone(),
+                    key: key.to_string(),
+                    scope: scope.clone(),
+                    piece,
+                    json: holds_json(name),
+                    last,
+                });
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    at.push(Step::Item(i));
+                    // An element that says its own index is named by it, not its position.
+                    let index = item.get("index").and_then(Value::as_i64);
+                    let key = match index {
+                        Some(n) => format!("{key}#{n}"),
+                        None => format!("{key}@{i}"),
+                    };
+                    self.value(item, at, &key, scope, &format!("{shape}[]"), delta, last);
+                    at.pop();
+                }
+            }
+            Value::Object(map) => {
+                let before = scope.len();
+                for field in ["index", "output_index", "content_index"] {
+                    if let Some(n) = map.get(field).and_then(Value::as_i64) {
+                        scope.push((format!("{shape}.{field}"), n));
+                        self.all.push((format!("{shape}.{field}"), n));
+                    }
+                }
+                // A choice that ends here (`finish_reason`) gives out what it held.
+                let last = last || map.get("finish_reason").is_some_and(|f| !f.is_null());
+                for (k, v) in map {
+                    at.push(Step::Key(k.clone()));
+                    let delta = delta || k == "delta";
+                    self.value(v, at, &format!("{key}.{k}"), scope, &format!("{shape}.{k}"), delta, last);
+                    at.pop();
+                }
+                scope.truncate(before);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `value` without the field at `at` (an array's item is emptied instead).
+fn remove_at(value: &mut Value, at: &[Step]) {
+    let Some((last, parent)) = at.split_last() else { return };
+    let mut v = value;
+    for step in parent {
+        let next = match step {
+            Step::Key(k) => v.get_mut(k.as_str()),
+            Step::Item(i) => v.get_mut(*i),
+        };
+        let Some(next) = next else { return };
+        v = next;
+    }
+    match (last, v) {
+        (Step::Key(k), Value::Object(map)) => {
+            map.shift_remove(k.as_str());
+        }
+        (Step::Item(i), Value::Array(items)) => {
+            if let Some(item) = items.get_mut(*i) {
+                *item = Value::String(String::new());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The string at `at` in `value`.
+fn string_at<'v>(value: &'v mut Value, at: &[Step]) -> Option<&'v mut String> {
+    let mut v = value;
+    for step in at {
+        v = match step {
+            Step::Key(k) => v.get_mut(k.as_str())?,
+            Step::Item(i) => v.get_mut(*i)?,
+        };
+    }
+    match v {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

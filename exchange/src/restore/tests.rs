@@ -1,0 +1,286 @@
+//! Restoring placeholders in answers cut in every way a stream may be cut:
+//! a placeholder split across events, and the events split across chunks.
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::test_support::feed;
+use edge_router::pii::{Detector, Mode, protect_request};
+
+/// The vault of a request that names an e-mail address, a phone number and
+/// an IBAN, and what the node got instead of them.
+fn vault() -> Arc<Vault> {
+    let body = json!({"model": "m", "messages": [{"role": "user",
+        "content": "Write to jane.doe@example.com or call +44 20 7946 0958; IBAN DE89 3704 0044 0532 0130 00."}]});
+    let mut vault = Vault::new();
+    let sent = protect_request(body.to_string().as_bytes(), &Detector::default(), Mode::Pseudonymize, &mut vault);
+    let sent: Value = serde_json::from_slice(&sent.body.expect("replaced")).expect("JSON");
+    assert_eq!(
+        sent["messages"][0]["content"], "Write to [EMAIL_1] or call [PHONE_1]; IBAN [IBAN_1].",
+        "the node sees placeholders"
+    );
+    Arc::new(vault)
+}
+
+const ANSWER: &str = "Sure: I wrote to [EMAIL_1], rang [PHONE_1] and [PHONE_9]; [IBAN_1] is billed. [EMAIL_";
+const RESTORED: &str = "Sure: I wrote to jane.doe@example.com, rang +44 20 7946 0958 and [PHONE_9]; \
+    DE89 3704 0044 0532 0130 00 is billed. [EMAIL_";
+const VALUES: [&str; 3] = ["jane.doe@example.com", "+44 20 7946 0958", "DE89 3704 0044 0532 0130 00"];
+
+/// A chat completion stream of `text` cut into pieces at `cuts` (character
+/// boundaries), the last piece in the chunk that ends the choice when
+/// `finish_in_last`, else with a finish chunk of its own; then `[DONE]`.
+fn chat_stream(text: &str, cuts: &[usize], finish_in_last: bool) -> String {
+    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| c > 0 && c < text.len()).collect();
+    bounds.sort_unstable();
+    bounds.dedup();
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    for b in bounds.into_iter().chain([text.len()]) {
+        pieces.push(&text[from..b]);
+        from = b;
+    }
+    let chunk = |delta: Value, finish: Value| {
+        let c = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    };
+    let mut out = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+    for (i, piece) in pieces.iter().enumerate() {
+        let finish = if finish_in_last && i + 1 == pieces.len() { json!("stop") } else { Value::Null };
+        out.push_str(&chunk(json!({"content": piece}), finish));
+    }
+    if !finish_in_last {
+        out.push_str(&chunk(json!({}), json!("stop")));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+/// The events of an SSE stream's text, each one's JSON (or raw data).
+fn events(stream: &[u8]) -> Vec<Value> {
+    String::from_utf8(stream.to_vec())
+        .expect("UTF-8")
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap_or(Value::String(d.to_string())))
+        .collect()
+}
+
+/// What a client makes of a chat stream: each choice's content, and the
+/// pieces it came in.
+fn chat_content(stream: &[u8]) -> (String, Vec<String>) {
+    let pieces: Vec<String> = events(stream)
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    (pieces.concat(), pieces)
+}
+
+/// No piece holds part of an original value without all of it, nor a
+/// placeholder of the vault.
+fn no_half_values(pieces: &[String]) {
+    for piece in pieces {
+        for p in ["[EMAIL_1]", "[PHONE_1]", "[IBAN_1]"] {
+            assert!(!piece.contains(p), "a placeholder went out: {piece:?}");
+        }
+        for value in VALUES {
+            for cut in 4..value.len() {
+                let (head, tail) = value.split_at(cut);
+                let split = (piece.ends_with(head) && !piece.contains(value))
+                    || (piece.starts_with(tail) && !piece.contains(value) && tail.len() >= 4);
+                assert!(!split, "half of {value:?} went out in {piece:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_placeholder_split_across_events_anywhere_comes_back_whole() {
+    let vault = vault();
+    let bounds: Vec<usize> = (1..ANSWER.len()).collect();
+    for finish_in_last in [false, true] {
+        // Every split into two events, and into three around each placeholder.
+        for &cut in &bounds {
+            for second in [cut + 1, cut + 3, cut + 7] {
+                let stream = chat_stream(ANSWER, &[cut, second], finish_in_last);
+                let out = feed(&mut RestorePii::new(vault.clone(), true), stream.as_bytes(), &[]);
+                let (content, pieces) = chat_content(&out);
+                assert_eq!(content, RESTORED, "cut at {cut} and {second}");
+                no_half_values(&pieces);
+                let last = events(&out).pop();
+                assert_eq!(last, Some(Value::String("[DONE]".into())), "the stream still ends with [DONE]");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_token_a_time_and_every_byte_chunking_of_the_stream() {
+    let vault = vault();
+    // A piece per character, as a tokenizer might give them.
+    let each: Vec<usize> = (1..ANSWER.len()).collect();
+    let stream = chat_stream(ANSWER, &each, false);
+    let whole = feed(&mut RestorePii::new(vault.clone(), true), stream.as_bytes(), &[]);
+    let (content, pieces) = chat_content(&whole);
+    assert_eq!(content, RESTORED);
+    no_half_values(&pieces);
+    // The same stream cut into chunks at every byte gives the same bytes.
+    for size in [1usize, 2, 3, 5, 13, 64] {
+        let cuts: Vec<usize> = (1..stream.len()).filter(|c| c % size == 0).collect();
+        assert_eq!(
+            feed(&mut RestorePii::new(vault.clone(), true), stream.as_bytes(), &cuts),
+            whole,
+            "chunks of {size}"
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_events_any_chunks(cuts in proptest::collection::vec(1usize..90, 0..12),
+                             chunks in proptest::collection::vec(0usize..4000, 0..30),
+                             finish_in_last: bool) {
+        let vault = vault();
+        let stream = chat_stream(ANSWER, &cuts, finish_in_last);
+        let out = feed(&mut RestorePii::new(vault, true), stream.as_bytes(), &chunks);
+        let (content, pieces) = chat_content(&out);
+        prop_assert_eq!(content, RESTORED);
+        no_half_values(&pieces);
+    }
+}
+
+#[test]
+fn tool_call_arguments_stream_back_with_their_values_escaped_as_json() {
+    let mut vault = Vault::new();
+    let detector = Detector::new(
+        vec![],
+        vec![edge_router::pii::Pattern { name: "quoted".into(), regex: regex_lite_like("Q\"[0-9]{3}") }],
+        &[],
+    );
+    let body = json!({"messages": [{"role": "user", "content": "ticket Q\"123 for jane@example.com"}]});
+    let sent = protect_request(body.to_string().as_bytes(), &detector, Mode::Pseudonymize, &mut vault);
+    let sent: Value = serde_json::from_slice(&sent.body.expect("replaced")).unwrap();
+    assert_eq!(sent["messages"][0]["content"], "ticket [QUOTED_1] for jane@example.com", "only the pattern looked for");
+    let arguments = ["{\"ticket\": \"[QUO", "TED_1]\", \"n\":", " 1}"];
+    let mut stream = String::new();
+    for (i, a) in arguments.iter().enumerate() {
+        let call = if i == 0 {
+            json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": "file", "arguments": a}})
+        } else {
+            json!({"index": 0, "function": {"arguments": a}})
+        };
+        let c = json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]});
+        stream.push_str(&format!("data: {c}\n\n"));
+    }
+    stream.push_str(&format!(
+        "data: {}\n\ndata: [DONE]\n\n",
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    ));
+    let out = feed(&mut RestorePii::new(Arc::new(vault), true), stream.as_bytes(), &[]);
+    let calls: Vec<Value> = events(&out)
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["tool_calls"][0].as_object().cloned().map(Value::Object))
+        .collect();
+    let args: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
+    let parsed: Value = serde_json::from_str(&args).expect("the arguments are JSON still");
+    assert_eq!(parsed, json!({"ticket": "Q\"123", "n": 1}));
+    let names: Vec<&str> = calls.iter().filter_map(|c| c["function"]["name"].as_str()).collect();
+    assert_eq!(names, ["file"], "the name is not sent twice");
+}
+
+fn regex_lite_like(pattern: &str) -> edge_router::pii::Regex {
+    edge_router::pii::Regex::new(pattern).expect("a pattern")
+}
+
+#[test]
+fn anthropic_and_responses_events_and_interleaved_choices() {
+    let vault = vault();
+    // Anthropic Messages: the tail held at the block's end goes out before `content_block_stop`.
+    let block = |text: &str| {
+        format!(
+            "event: content_block_delta\ndata: {}\n\n",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+        )
+    };
+    let stream = [
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"content\":[]}}\n\n"
+            .to_string(),
+        block("Mail [EMA"),
+        block("IL_1] and [PHO"),
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_string(),
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string(),
+    ]
+    .concat();
+    let out = String::from_utf8(feed(&mut RestorePii::new(vault.clone(), true), stream.as_bytes(), &[5, 90])).unwrap();
+    let texts: Vec<String> =
+        events(out.as_bytes()).iter().filter_map(|e| e["delta"]["text"].as_str().map(str::to_string)).collect();
+    assert_eq!(texts.concat(), "Mail jane.doe@example.com and [PHO");
+    let stop = out.find("content_block_stop").unwrap();
+    assert!(out[..stop].contains("[PHO"), "the tail goes out before the block stops: {out}");
+    assert!(out.contains("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"[PHO\"}}"), "{out}");
+
+    // The Responses API: deltas, then the done event's whole text.
+    let delta = |d: &str| {
+        format!(
+            "event: response.output_text.delta\ndata: {}\n\n",
+            json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": d})
+        )
+    };
+    let stream = [
+        delta("IBAN [IB"),
+        delta("AN_1"),
+        delta("]!"),
+        format!("event: response.output_text.done\ndata: {}\n\n", json!({"type": "response.output_text.done", "output_index": 0, "content_index": 0, "text": "IBAN [IBAN_1]!"})),
+    ]
+    .concat();
+    let out = feed(&mut RestorePii::new(vault.clone(), true), stream.as_bytes(), &[]);
+    let all = events(&out);
+    let deltas: String = all.iter().filter_map(|e| e["delta"].as_str()).collect();
+    assert_eq!(deltas, "IBAN DE89 3704 0044 0532 0130 00!");
+    assert_eq!(all.last().unwrap()["text"], "IBAN DE89 3704 0044 0532 0130 00!");
+
+    // Two choices interleaved: one choice's end does not give out the other's tail.
+    let piece = |i: u32, text: &str, finish: Value| {
+        format!("data: {}\n\n", json!({"choices": [{"index": i, "delta": {"content": text}, "finish_reason": finish}]}))
+    };
+    let stream = [
+        piece(0, "a [EMA", Value::Null),
+        piece(1, "b [PHONE", Value::Null),
+        format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})),
+        piece(1, "_1] c", json!("stop")),
+        "data: [DONE]\n\n".to_string(),
+    ]
+    .concat();
+    let out = feed(&mut RestorePii::new(vault, true), stream.as_bytes(), &[]);
+    let of = |i: u64| -> String {
+        events(&out)
+            .iter()
+            .filter(|e| e["choices"][0]["index"] == i)
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(of(0), "a [EMA", "an unfinished placeholder goes out as it came");
+    assert_eq!(of(1), "b +44 20 7946 0958 c");
+}
+
+#[test]
+fn a_json_answer_and_a_stream_without_placeholders() {
+    let vault = vault();
+    let answer = json!({"id": "chatcmpl-1", "choices": [{"index": 0, "message": {"role": "assistant",
+        "content": "Wrote [EMAIL_1].", "tool_calls": [{"id": "c", "type": "function",
+        "function": {"name": "mail", "arguments": "{\"to\":\"[EMAIL_1]\"}"}}]}}]})
+    .to_string();
+    let out = feed(&mut RestorePii::new(vault.clone(), false), answer.as_bytes(), &[3, 40, 41]);
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["choices"][0]["message"]["content"], "Wrote jane.doe@example.com.");
+    assert_eq!(
+        out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"to\":\"jane.doe@example.com\"}"
+    );
+
+    // Nothing to restore: the bytes pass as they came, comments and odd events too.
+    let plain = ": keep-alive\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\r\n\r\nevent: ping\n\ndata: [DONE]\n\n";
+    assert_eq!(feed(&mut RestorePii::new(vault, true), plain.as_bytes(), &[1, 30]), plain.as_bytes());
+}
