@@ -24,21 +24,31 @@ const DIST = new URL("dist/", ROOT).pathname;
 const COMPATIBILITY_DATE = readFileSync(new URL("wrangler.toml", ROOT), "utf8").match(/^compatibility_date\s*=\s*"([^"]+)"/m)[1];
 const CLK_TCK = 100;
 
+// PII=N: requests carry a user turn of N bytes dense with personal values (an
+// e-mail, a phone number, a card and an IBAN every 190 bytes), the origin repeats
+// it, and the router with `pii: {mode: pseudonymize}` is measured beside `plain`,
+// the same build and config without it: the difference is what finding, replacing
+// and restoring the values costs.
+const PII = Number(process.env.PII ?? 0);
 // The project's fake OpenAI origin (fake-origin/), as a process: a chat completion for every request.
-const origin = await scriptedOrigin("origin", {});
+const origin = await scriptedOrigin("origin", PII ? { text: "{prompt}" } : {});
 const originUrl = origin.url;
 // AUTO=N: requests ask for `model: auto` with a user turn of N bytes of prose, and the
 // router (model_routing.strategy: learned) is measured beside `tokens`, the same build
 // with the default strategy: the difference is what scoring the prompt costs.
 const AUTO = Number(process.env.AUTO ?? 0);
-const routerConfigOf = (routing) => JSON.stringify({
+const routerConfigOf = (routing, pii) => JSON.stringify({
   nodes: [{ id: "origin", type: "cloud", host: originUrl, models: AUTO ? ["small", "large"] : ["m"] }],
   routing: { rules: [{ name: "all", match: { type: "*" }, target: "origin" }] },
   ...(routing ? { model_routing: routing } : {}),
+  ...(pii ? { pii: { mode: "pseudonymize" } } : {}),
 });
-const routerConfig = routerConfigOf(AUTO ? { strategy: "learned" } : null);
+const routerConfig = routerConfigOf(AUTO ? { strategy: "learned" } : null, PII > 0);
+const VALUED = "Contact jane.doe@example.com or +44 20 7946 0958 about card 4111 1111 1111 1111 and IBAN DE89 3704 0044 0532 0130 00. The committee asked for a revised budget. ";
 const PROSE = "A farmer has 3 fields of 12.5 hectares each.\nThe first yields 4 tonnes of wheat per hectare, the second 20% less, and the third is left fallow this year. Which of the following is the total harvest, and how would the answer change if the fallow field were planted with barley yielding 3 tonnes per hectare? ";
-const body = AUTO
+const body = PII
+  ? JSON.stringify({ model: "m", messages: [{ role: "user", content: VALUED.repeat(Math.ceil(PII / VALUED.length)).slice(0, PII) }], max_tokens: 16 })
+  : AUTO
   ? JSON.stringify({ model: "auto", messages: [{ role: "system", content: "You are terse." }, { role: "user", content: PROSE.repeat(Math.ceil(AUTO / PROSE.length)).slice(0, AUTO) }], max_tokens: 16 })
   : JSON.stringify({ model: "m", messages: [{ role: "user", content: "Say hello to the benchmark." }], max_tokens: 16 });
 // Clients' SDKs declare their JSON bodies' length; Miniflare would send a
@@ -66,6 +76,10 @@ const prepare = {
 if (AUTO) {
   options.tokens = options.router;
   prepare.tokens = async (mf) => (await mf.getKVNamespace("CONFIG")).put("config", routerConfigOf({ strategy: "tokens" }));
+}
+if (PII) {
+  options.plain = options.router;
+  prepare.plain = async (mf) => (await mf.getKVNamespace("CONFIG")).put("config", routerConfigOf(null, false));
 }
 // BEFORE_DIST: another build's dist/ (say, of the commit before a change),
 // measured in the same rounds as `before`, for a before/after figure.
@@ -159,6 +173,11 @@ console.log(`module instantiation (router start beyond the pass-through's): ${ex
 if (AUTO) {
   const paired = results.router.cpu.map((c, i) => c - results.tokens.cpu[i]).sort((a, b) => a - b);
   console.log(`learned (router) - tokens CPU per request, ${AUTO}-byte prompt: ${(cpu("router") - cpu("tokens")).toFixed(1)} µs (medians); paired by round: median ${median(paired).toFixed(1)} µs, range ${paired[0].toFixed(1)} to ${paired.at(-1).toFixed(1)}`);
+}
+if (PII) {
+  const paired = results.router.cpu.map((c, i) => c - results.plain.cpu[i]).sort((a, b) => a - b);
+  const kib = PII / 1024;
+  console.log(`pii (router) - plain CPU per request, ${PII}-byte prompt repeated in the answer: ${(cpu("router") - cpu("plain")).toFixed(1)} µs (medians), ${((cpu("router") - cpu("plain")) / kib).toFixed(1)} µs per KiB of prompt; paired by round: median ${median(paired).toFixed(1)} µs, range ${paired[0].toFixed(1)} to ${paired.at(-1).toFixed(1)}`);
 }
 if (BEFORE) {
   const paired = results.router.cpu.map((c, i) => c / results.before.cpu[i]).sort((a, b) => a - b);

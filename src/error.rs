@@ -285,7 +285,7 @@ pub fn kind_of_body(body: &[u8]) -> Option<&'static str> {
 }
 
 /// Why the router refused a request, for metrics and logs: `geofence`,
-/// `residency`, `auth`, `address`, `budget`, `capacity` or `rate`, and otherwise the
+/// `residency`, `auth`, `address`, `budget`, `capacity`, `rate` or `pii`, and otherwise the
 /// error's kind itself (one of [`KINDS`], so the set of values is closed).
 pub fn refusal_reason(kind: &'static str) -> &'static str {
     match kind {

@@ -63,7 +63,7 @@ struct Channel {
 }
 
 /// A step into a JSON value.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 enum Step {
     Key(String),
     Item(usize),
@@ -107,9 +107,8 @@ impl RestorePii {
                 self.flush(&[], out);
                 continue;
             };
-            let (met, scope) = walk_event(&mut value);
-            let pieces: Vec<&Met> = met.iter().filter(|m| m.piece).collect();
-            if pieces.is_empty() {
+            let Walked { met, pieces, scope } = walk_event(&value, &self.holding);
+            if !pieces {
                 self.flush(&scope, out);
             }
             let mut changed = false;
@@ -141,9 +140,11 @@ impl RestorePii {
                     // pieces left out (clients add pieces up: an `id` or a
                     // `name` again would be doubled), but for a `type`.
                     let mut template = value.clone();
-                    for m in met.iter().filter(|m| m.piece && m.key != key) {
-                        if !matches!(m.at.last(), Some(Step::Key(k)) if k == "type") {
-                            remove_at(&mut template, &m.at);
+                    let mut others = Vec::new();
+                    piece_paths(&template, &mut Vec::new(), false, &mut others);
+                    for other in others.iter().filter(|o| **o != at) {
+                        if !matches!(other.last(), Some(Step::Key(k)) if k == "type") {
+                            remove_at(&mut template, other);
                         }
                     }
                     self.holding.push(Channel { key, scope, restorer, lines: lines.clone(), template, at });
@@ -249,88 +250,153 @@ fn other_lines(event: &[u8]) -> Vec<u8> {
     lines
 }
 
-/// The strings of an event's JSON, and the scope of the whole event: the
-/// `index`, `output_index` and `content_index` fields anywhere in it.
-fn walk_event(value: &mut Value) -> (Vec<Met>, Vec<(String, i64)>) {
-    let kind = value.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+/// What a walk over an event's JSON found.
+#[derive(Default)]
+struct Walked {
+    /// The strings there may be work on: a streamed piece whose channel
+    /// holds a tail, and any string with a `[` in it.
+    met: Vec<Met>,
+    /// Whether the event carries a streamed piece at all.
+    pieces: bool,
+    /// The scope of the whole event: the `index`, `output_index` and
+    /// `content_index` fields anywhere in it.
+    scope: Vec<(String, i64)>,
+}
+
+/// The strings of an event's JSON there may be work on (`holding`: the
+/// channels holding a tail).
+fn walk_event(value: &Value, holding: &[Channel]) -> Walked {
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or_default();
     // A legacy completion's chunk streams its text outside any `delta`.
     let legacy = value.get("object").and_then(Value::as_str) == Some("text_completion");
-    let mut met = Vec::new();
-    let mut scope = Vec::new();
-    let mut walk = Walk { met: &mut met, all: &mut scope, legacy };
-    walk.value(value, &mut Vec::new(), &kind, &mut Vec::new(), "", false, false);
-    (met, scope)
+    let mut walk = Walk { found: Walked::default(), holding, legacy, kind, at: Vec::new(), scope: Vec::new() };
+    walk.value(value, false, false);
+    walk.found
 }
 
 struct Walk<'a> {
-    met: &'a mut Vec<Met>,
-    all: &'a mut Vec<(String, i64)>,
+    found: Walked,
+    holding: &'a [Channel],
     legacy: bool,
+    kind: &'a str,
+    /// Where the walk is.
+    at: Vec<Step>,
+    /// The index fields on the way there.
+    scope: Vec<(String, i64)>,
 }
 
 impl Walk<'_> {
-    /// `shape` is the path without positions (`choices[].delta`), the
-    /// prefix of scope names; `key` the channel's name so far.
-    #[allow(clippy::too_many_arguments)]
-    fn value(
-        &mut self,
-        value: &Value,
-        at: &mut Vec<Step>,
-        key: &str,
-        scope: &mut Vec<(String, i64)>,
-        shape: &str,
-        delta: bool,
-        last: bool,
-    ) {
+    fn value(&mut self, value: &Value, delta: bool, last: bool) {
         match value {
-            Value::String(_) => {
-                let name = match at.last() {
-                    Some(Step::Key(k)) => k.as_str(),
-                    _ => "",
-                };
-                let piece = delta || name == "delta" || (self.legacy && shape == "choices[]" && name == "text");
-                self.met.push(Met {
-                    at: at.clone(),
-                    key: key.to_string(),
-                    scope: scope.clone(),
-                    piece,
-                    json: holds_json(name),
-                    last,
-                });
-            }
+            Value::String(text) => self.string(text, delta, last),
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    at.push(Step::Item(i));
-                    // An element that says its own index is named by it, not its position.
-                    let index = item.get("index").and_then(Value::as_i64);
-                    let key = match index {
-                        Some(n) => format!("{key}#{n}"),
-                        None => format!("{key}@{i}"),
-                    };
-                    self.value(item, at, &key, scope, &format!("{shape}[]"), delta, last);
-                    at.pop();
+                    self.at.push(Step::Item(i));
+                    self.value(item, delta, last);
+                    self.at.pop();
                 }
             }
             Value::Object(map) => {
-                let before = scope.len();
+                let before = self.scope.len();
                 for field in ["index", "output_index", "content_index"] {
                     if let Some(n) = map.get(field).and_then(Value::as_i64) {
-                        scope.push((format!("{shape}.{field}"), n));
-                        self.all.push((format!("{shape}.{field}"), n));
+                        let name = format!("{}.{field}", shape(&self.at));
+                        self.found.scope.push((name.clone(), n));
+                        self.scope.push((name, n));
                     }
                 }
                 // A choice that ends here (`finish_reason`) gives out what it held.
                 let last = last || map.get("finish_reason").is_some_and(|f| !f.is_null());
                 for (k, v) in map {
-                    at.push(Step::Key(k.clone()));
-                    let delta = delta || k == "delta";
-                    self.value(v, at, &format!("{key}.{k}"), scope, &format!("{shape}.{k}"), delta, last);
-                    at.pop();
+                    self.at.push(Step::Key(k.clone()));
+                    self.value(v, delta || k == "delta", last);
+                    self.at.pop();
                 }
-                scope.truncate(before);
+                self.scope.truncate(before);
             }
             _ => {}
         }
+    }
+
+    fn string(&mut self, text: &str, delta: bool, last: bool) {
+        let name = match self.at.last() {
+            Some(Step::Key(k)) => k.as_str(),
+            _ => "",
+        };
+        let legacy_text =
+            self.legacy && name == "text" && matches!(&self.at[..], [Step::Key(c), Step::Item(_), _] if c == "choices");
+        let piece = delta || name == "delta" || legacy_text;
+        self.found.pieces |= piece;
+        let key = piece.then(|| channel_key(self.kind, &self.at, &self.scope));
+        let held = key.as_ref().is_some_and(|k| self.holding.iter().any(|c| &c.key == k));
+        if !held && !text.contains('[') {
+            return;
+        }
+        self.found.met.push(Met {
+            at: self.at.clone(),
+            key: key.unwrap_or_default(),
+            scope: self.scope.clone(),
+            piece,
+            json: holds_json(name),
+            last,
+        });
+    }
+}
+
+/// The path `at` without positions (`choices[].delta`): the prefix of scope names.
+fn shape(at: &[Step]) -> String {
+    let mut out = String::new();
+    for step in at {
+        match step {
+            Step::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Step::Item(_) => out.push_str("[]"),
+        }
+    }
+    out
+}
+
+/// Which streamed text a string at `at` is: the event's `type`, the path,
+/// and the `index` of each choice, tool call or block on the way (a stream
+/// sends one choice per event, always at position 0).
+fn channel_key(kind: &str, at: &[Step], scope: &[(String, i64)]) -> String {
+    let mut key = String::from(kind);
+    for step in at {
+        match step {
+            Step::Key(k) => {
+                key.push('.');
+                key.push_str(k);
+            }
+            Step::Item(i) => key.push_str(&format!("[{i}]")),
+        }
+    }
+    for (name, n) in scope {
+        key.push_str(&format!(" {name}={n}"));
+    }
+    key
+}
+
+/// Where the streamed pieces of an event are (strings under a `delta`).
+fn piece_paths(value: &Value, at: &mut Vec<Step>, delta: bool, out: &mut Vec<Vec<Step>>) {
+    match value {
+        Value::String(_) if delta || matches!(at.last(), Some(Step::Key(k)) if k == "delta") => out.push(at.clone()),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                at.push(Step::Item(i));
+                piece_paths(item, at, delta, out);
+                at.pop();
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                at.push(Step::Key(k.clone()));
+                piece_paths(v, at, delta || k == "delta", out);
+                at.pop();
+            }
+        }
+        _ => {}
     }
 }
 

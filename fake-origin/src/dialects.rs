@@ -158,7 +158,11 @@ fn anthropic(origin: &str, reply: &Reply, headers: &HeaderMap, asked: &Value) ->
                 "content_block": {"type": "text", "text": ""}}),
             );
             event("ping", json!({"type": "ping"}));
-            for w in words(&text) {
+            let split = match reply.piece_chars {
+                Some(n) => crate::server::pieces_of(&text, n),
+                None => words(&text),
+            };
+            for w in split {
                 event(
                     "content_block_delta",
                     json!({"type": "content_block_delta", "index": 0,

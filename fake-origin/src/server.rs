@@ -354,7 +354,7 @@ fn words_of(text: &str) -> Vec<String> {
 }
 
 /// `text` in pieces of `n` characters.
-fn pieces_of(text: &str, n: usize) -> Vec<String> {
+pub(crate) fn pieces_of(text: &str, n: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     chars.chunks(n.max(1)).map(|c| c.iter().collect()).collect()
 }

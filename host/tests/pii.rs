@@ -225,3 +225,55 @@ pii:
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_providers_node_gets_placeholders_in_its_own_api_and_answers_are_restored_in_the_clients() {
+    let claude = repeating("claude", false).await;
+    let config = format!(
+        "admin: {{listen: \"127.0.0.1:0\"}}
+nodes:
+  - {{id: claude, type: cloud, provider: anthropic, host: \"{}\", api_key_env: PII_TEST_ANTHROPIC_KEY, models: [claude]}}
+pii: {{mode: pseudonymize}}
+",
+        claude.url()
+    );
+    let edge =
+        EdgeBox::start_with_env("pii-anthropic.yaml", &config, &[], &[("PII_TEST_ANTHROPIC_KEY", "sk-ant-test")]);
+    let client = client();
+    let restored = format!("Noted: {PROMPT}");
+
+    // An OpenAI client: its request translated into Anthropic's, the stream back into OpenAI's chunks.
+    let s = post(&client, &edge.addr, &ask("claude", true)).await;
+    assert_eq!(s.status, 200, "{:?}", s.body);
+    let pieces: Vec<String> =
+        s.events().iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(str::to_string)).collect();
+    assert_eq!(pieces.concat(), restored);
+    let sent = last_sent(&claude);
+    assert!(
+        sent.contains("\"max_tokens\"") && sent.contains("[EMAIL_1]"),
+        "Anthropic's shape, with placeholders: {sent}"
+    );
+    no_originals(&sent, "the Anthropic node's request");
+
+    // An Anthropic client: its own events, restored.
+    let body = json!({"model": "claude", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": PROMPT}]});
+    let req = http::Request::post(format!("{}/v1/messages", edge.addr))
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = client.request(req).await.expect("the router answers");
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let deltas: String = text
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|e| e["delta"]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(deltas, restored, "{text}");
+    let stop = text.find("content_block_stop").expect("the block stops");
+    assert!(!text[stop..].contains("text_delta"), "no text after its block stopped: {text}");
+    no_originals(&last_sent(&claude), "the Anthropic client's request");
+}

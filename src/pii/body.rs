@@ -43,15 +43,23 @@ pub fn protect_request(body: &[u8], detector: &Detector, mode: Mode, vault: &mut
     let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
         return Protected::default();
     };
-    let mut found = BTreeMap::new();
+    // Counted by kind as found, named once at the end.
+    let mut counts: Vec<(super::Kind, u32)> = Vec::new();
     let mut changed = false;
+    if mode == Mode::Pseudonymize {
+        // The client's own look-alikes, in any text, are never handed out.
+        vault.note_request(body);
+    }
     for_each_request_text(&mut value, &mut |text: &mut String| {
         let findings = detector.find(text);
         if findings.is_empty() {
             return;
         }
         for f in &findings {
-            *found.entry(f.kind.name(&detector.patterns).to_string()).or_insert(0) += 1;
+            match counts.iter_mut().find(|(k, _)| *k == f.kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((f.kind, 1)),
+            }
         }
         match mode {
             Mode::Pseudonymize => *text = vault.pseudonymize(text, &findings, &detector.patterns),
@@ -61,6 +69,10 @@ pub fn protect_request(body: &[u8], detector: &Detector, mode: Mode, vault: &mut
         changed = true;
     });
     let body = changed.then(|| serde_json::to_vec(&value).ok()).flatten();
+    let mut found = BTreeMap::new();
+    for (kind, n) in counts {
+        *found.entry(kind.name(&detector.patterns).to_string()).or_insert(0) += n;
+    }
     Protected { body, found }
 }
 
@@ -250,6 +262,17 @@ mod tests {
             "{\"to\":\"jane@example.com\"}"
         );
         assert_eq!(restored["id"], "chatcmpl-1");
+    }
+
+    #[test]
+    fn a_placeholder_the_client_wrote_in_any_text_is_never_handed_out() {
+        let body = serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": "Quote [EMAIL_1] and [PHONE_1] as they are."},
+            {"role": "user", "content": "I am jane@example.com, +1 415 555 2671"}]});
+        let mut vault = Vault::new();
+        let (sent, _) = protect(body, Mode::Pseudonymize, &mut vault);
+        assert_eq!(sent.expect("replaced")["messages"][1]["content"], "I am [EMAIL_2], [PHONE_2]");
+        assert_eq!(vault.restore("[EMAIL_1] [EMAIL_2]", false), "[EMAIL_1] jane@example.com");
     }
 
     #[test]

@@ -160,7 +160,12 @@ fn card_prefix(digits: &[u8]) -> bool {
 pub(super) fn cards(text: &[u8], found: &mut Vec<Finding>) {
     let mut i = 0;
     while i < text.len() {
-        if !is_digit(text[i]) || word_before(text, i) || (i > 0 && matches!(text[i - 1], b'.' | b'-' | b'+')) {
+        // Straight to the next digit.
+        match text[i..].iter().position(|&b| is_digit(b)) {
+            Some(p) => i += p,
+            None => break,
+        }
+        if word_before(text, i) || (i > 0 && matches!(text[i - 1], b'.' | b'-' | b'+')) {
             i += 1;
             continue;
         }
@@ -321,10 +326,16 @@ pub(super) fn ibans(text: &[u8], found: &mut Vec<Finding>) {
 /// IPv4 addresses: four decimal numbers 0 to 255 joined by dots, not part
 /// of a longer dotted run (a version `1.2.3.4.5`) nor after a `v`.
 pub(super) fn ipv4s(text: &[u8], found: &mut Vec<Finding>) {
-    let mut i = 0;
-    while i < text.len() {
-        if !is_digit(text[i]) || (i > 0 && (text[i - 1].is_ascii_alphanumeric() || text[i - 1] == b'.')) {
-            i += 1;
+    // An address's first number is followed by a dot: the scan goes from dot to dot.
+    let mut from = 0;
+    while let Some(dot) = text[from..].iter().position(|&b| b == b'.').map(|d| from + d) {
+        let mut i = dot;
+        while i > from && is_digit(text[i - 1]) {
+            i -= 1;
+        }
+        // It starts a run of digits that follows no word or dot.
+        if i == dot || (i > 0 && (text[i - 1].is_ascii_alphanumeric() || text[i - 1] == b'.')) {
+            from = dot + 1;
             continue;
         }
         let mut j = i;
@@ -355,11 +366,12 @@ pub(super) fn ipv4s(text: &[u8], found: &mut Vec<Finding>) {
             && (text[j].is_ascii_alphanumeric() || (text[j] == b'.' && text.get(j + 1).is_some_and(|b| is_digit(*b))));
         if ok && !longer {
             found.push(Finding { kind: Kind::Ipv4, start: i, end: j });
-            i = j;
+            from = j;
         } else {
-            // Skip the rest of this digit run.
-            while i < text.len() && (is_digit(text[i]) || text[i] == b'.') {
-                i += 1;
+            // Skip the rest of this run of digits and dots.
+            from = i;
+            while from < text.len() && (is_digit(text[from]) || text[from] == b'.') {
+                from += 1;
             }
         }
     }
@@ -370,16 +382,27 @@ pub(super) fn ipv4s(text: &[u8], found: &mut Vec<Finding>) {
 /// clock time (`12:30:45`) has too few groups, `std::vec` no hex run.
 pub(super) fn ipv6s(text: &[u8], found: &mut Vec<Finding>) {
     let allowed = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
-    let mut i = 0;
-    while i < text.len() {
-        if !allowed(text[i]) || word_before(text, i) {
-            i += 1;
-            continue;
+    // Only a run of hex digits, colons and dots that holds a colon can be
+    // one: the scan goes from colon to colon.
+    let mut from = 0;
+    while let Some(colon) = text[from..].iter().position(|&b| b == b':').map(|c| from + c) {
+        let (mut run, mut j) = (colon, colon);
+        while run > from && allowed(text[run - 1]) {
+            run -= 1;
         }
-        let mut j = i;
         while j < text.len() && allowed(text[j]) {
             j += 1;
         }
+        from = j;
+        // A run that continues a word (`x1::2`) starts after its first colon or dot.
+        let i = if word_before(text, run) {
+            match text[run..j].iter().position(|&b| b == b':' || b == b'.') {
+                Some(p) => run + p + 1,
+                None => continue,
+            }
+        } else {
+            run
+        };
         // A sentence's full stop after the address is not part of it.
         let mut end = j;
         while end > i && text[end - 1] == b'.' {
@@ -396,7 +419,6 @@ pub(super) fn ipv6s(text: &[u8], found: &mut Vec<Finding>) {
         {
             found.push(Finding { kind: Kind::Ipv6, start: i, end });
         }
-        i = j.max(i + 1);
     }
 }
 
@@ -406,6 +428,11 @@ pub(super) fn ipv6s(text: &[u8], found: &mut Vec<Finding>) {
 pub(super) fn us_ssns(text: &[u8], found: &mut Vec<Finding>) {
     let mut i = 0;
     while i + 11 <= text.len() {
+        // Straight to the next digit.
+        match text[i..].iter().position(|&b| is_digit(b)) {
+            Some(p) if i + p + 11 <= text.len() => i += p,
+            _ => break,
+        }
         let s = &text[i..i + 11];
         let sep = s[3];
         let shaped = matches!(sep, b'-' | b' ')
@@ -436,7 +463,15 @@ pub(super) fn cn_resident_ids(text: &[u8], found: &mut Vec<Finding>) {
     const CHECK: &[u8; 11] = b"10X98765432";
     let mut i = 0;
     while i + 18 <= text.len() {
-        if !is_digit(text[i]) || (i > 0 && is_digit(text[i - 1])) || word_before(text, i) {
+        // Straight to the next digit.
+        match text[i..].iter().position(|&b| is_digit(b)) {
+            Some(p) => i += p,
+            None => break,
+        }
+        if i + 18 > text.len() {
+            break;
+        }
+        if (i > 0 && is_digit(text[i - 1])) || word_before(text, i) {
             i += 1;
             continue;
         }
@@ -473,10 +508,14 @@ pub(super) fn phones(text: &[u8], found: &mut Vec<Finding>) {
     let sep = |b: u8| matches!(b, b' ' | b'-' | b'.');
     let mut i = 0;
     while i < text.len() {
+        // Straight to the next byte a number can start with.
+        match text[i..].iter().position(|&b| b == b'+' || b == b'(' || is_digit(b)) {
+            Some(p) => i += p,
+            None => break,
+        }
         let b = text[i];
-        let starts = (b == b'+' || b == b'(' || is_digit(b))
-            && !word_before(text, i)
-            && !(i > 0 && matches!(text[i - 1], b'-' | b'.' | b'+' | b'/' | b':' | b'#'));
+        let starts =
+            !word_before(text, i) && !(i > 0 && matches!(text[i - 1], b'-' | b'.' | b'+' | b'/' | b':' | b'#'));
         if !starts {
             i += 1;
             continue;

@@ -25,6 +25,11 @@ pub struct Vault {
     numbers: HashMap<String, u32>,
     /// The longest placeholder's length, in bytes.
     longest: usize,
+    /// What the request itself holds that looks like a placeholder
+    /// (`[EMAIL_1]` written by the client): never handed out.
+    literal: std::collections::HashSet<String>,
+    /// The whole request was searched for them already.
+    noted: bool,
 }
 
 impl std::fmt::Debug for Vault {
@@ -32,6 +37,10 @@ impl std::fmt::Debug for Vault {
         f.debug_struct("Vault").field("placeholders", &self.originals.len()).finish_non_exhaustive()
     }
 }
+
+/// The longest text between a placeholder's brackets that is looked for
+/// among the client's own (a label and a number).
+const MAX_LABEL: usize = 64;
 
 /// How a kind is written in its placeholders: `EMAIL`, `US_SSN`, an
 /// operator pattern's name in capitals (letters, digits and `_` only).
@@ -56,12 +65,36 @@ impl Vault {
         self.originals.is_empty()
     }
 
+    /// Notes what `raw`, a whole request, holds that looks like a
+    /// placeholder, so that no such placeholder is handed out (then its
+    /// texts are not searched again one by one).
+    pub fn note_request(&mut self, raw: &[u8]) {
+        self.note_literals(raw);
+        self.noted = true;
+    }
+
+    fn note_literals(&mut self, raw: &[u8]) {
+        let mut at = 0;
+        while let Some(open) = raw[at..].iter().position(|&b| b == b'[').map(|i| at + i) {
+            let tail = &raw[open + 1..raw.len().min(open + 1 + MAX_LABEL)];
+            let body = tail.iter().take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || **b == b'_').count();
+            if tail.get(body) == Some(&b']') && body > 0 {
+                let token = String::from_utf8_lossy(&raw[open..open + body + 2]).into_owned();
+                self.literal.insert(token);
+            }
+            at = open + 1;
+        }
+    }
+
     /// `text` with each of `findings` (in text order, not overlapping, as
     /// [`super::Detector::find`] gives them) replaced by its placeholder.
-    /// A placeholder that `text` (or another text of the request) already
-    /// holds literally is never handed out, so restoring cannot change what
-    /// the client wrote.
+    /// A placeholder that `text` (or the request noted with
+    /// [`note_request`](Self::note_request)) already holds literally is
+    /// never handed out, so restoring cannot change what the client wrote.
     pub fn pseudonymize(&mut self, text: &str, findings: &[Finding], patterns: &[Pattern]) -> String {
+        if !self.noted && text.contains('[') {
+            self.note_literals(text.as_bytes());
+        }
         let mut out = String::with_capacity(text.len() + findings.len() * 8);
         let mut at = 0;
         for f in findings {
@@ -69,7 +102,7 @@ impl Vault {
             out.push_str(before);
             let placeholder = match self.placeholders.get(value) {
                 Some(p) => p.clone(),
-                None => self.new_placeholder(label(f.kind, patterns), value, text),
+                None => self.new_placeholder(label(f.kind, patterns), value),
             };
             out.push_str(&placeholder);
             at = f.end;
@@ -78,12 +111,12 @@ impl Vault {
         out
     }
 
-    fn new_placeholder(&mut self, label: String, value: &str, text: &str) -> String {
+    fn new_placeholder(&mut self, label: String, value: &str) -> String {
         let number = self.numbers.entry(label.clone()).or_insert(0);
         let placeholder = loop {
             *number += 1;
             let candidate = format!("[{label}_{number}]");
-            if !text.contains(&candidate) {
+            if !self.literal.contains(&candidate) {
                 break candidate;
             }
         };

@@ -279,6 +279,68 @@ nodes:
   }
 });
 
+test("personal data: the cloud sees placeholders, the client its own values, streamed or not; block refuses", async () => {
+  const reply = { text: "Noted: {prompt}", piece_chars: 3, chunk_bytes: 7, arguments: '{"note": "{prompt}"}' };
+  const cloud = await scriptedOrigin("cloud", reply);
+  const strict = await scriptedOrigin("strict", reply);
+  const text = `pii: {apply_to: [cloud], mode: pseudonymize, policies: [{apply_to: [strict], mode: block}]}
+nodes:
+  - {id: cloud, type: cloud, host: "${cloud.url}", models: [gpt]}
+  - {id: strict, type: cloud, host: "${strict.url}", models: [strict]}
+`;
+  const logs = [];
+  const mf = await startWorker({ config: text, logs });
+  const prompt = "Mail jane.doe@example.com or call +44 20 7946 0958; card 4111 1111 1111 1111.";
+  const values = ["jane.doe@example.com", "+44 20 7946 0958", "4111 1111 1111 1111"];
+  const ask = (model, extra = {}) =>
+    send(mf, { country: "US", body: JSON.stringify({ model, messages: [{ role: "user", content: prompt }], ...extra }) });
+  const events = (r) =>
+    r.text.split("\n\n").map((e) => e.split("\n").find((l) => l.startsWith("data: "))).filter((d) => d && d !== "data: [DONE]").map((d) => JSON.parse(d.slice(6)));
+  const clean = (what, t) => values.forEach((v) => assert.ok(!t.includes(v), `${what} holds ${v}: ${t}`));
+  try {
+    const plain = await ask("gpt");
+    assert.equal(plain.status, 200, plain.text);
+    assert.equal(JSON.parse(plain.text).choices[0].message.content, `Noted: ${prompt}`);
+    const streamed = await ask("gpt", { stream: true });
+    const pieces = events(streamed).map((e) => e.choices[0]?.delta?.content).filter((c) => c !== undefined);
+    assert.equal(pieces.join(""), `Noted: ${prompt}`);
+    assert.ok(pieces.every((p) => !p.includes("[") && !p.includes("]")), pieces.join("|"));
+    const tools = [{ type: "function", function: { name: "file_note", parameters: { type: "object" } } }];
+    const called = await ask("gpt", { stream: true, tools });
+    const args = events(called).map((e) => e.choices[0]?.delta?.tool_calls?.[0]?.function?.arguments ?? "").join("");
+    assert.deepEqual(JSON.parse(args), { note: prompt });
+    const sent = (await cloud.seen()).map((r) => r.body);
+    assert.equal(sent.length, 3);
+    sent.forEach((b) => clean("the cloud's request", b));
+    assert.ok(sent.every((b) => b.includes("[EMAIL_1]") && b.includes("[CARD_1]")), sent.join("\n"));
+
+    const blocked = await ask("strict");
+    assert.equal(blocked.status, 400, blocked.text);
+    const error = JSON.parse(blocked.text).error;
+    assert.equal(error.type, "personal_data");
+    assert.match(error.message, /card: 1, email: 1, phone: 1/);
+    clean("the error", error.message);
+    assert.equal((await strict.seen()).length, 0, "the blocking node got nothing");
+
+    let records = [];
+    for (let i = 0; i < 100 && records.length < 4; i++) {
+      records = logs.filter((l) => l.includes('"request_id"')).map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+      if (records.length < 4) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual(records.map((r) => [r.node, r.pii_mode, r.pii]), [
+      ["cloud", "pseudonymize", { card: 1, email: 1, phone: 1 }],
+      ["cloud", "pseudonymize", { card: 1, email: 1, phone: 1 }],
+      ["cloud", "pseudonymize", { card: 1, email: 1, phone: 1 }],
+      ["-", "block", { card: 1, email: 1, phone: 1 }],
+    ]);
+    clean("the Worker's log", logs.join("\n"));
+  } finally {
+    await mf.dispose();
+    cloud.close();
+    strict.close();
+  }
+});
+
 test("a panic in the router is reported and answered with a JSON 500; the next request works", async () => {
   const a = await scriptedOrigin("a");
   const mf = await startWorker({ config: config([node("a", a.url)]), bindings: { EDGE_ROUTER_PANIC_PATH: "/v1/panic" } });
