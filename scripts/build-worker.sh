@@ -18,4 +18,4 @@ export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 # RUSTFLAGS, even empty, takes the place of the config file's target flags
 # (a developer's own RUSTFLAGS still apply).
 export RUSTFLAGS="${RUSTFLAGS:-}"
-exec "$PWD/.tools/bin/worker-build" --release worker -- --locked --target-dir "$PWD/target/worker"
+exec "$PWD/.tools/bin/worker-build" --release worker -- --locked --target-dir "$PWD/target/worker-z" --config 'profile.release.opt-level="z"' --config 'profile.release.package.edge-router.opt-level="z"' --config 'profile.release.lto="fat"' --config 'profile.release.codegen-units=1' --config 'profile.release.strip=true'

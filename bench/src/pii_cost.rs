@@ -210,5 +210,15 @@ fn main() -> anyhow::Result<()> {
         prose.len(),
         exchange_cost(&config, &[prose], None)
     );
+    // bench/worker.mjs's PII prompt, for the same figure natively as the Worker's.
+    let valued = "Contact jane.doe@example.com or +44 20 7946 0958 about card 4111 1111 1111 1111 and IBAN DE89 3704 \
+                  0044 0532 0130 00. The committee asked for a revised budget. ";
+    let worker_prompt: String = valued.repeat(65536 / valued.len() + 1).chars().take(65536).collect();
+    println!(
+        "  bench/worker.sh's PII=65536 prompt (the same four values every {} bytes), the request and a JSON answer \
+         repeating it: {:.2}",
+        valued.len(),
+        exchange_cost(&config, &[worker_prompt], Some(false))
+    );
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use edge_router::RouterConfig;
-use edge_router::config::{DurationSpec, ServerConfig};
+use edge_router::config::DurationSpec;
 use edge_router::error::RouterError;
 use edge_router::facts::{BodyFacts, Endpoint};
 use edge_router::geo::Country;
@@ -39,11 +39,22 @@ pub fn check_declared(headers: &HeaderMap, limit: u64) -> Result<(), RouterError
 
 /// Whether a request's body stays in its connection and streams to the
 /// origin as it comes: a passthrough path with a body. The three API
-/// endpoints' bodies are read first (the router's choice depends on them).
-pub fn streams_body(endpoint: Endpoint, headers: &HeaderMap) -> bool {
+/// endpoints' bodies are read first (the router's choice depends on them),
+/// and so is any JSON body when `read_json` (a `pii` policy must look into
+/// what a node gets: `/v1/messages/count_tokens` holds a whole prompt).
+pub fn streams_body(endpoint: Endpoint, headers: &HeaderMap, read_json: bool) -> bool {
     !endpoint.is_api()
         && declared_length(headers) != Some(0)
         && (headers.contains_key(http::header::CONTENT_LENGTH) || headers.contains_key(http::header::TRANSFER_ENCODING))
+        && !(read_json && is_json(headers))
+}
+
+/// Whether a body is declared JSON (`application/json`, or `…+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        let media = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        media == "application/json" || media.ends_with("+json")
+    })
 }
 
 /// A client's request body as it came in.
@@ -65,7 +76,7 @@ pub enum Intake<B> {
 pub async fn take_in<B, R, T>(
     endpoint: Endpoint,
     headers: &HeaderMap,
-    (limit, within): (u64, DurationSpec),
+    (limit, within, read_json): (u64, DurationSpec, bool),
     body: B,
     read: impl FnOnce(B, u64) -> R,
     timer: impl FnOnce(Duration) -> T,
@@ -75,7 +86,7 @@ where
     T: Future<Output = ()>,
 {
     check_declared(headers, limit)?;
-    if streams_body(endpoint, headers) {
+    if streams_body(endpoint, headers, read_json) {
         return Ok(Intake::Streams(body));
     }
     let mut read = std::pin::pin!(read(body, limit));
@@ -90,9 +101,10 @@ where
 }
 
 /// What [`take_in`] holds a body to: `server.max_body_bytes` and
-/// `server.client_timeout`.
-pub fn body_limits(server: &ServerConfig) -> (u64, DurationSpec) {
-    (server.max_body_bytes, server.client_timeout)
+/// `server.client_timeout`; and whether JSON bodies are read whole (a
+/// `pii` policy is on).
+pub fn body_limits(config: &edge_router::RouterConfig) -> (u64, DurationSpec, bool) {
+    (config.server.max_body_bytes, config.server.client_timeout, config.pii.is_on())
 }
 
 /// A streamed request body held to a size limit on its way to the origin:
@@ -414,7 +426,7 @@ mod tests {
 
     #[test]
     fn a_body_is_taken_in_the_same_way_on_both_hosts() {
-        let limits = (8, DurationSpec(Duration::from_secs(30)));
+        let limits = (8, DurationSpec(Duration::from_secs(30)), false);
         let ready = |_: Duration| std::future::ready(());
         let never = |_: Duration| std::future::pending::<()>();
         let read_all = |b: Chunks, limit| read_limited(b, limit);
@@ -444,9 +456,13 @@ mod tests {
         h.insert("content-length", HeaderValue::from_static("9"));
         assert_eq!(check_declared(&h, 8), Err(RouterError::PayloadTooLarge { limit: 8 }));
         assert_eq!(check_declared(&h, 9), Ok(()));
-        assert!(streams_body(Endpoint::Other, &h));
-        assert!(!streams_body(Endpoint::ChatCompletions, &h), "API bodies are read first");
+        assert!(streams_body(Endpoint::Other, &h, false));
+        assert!(!streams_body(Endpoint::ChatCompletions, &h, false), "API bodies are read first");
+        let mut json = h.clone();
+        json.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
+        assert!(streams_body(Endpoint::Other, &json, false));
+        assert!(!streams_body(Endpoint::Other, &json, true), "a JSON body is read for a pii policy");
         h.insert("content-length", HeaderValue::from_static("0"));
-        assert!(!streams_body(Endpoint::Other, &h), "nothing to stream");
+        assert!(!streams_body(Endpoint::Other, &h, false), "nothing to stream");
     }
 }

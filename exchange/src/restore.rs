@@ -13,10 +13,12 @@
 //! - with the channel's next piece;
 //! - in the same event, when the choice it belongs to ends there
 //!   (`finish_reason`);
-//! - before an event that carries no text and belongs to the same choice,
-//!   block or item, or to none (a finish chunk, `content_block_stop`,
-//!   `response.output_text.done`, `message_delta`, `[DONE]`), as an event
-//!   of the channel's own shape with that text;
+//! - just before an event that ends its choice, block or item without
+//!   continuing it (a finish chunk, `content_block_stop`,
+//!   `response.output_text.done`), or ends them all (`message_delta`,
+//!   `message_stop`, `response.completed`, `[DONE]`), as an event of the
+//!   channel's own shape with that text (other events, a `ping` or a
+//!   content filter's note, leave it held);
 //! - at the end of the stream, the same way.
 //!
 //! Nothing is swallowed: a tail that never became a placeholder goes out as
@@ -24,8 +26,9 @@
 //! chunks, Anthropic's and the Responses API's events) and the `text` of a
 //! legacy completion's chunk; any other string in an event is whole and is
 //! restored at once. A tool call's arguments are a JSON text: a value goes
-//! into them escaped. The vault lives in the transform, for this exchange
-//! only.
+//! into them escaped. Anthropic's `thinking` keeps its placeholders: its
+//! `signature` covers the text as the model wrote it. The vault lives in
+//! the transform, for this exchange only.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -107,9 +110,11 @@ impl RestorePii {
                 self.flush(&[], out);
                 continue;
             };
-            let Walked { met, pieces, scope } = walk_event(&value, &self.holding);
-            if !pieces {
-                self.flush(&scope, out);
+            let Walked { met, closes, scope } = walk_event(&value, &self.holding);
+            if closes {
+                // What this event does not continue is over: its tail goes first.
+                let continued: Vec<&str> = met.iter().filter(|m| m.piece).map(|m| m.key.as_str()).collect();
+                self.flush_except(&scope, &continued, out);
             }
             let mut changed = false;
             let mut templates = Vec::new();
@@ -140,6 +145,8 @@ impl RestorePii {
                     // pieces left out (clients add pieces up: an `id` or a
                     // `name` again would be doubled), but for a `type`.
                     let mut template = value.clone();
+                    // Counted or numbered per event by clients: not repeated.
+                    drop_fields(&mut template, &["usage", "logprobs", "sequence_number", "obfuscation"]);
                     let mut others = Vec::new();
                     piece_paths(&template, &mut Vec::new(), false, &mut others);
                     for other in others.iter().filter(|o| **o != at) {
@@ -173,10 +180,15 @@ impl RestorePii {
     /// channels `scope` does not rule out (a scope that names another
     /// choice or block leaves that one's tail held).
     fn flush(&mut self, scope: &[(String, i64)], out: &mut VecDeque<Bytes>) {
+        self.flush_except(scope, &[], out);
+    }
+
+    /// [`flush`](Self::flush), but for the channels named in `continued`.
+    fn flush_except(&mut self, scope: &[(String, i64)], continued: &[&str], out: &mut VecDeque<Bytes>) {
         let mut kept = Vec::new();
         for mut channel in std::mem::take(&mut self.holding) {
             let clash = scope.iter().any(|(k, v)| channel.scope.iter().any(|(ck, cv)| ck == k && cv != v));
-            if clash {
+            if clash || continued.contains(&channel.key.as_str()) {
                 kept.push(channel);
                 continue;
             }
@@ -215,8 +227,12 @@ impl Transform for RestorePii {
         }
         let rest = self.events.rest();
         if !rest.is_empty() {
-            // An event the stream never finished: restored as far as it goes.
+            // An event the stream never finished: restored as far as it goes,
+            // and ended before a held tail's own event follows it.
             self.event(rest, out);
+            if !self.holding.is_empty() {
+                out.push_back(Bytes::from_static(b"\n\n"));
+            }
         }
         self.flush(&[], out);
     }
@@ -256,8 +272,9 @@ struct Walked {
     /// The strings there may be work on: a streamed piece whose channel
     /// holds a tail, and any string with a `[` in it.
     met: Vec<Met>,
-    /// Whether the event carries a streamed piece at all.
-    pieces: bool,
+    /// Whether the event ends a choice, block or item (`finish_reason`, a
+    /// `*_stop` or `*.done` event), or the whole answer.
+    closes: bool,
     /// The scope of the whole event: the `index`, `output_index` and
     /// `content_index` fields anywhere in it.
     scope: Vec<(String, i64)>,
@@ -271,6 +288,9 @@ fn walk_event(value: &Value, holding: &[Channel]) -> Walked {
     let legacy = value.get("object").and_then(Value::as_str) == Some("text_completion");
     let mut walk = Walk { found: Walked::default(), holding, legacy, kind, at: Vec::new(), scope: Vec::new() };
     walk.value(value, false, false);
+    let ends = ["content_block_stop", "message_delta", "message_stop", "error"].contains(&kind)
+        || [".done", ".completed", ".failed", ".incomplete"].iter().any(|e| kind.ends_with(e));
+    walk.found.closes |= ends;
     walk.found
 }
 
@@ -306,8 +326,14 @@ impl Walk<'_> {
                     }
                 }
                 // A choice that ends here (`finish_reason`) gives out what it held.
-                let last = last || map.get("finish_reason").is_some_and(|f| !f.is_null());
+                let ends = map.get("finish_reason").is_some_and(|f| !f.is_null());
+                self.found.closes |= ends;
+                let last = last || ends;
                 for (k, v) in map {
+                    if matches!(k.as_str(), "thinking" | "signature") {
+                        // Signed as the model wrote it: left as it is.
+                        continue;
+                    }
                     self.at.push(Step::Key(k.clone()));
                     self.value(v, delta || k == "delta", last);
                     self.at.pop();
@@ -326,7 +352,8 @@ impl Walk<'_> {
         let legacy_text =
             self.legacy && name == "text" && matches!(&self.at[..], [Step::Key(c), Step::Item(_), _] if c == "choices");
         let piece = delta || name == "delta" || legacy_text;
-        self.found.pieces |= piece;
+        // The Responses API streams a call's arguments as `delta`s of a JSON text.
+        let json = holds_json(name) || (name == "delta" && self.kind.contains("arguments"));
         let key = piece.then(|| channel_key(self.kind, &self.at, &self.scope));
         let held = key.as_ref().is_some_and(|k| self.holding.iter().any(|c| &c.key == k));
         if !held && !text.contains('[') {
@@ -337,7 +364,7 @@ impl Walk<'_> {
             key: key.unwrap_or_default(),
             scope: self.scope.clone(),
             piece,
-            json: holds_json(name),
+            json,
             last,
         });
     }
@@ -376,6 +403,18 @@ fn channel_key(kind: &str, at: &[Step], scope: &[(String, i64)]) -> String {
         key.push_str(&format!(" {name}={n}"));
     }
     key
+}
+
+/// `value` without the fields named `names`, at any depth.
+fn drop_fields(value: &mut Value, names: &[&str]) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|k, _| !names.contains(&k.as_str()));
+            map.values_mut().for_each(|v| drop_fields(v, names));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| drop_fields(v, names)),
+        _ => {}
+    }
 }
 
 /// Where the streamed pieces of an event are (strings under a `delta`).

@@ -109,23 +109,34 @@ pub struct Shielded {
     pub found: BTreeMap<String, u32>,
     /// The placeholders to restore in the answer (`pseudonymize`).
     pub vault: Option<Arc<Vault>>,
+    /// The body is not JSON: nothing could be looked for in it.
+    pub unreadable: bool,
 }
 
 impl Shielded {
     /// What the request's record says of it.
     pub fn record(&self) -> crate::record::PiiFound {
-        let mode = match self.mode {
-            Mode::Pseudonymize => "pseudonymize",
-            Mode::Redact => "redact",
-            Mode::Block => "block",
-        };
-        crate::record::PiiFound { mode, found: self.found.clone() }
+        crate::record::PiiFound { mode: self.mode.as_str(), found: self.found.clone() }
     }
 
-    /// The refusal of a request that its node's policy blocks.
+    /// Why a request that must not go to its node is refused: its policy
+    /// blocks what was found, or nothing could be looked for.
     pub fn refusal(&self) -> RouterError {
+        if self.unreadable {
+            return RouterError::BadRequest(
+                "the request body is not valid JSON, so the personal data in it could not be looked for".into(),
+            );
+        }
         let kinds: Vec<String> = self.found.iter().map(|(kind, n)| format!("{kind}: {n}")).collect();
         RouterError::PersonalData(kinds.join(", "))
+    }
+
+    /// The client's answer to request `id` (from `country`) refused so,
+    /// with what its record says.
+    pub fn refused(&self, country: Option<edge_router::geo::Country>, id: u64) -> http::Response<Bytes> {
+        let mut response = crate::answer::host_error(&self.refusal(), country, id);
+        response.extensions_mut().insert(self.record());
+        response
     }
 }
 
@@ -134,7 +145,8 @@ impl Shielded {
 /// in its connection): the response id untagged, the model rewritten, the
 /// personal values the node's `pii` policy names replaced, and translated
 /// into the node's API when it speaks another than OpenAI's. `Err` when the
-/// policy blocks what was found: the request must not go.
+/// request must not go: the policy blocks what was found, or the body is
+/// not JSON and so could not be looked into.
 pub fn outbound<'a>(
     forward: &Forward,
     node: &Node,
@@ -149,8 +161,12 @@ pub fn outbound<'a>(
     if let (Some(sent), Some(mode)) = (&body, usize::try_from(forward.node).ok().and_then(|n| pii.for_node(n))) {
         let mut vault = Vault::new();
         let protected = protect_request(sent, &pii.detector, mode, &mut vault);
+        if protected.unreadable {
+            return Err(Shielded { mode, found: BTreeMap::new(), vault: None, unreadable: true });
+        }
         if !protected.found.is_empty() {
-            let found = Shielded { mode, found: protected.found, vault: (!vault.is_empty()).then(|| Arc::new(vault)) };
+            let vault = (!vault.is_empty()).then(|| Arc::new(vault));
+            let found = Shielded { mode, found: protected.found, vault, unreadable: false };
             if mode == Mode::Block {
                 return Err(found);
             }
@@ -278,5 +294,15 @@ mod tests {
         assert!(sent.headers.iter().any(|(n, v)| n == http::header::ACCEPT_ENCODING && v == "identity"));
         let shielded = sent.pii.expect("found");
         assert_eq!(shielded.vault.expect("to restore").restore("[EMAIL_1]", false), "jane@example.com");
+
+        // A body that cannot be read is not sent where a policy applies; nothing applies to the local node.
+        let broken = Bytes::from_static(br#"{"messages":[{"role":"user","content":"jane@example.com"}"#);
+        let Err(refused) = outbound(&to(2), &config.nodes[2], "/v1/chat/completions", &broken, false, &config.pii)
+        else {
+            panic!("refused")
+        };
+        assert_eq!(refused.refused(None, 7).status(), 400);
+        assert!(refused.refusal().to_string().contains("not valid JSON"));
+        assert!(outbound(&to(0), &config.nodes[0], "/v1/chat/completions", &broken, false, &config.pii).is_ok());
     }
 }

@@ -212,9 +212,13 @@ pii:
     // The cache's answer to the second redacted request is no exchange with a node.
     assert_eq!(found.len(), 6, "{records:#?}");
     assert!(found.iter().all(|(_, _, c)| **c == counts), "{found:?}");
-    let modes: Vec<(&str, &str)> = found.iter().map(|(n, m, _)| (*n, *m)).collect();
-    assert_eq!(&modes[..4], [("cloud", "pseudonymize"); 4]);
-    assert_eq!(&modes[4..], [("-", "block"), ("masked", "redact")]);
+    // Lines are written as answers end, not in the order they were asked.
+    let mut modes: Vec<(&str, &str)> = found.iter().map(|(n, m, _)| (*n, *m)).collect();
+    modes.sort_unstable();
+    let mut expected = vec![("cloud", "pseudonymize"); 4];
+    expected.extend([("-", "block"), ("masked", "redact")]);
+    expected.sort_unstable();
+    assert_eq!(modes, expected);
     assert!(records.iter().any(|r| r["refusal"] == "pii"), "the block is a refusal");
     let audit_lines = lines_of(&audit, 6).await;
     let audited: Vec<&Value> = audit_lines.iter().filter(|l| l["kind"] == "personal_data").collect();
@@ -233,6 +237,7 @@ async fn another_providers_node_gets_placeholders_in_its_own_api_and_answers_are
         "admin: {{listen: \"127.0.0.1:0\"}}
 nodes:
   - {{id: claude, type: cloud, provider: anthropic, host: \"{}\", api_key_env: PII_TEST_ANTHROPIC_KEY, models: [claude]}}
+routing: {{passthrough: claude}}
 pii: {{mode: pseudonymize}}
 ",
         claude.url()
@@ -273,6 +278,32 @@ pii: {{mode: pseudonymize}}
         .filter_map(|e| e["delta"]["text"].as_str().map(str::to_string))
         .collect();
     assert_eq!(deltas, restored, "{text}");
+
+    // A path the router passes through: its JSON body is read and protected too.
+    let body = json!({"model": "claude", "messages": [{"role": "user", "content": PROMPT}]});
+    let req = http::Request::post(format!("{}/v1/messages/count_tokens", edge.addr))
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = client.request(req).await.expect("the router answers");
+    let status = resp.status();
+    let answer = resp.into_body().collect().await.expect("the answer").to_bytes();
+    assert_eq!(status, 200, "{answer:?}");
+    let seen = claude.seen();
+    let counted = seen.last().expect("the node was asked");
+    let targets: Vec<&str> = seen.iter().map(|s| s.target.as_str()).collect();
+    assert!(counted.target.starts_with("/v1/messages/count_tokens"), "{targets:?} {answer:?}");
+    assert!(counted.body.contains("[EMAIL_1]"), "{}", counted.body);
+    no_originals(&counted.body, "the passed-through request");
+    // A body that says it is JSON and is not goes nowhere a policy applies.
+    let req = http::Request::post(format!("{}/v1/messages/count_tokens", edge.addr))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(format!("{{\"messages\": \"{PROMPT}\""))))
+        .expect("request");
+    let resp = client.request(req).await.expect("the router answers");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(claude.seen().len(), seen.len(), "the node got nothing");
     let stop = text.find("content_block_stop").expect("the block stops");
     assert!(!text[stop..].contains("text_delta"), "no text after its block stopped: {text}");
     no_originals(&last_sent(&claude), "the Anthropic client's request");

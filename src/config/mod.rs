@@ -149,6 +149,15 @@ mod tests {
         .to_string();
         assert!(err.contains("c.yaml:6:") && err.contains("`nowhere` is not the id of any node"), "{err}");
         assert!(err.contains("`residency:APAC` selects no node"), "{err}");
+
+        let named_like_a_type = "nodes:\n  - {id: edge, type: cloud, host: \"http://e\"}\npii: {mode: redact, detect: [], policies: [{apply_to: [edge], mode: off}]}\n";
+        let cfg = RouterConfig::load("c.yaml", named_like_a_type).unwrap_or_else(|e| panic!("{e}"));
+        let warnings: Vec<&str> = cfg.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert!(warnings.iter().any(|w| w.contains("names the node type here, not the node")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("nothing is looked for")), "{warnings:?}");
+        let shouting = format!("{nodes}pii: {{mode: redact, patterns: [{{name: EMAIL, regex: x}}]}}\n");
+        let err = RouterConfig::load("c.yaml", &shouting).unwrap_err().to_string();
+        assert!(err.contains("is a built-in kind's name"), "{err}");
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! request, replaced there; restored in a whole JSON answer.
 //!
 //! The texts of a request are: each message's `content` (a string, or the
-//! `text` of its parts, and a tool result's `content` within them), the
-//! `arguments` of its tool calls, `system` and `instructions`, `input`
-//! (`/v1/responses` items' content, function call arguments and outputs;
-//! embeddings' strings) and `prompt`. The JSON around them (keys, ids,
+//! `text` of its parts, a tool result's `content` and a `tool_use` part's
+//! `input` within them), `reasoning_content`, `refusal` and `summary` sent
+//! back, the `arguments` of its tool calls, `system` and `instructions`,
+//! `input` (`/v1/responses` items' content, function and custom tool call
+//! arguments, inputs and outputs; embeddings' strings), `prompt`, `suffix`
+//! and `prediction`. The JSON around them (keys, ids,
 //! model names, numbers) is not looked at. A body where nothing is found
 //! goes on byte for byte; one where something is, is written again with the
 //! same keys in the same order.
@@ -34,14 +36,28 @@ pub struct Protected {
     pub body: Option<Vec<u8>>,
     /// How many values of each kind were found (by name, never the values).
     pub found: BTreeMap<String, u32>,
+    /// The body is not JSON (nor empty): nothing could be looked for in it.
+    pub unreadable: bool,
+}
+
+impl Mode {
+    /// Its name in configs and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Pseudonymize => "pseudonymize",
+            Mode::Redact => "redact",
+            Mode::Block => "block",
+        }
+    }
 }
 
 /// Finds the personal values in the texts of `body` (JSON) and, unless
-/// `mode` blocks, replaces them (placeholders go into `vault`). A body that
-/// is not JSON is left to the router's own checks: nothing is found in it.
+/// `mode` blocks, replaces them (placeholders go into `vault`). An empty
+/// body has none; one that is not JSON is `unreadable` (the caller must not
+/// send it where a policy applies: what it holds is unknown).
 pub fn protect_request(body: &[u8], detector: &Detector, mode: Mode, vault: &mut Vault) -> Protected {
     let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
-        return Protected::default();
+        return Protected { unreadable: !body.trim_ascii().is_empty(), ..Protected::default() };
     };
     // Counted by kind as found, named once at the end.
     let mut counts: Vec<(super::Kind, u32)> = Vec::new();
@@ -73,7 +89,7 @@ pub fn protect_request(body: &[u8], detector: &Detector, mode: Mode, vault: &mut
     for (kind, n) in counts {
         *found.entry(kind.name(&detector.patterns).to_string()).or_insert(0) += n;
     }
-    Protected { body, found }
+    Protected { body, found, unreadable: false }
 }
 
 /// A whole JSON answer with the vault's placeholders restored in every
@@ -102,12 +118,16 @@ pub fn holds_json(key: &str) -> bool {
 }
 
 /// Calls `f` on every string within `value`, with whether it is a JSON
-/// text ([`holds_json`]; `json` says so of `value` itself).
-pub fn for_each_string(value: &mut Value, json: bool, f: &mut dyn FnMut(&mut String, bool)) {
+/// text ([`holds_json`]; `json` says so of `value` itself), but for an
+/// Anthropic thinking block's (its `signature` covers it as written).
+fn for_each_string(value: &mut Value, json: bool, f: &mut dyn FnMut(&mut String, bool)) {
     match value {
         Value::String(s) => f(s, json),
         Value::Array(items) => items.iter_mut().for_each(|v| for_each_string(v, json, f)),
-        Value::Object(map) => map.iter_mut().for_each(|(k, v)| for_each_string(v, holds_json(k), f)),
+        Value::Object(map) => map
+            .iter_mut()
+            .filter(|(k, _)| !matches!(k.as_str(), "thinking" | "signature"))
+            .for_each(|(k, v)| for_each_string(v, holds_json(k), f)),
         _ => {}
     }
 }
@@ -118,7 +138,13 @@ fn for_each_request_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
     for (key, value) in map.iter_mut() {
         match key.as_str() {
             "messages" | "input" => turns(value, f),
-            "system" | "instructions" | "prompt" => content(value, f),
+            "system" | "instructions" | "prompt" | "suffix" => content(value, f),
+            // Predicted output: the text the answer is expected to repeat.
+            "prediction" => {
+                if let Some(c) = value.get_mut("content") {
+                    content(c, f);
+                }
+            }
             _ => {}
         }
     }
@@ -135,8 +161,11 @@ fn turns(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
                     Value::Object(turn) => {
                         for (key, v) in turn.iter_mut() {
                             match key.as_str() {
-                                "content" | "output" => content(v, f),
-                                "arguments" => text(v, f),
+                                // An earlier answer's reasoning, refusal or
+                                // summary, sent back with the conversation.
+                                "content" | "output" | "reasoning_content" | "refusal" | "summary" => content(v, f),
+                                // A custom tool call's input (`/v1/responses`).
+                                "arguments" | "input" => text(v, f),
                                 "tool_calls" => tool_calls(v, f),
                                 "function_call" => function(v, f),
                                 _ => {}
@@ -298,10 +327,12 @@ mod tests {
             protect_request(clean, &Detector::default(), Mode::Pseudonymize, &mut Vault::new()),
             Protected::default()
         );
-        assert_eq!(
-            protect_request(b"{not json", &Detector::default(), Mode::Block, &mut Vault::new()),
-            Protected::default()
-        );
+        let broken = protect_request(b"{not json", &Detector::default(), Mode::Block, &mut Vault::new());
+        assert!(broken.unreadable && broken.found.is_empty());
+        // A lone surrogate escape: JSON a lenient reader may pass, and this one does not.
+        let lone = br#"{"user":"\ud800","messages":[{"role":"user","content":"jane@example.com"}]}"#;
+        assert!(protect_request(lone, &Detector::default(), Mode::Redact, &mut Vault::new()).unreadable);
+        assert!(!protect_request(b" ", &Detector::default(), Mode::Redact, &mut Vault::new()).unreadable);
         assert_eq!(restore_answer(b"{}", &Vault::new()), None);
     }
 }

@@ -515,7 +515,7 @@ pub(super) fn phones(text: &[u8], found: &mut Vec<Finding>) {
         }
         let b = text[i];
         let starts =
-            !word_before(text, i) && !(i > 0 && matches!(text[i - 1], b'-' | b'.' | b'+' | b'/' | b':' | b'#'));
+            !(word_before(text, i) || (i > 0 && matches!(text[i - 1], b'-' | b'.' | b'+' | b'/' | b':' | b'#')));
         if !starts {
             i += 1;
             continue;

@@ -45,10 +45,7 @@ const MAX_LABEL: usize = 64;
 /// How a kind is written in its placeholders: `EMAIL`, `US_SSN`, an
 /// operator pattern's name in capitals (letters, digits and `_` only).
 fn label(kind: Kind, patterns: &[Pattern]) -> String {
-    let name = match kind {
-        Kind::Email => "email",
-        other => other.name(patterns),
-    };
+    let name = kind.name(patterns);
     let label: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     if label.is_empty() { "PII".into() } else { label }
@@ -70,7 +67,9 @@ impl Vault {
     /// texts are not searched again one by one).
     pub fn note_request(&mut self, raw: &[u8]) {
         self.note_literals(raw);
-        self.noted = true;
+        // An escape (`\u005f`) may hide one from a search of the raw
+        // bytes: then each text is searched as decoded too.
+        self.noted = !raw.windows(2).any(|w| w == b"\\u");
     }
 
     fn note_literals(&mut self, raw: &[u8]) {

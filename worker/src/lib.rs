@@ -145,7 +145,7 @@ async fn serve(
     let target = path_and_query(&parts.uri);
     let endpoint = Endpoint::classify(parts.method.as_str(), target);
     *recording = record::Recording::start(&generation, id, &parts.method, target, endpoint);
-    let limits = body_limits(&generation.router.borrow().config().server);
+    let limits = body_limits(generation.router.borrow().config());
     let declared = declared_length(&parts.headers).is_some();
     let read = |req, limit| read_body(req, declared, limit);
     let timer = |within| Delay::from(within);

@@ -101,9 +101,7 @@ impl Exchange {
             action = match self.send(&forward).await {
                 Sent::Blocked(found) => {
                     // Refused for what it holds; the router hears that the exchange ended.
-                    let mut response = fixed(host_error(&found.refusal(), self.country, id));
-                    response.extensions_mut().insert(found.record());
-                    return response;
+                    return fixed(found.refused(self.country, id));
                 }
                 Sent::Unsendable(why) => {
                     // The platform's words go to the log, not to the client.

@@ -58,6 +58,11 @@ pub struct Translated {
 /// node's own error comes back).
 pub fn translate(node: &Node, target: &str, body: &Bytes) -> Option<Translated> {
     let path = target.split('?').next().unwrap_or_default().trim_end_matches('/');
+    // Only the API's own requests: a passed-through path's body (read
+    // whole for a `pii` policy) goes as it came.
+    if !edge_router::facts::Endpoint::classify("POST", path).is_api() {
+        return None;
+    }
     if path == messages::PATH && node.api != Api::Anthropic {
         // A Claude-native client's request goes on as OpenAI chat, and
         // from there into the node's own API.

@@ -284,3 +284,67 @@ fn a_json_answer_and_a_stream_without_placeholders() {
     let plain = ": keep-alive\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\r\n\r\nevent: ping\n\ndata: [DONE]\n\n";
     assert_eq!(feed(&mut RestorePii::new(vault, true), plain.as_bytes(), &[1, 30]), plain.as_bytes());
 }
+
+#[test]
+fn only_an_end_gives_a_tail_out_and_signed_thinking_keeps_its_placeholders() {
+    let vault = vault();
+    let event = |kind: &str, data: Value| format!("event: {kind}\ndata: {data}\n\n");
+    let text = |t: &str| {
+        event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": t}}),
+        )
+    };
+    let stream = [
+        event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "user is [EMAIL_1]"}})),
+        text("Mail [EMA"),
+        // A ping, and a note with no text, in the middle: the tail stays held.
+        event("ping", json!({"type": "ping"})),
+        text("IL_1] now"),
+        event("content_block_stop", json!({"type": "content_block_stop", "index": 1})),
+    ]
+    .concat();
+    let out = String::from_utf8(feed(&mut RestorePii::new(vault.clone(), true), stream.as_bytes(), &[])).unwrap();
+    let texts: Vec<String> =
+        events(out.as_bytes()).iter().filter_map(|e| e["delta"]["text"].as_str().map(str::to_string)).collect();
+    assert_eq!(texts, ["Mail ", "jane.doe@example.com now"], "{out}");
+    assert!(out.contains("user is [EMAIL_1]"), "thinking is signed as written: {out}");
+
+    // The Responses API's streamed call arguments are JSON: a value goes in escaped.
+    let mut quoted = Vault::new();
+    let detector = Detector::new(
+        vec![],
+        vec![edge_router::pii::Pattern { name: "q".into(), regex: regex_lite_like("Q\"[0-9]") }],
+        &[],
+    );
+    protect_request(
+        json!({"messages": [{"role": "user", "content": "Q\"1"}]}).to_string().as_bytes(),
+        &detector,
+        Mode::Pseudonymize,
+        &mut quoted,
+    );
+    let args = |d: &str| {
+        event(
+            "response.function_call_arguments.delta",
+            json!({"type": "response.function_call_arguments.delta", "output_index": 0, "item_id": "fc_1", "delta": d, "sequence_number": 3}),
+        )
+    };
+    let stream = [args("{\"t\": \"[Q"), args("_1]\"}"), event("response.function_call_arguments.done", json!({"type": "response.function_call_arguments.done", "output_index": 0, "arguments": "{\"t\": \"[Q_1]\"}"}))].concat();
+    let all = events(&feed(&mut RestorePii::new(Arc::new(quoted), true), stream.as_bytes(), &[]));
+    let streamed: String = all.iter().filter_map(|e| e["delta"].as_str()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), json!({"t": "Q\"1"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(all.last().unwrap()["arguments"].as_str().unwrap()).unwrap(),
+        json!({"t": "Q\"1"})
+    );
+
+    // A stream cut off: a tail held comes out at the end, after the last
+    // (unfinished) event, which is ended first.
+    let cut = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x [IBA\"},\"finish_reason\":null}],\"usage\":{\"total_tokens\":3}}\n\ndata: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"y\"}}]}";
+    let out = String::from_utf8(feed(&mut RestorePii::new(vault, true), cut.as_bytes(), &[])).unwrap();
+    assert!(
+        out.ends_with("\"content\":\"y\"}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"[IBA\"},\"finish_reason\":null}]}\n\n"),
+        "{out:?}"
+    );
+    assert_eq!(out.matches("total_tokens").count(), 1, "usage is not repeated");
+}

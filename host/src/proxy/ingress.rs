@@ -99,8 +99,7 @@ async fn admit(
     begun.endpoint = Some(endpoint);
     // `original` is kept for fallbacks and model rewrites (the event borrows it).
     let taken =
-        take_in(endpoint, &parts.headers, body_limits(&config.server), incoming, read_limited, tokio::time::sleep)
-            .await;
+        take_in(endpoint, &parts.headers, body_limits(config), incoming, read_limited, tokio::time::sleep).await;
     let (original, stream) = match taken {
         Ok(Intake::Whole(bytes)) => (Some(bytes), None),
         Ok(Intake::Streams(incoming)) => (None, Some(incoming)),

@@ -69,8 +69,8 @@ pub(super) struct Pending {
     /// Set when the streamed body passed `server.max_body_bytes` on its way
     /// to the origin (see `exchange::intake::Capped`).
     pub(super) over_limit: Option<Arc<AtomicBool>>,
-    /// What the last attempt's node policy (`pii`) found and did: the
-    /// placeholders to restore, or the values that keep the request from going.
+    /// What the last attempt's node policy (`pii`) found and did, and the
+    /// placeholders to restore in its answer.
     pub(super) pii: Option<Shielded>,
     /// What the last attempt's node policy blocks: the request must not go.
     pub(super) blocked: Option<Shielded>,
@@ -132,9 +132,7 @@ impl Pending {
             let sent = self.send(&forward).await;
             if let Some(found) = self.blocked.take() {
                 // Refused for what it holds; the router hears that the exchange ended.
-                let mut response = own(host_error(&found.refusal(), self.country, id));
-                response.extensions_mut().insert(found.record());
-                return response;
+                return own(found.refused(self.country, id));
             }
             let (mut resp, lease) = match sent {
                 Ok(answered) => answered,

@@ -51,6 +51,13 @@ impl Validator<'_> {
         if configured && modes.iter().all(Option::is_none) {
             self.warn("pii", "no node's requests are looked into: set `pii.mode` (or `policies`) to use these kinds");
         }
+        if modes.iter().any(Option::is_some)
+            && detector.kinds.is_empty()
+            && detector.patterns.is_empty()
+            && !detector.has_words()
+        {
+            self.warn("pii.detect", "nothing is looked for: list kinds, or add `patterns` or `words`");
+        }
         Policy { detector, modes }
     }
 
@@ -75,12 +82,13 @@ impl Validator<'_> {
         for (i, pattern) in p.patterns.iter().enumerate() {
             let path = format!("pii.patterns[{i}]");
             let name = pattern.name.as_str();
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            let lower = name.to_ascii_lowercase();
+            if name.is_empty() || name.len() > 40 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 self.err(
                     format!("{path}.name"),
-                    format!("`{name}` must be letters, digits and `_`, such as `employee_id`"),
+                    format!("`{name}` must be 1 to 40 letters, digits and `_`, such as `employee_id`"),
                 );
-            } else if Kind::built_in(name).is_some() || name == "word" {
+            } else if Kind::built_in(&lower).is_some() || lower == "word" {
                 self.err(format!("{path}.name"), format!("`{name}` is a built-in kind's name; choose another"));
             } else if patterns.iter().any(|p| p.name == name) {
                 self.err(format!("{path}.name"), format!("`{name}` names an earlier pattern too"));
@@ -111,12 +119,15 @@ impl Validator<'_> {
                 if found.is_empty() {
                     self.warn(&path, format!("no node is of type `{name}`"));
                 }
+                if nodes.iter().any(|n| n.id == *name) {
+                    self.warn(&path, format!("`{name}` names the node type here, not the node with that id"));
+                }
                 found
             } else if let Some(jurisdiction) = name.strip_prefix("residency:") {
                 let found: Vec<usize> = (0..nodes.len())
                     .filter(|&n| match nodes[n].residency {
                         NodeResidency::Global => jurisdiction.eq_ignore_ascii_case("global"),
-                        NodeResidency::In(j) => residency.name(j) == jurisdiction,
+                        NodeResidency::In(j) => residency.name(j).eq_ignore_ascii_case(jurisdiction),
                         NodeResidency::Unspecified => false,
                     })
                     .collect();
