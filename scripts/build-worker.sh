@@ -18,4 +18,11 @@ export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 # RUSTFLAGS, even empty, takes the place of the config file's target flags
 # (a developer's own RUSTFLAGS still apply).
 export RUSTFLAGS="${RUSTFLAGS:-}"
-exec "$PWD/.tools/bin/worker-build" --release worker -- --locked --target-dir "$PWD/target/worker-z" --config 'profile.release.opt-level="z"' --config 'profile.release.package.edge-router.opt-level="z"' --config 'profile.release.lto="fat"' --config 'profile.release.codegen-units=1' --config 'profile.release.strip=true'
+# Built for size: the upload, and each new isolate's compile, grow with the
+# module (issue "Lean at the edge"): opt-level z, one codegen unit with fat
+# LTO, and no name section (stripped; wasm-opt -Oz is in worker/Cargo.toml).
+# In a target folder of its own, so that the edge box's builds keep theirs.
+exec "$PWD/.tools/bin/worker-build" --release worker -- --locked --target-dir "$PWD/target/worker" \
+  --config 'profile.release.opt-level="z"' --config 'profile.release.package.edge-router.opt-level="z"' \
+  --config 'profile.release.lto="fat"' --config 'profile.release.codegen-units=1' \
+  --config 'profile.release.strip=true'

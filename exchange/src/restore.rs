@@ -37,7 +37,7 @@ use bytes::Bytes;
 use edge_router::pii::{Restorer, Vault, holds_json};
 use serde_json::Value;
 
-use crate::transform::{Held, MAX_HELD_JSON, SseEvents, Transform};
+use crate::transform::{Held, MAX_HELD_JSON, SseEvents, Transform, data_lines, splice};
 
 /// Restores an answer's placeholders: an SSE stream (`sse`) or JSON.
 pub struct RestorePii {
@@ -161,19 +161,7 @@ impl RestorePii {
                 edited.push((start, end, serde_json::to_vec(&value).unwrap_or_default()));
             }
         }
-        if edited.is_empty() {
-            out.push_back(event);
-            return;
-        }
-        let mut buf = Vec::with_capacity(event.len() + 64);
-        let mut copied = 0;
-        for (start, end, json) in edited {
-            buf.extend_from_slice(&event[copied..start]);
-            buf.extend_from_slice(&json);
-            copied = end;
-        }
-        buf.extend_from_slice(&event[copied..]);
-        out.push_back(Bytes::from(buf));
+        out.push_back(splice(event, edited));
     }
 
     /// Gives out, each in an event of its own, the tails held by the
@@ -236,21 +224,6 @@ impl Transform for RestorePii {
         }
         self.flush(&[], out);
     }
-}
-
-/// The spans of the values of an event's `data:` lines.
-fn data_lines(event: &[u8]) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
-    let mut at = 0;
-    for line in event.split_inclusive(|&b| b == b'\n') {
-        let start = at;
-        at += line.len();
-        let Some(data) = line.strip_prefix(b"data:") else { continue };
-        let value = data.trim_ascii_start();
-        let from = start + line.len() - value.len();
-        spans.push((from, from + value.trim_ascii_end().len()));
-    }
-    spans
 }
 
 /// An event's lines other than its data, its id and its blank line (`event: …`).

@@ -237,29 +237,45 @@ impl EditAnswer {
 
     /// `event` with each of its `data:` lines edited.
     fn edit_event(&self, event: Bytes) -> Bytes {
-        let mut out: Option<Vec<u8>> = None;
-        let (mut at, mut copied) = (0, 0);
-        for line in event.split_inclusive(|&b| b == b'\n') {
-            let start = at;
-            at += line.len();
-            let Some(data) = line.strip_prefix(b"data:") else { continue };
-            let value = data.trim_ascii_start();
-            let from = start + line.len() - value.len();
-            let value = value.trim_ascii_end();
-            let Some(rewritten) = (self.edit)(value) else { continue };
-            let buf = out.get_or_insert_with(|| Vec::with_capacity(event.len() + 32));
-            buf.extend_from_slice(&event[copied..from]);
-            buf.extend_from_slice(&rewritten);
-            copied = from + value.len();
-        }
-        match out {
-            None => event,
-            Some(mut buf) => {
-                buf.extend_from_slice(&event[copied..]);
-                Bytes::from(buf)
-            }
-        }
+        let edits: Vec<(usize, usize, Vec<u8>)> = data_lines(&event)
+            .into_iter()
+            .filter_map(|(from, to)| (self.edit)(&event[from..to]).map(|rewritten| (from, to, rewritten)))
+            .collect();
+        splice(event, edits)
     }
+}
+
+/// The spans of the values of an SSE event's `data:` lines (the space after
+/// the colon and the line end left out).
+pub(crate) fn data_lines(event: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    for line in event.split_inclusive(|&b| b == b'\n') {
+        let start = at;
+        at += line.len();
+        let Some(data) = line.strip_prefix(b"data:") else { continue };
+        let value = data.trim_ascii_start();
+        let from = start + line.len() - value.len();
+        spans.push((from, from + value.trim_ascii_end().len()));
+    }
+    spans
+}
+
+/// `event` with each span of `edits` (in order, not overlapping) replaced;
+/// `event` itself, not copied, when there is none.
+pub(crate) fn splice(event: Bytes, edits: Vec<(usize, usize, Vec<u8>)>) -> Bytes {
+    if edits.is_empty() {
+        return event;
+    }
+    let mut buf = Vec::with_capacity(event.len() + 64);
+    let mut copied = 0;
+    for (from, to, rewritten) in edits {
+        buf.extend_from_slice(&event[copied..from]);
+        buf.extend_from_slice(&rewritten);
+        copied = to;
+    }
+    buf.extend_from_slice(&event[copied..]);
+    Bytes::from(buf)
 }
 
 impl Transform for EditAnswer {
