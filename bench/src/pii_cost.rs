@@ -172,7 +172,7 @@ fn main() -> anyhow::Result<()> {
     let prose = "The committee reviewed the proposal in detail and asked for a revised budget before the next \
                  meeting, noting that the timeline was ambitious but achievable if the vendors deliver on time. "
         .repeat(6);
-    println!("  prose with no values, {} bytes: {:.2}", prose.len(), cost(&detector, &[prose.clone()]));
+    println!("  prose with no values, {} bytes: {:.2}", prose.len(), cost(&detector, std::slice::from_ref(&prose)));
 
     let yaml = "nodes: [{id: cloud, type: cloud, host: \"http://127.0.0.1:9\"}]\npii: {mode: pseudonymize}\n";
     let config = RouterConfig::load("bench.yaml", yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -203,7 +203,7 @@ fn main() -> anyhow::Result<()> {
         "  prose with 12 labelled texts mixed in (one every ~{} bytes), {} bytes, the request: {:.2}",
         sparse.len() / 12,
         sparse.len(),
-        exchange_cost(&config, &[sparse.clone()], None)
+        exchange_cost(&config, std::slice::from_ref(&sparse), None)
     );
     println!(
         "  prose with no values, {} bytes, the request: {:.2}",

@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     let record = |id: u64| {
         let mut begun = Begun::new(id, 1_000, &http::Method::POST, "/v1/chat/completions");
         begun.read(&config, Endpoint::ChatCompletions, None, None, Some(&facts));
-        let mut r = Record::at_head(begun, http::StatusCode::OK, &head, None, 1_010);
+        let mut r = Record::at_head(begun, http::StatusCode::OK, &head, &http::Extensions::new(), 1_010);
         r.close(Outcome::Complete, usage, &config, 1_030);
         r
     };
