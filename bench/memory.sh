@@ -11,7 +11,10 @@
 #   - thread stacks (the main [stack], and 2 MiB or 8 MiB anonymous mappings
 #     right after a guard page);
 #   - the rest of the anonymous memory.
-# MODULE_CACHE=off starts without the compiled-module cache.
+# MODULE_CACHE=off starts without the compiled-module cache. STREAMS=N serves
+# a one-node config instead, whose origin (fake-origin) streams a long answer
+# a word a second, and measures with N such SSE streams open through the box
+# (a Node client holds them until the figures are taken).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked -q --release -p edge-router-host
@@ -19,13 +22,51 @@ bash scripts/build-module.sh >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 WORK=$(mktemp -d)
-sed "s/127.0.0.1:9901/127.0.0.1:$admin/" examples/hybrid.yaml > "$WORK/config.yaml"
+STREAMS=${STREAMS:-0}
+if [ "$STREAMS" -gt 0 ]; then
+  cargo build --locked -q -p fake-origin
+  words=$(python3 -c 'print(" ".join(["word"] * 600))')
+  mkfifo "$WORK/origin.in"
+  target/debug/fake-origin gpu "{\"text\": \"$words\", \"sse\": true, \"gap_ms\": 1000}" <"$WORK/origin.in" >"$WORK/origin.out" 2>/dev/null &
+  origin_pid=$!
+  exec 9>"$WORK/origin.in"
+  for _ in $(seq 100); do [ -s "$WORK/origin.out" ] && break; sleep 0.05; done
+  origin=$(head -1 "$WORK/origin.out")
+  printf 'admin: {listen: "127.0.0.1:%s"}\nnodes:\n  - {id: gpu, type: local, host: "%s", timeouts: {idle: 10m, total: 30m}}\n' \
+    "$admin" "$origin" > "$WORK/config.yaml"
+else
+  sed "s/127.0.0.1:9901/127.0.0.1:$admin/" examples/hybrid.yaml > "$WORK/config.yaml"
+fi
 EDGE_ROUTER_MODULE_CACHE=${MODULE_CACHE:-$WORK/cache} EDGE_ROUTER_LOG=warn EDGE_ROUTER_ADMIN_TOKEN=x \
   target/release/edge-router serve --config "$WORK/config.yaml" --listen "127.0.0.1:$port" \
   --module target/wasm32-unknown-unknown/release/edge_router.wasm >/dev/null 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $pid ${origin_pid:-} ${client_pid:-} 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 200); do curl -fsS "http://127.0.0.1:$port/v1/models" >/dev/null 2>&1 && break; sleep 0.05; done
+if [ "$STREAMS" -gt 0 ]; then
+  # N streams, each held open once its first event came; "open N" when all are.
+  node -e '
+    const http = require("http");
+    const [port, n] = [Number(process.argv[1]), Number(process.argv[2])];
+    const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
+    const body = JSON.stringify({ model: "m", stream: true, messages: [{ role: "user", content: "hold this stream" }] });
+    let open = 0;
+    for (let i = 0; i < n; i++) {
+      const req = http.request({ port, host: "127.0.0.1", method: "POST", path: "/v1/chat/completions", agent,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+        res.once("data", () => { if (++open === n) console.log(`open ${n}`); });
+        res.on("data", () => {});
+      });
+      req.on("error", (e) => { console.error(e.message); process.exit(1); });
+      req.end(body);
+    }
+    setTimeout(() => { console.error(`only ${open} of ${n} streams opened`); process.exit(1); }, 120000);
+  ' "$port" "$STREAMS" > "$WORK/client.out" &
+  client_pid=$!
+  for _ in $(seq 1200); do grep -q "^open" "$WORK/client.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q "^open" "$WORK/client.out" || { echo "memory.sh: the streams did not all open" >&2; exit 1; }
+  echo "$STREAMS SSE streams open through the box"
+fi
 sleep 1
 python3 - "$pid" "$(readlink -f target/release/edge-router)" <<'PY'
 import re, sys
