@@ -308,3 +308,26 @@ pii: {{mode: pseudonymize}}
     assert!(!text[stop..].contains("text_delta"), "no text after its block stopped: {text}");
     no_originals(&last_sent(&claude), "the Anthropic client's request");
 }
+
+#[test]
+fn check_says_which_nodes_get_what() {
+    let dir = std::env::temp_dir().join(format!("edge-router-pii-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pii.yaml");
+    std::fs::write(
+        &path,
+        "nodes:\n  - {id: gpu, type: local, host: \"http://10.0.0.5:8000\"}\n  - {id: gpt, type: cloud, host: \"https://api.openai.com\"}\n  - {id: eu, type: cloud, host: \"https://eu.example\"}\npii:\n  mode: pseudonymize\n  detect: [email, card]\n  words: [Falcon]\n  policies: [{apply_to: [eu], mode: block}]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN).arg("check").arg(&path).output().expect("check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("personal data (email, card, word):"), "{text}");
+    assert!(text.contains("gpt") && text.contains("-> pseudonymized, restored in the answer"), "{text}");
+    assert!(text.contains("eu") && text.contains("-> the request refused"), "{text}");
+    assert!(
+        !text.lines().any(|l| l.trim_start().starts_with("gpu") && l.contains("->") && l.contains("pseudonymized")),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -252,6 +252,8 @@ impl Pending {
     /// Sends the request for `forward` and waits for the answer's head, within
     /// the node's `first_byte` limit.
     async fn send(&mut self, forward: &Forward) -> Result<(Response<Incoming>, Lease), (Failure, RetryType)> {
+        // A new attempt: what an earlier one found was for its own node.
+        self.pii = None;
         let generation = &self.generation;
         let unsent = (Failure::Connect, RetryType::NotSent);
         let Some(pool) = generation.origins.pool(self.worker, forward.node) else {
@@ -266,8 +268,6 @@ impl Pending {
             self.stream.is_some(),
             &generation.config.pii,
         );
-        // A new attempt: what an earlier one found was for its own node.
-        self.pii = None;
         let out = match out {
             Ok(mut out) => {
                 self.pii = out.pii.take();
