@@ -166,7 +166,11 @@ pub(super) fn cards(text: &[u8], found: &mut Vec<Finding>) {
             None => break,
         }
         if word_before(text, i) || (i > 0 && matches!(text[i - 1], b'.' | b'-' | b'+')) {
+            // Nor can one start inside this run of digits.
             i += 1;
+            while i < text.len() && is_digit(text[i]) {
+                i += 1;
+            }
             continue;
         }
         let (end, digits) = digit_run(text, i, b" -", 19);
@@ -451,7 +455,11 @@ pub(super) fn us_ssns(text: &[u8], found: &mut Vec<Finding>) {
                 continue;
             }
         }
+        // No number starts inside a run of digits (the digit before it continues it).
         i += 1;
+        while i < text.len() && is_digit(text[i]) {
+            i += 1;
+        }
     }
 }
 
@@ -472,7 +480,11 @@ pub(super) fn cn_resident_ids(text: &[u8], found: &mut Vec<Finding>) {
             break;
         }
         if (i > 0 && is_digit(text[i - 1])) || word_before(text, i) {
+            // Nor can one start inside this run of digits.
             i += 1;
+            while i < text.len() && is_digit(text[i]) {
+                i += 1;
+            }
             continue;
         }
         let id = &text[i..i + 18];
@@ -492,7 +504,11 @@ pub(super) fn cn_resident_ids(text: &[u8], found: &mut Vec<Finding>) {
                 continue;
             }
         }
+        // No ID starts inside a run of digits (the digit before it continues it).
         i += 1;
+        while i < text.len() && is_digit(text[i]) {
+            i += 1;
+        }
     }
 }
 
@@ -517,7 +533,11 @@ pub(super) fn phones(text: &[u8], found: &mut Vec<Finding>) {
         let starts =
             !(word_before(text, i) || (i > 0 && matches!(text[i - 1], b'-' | b'.' | b'+' | b'/' | b':' | b'#')));
         if !starts {
+            // Nor can one start inside this run of digits.
             i += 1;
+            while i < text.len() && is_digit(text[i]) {
+                i += 1;
+            }
             continue;
         }
         // Read digits, single separators and one parenthesised group.

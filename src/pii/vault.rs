@@ -21,8 +21,9 @@ pub struct Vault {
     originals: HashMap<String, String>,
     /// Original value to placeholder.
     placeholders: HashMap<String, String>,
-    /// The last number given to each kind's placeholders.
-    numbers: HashMap<String, u32>,
+    /// Each label in use (`EMAIL`; two kinds may share one) and the last
+    /// number given to its placeholders: a few, so a list.
+    numbers: Vec<(String, u32)>,
     /// The longest placeholder's length, in bytes.
     longest: usize,
     /// What the request itself holds that looks like a placeholder
@@ -77,7 +78,13 @@ impl Vault {
         while let Some(open) = raw[at..].iter().position(|&b| b == b'[').map(|i| at + i) {
             let tail = &raw[open + 1..raw.len().min(open + 1 + MAX_LABEL)];
             let body = tail.iter().take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || **b == b'_').count();
-            if tail.get(body) == Some(&b']') && body > 0 {
+            // A placeholder's shape: a label, `_` and a number (`[EMAIL_1]`).
+            let numbered = tail[..body]
+                .rsplit(|&b| b == b'_')
+                .next()
+                .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
+                && tail[..body].contains(&b'_');
+            if tail.get(body) == Some(&b']') && numbered {
                 let token = String::from_utf8_lossy(&raw[open..open + body + 2]).into_owned();
                 self.literal.insert(token);
             }
@@ -99,19 +106,26 @@ impl Vault {
         for f in findings {
             let (Some(before), Some(value)) = (text.get(at..f.start), text.get(f.start..f.end)) else { continue };
             out.push_str(before);
-            let placeholder = match self.placeholders.get(value) {
-                Some(p) => p.clone(),
-                None => self.new_placeholder(label(f.kind, patterns), value),
-            };
-            out.push_str(&placeholder);
+            match self.placeholders.get(value) {
+                Some(p) => out.push_str(p),
+                None => out.push_str(&self.new_placeholder(f.kind, patterns, value)),
+            }
             at = f.end;
         }
         out.push_str(text.get(at..).unwrap_or_default());
         out
     }
 
-    fn new_placeholder(&mut self, label: String, value: &str) -> String {
-        let number = self.numbers.entry(label.clone()).or_insert(0);
+    fn new_placeholder(&mut self, kind: Kind, patterns: &[Pattern], value: &str) -> String {
+        let label = label(kind, patterns);
+        let at = match self.numbers.iter().position(|(l, _)| *l == label) {
+            Some(at) => at,
+            None => {
+                self.numbers.push((label, 0));
+                self.numbers.len() - 1
+            }
+        };
+        let (label, number) = &mut self.numbers[at];
         let placeholder = loop {
             *number += 1;
             let candidate = format!("[{label}_{number}]");
