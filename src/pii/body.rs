@@ -152,54 +152,51 @@ fn for_each_request_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
 
 /// A list of turns (messages, or `/v1/responses` input items), or a text.
 fn turns(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    texts_and_objects(value, f, |turn, f| {
+        for (key, v) in turn.iter_mut() {
+            match key.as_str() {
+                // An earlier answer's reasoning, refusal or
+                // summary, sent back with the conversation.
+                "content" | "output" | "reasoning_content" | "refusal" | "summary" => content(v, f),
+                // A custom tool call's input (`/v1/responses`).
+                "arguments" | "input" => text(v, f),
+                "tool_calls" => tool_calls(v, f),
+                "function_call" => function(v, f),
+                _ => {}
+            }
+        }
+    });
+}
+
+/// A content: a text, or parts whose `text` (and a tool result's nested
+/// `content`) are texts.
+fn content(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    texts_and_objects(value, f, |part, f| {
+        for (key, v) in part.iter_mut() {
+            match key.as_str() {
+                "text" => text(v, f),
+                "content" => content(v, f),
+                // An Anthropic `tool_use` part's arguments, as an object.
+                "input" => for_each_string(v, false, &mut |s: &mut String, _| f(s)),
+                _ => {}
+            }
+        }
+    });
+}
+
+/// What finds the texts in an object of a list ([`texts_and_objects`]).
+type InObject = fn(&mut serde_json::Map<String, Value>, &mut dyn FnMut(&mut String));
+
+/// A text, or a list of texts and objects: each text goes to `f`, each
+/// object to `object` (which finds the texts in it).
+fn texts_and_objects(value: &mut Value, f: &mut dyn FnMut(&mut String), object: InObject) {
     match value {
         Value::String(s) => f(s),
         Value::Array(items) => {
             for item in items {
                 match item {
                     Value::String(s) => f(s),
-                    Value::Object(turn) => {
-                        for (key, v) in turn.iter_mut() {
-                            match key.as_str() {
-                                // An earlier answer's reasoning, refusal or
-                                // summary, sent back with the conversation.
-                                "content" | "output" | "reasoning_content" | "refusal" | "summary" => content(v, f),
-                                // A custom tool call's input (`/v1/responses`).
-                                "arguments" | "input" => text(v, f),
-                                "tool_calls" => tool_calls(v, f),
-                                "function_call" => function(v, f),
-                                _ => {}
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-/// A content: a text, or parts whose `text` (and a tool result's nested
-/// `content`) are texts.
-fn content(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
-    match value {
-        Value::String(s) => f(s),
-        Value::Array(parts) => {
-            for part in parts {
-                match part {
-                    Value::String(s) => f(s),
-                    Value::Object(p) => {
-                        for (key, v) in p.iter_mut() {
-                            match key.as_str() {
-                                "text" => text(v, f),
-                                "content" => content(v, f),
-                                // An Anthropic `tool_use` part's arguments, as an object.
-                                "input" => for_each_string(v, false, &mut |s: &mut String, _| f(s)),
-                                _ => {}
-                            }
-                        }
-                    }
+                    Value::Object(o) => object(o, f),
                     _ => {}
                 }
             }

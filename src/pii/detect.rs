@@ -22,6 +22,22 @@ fn word_after(text: &[u8], at: usize) -> bool {
     text.get(at).is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// The first digit at or after `from`.
+fn next_digit(text: &[u8], from: usize) -> Option<usize> {
+    text[from..].iter().position(|&b| is_digit(b)).map(|p| from + p)
+}
+
+/// Just past the run of digits that goes on after `at`: no value starts
+/// inside a run (the digit before it continues it), so a scanner that
+/// rules out a start at `at` goes on from here.
+fn past_run(text: &[u8], at: usize) -> usize {
+    let mut i = at + 1;
+    while i < text.len() && is_digit(text[i]) {
+        i += 1;
+    }
+    i
+}
+
 /// E-mail addresses: a local part of letters, digits and `._%+-`, an `@`,
 /// and a domain of at least two labels whose last is two or more letters.
 pub(super) fn emails(text: &[u8], found: &mut Vec<Finding>) {
@@ -160,17 +176,10 @@ fn card_prefix(digits: &[u8]) -> bool {
 pub(super) fn cards(text: &[u8], found: &mut Vec<Finding>) {
     let mut i = 0;
     while i < text.len() {
-        // Straight to the next digit.
-        match text[i..].iter().position(|&b| is_digit(b)) {
-            Some(p) => i += p,
-            None => break,
-        }
+        let Some(digit) = next_digit(text, i) else { break };
+        i = digit;
         if word_before(text, i) || (i > 0 && matches!(text[i - 1], b'.' | b'-' | b'+')) {
-            // Nor can one start inside this run of digits.
-            i += 1;
-            while i < text.len() && is_digit(text[i]) {
-                i += 1;
-            }
+            i = past_run(text, i);
             continue;
         }
         let (end, digits) = digit_run(text, i, b" -", 19);
@@ -432,9 +441,8 @@ pub(super) fn ipv6s(text: &[u8], found: &mut Vec<Finding>) {
 pub(super) fn us_ssns(text: &[u8], found: &mut Vec<Finding>) {
     let mut i = 0;
     while i + 11 <= text.len() {
-        // Straight to the next digit.
-        match text[i..].iter().position(|&b| is_digit(b)) {
-            Some(p) if i + p + 11 <= text.len() => i += p,
+        match next_digit(text, i) {
+            Some(digit) if digit + 11 <= text.len() => i = digit,
             _ => break,
         }
         let s = &text[i..i + 11];
@@ -455,11 +463,7 @@ pub(super) fn us_ssns(text: &[u8], found: &mut Vec<Finding>) {
                 continue;
             }
         }
-        // No number starts inside a run of digits (the digit before it continues it).
-        i += 1;
-        while i < text.len() && is_digit(text[i]) {
-            i += 1;
-        }
+        i = past_run(text, i);
     }
 }
 
@@ -471,20 +475,13 @@ pub(super) fn cn_resident_ids(text: &[u8], found: &mut Vec<Finding>) {
     const CHECK: &[u8; 11] = b"10X98765432";
     let mut i = 0;
     while i + 18 <= text.len() {
-        // Straight to the next digit.
-        match text[i..].iter().position(|&b| is_digit(b)) {
-            Some(p) => i += p,
-            None => break,
-        }
+        let Some(digit) = next_digit(text, i) else { break };
+        i = digit;
         if i + 18 > text.len() {
             break;
         }
         if (i > 0 && is_digit(text[i - 1])) || word_before(text, i) {
-            // Nor can one start inside this run of digits.
-            i += 1;
-            while i < text.len() && is_digit(text[i]) {
-                i += 1;
-            }
+            i = past_run(text, i);
             continue;
         }
         let id = &text[i..i + 18];
@@ -504,11 +501,7 @@ pub(super) fn cn_resident_ids(text: &[u8], found: &mut Vec<Finding>) {
                 continue;
             }
         }
-        // No ID starts inside a run of digits (the digit before it continues it).
-        i += 1;
-        while i < text.len() && is_digit(text[i]) {
-            i += 1;
-        }
+        i = past_run(text, i);
     }
 }
 
@@ -533,11 +526,7 @@ pub(super) fn phones(text: &[u8], found: &mut Vec<Finding>) {
         let starts =
             !(word_before(text, i) || (i > 0 && matches!(text[i - 1], b'-' | b'.' | b'+' | b'/' | b':' | b'#')));
         if !starts {
-            // Nor can one start inside this run of digits.
-            i += 1;
-            while i < text.len() && is_digit(text[i]) {
-                i += 1;
-            }
+            i = past_run(text, i);
             continue;
         }
         // Read digits, single separators and one parenthesised group.
