@@ -14,10 +14,19 @@
 # MODULE_CACHE=off starts without the compiled-module cache. STREAMS=N serves
 # a one-node config instead, whose origin (fake-origin) streams a long answer
 # a word a second, and measures with N such SSE streams open through the box
-# (a Node client holds them until the figures are taken).
+# (a Node client holds them until the figures are taken). PROXY=floor, with
+# STREAMS=N, measures hyper-floor (bench/src/hyper_floor.rs: a bare hyper
+# proxy on the same allocator, no router) holding the same streams instead:
+# the floor for what a stream costs on this stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked -q --release -p edge-router-host
+PROXY=${PROXY:-box}
+case "$PROXY" in
+  box) ;;
+  floor) [ "${STREAMS:-0}" -gt 0 ] || { echo "memory.sh: PROXY=floor needs STREAMS=N" >&2; exit 2; } ;;
+  *) echo "memory.sh: PROXY is box or floor, not $PROXY" >&2; exit 2 ;;
+esac
+cargo build --locked -q --release -p edge-router-host -p edge-router-bench
 bash scripts/build-module.sh >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -37,12 +46,18 @@ if [ "$STREAMS" -gt 0 ]; then
 else
   sed "s/127.0.0.1:9901/127.0.0.1:$admin/" examples/hybrid.yaml > "$WORK/config.yaml"
 fi
-EDGE_ROUTER_MODULE_CACHE=${MODULE_CACHE:-$WORK/cache} EDGE_ROUTER_LOG=warn EDGE_ROUTER_ADMIN_TOKEN=x \
-  target/release/edge-router serve --config "$WORK/config.yaml" --listen "127.0.0.1:$port" \
-  --module target/wasm32-unknown-unknown/release/edge_router.wasm >/dev/null 2>&1 &
+if [ "$PROXY" = floor ]; then
+  binary=target/release/hyper-floor
+  "$binary" "127.0.0.1:$port" "${origin#http://}" >/dev/null 2>&1 &
+else
+  binary=target/release/edge-router
+  EDGE_ROUTER_MODULE_CACHE=${MODULE_CACHE:-$WORK/cache} EDGE_ROUTER_LOG=warn EDGE_ROUTER_ADMIN_TOKEN=x \
+    "$binary" serve --config "$WORK/config.yaml" --listen "127.0.0.1:$port" \
+    --module target/wasm32-unknown-unknown/release/edge_router.wasm >/dev/null 2>&1 &
+fi
 pid=$!
 trap 'kill $pid ${origin_pid:-} ${client_pid:-} 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 200); do curl -fsS "http://127.0.0.1:$port/v1/models" >/dev/null 2>&1 && break; sleep 0.05; done
+for _ in $(seq 200); do curl -sS -o /dev/null "http://127.0.0.1:$port/v1/models" 2>/dev/null && break; sleep 0.05; done
 if [ "$STREAMS" -gt 0 ]; then
   # N streams, each held open once its first event came; "open N" when all are.
   node -e '
@@ -65,10 +80,10 @@ if [ "$STREAMS" -gt 0 ]; then
   client_pid=$!
   for _ in $(seq 1200); do grep -q "^open" "$WORK/client.out" 2>/dev/null && break; sleep 0.1; done
   grep -q "^open" "$WORK/client.out" || { echo "memory.sh: the streams did not all open" >&2; exit 1; }
-  echo "$STREAMS SSE streams open through the box"
+  echo "$STREAMS SSE streams open through $PROXY"
 fi
 sleep 1
-python3 - "$pid" "$(readlink -f target/release/edge-router)" <<'PY'
+python3 - "$pid" "$(readlink -f "$binary")" <<'PY'
 import re, sys
 pid, binary = sys.argv[1], sys.argv[2]
 kinds = {}

@@ -276,14 +276,20 @@ struct Accepted {
 
 impl Accepted {
     /// Serves one of its requests, with `interim` for an origin's 1xx answers.
+    ///
+    /// The future is boxed: hyper keeps a slot the size of its service's
+    /// future for as long as an HTTP/1.1 connection lives, and routing a
+    /// request takes about 9 KB of state. Boxed, the slot is a pointer and
+    /// the state lives only until the response's head is out, not for the
+    /// whole of a streamed answer or an idle keep-alive connection.
     fn serve(
         &self,
         req: http::Request<hyper::body::Incoming>,
         interim: interim::Interim,
-    ) -> impl Future<Output = http::Response<crate::origins::ProxyBody>> + use<> {
+    ) -> std::pin::Pin<Box<impl Future<Output = http::Response<crate::origins::ProxyBody>> + use<>>> {
         let (shared, hsts) = (self.shared.clone(), self.hsts.clone());
         let client = Client { worker: self.worker, peer: self.peer.ip(), interim };
-        async move { with_hsts(handle(shared, client, req).await, hsts) }
+        Box::pin(async move { with_hsts(handle(shared, client, req).await, hsts) })
     }
 }
 
