@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The edge box's CPU per request against decision-floor's (hyper-floor plus
+# the module's decision: what any router on this stack must spend), paired by
+# round: issue 24's bar is 1.3×. Measures nginx (the reference), router
+# (access log and metrics on, as proxy.sh's), router-quiet (both off),
+# hyper-floor and decision-floor with wrk, ROUNDS (6) rounds of DURATION (5s),
+# the targets taking turns going first, and prints the medians and, per round,
+# router / decision-floor and router-quiet / decision-floor.
+#
+# Usage: bash bench/floor-ratio.sh   (env: CONNS=32 DURATION=5s ROUNDS=6)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build-module.sh >/dev/null
+cargo build --locked --release -q -p edge-router-host -p edge-router-bench
+DURATION=${DURATION:-5s}; ROUNDS=${ROUNDS:-6}
+WORK=$(mktemp -d /tmp/edge-ratio.XXXXXX)
+source bench/lib.sh
+proxy_setup
+MODULE=target/wasm32-unknown-unknown/release/edge_router.wasm
+P_ROUTER=$(free_port); P_QUIET=$(free_port); P_DECIDE=$(free_port); P_FLOOR=$(free_port)
+EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" >"$WORK/access.log" &
+PIDS+=($!); ROUTER_PID=$!
+{ cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off", request_metrics: false}\n'; } >"$WORK/quiet.yaml"
+EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/quiet.yaml" --listen "127.0.0.1:$P_QUIET" &
+PIDS+=($!); QUIET_PID=$!
+target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
+PIDS+=($!); FLOOR_PID=$!
+target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
+PIDS+=($!); DECIDE_PID=$!
+wait_ready "$P_ROUTER" "$P_QUIET" "$P_FLOOR" "$P_DECIDE"
+TARGETS=("nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" "router-quiet $P_QUIET $QUIET_PID" "hyper-floor $P_FLOOR $FLOOR_PID" "decision-floor $P_DECIDE $DECIDE_PID")
+for r in $(seq "$ROUNDS"); do
+  for i in $(seq 0 $((${#TARGETS[@]} - 1))); do
+    read -r name port pids <<<"${TARGETS[$(((i + r - 1) % ${#TARGETS[@]}))]}"
+    wrk_measure "$name" "http://127.0.0.1:$port/v1/chat/completions" "$pids" "$WORK/post.lua"
+  done
+  echo "round $r done" >&2
+done
+median_table nginx router router-quiet hyper-floor decision-floor
+python3 - "$WORK/results" <<'PY'
+import sys, statistics
+by = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    by.setdefault(f[0], []).append(float(f[4]))
+for name in ("router", "router-quiet"):
+    ratios = [a / b for a, b in zip(by[name], by["decision-floor"])]
+    print(f"{name} / decision-floor CPU, paired by round: median {statistics.median(ratios):.2f}× (range {min(ratios):.2f}-{max(ratios):.2f})")
+PY
