@@ -23,7 +23,7 @@ const WORD_CHARS_PER_EXTRA_TOKEN: usize = 10;
 /// Punctuation characters per token within one run.
 const PUNCT_CHARS_PER_TOKEN: usize = 3;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Class {
     Letter,
     Digit,
@@ -51,6 +51,24 @@ fn classify(c: char) -> Class {
     }
 }
 
+/// `classify` of each ASCII character, looked up rather than matched: most
+/// prompts are mostly ASCII, and the estimate runs on every request's text.
+const ASCII_CLASS: [Class; 128] = {
+    let mut table = [Class::Punct; 128];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = match b as u8 {
+            b'a'..=b'z' | b'A'..=b'Z' | b'\'' | b'_' => Class::Letter,
+            b'0'..=b'9' => Class::Digit,
+            b'\n' | b'\r' => Class::Newline,
+            b' ' | b'\t' => Class::Space,
+            _ => Class::Punct,
+        };
+        b += 1;
+    }
+    table
+};
+
 /// Estimated tokens in `text`.
 pub fn estimate_text_tokens(text: &str) -> u64 {
     let mut tokens: usize = 0;
@@ -70,8 +88,18 @@ pub fn estimate_text_tokens(text: &str) -> u64 {
             Some(Class::Symbol) => 2 * len,
         }
     };
-    for c in text.chars() {
-        let class = classify(c);
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(&b) = bytes.get(at) {
+        let (class, ascii) = if b.is_ascii() {
+            at += 1;
+            (ASCII_CLASS[usize::from(b)], true)
+        } else {
+            // `at` is always at a character's start: it moves by whole characters.
+            let Some(c) = text.get(at..).and_then(|rest| rest.chars().next()) else { break };
+            at += c.len_utf8();
+            (classify(c), false)
+        };
         let same_run = match (run_class, class) {
             (Some(Class::Space | Class::Newline), Class::Space | Class::Newline) => true,
             (Some(a), b) => a == b,
@@ -86,7 +114,7 @@ pub fn estimate_text_tokens(text: &str) -> u64 {
         }
         run_len += 1;
         run_has_newline |= class == Class::Newline;
-        run_has_accent |= class == Class::Letter && !c.is_ascii();
+        run_has_accent |= class == Class::Letter && !ascii;
     }
     tokens += flush(run_class, run_len, run_has_newline, run_has_accent);
     tokens as u64
@@ -95,6 +123,20 @@ pub fn estimate_text_tokens(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_table_classifies_as_classify_does() {
+        for b in 0u8..128 {
+            assert_eq!(ASCII_CLASS[usize::from(b)], classify(char::from(b)), "byte {b}");
+        }
+    }
+
+    #[test]
+    fn mixed_scripts_are_priced_per_run() {
+        // ASCII and non-ASCII runs side by side, accents inside ASCII words, emoji.
+        assert_eq!(estimate_text_tokens("Länge 你好 ok"), estimate_text_tokens("Länge") + 2 + 1);
+        assert_eq!(estimate_text_tokens("a😀b"), 1 + 2 + 1);
+    }
 
     #[test]
     fn empty_text_costs_nothing() {

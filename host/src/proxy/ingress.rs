@@ -48,6 +48,27 @@ fn client_of(
     (address, country.map(|(c, _)| c))
 }
 
+/// `address` as text. An IPv4 address, which nearly every request has, is
+/// written by hand: `Display` goes through the formatting machinery (width
+/// and padding) at about ten times the cost, on every request.
+fn ip_text(address: IpAddr) -> String {
+    let IpAddr::V4(v4) = address else { return address.to_string() };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
 /// What the fleet's shared store says of the request's rate limits, when
 /// the box shares them (`state.redis`) and the caller has limits.
 async fn fleet_verdict(
@@ -93,7 +114,7 @@ async fn admit(
     let config = &generation.config;
     let id = begun.id;
     let (address, country) = client_of(&shared, req.headers(), client.peer, config);
-    let address = address.map(|a| a.to_string());
+    let address = address.map(ip_text);
     let (parts, incoming) = req.into_parts();
     let endpoint = Endpoint::classify(parts.method.as_str(), path_and_query(&parts.uri));
     begun.endpoint = Some(endpoint);
@@ -190,4 +211,23 @@ async fn admit(
         }
     }
     pending.route(decided).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_written_as_display_writes_it() {
+        for text in
+            ["0.0.0.0", "1.2.3.4", "10.0.0.255", "192.168.100.9", "255.255.255.255", "::1", "2001:db8::8a2e:370:7334"]
+        {
+            let address: IpAddr = text.parse().expect("an address");
+            assert_eq!(ip_text(address), text);
+        }
+        for octet in 0..=255u8 {
+            let address = IpAddr::from([octet, 0, 99, 255 - octet]);
+            assert_eq!(ip_text(address), address.to_string());
+        }
+    }
 }
