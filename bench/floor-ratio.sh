@@ -16,26 +16,10 @@ DURATION=${DURATION:-5s}; ROUNDS=${ROUNDS:-6}
 WORK=$(mktemp -d /tmp/edge-ratio.XXXXXX)
 source bench/lib.sh
 proxy_setup
-MODULE=target/wasm32-unknown-unknown/release/edge_router.wasm
-P_ROUTER=$(free_port); P_QUIET=$(free_port); P_DECIDE=$(free_port); P_FLOOR=$(free_port)
-EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" >"$WORK/access.log" &
-PIDS+=($!); ROUTER_PID=$!
-{ cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off", request_metrics: false}\n'; } >"$WORK/quiet.yaml"
-EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/quiet.yaml" --listen "127.0.0.1:$P_QUIET" &
-PIDS+=($!); QUIET_PID=$!
-target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
-PIDS+=($!); FLOOR_PID=$!
-target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
-PIDS+=($!); DECIDE_PID=$!
-wait_ready "$P_ROUTER" "$P_QUIET" "$P_FLOOR" "$P_DECIDE"
-TARGETS=("nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" "router-quiet $P_QUIET $QUIET_PID" "hyper-floor $P_FLOOR $FLOOR_PID" "decision-floor $P_DECIDE $DECIDE_PID")
-for r in $(seq "$ROUNDS"); do
-  for i in $(seq 0 $((${#TARGETS[@]} - 1))); do
-    read -r name port pids <<<"${TARGETS[$(((i + r - 1) % ${#TARGETS[@]}))]}"
-    wrk_measure "$name" "http://127.0.0.1:$port/v1/chat/completions" "$pids" "$WORK/post.lua"
-  done
-  echo "round $r done" >&2
-done
+start_stack
+wrk_chat() { wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$3" "$WORK/post.lua"; }
+take_turns wrk_chat "nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" \
+  "router-quiet $P_QUIET $QUIET_PID" "hyper-floor $P_FLOOR $FLOOR_PID" "decision-floor $P_DECIDE $DECIDE_PID"
 median_table nginx router router-quiet hyper-floor decision-floor
 python3 - "$WORK/results" <<'PY'
 import sys, statistics

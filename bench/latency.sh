@@ -34,20 +34,7 @@ ROUNDS=${ROUNDS:-5}
 WORK=$(mktemp -d /tmp/edge-latency.XXXXXX)
 source bench/lib.sh
 proxy_setup
-MODULE=target/wasm32-unknown-unknown/release/edge_router.wasm
-P_ROUTER=$(free_port); P_FLOOR=$(free_port); P_DECIDE=$(free_port)
-EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/router.yaml" \
-  --listen "127.0.0.1:$P_ROUTER" >"$WORK/access.log" &
-PIDS+=($!); ROUTER_PID=$!
-P_QUIET=$(free_port)
-{ cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off", request_metrics: false}\n'; } >"$WORK/quiet.yaml"
-EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/quiet.yaml" --listen "127.0.0.1:$P_QUIET" &
-PIDS+=($!); QUIET_PID=$!
-target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
-PIDS+=($!); FLOOR_PID=$!
-target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
-PIDS+=($!); DECIDE_PID=$!
-wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_QUIET" "$P_FLOOR" "$P_DECIDE"
+start_stack
 BODY=$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$WORK/post.lua")
 
 measure() { # $1 name, $2 port, $3 pids charged for CPU ("" for none); appends a JSON line to $WORK/latency
@@ -56,7 +43,7 @@ measure() { # $1 name, $2 port, $3 pids charged for CPU ("" for none); appends a
   .tools/bin/oha -z "$DURATION" -q "$RATE" --latency-correction -c "$CONNS" --no-tui --output-format json \
     -m POST -H 'content-type: application/json' -d "$BODY" "http://127.0.0.1:$2/v1/chat/completions" >"$WORK/oha.json"
   after=$( [ -n "$3" ] && cpu_ticks $3 || echo "0 0" )
-  python3 - "$1" "$r" "$before" "$after" "$TCK" "$WORK/oha.json" >>"$WORK/latency" <<'PY'
+  python3 - "$1" "$ROUND" "$before" "$after" "$TCK" "$WORK/oha.json" >>"$WORK/latency" <<'PY'
 import json, sys
 name, rnd, before, after, tck, path = sys.argv[1:]
 d = json.load(open(path))
@@ -70,17 +57,9 @@ print(json.dumps({"name": name, "round": int(rnd), "rps": d["summary"]["requests
 PY
 }
 
-TARGETS=("nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" "router-quiet $P_QUIET $QUIET_PID"
-  "hyper-floor $P_FLOOR $FLOOR_PID" "decision-floor $P_DECIDE $DECIDE_PID")
 echo "loopback, $RATE req/s for $DURATION on $CONNS connections, $ROUNDS rounds, $(nproc) cores" >&2
-for r in $(seq "$ROUNDS"); do
-  measure origin "$P_ORIGIN" ""
-  for i in $(seq 0 $((${#TARGETS[@]} - 1))); do
-    read -r name port pids <<<"${TARGETS[$(((i + r - 1) % ${#TARGETS[@]}))]}"
-    measure "$name" "$port" "$pids"
-  done
-  echo "round $r done" >&2
-done
+ORIGIN_FIRST=1 take_turns measure "nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" \
+  "router-quiet $P_QUIET $QUIET_PID" "hyper-floor $P_FLOOR $FLOOR_PID" "decision-floor $P_DECIDE $DECIDE_PID"
 
 python3 - "$WORK/latency" <<'PY'
 import json, statistics, sys

@@ -149,3 +149,42 @@ wait_ready() {
     for _ in $(seq 50); do curl -sf -o /dev/null -X POST -d '{"model":"llama-3-8b","messages":[]}' "http://127.0.0.1:$p/v1/chat/completions" && break; sleep 0.2; done
   done
 }
+
+# start_stack : after proxy_setup, starts the edge box as proxy.sh's `router`
+# (its access log to $WORK/access.log, metrics on) and `router-quiet` (both off,
+# $WORK/quiet.yaml), hyper-floor and decision-floor, all to the origin; sets
+# P_ROUTER P_QUIET P_FLOOR P_DECIDE and ROUTER_PID QUIET_PID FLOOR_PID
+# DECIDE_PID, and waits until each answers.
+start_stack() {
+  local module=target/wasm32-unknown-unknown/release/edge_router.wasm
+  P_ROUTER=$(free_port); P_QUIET=$(free_port); P_FLOOR=$(free_port); P_DECIDE=$(free_port)
+  EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$module" --config "$WORK/router.yaml" \
+    --listen "127.0.0.1:$P_ROUTER" >"$WORK/access.log" &
+  PIDS+=($!); ROUTER_PID=$!
+  { cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off", request_metrics: false}\n'; } >"$WORK/quiet.yaml"
+  EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$module" --config "$WORK/quiet.yaml" \
+    --listen "127.0.0.1:$P_QUIET" &
+  PIDS+=($!); QUIET_PID=$!
+  target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
+  PIDS+=($!); FLOOR_PID=$!
+  target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$module" >/dev/null &
+  PIDS+=($!); DECIDE_PID=$!
+  wait_ready "$P_ROUTER" "$P_QUIET" "$P_FLOOR" "$P_DECIDE"
+}
+
+# take_turns FN ENTRY... : ROUNDS rounds of `FN NAME PORT PIDS` for each
+# "NAME PORT PIDS" ENTRY, round r starting at the r-th, so that each goes
+# first in turn; ROUND holds the round's number. With ORIGIN_FIRST=1, each
+# round starts with `FN origin $P_ORIGIN ""`.
+take_turns() {
+  local fn=$1; shift
+  local entries=("$@") n=$# i name port pids
+  for ROUND in $(seq "$ROUNDS"); do
+    [ "${ORIGIN_FIRST:-0}" = 1 ] && "$fn" origin "$P_ORIGIN" ""
+    for i in $(seq 0 $((n - 1))); do
+      read -r name port pids <<<"${entries[$(((i + ROUND - 1) % n))]}"
+      "$fn" "$name" "$port" "$pids"
+    done
+    echo "round $ROUND done" >&2
+  done
+}

@@ -127,13 +127,9 @@ for t in "${MEASURED[@]}"; do
 done
 
 echo "loopback, $CONNS connections, $THREADS wrk threads, $DURATION × $ROUNDS rounds, $(nproc) cores" >&2
-for r in $(seq "$ROUNDS"); do
-  for i in $(seq 0 $((${#MEASURED[@]} - 1))); do
-    read -r name port <<<"${MEASURED[$(((i + r - 1) % ${#MEASURED[@]}))]}"
-    wrk_measure "$name" "http://127.0.0.1:$port/v1/chat/completions" "$(pids_of "$name")" "${LUA[$name]}"
-  done
-  echo "round $r done" >&2
-done
+# A peer's processes are looked up at each turn (LiteLLM's workers may be replaced).
+wrk_peer() { wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$(pids_of "$1")" "${LUA[$1]}"; }
+take_turns wrk_peer "${MEASURED[@]}"
 
 names=(); for t in "${MEASURED[@]}"; do names+=("${t%% *}"); done
 median_table "${names[@]}"

@@ -40,24 +40,18 @@ cargo build --locked --release -q -p edge-router-host -p edge-router-bench
 WORK=$(mktemp -d /tmp/edge-bench.XXXXXX)
 source bench/lib.sh
 proxy_setup
-P_ROUTER=$(free_port); P_FLOOR=$(free_port); P_DECIDE=$(free_port); P_SHARED=$(free_port)
+# router, router-quiet, hyper-floor and decision-floor
+start_stack
+P_SHARED=$(free_port)
 MODULE=target/wasm32-unknown-unknown/release/edge_router.wasm
-EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/router.yaml" --listen "127.0.0.1:$P_ROUTER" >"$WORK/access.log" &
-PIDS+=($!); ROUTER_PID=$!
 P_NOLOG=$(free_port)
 { cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off"}\n'; } >"$WORK/nolog.yaml"
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/nolog.yaml" --listen "127.0.0.1:$P_NOLOG" &
 PIDS+=($!); NOLOG_PID=$!
-P_QUIET=$(free_port)
-{ cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off", request_metrics: false}\n'; } >"$WORK/quiet.yaml"
-EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/quiet.yaml" --listen "127.0.0.1:$P_QUIET" &
-PIDS+=($!); QUIET_PID=$!
 P_ANTHROPIC=$(free_port)
 sed 's/type: local, host/type: local, provider: anthropic, api_key_env: BENCH_ANTHROPIC_KEY, host/' "$WORK/router.yaml" >"$WORK/anthropic.yaml"
 BENCH_ANTHROPIC_KEY=sk-ant-bench EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/anthropic.yaml" --listen "127.0.0.1:$P_ANTHROPIC" >/dev/null &
 PIDS+=($!); ANTHROPIC_PID=$!
-target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
-PIDS+=($!); FLOOR_PID=$!
 # HTTPS: one certificate for both.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
   -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
@@ -70,8 +64,6 @@ start_nginx "$WORK/proxy-tls"
 { cat "$WORK/quiet.yaml"; printf 'server: {tls: {certificates: [{cert: "%s", key: "%s"}]}}\n' "$WORK/tls.pem" "$WORK/tls.key"; } >"$WORK/tls.yaml"
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/tls.yaml" --listen "127.0.0.1:$P_ROUTER_TLS" &
 PIDS+=($!); TLS_PID=$!
-target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
-PIDS+=($!); DECIDE_PID=$!
 DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
 PIDS+=($!); SHARED_PID=$!
 wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE" "$P_SHARED" "$P_ANTHROPIC" "$P_NOLOG" "$P_QUIET"
@@ -95,14 +87,7 @@ PROXIES=("nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_
   "router-anthropic $P_ANTHROPIC $ANTHROPIC_PID" "router-nolog $P_NOLOG $NOLOG_PID" "router-quiet $P_QUIET $QUIET_PID"
   "nginx-tls $P_NGINX_TLS $(nginx_pids "$WORK/proxy-tls")" "router-tls $P_ROUTER_TLS $TLS_PID"
   "nginx-handshake $P_NGINX_TLS $(nginx_pids "$WORK/proxy-tls")" "router-handshake $P_ROUTER_TLS $TLS_PID")
-for r in $(seq "$ROUNDS"); do
-  measure origin "$P_ORIGIN" ""
-  for i in $(seq 0 $((${#PROXIES[@]} - 1))); do
-    read -r name port pids <<<"${PROXIES[$(((i + r - 1) % ${#PROXIES[@]}))]}"
-    measure "$name" "$port" "$pids"
-  done
-  echo "round $r done" >&2
-done
+ORIGIN_FIRST=1 take_turns measure "${PROXIES[@]}"
 
 median_table origin nginx router router-nolog router-quiet hyper-floor decision-floor decision-floor-shared router-anthropic \
   nginx-tls router-tls nginx-handshake router-handshake
