@@ -14,7 +14,8 @@
 # ROUNDS (5) rounds, the targets taking turns going first. Each proxy's added
 # latency at p50, p99 and p99.9 is its percentile minus the origin's in the
 # same round; the table gives the medians over the rounds, with the proxy's
-# CPU per request at that rate (utime+stime from /proc).
+# CPU per request at that rate (utime+stime from /proc); non-2xx counts
+# answers of another status and requests that got none.
 #
 # Usage: bash bench/latency.sh   (env: RATE=2000 DURATION=10s CONNS=32 ROUNDS=5)
 set -euo pipefail
@@ -49,10 +50,13 @@ name, rnd, before, after, tck, path = sys.argv[1:]
 d = json.load(open(path))
 codes = d.get("statusCodeDistribution", {})
 ok = sum(n for c, n in codes.items() if c.startswith("2"))
+# Requests that got no answer at all (refused, reset, timed out) count as bad too;
+# oha's "aborted due to deadline" are the ones still in flight when the time ran out.
+failed = sum(n for e, n in d.get("errorDistribution", {}).items() if "deadline" not in e)
 ticks = sum(map(int, after.split())) - sum(map(int, before.split()))
 p = d["latencyPercentiles"]
 print(json.dumps({"name": name, "round": int(rnd), "rps": d["summary"]["requestsPerSec"], "ok": ok,
-                  "bad": sum(codes.values()) - ok, "p50": p["p50"] * 1e6, "p99": p["p99"] * 1e6, "p999": p["p99.9"] * 1e6,
+                  "bad": sum(codes.values()) - ok + failed, "p50": p["p50"] * 1e6, "p99": p["p99"] * 1e6, "p999": p["p99.9"] * 1e6,
                   "cpu": ticks * 1e6 / int(tck) / max(ok, 1)}))
 PY
 }

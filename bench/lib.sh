@@ -44,9 +44,10 @@ CONF
 start_nginx() { "$NGINX" -c "$1/nginx.conf" -e "$1/error.log"; }
 
 TCK=$(getconf CLK_TCK)
-cpu_ticks() { # "utime stime" summed over the given pids (and their threads)
-  local u=0 s=0; for p in "$@"; do
-    read -r -a f < "/proc/$p/stat"; u=$((u + f[13])); s=$((s + f[14]))
+cpu_ticks() { # "utime stime" summed over the given pids (and their threads); one gone counts nothing
+  local u=0 s=0 p f; for p in "$@"; do
+    read -r -a f < "/proc/$p/stat" 2>/dev/null || continue
+    u=$((u + f[13])); s=$((s + f[14]))
   done; echo "$u $s"
 }
 # nginx workers do not carry the config path in their command line: take the

@@ -13,8 +13,9 @@
 #   litellm   LiteLLM's proxy (PyPI litellm[proxy], pinned in
 #             bench/peers/litellm-requirements.txt) with LITELLM_WORKERS
 #             uvicorn workers (4), the origin as one `openai/` model with
-#             `api_base`; a master key (which it requires to start, and which
-#             each request carries), no database, no callbacks, the model
+#             `api_base`; a master key that each request carries (so its auth
+#             check runs, as in any deployment; this release refused to start
+#             without one here), no database, no callbacks, the model
 #             cost map read from the package (LITELLM_LOCAL_MODEL_COST_MAP),
 #             nothing fetched
 # A peer that does not install or start is reported and left out; the others
@@ -34,8 +35,11 @@ cargo build --locked --release -q -p edge-router-host
 PEERS=${PEERS:-portkey litellm}
 LITELLM_WORKERS=${LITELLM_WORKERS:-4}
 
-# Installs, each a no-op once done.
-install_portkey() { (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error >/dev/null); }
+# Installs, each done once.
+install_portkey() {
+  [ -f bench/peers/node_modules/@portkey-ai/gateway/build/start-server.js ] && return 0
+  (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
 install_litellm() {
   source scripts/python-venv.sh
   python_venv .tools/litellm-venv bench/peers/litellm-requirements.txt
@@ -84,7 +88,7 @@ model_list:
     litellm_params: {model: openai/llama-3-8b, api_base: "http://127.0.0.1:$P_ORIGIN/v1", api_key: sk-bench}
 litellm_settings: {telemetry: false}
 CONF
-      LITELLM_KEY=sk-bench-$(openssl rand -hex 16)
+      LITELLM_KEY=sk-bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')
       LITELLM_MASTER_KEY=$LITELLM_KEY LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR LITELLM_TELEMETRY=False DISABLE_SCHEMA_UPDATE=True \
         .tools/litellm-venv/bin/litellm --config "$WORK/litellm.yaml" --host 127.0.0.1 --port "$P_LITELLM" \
         --num_workers "$LITELLM_WORKERS" >"$WORK/litellm.log" 2>&1 &
@@ -109,6 +113,8 @@ ready() { # $1 name, $2 port
     sleep 0.2
   done
   echo "peers.sh: $1 never answered on port $2; left out (its log: $(tail -3 "$WORK/$1.log" 2>/dev/null))" >&2
+  # Stopped, so that it takes no CPU from the others' rounds.
+  [ -n "${ROOT[$1]:-}" ] && kill $(tree "${ROOT[$1]}") 2>/dev/null
   return 1
 }
 MEASURED=()
@@ -119,6 +125,10 @@ done
 pids_of() { # the processes charged for $1
   if [ "$1" = nginx ]; then nginx_pids "$WORK/proxy"; else tree "${ROOT[$1]}" | tr '\n' ' '; fi
 }
+case " ${MEASURED[*]} " in
+  *" router "*) ;;
+  *) echo "peers.sh: the edge box did not answer; nothing to compare with" >&2; exit 1 ;;
+esac
 declare -A IDLE
 for t in "${MEASURED[@]}"; do
   read -r name port <<<"$t"
