@@ -60,15 +60,24 @@ impl Answer {
 }
 
 async fn post(client: &Client, addr: &str, body: &Value) -> Answer {
-    let req = http::Request::post(format!("{addr}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
+    post_to(client, addr, "/v1/chat/completions", &[], body.to_string()).await
+}
+
+/// A JSON `body` (as sent, so it may be broken) POSTed to `path`, with `headers`.
+async fn post_to(client: &Client, addr: &str, path: &str, headers: &[(&str, &str)], body: String) -> Answer {
+    let mut req = http::Request::post(format!("{addr}{path}")).header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
     let resp = client.request(req).await.expect("the router answers");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("the whole answer").to_bytes();
     Answer { status: parts.status.as_u16(), headers: parts.headers, body }
 }
+
+/// The header Anthropic's API asks of every request.
+const ANTHROPIC: [(&str, &str); 1] = [("anthropic-version", "2023-06-01")];
 
 fn ask(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "temperature": 0, "messages": [{"role": "user", "content": PROMPT}]})
@@ -263,14 +272,9 @@ pii: {{mode: pseudonymize}}
     // An Anthropic client: its own events, restored.
     let body = json!({"model": "claude", "max_tokens": 64, "stream": true,
         "messages": [{"role": "user", "content": PROMPT}]});
-    let req = http::Request::post(format!("{}/v1/messages", edge.addr))
-        .header("content-type", "application/json")
-        .header("anthropic-version", "2023-06-01")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = client.request(req).await.expect("the router answers");
-    assert_eq!(resp.status(), 200);
-    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let answer = post_to(&client, &edge.addr, "/v1/messages", &ANTHROPIC, body.to_string()).await;
+    assert_eq!(answer.status, 200);
+    let text = String::from_utf8(answer.body.to_vec()).expect("UTF-8");
     let deltas: String = text
         .split("\n\n")
         .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
@@ -281,15 +285,9 @@ pii: {{mode: pseudonymize}}
 
     // A path the router passes through: its JSON body is read and protected too.
     let body = json!({"model": "claude", "messages": [{"role": "user", "content": PROMPT}]});
-    let req = http::Request::post(format!("{}/v1/messages/count_tokens", edge.addr))
-        .header("content-type", "application/json")
-        .header("anthropic-version", "2023-06-01")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = client.request(req).await.expect("the router answers");
-    let status = resp.status();
-    let answer = resp.into_body().collect().await.expect("the answer").to_bytes();
-    assert_eq!(status, 200, "{answer:?}");
+    let answer = post_to(&client, &edge.addr, "/v1/messages/count_tokens", &ANTHROPIC, body.to_string()).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let answer = answer.body;
     let seen = claude.seen();
     let counted = seen.last().expect("the node was asked");
     let targets: Vec<&str> = seen.iter().map(|s| s.target.as_str()).collect();
@@ -297,12 +295,9 @@ pii: {{mode: pseudonymize}}
     assert!(counted.body.contains("[EMAIL_1]"), "{}", counted.body);
     no_originals(&counted.body, "the passed-through request");
     // A body that says it is JSON and is not goes nowhere a policy applies.
-    let req = http::Request::post(format!("{}/v1/messages/count_tokens", edge.addr))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(format!("{{\"messages\": \"{PROMPT}\""))))
-        .expect("request");
-    let resp = client.request(req).await.expect("the router answers");
-    assert_eq!(resp.status(), 400);
+    let broken = format!("{{\"messages\": \"{PROMPT}\"");
+    let answer = post_to(&client, &edge.addr, "/v1/messages/count_tokens", &[], broken).await;
+    assert_eq!(answer.status, 400);
     assert_eq!(claude.seen().len(), seen.len(), "the node got nothing");
     let stop = text.find("content_block_stop").expect("the block stops");
     assert!(!text[stop..].contains("text_delta"), "no text after its block stopped: {text}");
