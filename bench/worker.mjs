@@ -37,11 +37,15 @@ const originUrl = origin.url;
 // router (model_routing.strategy: learned) is measured beside `tokens`, the same build
 // with the default strategy: the difference is what scoring the prompt costs.
 const AUTO = Number(process.env.AUTO ?? 0);
-const routerConfigOf = (routing, pii) => JSON.stringify({
+// QUIET=1: `quiet` is the router with `monitoring: {access_log: off}`, measured
+// beside it: the difference is what writing each request's access log line costs.
+const QUIET = process.env.QUIET === "1";
+const routerConfigOf = (routing, pii, quiet) => JSON.stringify({
   nodes: [{ id: "origin", type: "cloud", host: originUrl, models: AUTO ? ["small", "large"] : ["m"] }],
   routing: { rules: [{ name: "all", match: { type: "*" }, target: "origin" }] },
   ...(routing ? { model_routing: routing } : {}),
   ...(pii ? { pii: { mode: "pseudonymize" } } : {}),
+  ...(quiet ? { monitoring: { access_log: "off" } } : {}),
 });
 const routerConfig = routerConfigOf(AUTO ? { strategy: "learned" } : null, PII > 0);
 const VALUED = "Contact jane.doe@example.com or +44 20 7946 0958 about card 4111 1111 1111 1111 and IBAN DE89 3704 0044 0532 0130 00. The committee asked for a revised budget. ";
@@ -57,15 +61,18 @@ const body = PII
 const CHUNKED = process.env.CHUNKED === "1";
 const headers = { "content-type": "application/json", ...(CHUNKED ? {} : { "content-length": String(Buffer.byteLength(body)) }) };
 
+// The Workers' console (the router's access log lines) is read and dropped:
+// workerd still writes every line, so its cost stays in the figures.
+const drained = { handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.pipe(process.stderr); } };
 const options = {
   router: {
-    modules: true, scriptPath: DIST + "entry.js", modulesRoot: DIST,
+    ...drained, modules: true, scriptPath: DIST + "entry.js", modulesRoot: DIST,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     compatibilityDate: COMPATIBILITY_DATE, kvNamespaces: ["CONFIG"],
     durableObjects: { BUDGETS: "BudgetLedger" }, bindings: { CONFIG_REFRESH_SECONDS: "3600" },
   },
   passthrough: {
-    modules: true, scriptPath: new URL("bench/worker/passthrough.mjs", ROOT).pathname,
+    ...drained, modules: true, scriptPath: new URL("bench/worker/passthrough.mjs", ROOT).pathname,
     compatibilityDate: COMPATIBILITY_DATE, bindings: { ORIGIN: originUrl },
   },
 };
@@ -76,6 +83,10 @@ const prepare = {
 if (AUTO) {
   options.tokens = options.router;
   prepare.tokens = async (mf) => (await mf.getKVNamespace("CONFIG")).put("config", routerConfigOf({ strategy: "tokens" }));
+}
+if (QUIET) {
+  options.quiet = options.router;
+  prepare.quiet = async (mf) => (await mf.getKVNamespace("CONFIG")).put("config", routerConfigOf(null, PII > 0, true));
 }
 if (PII) {
   options.plain = options.router;
@@ -178,6 +189,10 @@ if (PII) {
   const paired = results.router.cpu.map((c, i) => c - results.plain.cpu[i]).sort((a, b) => a - b);
   const kib = PII / 1024;
   console.log(`pii (router) - plain CPU per request, ${PII}-byte prompt repeated in the answer: ${(cpu("router") - cpu("plain")).toFixed(1)} µs (medians), ${((cpu("router") - cpu("plain")) / kib).toFixed(1)} µs per KiB of prompt; paired by round: median ${median(paired).toFixed(1)} µs, range ${paired[0].toFixed(1)} to ${paired.at(-1).toFixed(1)}`);
+}
+if (QUIET) {
+  const paired = results.router.cpu.map((c, i) => c - results.quiet.cpu[i]).sort((a, b) => a - b);
+  console.log(`router - quiet (access log off) CPU per request: ${(cpu("router") - cpu("quiet")).toFixed(1)} µs (medians); paired by round: median ${median(paired).toFixed(1)} µs, range ${paired[0].toFixed(1)} to ${paired.at(-1).toFixed(1)}; quiet / passthrough ${(cpu("quiet") / cpu("passthrough")).toFixed(2)}x`);
 }
 if (BEFORE) {
   const paired = results.router.cpu.map((c, i) => c / results.before.cpu[i]).sort((a, b) => a - b);

@@ -6,7 +6,8 @@
 # measures another build's upload in the same rounds, for before/after figures; AUTO=1024
 # sends `model: auto` requests with a 1 KiB prompt and measures strategy: learned against tokens;
 # PII=16384 sends a 16 KiB prompt dense with personal values, repeated by the origin, and
-# measures `pii: {mode: pseudonymize}` against the same config without it.
+# measures `pii: {mode: pseudonymize}` against the same config without it; QUIET=1 measures
+# the router with its access log off beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/worker-bundle.sh | grep -E '^(Total Upload|worker-upload-gzip-kib)'

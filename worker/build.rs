@@ -1,8 +1,11 @@
 //! Finds the config file that `wrangler.toml` (beside the workspace root)
-//! names in `[vars] EDGE_ROUTER_CONFIG`, relative to that root, so that
-//! `src/state.rs` can bundle it. `EDGE_ROUTER_CONFIG` in the build's
-//! environment overrides it. A native build (the crate is empty there)
-//! needs nothing from here.
+//! names in `[vars] EDGE_ROUTER_CONFIG`, relative to that root
+//! (`EDGE_ROUTER_CONFIG` in the build's environment overrides it), loads it
+//! as the edge box would, and writes it as compact JSON for `src/state.rs`
+//! to bundle: the Worker reads that with `RouterConfig::load_json`, so its
+//! module carries no YAML parser. A config that does not load fails the
+//! build with its errors (file, line, what is wrong); its warnings are
+//! printed. A native build (the crate is empty there) needs nothing from here.
 // A build script: it reads the build's environment and files.
 #![allow(clippy::disallowed_methods)]
 
@@ -34,7 +37,18 @@ fn main() {
         panic!("EDGE_ROUTER_CONFIG names {name}, which is not a file under {}", root.display());
     }
     println!("cargo:rerun-if-changed={}", path.display());
-    println!("cargo:rustc-env=EDGE_ROUTER_BUNDLED_CONFIG={}", path.display());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (config, json) = edge_router::RouterConfig::load_to_json(&name, &text)
+        .unwrap_or_else(|errors| panic!("the config to bundle does not load:\n{errors}"));
+    if let Some(why) = config.workers_refusal() {
+        panic!("the config to bundle, {name}, cannot run on Workers: {why}");
+    }
+    for w in &config.warnings {
+        println!("cargo:warning=config: {}", w.in_file(&name));
+    }
+    let out = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bundled-config.json");
+    std::fs::write(&out, json).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    println!("cargo:rustc-env=EDGE_ROUTER_BUNDLED_CONFIG={}", out.display());
     println!("cargo:rustc-env=EDGE_ROUTER_BUNDLED_NAME={name}");
 }
 

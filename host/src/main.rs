@@ -45,6 +45,10 @@ enum Command {
     Check {
         /// The config file (YAML or JSON).
         file: PathBuf,
+        /// Print the config, once it loads, as the compact JSON the Workers build reads from its
+        /// KV namespace (warnings go to standard error).
+        #[arg(long)]
+        json: bool,
     },
     /// Run the router on a built-in example with demo origins, and print curl commands to try.
     Demo {
@@ -178,7 +182,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { file } => check(&file),
+        Command::Check { file, json: false } => check(&file),
+        Command::Check { file, json: true } => check_json(&file),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&edge_router::config::json_schema()).unwrap_or_default());
             Ok(())
@@ -398,6 +403,22 @@ fn check(file: &PathBuf) -> anyhow::Result<()> {
         let db = edge_router_host::geoip::GeoIp::load(path).context("server.geoip_database")?;
         println!("\nIP database: {}", db.describe());
     }
+    Ok(())
+}
+
+/// `check --json`: the config as the Workers build reads it from KV, on
+/// standard output alone, so that it can be piped to `wrangler kv key put`.
+fn check_json(file: &PathBuf) -> anyhow::Result<()> {
+    let text = read(file)?;
+    let name = file.display().to_string();
+    let (config, json) = RouterConfig::load_to_json(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &config.warnings {
+        eprintln!("warning: {}", w.in_file(&name));
+    }
+    if let Some(why) = config.workers_refusal() {
+        anyhow::bail!("{name}: the Workers build would refuse this config: {why}");
+    }
+    println!("{json}");
     Ok(())
 }
 

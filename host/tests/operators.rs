@@ -232,3 +232,34 @@ async fn the_seed_configs_check_as_written_and_serve() {
         assert_eq!(resp.status(), 200, "{name}");
     }
 }
+
+/// `check --json` writes what the Workers build reads from KV: the config as
+/// compact JSON on standard output alone, which loads to the same routing;
+/// warnings go to standard error, and a config Workers would refuse is refused.
+#[test]
+fn check_json_writes_the_config_the_worker_reads_from_kv() {
+    let (path, text) = seed("hybrid-deploy.yaml");
+    let out = Command::new(BIN).args(["check", "--json", &path]).output().expect("check runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = String::from_utf8(out.stdout).expect("UTF-8");
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(value["nodes"][2]["id"], "edge-cn-beijing", "{json}");
+    assert_eq!(json.trim_end().lines().count(), 1, "compact: {json}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("warning: {path}:43:18: routing.rules[1].fallback[0]")), "{stderr}");
+    let from_json = edge_router::RouterConfig::load_json("kv", &json).unwrap_or_else(|e| panic!("{e}"));
+    let from_yaml = edge_router::RouterConfig::load("seed", &text).unwrap_or_else(|e| panic!("{e}"));
+    let labels = |c: &edge_router::RouterConfig| c.rules.iter().map(|r| r.label.clone()).collect::<Vec<_>>();
+    assert_eq!(labels(&from_json), labels(&from_yaml));
+
+    let dir = std::env::temp_dir().join(format!("edge-router-check-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwt = dir.join("jwt.yaml");
+    let config = "nodes: [{id: a, type: cloud, host: \"http://127.0.0.1:9\"}]\n\
+                  auth: {jwt: {jwks: {keys: [{kty: oct, kid: h1, k: c2VjcmV0}]}, issuer: \"https://idp.example\"}}\n";
+    std::fs::write(&jwt, config).unwrap();
+    let out = Command::new(BIN).args(["check", "--json"]).arg(&jwt).output().expect("check runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("auth.jwt") && out.stdout.is_empty(), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

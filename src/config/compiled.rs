@@ -96,9 +96,13 @@ pub struct Warning {
 }
 
 impl Warning {
-    /// The warning as `file:line:column: path: message`, as errors read.
+    /// The warning as `file:line:column: path: message`, as errors read
+    /// (`file: path: message` when its position is not known).
     pub fn in_file(&self, file: &str) -> String {
-        format!("{file}:{}:{}: {}: {}", self.position.line, self.position.column, self.path, self.message)
+        match self.position.line {
+            0 => format!("{file}: {}: {}", self.path, self.message),
+            line => format!("{file}:{line}:{}: {}: {}", self.position.column, self.path, self.message),
+        }
     }
 }
 
@@ -160,6 +164,17 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
+    /// Why the Workers build refuses this config, if it does: it honours a
+    /// config in full or not at all, never with a setting silently left out.
+    /// (Its `build.rs` asks this of the bundled config, its isolates of one
+    /// from KV.)
+    pub fn workers_refusal(&self) -> Option<&'static str> {
+        self.auth.jwt.is_some().then_some(
+            "auth.jwt: JWT bearer tokens are checked by the edge box only; the Workers build refuses a config that \
+             relies on them rather than let tokens through unchecked (see docs/workers.md)",
+        )
+    }
+
     /// The index of the node with `id`.
     pub fn node_index(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)

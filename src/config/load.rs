@@ -14,7 +14,8 @@ use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-/// A position in the config file, 1-based.
+/// A position in the config file, 1-based; line 0 when not known (a config
+/// read by `RouterConfig::load_json`, which keeps no positions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Position {
     /// Line, starting at 1.
@@ -44,7 +45,10 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.position.line, self.position.column)?;
+        match self.position.line {
+            0 => write!(f, "{}: ", self.file)?,
+            line => write!(f, "{}:{line}:{}: ", self.file, self.position.column)?,
+        }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
@@ -78,7 +82,13 @@ pub struct Positions {
 }
 
 impl Positions {
-    /// The position of `path`, or of its nearest ancestor that has one.
+    /// No positions: errors about `file` name their values by path alone.
+    pub fn unlocated(file: &str) -> Self {
+        Self { file: file.to_string(), by_path: HashMap::new() }
+    }
+
+    /// The position of `path`, or of its nearest ancestor that has one
+    /// (unknown, line 0, when the document's positions were not kept).
     pub fn locate(&self, path: &str) -> Position {
         let mut p = path;
         loop {
@@ -87,7 +97,7 @@ impl Positions {
             }
             match p.rfind(['.', '[']) {
                 Some(cut) => p = &p[..cut],
-                None => return self.by_path.get("").copied().unwrap_or(Position { line: 1, column: 1 }),
+                None => return self.by_path.get("").copied().unwrap_or_default(),
             }
         }
     }

@@ -82,6 +82,32 @@ mod tests {
     }
 
     #[test]
+    fn json_read_without_positions_says_where_it_can() {
+        // A type error: serde_json's line and column.
+        let bad = "{\n  \"nodes\": [\n    {\"id\": \"a\", \"type\": \"moon\", \"host\": \"http://a\"}\n  ]\n}";
+        let err = RouterConfig::load_json("kv", bad).unwrap_err().to_string();
+        assert!(err.starts_with("kv:3:") && err.contains("unknown variant `moon`"), "{err}");
+        assert!(!err.contains(" at line "), "the position is said once: {err}");
+        // Not JSON at all (YAML, say).
+        let err = RouterConfig::load_json("kv", "nodes:\n  - id: a\n").unwrap_err().to_string();
+        assert!(err.starts_with("kv:1:") && err.contains(": this is not valid JSON: "), "{err}");
+        // What validation finds: named by its path, with no made-up line.
+        let two = r#"{"nodes": [{"id": "a", "type": "cloud", "host": "http://a"}, {"id": "a", "type": "cloud", "host": "ftp://b"}]}"#;
+        let err = RouterConfig::load_json("kv", two).unwrap_err();
+        let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+        assert!(lines.iter().any(|l| l == "kv: nodes[1].id: the id `a` is already used by nodes[0]"), "{lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("kv: nodes[1].host: ") && l.contains("http or https")),
+            "{lines:#?}"
+        );
+        // The same mistake in YAML names the line.
+        let yaml =
+            "nodes:\n  - {id: a, type: cloud, host: \"http://a\"}\n  - {id: a, type: cloud, host: \"http://b\"}\n";
+        let err = RouterConfig::load("c.yaml", yaml).unwrap_err().to_string();
+        assert!(err.contains("already used by the node on line 2"), "{err}");
+    }
+
+    #[test]
     fn every_error_is_reported_not_just_the_first() {
         let yaml = "nodes:\n  - {id: a, type: cloud, host: \"http://a\", weight: -1}\n  - {id: b, type: cloud, host: \"ftp://nope\"}\ngeofence:\n  deny: [Narnia]\n";
         let err = RouterConfig::load("c.yaml", yaml).unwrap_err();

@@ -26,6 +26,40 @@ fn the_four_seed_configs_load_as_written() {
     }
 }
 
+/// What a config compiles to, as lines in an order that does not depend on
+/// the order of hash maps, without the warnings (their positions differ).
+fn compiled_lines(mut cfg: RouterConfig) -> Vec<String> {
+    cfg.warnings.clear();
+    let mut lines: Vec<String> = format!("{cfg:#?}").lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// The Workers build bundles each config as the JSON `load_to_json` writes
+/// and reads it with `load_json`: every seed and example must come out the
+/// same as from its YAML, warnings included (unlocated).
+#[test]
+fn the_seeds_and_examples_compile_the_same_from_their_json() {
+    let example = |name: &str| {
+        let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let demo = example("demo.yaml").replace("{{", "http://127.0.0.1:1/").replace("}}", "");
+    let texts = ["hybrid-deploy.yaml", "local-plus-cloud.yaml", "multi-region.yaml", "edge-local-cloud.yaml"]
+        .map(|name| (name, seed(name)))
+        .into_iter()
+        .chain([("hybrid.yaml", example("hybrid.yaml")), ("demo.yaml", demo)]);
+    for (name, text) in texts {
+        let (from_yaml, json) = RouterConfig::load_to_json(name, &text).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+        let from_json = RouterConfig::load_json(name, &json).unwrap_or_else(|e| panic!("{name} as JSON:\n{e}"));
+        let said =
+            |cfg: &RouterConfig| cfg.warnings.iter().map(|w| (w.path.clone(), w.message.clone())).collect::<Vec<_>>();
+        assert_eq!(said(&from_json), said(&from_yaml), "{name}");
+        assert!(from_json.warnings.iter().all(|w| w.position.line == 0), "{name}: JSON keeps no positions");
+        assert_eq!(compiled_lines(from_json), compiled_lines(from_yaml), "{name}");
+    }
+}
+
 #[test]
 fn the_main_seed_means_what_the_documents_mean() {
     let cfg = RouterConfig::load("hybrid-deploy.yaml", &seed("hybrid-deploy.yaml")).unwrap();

@@ -14,7 +14,7 @@ use origin_fallback::Strategy;
 
 use super::Api;
 use super::compiled::{Node, RouterConfig, Warning};
-use super::load::{ConfigErrors, Position, Positions, deserialize_all, parse_document};
+use super::load::{ConfigError, ConfigErrors, Deserialized, Position, Positions, deserialize_all, parse_document};
 use super::types::*;
 use crate::geo::{Country, Geofence, NodeResidency, Residency, expand_country};
 use crate::rules::{Matcher, Rule, TokenComparison, glob_match};
@@ -43,7 +43,47 @@ impl RouterConfig {
         let (value, positions) = parse_document(file, text)?;
         let mut read = deserialize_all::<ConfigFile>(value, &positions);
         let Some(raw) = read.value.take() else { return Err(ConfigErrors(read.errors)) };
-        let mut v = Validator { positions: &positions, errors: Vec::new(), warnings: Vec::new() };
+        Self::validated(raw, &positions, &read)
+    }
+
+    /// [`load`](Self::load), and the same document as compact JSON: what
+    /// [`load_json`](Self::load_json) reads (the Workers build bundles it,
+    /// so that its module carries no YAML parser).
+    pub fn load_to_json(file: &str, text: &str) -> Result<(Self, String), ConfigErrors> {
+        let config = Self::load(file, text)?;
+        let (value, _) = parse_document(file, text)?;
+        Ok((config, value.to_string()))
+    }
+
+    /// Reads a config written as JSON, with serde_json alone: no YAML parser
+    /// and no record of where each value sits, so that a build that only
+    /// reads configs made by [`load_to_json`](Self::load_to_json) carries
+    /// neither. The first type error is reported with its line and column
+    /// (serde stops there); what validation finds is named by its path.
+    pub fn load_json(file: &str, text: &str) -> Result<Self, ConfigErrors> {
+        let raw = serde_json::from_str::<ConfigFile>(text).map_err(|e| {
+            let message = e.to_string();
+            // serde_json ends its messages with where; that is the error's position here.
+            let message = match message.rsplit_once(" at line ") {
+                Some((what, _)) => what.to_string(),
+                None => message,
+            };
+            let message =
+                if e.is_syntax() || e.is_eof() { format!("this is not valid JSON: {message}") } else { message };
+            let position = Position { line: e.line(), column: e.column() };
+            ConfigErrors(vec![ConfigError { file: file.to_string(), position, path: String::new(), message }])
+        })?;
+        Self::validated(raw, &Positions::unlocated(file), &Deserialized { value: None, errors: Vec::new() })
+    }
+
+    /// Validates and compiles a deserialized config; `read` holds the type
+    /// errors deserializing found, which a value's validation errors defer to.
+    fn validated(
+        raw: ConfigFile,
+        positions: &Positions,
+        read: &Deserialized<ConfigFile>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut v = Validator { positions, errors: Vec::new(), warnings: Vec::new() };
         let mut compiled = v.compile(raw);
         // What validation says of a value that already has a type error
         // comes from the stand-in put there, not from the file.
@@ -231,8 +271,12 @@ impl Validator<'_> {
                 );
             }
             if let Some(first) = first_seen.insert(&n.id, i) {
-                let line = self.positions.locate(&format!("nodes[{first}].id")).line;
-                self.err(format!("{path}.id"), format!("the id `{}` is already used by the node on line {line}", n.id));
+                let first = format!("nodes[{first}]");
+                let at = match self.positions.locate(&format!("{first}.id")).line {
+                    0 => first,
+                    line => format!("the node on line {line}"),
+                };
+                self.err(format!("{path}.id"), format!("the id `{}` is already used by {at}", n.id));
             }
             let base_url = self.base_url(&format!("{path}.host"), &n.host);
             for (m, model) in n.models.iter().enumerate() {

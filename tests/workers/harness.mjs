@@ -14,8 +14,9 @@ const COMPATIBILITY_DATE = WRANGLER.match(/^compatibility_date\s*=\s*"([^"]+)"/m
 
 /**
  * Starts the Worker as `wrangler deploy` would upload it. `config` (text) goes in KV.
- * With `logs` (an array), the lines workerd prints on stdout (the Worker's
- * console) are pushed to it rather than printed.
+ * With `logs` (an array), the lines workerd prints on stdout and stderr (the
+ * Worker's console: `console.error` goes to stderr) are pushed to it rather
+ * than printed.
  */
 export async function startWorker({ config, bindings = {}, logs } = {}) {
   if (!existsSync(DIST + "entry.js")) {
@@ -24,7 +25,7 @@ export async function startWorker({ config, bindings = {}, logs } = {}) {
   const stdio = logs === undefined ? {} : {
     handleRuntimeStdio(stdout, stderr) {
       createInterface({ input: stdout }).on("line", (line) => logs.push(line));
-      stderr.pipe(process.stderr);
+      createInterface({ input: stderr }).on("line", (line) => logs.push(line));
     },
   };
   const mf = new Miniflare({

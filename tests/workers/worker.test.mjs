@@ -25,7 +25,8 @@ test("without a KV config the bundled one (worker/config.yaml) is in force", asy
 test("a config in KV replaces the bundled one; a bad one is refused and the last good one stays", async () => {
   const a = await scriptedOrigin("a");
   const b = await scriptedOrigin("b");
-  const mf = await startWorker({ config: config([node("a", a.url)]) });
+  const logs = [];
+  const mf = await startWorker({ config: config([node("a", a.url)]), logs });
   try {
     const kv = await mf.getKVNamespace("CONFIG");
     assert.equal((await send(mf, { country: "KP", body: chat() })).headers.get("x-edge-node"), "a");
@@ -39,6 +40,18 @@ test("a config in KV replaces the bundled one; a bad one is refused and the last
     const kept = await send(mf, { country: "US", body: chat() });
     assert.equal(kept.status, 200, kept.text);
     assert.equal(kept.headers.get("x-edge-node"), "b");
+    const refusal = () => logs.find((l) => l.includes("kv:CONFIG/config") && l.includes("unknown field `colour`"));
+    for (let i = 0; i < 100 && !refusal(); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.match(refusal() ?? logs.join("\n"), /kv:CONFIG\/config:1:\d+: unknown field `colour`/);
+
+    // YAML, which the Workers build reads only at build time: refused, with
+    // how to convert it, and b stays in force.
+    await kv.put("config", `nodes:\n  - {id: a, type: cloud, host: "${a.url}"}\n`);
+    const still = await send(mf, { country: "US", body: chat() });
+    assert.equal(still.headers.get("x-edge-node"), "b");
+    const hint = () => logs.find((l) => l.includes("reads a config in KV as JSON"));
+    for (let i = 0; i < 100 && !hint(); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(hint()?.includes("edge-router check --json"), logs.join("\n"));
 
     // Deleting the key brings the bundled config back (it denies KP).
     await kv.delete("config");
@@ -204,13 +217,11 @@ test("each request writes one access log line to the console, with the tenant an
   const a = await scriptedOrigin("a", { usage: [10, 20] });
   const key = "sk-worker-client-777";
   const digest = createHash("sha256").update(key).digest("hex");
-  const text = `geofence: {deny: [KP]}
-auth:
-  keys:
-    - {sha256: "${digest}", tenant: acme}
-nodes:
-  - {id: a, type: cloud, host: "${a.url}", cost_per_1k_tokens: 2}
-`;
+  const text = JSON.stringify({
+    geofence: { deny: ["KP"] },
+    auth: { keys: [{ sha256: digest, tenant: "acme" }] },
+    nodes: [node("a", a.url, { cost_per_1k_tokens: 2 })],
+  });
   const logs = [];
   const mf = await startWorker({ config: text, logs });
   try {
@@ -250,10 +261,7 @@ nodes:
 
 test("model: auto with strategy: learned gives a word problem the largest model and says its score", async () => {
   const a = await scriptedOrigin("a");
-  const text = `model_routing: {strategy: learned, large_share: 0.3}
-nodes:
-  - {id: a, type: cloud, host: "${a.url}", models: [mini, maxi]}
-`;
+  const text = config([node("a", a.url, { models: ["mini", "maxi"] })], { model_routing: { strategy: "learned", large_share: 0.3 } });
   const logs = [];
   const mf = await startWorker({ config: text, logs });
   const ask = (content, extra = {}) =>
@@ -283,11 +291,9 @@ test("personal data: the cloud sees placeholders, the client its own values, str
   const reply = { text: "Noted: {prompt}", piece_chars: 3, chunk_bytes: 7, arguments: '{"note": "{prompt}"}' };
   const cloud = await scriptedOrigin("cloud", reply);
   const strict = await scriptedOrigin("strict", reply);
-  const text = `pii: {apply_to: [cloud], mode: pseudonymize, policies: [{apply_to: [strict], mode: block}]}
-nodes:
-  - {id: cloud, type: cloud, host: "${cloud.url}", models: [gpt]}
-  - {id: strict, type: cloud, host: "${strict.url}", models: [strict]}
-`;
+  const text = config([node("cloud", cloud.url, { models: ["gpt"] }), node("strict", strict.url, { models: ["strict"] })], {
+    pii: { apply_to: ["cloud"], mode: "pseudonymize", policies: [{ apply_to: ["strict"], mode: "block" }] },
+  });
   const logs = [];
   const mf = await startWorker({ config: text, logs });
   const prompt = "Mail jane.doe@example.com or call +44 20 7946 0958; card 4111 1111 1111 1111.";

@@ -1,10 +1,11 @@
 //! The isolate's router and where its config comes from.
 //!
 //! The config bundled at build time is in force until the KV namespace
-//! `CONFIG` holds another one under the key `config`. The isolate looks at
-//! that key at most every `CONFIG_REFRESH_SECONDS` (30 by default). A config
-//! from KV that does not load is refused with its errors logged, and the last
-//! good one stays in force; deleting the key brings the bundled one back.
+//! `CONFIG` holds another one, written as JSON, under the key `config`. The
+//! isolate looks at that key at most every `CONFIG_REFRESH_SECONDS` (30 by
+//! default). A config from KV that does not load is refused with its errors
+//! logged, and the last good one stays in force; deleting the key brings the
+//! bundled one back.
 //!
 //! Each accepted config makes a new [`Generation`]: a router of its own.
 //! Requests hold the generation they started with, so an exchange in flight
@@ -22,7 +23,8 @@ use edge_router::wire::{Action, Event, RequestRef, Restore, Spend};
 use edge_router::{Router, RouterConfig};
 use exchange::notices::{Level, describe, tick_due};
 
-/// The config compiled into the Worker (see `build.rs`).
+/// The config compiled into the Worker: the file `wrangler.toml` names,
+/// checked by `build.rs` and written as compact JSON.
 const BUNDLED: &str = include_str!(env!("EDGE_ROUTER_BUNDLED_CONFIG"));
 /// Its file name as `wrangler.toml` gives it, for error messages.
 const BUNDLED_NAME: &str = env!("EDGE_ROUTER_BUNDLED_NAME");
@@ -170,14 +172,29 @@ async fn read_override(env: &Env) -> Result<Option<String>, ()> {
 /// A config the Workers build can honour in full; a setting it cannot is an
 /// error, never a setting silently left out.
 fn runs_here(config: RouterConfig) -> Result<RouterConfig, String> {
-    if config.auth.jwt.is_some() {
-        return Err(
-            "auth.jwt: JWT bearer tokens are checked by the edge box only; the Workers build refuses a config \
-                    that relies on them rather than let tokens through unchecked (see docs/workers.md)"
-                .into(),
-        );
+    match config.workers_refusal() {
+        Some(why) => Err(why.to_string()),
+        None => Ok(config),
     }
-    Ok(config)
+}
+
+/// Loads a config's text: JSON only (`RouterConfig::load_json`), as the
+/// bundled one is written by `build.rs`. A text that is not JSON at all is
+/// most likely YAML, which this build does not read: the errors say how to
+/// convert it.
+fn load(file: &str, text: &str) -> Result<RouterConfig, String> {
+    RouterConfig::load_json(file, text)
+        .map_err(|e| {
+            if text.trim_start().starts_with(['{', '[']) {
+                e.to_string()
+            } else {
+                format!(
+                    "{e}\n{file}: the Workers build reads a config in KV as JSON; write it as JSON, or convert a \
+                     YAML one with `edge-router check --json FILE` (see docs/workers.md)"
+                )
+            }
+        })
+        .and_then(runs_here)
 }
 
 /// Puts the config that should be in force in place, given the override's text.
@@ -193,7 +210,7 @@ fn adopt(isolate: &mut Option<Isolate>, override_text: Option<String>, now: u64)
         }
     }
     let file = if from_kv { format!("kv:{KV_BINDING}/{KV_KEY}") } else { BUNDLED_NAME.to_string() };
-    match RouterConfig::load(&file, &text).map_err(|e| e.to_string()).and_then(runs_here) {
+    match load(&file, &text) {
         Ok(config) => {
             let (nodes, rules) = (config.nodes.len(), config.rules.len());
             let kept = isolate.take().map(|i| i.kept).unwrap_or_default();
