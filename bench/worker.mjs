@@ -12,7 +12,7 @@
 //     loading its config), median of ROUNDS;
 //   - CPU per request: utime+stime of the workerd process over REQUESTS
 //     requests at CONCURRENCY, median of ROUNDS.
-import { readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { Miniflare } from "miniflare";
 import { scriptedOrigin } from "../tests/workers/harness.mjs";
 
@@ -76,7 +76,20 @@ const options = {
     compatibilityDate: COMPATIBILITY_DATE, bindings: { ORIGIN: originUrl },
   },
 };
+// The floor of a Rust Worker (bench/worker-floor, which bench/worker.sh builds
+// and bundles into target/worker-floor-dist/): the same toolchain and glue as
+// the router, reading the client's country and forwarding, nothing else.
+const FLOOR = new URL("target/worker-floor-dist/", ROOT).pathname;
+const floorScript = existsSync(FLOOR) ? readdirSync(FLOOR).find((f) => f.endsWith(".js")) : undefined;
+if (floorScript) {
+  options.floor = {
+    ...drained, modules: true, scriptPath: FLOOR + floorScript, modulesRoot: FLOOR,
+    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+    compatibilityDate: COMPATIBILITY_DATE, bindings: { ORIGIN: originUrl },
+  };
+}
 const prepare = {
+  floor: async () => {},
   router: async (mf) => (await mf.getKVNamespace("CONFIG")).put("config", routerConfig),
   passthrough: async () => {},
 };
@@ -179,6 +192,9 @@ console.log("| --- | ---: | ---: | ---: | ---: |");
 for (const name of Object.keys(options)) console.log(row(name));
 const cpu = (n) => median(results[n].cpu);
 console.log(`router / passthrough CPU per request: ${(cpu("router") / cpu("passthrough")).toFixed(2)}x (router adds ${(cpu("router") - cpu("passthrough")).toFixed(0)} µs)`);
+if (floorScript) {
+  console.log(`floor / passthrough CPU per request: ${(cpu("floor") / cpu("passthrough")).toFixed(2)}x; router / floor: ${(cpu("router") / cpu("floor")).toFixed(2)}x (router adds ${(cpu("router") - cpu("floor")).toFixed(0)} µs to the floor)`);
+}
 const extra = median(results.router.start) - median(results.passthrough.start);
 console.log(`module instantiation (router start beyond the pass-through's): ${extra.toFixed(0)} ms; wasm module ${(wasm.length / 1024).toFixed(0)} KiB`);
 if (AUTO) {

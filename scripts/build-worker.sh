@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Worker crate (worker/) into worker/build/ (wrangler.toml runs
 # this as its build command, so `npx wrangler deploy` and `wrangler dev` do too).
+# `build-worker.sh CRATE_DIR TARGET_DIR` builds another Worker crate the same
+# way (bench/worker.sh builds bench/worker-floor so).
 # The tools come from scripts/worker-tools.sh: nothing is downloaded from
 # outside crates.io and npm.
 set -euo pipefail
@@ -22,7 +24,7 @@ export RUSTFLAGS="${RUSTFLAGS:-}"
 # module (issue "Lean at the edge"): opt-level z, one codegen unit with fat
 # LTO, and no name section (stripped; wasm-opt -Oz is in worker/Cargo.toml).
 # In a target folder of its own, so that the edge box's builds keep theirs.
-exec "$PWD/.tools/bin/worker-build" --release worker -- --locked --target-dir "$PWD/target/worker" \
+exec "$PWD/.tools/bin/worker-build" --release "${1:-worker}" -- --locked --target-dir "${2:-$PWD/target/worker}" \
   --config 'profile.release.opt-level="z"' --config 'profile.release.package.edge-router.opt-level="z"' \
   --config 'profile.release.lto="fat"' --config 'profile.release.codegen-units=1' \
   --config 'profile.release.strip=true'
