@@ -37,7 +37,7 @@ const body = JSON.stringify({ model: "m", messages: [{ role: "user", content: "S
 const headers = { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) };
 
 const mf = new Miniflare({
-  handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.pipe(process.stderr); },
+  handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.on("data", (d) => process.stderr.write(d)); },
   inspectorPort: PORT,
   modules: true, scriptPath: DIST + "entry.js", modulesRoot: DIST,
   modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],

@@ -63,7 +63,7 @@ const headers = { "content-type": "application/json", ...(CHUNKED ? {} : { "cont
 
 // The Workers' console (the router's access log lines) is read and dropped:
 // workerd still writes every line, so its cost stays in the figures.
-const drained = { handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.pipe(process.stderr); } };
+const drained = { handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.on("data", (d) => process.stderr.write(d)); } };
 const options = {
   router: {
     ...drained, modules: true, scriptPath: DIST + "entry.js", modulesRoot: DIST,

@@ -2,6 +2,7 @@
 //! and the platform's JavaScript objects.
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::stream::LocalBoxStream;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use worker::{Headers, Response, ResponseBuilder};
@@ -106,4 +107,40 @@ pub fn http_response(resp: Response) -> Option<http::Response<JsBody>> {
         *out.body_mut() = JsBody::new(&stream);
     }
     Some(out)
+}
+
+/// The largest answer read whole before it is passed on ([`whole_if_small`]).
+const WHOLE_UP_TO: u64 = 64 << 10;
+
+/// An answer whose body is watched, and declared no longer than
+/// [`WHOLE_UP_TO`], read through the watchdog to its end here and handed to
+/// the platform in one piece: passing it as a stream instead costs a
+/// JavaScript stream fed from Rust, a promise and two crossings per chunk
+/// and one more at its end, about a tenth of the Worker's CPU per chat
+/// completion (`bench/worker.sh`). A streamed answer (SSE, or one without a
+/// declared length: a translated one) goes on as it comes. One that breaks
+/// off, or that the watchdog cuts off, still ends short with an error: what
+/// was read, then the error.
+pub async fn whole_if_small(answer: Answer) -> Answer {
+    let small = answer
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n <= WHOLE_UP_TO);
+    if !small {
+        return answer;
+    }
+    let (parts, body) = answer.into_parts();
+    let Body::Watched(mut chunks) = body else { return http::Response::from_parts(parts, body) };
+    let mut whole = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => whole.extend_from_slice(&bytes),
+            Err(e) => {
+                let short = futures_util::stream::iter([Ok(Bytes::from(whole)), Err(e)]);
+                return http::Response::from_parts(parts, Body::Watched(short.boxed_local()));
+            }
+        }
+    }
+    http::Response::from_parts(parts, Body::Fixed(Bytes::from(whole)))
 }

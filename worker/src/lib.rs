@@ -84,7 +84,8 @@ async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> worker:
     let mut recording = None;
     let answer = serve(req, &env, &ctx, country, &mut recording).await;
     let id = recording.as_ref().map_or(0, |r| r.begun.id);
-    convert::to_platform(record::recorded(answer, recording)).or_else(|e| {
+    let answer = convert::whole_if_small(record::recorded(answer, recording)).await;
+    convert::to_platform(answer).or_else(|e| {
         // The platform would not take the body (a stream it cannot read): logged, answered as ours.
         let detail = format!("the response could not be passed on: {e}");
         worker::console_error!("edge-router: request {}: {detail}", request_id_text(id));
