@@ -5,9 +5,34 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::LocalBoxStream;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use worker::{Headers, Response, ResponseBuilder};
+use wasm_bindgen::prelude::*;
+use worker::js_sys::Uint8Array;
+use worker::web_sys::{self, ResponseInit};
+use worker::{Headers, ResponseBuilder};
 
 use crate::stream::JsBody;
+
+// Header fields cross between Rust and JavaScript as one string each way:
+// `name\nvalue\n` per field (neither may hold a line break: `Headers`
+// refuses one, and so do `http`'s types), where field by field each name
+// and value was a crossing and a string conversion of its own.
+#[wasm_bindgen(inline_js = "
+export function header_lines(headers) {
+  let lines = '';
+  for (const [name, value] of headers) lines += name + '\\n' + value + '\\n';
+  return lines;
+}
+export function headers_of(lines) {
+  const headers = new Headers();
+  const parts = lines.split('\\n');
+  for (let i = 0; i + 1 < parts.length; i += 2) headers.append(parts[i], parts[i + 1]);
+  return headers;
+}
+")]
+extern "C" {
+    fn header_lines(headers: &web_sys::Headers) -> String;
+    fn headers_of(lines: &str) -> web_sys::Headers;
+}
 
 /// What a response's body is.
 pub enum Body {
@@ -28,14 +53,17 @@ pub type Answer = http::Response<Body>;
 
 /// `headers` as the platform's (values that are not text are left out:
 /// the Headers object only takes text).
-pub fn js_headers(headers: &HeaderMap) -> Headers {
-    let out = Headers::new();
+pub fn js_headers(headers: &HeaderMap) -> web_sys::Headers {
+    let mut lines = String::with_capacity(headers.len() * 48);
     for (name, value) in headers {
         if let Ok(value) = value.to_str() {
-            let _ = out.append(name.as_str(), value);
+            lines.push_str(name.as_str());
+            lines.push('\n');
+            lines.push_str(value);
+            lines.push('\n');
         }
     }
-    out
+    headers_of(&lines)
 }
 
 /// An answer of `status`, `headers` and `body`.
@@ -51,29 +79,42 @@ pub fn fixed(resp: http::Response<Bytes>) -> Answer {
     resp.map(Body::Fixed)
 }
 
-/// The answer as the platform's response. A status that cannot have a body
-/// gets none (a JavaScript `Response` with one throws).
-pub fn to_platform(answer: Answer) -> worker::Result<Response> {
+/// The answer as the platform's response, built with the platform's own
+/// types (`worker::Response` reads and sets more of a response's properties
+/// on the way, each a crossing). A status that cannot have a body gets none
+/// (a JavaScript `Response` with one throws).
+pub fn to_platform(answer: Answer) -> worker::Result<web_sys::Response> {
     let (parts, body) = answer.into_parts();
-    let builder = ResponseBuilder::new().with_status(parts.status.as_u16()).with_headers(js_headers(&parts.headers));
-    if matches!(parts.status.as_u16(), 101 | 204 | 205 | 304) {
-        return Ok(builder.empty());
-    }
-    match body {
-        Body::Fixed(bytes) => Ok(builder.fixed(bytes.to_vec())),
-        Body::Stream(stream) => Ok(builder.stream(stream)),
-        Body::Watched(chunks) => builder.from_stream(chunks),
-        Body::Empty => Ok(builder.empty()),
-    }
+    let headers = js_headers(&parts.headers);
+    let init = ResponseInit::new();
+    init.set_status(parts.status.as_u16());
+    init.set_headers(&headers);
+    let made = match body {
+        _ if matches!(parts.status.as_u16(), 101 | 204 | 205 | 304) => {
+            web_sys::Response::new_with_opt_str_and_init(None, &init)
+        }
+        Body::Fixed(bytes) => {
+            web_sys::Response::new_with_opt_buffer_source_and_init(Some(&Uint8Array::from(&bytes[..])), &init)
+        }
+        Body::Stream(stream) => web_sys::Response::new_with_opt_readable_stream_and_init(Some(&stream), &init),
+        Body::Empty => web_sys::Response::new_with_opt_str_and_init(None, &init),
+        Body::Watched(chunks) => {
+            let builder = ResponseBuilder::new().with_status(parts.status.as_u16()).with_headers(Headers(headers));
+            return builder.from_stream(chunks).map(Into::into);
+        }
+    };
+    made.map_err(Into::into)
 }
 
 /// Header fields from the platform's, as `http` ones. A field `http` cannot
 /// hold (a name that is not a token) is left out: the platform itself only
 /// hands over what it parsed as HTTP.
-pub fn http_headers(from: &Headers) -> HeaderMap {
+pub fn http_headers(from: &web_sys::Headers) -> HeaderMap {
+    let lines = header_lines(from);
     let mut out = HeaderMap::new();
-    for (name, value) in from.entries() {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value.as_bytes())) {
+    let mut parts = lines.split('\n');
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             out.append(n, v);
         }
     }
@@ -91,19 +132,18 @@ pub fn request_head(req: &worker::web_sys::Request) -> Option<http::request::Par
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
-    parts.headers = http_headers(&Headers(req.headers()));
+    parts.headers = http_headers(&req.headers());
     Some(parts)
 }
 
 /// An origin's response as an `http` one: its status, header fields and body
 /// stream (what the exchange reads of it, and no more crossings into
 /// JavaScript than that takes).
-pub fn http_response(resp: Response) -> Option<http::Response<JsBody>> {
+pub fn http_response(resp: &web_sys::Response) -> Option<http::Response<JsBody>> {
     let mut out = http::Response::new(JsBody::empty());
-    *out.status_mut() = StatusCode::from_u16(resp.status_code()).ok()?;
-    *out.headers_mut() = http_headers(resp.headers());
-    let raw: worker::web_sys::Response = resp.into();
-    if let Some(stream) = raw.body() {
+    *out.status_mut() = StatusCode::from_u16(resp.status()).ok()?;
+    *out.headers_mut() = http_headers(&resp.headers());
+    if let Some(stream) = resp.body() {
         *out.body_mut() = JsBody::new(&stream);
     }
     Some(out)

@@ -51,7 +51,7 @@ use exchange::intake::{
     take_in, unreadable,
 };
 use worker::worker_sys::ext::RequestExt;
-use worker::{Context, Delay, Env, Response, event};
+use worker::{Context, Delay, Env, event};
 
 use cache::Looked;
 use convert::{Answer, Body, fixed};
@@ -78,7 +78,7 @@ fn random() -> u64 {
 /// (an `http` request would wrap it in a Rust stream, and passing it on would
 /// wrap that in a JavaScript one again, a crossing per chunk each way).
 #[event(fetch)]
-async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> worker::Result<worker::web_sys::Response> {
     console_error_panic_hook::set_once();
     let country = req.cf().map(worker::Cf::from).and_then(|cf| cf.country()).as_deref().and_then(Country::parse);
     let mut recording = None;

@@ -20,8 +20,9 @@ use exchange::provider::{adapt_head, credential as credential_for, signature};
 use exchange::upstream::{Shielded, outbound, upstream_headers};
 use futures_util::future::{Either, select};
 use origin_fallback::RetryType;
-use worker::wasm_bindgen::JsValue;
-use worker::{AbortController, Delay, Env, Fetch, Request};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Delay, Env};
 
 use crate::body::stream;
 use crate::cache::{self, MAX_ENTRY};
@@ -254,24 +255,29 @@ impl Exchange {
         // know into GET, and the edge box forwards any method.
         let init = worker::web_sys::RequestInit::new();
         init.set_method(self.parts.method.as_str());
-        init.set_headers(&js_headers(&headers).0);
+        init.set_headers(&js_headers(&headers));
         if let Some(body) = &body {
             init.set_body(body);
         }
         init.set_redirect(worker::web_sys::RequestRedirect::Manual);
+        let Ok(abort) = worker::web_sys::AbortController::new() else {
+            return Sent::Unsendable("no AbortController".into());
+        };
+        init.set_signal(Some(&abort.signal()));
         let request = match worker::web_sys::Request::new_with_str_and_init(&url, &init) {
-            Ok(request) => Request::from(request),
+            Ok(request) => request,
             // The client's request is one fetch cannot send (a GET with a
             // body, TRACE…): not the node's fault.
             Err(e) => return Sent::Unsendable(format!("{e:?}")),
         };
-        let abort = AbortController::default();
-        let signal = abort.signal();
-        let fetch = Fetch::Request(request);
-        let sent = Box::pin(fetch.send_with_signal(&signal));
+        // The global fetch with the platform's request and response as they
+        // are: `worker::Fetch` would wrap the request in another and read
+        // more of the response (its `cf`, its `webSocket`), each a crossing.
+        let global: worker::web_sys::WorkerGlobalScope = worker::js_sys::global().unchecked_into();
+        let sent = JsFuture::from(global.fetch_with_request(&request));
         let limit = Box::pin(Delay::from(Duration::from_millis(f.first_byte_timeout_ms)));
         match select(sent, limit).await {
-            Either::Left((Ok(resp), _)) => match http_response(resp) {
+            Either::Left((Ok(resp), _)) => match resp.dyn_ref().and_then(http_response) {
                 Some(resp) => Sent::Answered(resp),
                 None => {
                     worker::console_warn!("edge-router: node {node} sent an answer that is not HTTP");
@@ -282,6 +288,7 @@ impl Exchange {
             // request may have gone out: only a request that may be made
             // twice goes to another node.
             Either::Left((Err(e), _)) => {
+                let e = worker::Error::from(e);
                 worker::console_warn!("edge-router: node {node} failed: {e}");
                 Sent::Failed(Failure::Connect, RetryType::Sent)
             }
