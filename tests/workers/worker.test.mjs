@@ -392,6 +392,33 @@ test("a small answer of declared length reaches the client whole, and one that b
   }
 });
 
+// The watchdog's idle limit is between chunks, not over the stream: a stream
+// whose chunks come more often than the limit runs past it whole (the Worker
+// keeps one timer across chunks, which goes off early and is armed again),
+// and one that falls silent longer is cut with an SSE error event.
+test("a stream slower in all than its node's idle limit goes through; one silent longer is cut", async () => {
+  const steady = await scriptedOrigin("steady", { sse: true, text: "one two three four five", gap_ms: 250 });
+  const stalled = await scriptedOrigin("stalled", { sse: true, text: "one two", gap_ms: 1200 });
+  const idle = { timeouts: { idle: "600ms" } };
+  const mf = await startWorker({
+    config: config([node("steady", steady.url, { models: ["m"], ...idle }), node("stalled", stalled.url, { models: ["slow"], ...idle })]),
+  });
+  try {
+    const started = Date.now();
+    const whole = await send(mf, { country: "US", body: chat({ stream: true }) });
+    assert.equal(whole.status, 200, whole.text);
+    assert.ok(Date.now() - started > 1200, "the stream ran past the idle limit");
+    assert.ok(whole.text.includes("data: [DONE]") && !whole.text.includes('"error"'), whole.text);
+    const cut = await send(mf, { country: "US", body: chat({ model: "slow", stream: true }) });
+    assert.equal(cut.status, 200, cut.text);
+    assert.ok(cut.text.includes("upstream_stall") && !cut.text.includes("data: [DONE]"), cut.text);
+  } finally {
+    await mf.dispose();
+    steady.close();
+    stalled.close();
+  }
+});
+
 test("a panic in the router is reported and answered with a JSON 500; the next request works", async () => {
   const a = await scriptedOrigin("a");
   const mf = await startWorker({ config: config([node("a", a.url)]), bindings: { EDGE_ROUTER_PANIC_PATH: "/v1/panic" } });

@@ -110,7 +110,7 @@ async fn read_body(req: &worker::web_sys::Request, declared: bool, limit: u64) -
 /// deployment), a request for that path panics, so the tests can check a
 /// panic is reported and answered with a JSON 500 (by `worker/entry.mjs`).
 fn panic_hook_requested(env: &Env, path: &str) -> bool {
-    env.var("EDGE_ROUTER_PANIC_PATH").is_ok_and(|v| !v.to_string().is_empty() && v.to_string() == path)
+    state::vars(env).panic_path.as_deref() == Some(path)
 }
 
 /// A client request up to its answer; `recording` is the request's record

@@ -152,12 +152,39 @@ pub async fn current(env: &Env) -> Result<Rc<Generation>, String> {
     ISOLATE.with_borrow(|isolate| isolate.as_ref().map(|i| i.current.clone())).ok_or_else(|| "no config".to_string())
 }
 
+/// The Worker's variables that requests read, read once per isolate: they
+/// are fixed when it is deployed, and each read is a crossing into
+/// JavaScript and a string's conversion.
+pub struct Vars {
+    /// `CONFIG_REFRESH_SECONDS` (30 by default), in milliseconds.
+    pub refresh_ms: u64,
+    /// `EDGE_ROUTER_PANIC_PATH`, the tests' panic hook (never set in a deployment).
+    pub panic_path: Option<String>,
+}
+
+thread_local! {
+    static VARS: std::cell::OnceCell<Rc<Vars>> = const { std::cell::OnceCell::new() };
+}
+
+/// This isolate's [`Vars`].
+pub fn vars(env: &Env) -> Rc<Vars> {
+    VARS.with(|vars| {
+        vars.get_or_init(|| {
+            let var = |name: &str| env.var(name).ok().map(|v| v.to_string());
+            Rc::new(Vars {
+                refresh_ms: var("CONFIG_REFRESH_SECONDS")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(30)
+                    .saturating_mul(1000),
+                panic_path: var("EDGE_ROUTER_PANIC_PATH").filter(|p| !p.is_empty()),
+            })
+        })
+        .clone()
+    })
+}
+
 fn refresh_ms(env: &Env) -> u64 {
-    env.var("CONFIG_REFRESH_SECONDS")
-        .ok()
-        .and_then(|v| v.to_string().trim().parse::<u64>().ok())
-        .unwrap_or(30)
-        .saturating_mul(1000)
+    vars(env).refresh_ms
 }
 
 /// The override's text: `None` when there is no KV binding or no key,
