@@ -14,7 +14,7 @@ pub fn set_explanation(headers: &mut HeaderMap, explain: &Explain) {
     }
     explain.for_each_header(|name, value| {
         if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), value);
+            headers.insert(name, value);
         }
     });
 }
