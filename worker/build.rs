@@ -1,11 +1,12 @@
 //! Finds the config file that `wrangler.toml` (beside the workspace root)
 //! names in `[vars] EDGE_ROUTER_CONFIG`, relative to that root
 //! (`EDGE_ROUTER_CONFIG` in the build's environment overrides it), loads it
-//! as the edge box would, and writes it as compact JSON for `src/state.rs`
-//! to bundle: the Worker reads that with `RouterConfig::load_json`, so its
-//! module carries no YAML parser. A config that does not load fails the
-//! build with its errors (file, line, what is wrong); its warnings are
-//! printed. A native build (the crate is empty there) needs nothing from here.
+//! as the edge box would (`RouterConfig::load_to_json`, which also refuses
+//! what the Workers build cannot honour), and writes it as compact JSON for
+//! `src/state.rs` to bundle: the Worker reads that with
+//! `RouterConfig::load_json`, so its module carries no YAML parser. A config
+//! that does not load fails the build with its errors (file, line, what is
+//! wrong); its warnings are printed. A native build (the crate is empty there) needs nothing from here.
 // A build script: it reads the build's environment and files.
 #![allow(clippy::disallowed_methods)]
 
@@ -39,10 +40,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", path.display());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (config, json) = edge_router::RouterConfig::load_to_json(&name, &text)
-        .unwrap_or_else(|errors| panic!("the config to bundle does not load:\n{errors}"));
-    if let Some(why) = config.workers_refusal() {
-        panic!("the config to bundle, {name}, cannot run on Workers: {why}");
-    }
+        .unwrap_or_else(|errors| panic!("the config to bundle does not load on Workers:\n{errors}"));
     for w in &config.warnings {
         println!("cargo:warning=config: {}", w.in_file(&name));
     }

@@ -415,9 +415,6 @@ fn check_json(file: &PathBuf) -> anyhow::Result<()> {
     for w in &config.warnings {
         eprintln!("warning: {}", w.in_file(&name));
     }
-    if let Some(why) = config.workers_refusal() {
-        anyhow::bail!("{name}: the Workers build would refuse this config: {why}");
-    }
     println!("{json}");
     Ok(())
 }

@@ -164,15 +164,16 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    /// Why the Workers build refuses this config, if it does: it honours a
-    /// config in full or not at all, never with a setting silently left out.
-    /// (Its `build.rs` asks this of the bundled config, its isolates of one
-    /// from KV.)
-    pub fn workers_refusal(&self) -> Option<&'static str> {
-        self.auth.jwt.is_some().then_some(
-            "auth.jwt: JWT bearer tokens are checked by the edge box only; the Workers build refuses a config that \
-             relies on them rather than let tokens through unchecked (see docs/workers.md)",
-        )
+    /// Why the Workers build refuses this config, if it does, and the path
+    /// of the setting: it honours a config in full or not at all, never
+    /// with a setting silently left out. (`load_to_json` asks this of the
+    /// config the Worker bundles, its isolates of one from KV.)
+    pub fn workers_refusal(&self) -> Option<(&'static str, &'static str)> {
+        self.auth.jwt.is_some().then_some((
+            "auth.jwt",
+            "JWT bearer tokens are checked by the edge box only; the Workers build refuses a config that relies on \
+             them rather than let tokens through unchecked (see docs/workers.md)",
+        ))
     }
 
     /// The index of the node with `id`.

@@ -91,6 +91,10 @@ mod tests {
         // Not JSON at all (YAML, say).
         let err = RouterConfig::load_json("kv", "nodes:\n  - id: a\n").unwrap_err().to_string();
         assert!(err.starts_with("kv:1:") && err.contains(": this is not valid JSON: "), "{err}");
+        // A key given twice, which serde_json alone would read as its last value.
+        let twice = "{\"auth\": {\"tenants\": {\"acme\": {\"tier\": \"gold\"},\n \"acme\": {}}}}";
+        let err = RouterConfig::load_json("kv", twice).unwrap_err().to_string();
+        assert!(err.starts_with("kv:2:") && err.contains("`acme` appears twice in the same object"), "{err}");
         // What validation finds: named by its path, with no made-up line.
         let two = r#"{"nodes": [{"id": "a", "type": "cloud", "host": "http://a"}, {"id": "a", "type": "cloud", "host": "ftp://b"}]}"#;
         let err = RouterConfig::load_json("kv", two).unwrap_err();
@@ -100,6 +104,11 @@ mod tests {
             lines.iter().any(|l| l.starts_with("kv: nodes[1].host: ") && l.contains("http or https")),
             "{lines:#?}"
         );
+        // What the Workers build cannot honour is refused on the way to its JSON, located.
+        let jwt = "nodes: [{id: a, type: cloud, host: \"http://a\"}]\nauth:\n  jwt: {jwks: {keys: [{kty: oct, kid: h1, k: c2VjcmV0}]}}\n";
+        assert!(RouterConfig::load("c.yaml", jwt).is_ok(), "the edge box checks JWTs");
+        let err = RouterConfig::load_to_json("c.yaml", jwt).unwrap_err().to_string();
+        assert!(err.starts_with("c.yaml:3:") && err.contains("auth.jwt: JWT bearer tokens"), "{err}");
         // The same mistake in YAML names the line.
         let yaml =
             "nodes:\n  - {id: a, type: cloud, host: \"http://a\"}\n  - {id: a, type: cloud, host: \"http://b\"}\n";

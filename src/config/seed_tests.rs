@@ -56,6 +56,13 @@ fn the_seeds_and_examples_compile_the_same_from_their_json() {
             |cfg: &RouterConfig| cfg.warnings.iter().map(|w| (w.path.clone(), w.message.clone())).collect::<Vec<_>>();
         assert_eq!(said(&from_json), said(&from_yaml), "{name}");
         assert!(from_json.warnings.iter().all(|w| w.position.line == 0), "{name}: JSON keeps no positions");
+        // In order where order routes: the nodes, and each rule's candidates.
+        let order = |cfg: &RouterConfig| {
+            let nodes: Vec<String> = cfg.nodes.iter().map(|n| n.id.clone()).collect();
+            let rules: Vec<String> = cfg.rules.iter().map(|r| format!("{} {:?}", r.label, r.candidates)).collect();
+            (nodes, rules)
+        };
+        assert_eq!(order(&from_json), order(&from_yaml), "{name}");
         assert_eq!(compiled_lines(from_json), compiled_lines(from_yaml), "{name}");
     }
 }

@@ -46,12 +46,17 @@ impl RouterConfig {
         Self::validated(raw, &positions, &read)
     }
 
-    /// [`load`](Self::load), and the same document as compact JSON: what
-    /// [`load_json`](Self::load_json) reads (the Workers build bundles it,
-    /// so that its module carries no YAML parser).
+    /// A config for the Workers build: [`load`](Self::load), refused as
+    /// well when that build would refuse it ([`workers_refusal`](Self::workers_refusal)),
+    /// and the same document as compact JSON, what [`load_json`](Self::load_json)
+    /// reads (the Worker bundles it, and reads its KV namespace so, carrying
+    /// no YAML parser). `worker/build.rs` and `edge-router check --json` call it.
     pub fn load_to_json(file: &str, text: &str) -> Result<(Self, String), ConfigErrors> {
         let config = Self::load(file, text)?;
-        let (value, _) = parse_document(file, text)?;
+        let (value, positions) = parse_document(file, text)?;
+        if let Some((path, why)) = config.workers_refusal() {
+            return Err(ConfigErrors(vec![positions.error(path, why)]));
+        }
         Ok((config, value.to_string()))
     }
 
@@ -61,7 +66,10 @@ impl RouterConfig {
     /// neither. The first type error is reported with its line and column
     /// (serde stops there); what validation finds is named by its path.
     pub fn load_json(file: &str, text: &str) -> Result<Self, ConfigErrors> {
-        let raw = serde_json::from_str::<ConfigFile>(text).map_err(|e| {
+        // serde_json keeps the last of a key given twice in a map (`auth.tenants`, say); the
+        // YAML reader refuses that, and so does this.
+        let raw = super::load::no_duplicate_keys(text).and_then(|()| serde_json::from_str::<ConfigFile>(text));
+        let raw = raw.map_err(|e| {
             let message = e.to_string();
             // serde_json ends its messages with where; that is the error's position here.
             let message = match message.rsplit_once(" at line ") {

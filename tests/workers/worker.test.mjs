@@ -54,6 +54,21 @@ test("a config in KV replaces the bundled one; a bad one is refused and the last
     for (let i = 0; i < 100 && !hint(); i++) await new Promise((r) => setTimeout(r, 20));
     assert.ok(hint()?.includes("edge-router check --json"), logs.join("\n"));
 
+    // A new isolate that finds a YAML override (one written before this build read KV as
+    // JSON) serves nothing rather than the bundled config in its place, which could lack the
+    // override's keys and geofence; JSON in KV puts things right.
+    const fresh = await startWorker({ config: `nodes:\n  - {id: a, type: cloud, host: "${a.url}"}\n`, logs });
+    try {
+      const refused = await send(fresh, { country: "US", body: chat() });
+      assert.equal(refused.status, 500, refused.text);
+      assert.equal(JSON.parse(refused.text).error.type, "internal_error");
+      assert.ok(!refused.text.includes("YAML") && !refused.text.includes(a.url), "details go to the log only");
+      await (await fresh.getKVNamespace("CONFIG")).put("config", config([node("a", a.url)]));
+      assert.equal((await send(fresh, { country: "US", body: chat() })).headers.get("x-edge-node"), "a");
+    } finally {
+      await fresh.dispose();
+    }
+
     // Deleting the key brings the bundled config back (it denies KP).
     await kv.delete("config");
     assert.equal((await send(mf, { country: "KP", body: chat() })).status, 451);

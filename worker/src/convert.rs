@@ -157,17 +157,14 @@ const WHOLE_UP_TO: u64 = 64 << 10;
 /// the platform in one piece: passing it as a stream instead costs a
 /// JavaScript stream fed from Rust, a promise and two crossings per chunk
 /// and one more at its end, about a tenth of the Worker's CPU per chat
-/// completion (`bench/worker.sh`). A streamed answer (SSE, or one without a
-/// declared length: a translated one) goes on as it comes. One that breaks
-/// off, or that the watchdog cuts off, still ends short with an error: what
-/// was read, then the error.
+/// completion (`bench/worker.sh`). An event stream, and an answer without a
+/// declared length (a translated one), go on as they come; so does the rest
+/// of one that turns out longer than declared (`fetch` may have decoded it).
+/// One that breaks off, or that the watchdog cuts off, still ends short
+/// with an error: what was read, then the error.
 pub async fn whole_if_small(answer: Answer) -> Answer {
-    let small = answer
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n <= WHOLE_UP_TO);
-    if !small {
+    let small = exchange::intake::declared_length(answer.headers()).is_some_and(|n| n <= WHOLE_UP_TO);
+    if !small || exchange::head::is_sse(answer.headers()) {
         return answer;
     }
     let (parts, body) = answer.into_parts();
@@ -175,7 +172,13 @@ pub async fn whole_if_small(answer: Answer) -> Answer {
     let mut whole = Vec::new();
     while let Some(chunk) = chunks.next().await {
         match chunk {
-            Ok(bytes) => whole.extend_from_slice(&bytes),
+            Ok(bytes) => {
+                whole.extend_from_slice(&bytes);
+                if whole.len() as u64 > WHOLE_UP_TO {
+                    let read = futures_util::stream::iter([Ok(Bytes::from(whole))]);
+                    return http::Response::from_parts(parts, Body::Watched(read.chain(chunks).boxed_local()));
+                }
+            }
             Err(e) => {
                 let short = futures_util::stream::iter([Ok(Bytes::from(whole)), Err(e)]);
                 return http::Response::from_parts(parts, Body::Watched(short.boxed_local()));

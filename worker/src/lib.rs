@@ -128,10 +128,7 @@ async fn serve(
         Ok(g) => g,
         Err(refused) => {
             // The details go to the log, not to clients.
-            worker::console_error!(
-                "edge-router: request {}: the bundled config was refused:\n{refused}",
-                request_id_text(id)
-            );
+            worker::console_error!("edge-router: request {}: no config is in force:\n{refused}", request_id_text(id));
             let e = RouterError::Internal("the Worker's config was refused".into());
             return fixed(host_error(&e, country, id));
         }

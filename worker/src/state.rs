@@ -128,8 +128,9 @@ pub fn next_id() -> u64 {
 }
 
 /// The router requests should use now: the bundled config's on the first
-/// request, replaced when the KV override changed. `Err` only when the
-/// bundled config itself does not load (and nothing better is known).
+/// request, replaced when the KV override changed. `Err` when nothing is
+/// in force: the bundled config does not load, or a new isolate finds an
+/// override in KV that is not JSON (see `adopt`).
 pub async fn current(env: &Env) -> Result<Rc<Generation>, String> {
     let now = super::now_ms();
     let due = ISOLATE.with_borrow(|isolate| match isolate {
@@ -198,9 +199,9 @@ async fn read_override(env: &Env) -> Result<Option<String>, ()> {
 
 /// A config the Workers build can honour in full; a setting it cannot is an
 /// error, never a setting silently left out.
-fn runs_here(config: RouterConfig) -> Result<RouterConfig, String> {
+fn runs_here(file: &str, config: RouterConfig) -> Result<RouterConfig, String> {
     match config.workers_refusal() {
-        Some(why) => Err(why.to_string()),
+        Some((path, why)) => Err(format!("{file}: {path}: {why}")),
         None => Ok(config),
     }
 }
@@ -210,9 +211,11 @@ fn runs_here(config: RouterConfig) -> Result<RouterConfig, String> {
 /// most likely YAML, which this build does not read: the errors say how to
 /// convert it.
 fn load(file: &str, text: &str) -> Result<RouterConfig, String> {
+    // A byte order mark, which some editors write, is no part of the JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     RouterConfig::load_json(file, text)
         .map_err(|e| {
-            if text.trim_start().starts_with(['{', '[']) {
+            if looks_like_json(text) {
                 e.to_string()
             } else {
                 format!(
@@ -221,7 +224,13 @@ fn load(file: &str, text: &str) -> Result<RouterConfig, String> {
                 )
             }
         })
-        .and_then(runs_here)
+        .and_then(|config| runs_here(file, config))
+}
+
+/// Whether a config's text is JSON at a glance (an object), rather than
+/// YAML: what a KV override from before this build read KV as JSON is.
+fn looks_like_json(text: &str) -> bool {
+    text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}').starts_with('{')
 }
 
 /// Puts the config that should be in force in place, given the override's text.
@@ -256,7 +265,12 @@ fn adopt(isolate: &mut Option<Isolate>, override_text: Option<String>, now: u64)
                     i.refused = Some(text);
                     Ok(())
                 }
-                // A refused override with nothing in force yet: fall back to the bundled config.
+                // An override that is not JSON with nothing in force yet (a new isolate) is
+                // most likely a YAML config from before this build read KV as JSON: the
+                // bundled config in its place could drop the override's keys and geofence,
+                // so the isolate serves nothing until KV holds JSON (or nothing).
+                None if from_kv && !looks_like_json(&text) => Err(errors),
+                // Another refused override with nothing in force yet: fall back to the bundled config.
                 None if from_kv => adopt(isolate, None, now).inspect(|()| {
                     if let Some(i) = isolate.as_mut() {
                         i.refused = Some(text);
