@@ -6,7 +6,8 @@
 //! `src/state.rs` to bundle: the Worker reads that with
 //! `RouterConfig::load_json`, so its module carries no YAML parser. A config
 //! that does not load fails the build with its errors (file, line, what is
-//! wrong); its warnings are printed. A native build (the crate is empty there) needs nothing from here.
+//! wrong); its warnings are printed. A native build (the crate is empty
+//! there) does none of this.
 // A build script: it reads the build's environment and files.
 #![allow(clippy::disallowed_methods)]
 

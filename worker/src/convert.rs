@@ -15,7 +15,9 @@ use crate::stream::JsBody;
 // Header fields cross between Rust and JavaScript as one string each way:
 // `name\nvalue\n` per field (neither may hold a line break: `Headers`
 // refuses one, and so do `http`'s types), where field by field each name
-// and value was a crossing and a string conversion of its own.
+// and value was a crossing and a string conversion of its own. A field the
+// platform's `Headers` will not take is left out, as `append` refuses it
+// (an exception must not unwind through the module).
 #[wasm_bindgen(inline_js = "
 export function header_lines(headers) {
   let lines = '';
@@ -25,7 +27,9 @@ export function header_lines(headers) {
 export function headers_of(lines) {
   const headers = new Headers();
   const parts = lines.split('\\n');
-  for (let i = 0; i + 1 < parts.length; i += 2) headers.append(parts[i], parts[i + 1]);
+  for (let i = 0; i + 1 < parts.length; i += 2) {
+    try { headers.append(parts[i], parts[i + 1]); } catch {}
+  }
   return headers;
 }
 ")]

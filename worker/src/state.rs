@@ -5,7 +5,8 @@
 //! isolate looks at that key at most every `CONFIG_REFRESH_SECONDS` (30 by
 //! default). A config from KV that does not load is refused with its errors
 //! logged, and the last good one stays in force; deleting the key brings the
-//! bundled one back.
+//! bundled one back. A new isolate that finds a text in KV that is not JSON
+//! (a YAML config from before) serves nothing until KV holds JSON.
 //!
 //! Each accepted config makes a new [`Generation`]: a router of its own.
 //! Requests hold the generation they started with, so an exchange in flight
