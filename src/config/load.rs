@@ -79,16 +79,19 @@ impl std::error::Error for ConfigErrors {}
 pub struct Positions {
     file: String,
     by_path: HashMap<String, Position>,
+    /// No positions were kept ([`Positions::unlocated`]): positions are unknown (line 0).
+    unlocated: bool,
 }
 
 impl Positions {
     /// No positions: errors about `file` name their values by path alone.
     pub fn unlocated(file: &str) -> Self {
-        Self { file: file.to_string(), by_path: HashMap::new() }
+        Self { file: file.to_string(), by_path: HashMap::new(), unlocated: true }
     }
 
-    /// The position of `path`, or of its nearest ancestor that has one
-    /// (unknown, line 0, when the document's positions were not kept).
+    /// The position of `path`, or of its nearest ancestor that has one: the
+    /// document's start when none has (an empty file), unknown (line 0) when
+    /// the document's positions were not kept.
     pub fn locate(&self, path: &str) -> Position {
         let mut p = path;
         loop {
@@ -97,7 +100,10 @@ impl Positions {
             }
             match p.rfind(['.', '[']) {
                 Some(cut) => p = &p[..cut],
-                None => return self.by_path.get("").copied().unwrap_or_default(),
+                None => {
+                    let start = if self.unlocated { Position::default() } else { Position { line: 1, column: 1 } };
+                    return self.by_path.get("").copied().unwrap_or(start);
+                }
             }
         }
     }
@@ -176,7 +182,7 @@ pub fn no_duplicate_keys(text: &str) -> Result<(), serde_json::Error> {
 /// Parses YAML or JSON text into a value and the positions of its parts.
 pub fn parse_document(file: &str, text: &str) -> Result<(Value, Positions), ConfigErrors> {
     let mut builder =
-        Builder { positions: Positions { file: file.to_string(), by_path: HashMap::new() }, ..Builder::default() };
+        Builder { positions: Positions { file: file.to_string(), ..Positions::default() }, ..Builder::default() };
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, false) {
         return Err(ConfigErrors(vec![ConfigError {

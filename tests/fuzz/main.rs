@@ -104,6 +104,17 @@ fn the_config_loader() {
                 prop_assert!((1..=lines + 1).contains(&p.line) && p.column >= 1, "{e} at {}:{}", p.line, p.column);
             }
         }
+        // The Workers build's reader of JSON configs (from KV): no panic, and
+        // an error is either at a place in the text or named by its path alone.
+        if let Err(errors) = RouterConfig::load_json("fuzz.json", &text) {
+            let lines = 1 + text.chars().filter(|c| *c == '\n').count();
+            prop_assert!(!errors.0.is_empty());
+            for e in &errors.0 {
+                let p = &e.position;
+                let placed = (1..=lines).contains(&p.line) || (p.line == 0 && !e.path.is_empty());
+                prop_assert!(placed, "{e} at {}:{}", p.line, p.column);
+            }
+        }
         Ok(())
     });
 }
