@@ -167,7 +167,7 @@ impl RouterConfig {
     /// Why the Workers build refuses this config, if it does, and the path
     /// of the setting: it honours a config in full or not at all, never
     /// with a setting silently left out. (`load_to_json` asks this of the
-    /// config the Worker bundles, its isolates of one from KV.)
+    /// config the Worker bundles, and `load_json` of one from KV.)
     pub fn workers_refusal(&self) -> Option<(&'static str, &'static str)> {
         self.auth.jwt.is_some().then_some((
             "auth.jwt",

@@ -211,12 +211,10 @@ pub struct Deserialized<T> {
     pub errors: Vec<ConfigError>,
 }
 
-impl<T> Deserialized<T> {
-    /// Whether `path` is, or lies inside, a value that already has a type
-    /// error: what validation says of it is a consequence, not news.
-    pub fn covers(&self, path: &str) -> bool {
-        self.errors.iter().any(|e| is_within(path, &e.path))
-    }
+/// Whether `path` is, or lies inside, a value that already has one of
+/// `errors`: what else is said of it is a consequence, not news.
+pub fn covered(errors: &[ConfigError], path: &str) -> bool {
+    errors.iter().any(|e| is_within(path, &e.path))
 }
 
 /// Whether `path` is `outer` or lies under it.
@@ -253,7 +251,7 @@ pub fn deserialize_all<T: serde::de::DeserializeOwned>(mut value: Value, positio
             Some((same, untried, hinted)) if same == steps => (untried, hinted),
             _ => {
                 let path = steps_string(&steps);
-                if !errors.iter().any(|e| is_within(&path, &e.path)) {
+                if !covered(&errors, &path) {
                     if errors.len() == MOST_TYPE_ERRORS {
                         break;
                     }

@@ -1,12 +1,13 @@
 //! Configuration: the file format, loading with positions, and validation.
 //!
-//! `RouterConfig::load` is the only way in: parse, deserialize, validate,
-//! compile. Any error refuses the whole file, so a config is never half
-//! applied.
+//! `RouterConfig::load` is the way in (`entry.rs`, with the Workers build's
+//! two): parse, deserialize, validate, compile. Any error refuses the whole
+//! file, so a config is never half applied.
 
 mod access;
 mod compiled;
 mod duration;
+mod entry;
 mod instant;
 mod load;
 mod metric;
@@ -109,6 +110,11 @@ mod tests {
         assert!(RouterConfig::load("c.yaml", jwt).is_ok(), "the edge box checks JWTs");
         let err = RouterConfig::load_to_json("c.yaml", jwt).unwrap_err().to_string();
         assert!(err.starts_with("c.yaml:3:") && err.contains("auth.jwt: JWT bearer tokens"), "{err}");
+        // And by the Worker's reader of KV configs, named by its path.
+        let jwt_json = r#"{"nodes": [{"id": "a", "type": "cloud", "host": "http://a"}],
+            "auth": {"jwt": {"jwks": {"keys": [{"kty": "oct", "kid": "h1", "k": "c2VjcmV0"}]}}}}"#;
+        let err = RouterConfig::load_json("kv", jwt_json).unwrap_err().to_string();
+        assert!(err.starts_with("kv: auth.jwt: JWT bearer tokens are checked by the edge box only"), "{err}");
         // The same mistake in YAML names the line.
         let yaml =
             "nodes:\n  - {id: a, type: cloud, host: \"http://a\"}\n  - {id: a, type: cloud, host: \"http://b\"}\n";

@@ -14,7 +14,7 @@ use origin_fallback::Strategy;
 
 use super::Api;
 use super::compiled::{Node, RouterConfig, Warning};
-use super::load::{ConfigError, ConfigErrors, Deserialized, Position, Positions, deserialize_all, parse_document};
+use super::load::{ConfigError, ConfigErrors, Position, Positions, covered};
 use super::types::*;
 use crate::geo::{Country, Geofence, NodeResidency, Residency, expand_country};
 use crate::rules::{Matcher, Rule, TokenComparison, glob_match};
@@ -38,65 +38,25 @@ fn parse_utc_offset(text: &str) -> Option<i32> {
 }
 
 impl RouterConfig {
-    /// Parses, validates and compiles a config. `file` names it in errors.
-    pub fn load(file: &str, text: &str) -> Result<Self, ConfigErrors> {
-        let (value, positions) = parse_document(file, text)?;
-        let mut read = deserialize_all::<ConfigFile>(value, &positions);
-        let Some(raw) = read.value.take() else { return Err(ConfigErrors(read.errors)) };
-        Self::validated(raw, &positions, &read)
-    }
-
-    /// A config for the Workers build: [`load`](Self::load), refused as
-    /// well when that build would refuse it ([`workers_refusal`](Self::workers_refusal)),
-    /// and the same document as compact JSON, what [`load_json`](Self::load_json)
-    /// reads (the Worker bundles it, and reads its KV namespace so, carrying
-    /// no YAML parser). `worker/build.rs` and `edge-router check --json` call it.
-    pub fn load_to_json(file: &str, text: &str) -> Result<(Self, String), ConfigErrors> {
-        let config = Self::load(file, text)?;
-        let (value, positions) = parse_document(file, text)?;
-        if let Some((path, why)) = config.workers_refusal() {
-            return Err(ConfigErrors(vec![positions.error(path, why)]));
-        }
-        Ok((config, value.to_string()))
-    }
-
-    /// Reads a config written as JSON, with serde_json alone: no YAML parser
-    /// and no record of where each value sits, so that a build that only
-    /// reads configs made by [`load_to_json`](Self::load_to_json) carries
-    /// neither. The first type error is reported with its line and column
-    /// (serde stops there); what validation finds is named by its path.
-    pub fn load_json(file: &str, text: &str) -> Result<Self, ConfigErrors> {
-        // serde_json keeps the last of a key given twice in a map (`auth.tenants`, say); the
-        // YAML reader refuses that, and so does this.
-        let raw = super::load::no_duplicate_keys(text).and_then(|()| serde_json::from_str::<ConfigFile>(text));
-        let raw = raw.map_err(|e| {
-            let message = e.to_string();
-            // serde_json ends its messages with where; that is the error's position here.
-            let message = match message.rsplit_once(" at line ") {
-                Some((what, _)) => what.to_string(),
-                None => message,
-            };
-            let message =
-                if e.is_syntax() || e.is_eof() { format!("this is not valid JSON: {message}") } else { message };
-            let position = Position { line: e.line(), column: e.column() };
-            ConfigErrors(vec![ConfigError { file: file.to_string(), position, path: String::new(), message }])
-        })?;
-        Self::validated(raw, &Positions::unlocated(file), &Deserialized { value: None, errors: Vec::new() })
-    }
-
-    /// Validates and compiles a deserialized config; `read` holds the type
-    /// errors deserializing found, which a value's validation errors defer to.
-    fn validated(
+    /// Validates and compiles a deserialized config; `type_errors` are what
+    /// deserializing it found, which a value's validation errors defer to.
+    pub(super) fn validated(
         raw: ConfigFile,
         positions: &Positions,
-        read: &Deserialized<ConfigFile>,
+        type_errors: Vec<ConfigError>,
     ) -> Result<Self, ConfigErrors> {
         let mut v = Validator { positions, errors: Vec::new(), warnings: Vec::new() };
         let mut compiled = v.compile(raw);
         // What validation says of a value that already has a type error
         // comes from the stand-in put there, not from the file.
-        let found = v.errors.iter().filter(|(p, _)| !read.covers(p)).map(|(p, m)| positions.error(p, m.clone()));
-        let mut errors: Vec<_> = read.errors.iter().cloned().chain(found).collect();
+        let found: Vec<ConfigError> = v
+            .errors
+            .iter()
+            .filter(|(p, _)| !covered(&type_errors, p))
+            .map(|(p, m)| positions.error(p, m.clone()))
+            .collect();
+        let mut errors = type_errors;
+        errors.extend(found);
         if errors.is_empty() {
             compiled.warnings = v.warnings;
             for w in &mut compiled.warnings {

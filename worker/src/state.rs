@@ -198,34 +198,23 @@ async fn read_override(env: &Env) -> Result<Option<String>, ()> {
     })
 }
 
-/// A config the Workers build can honour in full; a setting it cannot is an
-/// error, never a setting silently left out.
-fn runs_here(file: &str, config: RouterConfig) -> Result<RouterConfig, String> {
-    match config.workers_refusal() {
-        Some((path, why)) => Err(format!("{file}: {path}: {why}")),
-        None => Ok(config),
-    }
-}
-
-/// Loads a config's text: JSON only (`RouterConfig::load_json`), as the
-/// bundled one is written by `build.rs`. A text that is not JSON at all is
-/// most likely YAML, which this build does not read: the errors say how to
-/// convert it.
+/// Loads a config's text: JSON only (`RouterConfig::load_json`, which also
+/// refuses what this build cannot honour in full), as the bundled one is
+/// written by `build.rs`. A text that is not JSON at all is most likely
+/// YAML, which this build does not read: the errors say how to convert it.
 fn load(file: &str, text: &str) -> Result<RouterConfig, String> {
     // A byte order mark, which some editors write, is no part of the JSON.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    RouterConfig::load_json(file, text)
-        .map_err(|e| {
-            if looks_like_json(text) {
-                e.to_string()
-            } else {
-                format!(
-                    "{e}\n{file}: the Workers build reads a config in KV as JSON; write it as JSON, or convert a \
-                     YAML one with `edge-router check --json FILE` (see docs/workers.md)"
-                )
-            }
-        })
-        .and_then(|config| runs_here(file, config))
+    RouterConfig::load_json(file, text).map_err(|e| {
+        if looks_like_json(text) {
+            e.to_string()
+        } else {
+            format!(
+                "{e}\n{file}: the Workers build reads a config in KV as JSON; write it as JSON, or convert a YAML \
+                 one with `edge-router check --json FILE` (see docs/workers.md)"
+            )
+        }
+    })
 }
 
 /// Whether a config's text is JSON at a glance (an object), rather than
