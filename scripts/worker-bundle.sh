@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the Worker exactly as `npx wrangler deploy` would upload it, into
 # dist/ (`wrangler deploy --dry-run`), and fails if the compressed upload is
-# over the budget: 1 MiB (Cloudflare's free plan allows 3 MiB).
+# over the budget: 480 KiB, a guard against growth (Cloudflare's free plan
+# allows 3 MiB; issue 24 aims at 400 KiB; 452 KiB on 2026-12-06).
 # Prints `worker-upload-gzip-kib N` for bench/ to read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUDGET_KIB=1024
+BUDGET_KIB=480
 bash scripts/worker-tools.sh
 rm -rf dist
 out=$(WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \

@@ -322,7 +322,7 @@ pub fn rfc3339_ms(ms: u64) -> String {
 
 /// [`rfc3339_ms`] into 24 bytes, without allocating (the access log writes
 /// one a request). Years past 9999 are not written right.
-fn rfc3339_bytes(ms: u64) -> [u8; 24] {
+pub(crate) fn rfc3339_bytes(ms: u64) -> [u8; 24] {
     let (secs, millis) = (ms / 1000, ms % 1000);
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;

@@ -1,15 +1,15 @@
 //! Amazon Bedrock's Converse API (`POST /model/{modelId}/converse`, and
 //! `/converse-stream`, whose answer is AWS's binary event-stream framing):
 //! an OpenAI chat request as a Converse request, signed with AWS Signature
-//! Version 4 (the `aws-sigv4` crate), and its answers as a chat completion
-//! or its chunks (frames read with `aws-smithy-eventstream`).
+//! Version 4 ([`sigv4`]), and its answers as a chat completion or its
+//! chunks (frames read by [`frames`]).
+
+mod frames;
+mod sigv4;
 
 use std::collections::VecDeque;
-use std::time::{Duration, UNIX_EPOCH};
 
-use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
-use aws_smithy_types::event_stream::{HeaderValue as FrameValue, Message};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
@@ -184,8 +184,7 @@ impl Dialect for Whole {
 
 /// A ConverseStream answer (AWS event-stream frames) as OpenAI's chunks.
 pub struct Stream {
-    decoder: MessageFrameDecoder,
-    pending: BytesMut,
+    frames: frames::Decoder,
     chunks: Chunks,
     stop: Option<String>,
     finished: bool,
@@ -195,27 +194,21 @@ impl Stream {
     pub fn new(created: u64) -> Self {
         let mut chunks = Chunks::new(created);
         chunks.id = "chatcmpl-bedrock".into();
-        Self { decoder: MessageFrameDecoder::new(), pending: BytesMut::new(), chunks, stop: None, finished: false }
+        Self { frames: frames::Decoder::default(), chunks, stop: None, finished: false }
     }
 
     /// One frame: its `:event-type` (or `:exception-type`) and JSON payload.
-    fn frame(&mut self, message: &Message, out: &mut String) {
-        let header = |name: &str| {
-            message.headers().iter().find(|h| h.name().as_str() == name).and_then(|h| match h.value() {
-                FrameValue::String(s) => Some(s.as_str().to_string()),
-                _ => None,
-            })
-        };
-        let payload: Value = serde_json::from_slice(message.payload()).unwrap_or(Value::Null);
-        if header(":message-type").as_deref() == Some("exception") {
-            let kind = header(":exception-type").unwrap_or_else(|| "api_error".into());
+    fn frame(&mut self, message: &frames::Message, out: &mut String) {
+        let payload: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+        if message.header(":message-type") == Some("exception") {
+            let kind = message.header(":exception-type").unwrap_or("api_error");
             let text =
                 payload["message"].as_str().or(payload["Message"].as_str()).unwrap_or("the node's stream failed");
             self.chunks.fail();
             self.finished = true;
-            return chunks::error_event(out, &kind, text);
+            return chunks::error_event(out, kind, text);
         }
-        match header(":event-type").as_deref().unwrap_or_default() {
+        match message.header(":event-type").unwrap_or_default() {
             "messageStart" => self.chunks.write(out, json!({"content": ""}), None, None),
             "contentBlockStart" => {
                 let index = payload["contentBlockIndex"].as_u64().unwrap_or(0);
@@ -252,12 +245,12 @@ impl Transform for Stream {
         if self.finished {
             return;
         }
-        self.pending.extend_from_slice(&input);
+        self.frames.push(&input);
         let mut text = String::new();
         loop {
-            match self.decoder.decode_frame(&mut self.pending) {
-                Ok(DecodedFrame::Complete(message)) => self.frame(&message, &mut text),
-                Ok(DecodedFrame::Incomplete) => break,
+            match self.frames.next() {
+                Ok(Some(message)) => self.frame(&message, &mut text),
+                Ok(None) => break,
                 Err(e) => {
                     // A broken frame: the rest cannot be read.
                     chunks::error_event(
@@ -265,7 +258,7 @@ impl Transform for Stream {
                         "upstream_error",
                         &format!("the node's event stream is malformed: {e}"),
                     );
-                    self.pending.clear();
+                    self.frames = frames::Decoder::default();
                     self.finished = true;
                     break;
                 }
@@ -325,10 +318,10 @@ impl std::fmt::Debug for AwsCredentials {
 }
 
 /// The header fields that sign a `POST` of `body` to `url` for Bedrock in
-/// `region` at `now_ms` (Signature Version 4: `authorization`,
-/// `x-amz-date`, and `x-amz-security-token` with temporary credentials).
-/// The request must carry the `host` of `url` and `content-type:
-/// application/json`, which are signed too.
+/// `region` at `now_ms` (Signature Version 4: `x-amz-date`,
+/// `x-amz-security-token` with temporary credentials, and `authorization`,
+/// marked sensitive). The request must carry the `host` of `url` and
+/// `content-type: application/json`, which are signed too.
 pub fn sign(
     url: &str,
     body: &[u8],
@@ -336,37 +329,23 @@ pub fn sign(
     region: &str,
     now_ms: u64,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     let uri: http::Uri = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
     let host = host_of(&uri).ok_or_else(|| format!("`{url}` has no host"))?;
-    let identity = aws_credential_types::Credentials::new(
-        credentials.access_key_id.clone(),
-        credentials.secret_access_key.clone(),
-        credentials.session_token.clone(),
-        None,
-        "edge-router",
-    )
-    .into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("bedrock")
-        .time(UNIX_EPOCH + Duration::from_millis(now_ms))
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| e.to_string())?
-        .into();
+    let key = sigv4::Key {
+        access_key_id: &credentials.access_key_id,
+        secret_access_key: &credentials.secret_access_key,
+        session_token: credentials.session_token.as_deref(),
+        region,
+        service: "bedrock",
+    };
     let headers = [("host", host.as_str()), ("content-type", "application/json")];
-    let signable =
-        SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body)).map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
-    let (headers, _) = instructions.into_parts();
-    headers
+    let query = uri.query().unwrap_or_default();
+    sigv4::sign("POST", uri.path(), query, &headers, body, &key, now_ms)
         .into_iter()
-        .map(|h| {
-            let mut value = HeaderValue::from_str(h.value()).map_err(|e| e.to_string())?;
-            value.set_sensitive(h.sensitive() || h.name() == "authorization");
-            Ok((HeaderName::from_bytes(h.name().as_bytes()).map_err(|e| e.to_string())?, value))
+        .map(|(name, value)| {
+            let mut value = HeaderValue::try_from(value).map_err(|_| format!("`{name}` cannot be a header value"))?;
+            value.set_sensitive(name != "x-amz-date");
+            Ok((HeaderName::from_static(name), value))
         })
         .collect()
 }
