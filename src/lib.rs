@@ -22,6 +22,7 @@ pub mod jwt;
 pub mod limits;
 pub mod machine;
 pub mod model;
+pub mod order;
 pub mod pii;
 pub mod rules;
 pub mod tokens;

@@ -329,7 +329,7 @@ pub fn tag_response_id(json: &[u8], node: &str) -> Option<Vec<u8>> {
     if closes.is_empty() {
         return None;
     }
-    closes.sort_unstable_by(|a, b| b.cmp(a));
+    edge_router::order::sort_by(&mut closes, |a, b| b.cmp(a));
     let mut out = json.to_vec();
     for close in closes {
         out.splice(close..close, tag.bytes());

@@ -51,16 +51,20 @@ pub struct Candidate {
 /// 64-bit value supplied by the host; it is only used by `Weighted`.
 pub fn order_candidates(strategy: Strategy, candidates: &[Candidate], random: u64) -> Vec<usize> {
     let mut ordered: Vec<Candidate> = candidates.to_vec();
-    match strategy {
-        Strategy::Priority => ordered.sort_by(by_priority),
-        Strategy::CostAware => ordered
-            .sort_by(|a, b| a.cost_per_1k_tokens.total_cmp(&b.cost_per_1k_tokens).then_with(|| by_priority(a, b))),
-        Strategy::LatencyFirst => ordered.sort_by(|a, b| {
-            // `None` sorts before `Some`, which is exactly "unmeasured first".
-            a.latency_us.cmp(&b.latency_us).then_with(|| by_priority(a, b))
-        }),
-        Strategy::Weighted => return weighted_order(&ordered, random),
+    if strategy == Strategy::Weighted {
+        return weighted_order(&ordered, random);
     }
+    // One comparison for the three strategies: one compiled sort, not three
+    // (the Worker's upload carries each).
+    ordered.sort_by(|a, b| {
+        let first = match strategy {
+            Strategy::CostAware => a.cost_per_1k_tokens.total_cmp(&b.cost_per_1k_tokens),
+            // `None` sorts before `Some`, which is exactly "unmeasured first".
+            Strategy::LatencyFirst => a.latency_us.cmp(&b.latency_us),
+            Strategy::Priority | Strategy::Weighted => std::cmp::Ordering::Equal,
+        };
+        first.then_with(|| by_priority(a, b))
+    });
     ordered.into_iter().map(|c| c.node).collect()
 }
 

@@ -64,7 +64,7 @@ impl RouterConfig {
             }
             Ok(compiled)
         } else {
-            errors.sort_by_key(|e| (e.position.line, e.position.column));
+            crate::order::sort_by_key(&mut errors, |e| (e.position.line, e.position.column));
             Err(ConfigErrors(errors))
         }
     }
@@ -487,7 +487,7 @@ impl Validator<'_> {
             });
         }
         // Stable: equal boosts keep file order.
-        rules.sort_by_key(|r| std::cmp::Reverse(r.priority_boost));
+        crate::order::sort_by_key(&mut rules, |r| std::cmp::Reverse(r.priority_boost));
         if let Some(pos) = rules.iter().position(|r| r.matcher.is_catch_all())
             && pos + 1 < rules.len()
         {

@@ -38,7 +38,7 @@ pub(super) fn unforwardable(headers: &[HeaderRef<'_>]) -> Vec<String> {
         }
     });
     if names.len() > 1 {
-        names.sort_unstable();
+        crate::order::sort(&mut names);
         names.dedup();
     }
     names

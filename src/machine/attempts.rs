@@ -129,7 +129,7 @@ impl Router {
         }
         let mut candidates: Vec<usize> =
             ex.chain.iter().map(|(n, _)| *n).filter(|&n| !self.nodes[n].draining).collect();
-        candidates.sort_unstable();
+        crate::order::sort(&mut candidates);
         candidates.dedup();
         let healthy = candidates.iter().filter(|&&n| self.nodes[n].breaker.admits(now_ms)).count();
         if candidates.is_empty() || !threshold.exceeds(healthy, candidates.len()) {

@@ -197,7 +197,7 @@ impl Policy {
 /// The findings in text order, without overlaps: where two overlap, the one
 /// of higher precedence (then the longer, then the earlier) stays.
 fn settle(mut found: Vec<Finding>) -> Vec<Finding> {
-    found.sort_by_key(|f| (f.kind.precedence(), std::cmp::Reverse(f.end - f.start), f.start));
+    crate::order::sort_by_key(&mut found, |f| (f.kind.precedence(), std::cmp::Reverse(f.end - f.start), f.start));
     // Kept in text order; none overlaps another, so a new one can only clash with its neighbours.
     let mut kept: Vec<Finding> = Vec::with_capacity(found.len());
     for f in found {

@@ -41,7 +41,7 @@ pub fn sign(
         fields.push(("x-amz-security-token".into(), trim_all(token)));
     }
     // Stable: fields of one name keep their order, and are joined by commas.
-    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    edge_router::order::sort_by(&mut fields, |a, b| a.0.cmp(&b.0));
     let mut canonical_headers = String::new();
     let mut signed_headers = String::new();
     for (i, (name, value)) in fields.iter().enumerate() {
@@ -165,7 +165,7 @@ fn canonical_query(query: &str) -> String {
             (encode(&form_decode(k), false), encode(&form_decode(v), false))
         })
         .collect();
-    pairs.sort();
+    edge_router::order::sort(&mut pairs);
     let mut out = String::new();
     for (k, v) in pairs {
         if !out.is_empty() {
