@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use origin_fallback::{Ledger, Reserved};
 use serde::{Deserialize, Serialize};
-use worker::{DurableObject, Env, Method, Request, RequestInit, Response, State, durable_object};
+use worker::{DurableObject, Env, Request, Response, State, durable_object};
 
 use crate::later::Later;
 use crate::now_ms;
@@ -115,10 +115,13 @@ async fn call(env: &Env, node: &str, op: &Op) -> worker::Result<Answer> {
 /// its answer, if it is a 200.
 pub async fn ask_object(env: &Env, binding: &str, name: &str, op: &impl Serialize) -> worker::Result<Response> {
     let stub = env.durable_object(binding)?.id_from_name(name)?.get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(serde_json::to_string(op)?.into()));
-    let request = Request::new_with_init("https://object.invalid/", &init)?;
-    let mut response = stub.fetch_with_request(request).await?;
+    // web_sys's request, converted: worker's `RequestInit` sets every
+    // property it has, code the upload would carry for this one call.
+    let init = worker::web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&serde_json::to_string(op)?.into());
+    let request = worker::web_sys::Request::new_with_str_and_init("https://object.invalid/", &init)?;
+    let mut response = stub.fetch_with_request(Request::from(request)).await?;
     if response.status_code() != 200 {
         let text = response.text().await.unwrap_or_default();
         return Err(worker::Error::RustError(format!("{binding} answered {}: {text}", response.status_code())));
