@@ -437,6 +437,17 @@ fn converse_stream_frames_become_openais_chunks_however_they_are_cut() {
         out.contains("event: error") && out.contains("throttlingException") && out.contains("Too many requests"),
         "{out}"
     );
+    // Frames after the exception, in the same chunk, are not read: the stream has ended.
+    let after = [
+        throttled.clone(),
+        frame("internalServerException", json!({"message": "again"}), true),
+        frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "more"}}), false),
+        frame("metadata", json!({"usage": {"inputTokens": 1, "outputTokens": 1}}), false),
+    ]
+    .concat();
+    let out = run(Api::Bedrock, 200, true, &after, &[]);
+    assert!(out.ends_with("\n\n") && out.matches("event: error").count() == 1, "{out}");
+    assert!(!out.contains("more") && !out.contains("[DONE]"), "{out}");
     let mut broken = converse_stream();
     broken[20] ^= 0xff;
     assert!(run(Api::Bedrock, 200, true, &broken, &[]).contains("event stream is malformed"));
@@ -486,7 +497,9 @@ fn bedrock_requests_are_signed_for_their_region_time_and_body() {
     let auth_of =
         |h: &[(HeaderName, HeaderValue)]| h.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.clone());
     assert_ne!(auth_of(&other), auth_of(&signed), "the body is signed");
-    assert!(signed.iter().find(|(n, _)| n == "authorization").is_some_and(|(_, v)| v.is_sensitive()));
+    for secret in ["authorization", "x-amz-security-token"] {
+        assert!(signed.iter().find(|(n, _)| n == secret).is_some_and(|(_, v)| v.is_sensitive()), "{secret}");
+    }
 }
 
 #[test]

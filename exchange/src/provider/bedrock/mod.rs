@@ -249,7 +249,13 @@ impl Transform for Stream {
         let mut text = String::new();
         loop {
             match self.frames.next() {
-                Ok(Some(message)) => self.frame(&message, &mut text),
+                Ok(Some(message)) => {
+                    self.frame(&message, &mut text);
+                    // An exception or the closing `metadata`: what follows is not read.
+                    if self.finished {
+                        break;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     // A broken frame: the rest cannot be read.

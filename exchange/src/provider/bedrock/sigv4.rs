@@ -38,7 +38,8 @@ pub fn sign(
         headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), trim_all(v))).collect();
     fields.push(("x-amz-date".into(), stamp.clone()));
     if let Some(token) = key.session_token {
-        fields.push(("x-amz-security-token".into(), trim_all(token)));
+        // Signed as sent, as AWS's SDKs sign it.
+        fields.push(("x-amz-security-token".into(), token.to_string()));
     }
     // Stable: fields of one name keep their order, and are joined by commas.
     edge_router::order::sort_by(&mut fields, |a, b| a.0.cmp(&b.0));
