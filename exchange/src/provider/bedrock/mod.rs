@@ -264,11 +264,14 @@ impl Transform for Stream {
                         "upstream_error",
                         &format!("the node's event stream is malformed: {e}"),
                     );
-                    self.frames = frames::Decoder::default();
                     self.finished = true;
                     break;
                 }
             }
+        }
+        if self.finished {
+            // What the node sent after its end is not kept.
+            self.frames = frames::Decoder::default();
         }
         if !text.is_empty() {
             out.push_back(Bytes::from(text));
