@@ -136,7 +136,7 @@ pub async fn current(env: &Env) -> Result<Rc<Generation>, String> {
     let now = super::now_ms();
     let due = ISOLATE.with_borrow(|isolate| match isolate {
         None => true,
-        Some(i) => now.saturating_sub(i.checked_ms) >= refresh_ms(env),
+        Some(i) => now.saturating_sub(i.checked_ms) >= vars(env).refresh_ms,
     });
     if due {
         match read_override(env).await {
@@ -183,10 +183,6 @@ pub fn vars(env: &Env) -> Rc<Vars> {
         })
         .clone()
     })
-}
-
-fn refresh_ms(env: &Env) -> u64 {
-    vars(env).refresh_ms
 }
 
 /// The override's text: `None` when there is no KV binding or no key,

@@ -150,14 +150,25 @@ fn image(part: &Value) -> Option<(&str, Option<(&str, &str)>)> {
 /// Azure OpenAI's `api-version` when a node sets none: the latest GA one.
 pub const AZURE_API_VERSION: &str = "2024-10-21";
 
-/// `text` with everything but unreserved characters percent-encoded, for a path segment.
+/// `text` with everything but unreserved characters (`A-Z a-z 0-9 - . _
+/// ~`) percent-encoded in upper-case hex, for a path segment or a query's
+/// key or value.
 fn percent_encode(text: &str) -> String {
+    percent_encode_but(text, b"")
+}
+
+/// [`percent_encode`], leaving the bytes of `keep` as they are too (`/`, to
+/// encode a whole path). An already encoded text is so encoded again.
+fn percent_encode_but(text: &str, keep: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
         }
     }
     out

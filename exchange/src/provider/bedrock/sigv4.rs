@@ -8,6 +8,8 @@
 
 use sha2::{Digest, Sha256};
 
+use super::super::{percent_encode, percent_encode_but};
+
 /// What a request is signed with.
 pub struct Key<'a> {
     pub access_key_id: &'a str,
@@ -62,7 +64,8 @@ pub fn sign(
     }
     let canonical_request = format!(
         "{method}\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{}",
-        encode(&remove_dot_segments(path), true),
+        // Encoded again, as AWS signs a path that is already encoded.
+        percent_encode_but(&remove_dot_segments(path), b"/"),
         canonical_query(query),
         hex(&Sha256::digest(body)),
     );
@@ -136,25 +139,6 @@ fn remove_dot_segments(path: &str) -> String {
     out
 }
 
-/// `text` with every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`)
-/// percent-encoded in upper case; `/` kept when `keep_slash`. A path
-/// that is already encoded is so encoded again, as AWS signs it.
-fn encode(text: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-    }
-    out
-}
-
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
 /// The query as signed: each pair read as a form does (`+` is a space,
 /// `%XX` a byte), encoded again, and sorted.
 fn canonical_query(query: &str) -> String {
@@ -163,7 +147,7 @@ fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (encode(&form_decode(k), false), encode(&form_decode(v), false))
+            (percent_encode(&form_decode(k)), percent_encode(&form_decode(v)))
         })
         .collect();
     edge_router::order::sort(&mut pairs);
