@@ -294,15 +294,36 @@ impl Difficulty {
         let (mut score, mut band) = (None, None);
         for part in parts {
             match part.split_once('=') {
-                Some(("score", v)) => score = v.parse::<f64>().ok().filter(|s| (0.0..=1.0).contains(s)),
+                Some(("score", v)) => score = thousandths(v).filter(|s| *s <= 1000),
                 Some(("band", v)) => band = v.parse::<u8>().ok().filter(|b| (1..=10).contains(b)),
                 _ => {}
             }
         }
-        // A score of 0 to 1 in thousandths is 0 to 1000: within u16.
-        let difficulty = score.zip(band).map(|(s, band)| Self { score_milli: (s * 1000.0).round() as u16, band });
+        let difficulty = score.zip(band).map(|(score_milli, band)| Self { score_milli, band });
         (model, difficulty)
     }
+}
+
+/// A decimal such as `0.412` or `1` in thousandths, rounded half up after
+/// the third decimal; `None` unless it is digits with at most one point.
+/// Read with integers: a float parser would bring the standard library's
+/// tables (about 10 KiB compressed) into the Worker for this one header.
+fn thousandths(text: &str) -> Option<u16> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || (text.contains('.') && fraction.is_empty()) {
+        return None;
+    }
+    let whole = whole.trim_start_matches('0');
+    if whole.len() > 1 {
+        return None;
+    }
+    let mut milli = u16::from(whole.bytes().next().map_or(0, |b| b - b'0')) * 1000;
+    let mut places = fraction.bytes().map(|b| u16::from(b - b'0'));
+    for scale in [100, 10, 1] {
+        milli += places.next().unwrap_or(0) * scale;
+    }
+    Some(milli + u16::from(places.next().is_some_and(|d| d >= 5)))
 }
 
 impl std::fmt::Display for Difficulty {
@@ -468,4 +489,32 @@ pub enum Configured {
     },
     /// Refused; the previous config (if any) stays in force.
     Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_header_reads_back_every_difficulty_it_shows() {
+        for score_milli in 0..=1000 {
+            for band in [1, 10] {
+                let shown = Difficulty { score_milli, band };
+                assert_eq!(Difficulty::parse_header(&format!("big; {shown}")), ("big", Some(shown)));
+            }
+        }
+    }
+
+    #[test]
+    fn scores_are_decimals_from_0_to_1_in_thousandths() {
+        let read =
+            |score: &str| Difficulty::parse_header(&format!("m; score={score}; band=3")).1.map(|d| d.score_milli);
+        for (score, milli) in [("1", 1000), ("0", 0), ("0.5", 500), ("00.25", 250), ("0.4125", 413), ("0.41249", 412)] {
+            assert_eq!(read(score), Some(milli), "{score}");
+        }
+        for bad in ["1.0005", "2", "-0.1", "", ".", ".5", "0.", "0.5.1", "1e-3", "0x1", "٣", "99999999999999999999"] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
+        assert_eq!(Difficulty::parse_header("m; score=0.5; band=11").1, None);
+    }
 }
