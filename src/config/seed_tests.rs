@@ -232,6 +232,31 @@ fn a_wrong_shape_reports_once_not_its_insides() {
 }
 
 #[test]
+fn a_version_and_a_one_or_many_read_either_shape_and_name_what_they_expect() {
+    let config = |version: &str, model: &str| {
+        format!(
+            "version: {version}\nnodes: [{{id: a, type: local, host: \"http://a\", models: [m]}}]\n\
+             routing: {{rules: [{{match: {{model: {model}}}, target: a}}]}}\n"
+        )
+    };
+    for (version, shown) in [("1", "1.0"), ("1.0", "1.0"), ("\"1.0\"", "1.0"), ("\"v2\"", "v2")] {
+        for model in ["m", "[m, n]"] {
+            let cfg = load(&config(version, model)).unwrap_or_else(|e| panic!("{version} {model}: {e}"));
+            assert_eq!(cfg.version.as_deref(), Some(shown));
+            let wanted: Vec<String> = model.trim_matches(['[', ']']).split(", ").map(String::from).collect();
+            assert_eq!(cfg.rules[0].matcher.model.as_ref(), Some(&wanted));
+        }
+    }
+    let lines = |text: &str| load(text).unwrap_err().0.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let wrong = lines(&config("[1]", "{x: 1}"));
+    assert_eq!(wrong.len(), 2, "{wrong:#?}");
+    assert!(wrong[0].starts_with("c.yaml:1:") && wrong[0].contains("expected a version such as"), "{wrong:#?}");
+    assert!(wrong[1].contains("match.model: invalid type: map, expected a string or a list of strings"), "{wrong:#?}");
+    let inside = lines(&config("1", "[m, [n]]"));
+    assert!(inside[0].contains("match.model[1]: invalid type: sequence, expected a string"), "{inside:#?}");
+}
+
+#[test]
 fn autoscaling_entries_are_validated() {
     let base = "nodes: [{id: a, type: cloud, host: \"http://a\", max_concurrent: 10}]\nautoscaling:\n";
     let ok = format!(

@@ -143,13 +143,41 @@ pub struct PiiPatternConfig {
 }
 
 /// A config version as written: `"1.0"` or `1.0`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(untagged)]
 pub enum ConfigVersion {
     /// Written as a string.
     Text(String),
     /// Written as a number.
     Number(f64),
+}
+
+// Read by hand rather than as `#[serde(untagged)]`, which buffers the value
+// in serde's `Content` and tries each variant: the Worker's module would
+// carry that machinery for two small types, and its error names no type.
+impl<'de> Deserialize<'de> for ConfigVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Version;
+        impl serde::de::Visitor<'_> for Version {
+            type Value = ConfigVersion;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a version such as \"1.0\" or 1.0")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ConfigVersion::Text(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(ConfigVersion::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ConfigVersion::Number(v as f64))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(ConfigVersion::Number(v as f64))
+            }
+        }
+        deserializer.deserialize_any(Version)
+    }
 }
 
 impl std::fmt::Display for ConfigVersion {
@@ -445,13 +473,36 @@ pub struct MatchConfig {
 }
 
 /// A single string or a list of strings.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(untagged)]
 pub enum OneOrMany {
     /// One value.
     One(String),
     /// Several values; any may match.
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Strings;
+        impl<'de> serde::de::Visitor<'de> for Strings {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut many = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(one) = seq.next_element()? {
+                    many.push(one);
+                }
+                Ok(OneOrMany::Many(many))
+            }
+        }
+        deserializer.deserialize_any(Strings)
+    }
 }
 
 impl OneOrMany {

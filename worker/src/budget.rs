@@ -28,11 +28,51 @@ const BINDING: &str = "BUDGETS";
 /// How long a reservation holds when its settlement never comes.
 const RESERVATION_TTL_MS: u64 = 15 * 60 * 1000;
 
+/// A request to a ledger: `{"op":"reserve","day":…,"amount":…,"limit":…}`
+/// or `{"op":"settle","token":…,"day":…,"cost":…}`, read through [`Wire`].
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", try_from = "Wire")]
 enum Op {
     Reserve { day: u32, amount: f64, limit: f64 },
     Settle { token: u64, day: u32, cost: f64 },
+}
+
+/// An [`Op`] as read: its kind, and the fields of every kind. Deriving the
+/// reading of the tagged enum would buffer each value in serde's `Content`
+/// first, code that cost the upload about 9 KiB with the limiter's.
+#[derive(Deserialize)]
+struct Wire {
+    op: Kind,
+    day: Option<u32>,
+    amount: Option<f64>,
+    limit: Option<f64>,
+    token: Option<u64>,
+    cost: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Reserve,
+    Settle,
+}
+
+impl TryFrom<Wire> for Op {
+    type Error = &'static str;
+
+    fn try_from(w: Wire) -> Result<Self, Self::Error> {
+        let day = w.day.ok_or("`day` missing")?;
+        Ok(match w.op {
+            Kind::Reserve => Op::Reserve {
+                day,
+                amount: w.amount.ok_or("`amount` missing")?,
+                limit: w.limit.ok_or("`limit` missing")?,
+            },
+            Kind::Settle => {
+                Op::Settle { token: w.token.ok_or("`token` missing")?, day, cost: w.cost.ok_or("`cost` missing")? }
+            }
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]

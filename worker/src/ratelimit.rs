@@ -38,12 +38,51 @@ struct Bucket {
     tpm: Option<u64>,
 }
 
+/// A request to a limiter: `{"op":"reserve","scopes":[…],"tokens":…}`,
+/// `{"op":"settle","scopes":[…],"reserved":…,"used":…}` or
+/// `{"op":"refund","scopes":[…],"tokens":…}`, read through [`Wire`].
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", try_from = "Wire")]
 enum Op {
     Reserve { scopes: Vec<Bucket>, tokens: u64 },
     Settle { scopes: Vec<Bucket>, reserved: u64, used: u64 },
     Refund { scopes: Vec<Bucket>, tokens: u64 },
+}
+
+/// An [`Op`] as read: its kind, and the fields of every kind (as the
+/// budget ledger's: no `Content` buffering).
+#[derive(Deserialize)]
+struct Wire {
+    op: Kind,
+    scopes: Vec<Bucket>,
+    tokens: Option<u64>,
+    reserved: Option<u64>,
+    used: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Reserve,
+    Settle,
+    Refund,
+}
+
+impl TryFrom<Wire> for Op {
+    type Error = &'static str;
+
+    fn try_from(w: Wire) -> Result<Self, Self::Error> {
+        let scopes = w.scopes;
+        Ok(match w.op {
+            Kind::Reserve => Op::Reserve { scopes, tokens: w.tokens.ok_or("`tokens` missing")? },
+            Kind::Settle => Op::Settle {
+                scopes,
+                reserved: w.reserved.ok_or("`reserved` missing")?,
+                used: w.used.ok_or("`used` missing")?,
+            },
+            Kind::Refund => Op::Refund { scopes, tokens: w.tokens.ok_or("`tokens` missing")? },
+        })
+    }
 }
 
 /// The limits of one tenant and its keys, across every edge location.
