@@ -104,7 +104,7 @@ impl Entry {
 
     /// An entry [`to_json`](Self::to_json) wrote; `None` for anything else.
     pub fn from_json(text: &str) -> Option<Self> {
-        serde_json::from_str::<Json>(text).ok()?.try_into().ok()
+        serde_json::from_slice::<Json>(text.as_bytes()).ok()?.try_into().ok()
     }
 }
 

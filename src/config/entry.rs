@@ -40,7 +40,7 @@ impl RouterConfig {
     pub fn load_json(file: &str, text: &str) -> Result<Self, ConfigErrors> {
         // serde_json keeps the last of a key given twice in a map (`auth.tenants`, say); the
         // YAML reader refuses that, and so does this.
-        let raw = no_duplicate_keys(text).and_then(|()| serde_json::from_str::<ConfigFile>(text));
+        let raw = no_duplicate_keys(text).and_then(|()| serde_json::from_slice::<ConfigFile>(text.as_bytes()));
         let raw = raw.map_err(|e| {
             let message = e.to_string();
             // serde_json ends its messages with where; that is the error's position here.

@@ -174,7 +174,7 @@ pub fn no_duplicate_keys(text: &str) -> Result<(), serde_json::Error> {
         }
     }
 
-    let mut d = serde_json::Deserializer::from_str(text);
+    let mut d = serde_json::Deserializer::from_slice(text.as_bytes());
     Unique.deserialize(&mut d)?;
     d.end()
 }

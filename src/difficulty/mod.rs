@@ -45,7 +45,7 @@ impl Scorer {
     pub fn trained() -> &'static Scorer {
         static SCORER: OnceLock<Scorer> = OnceLock::new();
         SCORER.get_or_init(|| {
-            let scorer: Scorer = serde_json::from_str(include_str!("weights.json"))
+            let scorer: Scorer = serde_json::from_slice(include_bytes!("weights.json"))
                 .expect("src/difficulty/weights.json is the training script's output, checked by the tests");
             scorer
         })

@@ -105,7 +105,7 @@ impl DurableObject for BudgetLedger {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let op: Op = match req.json().await {
+        let op: Op = match from_json(req.bytes().await) {
             Ok(op) => op,
             Err(e) => return Response::error(format!("not a ledger operation: {e}"), 400),
         };
@@ -148,7 +148,15 @@ thread_local! {
 }
 
 async fn call(env: &Env, node: &str, op: &Op) -> worker::Result<Answer> {
-    ask_object(env, BINDING, node, op).await?.json().await
+    from_json(ask_object(env, BINDING, node, op).await?.bytes().await)
+}
+
+/// A JSON body, read by serde_json from its bytes. worker's own `json()`
+/// reads a request through JavaScript's parser and serde_wasm_bindgen, and a
+/// response through a `str` reader: each a second copy of serde's code for
+/// what the exchange and the config already read from bytes.
+pub fn from_json<T: serde::de::DeserializeOwned>(body: worker::Result<Vec<u8>>) -> worker::Result<T> {
+    Ok(serde_json::from_slice(&body?)?)
 }
 
 /// Sends `op` (as JSON) to the Durable Object of `binding` named `name`;

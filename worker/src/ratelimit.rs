@@ -23,6 +23,7 @@ use futures_util::future::{Either, select};
 use serde::{Deserialize, Serialize};
 use worker::{Delay, DurableObject, Env, Request, Response, State, durable_object};
 
+use crate::budget::from_json;
 use crate::later::Later;
 use crate::now_ms;
 
@@ -110,7 +111,7 @@ impl DurableObject for RateLimiter {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let op: Op = match req.json().await {
+        let op: Op = match from_json(req.bytes().await) {
             Ok(op) => op,
             Err(e) => return Response::error(format!("not a limiter operation: {e}"), 400),
         };
@@ -182,7 +183,7 @@ pub async fn reserve(env: &Env, id: u64, claim: LimitedRequest, timeout: std::ti
     let op = Op::Reserve { scopes: scopes.clone(), tokens: claim.tokens };
     let asked = async {
         match call(env, &claim.tenant, &op).await {
-            Ok(mut response) => response.json::<Fleet>().await,
+            Ok(mut response) => from_json::<Fleet>(response.bytes().await),
             Err(e) => Err(e),
         }
     };

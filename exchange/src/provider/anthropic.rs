@@ -26,7 +26,7 @@ pub fn request(openai: &Value) -> Value {
                 let mut blocks = content_blocks(&m["content"]);
                 for call in m["tool_calls"].as_array().map(Vec::as_slice).unwrap_or_default() {
                     let arguments = call["function"]["arguments"].as_str().unwrap_or("{}");
-                    let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
+                    let input: Value = serde_json::from_slice(arguments.as_bytes()).unwrap_or_else(|_| json!({}));
                     blocks.push(
                         json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": input}),
                     );

@@ -36,7 +36,8 @@ pub fn request(openai: &Value) -> Value {
                     if let Some(id) = call["id"].as_str() {
                         names.insert(id.to_string(), name.to_string());
                     }
-                    let args = call["function"]["arguments"].as_str().and_then(|a| serde_json::from_str(a).ok());
+                    let args =
+                        call["function"]["arguments"].as_str().and_then(|a| serde_json::from_slice(a.as_bytes()).ok());
                     p.push(json!({"functionCall": {"name": name, "args": args.unwrap_or_else(|| json!({}))}}));
                 }
                 push(&mut contents, "model", p);
@@ -49,7 +50,7 @@ pub fn request(openai: &Value) -> Value {
                     other => parts(other).iter().filter_map(|p| p["text"].as_str()).collect(),
                 };
                 // The response must be an object: JSON that is one stays itself.
-                let response = serde_json::from_str::<Value>(&text)
+                let response = serde_json::from_slice::<Value>(text.as_bytes())
                     .ok()
                     .filter(Value::is_object)
                     .unwrap_or_else(|| json!({"result": text}));

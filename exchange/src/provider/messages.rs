@@ -155,7 +155,7 @@ fn message(c: &Value) -> Value {
     for call in choice["message"]["tool_calls"].as_array().map(Vec::as_slice).unwrap_or_default() {
         let input: Value = call["function"]["arguments"]
             .as_str()
-            .and_then(|a| serde_json::from_str(a).ok())
+            .and_then(|a| serde_json::from_slice(a.as_bytes()).ok())
             .unwrap_or_else(|| json!({}));
         content.push(json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": input}));
     }

@@ -332,7 +332,7 @@ impl Transform for Translate {
 /// `None` data when it has none or it is not JSON.
 fn parse_event(event: &[u8]) -> (Option<String>, Option<Value>) {
     let (name, data) = event_text(event);
-    (name, serde_json::from_str(&data).ok())
+    (name, serde_json::from_slice(data.as_bytes()).ok())
 }
 
 /// An SSE event's name and its `data:` lines, joined with newlines.
