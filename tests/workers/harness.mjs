@@ -16,9 +16,10 @@ const COMPATIBILITY_DATE = WRANGLER.match(/^compatibility_date\s*=\s*"([^"]+)"/m
  * Starts the Worker as `wrangler deploy` would upload it. `config` (text) goes in KV.
  * With `logs` (an array), the lines workerd prints on stdout and stderr (the
  * Worker's console: `console.error` goes to stderr) are pushed to it rather
- * than printed.
+ * than printed. With `persist` (a folder), Durable Objects' storage is kept
+ * there, so that a second Worker started on it finds what the first stored.
  */
-export async function startWorker({ config, bindings = {}, logs } = {}) {
+export async function startWorker({ config, bindings = {}, logs, persist } = {}) {
   if (!existsSync(DIST + "entry.js")) {
     throw new Error("dist/entry.js is missing: run scripts/test.sh, or npx wrangler deploy --dry-run --outdir dist");
   }
@@ -37,6 +38,7 @@ export async function startWorker({ config, bindings = {}, logs } = {}) {
     compatibilityDate: COMPATIBILITY_DATE,
     kvNamespaces: ["CONFIG"],
     durableObjects: { BUDGETS: "BudgetLedger", RATE_LIMITS: "RateLimiter" },
+    ...(persist === undefined ? {} : { durableObjectsPersist: persist }),
     bindings: { CONFIG_REFRESH_SECONDS: "0", ...bindings },
   });
   await mf.ready;

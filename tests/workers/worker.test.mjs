@@ -5,6 +5,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import net from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { scriptedOrigin, send, startWorker } from "./harness.mjs";
 
 const chat = (extra = {}) =>
@@ -128,6 +131,33 @@ test("a daily budget spent at another edge location is enforced here (BudgetLedg
     await mf.dispose();
     a.close();
     b.close();
+  }
+});
+
+test("a ledger outlives its object: spending, open reservations and tokens are read back from storage", async () => {
+  const persist = mkdtempSync(join(tmpdir(), "edge-ledger-"));
+  const day = Math.floor(Date.now() / 86_400_000);
+  try {
+    const first = await startWorker({ persist });
+    try {
+      const ledger = await ledgerOf(first, "a");
+      const settled = await ledger({ op: "reserve", day, amount: 2.5, limit: 1e9 });
+      assert.equal((await ledger({ op: "settle", token: settled.token, day, cost: 1.25 })).spent, 1.25);
+      assert.equal((await ledger({ op: "reserve", day, amount: 3, limit: 1e9 })).token, 2, "left open");
+    } finally {
+      await first.dispose();
+    }
+    const second = await startWorker({ persist });
+    try {
+      const ledger = await ledgerOf(second, "a");
+      // 1.25 spent and 3 held: 0.5 more fits under 4.75, and takes the next token.
+      assert.deepEqual(await ledger({ op: "reserve", day, amount: 0.5, limit: 4.75 }), { token: 3, spent: 1.25 });
+      assert.deepEqual(await ledger({ op: "reserve", day, amount: 0.01, limit: 4.75 }), { token: null, spent: 1.25 });
+    } finally {
+      await second.dispose();
+    }
+  } finally {
+    rmSync(persist, { recursive: true, force: true });
   }
 });
 

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use origin_fallback::{Ledger, Reserved};
 use serde::{Deserialize, Serialize};
-use worker::{DurableObject, Env, Request, Response, State, durable_object};
+use worker::{DurableObject, Env, Request, Response, State, Storage, durable_object};
 
 use crate::later::Later;
 use crate::now_ms;
@@ -92,6 +92,27 @@ struct Stored {
     last_token: u64,
 }
 
+/// The key the ledger is stored under.
+const LEDGER: &str = "ledger";
+
+/// The stored ledger, or an empty one. It is stored as an object
+/// (`{day, spent, open, last_token}`), converted through JSON text: worker's
+/// `get` and `put` convert with serde_wasm_bindgen, a second copy of serde's
+/// code for one small type.
+async fn load(storage: &Storage) -> worker::Result<Stored> {
+    let found = storage.get_multiple(vec![LEDGER]).await?.get(&LEDGER.into());
+    if found.is_undefined() {
+        return Ok(Stored::default());
+    }
+    let text = String::from(worker::js_sys::JSON::stringify(&found)?);
+    Ok(serde_json::from_slice(text.as_bytes())?)
+}
+
+/// Stores `stored` as [`load`] reads it.
+async fn save(storage: &Storage, stored: &Stored) -> worker::Result<()> {
+    storage.put_raw(LEDGER, worker::js_sys::JSON::parse(&serde_json::to_string(stored)?)?).await
+}
+
 /// One node's spending across every edge location.
 #[durable_object(fetch)]
 pub struct BudgetLedger {
@@ -110,7 +131,7 @@ impl DurableObject for BudgetLedger {
             Err(e) => return Response::error(format!("not a ledger operation: {e}"), 400),
         };
         if self.ledger.borrow().is_none() {
-            let stored: Stored = self.state.storage().get("ledger").await?.unwrap_or_default();
+            let stored = load(&self.state.storage()).await?;
             let loaded =
                 Ledger { day: stored.day, spent: stored.spent, open: stored.open, last_token: stored.last_token };
             self.ledger.borrow_mut().get_or_insert(loaded);
@@ -137,7 +158,7 @@ impl DurableObject for BudgetLedger {
             (answer, stored)
         };
         // Durable Objects hold the answer until the write is durable (output gate).
-        self.state.storage().put("ledger", stored).await?;
+        save(&self.state.storage(), &stored).await?;
         Response::from_json(&answer)
     }
 }
