@@ -3,10 +3,11 @@
 //!
 //! The two fields have different grammars. `Cache-Control` is the lenient
 //! list of RFC 9111 §5.2. `CDN-Cache-Control` is a Structured Field
-//! Dictionary (RFC 9213 §2.1, RFC 9651 §3.2), parsed with the `sfv` crate:
-//! a value that does not parse as one is ignored whole, never half used.
+//! Dictionary (RFC 9213 §2.1, RFC 9651 §3.2), parsed by [`structured`]: a
+//! value that does not parse as one is ignored whole, never half used.
 
 use crate::fields::{DELTA_SECONDS_MAX, delta_seconds};
+use crate::structured::{self, Value};
 
 /// The directives a shared cache acts on. Unknown directives are ignored
 /// (RFC 9111 §5.2.3).
@@ -99,21 +100,16 @@ impl Directives {
         if !any {
             return None;
         }
-        let dictionary = sfv::Parser::new(&combined).parse_dictionary().ok()?;
         let mut d = Self::default();
-        for (key, entry) in &dictionary {
-            let item = match entry {
-                sfv::ListEntry::Item(item) => Some(&item.bare_item),
-                sfv::ListEntry::InnerList(_) => None,
-            };
-            let seconds = || match item {
-                Some(sfv::BareItem::Integer(n)) => u64::try_from(i64::from(*n)).ok().map(|n| n.min(DELTA_SECONDS_MAX)),
+        for (key, value) in structured::dictionary(&combined)? {
+            let seconds = match value {
+                Value::Integer(n) => u64::try_from(n).ok().map(|n| n.min(DELTA_SECONDS_MAX)),
                 _ => None,
             };
             // A bare key is the Boolean true; `?0` turns a flag off (and
             // `no-cache="field"`, a String, means no-cache as any value but `?0`).
-            let flag = !matches!(item, Some(sfv::BareItem::Boolean(false)));
-            d.set(key.as_str(), flag, seconds());
+            // A key given twice: the later value wins, as in a Dictionary.
+            d.set(key, value != Value::Boolean(false), seconds);
         }
         Some(d)
     }

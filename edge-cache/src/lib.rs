@@ -10,6 +10,7 @@
 //! - [`directives`]: `Cache-Control` and `CDN-Cache-Control` parsing.
 //! - [`fields`]: HTTP dates (the one parser), delta-seconds, `Age`, `Retry-After`.
 //! - [`store`]: the store trait and a byte-bounded LRU memory store.
+//! - [`structured`]: Structured Field Dictionaries (RFC 9651), as `CDN-Cache-Control` needs them.
 
 pub mod ai;
 pub mod conditional;
@@ -17,6 +18,7 @@ pub mod directives;
 pub mod fields;
 pub mod http;
 pub mod store;
+pub mod structured;
 
 #[cfg(test)]
 mod test_support;
