@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the Worker exactly as `npx wrangler deploy` would upload it, into
 # dist/ (`wrangler deploy --dry-run`), and fails if the compressed upload is
-# over the budget: 480 KiB, a guard against growth (Cloudflare's free plan
-# allows 3 MiB; issue 24 aims at 400 KiB; 437 KiB on 2026-12-06).
+# over the budget: 400 KiB, issue 24's goal, kept as a guard against growth
+# (Cloudflare's free plan allows 3 MiB; 398 KiB on 2026-12-06). Where the
+# upload goes, and what was tried: bench/README.md.
 # Prints `worker-upload-gzip-kib N` for bench/ to read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUDGET_KIB=480
+BUDGET_KIB=400
 bash scripts/worker-tools.sh
 rm -rf dist
 out=$(WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
@@ -16,6 +17,7 @@ echo "$line"
 gzip_kib=$(sed -E 's/.*gzip: ([0-9.]+) KiB.*/\1/' <<<"$line")
 echo "worker-upload-gzip-kib $gzip_kib"
 if ! awk -v size="$gzip_kib" -v budget="$BUDGET_KIB" 'BEGIN { exit !(size <= budget) }'; then
-  echo "worker-bundle: the compressed upload is ${gzip_kib} KiB, over the ${BUDGET_KIB} KiB budget" >&2
+  echo "worker-bundle: the compressed upload is ${gzip_kib} KiB, over the ${BUDGET_KIB} KiB budget" \
+    "(bench/README.md says where it goes and what shrank it)" >&2
   exit 1
 fi

@@ -192,7 +192,7 @@ pub async fn ask_object(env: &Env, binding: &str, name: &str, op: &impl Serializ
     let request = worker::web_sys::Request::new_with_str_and_init("https://object.invalid/", &init)?;
     let mut response = stub.fetch_with_request(Request::from(request)).await?;
     if response.status_code() != 200 {
-        let text = response.text().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&response.bytes().await.unwrap_or_default()).into_owned();
         return Err(worker::Error::RustError(format!("{binding} answered {}: {text}", response.status_code())));
     }
     Ok(response)
