@@ -12,11 +12,10 @@
 use std::sync::Arc;
 
 use edge_router::RouterConfig;
-use edge_router::error::{headers, refusal_reason};
+use edge_router::error::refusal_reason;
 use edge_router::facts::{BodyFacts, Endpoint};
-use edge_router::wire::{BearerToken, Difficulty, Usage};
+use edge_router::wire::{BearerToken, Difficulty, Usage, names};
 use http::{HeaderMap, StatusCode};
-use serde::Serialize;
 
 /// The `error.type` of an answer the router or a host gave itself, as a
 /// response extension ([`crate::answer::respond`] sets it): what a record
@@ -103,8 +102,7 @@ impl Begun {
 }
 
 /// How the response's body ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// It went through whole.
     Complete,
@@ -114,17 +112,15 @@ pub enum Outcome {
     ClientGone,
 }
 
-/// One request, as the access log writes it (see `docs/operations.md`).
-#[derive(Debug, Clone, Serialize)]
+/// One request, as the access log writes it (see `docs/operations.md`;
+/// [`Record::write_json`] writes it).
+#[derive(Debug, Clone)]
 pub struct Record {
-    /// The request's id; written as 16 hex digits, as `x-request-id`.
-    #[serde(rename = "request_id", serialize_with = "hex_id")]
+    /// The request's id; written as `request_id`, 16 hex digits, as `x-request-id`.
     pub id: u64,
     /// When the request arrived, in milliseconds since the Unix epoch;
-    /// written as RFC 3339 in UTC with milliseconds.
-    #[serde(rename = "time", serialize_with = "rfc3339")]
+    /// written as `time`, RFC 3339 in UTC with milliseconds.
     pub start_ms: u64,
-    #[serde(serialize_with = "shared_text")]
     pub tenant: Option<Arc<str>>,
     /// The client's country, `XX` when unknown.
     pub country: String,
@@ -139,21 +135,19 @@ pub struct Record {
     /// The model the node was asked for: the rewrite, else the requested one.
     pub served_model: Option<String>,
     /// The difficulty score that chose the served model's size
-    /// (`model_routing.strategy: learned`), 0 to 1.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// (`model_routing.strategy: learned`), 0 to 1; left out when `None`.
     pub difficulty: Option<f64>,
-    /// Its tenth of recent traffic, 1 (easiest) to 10 (hardest).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its tenth of recent traffic, 1 (easiest) to 10 (hardest); left out
+    /// when `None`.
     pub difficulty_band: Option<u8>,
     pub status: u16,
     /// `HIT`, `MISS`, `STALE`, `BYPASS` or `REVALIDATED`.
     pub cache: String,
     /// The personal values found in the request, by kind (`{"email": 2}`),
-    /// for a node whose `pii` policy looks; never the values.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// for a node whose `pii` policy looks; never the values. Left out when `None`.
     pub pii: Option<std::collections::BTreeMap<String, u32>>,
-    /// What the policy did with them: `pseudonymize`, `redact` or `block`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What the policy did with them: `pseudonymize`, `redact` or `block`;
+    /// left out when `None`.
     pub pii_mode: Option<&'static str>,
     /// Why the router refused or failed the request (`geofence`, `residency`,
     /// `auth`, `budget`, `capacity`, `rate`, or the error's type).
@@ -167,7 +161,7 @@ pub struct Record {
     /// Milliseconds from the request's arrival to the body's end.
     pub duration_ms: u64,
     pub outcome: Option<Outcome>,
-    #[serde(skip)]
+    /// Not written.
     pub endpoint: Option<Endpoint>,
 }
 
@@ -185,8 +179,8 @@ impl Record {
     ) -> Self {
         let kind = extensions.get::<ErrorKind>().copied();
         let pii = extensions.get::<PiiFound>();
-        let text = |name: &str| fields.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let rewritten = text(headers::MODEL);
+        let text = |name: &http::HeaderName| fields.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let rewritten = text(&names::MODEL);
         let (rewritten, difficulty) = match rewritten.as_deref().map(Difficulty::parse_header) {
             Some((model, difficulty)) => (Some(model.to_string()), difficulty),
             None => (None, None),
@@ -195,18 +189,18 @@ impl Record {
             id: begun.id,
             start_ms: begun.start_ms,
             tenant: begun.tenant,
-            country: text(headers::COUNTRY).unwrap_or_else(|| "XX".into()),
+            country: text(&names::COUNTRY).unwrap_or_else(|| "XX".into()),
             method: begun.method.as_str().to_string(),
             path: begun.path,
-            rule: text(headers::RULE).unwrap_or_else(|| "-".into()),
-            node: text(headers::NODE).unwrap_or_else(|| "-".into()),
-            attempts: text(headers::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0),
+            rule: text(&names::RULE).unwrap_or_else(|| "-".into()),
+            node: text(&names::NODE).unwrap_or_else(|| "-".into()),
+            attempts: text(&names::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0),
             served_model: rewritten.or_else(|| begun.requested_model.clone()),
             difficulty: difficulty.map(|d| f64::from(d.score_milli) / 1000.0),
             difficulty_band: difficulty.map(|d| d.band),
             requested_model: begun.requested_model,
             status: status.as_u16(),
-            cache: text(headers::CACHE).unwrap_or_else(|| "BYPASS".into()),
+            cache: text(&names::CACHE).unwrap_or_else(|| "BYPASS".into()),
             pii: pii.map(|p| p.found.clone()),
             pii_mode: pii.map(|p| p.mode),
             refusal: kind.filter(|_| status.as_u16() >= 400).map(|k| refusal_reason(k.0)),
@@ -242,7 +236,68 @@ impl Record {
 
     /// The access log's line (no newline).
     pub fn json_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut line = Vec::with_capacity(512);
+        self.write_json(&mut line);
+        // Only whole UTF-8 texts and ASCII are written.
+        String::from_utf8(line).unwrap_or_default()
+    }
+
+    /// Appends the access log's line (no newline) to `out`: one JSON object,
+    /// its fields in a fixed order. Written by hand rather than derived: the
+    /// edge box writes one per request, and serde's writer took about 6,000
+    /// instructions for it (callgrind), most of them per string written.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = Fields { out, first: true };
+        w.text("request_id", std::str::from_utf8(&request_id_hex(self.id)).ok());
+        w.text("time", std::str::from_utf8(&rfc3339_bytes(self.start_ms)).ok());
+        w.text("tenant", self.tenant.as_deref());
+        w.text("country", Some(&self.country));
+        w.text("method", Some(&self.method));
+        w.text("path", Some(&self.path));
+        w.text("rule", Some(&self.rule));
+        w.text("node", Some(&self.node));
+        w.number("attempts", Some(self.attempts.into()));
+        w.text("requested_model", self.requested_model.as_deref());
+        w.text("served_model", self.served_model.as_deref());
+        if self.difficulty.is_some() {
+            w.float("difficulty", self.difficulty);
+        }
+        if let Some(band) = self.difficulty_band {
+            w.number("difficulty_band", Some(band.into()));
+        }
+        w.number("status", Some(self.status.into()));
+        w.text("cache", Some(&self.cache));
+        if let Some(found) = &self.pii {
+            w.key("pii");
+            w.out.push(b'{');
+            for (i, (kind, count)) in found.iter().enumerate() {
+                if i > 0 {
+                    w.out.push(b',');
+                }
+                json_string(w.out, kind);
+                w.out.push(b':');
+                decimal(w.out, (*count).into());
+            }
+            w.out.push(b'}');
+        }
+        if self.pii_mode.is_some() {
+            w.text("pii_mode", self.pii_mode);
+        }
+        w.text("refusal", self.refusal);
+        w.number("tokens_in", self.tokens_in);
+        w.number("tokens_out", self.tokens_out);
+        w.float("cost", self.cost);
+        w.number("ttfb_ms", Some(self.ttfb_ms));
+        w.number("duration_ms", Some(self.duration_ms));
+        w.text(
+            "outcome",
+            self.outcome.map(|o| match o {
+                Outcome::Complete => "complete",
+                Outcome::Broken => "broken",
+                Outcome::ClientGone => "client_gone",
+            }),
+        );
+        w.out.push(b'}');
     }
 
     /// The OpenTelemetry `gen_ai.operation.name` of the request, if it is an
@@ -279,22 +334,113 @@ impl Record {
     }
 }
 
-fn hex_id<S: serde::Serializer>(id: &u64, to: S) -> Result<S::Ok, S::Error> {
-    // As `request_id_text`, without allocating.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `id` as 16 lower-case hex digits, as `request_id_text` writes it,
+/// without allocating.
+fn request_id_hex(id: u64) -> [u8; 16] {
     let mut out = [0u8; 16];
     for (i, b) in out.iter_mut().enumerate() {
         *b = HEX[((id >> (60 - 4 * i)) & 0xf) as usize];
     }
-    to.serialize_str(std::str::from_utf8(&out).unwrap_or_default())
+    out
 }
 
-fn rfc3339<S: serde::Serializer>(ms: &u64, to: S) -> Result<S::Ok, S::Error> {
-    to.serialize_str(std::str::from_utf8(&rfc3339_bytes(*ms)).unwrap_or_default())
+/// A JSON object being written, a field at a time.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
 }
 
-fn shared_text<S: serde::Serializer>(text: &Option<Arc<str>>, to: S) -> Result<S::Ok, S::Error> {
-    text.as_deref().serialize(to)
+impl Fields<'_> {
+    /// `key` is one of this file's field names: nothing in it to escape.
+    fn key(&mut self, key: &str) {
+        self.out.extend_from_slice(if self.first { b"{\"" } else { b",\"" });
+        self.first = false;
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn text(&mut self, key: &str, value: Option<&str>) {
+        self.key(key);
+        match value {
+            Some(value) => json_string(self.out, value),
+            None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn number(&mut self, key: &str, value: Option<u64>) {
+        self.key(key);
+        match value {
+            Some(value) => decimal(self.out, value),
+            None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// A float as serde_json writes it (shortest, `null` when not finite).
+    fn float(&mut self, key: &str, value: Option<f64>) {
+        self.key(key);
+        if serde_json::to_writer(&mut *self.out, &value.filter(|v| v.is_finite())).is_err() {
+            self.out.extend_from_slice(b"null");
+        }
+    }
+}
+
+/// `value` in decimal digits.
+fn decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes: `"`, `\\`, and
+/// the control characters (`\n`, `\r`, `\t`, `\b`, `\f`, else `\u00xx`).
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    /// The bytes JSON escapes: the control characters, `"` and `\`.
+    const ESCAPED: [bool; 256] = {
+        let mut escaped = [false; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            escaped[b] = true;
+            b += 1;
+        }
+        escaped[b'"' as usize] = true;
+        escaped[b'\\' as usize] = true;
+        escaped
+    };
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut plain = 0;
+    while let Some(at) = bytes[plain..].iter().position(|&b| ESCAPED[usize::from(b)]) {
+        let i = plain + at;
+        out.extend_from_slice(&bytes[plain..i]);
+        plain = i + 1;
+        let b = bytes[i];
+        let short = match b {
+            b'"' | b'\\' => b,
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            _ => {
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+                continue;
+            }
+        };
+        out.extend_from_slice(&[b'\\', short]);
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
 }
 
 /// Whether request `id` is among the `share` of requests the access log
@@ -452,6 +598,118 @@ mod tests {
         let r = Record::at_head(begun, StatusCode::OK, &HeaderMap::new(), &http::Extensions::new(), 0);
         let line: serde_json::Value = serde_json::from_str(&r.json_line()).expect("JSON");
         assert_eq!(line["request_id"], edge_router::error::request_id_text(0x0123_4567_89ab_cdef));
+    }
+
+    /// The line as serde_json writes the same fields, in the same order
+    /// (the workspace's serde_json keeps the order of insertion).
+    fn by_serde(r: &Record) -> String {
+        use serde_json::{Value, json};
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.into(), v);
+        };
+        put("request_id", json!(edge_router::error::request_id_text(r.id)));
+        put("time", json!(rfc3339_ms(r.start_ms)));
+        put("tenant", json!(r.tenant.as_deref()));
+        put("country", json!(r.country));
+        put("method", json!(r.method));
+        put("path", json!(r.path));
+        put("rule", json!(r.rule));
+        put("node", json!(r.node));
+        put("attempts", json!(r.attempts));
+        put("requested_model", json!(r.requested_model));
+        put("served_model", json!(r.served_model));
+        if let Some(d) = r.difficulty {
+            put("difficulty", json!(d));
+        }
+        if let Some(b) = r.difficulty_band {
+            put("difficulty_band", json!(b));
+        }
+        put("status", json!(r.status));
+        put("cache", json!(r.cache));
+        if let Some(p) = &r.pii {
+            put("pii", json!(p));
+        }
+        if let Some(p) = r.pii_mode {
+            put("pii_mode", json!(p));
+        }
+        put("refusal", json!(r.refusal));
+        put("tokens_in", json!(r.tokens_in));
+        put("tokens_out", json!(r.tokens_out));
+        put("cost", json!(r.cost));
+        put("ttfb_ms", json!(r.ttfb_ms));
+        put("duration_ms", json!(r.duration_ms));
+        let outcome = r.outcome.map(|o| match o {
+            Outcome::Complete => "complete",
+            Outcome::Broken => "broken",
+            Outcome::ClientGone => "client_gone",
+        });
+        put("outcome", json!(outcome));
+        serde_json::to_string(&m).expect("a map of values")
+    }
+
+    /// Texts dense with what JSON escapes, and any text.
+    const TEXT: &str = "(?s)[\"\\\\\\x00-\\x1f\\x7f a-z0-9é€😀]{0,12}|.{0,8}";
+
+    proptest::proptest! {
+        /// Every field, with any text (quotes, backslashes, control
+        /// characters, any Unicode), any number and every absence, is
+        /// written byte for byte as serde_json writes it.
+        #[test]
+        fn a_line_is_what_serde_json_writes(
+            id: u64,
+            start_ms in 0u64..253_402_300_799_999,
+            texts in proptest::array::uniform6(TEXT),
+            models in (proptest::option::of(TEXT), proptest::option::of(TEXT)),
+            numbers: (u32, u16, Option<u64>, Option<u64>, u64, u64),
+            floats in (proptest::option::of(proptest::num::f64::ANY), proptest::option::of(0.0f64..1e12)),
+            band: Option<u8>,
+            pii in proptest::option::of(proptest::collection::btree_map(TEXT, proptest::num::u32::ANY, 0..3)),
+            picks in (0usize..4, 0usize..5, 0usize..3, proptest::bool::ANY),
+        ) {
+            let [tenant, country, method, path, rule, node] = texts;
+            let r = Record {
+                id,
+                start_ms,
+                tenant: picks.3.then(|| tenant.into()),
+                country,
+                method,
+                path,
+                rule,
+                node: node.clone(),
+                attempts: numbers.0,
+                requested_model: models.0,
+                served_model: models.1,
+                difficulty: floats.0,
+                difficulty_band: band,
+                status: numbers.1,
+                cache: node,
+                pii,
+                pii_mode: [None, Some("pseudonymize"), Some("redact"), Some("block")][picks.0],
+                refusal: [None, Some("geofence"), Some("pii"), Some("auth"), Some("rate")][picks.1],
+                tokens_in: numbers.2,
+                tokens_out: numbers.3,
+                cost: floats.1,
+                ttfb_ms: numbers.4,
+                duration_ms: numbers.5,
+                outcome: [None, Some(Outcome::Complete), Some(Outcome::ClientGone)][picks.2],
+                endpoint: None,
+            };
+            proptest::prop_assert_eq!(r.json_line(), by_serde(&r));
+        }
+    }
+
+    #[test]
+    fn control_characters_and_quotes_are_escaped_as_serde_json_escapes_them() {
+        let mut begun = Begun::new(7, 0, &http::Method::GET, "/");
+        begun.endpoint = Some(Endpoint::Other);
+        let mut r = Record::at_head(begun, StatusCode::OK, &HeaderMap::new(), &http::Extensions::new(), 0);
+        r.path = "/a\"b\\c\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}é€😀".into();
+        r.outcome = Some(Outcome::Broken);
+        r.difficulty = Some(f64::NAN);
+        assert_eq!(r.json_line(), by_serde(&r));
+        let path = "\"path\":\"/a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\u{7f}é€😀\"";
+        assert!(r.json_line().contains(path), "{}", r.json_line());
     }
 
     #[test]

@@ -169,8 +169,9 @@ pub struct Window {
 
 /// The names of the explanation's headers, made at compile time: made from
 /// a `&str` at run time, each would be checked byte by byte on every
-/// response (about 150 instructions a name, by callgrind).
-mod names {
+/// response (about 150 instructions a name, by callgrind). Hosts that read
+/// the explanation back (the access log's record) look them up by these too.
+pub mod names {
     use crate::error::headers;
     use http::HeaderName;
 

@@ -107,9 +107,7 @@ impl AccessLog {
     pub(super) fn write(&self, record: &Record) -> bool {
         LINE.with_borrow_mut(|line| {
             line.clear();
-            if serde_json::to_writer(&mut *line, record).is_err() {
-                return true;
-            }
+            record.write_json(line);
             line.push(b'\n');
             self.shared.lines.with(|lines| {
                 let mut lines = lock(lines);
