@@ -112,6 +112,17 @@ pub enum Outcome {
     ClientGone,
 }
 
+impl Outcome {
+    /// As the access log writes it: `complete`, `broken` or `client_gone`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Broken => "broken",
+            Outcome::ClientGone => "client_gone",
+        }
+    }
+}
+
 /// One request, as the access log writes it (see `docs/operations.md`;
 /// [`Record::write_json`] writes it).
 #[derive(Debug, Clone)]
@@ -289,14 +300,7 @@ impl Record {
         w.float("cost", self.cost);
         w.number("ttfb_ms", Some(self.ttfb_ms));
         w.number("duration_ms", Some(self.duration_ms));
-        w.text(
-            "outcome",
-            self.outcome.map(|o| match o {
-                Outcome::Complete => "complete",
-                Outcome::Broken => "broken",
-                Outcome::ClientGone => "client_gone",
-            }),
-        );
+        w.text("outcome", self.outcome.map(Outcome::as_str));
         w.out.push(b'}');
     }
 
@@ -639,12 +643,7 @@ mod tests {
         put("cost", json!(r.cost));
         put("ttfb_ms", json!(r.ttfb_ms));
         put("duration_ms", json!(r.duration_ms));
-        let outcome = r.outcome.map(|o| match o {
-            Outcome::Complete => "complete",
-            Outcome::Broken => "broken",
-            Outcome::ClientGone => "client_gone",
-        });
-        put("outcome", json!(outcome));
+        put("outcome", json!(r.outcome.map(Outcome::as_str)));
         serde_json::to_string(&m).expect("a map of values")
     }
 
