@@ -305,8 +305,9 @@ impl Difficulty {
     }
 }
 
-/// A decimal such as `0.412` or `1` in thousandths, rounded half up after
-/// the third decimal; `None` unless it is digits with at most one point.
+/// A decimal from 0 to 1 such as `0.412` or `1` in thousandths, rounded
+/// half up after the third decimal; `None` unless it is digits with at most
+/// one point, and at most 1.
 /// Read with integers: a float parser would bring the standard library's
 /// tables (about 10 KiB compressed) into the Worker for this one header.
 fn thousandths(text: &str) -> Option<u16> {
@@ -316,7 +317,8 @@ fn thousandths(text: &str) -> Option<u16> {
         return None;
     }
     let whole = whole.trim_start_matches('0');
-    if whole.len() > 1 {
+    // More than 1 is refused before rounding: `1.0004` is not 1.
+    if whole.len() > 1 || (whole == "1" && fraction.bytes().any(|b| b != b'0')) {
         return None;
     }
     let mut milli = u16::from(whole.bytes().next().map_or(0, |b| b - b'0')) * 1000;
@@ -510,10 +512,35 @@ mod tests {
     fn scores_are_decimals_from_0_to_1_in_thousandths() {
         let read =
             |score: &str| Difficulty::parse_header(&format!("m; score={score}; band=3")).1.map(|d| d.score_milli);
-        for (score, milli) in [("1", 1000), ("0", 0), ("0.5", 500), ("00.25", 250), ("0.4125", 413), ("0.41249", 412)] {
+        for (score, milli) in [
+            ("1", 1000),
+            ("1.000", 1000),
+            ("0", 0),
+            ("0.5", 500),
+            ("00.25", 250),
+            ("0.4125", 413),
+            ("0.41249", 412),
+            ("0.9995", 1000),
+        ] {
             assert_eq!(read(score), Some(milli), "{score}");
         }
-        for bad in ["1.0005", "2", "-0.1", "", ".", ".5", "0.", "0.5.1", "1e-3", "0x1", "٣", "99999999999999999999"] {
+        for bad in [
+            "1.0005",
+            "1.0004",
+            "1.001",
+            "2",
+            "-0.1",
+            "+0.5",
+            "",
+            ".",
+            ".5",
+            "0.",
+            "0.5.1",
+            "1e-3",
+            "0x1",
+            "٣",
+            "99999999999999999999",
+        ] {
             assert_eq!(read(bad), None, "{bad}");
         }
         assert_eq!(Difficulty::parse_header("m; score=0.5; band=11").1, None);

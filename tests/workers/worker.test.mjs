@@ -144,6 +144,16 @@ test("a ledger outlives its object: spending, open reservations and tokens are r
       const settled = await ledger({ op: "reserve", day, amount: 2.5, limit: 1e9 });
       assert.equal((await ledger({ op: "settle", token: settled.token, day, cost: 1.25 })).spent, 1.25);
       assert.equal((await ledger({ op: "reserve", day, amount: 3, limit: 1e9 })).token, 2, "left open");
+      // A cost whose shortest decimal takes 17 digits comes through exactly.
+      const exact = await ledgerOf(first, "c");
+      const { token } = await exact({ op: "reserve", day, amount: 0, limit: 1e9 });
+      assert.equal((await exact({ op: "settle", token, day, cost: 37.019999999999996 })).spent, 37.019999999999996);
+      // A node whose spending overflowed to infinity (an absurd price).
+      const absurd = await ledgerOf(first, "b");
+      for (let i = 0; i < 2; i++) {
+        const { token } = await absurd({ op: "reserve", day, amount: 0, limit: 1.7e308 });
+        await absurd({ op: "settle", token, day, cost: 1e308 });
+      }
     } finally {
       await first.dispose();
     }
@@ -153,6 +163,10 @@ test("a ledger outlives its object: spending, open reservations and tokens are r
       // 1.25 spent and 3 held: 0.5 more fits under 4.75, and takes the next token.
       assert.deepEqual(await ledger({ op: "reserve", day, amount: 0.5, limit: 4.75 }), { token: 3, spent: 1.25 });
       assert.deepEqual(await ledger({ op: "reserve", day, amount: 0.01, limit: 4.75 }), { token: null, spent: 1.25 });
+      assert.equal((await (await ledgerOf(second, "c"))({ op: "reserve", day, amount: 0, limit: 1e9 })).spent, 37.019999999999996);
+      // Read back too (stored as a number, not as JSON's null): over any limit.
+      const absurd = await ledgerOf(second, "b");
+      assert.equal((await absurd({ op: "reserve", day, amount: 0, limit: 1e300 })).token, null);
     } finally {
       await second.dispose();
     }

@@ -16,6 +16,8 @@ use std::collections::HashMap;
 
 use origin_fallback::{Ledger, Reserved};
 use serde::{Deserialize, Serialize};
+use worker::js_sys::{Array, Object, Reflect};
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{DurableObject, Env, Request, Response, State, Storage, durable_object};
 
 use crate::later::Later;
@@ -29,49 +31,39 @@ const BINDING: &str = "BUDGETS";
 const RESERVATION_TTL_MS: u64 = 15 * 60 * 1000;
 
 /// A request to a ledger: `{"op":"reserve","day":…,"amount":…,"limit":…}`
-/// or `{"op":"settle","token":…,"day":…,"cost":…}`, read through [`Wire`].
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", try_from = "Wire")]
+/// or `{"op":"settle","token":…,"day":…,"cost":…}` ([`Op::read`]).
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 enum Op {
     Reserve { day: u32, amount: f64, limit: f64 },
     Settle { token: u64, day: u32, cost: f64 },
 }
 
-/// An [`Op`] as read: its kind, and the fields of every kind. Deriving the
-/// reading of the tagged enum would buffer each value in serde's `Content`
-/// first, code that cost the upload about 9 KiB with the limiter's.
-#[derive(Deserialize)]
-struct Wire {
-    op: Kind,
-    day: Option<u32>,
-    amount: Option<f64>,
-    limit: Option<f64>,
-    token: Option<u64>,
-    cost: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Kind {
-    Reserve,
-    Settle,
-}
-
-impl TryFrom<Wire> for Op {
-    type Error = &'static str;
-
-    fn try_from(w: Wire) -> Result<Self, Self::Error> {
-        let day = w.day.ok_or("`day` missing")?;
-        Ok(match w.op {
-            Kind::Reserve => Op::Reserve {
-                day,
-                amount: w.amount.ok_or("`amount` missing")?,
-                limit: w.limit.ok_or("`limit` missing")?,
-            },
-            Kind::Settle => {
-                Op::Settle { token: w.token.ok_or("`token` missing")?, day, cost: w.cost.ok_or("`cost` missing")? }
-            }
-        })
+impl Op {
+    /// Reads an operation from its JSON text with JavaScript's parser, so
+    /// that its amounts are exactly the numbers sent (serde_json's default
+    /// float reading can land one step off, and each settlement would add
+    /// the error to the ledger).
+    fn read(text: &str) -> Result<Self, String> {
+        let value = worker::js_sys::JSON::parse(text).map_err(|_| "not JSON".to_string())?;
+        let number = |key: &str| {
+            Reflect::get(&value, &key.into()).ok().and_then(|v| v.as_f64()).ok_or(format!("`{key}` is not a number"))
+        };
+        // Days and tokens are whole numbers that a float holds exactly.
+        let whole = |key: &str| {
+            number(key).and_then(|n| {
+                (n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0)
+                    .then_some(n as u64)
+                    .ok_or(format!("`{key}` is not a whole number"))
+            })
+        };
+        let day = |key: &str| whole(key).and_then(|d| u32::try_from(d).map_err(|_| format!("`{key}` is too large")));
+        let kind = Reflect::get(&value, &"op".into()).ok().and_then(|v| v.as_string());
+        match kind.as_deref() {
+            Some("reserve") => Ok(Op::Reserve { day: day("day")?, amount: number("amount")?, limit: number("limit")? }),
+            Some("settle") => Ok(Op::Settle { token: whole("token")?, day: day("day")?, cost: number("cost")? }),
+            _ => Err("`op` is neither `reserve` nor `settle`".into()),
+        }
     }
 }
 
@@ -83,8 +75,8 @@ struct Answer {
     spent: f64,
 }
 
-/// The ledger as stored.
-#[derive(Serialize, Deserialize, Default)]
+/// The ledger as stored ([`load`], [`save`]).
+#[derive(Default)]
 struct Stored {
     day: u32,
     spent: f64,
@@ -95,22 +87,59 @@ struct Stored {
 /// The key the ledger is stored under.
 const LEDGER: &str = "ledger";
 
-/// The stored ledger, or an empty one. It is stored as an object
-/// (`{day, spent, open, last_token}`), converted through JSON text: worker's
-/// `get` and `put` convert with serde_wasm_bindgen, a second copy of serde's
-/// code for one small type.
+/// The stored ledger, or an empty one. It is stored as an object,
+/// `{day, spent, open: [[token, amount, expires_ms]…], last_token}`, and its
+/// numbers are read and written as JavaScript numbers, exactly (worker's
+/// `get` and `put` would bring serde_wasm_bindgen, and JSON text read by
+/// serde_json may land a float one step off, or turn an infinite one into
+/// `null`).
 async fn load(storage: &Storage) -> worker::Result<Stored> {
     let found = storage.get_multiple(vec![LEDGER]).await?.get(&LEDGER.into());
     if found.is_undefined() {
         return Ok(Stored::default());
     }
-    let text = String::from(worker::js_sys::JSON::stringify(&found)?);
-    Ok(serde_json::from_slice(text.as_bytes())?)
+    let number = |of: &JsValue, key: &str| {
+        Reflect::get(of, &key.into())
+            .ok()
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| worker::Error::RustError(format!("the stored ledger's `{key}` is not a number")))
+    };
+    let entries: Array = Reflect::get(&found, &"open".into())?
+        .dyn_into()
+        .map_err(|_| worker::Error::RustError("the stored ledger's `open` is not a list".into()))?;
+    let mut open = Vec::new();
+    for entry in entries.iter() {
+        let field = |i: u32| {
+            Reflect::get_u32(&entry, i).ok().and_then(|v| v.as_f64()).ok_or_else(|| {
+                worker::Error::RustError("the stored ledger has an open reservation that is not 3 numbers".into())
+            })
+        };
+        open.push((field(0)? as u64, field(1)?, field(2)? as u64));
+    }
+    Ok(Stored {
+        day: number(&found, "day")? as u32,
+        spent: number(&found, "spent")?,
+        open,
+        last_token: number(&found, "last_token")? as u64,
+    })
 }
 
 /// Stores `stored` as [`load`] reads it.
 async fn save(storage: &Storage, stored: &Stored) -> worker::Result<()> {
-    storage.put_raw(LEDGER, worker::js_sys::JSON::parse(&serde_json::to_string(stored)?)?).await
+    let object = Object::new();
+    let set = |key: &str, value: f64| Reflect::set(&object, &key.into(), &value.into()).map(|_| ());
+    set("day", stored.day.into())?;
+    set("spent", stored.spent)?;
+    set("last_token", stored.last_token as f64)?;
+    let open: Array = stored
+        .open
+        .iter()
+        .map(|&(token, amount, expires_ms)| {
+            Array::of3(&(token as f64).into(), &amount.into(), &(expires_ms as f64).into())
+        })
+        .collect();
+    Reflect::set(&object, &"open".into(), &open)?;
+    storage.put_raw(LEDGER, object).await
 }
 
 /// One node's spending across every edge location.
@@ -126,7 +155,7 @@ impl DurableObject for BudgetLedger {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let op: Op = match from_json(req.bytes().await) {
+        let op = match Op::read(&req.text().await?) {
             Ok(op) => op,
             Err(e) => return Response::error(format!("not a ledger operation: {e}"), 400),
         };
