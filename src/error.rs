@@ -126,7 +126,18 @@ pub enum RouterError {
 
 /// A request id as clients and logs show it: 16 hex digits.
 pub fn request_id_text(id: u64) -> String {
-    format!("{id:016x}")
+    String::from_utf8_lossy(&request_id_hex(id)).into_owned()
+}
+
+/// [`request_id_text`] without allocating: 16 lower-case hex digits (the
+/// access log writes one a request).
+pub fn request_id_hex(id: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 impl RouterError {
@@ -327,6 +338,13 @@ pub mod headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_16_lower_case_hex_digits() {
+        for id in [0, 1, 0xab, 0x0123_4567_89ab_cdef, u64::MAX] {
+            assert_eq!(request_id_text(id), format!("{id:016x}"));
+        }
+    }
 
     fn response(e: &RouterError, id: u64) -> (u16, Vec<Header>, serde_json::Value) {
         let (status, headers, body) = e.to_response(id, Vec::new());

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use edge_router::RouterConfig;
-use edge_router::error::refusal_reason;
+use edge_router::error::{refusal_reason, request_id_hex};
 use edge_router::facts::{BodyFacts, Endpoint};
 use edge_router::wire::{BearerToken, Difficulty, Usage, names};
 use http::{HeaderMap, StatusCode};
@@ -339,16 +339,6 @@ impl Record {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// `id` as 16 lower-case hex digits, as `request_id_text` writes it,
-/// without allocating.
-fn request_id_hex(id: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = HEX[((id >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    out
-}
 
 /// A JSON object being written, a field at a time.
 struct Fields<'a> {
