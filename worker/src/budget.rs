@@ -46,18 +46,7 @@ impl Op {
     /// the error to the ledger).
     fn read(text: &str) -> Result<Self, String> {
         let value = worker::js_sys::JSON::parse(text).map_err(|_| "not JSON".to_string())?;
-        let number = |key: &str| {
-            Reflect::get(&value, &key.into()).ok().and_then(|v| v.as_f64()).ok_or(format!("`{key}` is not a number"))
-        };
-        // Days and tokens are whole numbers that a float holds exactly.
-        let whole = |key: &str| {
-            number(key).and_then(|n| {
-                (n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0)
-                    .then_some(n as u64)
-                    .ok_or(format!("`{key}` is not a whole number"))
-            })
-        };
-        let day = |key: &str| whole(key).and_then(|d| u32::try_from(d).map_err(|_| format!("`{key}` is too large")));
+        let (number, whole, day) = (|key| number(&value, key), |key| whole(&value, key), |key| day(&value, key));
         let kind = Reflect::get(&value, &"op".into()).ok().and_then(|v| v.as_string());
         match kind.as_deref() {
             Some("reserve") => Ok(Op::Reserve { day: day("day")?, amount: number("amount")?, limit: number("limit")? }),
@@ -65,6 +54,25 @@ impl Op {
             _ => Err("`op` is neither `reserve` nor `settle`".into()),
         }
     }
+}
+
+/// `of[key]`, a JavaScript number (an array's index as a key too).
+fn number(of: &JsValue, key: &str) -> Result<f64, String> {
+    Reflect::get(of, &key.into()).ok().and_then(|v| v.as_f64()).ok_or(format!("`{key}` is not a number"))
+}
+
+/// `of[key]`, a whole number a float holds exactly: days, tokens, times.
+fn whole(of: &JsValue, key: &str) -> Result<u64, String> {
+    number(of, key).and_then(|n| {
+        (n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0)
+            .then_some(n as u64)
+            .ok_or(format!("`{key}` is not a whole number"))
+    })
+}
+
+/// `of[key]`, a day number.
+fn day(of: &JsValue, key: &str) -> Result<u32, String> {
+    whole(of, key).and_then(|d| u32::try_from(d).map_err(|_| format!("`{key}` is too large")))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,30 +106,21 @@ async fn load(storage: &Storage) -> worker::Result<Stored> {
     if found.is_undefined() {
         return Ok(Stored::default());
     }
-    let number = |of: &JsValue, key: &str| {
-        Reflect::get(of, &key.into())
-            .ok()
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| worker::Error::RustError(format!("the stored ledger's `{key}` is not a number")))
+    let stored = || -> Result<Stored, String> {
+        let entries: Array =
+            Reflect::get(&found, &"open".into()).ok().and_then(|v| v.dyn_into().ok()).ok_or("`open` is not a list")?;
+        let mut open = Vec::new();
+        for entry in entries.iter() {
+            open.push((whole(&entry, "0")?, number(&entry, "1")?, whole(&entry, "2")?));
+        }
+        Ok(Stored {
+            day: day(&found, "day")?,
+            spent: number(&found, "spent")?,
+            open,
+            last_token: whole(&found, "last_token")?,
+        })
     };
-    let entries: Array = Reflect::get(&found, &"open".into())?
-        .dyn_into()
-        .map_err(|_| worker::Error::RustError("the stored ledger's `open` is not a list".into()))?;
-    let mut open = Vec::new();
-    for entry in entries.iter() {
-        let field = |i: u32| {
-            Reflect::get_u32(&entry, i).ok().and_then(|v| v.as_f64()).ok_or_else(|| {
-                worker::Error::RustError("the stored ledger has an open reservation that is not 3 numbers".into())
-            })
-        };
-        open.push((field(0)? as u64, field(1)?, field(2)? as u64));
-    }
-    Ok(Stored {
-        day: number(&found, "day")? as u32,
-        spent: number(&found, "spent")?,
-        open,
-        last_token: number(&found, "last_token")? as u64,
-    })
+    stored().map_err(|e| worker::Error::RustError(format!("the stored ledger: {e}")))
 }
 
 /// Stores `stored` as [`load`] reads it.
