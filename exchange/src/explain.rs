@@ -8,10 +8,15 @@ pub fn set_explanation(headers: &mut HeaderMap, explain: &Explain) {
     // The `x-edge-*` names are this router's: an origin's (another edge
     // router upstream) would be taken for ours where ours sets none
     // (`x-edge-model`, `x-edge-panic`), and read into the access log.
-    let theirs: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("x-edge-")).cloned().collect();
-    for name in theirs {
-        headers.remove(name);
+    let theirs = |n: &HeaderName| n.as_str().starts_with("x-edge-");
+    if headers.keys().any(theirs) {
+        let theirs: Vec<HeaderName> = headers.keys().filter(|n| theirs(n)).cloned().collect();
+        for name in theirs {
+            headers.remove(name);
+        }
     }
+    // Room for ours at once, rather than the map growing on the way.
+    headers.reserve(8);
     explain.for_each_header(|name, value| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);

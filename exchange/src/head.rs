@@ -5,7 +5,7 @@
 
 use edge_cache::http::{freshen, invalidated as rfc_invalidated, storable};
 use edge_router::facts::Endpoint;
-use edge_router::hop::{connection_tokens, is_hop_by_hop};
+use edge_router::hop::{HOP_BY_HOP, always_hop_by_hop_lowercase, for_each_connection_token};
 use edge_router::wire::{Event, Explain, Forward, ForwardBody};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
@@ -223,9 +223,19 @@ pub fn deliver_head(headers: &mut HeaderMap, explain: &Explain, transformed: boo
 /// Removes the hop-by-hop fields (RFC 9110 §7.6.1) of a message: the fixed
 /// ones and those its `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let tokens = connection_tokens(headers.get_all(http::header::CONNECTION).iter().map(HeaderValue::as_bytes));
-    let hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n.as_str(), &tokens)).cloned().collect();
-    for name in hop {
+    // Names the `Connection` header lists besides the fixed ones: usually
+    // none (a bare `keep-alive`), and then nothing is allocated.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for_each_connection_token(headers.get_all(http::header::CONNECTION).iter().map(HeaderValue::as_bytes), |t| {
+        if !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h))
+            && let Ok(name) = HeaderName::from_bytes(t.as_bytes())
+        {
+            named.push(name);
+        }
+    });
+    // A `HeaderName` is in lower case: the fixed names are matched exactly.
+    let fixed: Vec<HeaderName> = headers.keys().filter(|n| always_hop_by_hop_lowercase(n.as_str())).cloned().collect();
+    for name in fixed.into_iter().chain(named) {
         headers.remove(name);
     }
 }

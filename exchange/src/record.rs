@@ -14,7 +14,7 @@ use std::sync::Arc;
 use edge_router::RouterConfig;
 use edge_router::error::{refusal_reason, request_id_hex};
 use edge_router::facts::{BodyFacts, Endpoint};
-use edge_router::wire::{BearerToken, Difficulty, Usage, names};
+use edge_router::wire::{BearerToken, Difficulty, Digits, Usage, names};
 use http::{HeaderMap, StatusCode};
 
 /// The `error.type` of an answer the router or a host gave itself, as a
@@ -135,7 +135,7 @@ pub struct Record {
     pub tenant: Option<Arc<str>>,
     /// The client's country, `XX` when unknown.
     pub country: String,
-    pub method: String,
+    pub method: http::Method,
     pub path: String,
     /// The rule label, `strategy:<name>`, `passthrough`, `affinity`, or `-`.
     pub rule: String,
@@ -201,7 +201,7 @@ impl Record {
             start_ms: begun.start_ms,
             tenant: begun.tenant,
             country: text(&names::COUNTRY).unwrap_or_else(|| "XX".into()),
-            method: begun.method.as_str().to_string(),
+            method: begun.method,
             path: begun.path,
             rule: text(&names::RULE).unwrap_or_else(|| "-".into()),
             node: text(&names::NODE).unwrap_or_else(|| "-".into()),
@@ -263,7 +263,7 @@ impl Record {
         w.text("time", std::str::from_utf8(&rfc3339_bytes(self.start_ms)).ok());
         w.text("tenant", self.tenant.as_deref());
         w.text("country", Some(&self.country));
-        w.text("method", Some(&self.method));
+        w.text("method", Some(self.method.as_str()));
         w.text("path", Some(&self.path));
         w.text("rule", Some(&self.rule));
         w.text("node", Some(&self.node));
@@ -381,18 +381,8 @@ impl Fields<'_> {
 }
 
 /// `value` in decimal digits.
-fn decimal(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+fn decimal(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(Digits::of(value).as_bytes());
 }
 
 /// `text` as a JSON string, escaped as serde_json escapes: `"`, `\\`, and
@@ -606,7 +596,7 @@ mod tests {
         put("time", json!(rfc3339_ms(r.start_ms)));
         put("tenant", json!(r.tenant.as_deref()));
         put("country", json!(r.country));
-        put("method", json!(r.method));
+        put("method", json!(r.method.as_str()));
         put("path", json!(r.path));
         put("rule", json!(r.rule));
         put("node", json!(r.node));
@@ -648,7 +638,8 @@ mod tests {
         fn a_line_is_what_serde_json_writes(
             id: u64,
             start_ms in 0u64..253_402_300_799_999,
-            texts in proptest::array::uniform6(TEXT),
+            texts in proptest::array::uniform5(TEXT),
+            method in "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}",
             models in (proptest::option::of(TEXT), proptest::option::of(TEXT)),
             numbers: (u32, u16, Option<u64>, Option<u64>, u64, u64),
             floats in (proptest::option::of(proptest::num::f64::ANY), proptest::option::of(0.0f64..1e12)),
@@ -656,7 +647,9 @@ mod tests {
             pii in proptest::option::of(proptest::collection::btree_map(TEXT, proptest::num::u32::ANY, 0..3)),
             picks in (0usize..4, 0usize..5, 0usize..3, proptest::bool::ANY),
         ) {
-            let [tenant, country, method, path, rule, node] = texts;
+            let [tenant, country, path, rule, node] = texts;
+            // Any method (a token), the standard ones and extensions alike.
+            let method = http::Method::from_bytes(method.as_bytes()).expect("a token is a method");
             let r = Record {
                 id,
                 start_ms,

@@ -9,7 +9,7 @@
 //! key, which never pass through here.
 
 use bytes::Bytes;
-use edge_router::hop::never_forwarded;
+use edge_router::hop::never_forwarded_lowercase;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,7 +35,7 @@ pub fn upstream_headers(
 ) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(client.len() + conditional.len() + 2);
     for (name, value) in client {
-        let removed = never_forwarded(name.as_str())
+        let removed = never_forwarded_lowercase(name.as_str())
             || forward.remove_headers.binary_search_by(|r| r.as_str().cmp(name.as_str())).is_ok()
             || country_header.is_some_and(|c| name.as_str().eq_ignore_ascii_case(c));
         if !removed {

@@ -35,7 +35,7 @@ pub fn find_usage(tail: &[u8]) -> Option<Usage> {
     const KEY: &[u8] = b"\"usage\"";
     let mut end = tail.len();
     for _ in 0..MAX_TRIES {
-        let at = tail[..end].windows(KEY.len()).rposition(|w| w == KEY)?;
+        let at = rfind(&tail[..end], KEY)?;
         end = at;
         // An escaped quote means the text is inside a string (a message's content).
         if at > 0 && tail[at - 1] == b'\\' {
@@ -54,6 +54,22 @@ pub fn find_usage(tail: &[u8]) -> Option<Usage> {
         }
     }
     None
+}
+
+/// Where `needle` (which starts with `"`) last starts in `hay`. Only the
+/// quotes are compared whole: a slice compare at every position took most of
+/// this module's time on a short JSON answer.
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    // Where the needle may start: at or before `last`.
+    let mut last = hay.len().checked_sub(needle.len())?;
+    loop {
+        let at = hay[..=last].iter().rposition(|&b| b == first)?;
+        if hay[at..].starts_with(needle) {
+            return Some(at);
+        }
+        last = at.checked_sub(1)?;
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +109,18 @@ data: [DONE]\n\n";
         assert_eq!(find_usage(br#"{"usage":{"prompt_tokens":1"#), None, "the body was cut off");
         assert_eq!(find_usage(b"data: [DONE]\n\n"), None);
         assert_eq!(find_usage(br#"{"usage":{}}"#), None);
+    }
+
+    proptest::proptest! {
+        /// The search finds what comparing at every position finds, in texts
+        /// dense with quotes and partial keys.
+        #[test]
+        fn rfind_finds_the_last_occurrence(parts in proptest::collection::vec(
+            proptest::prop_oneof!["\"usage\"", "\"usag", "usage\"", "\"", "\"\"", "[a-z:{} ]{0,4}"], 0..12)) {
+            let hay = parts.concat();
+            let key: &[u8] = b"\"usage\"";
+            let expected = hay.as_bytes().windows(key.len()).rposition(|w| w == key);
+            proptest::prop_assert_eq!(rfind(hay.as_bytes(), key), expected);
+        }
     }
 }

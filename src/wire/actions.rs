@@ -199,8 +199,8 @@ impl RateLimit {
     pub fn for_each_header(&self, mut f: impl FnMut(http::HeaderName, &str)) {
         for (window, [limit, remaining, reset]) in [(self.requests, names::REQUESTS), (self.tokens, names::TOKENS)] {
             if let Some(w) = window {
-                f(limit, &w.limit.to_string());
-                f(remaining, &w.remaining.to_string());
+                f(limit, Digits::of(w.limit).as_str());
+                f(remaining, Digits::of(w.remaining).as_str());
                 f(reset, &crate::limits::duration_text(w.reset_ms));
             }
         }
@@ -255,7 +255,7 @@ impl Explain {
     pub fn for_each_header(&self, mut f: impl FnMut(http::HeaderName, &str)) {
         f(names::NODE, &self.node);
         f(names::RULE, &self.rule);
-        f(names::ATTEMPTS, &self.attempts.to_string());
+        f(names::ATTEMPTS, Digits::of(self.attempts.into()).as_str());
         f(names::COUNTRY, &self.country);
         match (&self.model, self.difficulty) {
             (Some(model), Some(d)) => f(names::MODEL, &format!("{model}; {d}")),
@@ -274,6 +274,41 @@ impl Explain {
         let mut list = Vec::with_capacity(6);
         self.for_each_header(|name, value| list.push(Header::new(name.as_str(), value)));
         list
+    }
+}
+
+/// A number's decimal digits, written without allocating: every delivered
+/// response carries some (`x-edge-attempts`), and every access-log line.
+pub struct Digits {
+    buf: [u8; 20],
+    at: usize,
+}
+
+impl Digits {
+    /// The digits of `value`.
+    pub fn of(mut value: u64) -> Self {
+        let mut buf = [0u8; 20];
+        let mut at = buf.len();
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        Self { buf, at }
+    }
+
+    /// The digits, as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits are written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// The digits, as bytes (ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.at..]
     }
 }
 
@@ -497,6 +532,16 @@ pub enum Configured {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digits_are_what_display_writes() {
+        let mut values = vec![0, 1, 9, 10, 99, 100, 4_294_967_295, u64::MAX - 1, u64::MAX];
+        values.extend((0..64).map(|shift| 1u64 << shift).flat_map(|p| [p - 1, p, p + 1]));
+        for value in values {
+            assert_eq!(Digits::of(value).as_str(), value.to_string());
+            assert_eq!(Digits::of(value).as_bytes(), value.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn the_model_header_reads_back_every_difficulty_it_shows() {

@@ -224,9 +224,14 @@ fn an_answer_with_personal_values_to_restore_is_restored_and_never_stored() {
 #[test]
 fn rfc9110_7_6_1_hop_by_hop_fields_go_and_the_explanation_comes() {
     let mut headers = h(&[
-        ("connection", "close, x-hop"),
+        ("connection", "Close, X-Hop"),
+        ("connection", "x-other, Keep-Alive"),
         ("x-hop", "1"),
+        ("x-other", "2"),
         ("keep-alive", "5"),
+        ("upgrade", "h2c"),
+        ("te", "trailers"),
+        ("proxy-connection", "keep-alive"),
         ("content-length", "9"),
         ("x-edge-node", "spoofed"),
         ("etag", "\"e\""),
