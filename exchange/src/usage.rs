@@ -45,8 +45,10 @@ pub fn find_usage(tail: &[u8]) -> Option<Usage> {
         let Some(value) = rest.strip_prefix(b":") else { continue };
         let mut values = serde_json::Deserializer::from_slice(value.trim_ascii_start()).into_iter::<Option<Reported>>();
         if let Some(Ok(Some(r))) = values.next() {
-            let cached = r.cache_read_input_tokens.unwrap_or(0) + r.cache_creation_input_tokens.unwrap_or(0);
-            let prompt = r.prompt_tokens.unwrap_or(0) + cached;
+            // The origin's numbers may be anything up to `u64::MAX`.
+            let cached =
+                r.cache_read_input_tokens.unwrap_or(0).saturating_add(r.cache_creation_input_tokens.unwrap_or(0));
+            let prompt = r.prompt_tokens.unwrap_or(0).saturating_add(cached);
             let completion = r.completion_tokens.or_else(|| r.total_tokens.map(|t| t.saturating_sub(prompt)));
             if r.prompt_tokens.is_some() || completion.is_some() {
                 return Some(Usage { prompt_tokens: prompt, completion_tokens: completion.unwrap_or(0) });
@@ -109,6 +111,12 @@ data: [DONE]\n\n";
         assert_eq!(find_usage(br#"{"usage":{"prompt_tokens":1"#), None, "the body was cut off");
         assert_eq!(find_usage(b"data: [DONE]\n\n"), None);
         assert_eq!(find_usage(br#"{"usage":{}}"#), None);
+    }
+
+    #[test]
+    fn usage_past_u64_saturates_rather_than_overflows() {
+        let body = br#"{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":18446744073709551615,"cache_creation_input_tokens":2,"output_tokens":1}}"#;
+        assert_eq!(find_usage(body), usage(u64::MAX, 1));
     }
 
     proptest::proptest! {

@@ -219,14 +219,14 @@ impl Metrics {
         HANDLES.with_borrow_mut(|cache| {
             cache.key.clear();
             labels.key(self.id, &mut cache.key);
-            if !cache.map.contains_key(cache.key.as_str()) {
-                let handles = Arc::new(Handles::new(labels.gen_ai.is_some()));
-                crate::lock(&self.shards.all).push((labels.owned(), handles.clone()));
-                cache.map.insert(cache.key.clone().into_boxed_str(), handles);
-            }
+            // One lookup for a label set seen before, as nearly all are.
             if let Some(h) = cache.map.get(cache.key.as_str()) {
-                h.observe(r);
+                return h.observe(r);
             }
+            let handles = Arc::new(Handles::new(labels.gen_ai.is_some()));
+            crate::lock(&self.shards.all).push((labels.owned(), handles.clone()));
+            handles.observe(r);
+            cache.map.insert(cache.key.clone().into_boxed_str(), handles);
         });
     }
 }
@@ -441,8 +441,7 @@ impl<'r> Labels<'r> {
 
     /// The values, one after another, after `metrics`: a key for the handles.
     fn key(&self, metrics: u64, out: &mut String) {
-        use std::fmt::Write;
-        let _ = write!(out, "{metrics}");
+        out.push_str(edge_router::wire::Digits::of(metrics).as_str());
         for part in [self.node, self.rule, self.status_class, self.cache, self.refusal, self.tenant] {
             out.push('\u{1}');
             out.push_str(part);
