@@ -99,8 +99,46 @@ mod tests {
         for name in NEVER_FORWARDED {
             assert!(!always_hop_by_hop_lowercase(name) && never_forwarded_lowercase(name), "{name}");
         }
-        for name in ["x-trace", "content-type", "hosts", "t", "te ", "accept", "upgrade-insecure-requests"] {
-            assert!(!never_forwarded_lowercase(name) && !never_forwarded(name), "{name}");
+        // Every name either way agrees with the lists: common headers, near
+        // misses, and (below) any lower-case name.
+        let names = [
+            "x-trace",
+            "content-type",
+            "hosts",
+            "t",
+            "te ",
+            "accept",
+            "upgrade-insecure-requests",
+            "cookie",
+            "set-cookie",
+            "user-agent",
+            "x-request-id",
+            "x-forwarded-for",
+            "forwarded",
+            "via",
+            "trailers",
+            "proxy-authenticate",
+            "www-authenticate",
+            "openai-organization",
+            "anthropic-version",
+            "x-edge-node",
+            "api-keys",
+            "x-api",
+            "authorization2",
+            "content-length ",
+            "",
+        ];
+        for name in names {
+            assert_eq!(never_forwarded_lowercase(name), never_forwarded(name), "{name}");
+            assert_eq!(always_hop_by_hop_lowercase(name), HOP_BY_HOP.contains(&name), "{name}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_lowercase_matches_agree_with_the_lists_on_any_name(name in "[a-z0-9-]{0,24}") {
+            proptest::prop_assert_eq!(never_forwarded_lowercase(&name), never_forwarded(&name));
+            proptest::prop_assert_eq!(always_hop_by_hop_lowercase(&name), HOP_BY_HOP.contains(&name.as_str()));
         }
     }
 }
