@@ -5,7 +5,7 @@
 
 use edge_cache::http::{freshen, invalidated as rfc_invalidated, storable};
 use edge_router::facts::Endpoint;
-use edge_router::hop::{HOP_BY_HOP, always_hop_by_hop_lowercase, for_each_connection_token};
+use edge_router::hop::{always_hop_by_hop_lowercase, for_each_connection_token, is_hop_by_hop};
 use edge_router::wire::{Event, Explain, Forward, ForwardBody};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
@@ -227,7 +227,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // none (a bare `keep-alive`), and then nothing is allocated.
     let mut named: Vec<HeaderName> = Vec::new();
     for_each_connection_token(headers.get_all(http::header::CONNECTION).iter().map(HeaderValue::as_bytes), |t| {
-        if !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h))
+        if !is_hop_by_hop(t, &[])
             && let Ok(name) = HeaderName::from_bytes(t.as_bytes())
         {
             named.push(name);
