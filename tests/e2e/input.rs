@@ -152,6 +152,100 @@ async fn a_client_that_stalls_its_body_gets_408() {
     assert!(o.hits() == 0);
 }
 
+/// Reads `s` until the router closes it, at most `limit` after `since`:
+/// what it sent, and when it closed (after `since`). Panics if the
+/// connection is still open then.
+async fn read_until_closed(
+    s: &mut tokio::net::TcpStream,
+    since: std::time::Instant,
+    limit: std::time::Duration,
+) -> (Vec<u8>, std::time::Duration) {
+    use tokio::io::AsyncReadExt;
+    let start = since;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((start + limit).into(), s.read(&mut buf)).await {
+            Err(_) => {
+                panic!("the connection is still open after {limit:?}; read so far: {}", String::from_utf8_lossy(&got))
+            }
+            Ok(Ok(0) | Err(_)) => return (got, start.elapsed()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_its_head_is_cut_off_after_client_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let timeout = std::time::Duration::from_millis(400);
+    let o = ok_origin().await;
+    let r = TestRouter::new(&one_node(&o, "server:\n  client_timeout: 400ms\n")).await;
+
+    // Half a head, then nothing: a slowloris holds the connection open.
+    let since = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n").await.expect("write");
+    let (got, took) = read_until_closed(&mut s, since, std::time::Duration::from_secs(5)).await;
+    assert!(took >= timeout, "cut off after {took:?}, before client_timeout");
+    assert!(got.is_empty(), "nothing is answered to half a head: {}", String::from_utf8_lossy(&got));
+
+    // A head sent a byte at a time keeps no connection open past the
+    // timeout either: the time runs from the head's first byte, not its last.
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+    let trickle = tokio::spawn(async move {
+        for b in b"GET /v1/files HTTP/1.1\r\nhost: x\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+            if s.write_all(&[*b]).await.is_err() {
+                return Err(s);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(s)
+    });
+    let mut s = match tokio::time::timeout(std::time::Duration::from_secs(5), trickle).await {
+        Ok(Ok(Err(s))) => s,
+        Ok(Ok(Ok(_))) => panic!("a head trickled over 7 s was read whole with a client_timeout of {timeout:?}"),
+        Ok(Err(e)) => panic!("the trickling writer failed: {e}"),
+        Err(_) => panic!("the connection of a trickled head is still open after 5 s"),
+    };
+    let (got, _) = read_until_closed(&mut s, std::time::Instant::now(), std::time::Duration::from_secs(5)).await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(o.hits() == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_whose_next_head_does_not_come_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let o = ok_origin().await;
+    let config = format!("{}routing:\n  passthrough: n\n", one_node(&o, "server:\n  client_timeout: 400ms\n"));
+    let r = TestRouter::new(&config).await;
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+    let ask = b"GET /v1/files HTTP/1.1\r\nhost: x\r\n\r\n";
+    s.write_all(ask).await.expect("write");
+    // The first answer comes, and the connection stays open for a second
+    // request sent within the timeout ...
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&first).contains("{\"data\":[]}") {
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the first answer within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed before the first answer: {}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&buf[..n]);
+    }
+    assert!(first.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first));
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    s.write_all(ask).await.expect("a second request on the kept-alive connection");
+    // ... and is closed once no head has come for client_timeout after it.
+    let (second, took) = read_until_closed(&mut s, std::time::Instant::now(), std::time::Duration::from_secs(5)).await;
+    let second = String::from_utf8_lossy(&second);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(took >= std::time::Duration::from_millis(400), "closed after {took:?}, before client_timeout");
+    assert_eq!(o.hits(), 2);
+}
+
 #[test]
 fn a_module_that_reads_the_config_otherwise_than_the_host_is_refused() {
     // Replies name nodes and rules by their place in the config, which the
