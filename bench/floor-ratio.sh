@@ -3,9 +3,10 @@
 # the module's decision: what any router on this stack must spend), paired by
 # round: issue 24's bar is 1.3×. Measures nginx (the reference), router
 # (access log and metrics on, as proxy.sh's), router-quiet (both off),
-# hyper-floor and decision-floor with wrk, ROUNDS (6) rounds of DURATION (5s),
-# the targets taking turns going first, and prints the medians and, per round,
-# router / decision-floor and router-quiet / decision-floor.
+# hyper-floor, decision-floor and decision-floor-shared (one module instance
+# for both threads, as the edge box has) with wrk, ROUNDS (6) rounds of
+# DURATION (5s), the targets taking turns going first, and prints the medians
+# and, per round, router and router-quiet over each decision floor.
 #
 # Usage: bash bench/floor-ratio.sh   (env: CONNS=32 DURATION=5s ROUNDS=6)
 set -euo pipefail
@@ -17,17 +18,24 @@ WORK=$(mktemp -d /tmp/edge-ratio.XXXXXX)
 source bench/lib.sh
 proxy_setup
 start_stack
+P_SHARED=$(free_port)
+DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" \
+  target/wasm32-unknown-unknown/release/edge_router.wasm >/dev/null &
+PIDS+=($!); SHARED_PID=$!
+wait_ready "$P_SHARED"
 wrk_chat() { wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$3" "$WORK/post.lua"; }
 take_turns wrk_chat "nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" \
-  "router-quiet $P_QUIET $QUIET_PID" "hyper-floor $P_FLOOR $FLOOR_PID" "decision-floor $P_DECIDE $DECIDE_PID"
-median_table nginx router router-quiet hyper-floor decision-floor
+  "router-quiet $P_QUIET $QUIET_PID" "hyper-floor $P_FLOOR $FLOOR_PID" "decision-floor $P_DECIDE $DECIDE_PID" \
+  "decision-floor-shared $P_SHARED $SHARED_PID"
+median_table nginx router router-quiet hyper-floor decision-floor decision-floor-shared
 python3 - "$WORK/results" <<'PY'
 import sys, statistics
 by = {}
 for line in open(sys.argv[1]):
     f = line.split()
     by.setdefault(f[0], []).append(float(f[4]))
-for name in ("router", "router-quiet"):
-    ratios = [a / b for a, b in zip(by[name], by["decision-floor"])]
-    print(f"{name} / decision-floor CPU, paired by round: median {statistics.median(ratios):.2f}× (range {min(ratios):.2f}-{max(ratios):.2f})")
+for floor in ("decision-floor", "decision-floor-shared"):
+    for name in ("router", "router-quiet"):
+        ratios = [a / b for a, b in zip(by[name], by[floor])]
+        print(f"{name} / {floor} CPU, paired by round: median {statistics.median(ratios):.2f}× (range {min(ratios):.2f}-{max(ratios):.2f})")
 PY
