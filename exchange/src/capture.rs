@@ -35,7 +35,7 @@ pub struct Captured {
 impl Capture {
     /// An AI answer (a `200`) to keep for the fill's TTL; at most `max` bytes.
     pub fn ai(fill: &CacheFill, headers: &HeaderMap, explain: &Explain, max: usize) -> Self {
-        Self::new(fill, StatusCode::OK, headers, explain, None, Some(fill.ttl_s.max(1) * 1000), max)
+        Self::new(fill, StatusCode::OK, headers, explain, None, Some(fill.ttl_s.max(1).saturating_mul(1000)), max)
     }
 
     /// A passthrough `GET`'s answer that RFC 9111 lets the cache store.
@@ -180,5 +180,16 @@ mod tests {
         let fill = CacheFill { key: "k".into(), ttl_s: 0, estimated_tokens: 7, http: false };
         let done = Capture::ai(&fill, &HeaderMap::new(), &explain(), 64).finish(0);
         assert_eq!((done.cached.entry.tokens, done.cached.entry.expires_ms), (7, 1000), "a TTL of 0 keeps it a second");
+    }
+
+    #[test]
+    fn a_client_ttl_of_any_size_saturates() {
+        // With `cache.client_ttl`, `x-edge-cache-ttl` may be any u64: its
+        // milliseconds overflowed (a panic in a debug build).
+        for ttl_s in [u64::MAX / 1000 + 1, u64::MAX] {
+            let fill = CacheFill { key: "k".into(), ttl_s, estimated_tokens: 7, http: false };
+            let done = Capture::ai(&fill, &HeaderMap::new(), &explain(), 64).finish(5);
+            assert_eq!(done.cached.entry.expires_ms, u64::MAX, "{ttl_s}");
+        }
     }
 }

@@ -150,10 +150,9 @@ fn finish_reason(stop: &str) -> &'static str {
 
 /// OpenAI's `usage` for a Messages `usage`: prompt tokens count cached ones, as OpenAI's do.
 fn usage(u: &Value) -> Value {
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
     chunks::usage(
-        n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens"),
-        n("output_tokens"),
+        chunks::tokens(u, &["input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"]),
+        chunks::tokens(u, &["output_tokens"]),
     )
 }
 

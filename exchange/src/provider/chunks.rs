@@ -97,7 +97,13 @@ impl Chunks {
 
 /// OpenAI's `usage` from prompt and completion tokens.
 pub(super) fn usage(prompt: u64, completion: u64) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion)})
+}
+
+/// The sum of the token counts `u` has under `keys` (a missing one is 0).
+/// An origin's numbers may be anything up to `u64::MAX`: the sum saturates.
+pub(super) fn tokens(u: &Value, keys: &[&str]) -> u64 {
+    keys.iter().fold(0, |sum, k| sum.saturating_add(u[*k].as_u64().unwrap_or(0)))
 }
 
 /// A chat completion with one choice.

@@ -158,8 +158,10 @@ fn finish_reason(reason: &str, called: bool) -> &'static str {
 
 /// OpenAI's `usage` for `usageMetadata` (thinking counts as output, as OpenAI's reasoning tokens do).
 fn usage(u: &Value) -> Value {
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    chunks::usage(n("promptTokenCount"), n("candidatesTokenCount") + n("thoughtsTokenCount"))
+    chunks::usage(
+        chunks::tokens(u, &["promptTokenCount"]),
+        chunks::tokens(u, &["candidatesTokenCount", "thoughtsTokenCount"]),
+    )
 }
 
 /// Gemini's answers as OpenAI's.

@@ -529,3 +529,38 @@ fn answers_that_are_rewritten_are_asked_for_uncompressed() {
     assert!(accept(&node("openai"), "/v1/responses"), "a response object whose ids are tagged");
     assert!(!accept(&node("openai"), "/v1/chat/completions"), "an answer passed on as it is may come compressed");
 }
+
+#[test]
+fn token_counts_near_the_maximum_saturate_rather_than_overflow() {
+    // An origin's numbers may be anything up to u64::MAX: their sums
+    // panicked in a debug build and wrapped to nearly 0 in a release one.
+    let max = u64::MAX;
+    let answers: [(Api, String); 3] = [
+        (
+            Api::Anthropic,
+            format!(
+                r#"{{"id":"m","type":"message","role":"assistant","content":[{{"type":"text","text":"hi"}}],"stop_reason":"end_turn","usage":{{"input_tokens":{max},"cache_read_input_tokens":1,"cache_creation_input_tokens":1,"output_tokens":{max}}}}}"#
+            ),
+        ),
+        (
+            Api::Gemini,
+            format!(
+                r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":"hi"}}]}},"finishReason":"STOP","index":0}}],"usageMetadata":{{"promptTokenCount":{max},"candidatesTokenCount":{max},"thoughtsTokenCount":1}}}}"#
+            ),
+        ),
+        (
+            Api::Bedrock,
+            format!(
+                r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"hi"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":{max},"cacheReadInputTokens":1,"cacheWriteInputTokens":1,"outputTokens":{max}}}}}"#
+            ),
+        ),
+    ];
+    for (api, answer) in answers {
+        let out: Value = serde_json::from_str(&run(api, 200, false, answer.as_bytes(), &[])).expect("JSON");
+        assert_eq!(
+            out["usage"],
+            json!({"prompt_tokens": max, "completion_tokens": max, "total_tokens": max}),
+            "{api:?}"
+        );
+    }
+}

@@ -141,8 +141,10 @@ fn finish_reason(stop: &str) -> &'static str {
 }
 
 fn usage(u: &Value) -> Value {
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    chunks::usage(n("inputTokens") + n("cacheReadInputTokens") + n("cacheWriteInputTokens"), n("outputTokens"))
+    chunks::usage(
+        chunks::tokens(u, &["inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"]),
+        chunks::tokens(u, &["outputTokens"]),
+    )
 }
 
 /// A whole Converse answer as a chat completion.
