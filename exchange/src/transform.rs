@@ -62,50 +62,82 @@ pub fn transform_whole(transform: &mut dyn Transform, body: Bytes) -> Bytes {
 /// Cuts a byte stream into whole server-sent events: each ends with a
 /// blank line (RFC-less, but the WHATWG HTML spec's "dispatch the event":
 /// lines end with CRLF, LF or CR, and an empty line ends an event).
+///
+/// An event longer than [`MAX_EVENT`] is not held whole: what has come of
+/// it is given out as it stands, as an event, and the rest follows as the
+/// next. So an origin that never ends its event holds no more than that,
+/// and no byte is lost: those who edit events edit each piece as an event
+/// (a `data:` line cut short is not whole JSON, and goes on as it came).
 #[derive(Debug, Default)]
 pub struct SseEvents {
     pending: BytesMut,
+    /// How far `pending` has been looked through for its first event's end.
+    scan: Scan,
 }
+
+/// The longest event [`SseEvents`] holds whole: the largest JSON answer held.
+pub const MAX_EVENT: usize = MAX_HELD_JSON;
 
 impl SseEvents {
     /// Adds `input`; calls `event` with each event now complete, its
     /// terminating blank line included.
     pub fn push(&mut self, input: &[u8], mut event: impl FnMut(Bytes)) {
         self.pending.extend_from_slice(input);
-        while let Some(end) = event_end(&self.pending) {
+        while let Some(end) = self.scan.event_end(&self.pending) {
             event(self.pending.split_to(end).freeze());
+        }
+        if self.pending.len() > MAX_EVENT {
+            self.scan = Scan::default();
+            event(self.pending.split().freeze());
         }
     }
 
     /// What is left: the start of an event the stream never finished.
     pub fn rest(&mut self) -> Bytes {
+        self.scan = Scan::default();
         self.pending.split().freeze()
     }
 }
 
-/// Where the first complete event in `buf` ends (just past its blank line).
-/// A trailing CR is not taken as a line end yet: an LF may follow it.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    let mut line_start = 0;
-    while i < buf.len() {
-        let eol = match buf[i] {
-            b'\n' => 1,
-            b'\r' if i + 1 == buf.len() => return None,
-            b'\r' if buf[i + 1] == b'\n' => 2,
-            b'\r' => 1,
-            _ => {
-                i += 1;
-                continue;
+/// Where a look for the end of a buffer's first event stopped, so that the
+/// next look, once more has come, goes on from there: a long event is read
+/// through once, not again with each chunk.
+#[derive(Debug, Default, Clone, Copy)]
+struct Scan {
+    /// The next byte to look at.
+    at: usize,
+    /// Where the line it is in starts.
+    line_start: usize,
+}
+
+impl Scan {
+    /// Where the first complete event in `buf` ends (just past its blank
+    /// line), looking on from where the last look stopped; the look starts
+    /// afresh after a find. A trailing CR is not taken as a line end yet: an
+    /// LF may follow it.
+    fn event_end(&mut self, buf: &[u8]) -> Option<usize> {
+        let Self { at: mut i, mut line_start } = *self;
+        while i < buf.len() {
+            let eol = match buf[i] {
+                b'\n' => 1,
+                b'\r' if i + 1 == buf.len() => break,
+                b'\r' if buf[i + 1] == b'\n' => 2,
+                b'\r' => 1,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            if i == line_start && line_start > 0 {
+                *self = Self::default();
+                return Some(i + eol);
             }
-        };
-        if i == line_start && line_start > 0 {
-            return Some(i + eol);
+            i += eol;
+            line_start = i;
         }
-        i += eol;
-        line_start = i;
+        *self = Self { at: i, line_start };
+        None
     }
-    None
 }
 
 /// The largest JSON answer [`EditAnswer`] holds to rewrite; a larger one

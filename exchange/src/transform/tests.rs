@@ -64,7 +64,53 @@ fn sse_events_split_on_lf_crlf_and_cr_blank_lines() {
     assert_eq!(got.last().map(|b| &b[..]), Some(&b"data: 4\r\n\n"[..]), "a CR at a chunk's end waits for its LF");
 }
 
+/// The events `push` gives for `input` fed in chunks cut at `cuts`, and what is left.
+fn sse_events(input: &[u8], cuts: &[usize]) -> (Vec<Bytes>, Bytes) {
+    let mut events = SseEvents::default();
+    let mut got = Vec::new();
+    let mut from = 0;
+    for &cut in cuts.iter().chain([&input.len()]) {
+        let cut = cut.clamp(from, input.len());
+        events.push(&input[from..cut], |e| got.push(e));
+        from = cut;
+    }
+    (got, events.rest())
+}
+
+#[test]
+fn an_event_longer_than_the_most_held_goes_on_as_it_came() {
+    // An origin that never ends its event: no more than MAX_EVENT is held.
+    let long = |model: &str| {
+        let head = format!("data: {{\"model\":\"{model}\",\"x\":\"");
+        [head.as_bytes(), &vec![b'z'; MAX_EVENT + 100_000], b"\"}\n\n"].concat()
+    };
+    let input = [long("a").as_slice(), b"data: {\"model\":\"a\"}\n\n"].concat();
+    let cuts: Vec<usize> = (1..input.len() / 65_536 + 1).map(|i| i * 65_536).collect();
+    let (events, rest) = sse_events(&input, &cuts);
+    assert!(rest.is_empty());
+    assert!(events.iter().all(|e| e.len() <= MAX_EVENT + 65_536), "held at most MAX_EVENT and one chunk");
+    assert!(events[0].len() > MAX_EVENT, "the long event is given out once it is past MAX_EVENT");
+    assert_eq!(events.last().map(|e| &e[..]), Some(&b"data: {\"model\":\"a\"}\n\n"[..]), "the next is whole");
+    assert_eq!(events.concat(), input, "no byte is lost");
+    // Edited, each piece is edited as an event is (the model is in the
+    // first), and the bytes between stay.
+    let out = run(|| EditAnswer::restore_model("b", true), &input, &cuts);
+    assert!(out == [long("b").as_slice(), b"data: {\"model\":\"b\"}\n\n"].concat(), "edited otherwise");
+}
+
 proptest! {
+    #[test]
+    fn sse_events_do_not_depend_on_where_chunks_are_cut(
+        input in prop::collection::vec(prop::sample::select(b"a:\n\r ".to_vec()), 0..200),
+        cuts in prop::collection::vec(0usize..200, 0..12),
+    ) {
+        // Dense with every kind of line end, so that a look resumed in
+        // the middle of a CR LF, a blank line or an event is tried.
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        prop_assert_eq!(sse_events(&input, &cuts), sse_events(&input, &[]));
+    }
+
     #[test]
     fn the_output_does_not_depend_on_where_chunks_are_cut(cuts in prop::collection::vec(0usize..400, 0..12)) {
         let whole = run(|| EditAnswer::restore_model("gpt-4o", true), STREAM.as_bytes(), &[]);
