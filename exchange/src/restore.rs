@@ -29,15 +29,34 @@
 //! into them escaped. Anthropic's `thinking` keeps its placeholders: its
 //! `signature` covers the text as the model wrote it. The vault lives in
 //! the transform, for this exchange only.
+//!
+//! What an origin can make this hold and do is bounded. At most
+//! [`MAX_HOLDING`] texts hold a tail at once, and the copies of the events
+//! their tails are to go out in add up to at most [`HOLD_BUDGET`] bytes; a
+//! text past either gives its tail out at once, in the event it came in. An
+//! event with more than [`MAX_PIECES`] streamed pieces (or strings to look
+//! at, or index fields) is not followed piece by piece: every tail goes out
+//! before it, and each of its strings is restored on its own, as a JSON
+//! answer's are.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use edge_router::pii::{Restorer, Vault, holds_json};
+use edge_router::pii::{Restorer, Vault, holds_json, restore_answer};
 use serde_json::Value;
 
 use crate::transform::{Held, MAX_HELD_JSON, SseEvents, Transform, data_lines, splice};
+
+/// Most streamed texts holding a tail at once (a stream of 128 choices,
+/// each with its text and a tool call's arguments, holds up to 256).
+pub const MAX_HOLDING: usize = 256;
+/// Most bytes of the events whose copies the held tails keep to go out in.
+pub const HOLD_BUDGET: usize = 4 << 20;
+/// Most streamed pieces (and strings to look at, and index fields) an
+/// event may have for its pieces to be followed one by one; a model's
+/// events have a few.
+pub const MAX_PIECES: usize = 1024;
 
 /// Restores an answer's placeholders: an SSE stream (`sse`) or JSON.
 pub struct RestorePii {
@@ -63,6 +82,8 @@ struct Channel {
     lines: Vec<u8>,
     template: Value,
     at: Vec<Step>,
+    /// The length of that event, counted against [`HOLD_BUDGET`].
+    size: usize,
 }
 
 /// A step into a JSON value.
@@ -110,7 +131,16 @@ impl RestorePii {
                 self.flush(&[], out);
                 continue;
             };
-            let Walked { met, closes, scope } = walk_event(&value, &self.holding);
+            let Walked { met, closes, scope, crowded } = walk_event(&value, &self.holding);
+            if crowded {
+                // Too many pieces to follow: every tail goes out before it,
+                // and each of its strings is restored on its own.
+                self.flush(&[], out);
+                if let Some(restored) = restore_answer(&event[start..end], &self.vault) {
+                    edited.push((start, end, restored));
+                }
+                continue;
+            }
             if closes {
                 // What this event does not continue is over: its tail goes first.
                 let continued: Vec<&str> = met.iter().filter(|m| m.piece).map(|m| m.key.as_str()).collect();
@@ -140,21 +170,36 @@ impl RestorePii {
             }
             if !templates.is_empty() {
                 let lines = other_lines(&event);
-                for (key, scope, restorer, at) in templates {
-                    // The tail goes out in this event's shape with its other
-                    // pieces left out (clients add pieces up: an `id` or a
-                    // `name` again would be doubled), but for a `type`.
-                    let mut template = value.clone();
-                    // Counted or numbered per event by clients: not repeated.
-                    drop_fields(&mut template, &["usage", "logprobs", "sequence_number", "obfuscation"]);
-                    let mut others = Vec::new();
-                    piece_paths(&template, &mut Vec::new(), false, &mut others);
+                // The tail goes out in this event's shape with its other
+                // pieces left out (clients add pieces up: an `id` or a
+                // `name` again would be doubled), but for a `type`.
+                let mut shape = value.clone();
+                // Counted or numbered per event by clients: not repeated.
+                drop_fields(&mut shape, &["usage", "logprobs", "sequence_number", "obfuscation"]);
+                let mut others = Vec::new();
+                piece_paths(&shape, &mut Vec::new(), false, &mut others);
+                let mut bytes: usize = self.holding.iter().map(|c| c.size).sum();
+                for (key, scope, mut restorer, at) in templates {
+                    bytes = bytes.saturating_add(event.len());
+                    if others.len() > MAX_PIECES || self.holding.len() >= MAX_HOLDING || bytes > HOLD_BUDGET {
+                        // More than may be held: the tail goes out now, in this event.
+                        let tail = restorer.finish();
+                        if let Some(text) = string_at(&mut value, &at)
+                            && !tail.is_empty()
+                        {
+                            text.push_str(&tail);
+                            changed = true;
+                        }
+                        continue;
+                    }
+                    let mut template = shape.clone();
                     for other in others.iter().filter(|o| **o != at) {
                         if !matches!(other.last(), Some(Step::Key(k)) if k == "type") {
                             remove_at(&mut template, other);
                         }
                     }
-                    self.holding.push(Channel { key, scope, restorer, lines: lines.clone(), template, at });
+                    let size = event.len();
+                    self.holding.push(Channel { key, scope, restorer, lines: lines.clone(), template, at, size });
                 }
             }
             if changed {
@@ -251,6 +296,10 @@ struct Walked {
     /// The scope of the whole event: the `index`, `output_index` and
     /// `content_index` fields anywhere in it.
     scope: Vec<(String, i64)>,
+    /// More than [`MAX_PIECES`] streamed pieces, strings to look at, or
+    /// index fields: the walk stopped there, and `met` and `scope` are not
+    /// the event's.
+    crowded: bool,
 }
 
 /// The strings of an event's JSON there may be work on (`holding`: the
@@ -259,7 +308,8 @@ fn walk_event(value: &Value, holding: &[Channel]) -> Walked {
     let kind = value.get("type").and_then(Value::as_str).unwrap_or_default();
     // A legacy completion's chunk streams its text outside any `delta`.
     let legacy = value.get("object").and_then(Value::as_str) == Some("text_completion");
-    let mut walk = Walk { found: Walked::default(), holding, legacy, kind, at: Vec::new(), scope: Vec::new() };
+    let mut walk =
+        Walk { found: Walked::default(), holding, pieces: 0, legacy, kind, at: Vec::new(), scope: Vec::new() };
     walk.value(value, false, false);
     let ends = ["content_block_stop", "message_delta", "message_stop", "error"].contains(&kind)
         || [".done", ".completed", ".failed", ".incomplete"].iter().any(|e| kind.ends_with(e));
@@ -270,6 +320,8 @@ fn walk_event(value: &Value, holding: &[Channel]) -> Walked {
 struct Walk<'a> {
     found: Walked,
     holding: &'a [Channel],
+    /// The streamed pieces met so far.
+    pieces: usize,
     legacy: bool,
     kind: &'a str,
     /// Where the walk is.
@@ -280,6 +332,9 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn value(&mut self, value: &Value, delta: bool, last: bool) {
+        if self.found.crowded {
+            return;
+        }
         match value {
             Value::String(text) => self.string(text, delta, last),
             Value::Array(items) => {
@@ -293,6 +348,10 @@ impl Walk<'_> {
                 let before = self.scope.len();
                 for field in ["index", "output_index", "content_index"] {
                     if let Some(n) = map.get(field).and_then(Value::as_i64) {
+                        if self.found.scope.len() == MAX_PIECES {
+                            self.found.crowded = true;
+                            return;
+                        }
                         let name = format!("{}.{field}", shape(&self.at));
                         self.found.scope.push((name.clone(), n));
                         self.scope.push((name, n));
@@ -327,9 +386,21 @@ impl Walk<'_> {
         let piece = delta || name == "delta" || legacy_text;
         // The Responses API streams a call's arguments as `delta`s of a JSON text.
         let json = holds_json(name) || (name == "delta" && self.kind.contains("arguments"));
+        if piece {
+            // Each is looked for among the held: a crowd of them is not followed.
+            self.pieces += 1;
+            if self.pieces > MAX_PIECES {
+                self.found.crowded = true;
+                return;
+            }
+        }
         let key = piece.then(|| channel_key(self.kind, &self.at, &self.scope));
         let held = key.as_ref().is_some_and(|k| self.holding.iter().any(|c| &c.key == k));
         if !held && !text.contains('[') {
+            return;
+        }
+        if self.found.met.len() == MAX_PIECES {
+            self.found.crowded = true;
             return;
         }
         self.found.met.push(Met {
@@ -390,8 +461,12 @@ fn drop_fields(value: &mut Value, names: &[&str]) {
     }
 }
 
-/// Where the streamed pieces of an event are (strings under a `delta`).
+/// Where the streamed pieces of an event are (strings under a `delta`); it
+/// stops past [`MAX_PIECES`] of them.
 fn piece_paths(value: &Value, at: &mut Vec<Step>, delta: bool, out: &mut Vec<Vec<Step>>) {
+    if out.len() > MAX_PIECES {
+        return;
+    }
     match value {
         Value::String(_) if delta || matches!(at.last(), Some(Step::Key(k)) if k == "delta") => out.push(at.clone()),
         Value::Array(items) => {

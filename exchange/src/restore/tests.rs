@@ -348,3 +348,93 @@ fn only_an_end_gives_a_tail_out_and_signed_thinking_keeps_its_placeholders() {
     );
     assert_eq!(out.matches("total_tokens").count(), 1, "usage is not repeated");
 }
+
+/// A chat chunk of choice `index` with `delta`, as an SSE event.
+fn choice_chunk(index: usize, delta: Value) -> String {
+    let c = json!({"object": "chat.completion.chunk", "choices": [{"index": index, "delta": delta, "finish_reason": null}]});
+    format!("data: {c}\n\n")
+}
+
+/// Each choice's content, as a client adds it up.
+fn contents(stream: &[u8]) -> std::collections::BTreeMap<u64, String> {
+    let mut by_choice = std::collections::BTreeMap::new();
+    for e in events(stream) {
+        if let (Some(i), Some(text)) = (e["choices"][0]["index"].as_u64(), e["choices"][0]["delta"]["content"].as_str())
+        {
+            by_choice.entry(i).or_insert_with(String::new).push_str(text);
+        }
+    }
+    by_choice
+}
+
+#[test]
+fn no_more_than_max_holding_texts_hold_a_tail_and_none_is_lost() {
+    // More choices than may hold a tail, each starting a placeholder and
+    // finishing it in a later event: the first MAX_HOLDING come back
+    // restored, the others as they came, and every byte is there.
+    let n = MAX_HOLDING + 40;
+    let mut stream = String::new();
+    for i in 0..n {
+        stream.push_str(&choice_chunk(i, json!({"content": "to [EMAIL"})));
+    }
+    let mut restore = RestorePii::new(vault(), true);
+    let mut out = VecDeque::new();
+    restore.chunk(Bytes::from(stream.clone()), &mut out);
+    assert_eq!(restore.holding.len(), MAX_HOLDING);
+    let mut rest = String::new();
+    for i in 0..n {
+        rest.push_str(&choice_chunk(i, json!({"content": "_1] ok"})));
+    }
+    restore.chunk(Bytes::from(rest), &mut out);
+    restore.end(&mut out);
+    let out: Vec<u8> = out.into_iter().flatten().collect();
+    let got = contents(&out);
+    assert_eq!(got.len(), n);
+    for (i, text) in got {
+        let want = if (i as usize) < MAX_HOLDING { "to jane.doe@example.com ok" } else { "to [EMAIL_1] ok" };
+        assert_eq!(text, want, "choice {i}");
+    }
+}
+
+#[test]
+fn an_event_too_large_to_keep_gives_its_tail_out_at_once() {
+    // An event's copy is kept to give a held tail out in: past HOLD_BUDGET
+    // the tail goes out in the event itself.
+    let big = "x".repeat(HOLD_BUDGET);
+    let event = format!(
+        "data: {}\n\n",
+        json!({"object": "chat.completion.chunk", "note": big,
+            "choices": [{"index": 0, "delta": {"content": "mail [EMAIL"}, "finish_reason": null}]})
+    );
+    let mut restore = RestorePii::new(vault(), true);
+    let mut out = VecDeque::new();
+    restore.chunk(Bytes::from(event), &mut out);
+    assert!(restore.holding.is_empty(), "nothing is kept");
+    restore.end(&mut out);
+    let out: Vec<u8> = out.into_iter().flatten().collect();
+    assert_eq!(contents(&out).get(&0).map(String::as_str), Some("mail [EMAIL"));
+}
+
+#[test]
+fn an_event_with_more_pieces_than_are_followed_is_restored_string_by_string() {
+    // Thousands of pieces in one event (no model writes that): no piece is
+    // followed, a tail held before goes out first, and whole placeholders
+    // are still restored.
+    let mut restore = RestorePii::new(vault(), true);
+    let mut out = VecDeque::new();
+    restore.chunk(Bytes::from(choice_chunk(0, json!({"content": "a [PHONE"}))), &mut out);
+    assert_eq!(restore.holding.len(), 1);
+    let mut pieces = vec![json!("["); 3 * MAX_PIECES];
+    pieces.push(json!("[EMAIL_1]"));
+    restore.chunk(Bytes::from(choice_chunk(1, json!({"content": "x", "parts": pieces}))), &mut out);
+    assert!(restore.holding.is_empty(), "the held tail went out before it");
+    restore.end(&mut out);
+    let out: Vec<u8> = out.into_iter().flatten().collect();
+    let events = events(&out);
+    assert_eq!(events[0]["choices"][0]["delta"]["content"], "a ", "what cannot become a placeholder");
+    assert_eq!(events[1]["choices"][0]["delta"]["content"], "[PHONE", "the tail, in an event of its own");
+    let parts = &events[2]["choices"][0]["delta"]["parts"];
+    assert_eq!(parts.as_array().map(Vec::len), Some(3 * MAX_PIECES + 1));
+    assert_eq!(parts[3 * MAX_PIECES], "jane.doe@example.com");
+    assert_eq!(parts[0], "[");
+}
