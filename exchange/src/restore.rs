@@ -31,9 +31,11 @@
 //! the transform, for this exchange only.
 //!
 //! What an origin can make this hold and do is bounded. At most
-//! [`MAX_HOLDING`] texts hold a tail at once, and the copies of the events
-//! their tails are to go out in add up to at most [`HOLD_BUDGET`] bytes; a
-//! text past either gives its tail out at once, in the event it came in. An
+//! [`MAX_HOLDING`] texts hold a tail at once, the copies of the events
+//! their tails are to go out in add up to at most [`HOLD_BUDGET`] bytes,
+//! and the copies made of one event have at most 4 × [`MAX_PIECES`] pieces
+//! taken out of them; a text past any of these gives its tail out at once,
+//! in the event it came in. An
 //! event with more than [`MAX_PIECES`] streamed pieces (or strings to look
 //! at, or index fields) is not followed piece by piece: every tail goes out
 //! before it, and each of its strings is restored on its own, as a JSON
@@ -46,7 +48,7 @@ use bytes::Bytes;
 use edge_router::pii::{Restorer, Vault, holds_json, restore_answer};
 use serde_json::Value;
 
-use crate::transform::{Held, MAX_HELD_JSON, SseEvents, Transform, data_lines, splice};
+use crate::transform::{Held, MAX_HELD_JSON, Piece, SseEvents, Transform, data_lines, splice};
 
 /// Most streamed texts holding a tail at once (a stream of 128 choices,
 /// each with its text and a tool call's arguments, holds up to 256).
@@ -109,6 +111,19 @@ impl RestorePii {
     /// Restores `vault`'s placeholders in an answer that is an SSE stream (`sse`) or JSON.
     pub fn new(vault: Arc<Vault>, sse: bool) -> Self {
         Self { vault, sse, events: SseEvents::default(), json: Held::new(MAX_HELD_JSON), holding: Vec::new() }
+    }
+
+    /// What goes out for a piece of the stream: an event is restored; an
+    /// event too long to hold goes on as it came, every tail before it.
+    fn piece(&mut self, event: Bytes, piece: Piece, out: &mut VecDeque<Bytes>) {
+        match piece {
+            Piece::Event => self.event(event, out),
+            Piece::Start => {
+                self.flush(&[], out);
+                out.push_back(event);
+            }
+            Piece::More => out.push_back(event),
+        }
     }
 
     /// One whole event: what goes out for it (a held tail's own event first, maybe).
@@ -179,9 +194,13 @@ impl RestorePii {
                 let mut others = Vec::new();
                 piece_paths(&shape, &mut Vec::new(), false, &mut others);
                 let mut bytes: usize = self.holding.iter().map(|c| c.size).sum();
+                // Each copy has the other pieces taken out of it.
+                let mut work = 0usize;
                 for (key, scope, mut restorer, at) in templates {
                     bytes = bytes.saturating_add(event.len());
-                    if others.len() > MAX_PIECES || self.holding.len() >= MAX_HOLDING || bytes > HOLD_BUDGET {
+                    work = work.saturating_add(others.len());
+                    let over = others.len() > MAX_PIECES || work > MAX_PIECES * 4;
+                    if over || self.holding.len() >= MAX_HOLDING || bytes > HOLD_BUDGET {
                         // More than may be held: the tail goes out now, in this event.
                         let tail = restorer.finish();
                         if let Some(text) = string_at(&mut value, &at)
@@ -245,9 +264,9 @@ impl Transform for RestorePii {
             return self.json.chunk(input, out);
         }
         let mut events = Vec::new();
-        self.events.push(&input, |e| events.push(e));
-        for event in events {
-            self.event(event, out);
+        self.events.push(&input, |e, piece| events.push((e, piece)));
+        for (event, piece) in events {
+            self.piece(event, piece, out);
         }
     }
 
@@ -258,11 +277,11 @@ impl Transform for RestorePii {
             }
             return;
         }
-        let rest = self.events.rest();
+        let (rest, piece) = self.events.rest();
         if !rest.is_empty() {
             // An event the stream never finished: restored as far as it goes,
             // and ended before a held tail's own event follows it.
-            self.event(rest, out);
+            self.piece(rest, piece, out);
             if !self.holding.is_empty() {
                 out.push_back(Bytes::from_static(b"\n\n"));
             }

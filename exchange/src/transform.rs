@@ -5,7 +5,7 @@
 //! restore plug in here.
 //!
 //! [`SseEvents`] cuts a stream into whole server-sent events, whatever the
-//! chunking. [`SetModel`] sets the `model` of a JSON body: of a request the
+//! chunking (an event over [`MAX_EVENT`] goes on in pieces, as it came). [`SetModel`] sets the `model` of a JSON body: of a request the
 //! router sends to another model, on its way out. [`EditAnswer`] rewrites
 //! every event of a stream (or a JSON answer): it gives a client back the
 //! `model` it asked for when the router sent the request to another model,
@@ -64,38 +64,75 @@ pub fn transform_whole(transform: &mut dyn Transform, body: Bytes) -> Bytes {
 /// lines end with CRLF, LF or CR, and an empty line ends an event).
 ///
 /// An event longer than [`MAX_EVENT`] is not held whole: what has come of
-/// it is given out as it stands, as an event, and the rest follows as the
-/// next. So an origin that never ends its event holds no more than that,
-/// and no byte is lost: those who edit events edit each piece as an event
-/// (a `data:` line cut short is not whole JSON, and goes on as it came).
-#[derive(Debug, Default)]
+/// it is given out as it stands, a [`Piece::Start`], and the rest as
+/// [`Piece::More`] as it comes, the last ending with the event's blank line.
+/// So an origin that never ends its event holds no more than that, and no
+/// byte is lost. Those who rewrite events pass such pieces on as they came
+/// (or, when they cannot, as a translation, drop them).
+#[derive(Debug)]
 pub struct SseEvents {
     pending: BytesMut,
     /// How far `pending` has been looked through for its first event's end.
     scan: Scan,
+    /// Whether `pending` is the rest of an event given out in pieces.
+    cut: bool,
+    /// The longest event held whole.
+    max: usize,
 }
 
 /// The longest event [`SseEvents`] holds whole: the largest JSON answer held.
 pub const MAX_EVENT: usize = MAX_HELD_JSON;
 
+/// What [`SseEvents`] gives out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// An event, its blank line included (or, at the end of the stream, the
+    /// start of one it never finished).
+    Event,
+    /// The start of an event longer than [`MAX_EVENT`].
+    Start,
+    /// More of that event.
+    More,
+}
+
+impl Default for SseEvents {
+    fn default() -> Self {
+        Self::with_max(MAX_EVENT)
+    }
+}
+
 impl SseEvents {
+    /// Events held whole up to `max` bytes.
+    fn with_max(max: usize) -> Self {
+        Self { pending: BytesMut::new(), scan: Scan::default(), cut: false, max }
+    }
+
     /// Adds `input`; calls `event` with each event now complete, its
-    /// terminating blank line included.
-    pub fn push(&mut self, input: &[u8], mut event: impl FnMut(Bytes)) {
+    /// terminating blank line included, and with each piece of an event
+    /// too long to hold.
+    pub fn push(&mut self, input: &[u8], mut event: impl FnMut(Bytes, Piece)) {
         self.pending.extend_from_slice(input);
         while let Some(end) = self.scan.event_end(&self.pending) {
-            event(self.pending.split_to(end).freeze());
+            let piece = if std::mem::take(&mut self.cut) { Piece::More } else { Piece::Event };
+            event(self.pending.split_to(end).freeze(), piece);
         }
-        if self.pending.len() > MAX_EVENT {
-            self.scan = Scan::default();
-            event(self.pending.split().freeze());
+        if self.pending.len() > self.max {
+            // Cut where it stands, but not between a CR and the LF that
+            // may follow it, and go on knowing whether a line starts there.
+            let at = self.pending.len() - usize::from(self.pending.ends_with(b"\r"));
+            let given = self.pending.split_to(at).freeze();
+            self.scan = Scan { blank_at_start: given.ends_with(b"\n") || given.ends_with(b"\r"), ..Scan::default() };
+            let piece = if std::mem::replace(&mut self.cut, true) { Piece::More } else { Piece::Start };
+            event(given, piece);
         }
     }
 
-    /// What is left: the start of an event the stream never finished.
-    pub fn rest(&mut self) -> Bytes {
+    /// What is left: the start of an event the stream never finished (or
+    /// the rest of one given out in pieces).
+    pub fn rest(&mut self) -> (Bytes, Piece) {
         self.scan = Scan::default();
-        self.pending.split().freeze()
+        let piece = if std::mem::take(&mut self.cut) { Piece::More } else { Piece::Event };
+        (self.pending.split().freeze(), piece)
     }
 }
 
@@ -108,6 +145,9 @@ struct Scan {
     at: usize,
     /// Where the line it is in starts.
     line_start: usize,
+    /// The buffer starts a line within an event (after a piece that ended
+    /// with a line end), so an empty line there ends the event.
+    blank_at_start: bool,
 }
 
 impl Scan {
@@ -116,7 +156,7 @@ impl Scan {
     /// afresh after a find. A trailing CR is not taken as a line end yet: an
     /// LF may follow it.
     fn event_end(&mut self, buf: &[u8]) -> Option<usize> {
-        let Self { at: mut i, mut line_start } = *self;
+        let Self { at: mut i, mut line_start, blank_at_start } = *self;
         while i < buf.len() {
             let eol = match buf[i] {
                 b'\n' => 1,
@@ -128,14 +168,14 @@ impl Scan {
                     continue;
                 }
             };
-            if i == line_start && line_start > 0 {
+            if i == line_start && (line_start > 0 || blank_at_start) {
                 *self = Self::default();
                 return Some(i + eol);
             }
             i += eol;
             line_start = i;
         }
-        *self = Self { at: i, line_start };
+        *self = Self { at: i, line_start, blank_at_start };
         None
     }
 }
@@ -316,8 +356,8 @@ impl Transform for EditAnswer {
             return self.json.chunk(input, out);
         }
         let mut events = Vec::new();
-        self.events.push(&input, |e| events.push(e));
-        out.extend(events.into_iter().map(|e| self.edit_event(e)));
+        self.events.push(&input, |e, piece| events.push((e, piece)));
+        out.extend(events.into_iter().map(|(e, piece)| if piece == Piece::Event { self.edit_event(e) } else { e }));
     }
 
     fn end(&mut self, out: &mut VecDeque<Bytes>) {
@@ -327,9 +367,10 @@ impl Transform for EditAnswer {
             }
             return;
         }
-        let rest = self.events.rest();
-        if !rest.is_empty() {
-            out.push_back(self.edit_event(rest));
+        match self.events.rest() {
+            (rest, _) if rest.is_empty() => {}
+            (rest, Piece::Event) => out.push_back(self.edit_event(rest)),
+            (rest, _) => out.push_back(rest),
         }
     }
 }

@@ -162,10 +162,10 @@ fn events(input: &[u8], cuts: &[usize]) -> (Vec<Vec<u8>>, Vec<u8>) {
     let (mut at, mut i) = (0, 0);
     while at < input.len() {
         let end = (at + cuts[i % cuts.len()].max(1)).min(input.len());
-        splitter.push(&input[at..end], |e| out.push(e.to_vec()));
+        splitter.push(&input[at..end], |e, _| out.push(e.to_vec()));
         (at, i) = (end, i + 1);
     }
-    (out, splitter.rest().to_vec())
+    (out, splitter.rest().0.to_vec())
 }
 
 #[test]

@@ -23,7 +23,7 @@ use edge_router::config::{Api, Node};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
-use crate::transform::{Held, MAX_HELD_JSON, SseEvents, Transform};
+use crate::transform::{Held, MAX_HELD_JSON, Piece, SseEvents, Transform};
 
 /// The header that carries a node's key, in its API's way, marked
 /// sensitive so that it never shows in debug output. `None` if the key
@@ -292,7 +292,11 @@ impl Transform for Translate {
         }
         let mut text = String::new();
         let dialect = &mut self.dialect;
-        self.events.push(&input, |event| {
+        self.events.push(&input, |event, piece| {
+            if piece != Piece::Event {
+                // Part of an event too long to hold: it cannot be read, nor passed on untranslated.
+                return;
+            }
             let (name, data) = parse_event(&event);
             if let Some(data) = data {
                 dialect.event(name.as_deref(), &data, &mut text);
@@ -314,8 +318,8 @@ impl Transform for Translate {
             return;
         }
         let mut text = String::new();
-        let rest = self.events.rest();
-        if !rest.is_empty() {
+        let (rest, piece) = self.events.rest();
+        if !rest.is_empty() && piece == Piece::Event {
             let (name, data) = parse_event(&rest);
             if let Some(data) = data {
                 self.dialect.event(name.as_deref(), &data, &mut text);

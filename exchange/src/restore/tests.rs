@@ -438,3 +438,48 @@ fn an_event_with_more_pieces_than_are_followed_is_restored_string_by_string() {
     assert_eq!(parts[3 * MAX_PIECES], "jane.doe@example.com");
     assert_eq!(parts[0], "[");
 }
+
+#[test]
+fn an_event_too_long_to_hold_goes_on_as_it_came_after_every_held_tail() {
+    // The tail goes out before the long event starts, not in its middle,
+    // where a client would read it as part of that event.
+    let mut restore = RestorePii::new(vault(), true);
+    let mut out = VecDeque::new();
+    restore.chunk(Bytes::from(choice_chunk(0, json!({"content": "to [EMAIL"}))), &mut out);
+    assert_eq!(restore.holding.len(), 1);
+    let comment = [b": ".as_slice(), &vec![b'x'; crate::transform::MAX_EVENT + 10]].concat();
+    restore.chunk(Bytes::from(comment.clone()), &mut out);
+    assert!(restore.holding.is_empty(), "the tail went out before it");
+    restore
+        .chunk(Bytes::from(format!("\n\n{}data: [DONE]\n\n", choice_chunk(0, json!({"content": "_1] ok"})))), &mut out);
+    restore.end(&mut out);
+    let out: Vec<u8> = out.into_iter().flatten().collect();
+    assert_eq!(
+        contents(&out).get(&0).map(String::as_str),
+        Some("to [EMAIL_1] ok"),
+        "split by the long event: as it came"
+    );
+    let text = String::from_utf8(out).expect("UTF-8");
+    let events: Vec<&str> = text.split("\n\n").collect();
+    assert_eq!(events.len(), 6, "the first piece, its tail, the comment, the next, [DONE] and the end");
+    assert!(events[1].ends_with("\"[EMAIL\"},\"finish_reason\":null}]}") && events[2].len() == comment.len());
+}
+
+#[test]
+fn one_event_makes_a_bounded_number_of_copies_for_its_tails() {
+    // 300 texts in one event, each holding a tail: each copy kept for a
+    // tail has the other 300 pieces taken out, so only 4 × MAX_PIECES / 301
+    // are made; the other tails go out at once. None is lost.
+    let mut delta = serde_json::Map::new();
+    delta.insert("content".into(), json!("x"));
+    for i in 0..300 {
+        delta.insert(format!("k{i}"), json!("[EMAIL"));
+    }
+    let mut restore = RestorePii::new(vault(), true);
+    let mut out = VecDeque::new();
+    restore.chunk(Bytes::from(choice_chunk(0, Value::Object(delta))), &mut out);
+    assert_eq!(restore.holding.len(), 4 * MAX_PIECES / 301);
+    restore.end(&mut out);
+    let text = String::from_utf8(out.into_iter().flatten().collect()).expect("UTF-8");
+    assert_eq!(text.matches("[EMAIL").count(), 300, "{text}");
+}

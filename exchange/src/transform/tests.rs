@@ -58,44 +58,56 @@ fn requested_models_are_written_as_json_strings() {
 fn sse_events_split_on_lf_crlf_and_cr_blank_lines() {
     let mut events = SseEvents::default();
     let mut got = Vec::new();
-    events.push(b"data: 1\n\ndata: 2\r\n\r\ndata: 3\r\rdata: 4\r", |e| got.push(e));
+    events.push(b"data: 1\n\ndata: 2\r\n\r\ndata: 3\r\rdata: 4\r", |e, _| got.push(e));
     assert_eq!(got, ["data: 1\n\n", "data: 2\r\n\r\n", "data: 3\r\r"]);
-    events.push(b"\n\n", |e| got.push(e));
+    events.push(b"\n\n", |e, _| got.push(e));
     assert_eq!(got.last().map(|b| &b[..]), Some(&b"data: 4\r\n\n"[..]), "a CR at a chunk's end waits for its LF");
 }
 
-/// The events `push` gives for `input` fed in chunks cut at `cuts`, and what is left.
-fn sse_events(input: &[u8], cuts: &[usize]) -> (Vec<Bytes>, Bytes) {
-    let mut events = SseEvents::default();
+/// What `push` gives for `input` fed in chunks cut at `cuts`, holding
+/// events whole up to `max` bytes: the pieces, and what is left.
+fn sse_pieces(max: usize, input: &[u8], cuts: &[usize]) -> Vec<(Bytes, Piece)> {
+    let mut events = SseEvents::with_max(max);
     let mut got = Vec::new();
     let mut from = 0;
     for &cut in cuts.iter().chain([&input.len()]) {
         let cut = cut.clamp(from, input.len());
-        events.push(&input[from..cut], |e| got.push(e));
+        events.push(&input[from..cut], |e, piece| got.push((e, piece)));
         from = cut;
     }
-    (got, events.rest())
+    let rest = events.rest();
+    if !rest.0.is_empty() {
+        got.push(rest);
+    }
+    got
+}
+
+/// The events of `pieces`, each event given out in pieces put together again.
+fn joined(pieces: &[(Bytes, Piece)]) -> Vec<Vec<u8>> {
+    let mut events: Vec<Vec<u8>> = Vec::new();
+    for (bytes, piece) in pieces {
+        match (piece, events.last_mut()) {
+            (Piece::More, Some(last)) => last.extend_from_slice(bytes),
+            _ => events.push(bytes.to_vec()),
+        }
+    }
+    events
 }
 
 #[test]
 fn an_event_longer_than_the_most_held_goes_on_as_it_came() {
     // An origin that never ends its event: no more than MAX_EVENT is held.
-    let long = |model: &str| {
-        let head = format!("data: {{\"model\":\"{model}\",\"x\":\"");
-        [head.as_bytes(), &vec![b'z'; MAX_EVENT + 100_000], b"\"}\n\n"].concat()
-    };
-    let input = [long("a").as_slice(), b"data: {\"model\":\"a\"}\n\n"].concat();
+    let long = [b"data: {\"model\":\"a\",\"x\":\"".as_slice(), &vec![b'z'; MAX_EVENT + 100_000], b"\"}\n\n"].concat();
+    let input = [long.as_slice(), b"data: {\"model\":\"a\"}\n\n"].concat();
     let cuts: Vec<usize> = (1..input.len() / 65_536 + 1).map(|i| i * 65_536).collect();
-    let (events, rest) = sse_events(&input, &cuts);
-    assert!(rest.is_empty());
-    assert!(events.iter().all(|e| e.len() <= MAX_EVENT + 65_536), "held at most MAX_EVENT and one chunk");
-    assert!(events[0].len() > MAX_EVENT, "the long event is given out once it is past MAX_EVENT");
-    assert_eq!(events.last().map(|e| &e[..]), Some(&b"data: {\"model\":\"a\"}\n\n"[..]), "the next is whole");
-    assert_eq!(events.concat(), input, "no byte is lost");
-    // Edited, each piece is edited as an event is (the model is in the
-    // first), and the bytes between stay.
+    let pieces = sse_pieces(MAX_EVENT, &input, &cuts);
+    assert!(pieces.iter().all(|(e, _)| e.len() <= MAX_EVENT + 65_536), "held at most MAX_EVENT and one chunk");
+    let kinds: Vec<Piece> = pieces.iter().map(|(_, piece)| *piece).collect();
+    assert_eq!(kinds, [Piece::Start, Piece::More, Piece::Event]);
+    assert_eq!(joined(&pieces), [long.clone(), b"data: {\"model\":\"a\"}\n\n".to_vec()], "no byte is lost");
+    // Edited, the long event goes on as it came, and the next is edited.
     let out = run(|| EditAnswer::restore_model("b", true), &input, &cuts);
-    assert!(out == [long("b").as_slice(), b"data: {\"model\":\"b\"}\n\n"].concat(), "edited otherwise");
+    assert!(out == [long.as_slice(), b"data: {\"model\":\"b\"}\n\n"].concat(), "edited otherwise");
 }
 
 proptest! {
@@ -108,7 +120,31 @@ proptest! {
         // the middle of a CR LF, a blank line or an event is tried.
         let mut cuts = cuts;
         cuts.sort_unstable();
-        prop_assert_eq!(sse_events(&input, &cuts), sse_events(&input, &[]));
+        prop_assert_eq!(sse_pieces(usize::MAX, &input, &cuts), sse_pieces(usize::MAX, &input, &[]));
+    }
+
+    #[test]
+    fn events_too_long_to_hold_come_in_pieces_that_make_them_up(
+        input in prop::collection::vec(prop::sample::select(b"a:\n\r ".to_vec()), 0..200),
+        cuts in prop::collection::vec(0usize..200, 0..24),
+        max in 1usize..24,
+    ) {
+        // Whatever is cut where: put together, the pieces are the events
+        // read whole, and an event no longer than `max` is never in pieces.
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let pieces = sse_pieces(max, &input, &cuts);
+        let whole = joined(&sse_pieces(usize::MAX, &input, &[]));
+        prop_assert_eq!(&joined(&pieces), &whole);
+        let mut event = 0;
+        for (bytes, piece) in &pieces {
+            match piece {
+                Piece::Start => prop_assert!(whole[event].len() > max, "{:?} is in pieces", &whole[event]),
+                Piece::Event => prop_assert_eq!(bytes, &whole[event]),
+                Piece::More => continue,
+            }
+            event += 1;
+        }
     }
 
     #[test]
