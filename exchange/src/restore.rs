@@ -35,11 +35,11 @@
 //! their tails are to go out in add up to at most [`HOLD_BUDGET`] bytes,
 //! and the copies made of one event have at most 4 × [`MAX_PIECES`] pieces
 //! taken out of them; a text past any of these gives its tail out at once,
-//! in the event it came in. An
-//! event with more than [`MAX_PIECES`] streamed pieces (or strings to look
-//! at, or index fields) is not followed piece by piece: every tail goes out
-//! before it, and each of its strings is restored on its own, as a JSON
-//! answer's are.
+//! in the event it came in. An event with more than [`MAX_PIECES`] streamed
+//! pieces (or strings to look at, or index fields) is not followed piece by
+//! piece: every tail goes out before it, and each of its strings is
+//! restored on its own, as a JSON answer's are. An event too long to hold
+//! ([`crate::transform::MAX_EVENT`]) goes on as it came, every tail before it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -5,8 +5,9 @@
 //! restore plug in here.
 //!
 //! [`SseEvents`] cuts a stream into whole server-sent events, whatever the
-//! chunking (an event over [`MAX_EVENT`] goes on in pieces, as it came). [`SetModel`] sets the `model` of a JSON body: of a request the
-//! router sends to another model, on its way out. [`EditAnswer`] rewrites
+//! chunking (an event over [`MAX_EVENT`] goes on in pieces, as it came).
+//! [`SetModel`] sets the `model` of a JSON body: of a request the router
+//! sends to another model, on its way out. [`EditAnswer`] rewrites
 //! every event of a stream (or a JSON answer): it gives a client back the
 //! `model` it asked for when the router sent the request to another model,
 //! and tags response objects' ids with the node that holds them.

@@ -415,15 +415,21 @@ fn an_event_too_large_to_keep_gives_its_tail_out_at_once() {
     assert_eq!(contents(&out).get(&0).map(String::as_str), Some("mail [EMAIL"));
 }
 
+/// A restore that has had choice 0's `content` and holds a tail of it.
+fn holding_a_tail(content: &str) -> (RestorePii, VecDeque<Bytes>) {
+    let mut restore = RestorePii::new(vault(), true);
+    let mut out = VecDeque::new();
+    restore.chunk(Bytes::from(choice_chunk(0, json!({"content": content}))), &mut out);
+    assert_eq!(restore.holding.len(), 1);
+    (restore, out)
+}
+
 #[test]
 fn an_event_with_more_pieces_than_are_followed_is_restored_string_by_string() {
     // Thousands of pieces in one event (no model writes that): no piece is
     // followed, a tail held before goes out first, and whole placeholders
     // are still restored.
-    let mut restore = RestorePii::new(vault(), true);
-    let mut out = VecDeque::new();
-    restore.chunk(Bytes::from(choice_chunk(0, json!({"content": "a [PHONE"}))), &mut out);
-    assert_eq!(restore.holding.len(), 1);
+    let (mut restore, mut out) = holding_a_tail("a [PHONE");
     let mut pieces = vec![json!("["); 3 * MAX_PIECES];
     pieces.push(json!("[EMAIL_1]"));
     restore.chunk(Bytes::from(choice_chunk(1, json!({"content": "x", "parts": pieces}))), &mut out);
@@ -443,10 +449,7 @@ fn an_event_with_more_pieces_than_are_followed_is_restored_string_by_string() {
 fn an_event_too_long_to_hold_goes_on_as_it_came_after_every_held_tail() {
     // The tail goes out before the long event starts, not in its middle,
     // where a client would read it as part of that event.
-    let mut restore = RestorePii::new(vault(), true);
-    let mut out = VecDeque::new();
-    restore.chunk(Bytes::from(choice_chunk(0, json!({"content": "to [EMAIL"}))), &mut out);
-    assert_eq!(restore.holding.len(), 1);
+    let (mut restore, mut out) = holding_a_tail("to [EMAIL");
     let comment = [b": ".as_slice(), &vec![b'x'; crate::transform::MAX_EVENT + 10]].concat();
     restore.chunk(Bytes::from(comment.clone()), &mut out);
     assert!(restore.holding.is_empty(), "the tail went out before it");
