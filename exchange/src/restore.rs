@@ -45,7 +45,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use edge_router::pii::{Restorer, Vault, holds_json, restore_answer};
+use edge_router::pii::{Restorer, Vault, holds_json, restore_value};
 use serde_json::Value;
 
 use crate::transform::{Held, MAX_HELD_JSON, Piece, SseEvents, Transform, data_lines, splice};
@@ -151,8 +151,8 @@ impl RestorePii {
                 // Too many pieces to follow: every tail goes out before it,
                 // and each of its strings is restored on its own.
                 self.flush(&[], out);
-                if let Some(restored) = restore_answer(&event[start..end], &self.vault) {
-                    edited.push((start, end, restored));
+                if restore_value(&mut value, &self.vault) {
+                    edited.push((start, end, serde_json::to_vec(&value).unwrap_or_default()));
                 }
                 continue;
             }

@@ -100,15 +100,23 @@ pub fn restore_answer(answer: &[u8], vault: &Vault) -> Option<Vec<u8>> {
         return None;
     }
     let mut value: Value = serde_json::from_slice(answer).ok()?;
+    restore_value(&mut value, vault).then(|| serde_json::to_vec(&value).ok()).flatten()
+}
+
+/// [`restore_answer`] on a JSON value already read: whether anything was restored.
+pub fn restore_value(value: &mut Value, vault: &Vault) -> bool {
+    if vault.is_empty() {
+        return false;
+    }
     let mut changed = false;
-    for_each_string(&mut value, false, &mut |text: &mut String, json: bool| {
+    for_each_string(value, false, &mut |text: &mut String, json: bool| {
         let restored = vault.restore(text, json);
         if restored != *text {
             *text = restored;
             changed = true;
         }
     });
-    changed.then(|| serde_json::to_vec(&value).ok()).flatten()
+    changed
 }
 
 /// Whether the string of a field named `key` is a JSON text (a tool call's

@@ -12,7 +12,7 @@ mod body;
 mod detect;
 mod vault;
 
-pub use body::{Mode, Protected, holds_json, protect_request, restore_answer};
+pub use body::{Mode, Protected, holds_json, protect_request, restore_answer, restore_value};
 pub use detect::luhn;
 pub use regex_lite::Regex;
 pub use vault::{Restorer, Vault};
