@@ -193,14 +193,20 @@ impl RestorePii {
                 drop_fields(&mut shape, &["usage", "logprobs", "sequence_number", "obfuscation"]);
                 let mut others = Vec::new();
                 piece_paths(&shape, &mut Vec::new(), false, &mut others);
-                let mut bytes: usize = self.holding.iter().map(|c| c.size).sum();
-                // Each copy has the other pieces taken out of it.
-                let mut work = 0usize;
-                for (key, scope, mut restorer, at) in templates {
-                    bytes = bytes.saturating_add(event.len());
-                    work = work.saturating_add(others.len());
-                    let over = others.len() > MAX_PIECES || work > MAX_PIECES * 4;
-                    if over || self.holding.len() >= MAX_HOLDING || bytes > HOLD_BUDGET {
+                // How many of this event's tails may be held: each is one
+                // more text holding, one more copy of the event against the
+                // budget, and one more copy to take the other pieces out of.
+                let held_bytes: usize = self.holding.iter().map(|c| c.size).sum();
+                let room = if others.len() > MAX_PIECES {
+                    0
+                } else {
+                    MAX_HOLDING
+                        .saturating_sub(self.holding.len())
+                        .min(HOLD_BUDGET.saturating_sub(held_bytes) / event.len())
+                        .min((MAX_PIECES * 4).checked_div(others.len()).unwrap_or(usize::MAX))
+                };
+                for (i, (key, scope, mut restorer, at)) in templates.into_iter().enumerate() {
+                    if i >= room {
                         // More than may be held: the tail goes out now, in this event.
                         let tail = restorer.finish();
                         if let Some(text) = string_at(&mut value, &at)

@@ -114,7 +114,7 @@ impl SseEvents {
     pub fn push(&mut self, input: &[u8], mut event: impl FnMut(Bytes, Piece)) {
         self.pending.extend_from_slice(input);
         while let Some(end) = self.scan.event_end(&self.pending) {
-            let piece = if std::mem::take(&mut self.cut) { Piece::More } else { Piece::Event };
+            let piece = self.ending();
             event(self.pending.split_to(end).freeze(), piece);
         }
         if self.pending.len() > self.max {
@@ -132,8 +132,13 @@ impl SseEvents {
     /// the rest of one given out in pieces).
     pub fn rest(&mut self) -> (Bytes, Piece) {
         self.scan = Scan::default();
-        let piece = if std::mem::take(&mut self.cut) { Piece::More } else { Piece::Event };
-        (self.pending.split().freeze(), piece)
+        (self.pending.split().freeze(), self.ending())
+    }
+
+    /// What an event that ends here is: the last piece of one given out in
+    /// pieces, or a whole one. The next starts whole.
+    fn ending(&mut self) -> Piece {
+        if std::mem::take(&mut self.cut) { Piece::More } else { Piece::Event }
     }
 }
 
