@@ -268,3 +268,51 @@ fn check_json_writes_the_config_the_worker_reads_from_kv() {
     assert!(out.stdout.is_empty(), "nothing to put in KV");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Reads `s` until the box closes it, at most `limit` after `since`: what
+/// it sent, and when it closed. Panics if it is still open then.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, since: Instant, limit: Duration) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((since + limit).into(), s.read(&mut buf)).await {
+            Err(_) => panic!("the admin connection is still open after {limit:?}: {}", String::from_utf8_lossy(&got)),
+            Ok(Ok(0) | Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), since.elapsed()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_caller_that_stalls_its_head_or_its_body_is_cut_off_after_ten_seconds() {
+    use tokio::io::AsyncWriteExt;
+    // The admin listener's READ_TIMEOUT, which docs/admin.md states.
+    let timeout = Duration::from_secs(10);
+    let origin = FakeOrigin::start("a", Script::always(Reply::default())).await.expect("origin");
+    let edge = EdgeBox::start(&format!(
+        "admin: {{listen: \"127.0.0.1:0\"}}\nnodes:\n  - {{id: a, type: cloud, host: \"{}\"}}\n",
+        origin.url()
+    ));
+    let admin = edge.admin.trim_start_matches("http://").to_string();
+    let since = Instant::now();
+    // Half a head, then nothing.
+    let mut head = tokio::net::TcpStream::connect(&admin).await.expect("connect");
+    head.write_all(b"GET /status HTTP/1.1\r\nhost: x\r\n").await.expect("write");
+    // A whole head with the token, and a body that stops after one byte of 100.
+    let mut body = tokio::net::TcpStream::connect(&admin).await.expect("connect");
+    let request = format!(
+        "POST /admin/nodes/a/weight HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    body.write_all(request.as_bytes()).await.expect("write");
+    let limit = timeout + Duration::from_secs(10);
+    let ((head_got, head_took), (body_got, body_took)) =
+        tokio::join!(read_until_closed(&mut head, since, limit), read_until_closed(&mut body, since, limit));
+    assert!(head_took >= timeout, "half a head was cut off after {head_took:?}, before {timeout:?}");
+    assert!(head_got.is_empty(), "nothing is answered to half a head: {head_got}");
+    assert!(body_took >= timeout, "a stalled body was answered after {body_took:?}, before {timeout:?}");
+    assert!(body_got.starts_with("HTTP/1.1 400"), "{body_got}");
+    assert!(body_got.contains("the request body did not come within 10s"), "{body_got}");
+    // The box still serves its operators.
+    assert_eq!(edge.status()["nodes"][0]["id"], "a");
+}
