@@ -486,3 +486,45 @@ fn one_event_makes_a_bounded_number_of_copies_for_its_tails() {
     let text = String::from_utf8(out.into_iter().flatten().collect()).expect("UTF-8");
     assert_eq!(text.matches("[EMAIL").count(), 300, "{text}");
 }
+
+#[test]
+fn a_legacy_completion_stream_restores_each_choices_text_split_anywhere() {
+    // `/v1/completions` with `n: 2` and `stream: true`, as OpenAI and vLLM
+    // send it: one choice per event, its text outside any `delta`, the two
+    // choices' events interleaved, then a finish event for each and `[DONE]`.
+    let vault = vault();
+    let event = |index: usize, text: &str, finish: Value| {
+        let c = json!({"id": "cmpl-1", "object": "text_completion", "model": "m",
+            "choices": [{"text": text, "index": index, "logprobs": null, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    };
+    let texts = |stream: &[u8]| {
+        let mut by_choice = std::collections::BTreeMap::new();
+        let mut pieces = Vec::new();
+        for e in events(stream) {
+            if let (Some(i), Some(text)) = (e["choices"][0]["index"].as_u64(), e["choices"][0]["text"].as_str()) {
+                by_choice.entry(i).or_insert_with(String::new).push_str(text);
+                pieces.push(text.to_string());
+            }
+        }
+        (by_choice, pieces)
+    };
+    for cut in 1..ANSWER.len() {
+        // Choice 1 is cut elsewhere, so its tails and choice 0's are held at once.
+        let other = ANSWER.len() - cut;
+        let mut stream = String::new();
+        stream.push_str(&event(0, &ANSWER[..cut], Value::Null));
+        stream.push_str(&event(1, &ANSWER[..other], Value::Null));
+        stream.push_str(&event(0, &ANSWER[cut..], Value::Null));
+        stream.push_str(&event(1, &ANSWER[other..], Value::Null));
+        stream.push_str(&event(0, "", json!("length")));
+        stream.push_str(&event(1, "", json!("length")));
+        stream.push_str("data: [DONE]\n\n");
+        let out = feed(&mut RestorePii::new(vault.clone(), true), stream.as_bytes(), &[]);
+        let (by_choice, pieces) = texts(&out);
+        assert_eq!(by_choice.get(&0).map(String::as_str), Some(RESTORED), "choice 0 cut at {cut}");
+        assert_eq!(by_choice.get(&1).map(String::as_str), Some(RESTORED), "choice 1 cut at {other}");
+        no_half_values(&pieces);
+        assert_eq!(events(&out).pop(), Some(Value::String("[DONE]".into())), "cut at {cut}");
+    }
+}
