@@ -290,10 +290,14 @@ async fn an_admin_caller_that_stalls_its_head_or_its_body_is_cut_off_after_ten_s
     // The admin listener's READ_TIMEOUT, which docs/admin.md states.
     let timeout = Duration::from_secs(10);
     let origin = FakeOrigin::start("a", Script::always(Reply::default())).await.expect("origin");
-    let edge = EdgeBox::start(&format!(
-        "admin: {{listen: \"127.0.0.1:0\"}}\nnodes:\n  - {{id: a, type: cloud, host: \"{}\"}}\n",
-        origin.url()
-    ));
+    // A file of its own: the tests of this binary run at once, and share a directory.
+    let edge = EdgeBox::start_as(
+        "stalling-admin-callers.yaml",
+        &format!(
+            "admin: {{listen: \"127.0.0.1:0\"}}\nnodes:\n  - {{id: a, type: cloud, host: \"{}\"}}\n",
+            origin.url()
+        ),
+    );
     let admin = edge.admin.trim_start_matches("http://").to_string();
     let since = Instant::now();
     // Half a head, then nothing.
