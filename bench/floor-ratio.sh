@@ -18,11 +18,7 @@ WORK=$(mktemp -d /tmp/edge-ratio.XXXXXX)
 source bench/lib.sh
 proxy_setup
 start_stack
-P_SHARED=$(free_port)
-DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" \
-  target/wasm32-unknown-unknown/release/edge_router.wasm >/dev/null &
-PIDS+=($!); SHARED_PID=$!
-wait_ready "$P_SHARED"
+start_shared_floor
 wrk_chat() { wrk_measure "$1" "http://127.0.0.1:$2/v1/chat/completions" "$3" "$WORK/post.lua"; }
 take_turns wrk_chat "nginx $P_NGINX $(nginx_pids "$WORK/proxy")" "router $P_ROUTER $ROUTER_PID" \
   "router-quiet $P_QUIET $QUIET_PID" "hyper-floor $P_FLOOR $FLOOR_PID" "decision-floor $P_DECIDE $DECIDE_PID" \

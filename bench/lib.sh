@@ -7,6 +7,8 @@ CONNS=${CONNS:-32}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
+# The router module every edge box and decision floor here runs.
+MODULE=target/wasm32-unknown-unknown/release/edge_router.wasm
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need nginx || ! need wrk; then
@@ -157,20 +159,30 @@ wait_ready() {
 # P_ROUTER P_QUIET P_FLOOR P_DECIDE and ROUTER_PID QUIET_PID FLOOR_PID
 # DECIDE_PID, and waits until each answers.
 start_stack() {
-  local module=target/wasm32-unknown-unknown/release/edge_router.wasm
   P_ROUTER=$(free_port); P_QUIET=$(free_port); P_FLOOR=$(free_port); P_DECIDE=$(free_port)
-  EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$module" --config "$WORK/router.yaml" \
+  EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/router.yaml" \
     --listen "127.0.0.1:$P_ROUTER" >"$WORK/access.log" &
   PIDS+=($!); ROUTER_PID=$!
   { cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off", request_metrics: false}\n'; } >"$WORK/quiet.yaml"
-  EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$module" --config "$WORK/quiet.yaml" \
+  EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/quiet.yaml" \
     --listen "127.0.0.1:$P_QUIET" &
   PIDS+=($!); QUIET_PID=$!
   target/release/hyper-floor "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_ORIGIN" >/dev/null &
   PIDS+=($!); FLOOR_PID=$!
-  target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$module" >/dev/null &
+  target/release/hyper-floor "127.0.0.1:$P_DECIDE" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
   PIDS+=($!); DECIDE_PID=$!
   wait_ready "$P_ROUTER" "$P_QUIET" "$P_FLOOR" "$P_DECIDE"
+}
+
+# start_shared_floor : after proxy_setup, starts decision-floor-shared (one
+# module instance for both threads, as the edge box has) to the origin; sets
+# P_SHARED and SHARED_PID, and waits until it answers.
+start_shared_floor() {
+  P_SHARED=$(free_port)
+  DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" \
+    "$MODULE" >/dev/null &
+  PIDS+=($!); SHARED_PID=$!
+  wait_ready "$P_SHARED"
 }
 
 # take_turns FN ENTRY... : ROUNDS rounds of `FN NAME PORT PIDS` for each

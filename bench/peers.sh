@@ -48,7 +48,6 @@ install_litellm() {
 WORK=$(mktemp -d /tmp/edge-peers.XXXXXX)
 source bench/lib.sh
 proxy_setup
-MODULE=target/wasm32-unknown-unknown/release/edge_router.wasm
 P_ROUTER=$(free_port)
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/router.yaml" \
   --listen "127.0.0.1:$P_ROUTER" >"$WORK/access.log" &

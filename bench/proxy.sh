@@ -40,10 +40,9 @@ cargo build --locked --release -q -p edge-router-host -p edge-router-bench
 WORK=$(mktemp -d /tmp/edge-bench.XXXXXX)
 source bench/lib.sh
 proxy_setup
-# router, router-quiet, hyper-floor and decision-floor
+# router, router-quiet, hyper-floor and decision-floor, then decision-floor-shared
 start_stack
-P_SHARED=$(free_port)
-MODULE=target/wasm32-unknown-unknown/release/edge_router.wasm
+start_shared_floor
 P_NOLOG=$(free_port)
 { cat "$WORK/router.yaml"; printf 'monitoring: {access_log: "off"}\n'; } >"$WORK/nolog.yaml"
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/nolog.yaml" --listen "127.0.0.1:$P_NOLOG" &
@@ -64,8 +63,6 @@ start_nginx "$WORK/proxy-tls"
 { cat "$WORK/quiet.yaml"; printf 'server: {tls: {certificates: [{cert: "%s", key: "%s"}]}}\n' "$WORK/tls.pem" "$WORK/tls.key"; } >"$WORK/tls.yaml"
 EDGE_ROUTER_LOG=warn target/release/edge-router serve --module "$MODULE" --config "$WORK/tls.yaml" --listen "127.0.0.1:$P_ROUTER_TLS" &
 PIDS+=($!); TLS_PID=$!
-DECISION_FLOOR_SHARED=1 target/release/hyper-floor "127.0.0.1:$P_SHARED" "127.0.0.1:$P_ORIGIN" "$WORK/router.yaml" "$MODULE" >/dev/null &
-PIDS+=($!); SHARED_PID=$!
 wait_ready "$P_ORIGIN" "$P_NGINX" "$P_ROUTER" "$P_FLOOR" "$P_DECIDE" "$P_SHARED" "$P_ANTHROPIC" "$P_NOLOG" "$P_QUIET"
 for p in "$P_NGINX_TLS" "$P_ROUTER_TLS"; do
   for _ in $(seq 50); do curl -sfk -o /dev/null -X POST -d '{"model":"llama-3-8b","messages":[]}' "https://127.0.0.1:$p/v1/chat/completions" && break; sleep 0.2; done
