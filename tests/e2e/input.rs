@@ -161,15 +161,14 @@ async fn read_until_closed(
     limit: std::time::Duration,
 ) -> (Vec<u8>, std::time::Duration) {
     use tokio::io::AsyncReadExt;
-    let start = since;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        match tokio::time::timeout_at((start + limit).into(), s.read(&mut buf)).await {
+        match tokio::time::timeout_at((since + limit).into(), s.read(&mut buf)).await {
             Err(_) => {
                 panic!("the connection is still open after {limit:?}; read so far: {}", String::from_utf8_lossy(&got))
             }
-            Ok(Ok(0) | Err(_)) => return (got, start.elapsed()),
+            Ok(Ok(0) | Err(_)) => return (got, since.elapsed()),
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
         }
     }
