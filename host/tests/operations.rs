@@ -254,11 +254,25 @@ nodes:
     let request = format!("GET /admin/routing-log HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {TOKEN}\r\n\r\n");
     slow.write_all(request.as_bytes()).await.expect("sent");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // Until the reader has missed records (socket buffers take a few MB
-    // first): rounds of 2000 refused requests, at most 15 of them.
+    // Until the reader has missed records: rounds of 2000 refused requests.
+    // The follower counts a miss only when it takes a record again, so the
+    // rounds go on until, whatever the counter says, more lines have been
+    // made than everything between the proxy and the reader can hold: the
+    // box's socket buffer (at most tcp_wmem's largest), hyper's write
+    // buffer (about 400 KiB), the reader's small one, and the follower's
+    // queues.
+    let line = records.iter().find(|r| r["refusal"] == "geofence").map_or(0, |r| r.to_string().len());
+    assert!(line > 100, "a refused request's record is a line of {line} bytes");
+    let send_buffer = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().last().and_then(|n| n.parse::<usize>().ok()))
+        .unwrap_or(4 << 20);
+    let queues = (edge_router_host::signals::ROUTING_LOG_QUEUE + edge_router_host::signals::LINES_AHEAD) * line;
+    let held = send_buffer + (1 << 20) + 2 * 4096 + queues;
+    let enough = u32::try_from(held / line * 5 / 4).expect("a count of requests");
     let started = Instant::now();
     let mut sent = 0u32;
-    for _ in 0..15 {
+    while sent < enough {
         let tasks: Vec<_> = (0..4)
             .map(|_| {
                 let (client, addr) = (client.clone(), addr.clone());
@@ -278,22 +292,31 @@ nodes:
         }
     }
     let took = started.elapsed();
-    let mut seen = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
+    // Everything read is searched once: the reader takes megabytes in
+    // small reads, and searching all of them again after each read took
+    // longer than the deadline on a busy machine.
+    let marker = b"{\"missed\":";
+    let (mut seen, mut searched, mut buf) = (Vec::new(), 0, vec![0u8; 64 << 10]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !String::from_utf8_lossy(&seen).contains("\"missed\":") && Instant::now() < deadline {
+    let missed: Option<u64> = loop {
+        let at = seen[searched..].windows(marker.len()).position(|w| w == marker).map(|p| searched + p);
+        if let Some(number) = at.map(|at| &seen[at + marker.len()..])
+            && let Some(end) = number.iter().position(|&b| b == b'}')
+        {
+            break std::str::from_utf8(&number[..end]).ok().and_then(|n| n.parse().ok());
+        }
+        searched = at.unwrap_or(seen.len().saturating_sub(marker.len()));
+        if Instant::now() > deadline {
+            break None;
+        }
         match tokio::time::timeout(Duration::from_secs(2), slow.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
-            _ => break,
+            _ => break None,
         }
-    }
-    let seen = String::from_utf8_lossy(&seen);
-    let missed: u64 = seen
-        .split("{\"missed\":")
-        .nth(1)
-        .and_then(|rest| rest.split('}').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("the slow reader was told it missed records ({took:?} for {sent} requests)"));
+    };
+    let missed = missed.unwrap_or_else(|| {
+        panic!("the slow reader was told it missed records ({took:?} for {sent} requests, {} bytes read)", seen.len())
+    });
     assert!(missed > 0 && missed < u64::from(sent), "{missed}");
     let (_, text) = scrape(&client, &edge.admin, TOKEN).await;
     assert!(total(&text, "edge_router_routing_log_missed_total", &[]) >= missed as f64, "{text}");
