@@ -23,8 +23,9 @@ install_tool() { # crate version binary
   echo "== installing $1 $2 into .tools (a few minutes, once)"
   # --debug: about 40% quicker to build on two cores, and fast enough for
   # what these tools do. Not --locked: their own lockfiles pin versions that
-  # do not all build with this toolchain.
-  cargo install --quiet --debug --force --root "$TOOLS" "$1" --version "=$2"
+  # do not all build with this toolchain. One target folder for both: the
+  # dependencies they share are compiled once.
+  cargo install --quiet --debug --force --root "$TOOLS" --target-dir "$TOOLS/target" "$1" --version "=$2"
 }
 install_tool worker-build "$WORKER_BUILD_VERSION" worker-build
 install_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
