@@ -25,18 +25,20 @@ echo "== the official client SDKs the SDK tests drive (PyPI, pinned in tests/sdk
 bash scripts/sdk-tools.sh
 echo "== headless Chromium and Prometheus for the operations tests (apt)"
 bash scripts/ops-tools.sh
-echo "== clippy's lints, as our crates are built: every library and binary, then every test"
+echo "== clippy's lints, as every target of our crates is built for the tests"
 # What `cargo clippy --all-targets -- -D warnings` checks, linted by
 # clippy-driver as cargo's workspace wrapper (what `cargo clippy` itself runs)
-# while the crates are compiled for the tests, instead of in a check of its
-# own: that compiled every dependency a second time, 6 of CI's 32 minutes on
-# two cores. The dependencies are compiled by rustc, as without it.
+# while the targets are compiled, instead of in a check of its own: that
+# compiled every dependency a second time, 6 of CI's 32 minutes on two cores.
+# The dependencies are compiled by rustc, as without it, and with the same
+# features as `cargo test` (--all-targets takes in the dev-dependencies), so
+# `cargo test` below finds everything built.
 # Not the Worker crate: natively it is empty, and its build script's copy of
 # the router (a build dependency, built with other features) would write the
 # same cdylib file as the router's own in the same run (cargo issue 6313).
 # It is linted for wasm32 below.
 lint=(env RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
-"${lint[@]}" cargo build --locked --workspace --exclude edge-router-worker
+"${lint[@]}" cargo build --locked --workspace --exclude edge-router-worker --all-targets
 echo "== unit, property and end-to-end tests, the SDK tests, the dashboard in Chromium, and the load drill (bench/tests/drill.rs)"
 "${lint[@]}" EDGE_ROUTER_MODULE="$PWD/target/wasm32-unknown-unknown/release/edge_router.wasm" \
   cargo test --locked --workspace --exclude edge-router-worker
@@ -50,5 +52,5 @@ cmp node_modules/uplot/LICENSE host/dashboard/vendor/uPlot.LICENSE
 cargo clippy --locked -p edge-router-worker --target wasm32-unknown-unknown -- -D warnings
 bash scripts/worker-bundle.sh
 echo "== the conformance scenarios and the Workers tests in workerd (Miniflare), against the fake origin"
-cargo build --locked -q -p fake-origin
+# target/debug/fake-origin, built above.
 node --test tests/workers/
