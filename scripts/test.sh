@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+# A whole run, usually from a fresh clone: incremental caches of our crates
+# would be written and never read. Without them their build for the tests
+# takes 115 s instead of 169 and 181 (2 cores).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/build-module.sh
 echo "== format"
 cargo fmt --all -- --check
@@ -17,10 +21,10 @@ for crate in edge-router edge-cache origin-fallback edge-exchange; do
   done
 done
 echo "== the pure crates build for every target they promise"
+# wasm32-unknown-unknown without default features is the Worker's build
+# (linted and built below), and with them the edge box's module (above).
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-for target in wasm32-unknown-unknown wasm32-wasip2; do
-  cargo check --locked -q -p edge-cache -p origin-fallback -p edge-exchange -p edge-router --no-default-features --target "$target"
-done
+cargo check --locked -q -p edge-cache -p origin-fallback -p edge-exchange -p edge-router --no-default-features --target wasm32-wasip2
 echo "== the official client SDKs the SDK tests drive (PyPI, pinned in tests/sdk/requirements.txt)"
 bash scripts/sdk-tools.sh
 echo "== headless Chromium and Prometheus for the operations tests (apt)"
@@ -49,7 +53,7 @@ for f in uPlot.iife.min.js uPlot.min.css; do
   cmp node_modules/uplot/dist/$f host/dashboard/vendor/$f
 done
 cmp node_modules/uplot/LICENSE host/dashboard/vendor/uPlot.LICENSE
-cargo clippy --locked -p edge-router-worker --target wasm32-unknown-unknown -- -D warnings
+bash scripts/build-worker.sh --lint
 bash scripts/worker-bundle.sh
 echo "== the conformance scenarios and the Workers tests in workerd (Miniflare), against the fake origin"
 # target/debug/fake-origin, built above.
