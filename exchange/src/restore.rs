@@ -192,7 +192,7 @@ impl RestorePii {
                 // Counted or numbered per event by clients: not repeated.
                 drop_fields(&mut shape, &["usage", "logprobs", "sequence_number", "obfuscation"]);
                 let mut others = Vec::new();
-                piece_paths(&shape, &mut Vec::new(), false, &mut others);
+                piece_paths(&shape, &mut Vec::new(), false, is_legacy(&shape), &mut others);
                 // How many of this event's tails may be held: each is one
                 // more text holding, one more copy of the event against the
                 // budget, and one more copy to take the other pieces out of.
@@ -219,7 +219,12 @@ impl RestorePii {
                     }
                     let mut template = shape.clone();
                     for other in others.iter().filter(|o| **o != at) {
-                        if !matches!(other.last(), Some(Step::Key(k)) if k == "type") {
+                        if legacy_text(other) {
+                            // A legacy choice keeps a `text`, empty: clients read one in every choice.
+                            if let Some(text) = string_at(&mut template, other) {
+                                text.clear();
+                            }
+                        } else if !matches!(other.last(), Some(Step::Key(k)) if k == "type") {
                             remove_at(&mut template, other);
                         }
                     }
@@ -331,8 +336,7 @@ struct Walked {
 /// channels holding a tail).
 fn walk_event(value: &Value, holding: &[Channel]) -> Walked {
     let kind = value.get("type").and_then(Value::as_str).unwrap_or_default();
-    // A legacy completion's chunk streams its text outside any `delta`.
-    let legacy = value.get("object").and_then(Value::as_str) == Some("text_completion");
+    let legacy = is_legacy(value);
     let mut walk =
         Walk { found: Walked::default(), holding, pieces: 0, legacy, kind, at: Vec::new(), scope: Vec::new() };
     walk.value(value, false, false);
@@ -406,11 +410,8 @@ impl Walk<'_> {
             Some(Step::Key(k)) => k.as_str(),
             _ => "",
         };
-        let legacy_text =
-            self.legacy && name == "text" && matches!(&self.at[..], [Step::Key(c), Step::Item(_), _] if c == "choices");
-        let piece = delta || name == "delta" || legacy_text;
-        // The Responses API streams a call's arguments as `delta`s of a JSON text.
-        let json = holds_json(name) || (name == "delta" && self.kind.contains("arguments"));
+        let piece = delta || name == "delta" || (self.legacy && legacy_text(&self.at));
+        let json = holds_json(self.kind, name);
         if piece {
             // Each is looked for among the held: a crowd of them is not followed.
             self.pieces += 1;
@@ -486,25 +487,40 @@ fn drop_fields(value: &mut Value, names: &[&str]) {
     }
 }
 
-/// Where the streamed pieces of an event are (strings under a `delta`); it
-/// stops past [`MAX_PIECES`] of them.
-fn piece_paths(value: &Value, at: &mut Vec<Step>, delta: bool, out: &mut Vec<Vec<Step>>) {
+/// Whether an event is a legacy completion's chunk, which streams each
+/// choice's text outside any `delta` ([`legacy_text`]).
+fn is_legacy(value: &Value) -> bool {
+    value.get("object").and_then(Value::as_str) == Some("text_completion")
+}
+
+/// Whether `at` is a choice's `text` (in a legacy completion's chunk, a streamed piece).
+fn legacy_text(at: &[Step]) -> bool {
+    matches!(at, [Step::Key(c), Step::Item(_), Step::Key(t)] if c == "choices" && t == "text")
+}
+
+/// Where the streamed pieces of an event are (strings under a `delta`, and
+/// a `legacy` chunk's choice texts); it stops past [`MAX_PIECES`] of them.
+fn piece_paths(value: &Value, at: &mut Vec<Step>, delta: bool, legacy: bool, out: &mut Vec<Vec<Step>>) {
     if out.len() > MAX_PIECES {
         return;
     }
     match value {
-        Value::String(_) if delta || matches!(at.last(), Some(Step::Key(k)) if k == "delta") => out.push(at.clone()),
+        Value::String(_)
+            if delta || matches!(at.last(), Some(Step::Key(k)) if k == "delta") || (legacy && legacy_text(at)) =>
+        {
+            out.push(at.clone())
+        }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 at.push(Step::Item(i));
-                piece_paths(item, at, delta, out);
+                piece_paths(item, at, delta, legacy, out);
                 at.pop();
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
                 at.push(Step::Key(k.clone()));
-                piece_paths(v, at, delta || k == "delta", out);
+                piece_paths(v, at, delta || k == "delta", legacy, out);
                 at.pop();
             }
         }

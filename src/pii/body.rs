@@ -119,10 +119,13 @@ pub fn restore_value(value: &mut Value, vault: &Vault) -> bool {
     changed
 }
 
-/// Whether the string of a field named `key` is a JSON text (a tool call's
-/// arguments, whole or streamed): a value restored in it is escaped.
-pub fn holds_json(key: &str) -> bool {
-    matches!(key, "arguments" | "partial_json")
+/// Whether the string of a field named `key`, in an object whose `type` is
+/// `kind`, is a JSON text: a value restored in it is escaped. That is a tool
+/// call's arguments, whole (`arguments`) or streamed (Anthropic's
+/// `partial_json`, and the `delta` of a Responses API
+/// `response.function_call_arguments.delta` event).
+pub fn holds_json(kind: &str, key: &str) -> bool {
+    matches!(key, "arguments" | "partial_json") || (key == "delta" && kind.contains("arguments"))
 }
 
 /// Calls `f` on every string within `value`, with whether it is a JSON
@@ -132,10 +135,12 @@ fn for_each_string(value: &mut Value, json: bool, f: &mut dyn FnMut(&mut String,
     match value {
         Value::String(s) => f(s, json),
         Value::Array(items) => items.iter_mut().for_each(|v| for_each_string(v, json, f)),
-        Value::Object(map) => map
-            .iter_mut()
-            .filter(|(k, _)| !matches!(k.as_str(), "thinking" | "signature"))
-            .for_each(|(k, v)| for_each_string(v, holds_json(k), f)),
+        Value::Object(map) => {
+            let kind = map.get("type").and_then(Value::as_str).map(str::to_owned).unwrap_or_default();
+            map.iter_mut()
+                .filter(|(k, _)| !matches!(k.as_str(), "thinking" | "signature"))
+                .for_each(|(k, v)| for_each_string(v, holds_json(&kind, k), f));
+        }
         _ => {}
     }
 }

@@ -311,18 +311,7 @@ fn only_an_end_gives_a_tail_out_and_signed_thinking_keeps_its_placeholders() {
     assert!(out.contains("user is [EMAIL_1]"), "thinking is signed as written: {out}");
 
     // The Responses API's streamed call arguments are JSON: a value goes in escaped.
-    let mut quoted = Vault::new();
-    let detector = Detector::new(
-        vec![],
-        vec![edge_router::pii::Pattern { name: "q".into(), regex: regex_lite_like("Q\"[0-9]") }],
-        &[],
-    );
-    protect_request(
-        json!({"messages": [{"role": "user", "content": "Q\"1"}]}).to_string().as_bytes(),
-        &detector,
-        Mode::Pseudonymize,
-        &mut quoted,
-    );
+    let quoted = quoted_vault();
     let args = |d: &str| {
         event(
             "response.function_call_arguments.delta",
@@ -330,7 +319,7 @@ fn only_an_end_gives_a_tail_out_and_signed_thinking_keeps_its_placeholders() {
         )
     };
     let stream = [args("{\"t\": \"[Q"), args("_1]\"}"), event("response.function_call_arguments.done", json!({"type": "response.function_call_arguments.done", "output_index": 0, "arguments": "{\"t\": \"[Q_1]\"}"}))].concat();
-    let all = events(&feed(&mut RestorePii::new(Arc::new(quoted), true), stream.as_bytes(), &[]));
+    let all = events(&feed(&mut RestorePii::new(quoted, true), stream.as_bytes(), &[]));
     let streamed: String = all.iter().filter_map(|e| e["delta"].as_str()).collect();
     assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), json!({"t": "Q\"1"}));
     assert_eq!(
@@ -347,6 +336,23 @@ fn only_an_end_gives_a_tail_out_and_signed_thinking_keeps_its_placeholders() {
         "{out:?}"
     );
     assert_eq!(out.matches("total_tokens").count(), 1, "usage is not repeated");
+}
+
+/// The vault of a request that names `Q"1`, a value with a quote in it, as `[Q_1]`.
+fn quoted_vault() -> Arc<Vault> {
+    let mut quoted = Vault::new();
+    let detector = Detector::new(
+        vec![],
+        vec![edge_router::pii::Pattern { name: "q".into(), regex: regex_lite_like("Q\"[0-9]") }],
+        &[],
+    );
+    protect_request(
+        json!({"messages": [{"role": "user", "content": "Q\"1"}]}).to_string().as_bytes(),
+        &detector,
+        Mode::Pseudonymize,
+        &mut quoted,
+    );
+    Arc::new(quoted)
 }
 
 /// A chat chunk of choice `index` with `delta`, as an SSE event.
@@ -446,6 +452,24 @@ fn an_event_with_more_pieces_than_are_followed_is_restored_string_by_string() {
 }
 
 #[test]
+fn a_crowded_responses_arguments_event_still_escapes_its_values_as_json() {
+    // Restored string by string, a Responses call's `delta` is still a
+    // piece of JSON text: the quote in the value goes in escaped.
+    let crowd = vec![json!("["); 3 * MAX_PIECES];
+    let delta = json!({"type": "response.function_call_arguments.delta", "output_index": 0,
+        "item_id": "fc_1", "delta": "{\"t\": \"[Q_1]\"}", "crowd": crowd});
+    let mut out = VecDeque::new();
+    let mut restore = RestorePii::new(quoted_vault(), true);
+    restore.chunk(Bytes::from(format!("event: response.function_call_arguments.delta\ndata: {delta}\n\n")), &mut out);
+    restore.end(&mut out);
+    let out: Vec<u8> = out.into_iter().flatten().collect();
+    let event = &events(&out)[0];
+    assert_eq!(event["crowd"].as_array().map(Vec::len), Some(3 * MAX_PIECES), "crowded: {}", out.len());
+    let arguments = event["delta"].as_str().expect("a delta");
+    assert_eq!(serde_json::from_str::<Value>(arguments).ok(), Some(json!({"t": "Q\"1"})), "{arguments}");
+}
+
+#[test]
 fn an_event_too_long_to_hold_goes_on_as_it_came_after_every_held_tail() {
     // The tail goes out before the long event starts, not in its middle,
     // where a client would read it as part of that event.
@@ -527,4 +551,30 @@ fn a_legacy_completion_stream_restores_each_choices_text_split_anywhere() {
         no_half_values(&pieces);
         assert_eq!(events(&out).pop(), Some(Value::String("[DONE]".into())), "cut at {cut}");
     }
+}
+
+#[test]
+fn a_legacy_chunk_with_two_choices_gives_a_held_tail_out_without_the_other_choice() {
+    // Both choices in one chunk, choice 0 ending in what may become a
+    // placeholder: at `[DONE]` its tail goes out in an event of its own,
+    // which must not carry choice 1's text again (clients add texts up).
+    let chunk = json!({"id": "cmpl-1", "object": "text_completion", "model": "m", "choices": [
+        {"text": "a [EMAIL_", "index": 0, "logprobs": null, "finish_reason": null},
+        {"text": "b", "index": 1, "logprobs": null, "finish_reason": null}]});
+    let stream = format!("data: {chunk}\n\ndata: [DONE]\n\n");
+    let out = feed(&mut RestorePii::new(vault(), true), stream.as_bytes(), &[]);
+    let mut by_choice = std::collections::BTreeMap::new();
+    for event in events(&out) {
+        for choice in event["choices"].as_array().into_iter().flatten() {
+            if let (Some(i), Some(text)) = (choice["index"].as_u64(), choice["text"].as_str()) {
+                by_choice.entry(i).or_insert_with(String::new).push_str(text);
+            }
+        }
+    }
+    let every_choice_has_a_text =
+        events(&out).iter().filter_map(|e| e["choices"].as_array()).flatten().all(|c| c["text"].is_string());
+    let out = String::from_utf8_lossy(&out);
+    assert!(every_choice_has_a_text, "{out}");
+    assert_eq!(by_choice.get(&0).map(String::as_str), Some("a [EMAIL_"), "{out}");
+    assert_eq!(by_choice.get(&1).map(String::as_str), Some("b"), "{out}");
 }
