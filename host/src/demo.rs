@@ -78,12 +78,21 @@ pub async fn control_server(
     }
 }
 
-/// A certificate the demo made for itself, and the `server.tls` lines that serve it.
+/// A certificate the demo made for itself, and the `server.tls` lines that
+/// serve it. Dropping it removes its folder, key and all: the demo's key
+/// does not outlive the demo (but for a SIGKILL).
 pub struct DemoCertificate {
     /// The certificate's PEM file, for `curl --cacert`.
     pub cert: String,
     /// `  tls: ...` lines to put under the config's `server:`.
     pub config: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for DemoCertificate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Makes a self-signed certificate for `localhost` and `127.0.0.1` (rcgen)
@@ -93,13 +102,16 @@ pub fn certificate() -> anyhow::Result<DemoCertificate> {
     let dir = std::env::temp_dir().join(format!("edge-router-demo-tls-{}", std::process::id()));
     // The key is readable by this user only.
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&dir)?;
+    // From here on, a failure removes the folder too.
+    let mut made = DemoCertificate { cert: String::new(), config: String::new(), dir };
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let key = rcgen::KeyPair::generate()?;
     let cert = rcgen::CertificateParams::new(names)?.self_signed(&key)?;
-    let (cert_file, key_file) = (dir.join("localhost.pem"), dir.join("localhost.key"));
+    let (cert_file, key_file) = (made.dir.join("localhost.pem"), made.dir.join("localhost.key"));
     std::fs::write(&cert_file, cert.pem())?;
     std::fs::write(&key_file, key.serialize_pem())?;
     let (cert, key) = (cert_file.display().to_string(), key_file.display().to_string());
-    let config = format!("  tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}\n");
-    Ok(DemoCertificate { cert, config })
+    made.config = format!("  tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}\n");
+    made.cert = cert;
+    Ok(made)
 }

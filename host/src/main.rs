@@ -495,14 +495,16 @@ async fn demo(listen: SocketAddr, module: Option<PathBuf>, tls: bool) -> anyhow:
     let module = load_module(module)?;
     let fleet = DemoFleet::start().await.context("cannot start the demo origins")?;
     let mut config = fleet.config.clone();
-    let ca_file = if tls {
+    // Kept to the end: dropping it removes the certificate's folder.
+    let certificate = if tls {
         let made = edge_router_host::demo::certificate().context("cannot make the demo's certificate")?;
         anyhow::ensure!(config.contains("server:\n"), "the demo config has no `server:` section to serve HTTPS from");
         config = config.replacen("server:\n", &format!("server:\n{}", made.config), 1);
-        Some(made.cert)
+        Some(made)
     } else {
         None
     };
+    let ca_file = certificate.as_ref().map(|c| c.cert.as_str());
     // The admin API needs a token the operator chose; without one the demo has none.
     let admin = std::env::var("EDGE_ROUTER_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty());
     if admin {
@@ -514,10 +516,12 @@ async fn demo(listen: SocketAddr, module: Option<PathBuf>, tls: bool) -> anyhow:
     let control_addr = control.local_addr()?;
     let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
     tokio::spawn(control_server(control, fleet.clone()));
-    print!("{}", demo_instructions(handle.addr(), control_addr, &*fleet.lock().await, ca_file.as_deref()));
+    print!("{}", demo_instructions(handle.addr(), control_addr, &*fleet.lock().await, ca_file));
     print!("{}", admin_instructions(handle.admin_addr()));
     println!("\nPress Ctrl-C to stop.");
-    wait_and_shut_down(handle, std::time::Duration::from_secs(5)).await
+    let stopped = wait_and_shut_down(handle, std::time::Duration::from_secs(5)).await;
+    drop(certificate);
+    stopped
 }
 
 fn admin_instructions(admin: Option<SocketAddr>) -> String {

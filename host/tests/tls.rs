@@ -313,10 +313,28 @@ async fn the_demo_serves_https_with_a_certificate_it_makes() {
         .body(Full::new(Bytes::from(body)))
         .expect("request");
     let resp = h2.send_request(request).await.expect("answer");
-    let _ = demo.kill();
-    let _ = demo.wait();
+    drop(h2);
+    // Stopped as an operator stops it: the key must not outlive the demo.
+    let term = std::process::Command::new("kill").args(["-TERM", &demo.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exited = loop {
+        match demo.try_wait().expect("the demo's status") {
+            Some(status) => break Some(status),
+            None if Instant::now() > deadline => break None,
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    if exited.is_none() {
+        let _ = demo.kill();
+        let _ = demo.wait();
+    }
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers().get("x-edge-node").and_then(|v| v.to_str().ok()), Some("local-gpu"));
+    assert!(term.is_ok_and(|s| s.success()), "kill -TERM runs");
+    let exited = exited.expect("the demo stops within 20 s of SIGTERM");
+    assert!(exited.success(), "the demo exits cleanly on SIGTERM: {exited}");
+    let folder = std::path::Path::new(&ca_file).parent().expect("the certificate's folder");
+    assert!(!folder.exists(), "{} outlives the demo", folder.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
