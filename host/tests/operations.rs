@@ -85,7 +85,9 @@ fn total(text: &str, name: &str, with: &[(&str, &str)]) -> f64 {
 }
 
 fn temp_file(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("edge-router-operations-{}", std::process::id()));
+    // Cargo's folder for integration tests' files (in target/), not /tmp.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("edge-router-operations-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);

@@ -360,6 +360,7 @@ mod tests {
         }
         signals.flush();
         let written = std::fs::read_to_string(&path).unwrap_or_default().lines().count();
+        let _ = std::fs::remove_dir_all(&dir);
         let expected = ids.iter().filter(|&&id| exchange::record::sampled(id, 0.25)).count();
         assert_eq!(written, expected, "every sampled request, and only those");
         assert!((800..1200).contains(&written), "about a quarter of 4000: {written}");

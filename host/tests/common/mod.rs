@@ -49,7 +49,9 @@ impl EdgeBox {
 
     /// [`start_with`](Self::start_with), with `env` set for it too.
     pub fn start_with_env(name: &str, config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let dir = std::env::temp_dir().join(format!("edge-router-operators-{}", std::process::id()));
+        // Cargo's folder for integration tests' files (in target/), not /tmp.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("edge-router-operators-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join(name);
         std::fs::write(&path, config).expect("config written");
