@@ -3,8 +3,11 @@
 # this as its build command, so `npx wrangler deploy` and `wrangler dev` do too).
 # `build-worker.sh CRATE_DIR TARGET_DIR` builds another Worker crate the same
 # way (bench/worker.sh builds bench/worker-floor so).
-# `build-worker.sh --lint` runs clippy (-D warnings) for wasm32 over what the
-# build compiles, instead of building (scripts/test.sh).
+# `build-worker.sh --cargo SUBCOMMAND ARGS...` runs cargo SUBCOMMAND with the
+# build's profile, target folder and environment instead of building, and
+# `--lint` runs clippy (-D warnings) so over the Worker for wasm32
+# (scripts/test.sh): the build scripts and proc macros they compile are the
+# ones the build then uses.
 # The tools come from scripts/worker-tools.sh: nothing is downloaded from
 # outside crates.io and npm.
 set -euo pipefail
@@ -24,18 +27,23 @@ profile=(--config 'profile.release.opt-level="z"' --config 'profile.release.pack
 # ABI, and sharing target/ would rebuild the edge box's module after every
 # Worker build. Absolute: worker-build runs cargo in the crate's folder and
 # wasm-bindgen in this one.
-target_dir="${2:-$PWD/target/worker}"
+target_dir="$PWD/target/worker"
 if [ "${1:-}" = --lint ]; then
-  # The same profile, target folder and environment as the build (worker-build
-  # sets WASM_BINDGEN_USE_JS_SYS for wasm-bindgen's macro), so the build
-  # scripts and proc macros compiled here are the ones the build then uses.
-  # A check in the dev profile compiled them all once more: the lint and the
-  # build took 6:13 instead of 3:47 on two cores.
-  WASM_BINDGEN_USE_JS_SYS=1 exec cargo clippy --locked -p edge-router-worker --target wasm32-unknown-unknown \
-    --release --target-dir "$target_dir" "${profile[@]}" -- -D warnings
+  set -- --cargo clippy --locked -p edge-router-worker --target wasm32-unknown-unknown -- -D warnings
+fi
+if [ "${1:-}" = --cargo ]; then
+  # worker-build sets WASM_BINDGEN_USE_JS_SYS for wasm-bindgen's macro. A
+  # clippy check in the dev profile compiled the build scripts and proc
+  # macros once more: the lint and the build took 6:13 instead of 3:47 on
+  # two cores.
+  [ $# -ge 2 ] || { echo "usage: build-worker.sh --cargo SUBCOMMAND [ARGS...]" >&2; exit 2; }
+  shift
+  subcommand=$1
+  shift
+  WASM_BINDGEN_USE_JS_SYS=1 exec cargo "$subcommand" --release --target-dir "$target_dir" "${profile[@]}" "$@"
 fi
 bash scripts/worker-tools.sh
 export WASM_BINDGEN_BIN="$PWD/.tools/bin/wasm-bindgen"
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
-exec "$PWD/.tools/bin/worker-build" --release "${1:-worker}" -- --locked --target-dir "$target_dir" "${profile[@]}"
+exec "$PWD/.tools/bin/worker-build" --release "${1:-worker}" -- --locked --target-dir "${2:-$target_dir}" "${profile[@]}"

@@ -25,7 +25,8 @@ install_tool() { # crate version binary
   # what these tools do. Not --locked: their own lockfiles pin versions that
   # do not all build with this toolchain. One target folder for both: the
   # dependencies they share are compiled once.
-  cargo install --quiet --debug --force --root "$TOOLS" --target-dir "$TOOLS/target" "$1" --version "=$2"
+  # Without debug info: a tenth quicker (worker-build: 128 s instead of 140).
+  CARGO_PROFILE_DEV_DEBUG=false cargo install --quiet --debug --force --root "$TOOLS" --target-dir "$TOOLS/target" "$1" --version "=$2"
 }
 install_tool worker-build "$WORKER_BUILD_VERSION" worker-build
 install_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
