@@ -80,7 +80,7 @@ pub async fn control_server(
 
 /// A certificate the demo made for itself, and the `server.tls` lines that
 /// serve it. Dropping it removes its folder, key and all: the demo's key
-/// does not outlive the demo (but for a SIGKILL).
+/// does not outlive the demo, but for a SIGKILL or a crash.
 pub struct DemoCertificate {
     /// The certificate's PEM file, for `curl --cacert`.
     pub cert: String,
@@ -99,9 +99,14 @@ impl Drop for DemoCertificate {
 /// in a temporary folder of this process. For the demo only: a real box
 /// serves a certificate a CA signed (docs/tls.md).
 pub fn certificate() -> anyhow::Result<DemoCertificate> {
-    let dir = std::env::temp_dir().join(format!("edge-router-demo-tls-{}", std::process::id()));
-    // The key is readable by this user only.
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&dir)?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // A new folder with a name no one can guess, that only this user can
+    // enter: one that is there already (someone else's) is never used.
+    let mut random = [0u8; 8];
+    getrandom::getrandom(&mut random).map_err(|e| anyhow::anyhow!("no randomness for the folder's name: {e}"))?;
+    let name = random.iter().fold(String::new(), |name, b| name + &format!("{b:02x}"));
+    let dir = std::env::temp_dir().join(format!("edge-router-demo-tls-{}-{name}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     // From here on, a failure removes the folder too.
     let mut made = DemoCertificate { cert: String::new(), config: String::new(), dir };
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
@@ -109,7 +114,9 @@ pub fn certificate() -> anyhow::Result<DemoCertificate> {
     let cert = rcgen::CertificateParams::new(names)?.self_signed(&key)?;
     let (cert_file, key_file) = (made.dir.join("localhost.pem"), made.dir.join("localhost.key"));
     std::fs::write(&cert_file, cert.pem())?;
-    std::fs::write(&key_file, key.serialize_pem())?;
+    // The key is readable by this user only, whatever the umask.
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_file)?;
+    std::io::Write::write_all(&mut file, key.serialize_pem().as_bytes())?;
     let (cert, key) = (cert_file.display().to_string(), key_file.display().to_string());
     made.config = format!("  tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}\n");
     made.cert = cert;

@@ -440,61 +440,78 @@ async fn serve(
     let addr = listen.unwrap_or(parsed.listen);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let handle = start_file(&module, &config, listener)?;
+    let signals = StopSignals::listen()?;
     let scheme = if parsed.server.tls.is_some() { "https" } else { "http" };
     tracing::info!("edge-router serving {} nodes on {scheme}://{}", parsed.nodes.len(), handle.addr());
     if watch {
         handle.watch_config(std::time::Duration::from_secs(1));
         tracing::info!("watching {file}: a change is reloaded");
     }
-    wait_and_shut_down(handle, parsed.server.shutdown_grace.0).await
+    wait_and_shut_down(handle, parsed.server.shutdown_grace.0, signals).await
 }
 
-async fn wait_and_shut_down(handle: ServerHandle, grace: std::time::Duration) -> anyhow::Result<()> {
+/// The signals a running box answers: SIGTERM and SIGINT (Ctrl-C) stop it
+/// gracefully, SIGHUP reloads its config file. Each is caught from the moment
+/// this is made: one that comes before the box waits for it is kept, and
+/// takes the graceful path, instead of killing the process.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        // SIGHUP reloads the config file; it does not stop the box.
-        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot listen for SIGHUP")?;
-        let stop = shutdown_signal();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => break,
-                _ = hangups.recv() => {
-                    let reloaded = tokio::task::block_in_place(|| handle.reload_config());
-                    edge_router_host::server::report_reload("SIGHUP", reloaded);
-                }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+                hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+}
+
+async fn wait_and_shut_down(
+    handle: ServerHandle,
+    grace: std::time::Duration,
+    mut signals: StopSignals,
+) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    loop {
+        tokio::select! {
+            _ = signals.term.recv() => break,
+            _ = signals.interrupt.recv() => break,
+            _ = signals.hangup.recv() => {
+                // SIGHUP reloads the config file; it does not stop the box.
+                let reloaded = tokio::task::block_in_place(|| handle.reload_config());
+                edge_router_host::server::report_reload("SIGHUP", reloaded);
             }
         }
     }
     #[cfg(not(unix))]
-    shutdown_signal().await;
+    {
+        let _ = &mut signals;
+        let _ = tokio::signal::ctrl_c().await;
+    }
     tracing::info!("shutting down: letting requests in flight finish (up to {grace:?})");
     handle.shutdown(grace).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn demo(listen: SocketAddr, module: Option<PathBuf>, tls: bool) -> anyhow::Result<()> {
     let module = load_module(module)?;
     let fleet = DemoFleet::start().await.context("cannot start the demo origins")?;
     let mut config = fleet.config.clone();
+    // Caught from here on: a stop from now takes the path that removes the certificate.
+    let signals = StopSignals::listen()?;
     // Kept to the end: dropping it removes the certificate's folder.
     let certificate = if tls {
         let made = edge_router_host::demo::certificate().context("cannot make the demo's certificate")?;
@@ -519,7 +536,7 @@ async fn demo(listen: SocketAddr, module: Option<PathBuf>, tls: bool) -> anyhow:
     print!("{}", demo_instructions(handle.addr(), control_addr, &*fleet.lock().await, ca_file));
     print!("{}", admin_instructions(handle.admin_addr()));
     println!("\nPress Ctrl-C to stop.");
-    let stopped = wait_and_shut_down(handle, std::time::Duration::from_secs(5)).await;
+    let stopped = wait_and_shut_down(handle, std::time::Duration::from_secs(5), signals).await;
     drop(certificate);
     stopped
 }

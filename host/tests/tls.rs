@@ -300,6 +300,11 @@ async fn the_demo_serves_https_with_a_certificate_it_makes() {
     let (url, ca_file) = (url.expect("the demo's address"), ca_file.expect("curl commands with --cacert"));
     assert!(url.starts_with("https://localhost:"), "{url}");
     let ca = CertificateDer::from_pem_file(&ca_file).expect("the demo's certificate");
+    let key_mode = {
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::path::Path::new(&ca_file).with_extension("key");
+        std::fs::metadata(&key).expect("the demo's key").permissions().mode()
+    };
     let addr = url.replace("https://localhost", "127.0.0.1");
     let (tls, seen) = connect(&ca, &addr, "localhost", &[b"h2"]).await;
     assert_eq!(seen.alpn.as_deref(), Some(&b"h2"[..]));
@@ -335,6 +340,7 @@ async fn the_demo_serves_https_with_a_certificate_it_makes() {
     assert!(exited.success(), "the demo exits cleanly on SIGTERM: {exited}");
     let folder = std::path::Path::new(&ca_file).parent().expect("the certificate's folder");
     assert!(!folder.exists(), "{} outlives the demo", folder.display());
+    assert_eq!(key_mode & 0o077, 0, "the key is the user's only: {key_mode:o}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
