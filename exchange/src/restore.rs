@@ -191,6 +191,9 @@ impl RestorePii {
                 let mut shape = value.clone();
                 // Counted or numbered per event by clients: not repeated.
                 drop_fields(&mut shape, &["usage", "logprobs", "sequence_number", "obfuscation"]);
+                // Another choice that ends in this event ends once (a held
+                // tail's own choice does not end here: that gives it out).
+                null_fields(&mut shape, "finish_reason");
                 let mut others = Vec::new();
                 piece_paths(&shape, &mut Vec::new(), false, is_legacy(&shape), &mut others);
                 // How many of this event's tails may be held: each is one
@@ -483,6 +486,23 @@ fn drop_fields(value: &mut Value, names: &[&str]) {
             map.values_mut().for_each(|v| drop_fields(v, names));
         }
         Value::Array(items) => items.iter_mut().for_each(|v| drop_fields(v, names)),
+        _ => {}
+    }
+}
+
+/// `value` with every field named `name`, at any depth, set to null.
+fn null_fields(value: &mut Value, name: &str) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == name {
+                    *v = Value::Null;
+                } else {
+                    null_fields(v, name);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| null_fields(v, name)),
         _ => {}
     }
 }

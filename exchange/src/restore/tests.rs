@@ -554,13 +554,14 @@ fn a_legacy_completion_stream_restores_each_choices_text_split_anywhere() {
 }
 
 #[test]
-fn a_legacy_chunk_with_two_choices_gives_a_held_tail_out_without_the_other_choice() {
+fn a_legacy_chunk_with_two_choices_gives_a_held_tail_out_without_the_other_choices_text_or_end() {
     // Both choices in one chunk, choice 0 ending in what may become a
     // placeholder: at `[DONE]` its tail goes out in an event of its own,
     // which must not carry choice 1's text again (clients add texts up).
+    // Choice 1 ends in it: it ends once.
     let chunk = json!({"id": "cmpl-1", "object": "text_completion", "model": "m", "choices": [
         {"text": "a [EMAIL_", "index": 0, "logprobs": null, "finish_reason": null},
-        {"text": "b", "index": 1, "logprobs": null, "finish_reason": null}]});
+        {"text": "b", "index": 1, "logprobs": null, "finish_reason": "length"}]});
     let stream = format!("data: {chunk}\n\ndata: [DONE]\n\n");
     let out = feed(&mut RestorePii::new(vault(), true), stream.as_bytes(), &[]);
     let mut by_choice = std::collections::BTreeMap::new();
@@ -571,10 +572,12 @@ fn a_legacy_chunk_with_two_choices_gives_a_held_tail_out_without_the_other_choic
             }
         }
     }
-    let every_choice_has_a_text =
-        events(&out).iter().filter_map(|e| e["choices"].as_array()).flatten().all(|c| c["text"].is_string());
+    let choices: Vec<Value> = events(&out).iter().filter_map(|e| e["choices"].as_array()).flatten().cloned().collect();
+    let every_choice_has_a_text = choices.iter().all(|c| c["text"].is_string());
+    let ends = choices.iter().filter(|c| !c["finish_reason"].is_null()).count();
     let out = String::from_utf8_lossy(&out);
     assert!(every_choice_has_a_text, "{out}");
+    assert_eq!(ends, 1, "{out}");
     assert_eq!(by_choice.get(&0).map(String::as_str), Some("a [EMAIL_"), "{out}");
     assert_eq!(by_choice.get(&1).map(String::as_str), Some("b"), "{out}");
 }
