@@ -3,8 +3,10 @@
 # this as its build command, so `npx wrangler deploy` and `wrangler dev` do too).
 # `build-worker.sh CRATE_DIR TARGET_DIR` builds another Worker crate the same
 # way (bench/worker.sh builds bench/worker-floor so).
-# `build-worker.sh --cargo SUBCOMMAND ARGS...` runs cargo SUBCOMMAND with the
-# build's profile, target folder and environment instead of building, and
+# `build-worker.sh --cargo SUBCOMMAND ARGS...` runs a cargo subcommand that
+# builds (check, clippy, build, doc) with the build's profile (it adds
+# --release and the profile's --config), target folder (--target-dir) and
+# environment instead of building, from the repository's folder; and
 # `--lint` runs clippy (-D warnings) so over the Worker for wasm32
 # (scripts/test.sh): the build scripts and proc macros they compile are the
 # ones the build then uses.
@@ -29,9 +31,11 @@ profile=(--config 'profile.release.opt-level="z"' --config 'profile.release.pack
 # wasm-bindgen in this one.
 target_dir="$PWD/target/worker"
 if [ "${1:-}" = --lint ]; then
+  [ $# -eq 1 ] || { echo "usage: build-worker.sh --lint (it takes no arguments; --cargo clippy ... does)" >&2; exit 2; }
   set -- --cargo clippy --locked -p edge-router-worker --target wasm32-unknown-unknown -- -D warnings
 fi
 if [ "${1:-}" = --cargo ]; then
+  bash scripts/setup.sh
   # worker-build sets WASM_BINDGEN_USE_JS_SYS for wasm-bindgen's macro. A
   # clippy check in the dev profile compiled the build scripts and proc
   # macros once more: the lint and the build took 6:13 instead of 3:47 on
