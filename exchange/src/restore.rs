@@ -189,11 +189,15 @@ impl RestorePii {
                 // pieces left out (clients add pieces up: an `id` or a
                 // `name` again would be doubled), but for a `type`.
                 let mut shape = value.clone();
-                // Counted or numbered per event by clients: not repeated.
-                drop_fields(&mut shape, &["usage", "logprobs", "sequence_number", "obfuscation"]);
-                // Another choice that ends in this event ends once (a held
-                // tail's own choice does not end here: that gives it out).
-                null_fields(&mut shape, "finish_reason");
+                for_each_object(&mut shape, &mut |map| {
+                    // Counted or numbered per event by clients: not repeated.
+                    map.retain(|k, _| !matches!(k.as_str(), "usage" | "logprobs" | "sequence_number" | "obfuscation"));
+                    // Another choice that ends in this event ends once (a held
+                    // tail's own choice does not end here: that gives it out).
+                    if let Some(end) = map.get_mut("finish_reason") {
+                        *end = Value::Null;
+                    }
+                });
                 let mut others = Vec::new();
                 piece_paths(&shape, &mut Vec::new(), false, is_legacy(&shape), &mut others);
                 // How many of this event's tails may be held: each is one
@@ -478,31 +482,15 @@ fn channel_key(kind: &str, at: &[Step], scope: &[(String, i64)]) -> String {
     key
 }
 
-/// `value` without the fields named `names`, at any depth.
-fn drop_fields(value: &mut Value, names: &[&str]) {
+/// Calls `edit` on every object within `value`, at any depth, before
+/// going into the fields it leaves.
+fn for_each_object(value: &mut Value, edit: &mut dyn FnMut(&mut serde_json::Map<String, Value>)) {
     match value {
         Value::Object(map) => {
-            map.retain(|k, _| !names.contains(&k.as_str()));
-            map.values_mut().for_each(|v| drop_fields(v, names));
+            edit(map);
+            map.values_mut().for_each(|v| for_each_object(v, edit));
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| drop_fields(v, names)),
-        _ => {}
-    }
-}
-
-/// `value` with every field named `name`, at any depth, set to null.
-fn null_fields(value: &mut Value, name: &str) {
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                if k == name {
-                    *v = Value::Null;
-                } else {
-                    null_fields(v, name);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| null_fields(v, name)),
+        Value::Array(items) => items.iter_mut().for_each(|v| for_each_object(v, edit)),
         _ => {}
     }
 }

@@ -104,8 +104,7 @@ pub fn certificate() -> anyhow::Result<DemoCertificate> {
     // enter: one that is there already (someone else's) is never used.
     let mut random = [0u8; 8];
     getrandom::getrandom(&mut random).map_err(|e| anyhow::anyhow!("no randomness for the folder's name: {e}"))?;
-    let name = random.iter().fold(String::new(), |name, b| name + &format!("{b:02x}"));
-    let dir = std::env::temp_dir().join(format!("edge-router-demo-tls-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("edge-router-demo-tls-{}-{}", std::process::id(), crate::hex(&random)));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     // From here on, a failure removes the folder too.
     let mut made = DemoCertificate { cert: String::new(), config: String::new(), dir };

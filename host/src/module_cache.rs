@@ -83,7 +83,7 @@ fn read_cached(engine: &Engine, dir: &std::path::Path, file: &std::path::Path) -
     }
     // The file ends with the SHA-256 of what precedes it: a torn or damaged file is compiled afresh.
     let (code, digest) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
-    if crate::sha256_hex(code) != digest.iter().map(|b| format!("{b:02x}")).collect::<String>() {
+    if crate::sha256_hex(code) != crate::hex(digest) {
         tracing::warn!("compiled-module cache {}: damaged, compiling again", file.display());
         return None;
     }
