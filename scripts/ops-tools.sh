@@ -3,7 +3,7 @@
 # skipped when already on the PATH):
 #   chromium     headless, for the dashboard test (host/tests/dashboard.rs)
 #   prometheus   a real Prometheus scraping the box as docs/operations.md
-#                says to (host/tests/operations.rs)
+#                says to (host/tests/operations/prometheus.rs)
 #   redis-server the store two boxes share rate limits in (host/tests/fleet.rs;
 #                Valkey where Debian has it, Redis otherwise: same protocol)
 set -euo pipefail

@@ -38,6 +38,17 @@ echo "== clippy's lints, as every target of our crates is built for the tests"
 # same cdylib file as the router's own in the same run (cargo issue 6313).
 # It is linted for wasm32 below.
 lint=(env RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
+# CLIPPY_ARGS is clippy's own interface between `cargo clippy` and
+# clippy-driver, not a documented one. Should a clippy release change it,
+# the build below would pass unlinted; a canary with a lint in it must fail.
+canary=$(mktemp -d)
+printf 'fn main() {\n    let n = 1u8;\n    let _ = n.clone();\n}\n' > "$canary/canary.rs"
+if said=$("${lint[@]}" "$(rustup which clippy-driver)" rustc --edition 2021 --crate-type bin --emit metadata \
+  -o "$canary/canary.rmeta" "$canary/canary.rs" 2>&1) || ! grep -q 'clone_on_copy' <<<"$said"; then
+  echo "clippy-driver, given CLIPPY_ARGS as above, did not refuse a clone_on_copy; its interface may have changed:"
+  echo "$said"; rm -rf "$canary"; exit 1
+fi
+rm -rf "$canary"
 "${lint[@]}" cargo build --locked --workspace --exclude edge-router-worker --all-targets
 echo "== unit, property and end-to-end tests, the SDK tests, the dashboard in Chromium, and the load drill (bench/tests/drill.rs)"
 "${lint[@]}" EDGE_ROUTER_MODULE="$PWD/target/wasm32-unknown-unknown/release/edge_router.wasm" \
