@@ -49,17 +49,22 @@ pub fn request(openai: &Value) -> Value {
     if !system.is_empty() {
         out.insert("system".into(), json!(system.join("\n\n")));
     }
-    for key in ["top_p", "stream"] {
-        if !openai[key].is_null() {
-            out.insert(key.into(), openai[key].clone());
-        }
+    if !openai["stream"].is_null() {
+        out.insert("stream".into(), openai["stream"].clone());
     }
-    // OpenAI's temperatures run to 2, Anthropic's to 1.
+    // OpenAI's temperatures run to 2, Anthropic's to 1. Recent Claude models
+    // refuse `temperature` and `top_p` together: the temperature is kept.
     if let Some(t) = openai["temperature"].as_f64() {
         out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+    } else if !openai["top_p"].is_null() {
+        out.insert("top_p".into(), openai["top_p"].clone());
     }
-    if let Some(stop) = super::stop_sequences(openai) {
-        out.insert("stop_sequences".into(), stop);
+    // A stop sequence of whitespace alone (`"\n"`) is refused: it is left out.
+    if let Some(Value::Array(stop)) = super::stop_sequences(openai) {
+        let stop: Vec<Value> = stop.into_iter().filter(|s| s.as_str().is_some_and(|s| !s.trim().is_empty())).collect();
+        if !stop.is_empty() {
+            out.insert("stop_sequences".into(), Value::Array(stop));
+        }
     }
     if let Some(tools) = openai["tools"].as_array() {
         let tools: Vec<Value> = tools
@@ -141,7 +146,7 @@ fn content_blocks(content: &Value) -> Vec<Value> {
 /// OpenAI's `finish_reason` for a `stop_reason`.
 fn finish_reason(stop: &str) -> &'static str {
     match stop {
-        "max_tokens" => "length",
+        "max_tokens" | "model_context_window_exceeded" => "length",
         "tool_use" => "tool_calls",
         "refusal" => "content_filter",
         _ => "stop",
@@ -218,6 +223,7 @@ impl Dialect for Stream {
                         index,
                         block["id"].as_str().unwrap_or_default(),
                         block["name"].as_str().unwrap_or_default(),
+                        Value::Null,
                     ),
                     Some("text") => self.chunks.text(out, block["text"].as_str().unwrap_or_default()),
                     _ => {}

@@ -7,9 +7,9 @@ pub(super) struct Chunks {
     pub id: String,
     pub model: String,
     pub created: u64,
-    /// Each tool call's place in OpenAI's `tool_calls`, by the provider's
-    /// index of its content block.
-    tools: Vec<u64>,
+    /// Each tool call's place in OpenAI's `tool_calls`: the provider's index
+    /// of its content block, and whether any of its arguments came.
+    tools: Vec<(u64, bool)>,
     /// Whether `[DONE]` was written.
     done: bool,
     /// Whether the role was announced.
@@ -51,24 +51,42 @@ impl Chunks {
         }
     }
 
-    /// A tool call starts: provider block `block`, call `id`, function `name`.
-    pub fn tool_start(&mut self, out: &mut String, block: u64, id: &str, name: &str) {
+    /// A tool call starts: provider block `block`, call `id`, function
+    /// `name`, and the call's `extra_content` unless it is null.
+    pub fn tool_start(&mut self, out: &mut String, block: u64, id: &str, name: &str, extra: Value) {
         let index = self.tools.len() as u64;
-        self.tools.push(block);
-        let call = json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
+        self.tools.push((block, false));
+        let mut call =
+            json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
+        if !extra.is_null() {
+            call["extra_content"] = extra;
+        }
         self.write(out, json!({"tool_calls": [call]}), None, None);
     }
 
     /// More of the arguments of the tool call of provider block `block`.
     pub fn tool_arguments(&mut self, out: &mut String, block: u64, arguments: &str) {
-        let Some(index) = self.tools.iter().position(|&b| b == block) else { return };
+        let Some(index) = self.tools.iter().position(|&(b, _)| b == block) else { return };
+        if arguments.is_empty() {
+            return;
+        }
+        self.tools[index].1 = true;
         let call = json!({"index": index, "function": {"arguments": arguments}});
         self.write(out, json!({"tool_calls": [call]}), None, None);
     }
 
     /// The last chunk: why it finished, and the usage (so the meter and a
     /// client that asked for `stream_options.include_usage` both see it).
+    /// A call that got no arguments (Anthropic streams a function without
+    /// parameters as an empty `partial_json`) gets `{}`, as OpenAI's do:
+    /// clients parse the arguments as JSON.
     pub fn finish(&mut self, out: &mut String, reason: &str, usage: Value) {
+        let bare: Vec<usize> = (0..self.tools.len()).filter(|&i| !self.tools[i].1).collect();
+        for index in bare {
+            self.tools[index].1 = true;
+            let call = json!({"index": index, "function": {"arguments": "{}"}});
+            self.write(out, json!({"tool_calls": [call]}), None, None);
+        }
         self.write(out, json!({}), Some(reason), Some(usage));
     }
 

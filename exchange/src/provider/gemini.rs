@@ -20,6 +20,23 @@ pub fn target(model: &str, stream: bool) -> String {
     }
 }
 
+/// The `thoughtSignature` Gemini's documentation gives for a function call
+/// it did not sign (one from another model), which its check lets through.
+const UNSIGNED: &str = "skip_thought_signature_validator";
+
+/// A function call as an OpenAI tool call's fields: `id` (`call_<i>` for the
+/// `i`th call if it has none) and, as Google's own OpenAI-compatible API
+/// gives it, the part's `thoughtSignature` in `extra_content` (Gemini 3
+/// wants it back with the call in the next request).
+fn call_fields(part: &Value, i: u64) -> (String, Value) {
+    let id = part["functionCall"]["id"].as_str().map_or_else(|| format!("call_{i}"), str::to_string);
+    let extra = match &part["thoughtSignature"] {
+        Value::String(s) => json!({"google": {"thought_signature": s}}),
+        _ => Value::Null,
+    };
+    (id, extra)
+}
+
 /// An OpenAI chat request as a `GenerateContentRequest`.
 pub fn request(openai: &Value) -> Value {
     let mut system: Vec<Value> = Vec::new();
@@ -31,14 +48,23 @@ pub fn request(openai: &Value) -> Value {
             "system" | "developer" => system.extend(parts(&m["content"])),
             "assistant" => {
                 let mut p = parts(&m["content"]);
-                for call in m["tool_calls"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                for (i, call) in m["tool_calls"].as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
                     let name = call["function"]["name"].as_str().unwrap_or_default();
                     if let Some(id) = call["id"].as_str() {
                         names.insert(id.to_string(), name.to_string());
                     }
                     let args =
                         call["function"]["arguments"].as_str().and_then(|a| serde_json::from_slice(a.as_bytes()).ok());
-                    p.push(json!({"functionCall": {"name": name, "args": args.unwrap_or_else(|| json!({}))}}));
+                    let mut part = json!({"functionCall": {"name": name, "args": args.unwrap_or_else(|| json!({}))}});
+                    // A call carries its signature back; the first of a turn
+                    // says it has none when the client kept none (or another
+                    // node answered that turn).
+                    match &call["extra_content"]["google"]["thought_signature"] {
+                        Value::String(signature) => part["thoughtSignature"] = json!(signature),
+                        _ if i == 0 => part["thoughtSignature"] = json!(UNSIGNED),
+                        _ => {}
+                    }
+                    p.push(part);
                 }
                 push(&mut contents, "model", p);
             }
@@ -190,9 +216,14 @@ impl Dialect for Stream {
             .enumerate()
             .map(|(i, p)| {
                 let call = &p["functionCall"];
-                let id = call["id"].as_str().map_or_else(|| format!("call_{i}"), str::to_string);
+                let (id, extra) = call_fields(p, i as u64);
                 let arguments = serde_json::to_string(&call["args"]).unwrap_or_else(|_| "{}".into());
-                json!({"id": id, "type": "function", "function": {"name": call["name"], "arguments": arguments}})
+                let mut call =
+                    json!({"id": id, "type": "function", "function": {"name": call["name"], "arguments": arguments}});
+                if !extra.is_null() {
+                    call["extra_content"] = extra;
+                }
+                call
             })
             .collect();
         // A prompt blocked outright has no candidate, only why.
@@ -229,8 +260,8 @@ impl Dialect for Stream {
                 let call = &p["functionCall"];
                 let index = self.calls;
                 self.calls += 1;
-                let id = call["id"].as_str().map_or_else(|| format!("call_{index}"), str::to_string);
-                self.chunks.tool_start(out, index, &id, call["name"].as_str().unwrap_or_default());
+                let (id, extra) = call_fields(p, index);
+                self.chunks.tool_start(out, index, &id, call["name"].as_str().unwrap_or_default(), extra);
                 let arguments = serde_json::to_string(&call["args"]).unwrap_or_else(|_| "{}".into());
                 self.chunks.tool_arguments(out, index, &arguments);
             }

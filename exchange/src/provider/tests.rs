@@ -170,7 +170,8 @@ fn an_openai_chat_becomes_a_gemini_request() {
     assert_eq!(g["contents"][0]["parts"][1], json!({"inlineData": {"mimeType": "image/jpeg", "data": "AAAA"}}));
     assert_eq!(
         g["contents"][1],
-        json!({"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"q": 1}}}]})
+        json!({"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"q": 1}}, "thoughtSignature": "skip_thought_signature_validator"}]}),
+        "a call the client kept no signature for says so"
     );
     assert_eq!(g["contents"][2]["parts"][0]["functionResponse"], json!({"name": "f", "response": {"answer": 42}}));
     assert_eq!(
@@ -561,6 +562,120 @@ fn token_counts_near_the_maximum_saturate_rather_than_overflow() {
             out["usage"],
             json!({"prompt_tokens": max, "completion_tokens": max, "total_tokens": max}),
             "{api:?}"
+        );
+    }
+}
+
+#[test]
+fn a_streamed_tool_call_without_arguments_gets_an_empty_object_as_openais_do() {
+    // Anthropic streams a call of a function without parameters as `input: {}`
+    // and an empty `partial_json`; clients parse what they add up as JSON.
+    let anthropic = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":3}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_time\",\"input\":{}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_2\",\"name\":\"f\",\"input\":{}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":5}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let bedrock = [
+        frame("messageStart", json!({"role": "assistant"}), false),
+        frame(
+            "contentBlockStart",
+            json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "t1", "name": "get_time"}}}),
+            false,
+        ),
+        frame("contentBlockStop", json!({"contentBlockIndex": 0}), false),
+        frame("messageStop", json!({"stopReason": "tool_use"}), false),
+        frame("metadata", json!({"usage": {"inputTokens": 4, "outputTokens": 6}}), false),
+    ]
+    .concat();
+    for (api, input, calls) in [(Api::Anthropic, anthropic.as_bytes(), 2), (Api::Bedrock, &bedrock[..], 1)] {
+        let c = chunks(&run(api, 200, true, input, &[]));
+        let arguments = |i: u64| -> String {
+            c.iter()
+                .flat_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array().cloned().unwrap_or_default())
+                .filter(|t| t["index"] == i)
+                .filter_map(|t| t["function"]["arguments"].as_str().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(arguments(0), "{}", "{api:?}: {c:?}");
+        if calls == 2 {
+            assert_eq!(arguments(1), "{\"a\":1}", "a call with arguments gets nothing more");
+        }
+        let last = c.last().expect("chunks");
+        assert_eq!(last["choices"][0]["finish_reason"], "tool_calls", "the arguments come before the end");
+    }
+}
+
+#[test]
+fn a_messages_request_leaves_out_what_claude_refuses() {
+    let openai = json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}],
+        "stop": ["\n", " \t", "END"], "temperature": 0.3, "top_p": 0.9});
+    let m = anthropic::request(&openai);
+    assert_eq!(m["stop_sequences"], json!(["END"]), "whitespace alone is not a stop sequence to Claude");
+    assert_eq!((m["temperature"].as_f64(), m.get("top_p")), (Some(0.3), None), "not both");
+    let only_newline = json!({"model": "claude", "messages": [], "stop": "\n", "top_p": 0.9});
+    let m = anthropic::request(&only_newline);
+    assert_eq!((m.get("stop_sequences"), m["top_p"].as_f64()), (None, Some(0.9)));
+    let cut = br#"{"id":"m","model":"c","content":[{"type":"text","text":"long"}],"stop_reason":"model_context_window_exceeded","usage":{}}"#;
+    let out: Value = serde_json::from_str(&run(Api::Anthropic, 200, false, cut, &[])).expect("JSON");
+    assert_eq!(out["choices"][0]["finish_reason"], "length", "cut off by the context window");
+}
+
+#[test]
+fn a_converse_request_offering_no_tools_tells_past_calls_as_text() {
+    let history = json!([
+        {"role": "user", "content": "time?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "12:00"},
+    ]);
+    let tools = json!([{"type": "function", "function": {"name": "get_time"}}]);
+    for openai in [
+        json!({"model": "m", "messages": history, "tools": tools, "tool_choice": "none", "temperature": 1.5}),
+        json!({"model": "m", "messages": history, "temperature": 1.5}),
+    ] {
+        let c = bedrock::request(&openai);
+        assert!(c["toolConfig"].is_null(), "{c}");
+        let text = c.to_string();
+        assert!(!text.contains("toolUse") && !text.contains("toolResult"), "Converse refuses them without tools: {c}");
+        assert_eq!(c["messages"][1]["content"], json!([{"text": "(tool call t1: get_time({}))"}]));
+        assert_eq!(c["messages"][2]["content"], json!([{"text": "(result of tool call t1: 12:00)"}]));
+        assert_eq!(c["inferenceConfig"]["temperature"], 1.0, "Bedrock's models take up to 1");
+    }
+    let offered = bedrock::request(&json!({"model": "m", "messages": history, "tools": tools}));
+    assert_eq!(offered["messages"][1]["content"][0]["toolUse"]["toolUseId"], "t1", "with tools, calls stay calls");
+}
+
+#[test]
+fn geminis_thought_signatures_go_to_the_client_and_come_back_with_the_call() {
+    let part = json!({"functionCall": {"name": "f", "args": {"q": 1}}, "thoughtSignature": "c2lnbmVk"});
+    let response = json!({"candidates": [{"content": {"role": "model", "parts": [part, {"functionCall": {"name": "g", "args": {}}}]},
+        "finishReason": "STOP"}], "responseId": "r"});
+    let whole: Value =
+        serde_json::from_str(&run(Api::Gemini, 200, false, response.to_string().as_bytes(), &[])).expect("JSON");
+    let calls = &whole["choices"][0]["message"]["tool_calls"];
+    let extra = json!({"google": {"thought_signature": "c2lnbmVk"}});
+    assert_eq!((&calls[0]["extra_content"], calls[1].get("extra_content")), (&extra, None), "{whole}");
+    let stream = format!("data: {response}\r\n\r\n");
+    let c = chunks(&run(Api::Gemini, 200, true, stream.as_bytes(), &[]));
+    let started: Vec<&Value> =
+        c.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0].get("id").map(|_| c)).collect();
+    assert_eq!(started[0]["choices"][0]["delta"]["tool_calls"][0]["extra_content"], extra);
+    // The client sends the calls back as it got them, or without the signature.
+    for (kept, first) in [(true, "c2lnbmVk"), (false, "skip_thought_signature_validator")] {
+        let mut sent = calls.clone();
+        if !kept {
+            sent[0].as_object_mut().expect("a call").remove("extra_content");
+        }
+        let openai = json!({"model": "gemini-3", "messages": [{"role": "user", "content": "go"},
+            {"role": "assistant", "content": null, "tool_calls": sent}]});
+        let g = gemini::request(&openai);
+        let parts = &g["contents"][1]["parts"];
+        assert_eq!(
+            (parts[0]["thoughtSignature"].as_str(), parts[1].get("thoughtSignature")),
+            (Some(first), None),
+            "{g}"
         );
     }
 }

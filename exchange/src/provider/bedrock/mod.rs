@@ -53,7 +53,6 @@ pub fn request(openai: &Value) -> Value {
         }
     }
     let mut out = Map::new();
-    out.insert("messages".into(), Value::Array(messages));
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
     }
@@ -61,10 +60,12 @@ pub fn request(openai: &Value) -> Value {
     if let Some(max) = openai["max_completion_tokens"].as_u64().or(openai["max_tokens"].as_u64()) {
         inference.insert("maxTokens".into(), json!(max));
     }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        if !openai[from].is_null() {
-            inference.insert(to.into(), openai[from].clone());
-        }
+    // OpenAI's temperatures run to 2, those of Bedrock's models to 1.
+    if let Some(t) = openai["temperature"].as_f64() {
+        inference.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+    }
+    if !openai["top_p"].is_null() {
+        inference.insert("topP".into(), openai["top_p"].clone());
     }
     if let Some(stop) = super::stop_sequences(openai) {
         inference.insert("stopSequences".into(), stop);
@@ -88,8 +89,14 @@ pub fn request(openai: &Value) -> Value {
             json!({"toolSpec": spec})
         })
         .collect();
-    // Converse has no "none": without tools offered, none is called.
-    if !tools.is_empty() && openai["tool_choice"] != "none" {
+    // Converse has no "none": without tools offered, none is called. But
+    // Converse refuses tool calls and results in the history of a request
+    // that offers no tools: there they are told as text.
+    if tools.is_empty() || openai["tool_choice"] == "none" {
+        for block in messages.iter_mut().filter_map(|m| m["content"].as_array_mut()).flatten() {
+            told_as_text(block);
+        }
+    } else {
         let mut config = json!({"tools": tools});
         let choice = match &openai["tool_choice"] {
             Value::String(s) if s == "required" => Some(json!({"any": {}})),
@@ -102,7 +109,23 @@ pub fn request(openai: &Value) -> Value {
         }
         out.insert("toolConfig".into(), config);
     }
+    out.insert("messages".into(), Value::Array(messages));
     Value::Object(out)
+}
+
+/// A `toolUse` or `toolResult` block as a text block that says what it was.
+fn told_as_text(block: &mut Value) {
+    let id = |b: &Value| b["toolUseId"].as_str().unwrap_or_default().to_string();
+    let text = if let Some(u) = block.get("toolUse") {
+        format!("(tool call {}: {}({}))", id(u), u["name"].as_str().unwrap_or_default(), u["input"])
+    } else if let Some(r) = block.get("toolResult") {
+        let content: String =
+            r["content"].as_array().into_iter().flatten().filter_map(|c| c["text"].as_str()).collect();
+        format!("(result of tool call {}: {content})", id(r))
+    } else {
+        return;
+    };
+    *block = json!({"text": text});
 }
 
 fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
@@ -217,7 +240,7 @@ impl Stream {
                 let tool = &payload["start"]["toolUse"];
                 if tool.is_object() {
                     let id = tool["toolUseId"].as_str().unwrap_or_default();
-                    self.chunks.tool_start(out, index, id, tool["name"].as_str().unwrap_or_default());
+                    self.chunks.tool_start(out, index, id, tool["name"].as_str().unwrap_or_default(), Value::Null);
                 }
             }
             "contentBlockDelta" => {
