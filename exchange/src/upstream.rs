@@ -124,7 +124,7 @@ impl Shielded {
     pub fn refusal(&self) -> RouterError {
         if self.unreadable {
             return RouterError::BadRequest(
-                "the request body is not valid JSON, so the personal data in it could not be looked for".into(),
+                "the request body is not JSON, or not declared as JSON (Content-Type: application/json), so the personal data in it could not be looked for".into(),
             );
         }
         let kinds: Vec<String> = self.found.iter().map(|(kind, n)| format!("{kind}: {n}")).collect();
@@ -158,7 +158,13 @@ pub fn outbound<'a>(
     let target = upstream_target(forward, target, &node.id);
     let mut body = upstream_body(forward, original, streamed, &node.id);
     let mut shielded = None;
-    if let (Some(sent), Some(mode)) = (&body, usize::try_from(forward.node).ok().and_then(|n| pii.for_node(n))) {
+    let policy = usize::try_from(forward.node).ok().and_then(|n| pii.for_node(n));
+    // A body still in its connection was not declared JSON: nothing in it
+    // can be looked for, and a node with a policy does not get it unexamined.
+    if let (true, Some(mode)) = (streamed, policy) {
+        return Err(Shielded { mode, found: BTreeMap::new(), vault: None, unreadable: true });
+    }
+    if let (Some(sent), Some(mode)) = (&body, policy) {
         let mut vault = Vault::new();
         let protected = protect_request(sent, &pii.detector, mode, &mut vault);
         if protected.unreadable {
@@ -178,16 +184,18 @@ pub fn outbound<'a>(
     }
     // An answer the router reads and rewrites (translated, a response
     // object whose ids it tags, or placeholders to restore) must come
-    // uncompressed: neither host decompresses what it passes on.
+    // uncompressed: neither host decompresses what it passes on. So must
+    // one kept as an AI answer, which any client may be served next.
     let identity = (http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    let restores = shielded.as_ref().is_some_and(|s| s.vault.is_some());
+    let uncompressed =
+        shielded.as_ref().is_some_and(|s| s.vault.is_some()) || forward.fill.as_ref().is_some_and(|f| !f.http);
     let mut out = match body.as_ref().and_then(|b| crate::provider::translate(node, &target, b)) {
         Some(t) => {
             let mut headers = t.headers;
             headers.push(identity);
             Outbound { target: Cow::Owned(t.target), body: Some(t.body), headers, pii: None }
         }
-        None if target.starts_with("/v1/responses") || restores => {
+        None if target.starts_with("/v1/responses") || uncompressed => {
             Outbound { target, body, headers: vec![identity], pii: None }
         }
         None => Outbound { target, body, headers: Vec::new(), pii: None },
@@ -302,7 +310,14 @@ mod tests {
             panic!("refused")
         };
         assert_eq!(refused.refused(None, 7).status(), 400);
-        assert!(refused.refusal().to_string().contains("not valid JSON"));
+        assert!(refused.refusal().to_string().contains("not JSON"));
         assert!(outbound(&to(0), &config.nodes[0], "/v1/chat/completions", &broken, false, &config.pii).is_ok());
+        // Nor is one still in its connection (not declared JSON, so not read).
+        let streamed = Bytes::new();
+        let Err(refused) = outbound(&to(2), &config.nodes[2], "/v1/rerank", &streamed, true, &config.pii) else {
+            panic!("refused")
+        };
+        assert!(refused.refusal().to_string().contains("declared as JSON"), "{}", refused.refusal());
+        assert!(outbound(&to(0), &config.nodes[0], "/v1/rerank", &streamed, true, &config.pii).is_ok());
     }
 }

@@ -63,9 +63,13 @@ async fn post(client: &Client, addr: &str, body: &Value) -> Answer {
     post_to(client, addr, "/v1/chat/completions", &[], body.to_string()).await
 }
 
-/// A JSON `body` (as sent, so it may be broken) POSTed to `path`, with `headers`.
+/// A JSON `body` (as sent, so it may be broken) POSTed to `path`, with
+/// `headers` (and `Content-Type: application/json` unless they set one).
 async fn post_to(client: &Client, addr: &str, path: &str, headers: &[(&str, &str)], body: String) -> Answer {
-    let mut req = http::Request::post(format!("{addr}{path}")).header("content-type", "application/json");
+    let mut req = http::Request::post(format!("{addr}{path}"));
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+        req = req.header("content-type", "application/json");
+    }
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
@@ -298,6 +302,14 @@ pii: {{mode: pseudonymize}}
     let broken = format!("{{\"messages\": \"{PROMPT}\"");
     let answer = post_to(&client, &edge.addr, "/v1/messages/count_tokens", &[], broken).await;
     assert_eq!(answer.status, 400);
+    assert_eq!(claude.seen().len(), seen.len(), "the node got nothing");
+    // Nor does a JSON body that does not say it is JSON: it would stream
+    // through unread, so a node with a policy does not get it.
+    let plain = json!({"model": "claude", "messages": [{"role": "user", "content": PROMPT}]}).to_string();
+    let answer =
+        post_to(&client, &edge.addr, "/v1/messages/count_tokens", &[("content-type", "text/plain")], plain).await;
+    assert_eq!(answer.status, 400, "{:?}", answer.body);
+    assert!(String::from_utf8_lossy(&answer.body).contains("declared as JSON"), "{:?}", answer.body);
     assert_eq!(claude.seen().len(), seen.len(), "the node got nothing");
     let stop = text.find("content_block_stop").expect("the block stops");
     assert!(!text[stop..].contains("text_delta"), "no text after its block stopped: {text}");
