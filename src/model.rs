@@ -39,6 +39,16 @@ pub enum ModelChoice {
     Unsuitable,
 }
 
+impl ModelChoice {
+    /// The index of the node's model the body is rewritten to, if it is.
+    pub fn rewrite(&self) -> Option<usize> {
+        match self {
+            Self::Rewrite(m) | Self::Sized(m) => Some(*m),
+            _ => None,
+        }
+    }
+}
+
 /// Which end of a node's models a request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Size {

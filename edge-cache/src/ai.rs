@@ -13,22 +13,23 @@
 //! - insignificant whitespace gone (it is re-serialized);
 //! - `model` replaced by the resolved model, and the fields that do not
 //!   change the answer left out: `user`, `metadata`, `store`,
-//!   `stream_options`, `service_tier`.
+//!   `service_tier`.
 //!
 //! Every other field counts, known or not (`messages`, `prompt`, `input`,
 //! `temperature`, `top_p`, `tools`, `tool_choice`, `response_format`,
 //! `seed`, `max_tokens`, `stop`, `n`, penalties, `stream`…): an unknown
 //! parameter can only split the cache, never serve a wrong answer. `stream`
-//! counts because a streamed answer is stored as SSE and a plain one as JSON.
+//! counts because a streamed answer is stored as SSE and a plain one as JSON,
+//! and `stream_options` because `include_usage` adds a last chunk with no
+//! `choices`, which a client that did not ask for it may not expect.
 //!
 //! The key reads `ai/<partition>/<hex digest>`, so a purge by prefix can
 //! drop a tenant's entries (`ai/<tenant>/`) or all shared ones (`ai/*/`).
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// Fields left out of the key: they do not change the answer.
-pub const IGNORED_FIELDS: [&str; 5] = ["user", "metadata", "store", "stream_options", "service_tier"];
+pub const IGNORED_FIELDS: [&str; 4] = ["user", "metadata", "store", "service_tier"];
 
 /// Whose cache an entry lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +58,7 @@ pub fn ai_key(method: &str, path: &str, model: &str, body: &Value, partition: Pa
     } else {
         write_canonical(&mut canonical, body);
     }
-    let digest = Sha256::digest(canonical.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("ai/{part}/{hex}")
+    format!("ai/{part}/{}", crate::sha256_hex(&canonical))
 }
 
 /// A partition name safe in a key: `/` and `%` are percent-escaped.
@@ -229,6 +228,7 @@ mod tests {
             ("seed", json!(7)),
             ("max_tokens", json!(10)),
             ("stream", json!(true)),
+            ("stream_options", json!({"include_usage": true})),
             ("some_future_parameter", json!("x")),
         ] {
             let mut changed = base.clone();

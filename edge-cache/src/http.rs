@@ -76,7 +76,8 @@ pub enum NotStorable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
     /// The request's values of the fields `Vary` names (lower-case names,
-    /// whitespace-normalized values; `None` where the request lacked one).
+    /// the SHA-256 of each whitespace-normalized value; `None` where the
+    /// request lacked one).
     pub vary: Vec<(String, Option<String>)>,
     /// When the response was received (`response_time`, §4.2.3).
     pub response_ms: u64,
@@ -125,13 +126,15 @@ fn initial_age_s(headers: &HeaderMap, request_ms: u64, response_ms: u64) -> u64 
     apparent_age.max(age_value.saturating_add(response_delay))
 }
 
-/// Normalizes a request's value of a header named by `Vary` (§4.1): field
-/// lines combined, whitespace around commas removed.
+/// A request's value of a header named by `Vary` (§4.1), normalized (field
+/// lines combined, whitespace around commas removed) and kept as its
+/// SHA-256: only equality is asked of it, and the field may be a
+/// credential (`Vary: Authorization`, `Cookie`) that no cache may hold.
 fn vary_value(headers: &HeaderMap, name: &str) -> Option<String> {
     let mut lines = headers.get_all(name).iter().peekable();
     lines.peek()?;
     let parts: Vec<&str> = lines.filter_map(|v| v.to_str().ok()).flat_map(split_list).collect();
-    Some(parts.join(","))
+    Some(crate::sha256_hex(&parts.join(",")))
 }
 
 /// Decides whether the response to a request may be stored, and with what

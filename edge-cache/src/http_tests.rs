@@ -121,6 +121,15 @@ fn rfc9111_4_1_vary_matches_normalized_values_and_vary_star_never_matches() {
     assert_eq!(look(&with_encoding, &s, NOW), Lookup::Miss, "absent must match absent");
     let star = h(&[("cache-control", "max-age=60"), ("vary", "*")]);
     assert_eq!(st("GET", &req, 200, &star, NOW, NOW), Err(NotStorable::VaryStar));
+    // A credential a response varies on is matched, and never kept as it is.
+    let req = h(&[("authorization", "Bearer sk-client-secret"), ("cookie", "session=abc123")]);
+    let resp = h(&[("cache-control", "public, max-age=60"), ("vary", "Authorization, Cookie")]);
+    let s = st("GET", &req, 200, &resp, NOW, NOW).expect("storable");
+    let kept = serde_json::to_string(&s.meta).expect("JSON");
+    assert!(!kept.contains("sk-client-secret") && !kept.contains("abc123"), "{kept}");
+    assert_eq!(look(&req, &s, NOW), Lookup::Fresh { age_s: 0 });
+    let other = h(&[("authorization", "Bearer sk-other"), ("cookie", "session=abc123")]);
+    assert_eq!(look(&other, &s, NOW), Lookup::Miss);
 }
 
 #[test]

@@ -23,5 +23,11 @@ pub mod structured;
 #[cfg(test)]
 mod test_support;
 
+/// The SHA-256 of `text`, in lower-case hex.
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub use directives::Directives;
 pub use http::{Lookup, NotStorable, Revalidate, Stored, lookup, storable};

@@ -61,7 +61,7 @@ impl Capture {
     ) -> Self {
         let entry = Entry {
             status,
-            headers: stored_headers(headers),
+            headers: stored_headers(headers, http.is_none()),
             node: explain.node.clone(),
             model: explain.model.clone(),
             stored_ms: 0,
@@ -96,19 +96,25 @@ impl Capture {
 /// explanation (each serve has its own), not `Age` or `Content-Length`,
 /// which a serve sets itself, and not a hop-by-hop field (RFC 9111 §3.1),
 /// which belonged to the origin's connection (`tokens`: the names its
-/// `Connection` lists).
-fn stored_field(name: &str, tokens: &[String]) -> bool {
-    !name.starts_with("x-edge-") && name != "age" && name != "content-length" && !is_hop_by_hop(name, tokens)
+/// `Connection` lists). An AI answer (`ai`), served to every client that
+/// asks the same, keeps no `Set-Cookie`: a cookie is for the one client.
+fn stored_field(name: &str, tokens: &[String], ai: bool) -> bool {
+    !name.starts_with("x-edge-")
+        && name != "age"
+        && name != "content-length"
+        && !(ai && name == "set-cookie")
+        && !is_hop_by_hop(name, tokens)
 }
 
-/// The header fields stored with an answer, in memory of their own. Parsed
-/// names and values are slices of the connection's read buffer; an entry
-/// holding such slices would keep the whole buffer (kilobytes) alive.
-pub fn stored_headers(headers: &HeaderMap) -> HeaderMap {
+/// The header fields stored with an answer (an AI answer's when `ai`), in
+/// memory of their own. Parsed names and values are slices of the
+/// connection's read buffer; an entry holding such slices would keep the
+/// whole buffer (kilobytes) alive.
+pub fn stored_headers(headers: &HeaderMap, ai: bool) -> HeaderMap {
     let tokens = connection_tokens(headers.get_all(http::header::CONNECTION).iter().map(HeaderValue::as_bytes));
     headers
         .iter()
-        .filter(|(n, _)| stored_field(n.as_str(), &tokens))
+        .filter(|(n, _)| stored_field(n.as_str(), &tokens, ai))
         .filter_map(|(n, v)| {
             let name = HeaderName::from_bytes(n.as_str().as_bytes()).ok()?;
             Some((name, HeaderValue::from_bytes(v.as_bytes()).ok()?))
@@ -166,13 +172,17 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("trailer", "x-checksum"),
             ("etag", "\"v1\""),
+            ("set-cookie", "__cf_bm=one-client; HttpOnly"),
         ] {
             headers.insert(n, HeaderValue::from_static(v));
         }
-        let stored = stored_headers(&headers);
-        let mut names: Vec<&str> = stored.keys().map(HeaderName::as_str).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["content-type", "etag"]);
+        let names = |ai: bool| {
+            let mut names: Vec<String> = stored_headers(&headers, ai).keys().map(|n| n.to_string()).collect();
+            names.sort_unstable();
+            names
+        };
+        assert_eq!(names(false), ["content-type", "etag", "set-cookie"], "RFC 9111 lets a shared cache store it");
+        assert_eq!(names(true), ["content-type", "etag"], "an AI answer served to all keeps no client's cookie");
     }
 
     #[test]

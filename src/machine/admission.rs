@@ -198,6 +198,7 @@ impl Router {
         if let (Some((p, true)), Some(calibrator)) = (placement, self.calibrator.as_mut()) {
             calibrator.count(p.score);
         }
+        let fill_for = chain.first().map_or((usize::MAX, None), |&(node, ref choice)| (node, choice.rewrite()));
         let exchange = Exchange {
             unforwardable: unforwardable(&headers),
             chain,
@@ -229,6 +230,7 @@ impl Router {
             panic: false,
             cache: if fill.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass },
             fill: fill.as_ref().map(|(fill, _)| fill.clone()),
+            fill_for,
         };
         self.retries.deposit(now_ms);
         let lookup = match fill {
@@ -370,9 +372,9 @@ impl Router {
             return None;
         };
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let model = match choice {
-            ModelChoice::Rewrite(m) | ModelChoice::Sized(m) => self.config.nodes[*first].models[*m].as_str(),
-            _ => facts.model.as_deref().unwrap_or_default(),
+        let model = match choice.rewrite() {
+            Some(m) => self.config.nodes[*first].models[m].as_str(),
+            None => facts.model.as_deref().unwrap_or_default(),
         };
         let partition = if cfg.shared { Partition::Shared } else { Partition::Tenant(tenant) };
         let key = ai_key(method, target, model, &value, partition);

@@ -84,10 +84,7 @@ impl Router {
         ex.attempts += 1;
         ex.sent_ms = now_ms;
         ex.last_activity_ms = now_ms;
-        ex.rewritten_model = match choice {
-            ModelChoice::Rewrite(model) | ModelChoice::Sized(model) => Some(model),
-            _ => None,
-        };
+        ex.rewritten_model = choice.rewrite();
         ex.sized = matches!(choice, ModelChoice::Sized(_));
         let body = ex.rewritten_model.map_or(ForwardBody::Original, |m| ForwardBody::RewriteModel(n.models[m].clone()));
         Action::Forward(Forward {
@@ -102,7 +99,10 @@ impl Router {
             // A fallback status only matters while the chain has nodes left.
             fallback: ex.next < ex.chain.len(),
             meter: n.cost_per_1k_tokens > 0.0 || ex.token_limited,
-            fill: ex.fill.clone(),
+            fill: ex
+                .fill
+                .clone()
+                .filter(|f| answers_for_key(&self.config, ex.fill_for, (node, ex.rewritten_model), f.http)),
             rule: ex.rule,
             cache: ex.cache,
             panic: panic.is_some(),
@@ -292,4 +292,25 @@ fn retry_granted(retries: &mut RetryBudget, ex: &mut Exchange, now_ms: u64) -> b
         return false;
     }
     true
+}
+
+/// Whether an attempt at `node`, asking for its model `model` (or the
+/// client's when `None`), answers what the cache key made for `key` stands
+/// for: the same model (any node serving it answers alike), or for a
+/// passthrough `GET` (`http`), whose key names its node, the same node.
+fn answers_for_key(
+    config: &RouterConfig,
+    key: (usize, Option<usize>),
+    (node, model): (usize, Option<usize>),
+    http: bool,
+) -> bool {
+    if http {
+        return node == key.0;
+    }
+    let name = |node: usize, m: usize| config.nodes.get(node).and_then(|n| n.models.get(m));
+    match (key.1, model) {
+        (None, None) => true,
+        (Some(k), Some(m)) => name(key.0, k).is_some_and(|k| name(node, m) == Some(k)),
+        _ => false,
+    }
 }

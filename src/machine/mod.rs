@@ -125,6 +125,11 @@ struct Exchange {
     panic: bool,
     /// Where a successful answer is cached.
     fill: Option<CacheFill>,
+    /// Whose answer the cache key stands for: the first node of the chain,
+    /// and the model it would be asked for when the body's is rewritten. A
+    /// fallback to another model (or, for a passthrough `GET`, another node)
+    /// answers the client but fills nothing.
+    fill_for: (usize, Option<usize>),
     /// What the cache did, for `x-edge-cache`.
     cache: CacheStatus,
 }

@@ -303,3 +303,73 @@ mod http_caching {
         assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_to_another_model_answers_the_client_but_is_not_kept() {
+    let down = edge_router_e2e::refused_addr().await;
+    let ask = serde_json::json!({"model": "auto", "temperature": 0,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}]});
+    // `auto` is asked of each node as its own model: `big` first.
+    let router = |fallback: &str, model: &str| {
+        let config = format!(
+            "{TRUSTING_SERVER}nodes:\n  - {{id: big, type: cloud, host: \"{down}\", models: [big]}}\n  \
+             - {{id: backup, type: edge, host: \"{fallback}\", models: [{model}]}}\nrouting:\n  rules:\n    \
+             - {{name: main, match: {{}}, target: big, fallback: [backup]}}\n"
+        );
+        async move { TestRouter::new(&config).await }
+    };
+    let small = answering_origin(Duration::ZERO).await;
+    let r = router(&small.url(), "small").await;
+    let first = r.chat("US", &ask).await;
+    assert_eq!((first.status, first.node(), first.header("x-edge-model")), (200, "backup", "small"));
+    let second = r.chat("US", &ask).await;
+    assert_eq!(second.header("x-edge-cache"), "MISS", "the small model's answer is not kept as the big one's");
+    assert_eq!(hits(&small).await, 2);
+
+    // A node serving the same model answers alike: its answer is kept.
+    let twin = answering_origin(Duration::ZERO).await;
+    let r = router(&twin.url(), "big").await;
+    assert_eq!(r.chat("US", &ask).await.header("x-edge-cache"), "MISS");
+    assert_eq!(r.chat("US", &ask).await.header("x-edge-cache"), "HIT");
+    assert_eq!(hits(&twin).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_answer_is_asked_for_uncompressed_and_keeps_no_cookie() {
+    let reply = fake_origin::Reply {
+        text: Some("Paris.".into()),
+        headers: [("set-cookie".to_string(), "__cf_bm=for-one-client".to_string())].into(),
+        ..Default::default()
+    };
+    let origin = FakeOrigin::start("gpu", Script::always(reply)).await.expect("start the fake origin");
+    let r = TestRouter::new(&config(&origin.url(), "")).await;
+    let gzip = [("accept-encoding", "gzip, deflate")];
+    let first = r.chat_with("US", &question(0.0), &gzip).await;
+    assert_eq!((first.header("x-edge-cache"), first.header("set-cookie")), ("MISS", "__cf_bm=for-one-client"));
+    let asked = |i: usize| {
+        let seen = origin.seen();
+        seen[i].headers.iter().find(|(n, _)| n == "accept-encoding").map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    assert_eq!(asked(0), "identity", "any client may be served it next, gzip or not");
+    let second = r.chat("US", &question(0.0)).await;
+    assert_eq!((second.header("x-edge-cache"), second.header("set-cookie")), ("HIT", ""), "the cookie was for one");
+    assert_eq!(second.body, first.body);
+    // A request whose answer is not kept asks as the client did.
+    assert_eq!(r.chat_with("US", &question(0.8), &gzip).await.header("x-edge-cache"), "BYPASS");
+    assert_eq!(asked(1), "gzip, deflate");
+
+    // A node that compresses anyway: its answer goes as it came, and is not kept.
+    let compressed = fake_origin::Reply {
+        body: Some("not readable as it is".into()),
+        headers: [("content-type", "application/json"), ("content-encoding", "gzip")]
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .into(),
+        ..Default::default()
+    };
+    let origin = FakeOrigin::start("gz", Script::always(compressed)).await.expect("start the fake origin");
+    let r = TestRouter::new(&config(&origin.url(), "")).await;
+    for _ in 0..2 {
+        let reply = r.chat("US", &question(0.0)).await;
+        assert_eq!((reply.header("x-edge-cache"), reply.header("content-encoding")), ("MISS", "gzip"));
+    }
+}
