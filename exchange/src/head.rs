@@ -139,6 +139,10 @@ fn plan<T: HoldsEntry>(
         }
     }
     let sse = is_sse(headers);
+    // A compressed body cannot be read to be rewritten (the node was asked
+    // for `identity`): it goes as it came. Nor is it kept as an AI answer,
+    // which is served whatever encodings the next client takes.
+    let compressed = headers.get(http::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity");
     let capture = forward.fill.as_ref().filter(|_| attempt.restore_pii.is_none()).and_then(|fill| {
         if fill.http {
             let request = attempt.request;
@@ -153,12 +157,9 @@ fn plan<T: HoldsEntry>(
             let stored = storable(method, &request.headers, authorized, status, headers, sent, now_ms).ok()?;
             Some(Capture::http(fill, status, headers, explain, stored, attempt.max_entry))
         } else {
-            (status == StatusCode::OK).then(|| Capture::ai(fill, headers, explain, attempt.max_entry))
+            (status == StatusCode::OK && !compressed).then(|| Capture::ai(fill, headers, explain, attempt.max_entry))
         }
     });
-    // A compressed body cannot be read to be rewritten (the node was asked
-    // for `identity`): it goes as it came.
-    let compressed = headers.get(http::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity");
     let transform = if compressed { None } else { rewrite(attempt, forward, explain, status, sse, now_ms) };
     Plan::Deliver(Delivery { capture, sse, transform })
 }
@@ -223,6 +224,11 @@ pub fn deliver_head(headers: &mut HeaderMap, explain: &Explain, transformed: boo
 /// Removes the hop-by-hop fields (RFC 9110 §7.6.1) of a message: the fixed
 /// ones and those its `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // A message both chunked and with a length is framed by its chunking;
+    // its length, which may be anything, must not go on (RFC 9112 §6.3).
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
     // Names the `Connection` header lists besides the fixed ones: usually
     // none (a bare `keep-alive`), and then nothing is allocated.
     let mut named: Vec<HeaderName> = Vec::new();

@@ -25,6 +25,10 @@ use std::task::{Context, Poll, ready};
 use atomic_waker::AtomicWaker;
 use http::{HeaderMap, StatusCode};
 
+/// At most this many bytes of interim responses wait for the client to
+/// read them (an origin may send any number of `1xx`).
+pub const MAX_QUEUED: usize = 64 * 1024;
+
 /// What a transport and its handles share.
 #[derive(Default)]
 struct Shared {
@@ -93,7 +97,14 @@ impl Interim {
             head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
-        self.0.queued.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(&head);
+        let mut queued = self.0.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        // A client that does not read: what it has not taken is bounded, and
+        // an interim response past that is not sent (none is owed).
+        if queued.len() + head.len() > MAX_QUEUED {
+            return false;
+        }
+        queued.extend_from_slice(&head);
+        drop(queued);
         self.0.pending.store(true, Ordering::Release);
         self.0.waker.wake();
         true

@@ -119,3 +119,16 @@ fn an_interim_response_never_lands_inside_a_message_hyper_wrote_in_part() {
     let out = String::from_utf8(io.inner.0.clone()).expect("text");
     assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n");
 }
+
+#[test]
+fn interim_responses_a_client_does_not_read_are_bounded() {
+    let (_io, interim) = wrap(Vec::<u8>::new());
+    interim.arm();
+    let mut hints = HeaderMap::new();
+    hints.insert("link", HeaderValue::from_static("</style.css>; rel=preload; as=style"));
+    let sent = (0..100_000).take_while(|_| interim.send(StatusCode::PROCESSING, &hints)).count();
+    let queued = interim.0.queued.lock().expect("lock").len();
+    let head = queued / sent;
+    assert!(sent < 100_000 && queued <= MAX_QUEUED, "{sent} sent, {queued} bytes queued");
+    assert!(queued + head > MAX_QUEUED, "refused only once the next would not fit: {queued} bytes queued");
+}

@@ -205,3 +205,16 @@ async fn an_answer_ending_in_trailers_keeps_what_the_model_restore_held_back() {
         (Some("auto"), Some("hi"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_both_chunked_and_with_a_length_reaches_the_client_whole() {
+    let origin = edge_router_e2e::chunked_and_length_origin().await;
+    let config = format!("nodes:\n  - {{id: edge-1, type: edge, host: \"{origin}\", models: [tiny]}}\n");
+    let r = TestRouter::new(&config).await;
+    let reply = r.chat("US", &chat_body("tiny", 5)).await;
+    assert_eq!(reply.status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|e| panic!("the whole answer arrives ({e}): {:?}", String::from_utf8_lossy(&reply.body)));
+    assert_eq!(answer["choices"][0]["message"]["content"], "whole");
+    assert_eq!(reply.header("content-length"), "", "the origin's length is not passed on");
+}

@@ -238,6 +238,23 @@ pub async fn trailers_origin() -> String {
     .await
 }
 
+/// An origin whose chat completion comes chunked with a `Content-Length`
+/// that is not its length, as a broken server or proxy may send it (RFC
+/// 9112 §6.3: the chunking wins, and the length must not be passed on).
+pub async fn chunked_and_length_origin() -> String {
+    raw_origin(|mut s| async move {
+        let body = r#"{"id":"chatcmpl-l","object":"chat.completion","model":"tiny","choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}]}"#;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\ntransfer-encoding: chunked\r\n\r\n\
+             {:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(response.as_bytes()).await;
+        let _ = s.flush().await;
+    })
+    .await
+}
+
 /// An origin that sends a JSON 200 head and part of its body, then stalls
 /// (keeping the connection open) for `stall`.
 pub async fn stalls_mid_body_origin(stall: Duration) -> String {

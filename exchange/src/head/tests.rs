@@ -241,6 +241,13 @@ fn rfc9110_7_6_1_hop_by_hop_fields_go_and_the_explanation_comes() {
     names.sort_unstable();
     assert_eq!(names, ["etag", "x-edge-attempts", "x-edge-cache", "x-edge-country", "x-edge-node", "x-edge-rule"]);
     assert_eq!(headers["x-edge-node"], "a", "the origin cannot set the explanation");
+    // RFC 9112 §6.3: a chunked message's length, if it has one too, does not go on.
+    let mut both = h(&[("transfer-encoding", "chunked"), ("content-length", "10"), ("etag", "\"e\"")]);
+    deliver_head(&mut both, &explain(), false);
+    assert!(!both.contains_key("content-length") && !both.contains_key("transfer-encoding"), "{both:?}");
+    let mut length = h(&[("content-length", "10")]);
+    deliver_head(&mut length, &explain(), false);
+    assert_eq!(length["content-length"], "10", "a length alone stays");
 }
 
 #[test]
