@@ -1,10 +1,18 @@
-//! Closing an HTTP/2 connection that has nothing to do. hyper's HTTP/1.1
-//! server ends a kept-alive connection whose next request does not come
-//! within `server.client_timeout`; its HTTP/2 server has no such limit, so a
-//! client could open connections and hold them idle forever. Here the
-//! connection's transport reads end (as if the client had closed) once no
-//! stream has been open, and nothing has been read, for the timeout. A
-//! stream counts as open from its request until its response body ends.
+//! Closing client connections that have nothing to do, or that take nothing.
+//!
+//! hyper's HTTP/1.1 server ends a kept-alive connection whose next request
+//! does not come within `server.client_timeout`; its HTTP/2 server has no
+//! such limit, so a client could open connections and hold them idle
+//! forever. Here the connection's transport reads end (as if the client had
+//! closed) once no stream has been open, and nothing has been read, for the
+//! timeout. A stream counts as open from its request until its response
+//! body ends.
+//!
+//! A client that stops reading its answer stops hyper's writes, and hyper
+//! then stops polling the response body, whose own timers run only when it
+//! is polled: the exchange, its node's slot and its origin connection would
+//! be held for good. [`WriteDeadline`] fails a write that has made no
+//! progress for the timeout, and hyper closes the connection.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -150,6 +158,74 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A transport whose writes fail once they have made no progress for
+/// `timeout`. The timer exists only while a write waits.
+pub struct WriteDeadline<T> {
+    inner: T,
+    timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        Self { inner, timeout, stalled: None }
+    }
+
+    /// What a write came to: progress ends the wait; a wait starts the
+    /// timer, and one that outlasts it fails.
+    fn watch<R>(&mut self, cx: &mut Context<'_>, polled: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took nothing of its answer for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.watch(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -303,9 +303,10 @@ async fn serve_http1<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    // Interim (1xx) answers from origins go to the client through this.
-    let (io, interim) = interim::wrap(TokioIo::new(stream));
     let client_timeout = conn.client_timeout;
+    // Interim (1xx) answers from origins go to the client through this.
+    let stream = crate::idle::WriteDeadline::new(stream, client_timeout);
+    let (io, interim) = interim::wrap(TokioIo::new(stream));
     let service = service_fn(move |req| {
         let response = conn.serve(req, interim.clone());
         async move { Ok::<_, std::convert::Infallible>(response.await) }
@@ -331,6 +332,7 @@ where
 {
     let interim = interim::Interim::inert();
     let activity = crate::idle::Activity::new();
+    let stream = crate::idle::WriteDeadline::new(stream, conn.client_timeout);
     let io = crate::idle::IdleIo::new(stream, activity.clone(), conn.client_timeout);
     let service = service_fn(move |req| {
         let stream = activity.open();

@@ -267,3 +267,35 @@ fn a_module_that_reads_the_config_otherwise_than_the_host_is_refused() {
         assert!(format!("{err:#}").contains("otherwise than this host"), "{err:#}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_answer_is_cut_off_and_frees_the_node() {
+    use tokio::io::AsyncWriteExt;
+    // An answer far larger than what the sockets between can hold.
+    let big = Reply { body: Some("x".repeat(32 << 20)), ..Reply::default() };
+    let o = FakeOrigin::start("n", Script::always(big)).await.expect("start the fake origin");
+    let config = format!(
+        "server:\n  client_timeout: 1s\nnodes:\n  - {{id: n, type: cloud, host: \"{}\", max_concurrent: 1}}\n",
+        o.url()
+    );
+    let r = TestRouter::new(&config).await;
+    // temperature 1: sampled, so the cache stays out of it.
+    let body = json!({"model": "m", "temperature": 1, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(format!("{head}{body}").as_bytes()).await.expect("write");
+    // The client reads nothing. While its answer waits, the node's one slot is taken ...
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let meanwhile = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!(meanwhile.status, 429, "{}", String::from_utf8_lossy(&meanwhile.body));
+    // ... until the connection is closed, a client timeout after its writes
+    // stopped: what the client reads then ends short of the answer.
+    tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
+    let after = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!(after.status, 200, "the slot is free again");
+    let (got, _) = read_until_closed(&mut s, std::time::Instant::now(), std::time::Duration::from_secs(10)).await;
+    assert!(got.starts_with(b"HTTP/1.1 200") && got.len() < 32 << 20, "{} bytes came", got.len());
+}
