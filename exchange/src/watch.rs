@@ -181,6 +181,12 @@ impl Watch {
         &self.node
     }
 
+    /// Whether the answer is still being kept for the cache: false when
+    /// none was asked, or once it grew too large to keep.
+    pub fn captures(&self) -> bool {
+        self.capture.is_some()
+    }
+
     /// Whether the client's body has ended: over, with nothing left to send
     /// (so that a host can say so with the last chunk, not after it).
     pub fn is_done(&self) -> bool {

@@ -373,3 +373,31 @@ async fn a_kept_answer_is_asked_for_uncompressed_and_keeps_no_cookie() {
         assert_eq!((reply.header("x-edge-cache"), reply.header("content-encoding")), ("MISS", "gzip"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_go_on_their_own_as_soon_as_an_answer_is_too_large_to_keep() {
+    // A 64 KiB cache keeps answers of up to about 28 KiB; this one streams
+    // 40 KB pieces, 200 ms apart, for 4 s.
+    let reply = fake_origin::Reply {
+        text: Some("a".repeat(800_000)),
+        piece_chars: Some(40_000),
+        gap_ms: 200,
+        sse: Some(true),
+        ..Default::default()
+    };
+    let origin = FakeOrigin::start("gpu", Script::always(reply)).await.expect("start the fake origin");
+    let r = Arc::new(TestRouter::new(&config(&origin.url(), "cache: {memory: 64KiB}\n")).await);
+    let asks: Vec<_> = (0..4)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.chat("US", &question(0.0)).await })
+        })
+        .collect();
+    // Those waiting for the first answer to be stored do not wait for its end.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hits(&origin).await, 4, "the waiters asked the node while the first answer still streamed");
+    for ask in asks {
+        let reply = tokio::time::timeout(Duration::from_secs(20), ask).await.expect("no hang").expect("task");
+        assert_eq!((reply.status, reply.header("x-edge-cache")), (200, "MISS"));
+    }
+}

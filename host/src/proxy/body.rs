@@ -82,6 +82,9 @@ pub(super) fn deliver(resp: Response<Incoming>, s: Stream<'_>, finish: FinishOnD
     let timer = Box::pin(tokio::time::sleep(until(watch.wake_at(), now)));
     let ending = Ending::default();
     parts.extensions.insert(ending.clone());
+    // Requests waiting for this answer to be stored go on their own at once
+    // when it will not be (not storable, or too large).
+    let filling = s.filling.filter(|_| watch.captures());
     let tracked = Tracked {
         ending,
         inner,
@@ -91,7 +94,7 @@ pub(super) fn deliver(resp: Response<Incoming>, s: Stream<'_>, finish: FinishOnD
         cut_off: s.cut_off,
         cut_wait: None,
         lease: s.lease,
-        filling: s.filling,
+        filling,
         cache: s.cache,
         trailers: None,
     };
@@ -187,6 +190,9 @@ impl Body for Tracked {
                     };
                     let now = now_ms();
                     self.watch.on_chunk(frame, now);
+                    if self.filling.is_some() && !self.watch.captures() {
+                        self.filling = None;
+                    }
                     let next = tokio::time::Instant::now() + until(self.watch.wake_at(), now);
                     self.timer.as_mut().reset(next);
                     // A body of known length is complete with its last frame;
