@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -107,14 +107,15 @@ pub fn body_limits(config: &edge_router::RouterConfig) -> (u64, DurationSpec, bo
     (config.server.max_body_bytes, config.server.client_timeout, config.pii.is_on())
 }
 
-/// A streamed request body held to a size limit on its way to the origin:
-/// once more than the limit has come, it ends with an error (which stops
-/// the upload) and says so in [`Capped::over`], so the host answers the
-/// client 413 rather than blaming the origin for the failed request.
+/// A streamed request body held to a size limit on its way to the origin,
+/// which says how its upload stands in [`Upload`]: once more than the limit
+/// has come, it ends with an error (which stops the upload). A request that
+/// fails while its body is still coming may be the client's doing, and the
+/// host then answers the client rather than blaming the node.
 pub struct Capped<B> {
     inner: B,
     left: u64,
-    over: Arc<AtomicBool>,
+    upload: Upload,
 }
 
 /// What a [`Capped`] body ends with once it passed its limit.
@@ -122,15 +123,47 @@ pub struct Capped<B> {
 #[error("the request body is over the size limit")]
 pub struct OverLimit;
 
-impl<B> Capped<B> {
-    pub fn new(inner: B, limit: u64) -> Self {
-        Self { inner, left: limit, over: Arc::default() }
+/// How a streamed request body's upload stands; readable after the body
+/// went into the request.
+#[derive(Debug, Clone, Default)]
+pub struct Upload(Arc<AtomicU8>);
+
+/// [`Upload`]'s states: the body was last asked for more and had some (or
+/// was not asked yet), had none yet (the client is slow), ended, went over
+/// its limit, or broke off (the client's connection failed).
+const MOVING: u8 = 0;
+const WAITING: u8 = 1;
+const ENDED: u8 = 2;
+const OVER: u8 = 3;
+const BROKEN: u8 = 4;
+
+impl Upload {
+    /// The client's answer when a request failed for its body rather than
+    /// its node (`timed_out`: no head came within the node's `first_byte`,
+    /// `within`): a body over `limit`, one that broke off, or one the node
+    /// was still waiting for.
+    pub fn fault(&self, limit: u64, timed_out: bool, within: Duration) -> Option<RouterError> {
+        match self.0.load(Ordering::Relaxed) {
+            OVER => Some(RouterError::PayloadTooLarge { limit }),
+            BROKEN => Some(unreadable()),
+            WAITING if timed_out => Some(RouterError::ClientTimeout(format!("{within:?}"))),
+            _ => None,
+        }
     }
 
-    /// Set once the body passed its limit; it stays readable after the body
-    /// went into the request.
-    pub fn over(&self) -> Arc<AtomicBool> {
-        self.over.clone()
+    fn set(&self, state: u8) {
+        self.0.store(state, Ordering::Relaxed);
+    }
+}
+
+impl<B> Capped<B> {
+    pub fn new(inner: B, limit: u64) -> Self {
+        Self { inner, left: limit, upload: Upload::default() }
+    }
+
+    /// How the upload stands, as it goes.
+    pub fn upload(&self) -> Upload {
+        self.upload.clone()
     }
 }
 
@@ -146,20 +179,31 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let frame = match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-            None => return Poll::Ready(None),
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => {
+                self.upload.set(WAITING);
+                return Poll::Pending;
+            }
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => {
+                self.upload.set(BROKEN);
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            Poll::Ready(None) => {
+                self.upload.set(ENDED);
+                return Poll::Ready(None);
+            }
         };
         if let Some(data) = frame.data_ref() {
             match self.left.checked_sub(data.len() as u64) {
                 Some(left) => self.left = left,
                 None => {
-                    self.over.store(true, Ordering::Relaxed);
+                    self.upload.set(OVER);
                     return Poll::Ready(Some(Err(Box::new(OverLimit))));
                 }
             }
         }
+        self.upload.set(if self.inner.is_end_stream() { ENDED } else { MOVING });
         Poll::Ready(Some(Ok(frame)))
     }
 
@@ -412,16 +456,17 @@ mod tests {
     fn a_streamed_body_over_the_limit_ends_with_an_error_and_says_so() {
         let (body, read) = chunked(&[b"12345", b"67890", b"never read"]);
         let capped = Capped::new(body, 8);
-        let over = capped.over();
+        let upload = capped.upload();
         let collected = block_on(capped.collect());
         let e = collected.expect_err("the body ends with an error");
         assert!(e.is::<OverLimit>(), "{e}");
-        assert!(over.load(Ordering::Relaxed));
+        let within = Duration::from_secs(60);
+        assert_eq!(upload.fault(8, false, within), Some(RouterError::PayloadTooLarge { limit: 8 }));
         assert_eq!(read.get(), 2, "nothing is read past the chunk that went over");
         let fits = Capped::new(chunked(&[b"1234", b"5678"]).0, 8);
-        let over = fits.over();
+        let upload = fits.upload();
         assert_eq!(block_on(fits.collect()).map(|c| c.to_bytes()).ok().as_deref(), Some(&b"12345678"[..]));
-        assert!(!over.load(Ordering::Relaxed), "a body at the limit is not over it");
+        assert_eq!(upload.fault(8, true, within), None, "a body at the limit is not over it, and it ended");
     }
 
     #[test]

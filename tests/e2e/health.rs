@@ -218,3 +218,39 @@ async fn a_node_that_accepts_and_never_answers_is_taken_out_after_the_threshold(
     assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("backup", "1"));
     assert!(start.elapsed() < Duration::from_millis(150), "an open breaker costs no waiting: {:?}", start.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_upload_breaks_off_or_stalls_costs_the_node_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let primary = json_origin(200, Duration::ZERO).await;
+    let backup = json_origin(200, Duration::ZERO).await;
+    let config = config(&primary.url(), &backup.url())
+        .replace("host: \"http://127", "timeouts: {first_byte: 300ms}, host: \"http://127")
+        .replace("routing:\n", "routing:\n  passthrough: primary\n");
+    let r = TestRouter::new(&config).await;
+    let head = "POST /v1/files HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\n\
+                transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    // Three uploads that break off (the client goes away mid-body), more
+    // than the two failures in a row that would take the node out.
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+        s.write_all(head.as_bytes()).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Three that stop coming: the node's first_byte runs out while it waits for the body.
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+        s.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer}");
+    }
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("primary", "1"), "the node was not blamed");
+}

@@ -174,7 +174,7 @@ async fn admit(
         requested_model,
         filling: None,
         stale: None,
-        over_limit: None,
+        upload: None,
         pii: None,
         blocked: None,
     };

@@ -6,21 +6,20 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::fleet::Budget;
 use bytes::Bytes;
 use edge_router::config::Api;
-use edge_router::error::{RouterError, request_id_text};
+use edge_router::error::request_id_text;
 use edge_router::facts::Endpoint;
 use edge_router::geo::Country;
 use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward, Restore, Spend};
 use exchange::action::{Step, step};
 use exchange::answer::host_error;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event, strip_hop_by_hop};
-use exchange::intake::Capped;
 use exchange::intake::path_and_query;
+use exchange::intake::{Capped, Upload};
 use exchange::provider::{adapt_head, signature};
 use exchange::upstream::{Shielded, outbound, upstream_headers};
 use http::{Request, Response};
@@ -66,9 +65,9 @@ pub(super) struct Pending {
     pub(super) filling: Option<FillGuard>,
     /// The cached entry this request revalidates, if it does.
     pub(super) stale: Option<Stale<Arc<Cached>>>,
-    /// Set when the streamed body passed `server.max_body_bytes` on its way
-    /// to the origin (see `exchange::intake::Capped`).
-    pub(super) over_limit: Option<Arc<AtomicBool>>,
+    /// How the streamed body's upload to the origin stands (see
+    /// `exchange::intake::Capped`).
+    pub(super) upload: Option<Upload>,
     /// What the last attempt's node policy (`pii`) found and did, and the
     /// placeholders to restore in its answer.
     pub(super) pii: Option<Shielded>,
@@ -136,13 +135,17 @@ impl Pending {
             }
             let (mut resp, lease) = match sent {
                 Ok(answered) => answered,
-                Err(_) if self.over_limit.as_ref().is_some_and(|o| o.load(Ordering::Relaxed)) => {
-                    // The client's fault, not the node's: the router hears
-                    // only that the exchange ended (the guard's `Finished`).
-                    let limit = self.generation.config.server.max_body_bytes;
-                    return own(host_error(&RouterError::PayloadTooLarge { limit }, self.country, id));
-                }
                 Err((failure, retry)) => {
+                    // The client's fault, not the node's (its streamed body
+                    // went over the limit, broke off, or stopped coming): the
+                    // router hears only that the exchange ended (the guard's
+                    // `Finished`).
+                    let limit = self.generation.config.server.max_body_bytes;
+                    let within = Duration::from_millis(forward.first_byte_timeout_ms);
+                    let timed_out = matches!(failure, Failure::Timeout);
+                    if let Some(fault) = self.upload.as_ref().and_then(|u| u.fault(limit, timed_out, within)) {
+                        return own(host_error(&fault, self.country, id));
+                    }
                     tracing::debug!(node = %node, attempt = forward.attempt, "origin failed: {}", failure.describe());
                     decided = shared.decide(&Event::OriginFailed { id, failure, retry, now_ms: now_ms() });
                     continue;
@@ -318,7 +321,7 @@ impl Pending {
             None => match self.stream.take() {
                 Some(incoming) => {
                     let capped = Capped::new(incoming, generation.config.server.max_body_bytes);
-                    self.over_limit = Some(capped.over());
+                    self.upload = Some(capped.upload());
                     capped.boxed()
                 }
                 None => full(Bytes::new()),
