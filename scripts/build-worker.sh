@@ -18,7 +18,10 @@ cd "$(dirname "$0")/.."
 # wasm itself, and the Worker's upload and start-up grow with its size. A set
 # RUSTFLAGS, even empty, takes the place of the config file's target flags
 # (a developer's own RUSTFLAGS still apply).
-export RUSTFLAGS="${RUSTFLAGS:-}"
+# Panic locations name their files: the dependencies' are under the machine's
+# cargo home, whose path (and so the upload's size) differs from machine to
+# machine. Remapped, they are the same everywhere, and shorter.
+export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}/registry/src/=crates/"
 # Built for size: the upload, and each new isolate's compile, grow with the
 # module (issue "Lean at the edge"): opt-level z, one codegen unit with fat
 # LTO, and no name section (stripped; wasm-opt -Oz is in worker/Cargo.toml).
@@ -50,4 +53,7 @@ bash scripts/worker-tools.sh
 export WASM_BINDGEN_BIN="$PWD/.tools/bin/wasm-bindgen"
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
-exec "$PWD/.tools/bin/worker-build" --release "${1:-worker}" -- --locked --target-dir "${2:-$target_dir}" "${profile[@]}"
+"$PWD/.tools/bin/worker-build" --release "${1:-worker}" -- --locked --target-dir "${2:-$target_dir}" "${profile[@]}"
+# worker-build writes its module after wasm-opt, with a name section of its
+# glue's names and a producers section: nothing reads them at run time.
+node scripts/strip-wasm.mjs "${1:-worker}/build/index_bg.wasm"

@@ -81,11 +81,11 @@ impl Chunks {
     /// parameters as an empty `partial_json`) gets `{}`, as OpenAI's do:
     /// clients parse the arguments as JSON.
     pub fn finish(&mut self, out: &mut String, reason: &str, usage: Value) {
-        let bare: Vec<usize> = (0..self.tools.len()).filter(|&i| !self.tools[i].1).collect();
-        for index in bare {
-            self.tools[index].1 = true;
-            let call = json!({"index": index, "function": {"arguments": "{}"}});
-            self.write(out, json!({"tool_calls": [call]}), None, None);
+        for index in 0..self.tools.len() {
+            if !self.tools[index].1 {
+                let call = json!({"index": index, "function": {"arguments": "{}"}});
+                self.write(out, json!({"tool_calls": [call]}), None, None);
+            }
         }
         self.write(out, json!({}), Some(reason), Some(usage));
     }
