@@ -137,6 +137,23 @@ fn vary_value(headers: &HeaderMap, name: &str) -> Option<String> {
     Some(crate::sha256_hex(&parts.join(",")))
 }
 
+/// What a response's own directives say about a shared cache keeping it:
+/// not with `no-store` (§5.2.2.5) or `private` (§5.2.2.7), nor, for a
+/// request that carried `Authorization`, without a directive that allows it
+/// (§3.5).
+fn shared_may_keep(d: &Directives, authorized: bool) -> Result<(), NotStorable> {
+    if d.no_store {
+        return Err(NotStorable::NoStore);
+    }
+    if d.private {
+        return Err(NotStorable::Private);
+    }
+    if authorized && !(d.public || d.s_maxage.is_some() || d.must_revalidate) {
+        return Err(NotStorable::Authorization);
+    }
+    Ok(())
+}
+
 /// Decides whether the response to a request may be stored, and with what
 /// metadata (RFC 9111 §3). `request` holds the header fields of the
 /// request; `authorized` says whether it reached the origin with
@@ -162,15 +179,10 @@ pub fn storable(
     }
     let req = request_directives(request);
     let d = response_directives(response);
-    if req.no_store || d.no_store {
+    if req.no_store {
         return Err(NotStorable::NoStore);
     }
-    if d.private {
-        return Err(NotStorable::Private);
-    }
-    if authorized && !(d.public || d.s_maxage.is_some() || d.must_revalidate) {
-        return Err(NotStorable::Authorization);
-    }
+    shared_may_keep(&d, authorized)?;
     let mut vary = Vec::new();
     for name in values(response, "vary").flat_map(split_list) {
         if name == "*" {
@@ -286,15 +298,18 @@ pub fn conditional_headers(response: &HeaderMap) -> Vec<(HeaderName, HeaderValue
 
 /// Updates a stored response with a `304 Not Modified` (§4.3.4): its header
 /// fields replace the stored ones in `response` (except those §3.2
-/// excludes), and age and freshness start again from this response.
+/// excludes), and age and freshness start again from this response, sent at
+/// `request_ms` and received at `response_ms`. Whether a shared cache may
+/// still keep it (`authorized`: the request carried `Authorization`): a
+/// `304` may make it `private` or `no-store`.
 pub fn freshen(
     stored: &mut Stored,
     status: StatusCode,
     response: &mut HeaderMap,
     not_modified: &HeaderMap,
-    request_ms: u64,
-    response_ms: u64,
-) {
+    authorized: bool,
+    (request_ms, response_ms): (u64, u64),
+) -> bool {
     for name in not_modified.keys() {
         if replaced_by_304(name.as_str()) {
             response.remove(name);
@@ -309,6 +324,7 @@ pub fn freshen(
     stored.response_ms = response_ms;
     stored.initial_age_s = initial_age_s(not_modified, request_ms, response_ms);
     stored.lifetime_s = lifetime_s(status.as_u16(), response, &d, response_ms);
+    shared_may_keep(&d, authorized).is_ok()
 }
 
 /// The URIs whose stored responses a response to an unsafe request

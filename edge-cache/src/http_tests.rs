@@ -208,11 +208,23 @@ fn rfc9111_4_3_conditional_requests_and_304_freshening() {
     let d2 = date(later);
     let not_modified =
         h(&[("cache-control", "max-age=30"), ("x-version", "2"), ("date", &d2), ("content-length", "0")]);
-    freshen(&mut s.meta, StatusCode::OK, &mut s.headers, &not_modified, later, later);
+    let original = (s.meta.clone(), s.headers.clone());
+    assert!(freshen(&mut s.meta, StatusCode::OK, &mut s.headers, &not_modified, false, (later, later)));
     assert_eq!(look(&none(), &s, later + 5_000), Lookup::Fresh { age_s: 5 }, "§4.3.4 freshness restarts");
     let value = |n: &str| s.headers.get(n).and_then(|v| v.to_str().ok());
     assert_eq!((value("x-version"), value("content-length")), (Some("2"), Some("42")), "§3.2 header update");
     assert_eq!(s.headers.get_all("cache-control").iter().count(), 1);
+    // A 304 that makes the response private or no-store, or one to a request
+    // with Authorization that no directive lets a shared cache keep: it is
+    // served, and not kept (§5.2.2.5, §5.2.2.7, §3.5).
+    for (cache_control, authorized) in
+        [("private, max-age=30", false), ("no-store", false), ("max-age=30", true), ("public, max-age=30", false)]
+    {
+        let (mut meta, mut headers) = original.clone();
+        let not_modified = h(&[("cache-control", cache_control), ("date", &d2)]);
+        let kept = freshen(&mut meta, StatusCode::OK, &mut headers, &not_modified, authorized, (later, later));
+        assert_eq!(kept, cache_control.starts_with("public"), "{cache_control}, authorized: {authorized}");
+    }
 }
 
 #[test]

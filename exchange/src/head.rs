@@ -71,12 +71,15 @@ pub struct Decision<T> {
 /// What the client gets of an origin's answer.
 pub enum Plan<T> {
     /// A `304` confirmed the stale entry: serve `fresh`, its freshened head
-    /// with `stale`'s body (`REVALIDATED`), and store that again.
+    /// with `stale`'s body (`REVALIDATED`), and store that again if `keep`.
     Revalidated {
         /// The freshened head.
         fresh: Entry,
         /// The entry it freshens.
         stale: T,
+        /// A shared cache may still keep it: the `304` did not make it
+        /// `private` or `no-store` (RFC 9111 §5.2.2.5, §5.2.2.7, §3.5).
+        keep: bool,
     },
     /// The origin failed and `stale-if-error` lets the stale entry answer.
     ServeStale(T),
@@ -129,10 +132,11 @@ fn plan<T: HoldsEntry>(
             // The 304's own connection's fields are not the entry's.
             let mut updates = headers.clone();
             strip_hop_by_hop(&mut updates);
-            freshen(&mut meta, entry.status, &mut fresh.headers, &updates, attempt.sent_ms, now_ms);
+            let (status, headers) = (entry.status, &mut fresh.headers);
+            let keep = freshen(&mut meta, status, headers, &updates, authorized(attempt), (attempt.sent_ms, now_ms));
             fresh.http = Some(meta);
             fresh.stored_ms = now_ms;
-            return Plan::Revalidated { fresh, stale: held };
+            return Plan::Revalidated { fresh, stale: held, keep };
         }
         if if_error && stale_may_answer(status.as_u16()) {
             return Plan::ServeStale(held);
@@ -150,11 +154,8 @@ fn plan<T: HoldsEntry>(
             if request.method != Method::GET {
                 return None;
             }
-            // Judged on the request as the origin got it: with the node's
-            // key if it has one, never with the client's credentials.
-            let authorized = attempt.node_has_key;
             let (sent, method) = (attempt.sent_ms, &request.method);
-            let stored = storable(method, &request.headers, authorized, status, headers, sent, now_ms).ok()?;
+            let stored = storable(method, &request.headers, authorized(attempt), status, headers, sent, now_ms).ok()?;
             Some(Capture::http(fill, status, headers, explain, stored, attempt.max_entry))
         } else {
             (status == StatusCode::OK && !compressed).then(|| Capture::ai(fill, headers, explain, attempt.max_entry))
@@ -203,6 +204,14 @@ fn rewrite(
         (Some(rewritten), Some(restore)) => Some(Box::new(Then(rewritten, restore)) as Box<dyn Transform>),
         (rewritten, restore) => rewritten.or(restore),
     }
+}
+
+/// Whether the request reached its node with `Authorization` (RFC 9111
+/// §3.5), judged on the request as the origin got it: with the node's key
+/// if it has one, or signed (Bedrock's nodes always are), never with the
+/// client's own credentials.
+fn authorized(attempt: &Attempt<'_>) -> bool {
+    attempt.node_has_key || attempt.api == edge_router::config::Api::Bedrock
 }
 
 /// Whether a body is an SSE stream.

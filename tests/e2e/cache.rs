@@ -252,6 +252,24 @@ mod http_caching {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rfc9111_5_2_2_7_a_304_that_makes_the_entry_private_is_served_and_not_kept() {
+        let not_modified = Route {
+            header: Some(["if-none-match".into(), "\"v1\"".into()]),
+            reply: status(304, Some("private, max-age=60")),
+            ..Route::default()
+        };
+        let origin = origin(Script { routes: vec![not_modified], ..Script::always(ok("max-age=1")) }).await;
+        let r = TestRouter::new(&config(&origin.url())).await;
+        assert_eq!(get(&r).await.header("x-edge-cache"), "MISS");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let revalidated = get(&r).await;
+        assert_eq!((revalidated.status, revalidated.header("x-edge-cache")), (200, "REVALIDATED"));
+        let after = get(&r).await;
+        assert_eq!(after.header("x-edge-cache"), "REVALIDATED", "not served to others from the shared cache");
+        assert_eq!(hits(&origin).await, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rfc5861_stale_if_error_serves_the_stale_entry_when_the_origin_is_down() {
         let responses = vec![ok("max-age=1, stale-if-error=60"), status(503, None)];
         let origin = origin(Script { responses, ..Script::default() }).await;

@@ -154,11 +154,11 @@ impl Exchange {
             self.later.run(cache::remove(decision.invalidate));
         }
         let mut response = match decision.plan {
-            Plan::Revalidated { fresh, stale } => {
+            Plan::Revalidated { fresh, stale, keep } => {
                 let stored = Cached { entry: fresh, body: stale.body };
                 let age = stored.entry.age_s(now);
                 let response = cache::serve(&stored, &explain, CacheStatus::Revalidated, age, &self.parts);
-                if let Some(fill) = &forward.fill {
+                if let (true, Some(fill)) = (keep, &forward.fill) {
                     self.later.run(cache::put(fill.key.clone(), stored));
                 }
                 response

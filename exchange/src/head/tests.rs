@@ -136,6 +136,11 @@ fn rfc9111_3_5_the_nodes_key_makes_the_request_authorized_and_the_clients_does_n
         NOW,
     );
     assert!(matches!(without, Plan::Deliver(Delivery { capture: Some(_), .. })), "the client's key stayed at the edge");
+    // A Bedrock node's requests are all signed: `Authorization` went with them.
+    let request = request(Method::GET, client.clone());
+    let signed = Attempt { api: edge_router::config::Api::Bedrock, ..attempt(&request, false) };
+    let p = plan(&signed, &f, FRESH, &explain(), StatusCode::OK, &plain, NOW);
+    assert!(matches!(p, Plan::Deliver(Delivery { capture: None, .. })), "signed: needs public");
 }
 
 #[test]
@@ -158,13 +163,26 @@ fn rfc9111_4_3_4_a_304_freshens_the_stale_entry() {
         &not_modified,
         NOW,
     );
-    let Plan::Revalidated { fresh, .. } = p else { panic!("a 304 revalidates") };
+    let Plan::Revalidated { fresh, keep, .. } = p else { panic!("a 304 revalidates") };
+    assert!(keep);
     assert_eq!(fresh.headers.get("x-version").map(HeaderValue::as_bytes), Some(&b"2"[..]));
     assert_eq!(fresh.http.as_ref().map(|s| s.lifetime_s), Some(30));
     for hop in ["connection", "keep-alive", "x-hop"] {
         assert!(!fresh.headers.contains_key(hop), "the 304's {hop} is its connection's, not the entry's");
     }
     assert_eq!(fresh.stored_ms, NOW);
+    // A 304 that makes it private: served, not kept (§5.2.2.7).
+    let private = h(&[("cache-control", "private, max-age=30")]);
+    let p = plan(
+        &attempt(&request(Method::GET, client.clone()), false),
+        &forward(http_fill(), ForwardBody::Original),
+        Some(Stale { entry: &entry, if_error: false }),
+        &explain(),
+        StatusCode::NOT_MODIFIED,
+        &private,
+        NOW,
+    );
+    assert!(matches!(p, Plan::Revalidated { keep: false, .. }), "a private 304 is not kept");
 }
 
 #[test]

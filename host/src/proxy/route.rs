@@ -213,11 +213,11 @@ impl Pending {
             shared.cache.remove(&key);
         }
         let mut response = match decision.plan {
-            Plan::Revalidated { fresh, stale } => {
+            Plan::Revalidated { fresh, stale, keep } => {
                 let cached = Arc::new(Cached { entry: fresh, body: stale.body.clone() });
                 let age = cached.entry.age_s(now);
                 let response = serve(&cached, &explain, CacheStatus::Revalidated, age, &self.parts);
-                if let Some(fill) = &forward.fill {
+                if let (true, Some(fill)) = (keep, &forward.fill) {
                     shared.cache.put_shared(fill.key.clone(), cached);
                 }
                 response
