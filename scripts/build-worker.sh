@@ -15,13 +15,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Without the edge box's inline threshold (.cargo/config.toml): V8 inlines
-# wasm itself, and the Worker's upload and start-up grow with its size. A set
-# RUSTFLAGS, even empty, takes the place of the config file's target flags
-# (a developer's own RUSTFLAGS still apply).
+# wasm itself, and the Worker's upload and start-up grow with its size. Set
+# flags take the place of the config file's target flags (a developer's own
+# RUSTFLAGS or CARGO_ENCODED_RUSTFLAGS still apply).
 # Panic locations name their files: the dependencies' are under the machine's
 # cargo home, whose path (and so the upload's size) differs from machine to
-# machine. Remapped, they are the same everywhere, and shorter.
-export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}/registry/src/=crates/"
+# machine. Remapped, they are the same everywhere, and shorter. The flags go
+# in CARGO_ENCODED_RUSTFLAGS (separated by 0x1f), so a path with a space
+# stays one argument.
+cargo_home="${CARGO_HOME:-${HOME:-}/.cargo}"
+cargo_home="${cargo_home%/}"
+flags=()
+if [ -n "${CARGO_ENCODED_RUSTFLAGS:-}" ]; then
+  IFS=$'\x1f' read -r -d '' -a flags < <(printf '%s' "$CARGO_ENCODED_RUSTFLAGS") || true
+elif [ -n "${RUSTFLAGS:-}" ]; then
+  read -r -a flags <<< "$RUSTFLAGS"
+fi
+flags+=("--remap-path-prefix=$cargo_home/registry/src/=crates/")
+CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; printf '%s' "${flags[*]}")"
+export CARGO_ENCODED_RUSTFLAGS
+unset RUSTFLAGS
 # Built for size: the upload, and each new isolate's compile, grow with the
 # module (issue "Lean at the edge"): opt-level z, one codegen unit with fat
 # LTO, and no name section (stripped; wasm-opt -Oz is in worker/Cargo.toml).

@@ -224,9 +224,12 @@ async fn a_client_whose_upload_breaks_off_or_stalls_costs_the_node_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let primary = json_origin(200, Duration::ZERO).await;
     let backup = json_origin(200, Duration::ZERO).await;
+    // A breaker once open stays open for the whole test (a minute's cool-down).
     let config = config(&primary.url(), &backup.url())
         .replace("host: \"http://127", "timeouts: {first_byte: 300ms}, host: \"http://127")
-        .replace("routing:\n", "routing:\n  passthrough: primary\n");
+        .replace("routing:\n", "routing:\n  passthrough: primary\n")
+        .replace("cool_down: 200ms, max_cool_down: 1s", "cool_down: 60s, max_cool_down: 60s");
+    assert!(config.contains("cool_down: 60s"), "{config}");
     let r = TestRouter::new(&config).await;
     let head = "POST /v1/files HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\n\
                 transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
@@ -239,6 +242,8 @@ async fn a_client_whose_upload_breaks_off_or_stalls_costs_the_node_nothing() {
         drop(s);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let reply = r.chat("US", &chat_body("m", 5)).await;
+    assert_eq!((reply.node(), reply.header("x-edge-attempts")), ("primary", "1"), "broken off: not the node's failure");
     // Three that stop coming: the node's first_byte runs out while it waits for the body.
     for _ in 0..3 {
         let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");

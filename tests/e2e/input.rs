@@ -288,14 +288,24 @@ async fn a_client_that_stops_reading_its_answer_is_cut_off_and_frees_the_node() 
     );
     s.write_all(format!("{head}{body}").as_bytes()).await.expect("write");
     // The client reads nothing. While its answer waits, the node's one slot is taken ...
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let start = std::time::Instant::now();
+    while o.hits() == 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the request never reached the node");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let meanwhile = r.chat("US", &chat_body("m", 5)).await;
     assert_eq!(meanwhile.status, 429, "{}", String::from_utf8_lossy(&meanwhile.body));
     // ... until the connection is closed, a client timeout after its writes
     // stopped: what the client reads then ends short of the answer.
-    tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
-    let after = r.chat("US", &chat_body("m", 5)).await;
-    assert_eq!(after.status, 200, "the slot is free again");
+    loop {
+        let after = r.chat("US", &chat_body("m", 5)).await;
+        if after.status == 200 {
+            break;
+        }
+        assert_eq!(after.status, 429, "{}", String::from_utf8_lossy(&after.body));
+        assert!(start.elapsed() < std::time::Duration::from_secs(15), "the slot is still taken after 15 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let (got, _) = read_until_closed(&mut s, std::time::Instant::now(), std::time::Duration::from_secs(10)).await;
     assert!(got.starts_with(b"HTTP/1.1 200") && got.len() < 32 << 20, "{} bytes came", got.len());
 }

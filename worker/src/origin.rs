@@ -158,8 +158,11 @@ impl Exchange {
                 let stored = Cached { entry: fresh, body: stale.body };
                 let age = stored.entry.age_s(now);
                 let response = cache::serve(&stored, &explain, CacheStatus::Revalidated, age, &self.parts);
-                if let (true, Some(fill)) = (keep, &forward.fill) {
-                    self.later.run(cache::put(fill.key.clone(), stored));
+                // Kept again, or, when the 304 forbids keeping it, dropped.
+                match (keep, &forward.fill) {
+                    (true, Some(fill)) => self.later.run(cache::put(fill.key.clone(), stored)),
+                    (false, Some(fill)) => self.later.run(cache::remove(vec![fill.key.clone()])),
+                    (_, None) => {}
                 }
                 response
             }

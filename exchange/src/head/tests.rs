@@ -154,16 +154,13 @@ fn rfc9111_4_3_4_a_304_freshens_the_stale_entry() {
         ("keep-alive", "timeout=5"),
         ("x-hop", "1"),
     ]);
-    let p = plan(
-        &attempt(&request(Method::GET, client.clone()), false),
-        &forward(http_fill(), ForwardBody::Original),
-        Some(Stale { entry: &entry, if_error: false }),
-        &explain(),
-        StatusCode::NOT_MODIFIED,
-        &not_modified,
-        NOW,
-    );
-    let Plan::Revalidated { fresh, keep, .. } = p else { panic!("a 304 revalidates") };
+    let get = request(Method::GET, client.clone());
+    let (a, f) = (attempt(&get, false), forward(http_fill(), ForwardBody::Original));
+    let revalidate = |not_modified: &HeaderMap| {
+        let stale = Some(Stale { entry: &entry, if_error: false });
+        plan(&a, &f, stale, &explain(), StatusCode::NOT_MODIFIED, not_modified, NOW)
+    };
+    let Plan::Revalidated { fresh, keep, .. } = revalidate(&not_modified) else { panic!("a 304 revalidates") };
     assert!(keep);
     assert_eq!(fresh.headers.get("x-version").map(HeaderValue::as_bytes), Some(&b"2"[..]));
     assert_eq!(fresh.http.as_ref().map(|s| s.lifetime_s), Some(30));
@@ -173,16 +170,7 @@ fn rfc9111_4_3_4_a_304_freshens_the_stale_entry() {
     assert_eq!(fresh.stored_ms, NOW);
     // A 304 that makes it private: served, not kept (§5.2.2.7).
     let private = h(&[("cache-control", "private, max-age=30")]);
-    let p = plan(
-        &attempt(&request(Method::GET, client.clone()), false),
-        &forward(http_fill(), ForwardBody::Original),
-        Some(Stale { entry: &entry, if_error: false }),
-        &explain(),
-        StatusCode::NOT_MODIFIED,
-        &private,
-        NOW,
-    );
-    assert!(matches!(p, Plan::Revalidated { keep: false, .. }), "a private 304 is not kept");
+    assert!(matches!(revalidate(&private), Plan::Revalidated { keep: false, .. }), "a private 304 is not kept");
 }
 
 #[test]

@@ -52,12 +52,12 @@ pub fn request(openai: &Value) -> Value {
     if !openai["stream"].is_null() {
         out.insert("stream".into(), openai["stream"].clone());
     }
-    // OpenAI's temperatures run to 2, Anthropic's to 1. Recent Claude models
-    // refuse `temperature` and `top_p` together: the temperature is kept.
-    if let Some(t) = openai["temperature"].as_f64() {
-        out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
-    } else if !openai["top_p"].is_null() {
-        out.insert("top_p".into(), openai["top_p"].clone());
+    let (temperature, top_p) = super::sampling(openai);
+    if let Some(t) = temperature {
+        out.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = top_p {
+        out.insert("top_p".into(), p.clone());
     }
     // A stop sequence of whitespace alone (`"\n"`) is refused: it is left out.
     if let Some(Value::Array(stop)) = super::stop_sequences(openai) {

@@ -131,6 +131,15 @@ fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Vec<Value>) {
     turns.push(json!({"role": role, key: items}));
 }
 
+/// An OpenAI request's `temperature`, held to the 0 to 1 that Anthropic's
+/// and Bedrock's models take (OpenAI's run to 2), and its `top_p` only
+/// without one: recent Claude models refuse the two together.
+fn sampling(openai: &Value) -> (Option<f64>, Option<&Value>) {
+    let temperature = openai["temperature"].as_f64().map(|t| t.clamp(0.0, 1.0));
+    let top_p = Some(&openai["top_p"]).filter(|p| temperature.is_none() && !p.is_null());
+    (temperature, top_p)
+}
+
 /// An OpenAI request's `stop`, one sequence or several, as a list.
 fn stop_sequences(openai: &Value) -> Option<Value> {
     match &openai["stop"] {

@@ -632,7 +632,7 @@ fn a_converse_request_offering_no_tools_tells_past_calls_as_text() {
     ]);
     let tools = json!([{"type": "function", "function": {"name": "get_time"}}]);
     for openai in [
-        json!({"model": "m", "messages": history, "tools": tools, "tool_choice": "none", "temperature": 1.5}),
+        json!({"model": "m", "messages": history, "tools": tools, "tool_choice": "none", "temperature": 1.5, "top_p": 0.5}),
         json!({"model": "m", "messages": history, "temperature": 1.5}),
     ] {
         let c = bedrock::request(&openai);
@@ -642,6 +642,7 @@ fn a_converse_request_offering_no_tools_tells_past_calls_as_text() {
         assert_eq!(c["messages"][1]["content"], json!([{"text": "(tool call t1: get_time({}))"}]));
         assert_eq!(c["messages"][2]["content"], json!([{"text": "(result of tool call t1: 12:00)"}]));
         assert_eq!(c["inferenceConfig"]["temperature"], 1.0, "Bedrock's models take up to 1");
+        assert!(c["inferenceConfig"].get("topP").is_none(), "not both: Claude on Bedrock refuses them together");
     }
     let offered = bedrock::request(&json!({"model": "m", "messages": history, "tools": tools}));
     assert_eq!(offered["messages"][1]["content"][0]["toolUse"]["toolUseId"], "t1", "with tools, calls stay calls");

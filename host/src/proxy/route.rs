@@ -217,8 +217,11 @@ impl Pending {
                 let cached = Arc::new(Cached { entry: fresh, body: stale.body.clone() });
                 let age = cached.entry.age_s(now);
                 let response = serve(&cached, &explain, CacheStatus::Revalidated, age, &self.parts);
-                if let (true, Some(fill)) = (keep, &forward.fill) {
-                    shared.cache.put_shared(fill.key.clone(), cached);
+                // Kept again, or, when the 304 forbids keeping it, dropped.
+                match (keep, &forward.fill) {
+                    (true, Some(fill)) => shared.cache.put_shared(fill.key.clone(), cached),
+                    (false, Some(fill)) => shared.cache.remove(&fill.key),
+                    (_, None) => {}
                 }
                 response
             }

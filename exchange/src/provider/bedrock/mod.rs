@@ -60,12 +60,12 @@ pub fn request(openai: &Value) -> Value {
     if let Some(max) = openai["max_completion_tokens"].as_u64().or(openai["max_tokens"].as_u64()) {
         inference.insert("maxTokens".into(), json!(max));
     }
-    // OpenAI's temperatures run to 2, those of Bedrock's models to 1.
-    if let Some(t) = openai["temperature"].as_f64() {
-        inference.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+    let (temperature, top_p) = super::sampling(openai);
+    if let Some(t) = temperature {
+        inference.insert("temperature".into(), json!(t));
     }
-    if !openai["top_p"].is_null() {
-        inference.insert("topP".into(), openai["top_p"].clone());
+    if let Some(p) = top_p {
+        inference.insert("topP".into(), p.clone());
     }
     if let Some(stop) = super::stop_sequences(openai) {
         inference.insert("stopSequences".into(), stop);
