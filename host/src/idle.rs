@@ -12,11 +12,15 @@
 //! then stops polling the response body, whose own timers run only when it
 //! is polled: the exchange, its node's slot and its origin connection would
 //! be held for good. [`WriteDeadline`] fails a write that has made no
-//! progress for the timeout, and hyper closes the connection.
+//! progress for the timeout, and hyper closes the connection. On HTTP/2 a
+//! client can keep the connection busy and still give one stream no
+//! flow-control window, so no write waits: a stream whose body handed hyper
+//! a piece and has not been asked for the next for the timeout ends the
+//! connection's reads too.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,22 +34,32 @@ pub struct Activity {
     /// Milliseconds since `start` of the last read or stream end.
     last_ms: AtomicU64,
     start: Instant,
+    /// The open streams' [`Handed`] times (HTTP/2).
+    streams: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 impl Activity {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { open: AtomicUsize::new(0), last_ms: AtomicU64::new(0), start: Instant::now() })
+        let streams = Mutex::new(Vec::new());
+        Arc::new(Self { open: AtomicUsize::new(0), last_ms: AtomicU64::new(0), start: Instant::now(), streams })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// A stream opened; it closes when the returned guard is dropped.
     pub fn open(self: &Arc<Self>) -> StreamGuard {
         self.open.fetch_add(1, Ordering::Relaxed);
-        StreamGuard(self.clone())
+        let handed = Arc::new(AtomicU64::new(0));
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams.retain(|s| s.strong_count() > 0);
+        streams.push(Arc::downgrade(&handed));
+        StreamGuard { activity: self.clone(), handed }
     }
 
     /// When the connection will have been idle for `timeout`, if it is idle now.
@@ -53,27 +67,54 @@ impl Activity {
         (self.open.load(Ordering::Relaxed) == 0)
             .then(|| self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout)
     }
+
+    /// Whether a stream's answer has waited for the client to take it for
+    /// `timeout`: hyper handed the last piece on and has not asked for the
+    /// next, because the client gives the stream no flow-control window.
+    fn starved(&self, timeout: Duration) -> bool {
+        let now = self.now_ms();
+        let limit = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams.iter().filter_map(Weak::upgrade).any(|handed| {
+            let at = handed.load(Ordering::Relaxed);
+            at != 0 && now.saturating_sub(at - 1) >= limit
+        })
+    }
 }
 
 /// An open stream; dropping it closes it.
-pub struct StreamGuard(Arc<Activity>);
+pub struct StreamGuard {
+    activity: Arc<Activity>,
+    /// One more than when (milliseconds since the activity's `start`) the
+    /// stream's body last handed hyper a piece that hyper has not followed
+    /// with a poll for the next; 0 while it has.
+    handed: Arc<AtomicU64>,
+}
+
+impl StreamGuard {
+    /// The body handed a piece on (`true`), or was asked for the next.
+    fn handed(&self, handed: bool) {
+        let at = if handed { self.activity.now_ms().saturating_add(1) } else { 0 };
+        self.handed.store(at, Ordering::Relaxed);
+    }
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.activity.touch();
+        self.activity.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// A response body that keeps its stream open until it ends or is dropped.
 pub struct Tracked<B> {
     inner: B,
-    _stream: StreamGuard,
+    stream: StreamGuard,
 }
 
 impl<B> Tracked<B> {
     pub fn new(inner: B, stream: StreamGuard) -> Self {
-        Self { inner, _stream: stream }
+        Self { inner, stream }
     }
 }
 
@@ -82,7 +123,9 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     type Error = B::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.stream.handed(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -125,8 +168,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                 // enough (or, with a stream open, a timeout from now, to look again).
                 loop {
                     let deadline = this.activity.idle_until(this.timeout);
-                    if deadline.is_some_and(|d| d <= Instant::now()) {
-                        // Idle: the read ends, and hyper closes the connection.
+                    if deadline.is_some_and(|d| d <= Instant::now()) || this.activity.starved(this.timeout) {
+                        // Idle, or a stream starved: the read ends, and hyper
+                        // closes the connection (and its streams).
                         return Poll::Ready(Ok(()));
                     }
                     this.timer.as_mut().reset(deadline.unwrap_or_else(|| Instant::now() + this.timeout));

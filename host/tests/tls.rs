@@ -371,3 +371,54 @@ async fn an_idle_http2_connection_is_closed_and_a_long_stream_on_it_is_not() {
     assert!(closed.is_ok(), "the idle connection is still open after 5 s");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_takes_nothing_of_a_stream_is_cut_off_and_frees_the_node() {
+    // 4 MiB: far more than the 64 KiB an HTTP/2 stream's window lets through.
+    let big = Reply { body: Some("x".repeat(4 << 20)), ..Reply::default() };
+    let origin = FakeOrigin::start("gpu", Script::always(big)).await.expect("origin");
+    let dir = std::env::temp_dir().join(format!("edge-router-tls-starved-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = Ca::new();
+    let (pem, key, _) = ca.leaf(&["api.test"]);
+    let certs = [(write(&dir, "api.pem", &pem), write(&dir, "api.key", &key))];
+    let config = config(&origin.url(), &certs)
+        .replacen("server:\n", "server:\n  client_timeout: 500ms\n", 1)
+        .replace("models: [m]}", "models: [m], max_concurrent: 1}")
+        + "cache: {enabled: false}\n";
+    let edge = EdgeBox::start_as("tls-starved.yaml", &config);
+    let h2 = || async {
+        let (tls, _) = connect(&ca.der, &edge.addr, "api.test", &[b"h2"]).await;
+        let (h2, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
+        (h2, tokio::spawn(conn))
+    };
+    let ask = |h2: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>| {
+        let mut request = chat(false);
+        *request.uri_mut() = "https://api.test/v1/chat/completions".parse().expect("uri");
+        h2.send_request(request)
+    };
+    // The answer's head comes; the client keeps its connection but reads
+    // nothing of the body, so the stream's window stays shut.
+    let (mut starving, connection) = h2().await;
+    let held = ask(&mut starving).await.expect("answer");
+    assert_eq!(held.status(), 200);
+    let (mut other, _other_connection) = h2().await;
+    let meanwhile = ask(&mut other).await.expect("answer");
+    assert_eq!(meanwhile.status(), 429, "the node's one slot is held");
+    // Within a few timeouts the box closes that connection, and the slot is free.
+    let start = Instant::now();
+    loop {
+        let resp = ask(&mut other).await.expect("answer");
+        if resp.status() == 200 {
+            break;
+        }
+        assert_eq!(resp.status(), 429);
+        assert!(start.elapsed() < Duration::from_secs(10), "the slot is still held after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(closed.is_ok(), "the starving connection is still open");
+    drop(held);
+    let _ = std::fs::remove_dir_all(&dir);
+}
