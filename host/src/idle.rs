@@ -34,7 +34,7 @@ pub struct Activity {
     /// Milliseconds since `start` of the last read or stream end.
     last_ms: AtomicU64,
     start: Instant,
-    /// The open streams' [`Handed`] times (HTTP/2).
+    /// The open streams' [`StreamGuard::handed`] times (HTTP/2).
     streams: Mutex<Vec<Weak<AtomicU64>>>,
 }
 

@@ -18,8 +18,7 @@ use edge_router::wire::{Action, CacheStatus, Event, Explain, Failure, Forward, R
 use exchange::action::{Step, step};
 use exchange::answer::host_error;
 use exchange::head::{Attempt, Plan, Stale, decide, head_event, strip_hop_by_hop};
-use exchange::intake::path_and_query;
-use exchange::intake::{Capped, Upload};
+use exchange::intake::{Capped, Upload, path_and_query};
 use exchange::provider::{adapt_head, signature};
 use exchange::upstream::{Shielded, outbound, upstream_headers};
 use http::{Request, Response};
