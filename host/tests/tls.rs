@@ -343,27 +343,50 @@ async fn the_demo_serves_https_with_a_certificate_it_makes() {
     assert_eq!(key_mode & 0o077, 0, "the key is the user's only: {key_mode:o}");
 }
 
+/// A box serving `api.test` over HTTPS from `origin`, with `client_timeout:
+/// 500ms` and the config made by `edit`; its CA, and its certificate's
+/// folder (`name` in it), which the caller removes.
+fn api_box(name: &str, origin: &str, edit: impl FnOnce(String) -> String) -> (EdgeBox, Ca, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("edge-router-tls-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = Ca::new();
+    let (pem, key, _) = ca.leaf(&["api.test"]);
+    let certs = [(write(&dir, "api.pem", &pem), write(&dir, "api.key", &key))];
+    let config = config(origin, &certs).replacen("server:\n", "server:\n  client_timeout: 500ms\n", 1);
+    let edge = EdgeBox::start_as(&format!("tls-{name}.yaml"), &edit(config));
+    (edge, ca, dir)
+}
+
+/// An HTTP/2 connection to `edge` as `api.test`, and the task running it.
+async fn h2_to(
+    ca: &Ca,
+    edge: &EdgeBox,
+) -> (hyper::client::conn::http2::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<hyper::Result<()>>) {
+    let (tls, _) = connect(&ca.der, &edge.addr, "api.test", &[b"h2"]).await;
+    let (h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
+    (h2, tokio::spawn(conn))
+}
+
+/// A chat request to `api.test` over `h2`.
+fn ask_h2(
+    h2: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    stream: bool,
+) -> impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>> + use<> {
+    let mut request = chat(stream);
+    *request.uri_mut() = "https://api.test/v1/chat/completions".parse().expect("uri");
+    h2.send_request(request)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed_and_a_long_stream_on_it_is_not() {
     // Fifteen chunks, 100 ms apart: a stream three times the 500 ms timeout.
     let words = ["word"; 15].join(" ");
     let streamed = Reply { sse: Some(true), text: Some(words), gap_ms: 100, ..Reply::default() };
     let origin = FakeOrigin::start("gpu", Script::always(streamed)).await.expect("origin");
-    let dir = std::env::temp_dir().join(format!("edge-router-tls-idle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let ca = Ca::new();
-    let (pem, key, _) = ca.leaf(&["api.test"]);
-    let certs = [(write(&dir, "api.pem", &pem), write(&dir, "api.key", &key))];
-    let config = config(&origin.url(), &certs).replacen("server:\n", "server:\n  client_timeout: 500ms\n", 1);
-    let edge = EdgeBox::start_as("tls-idle.yaml", &config);
-    let (tls, _) = connect(&ca.der, &edge.addr, "api.test", &[b"h2"]).await;
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
-    let connection = tokio::spawn(conn);
-    let mut request = chat(true);
-    *request.uri_mut() = "https://api.test/v1/chat/completions".parse().expect("uri");
+    let (edge, ca, dir) = api_box("idle", &origin.url(), |config| config);
+    let (mut h2, connection) = h2_to(&ca, &edge).await;
     let sent = Instant::now();
-    let resp = h2.send_request(request).await.expect("answer");
+    let resp = ask_h2(&mut h2, true).await.expect("answer");
     let (text, _, all) = read_stream(resp, sent).await;
     assert!(text.contains("data: [DONE]") && all >= Duration::from_millis(1_400), "the whole stream, {all:?}: {text}");
     // Then nothing: the box closes the connection after the timeout.
@@ -377,39 +400,21 @@ async fn an_http2_client_that_takes_nothing_of_a_stream_is_cut_off_and_frees_the
     // 4 MiB: far more than the 64 KiB an HTTP/2 stream's window lets through.
     let big = Reply { body: Some("x".repeat(4 << 20)), ..Reply::default() };
     let origin = FakeOrigin::start("gpu", Script::always(big)).await.expect("origin");
-    let dir = std::env::temp_dir().join(format!("edge-router-tls-starved-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let ca = Ca::new();
-    let (pem, key, _) = ca.leaf(&["api.test"]);
-    let certs = [(write(&dir, "api.pem", &pem), write(&dir, "api.key", &key))];
-    let config = config(&origin.url(), &certs)
-        .replacen("server:\n", "server:\n  client_timeout: 500ms\n", 1)
-        .replace("models: [m]}", "models: [m], max_concurrent: 1}")
-        + "cache: {enabled: false}\n";
-    let edge = EdgeBox::start_as("tls-starved.yaml", &config);
-    let h2 = || async {
-        let (tls, _) = connect(&ca.der, &edge.addr, "api.test", &[b"h2"]).await;
-        let (h2, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
-        (h2, tokio::spawn(conn))
-    };
-    let ask = |h2: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>| {
-        let mut request = chat(false);
-        *request.uri_mut() = "https://api.test/v1/chat/completions".parse().expect("uri");
-        h2.send_request(request)
-    };
+    let (edge, ca, dir) = api_box("starved", &origin.url(), |config| {
+        config.replace("models: [m]}", "models: [m], max_concurrent: 1}") + "cache: {enabled: false}\n"
+    });
     // The answer's head comes; the client keeps its connection but reads
     // nothing of the body, so the stream's window stays shut.
-    let (mut starving, connection) = h2().await;
-    let held = ask(&mut starving).await.expect("answer");
+    let (mut starving, connection) = h2_to(&ca, &edge).await;
+    let held = ask_h2(&mut starving, false).await.expect("answer");
     assert_eq!(held.status(), 200);
-    let (mut other, _other_connection) = h2().await;
-    let meanwhile = ask(&mut other).await.expect("answer");
+    let (mut other, _other_connection) = h2_to(&ca, &edge).await;
+    let meanwhile = ask_h2(&mut other, false).await.expect("answer");
     assert_eq!(meanwhile.status(), 429, "the node's one slot is held");
     // Within a few timeouts the box closes that connection, and the slot is free.
     let start = Instant::now();
     loop {
-        let resp = ask(&mut other).await.expect("answer");
+        let resp = ask_h2(&mut other, false).await.expect("answer");
         if resp.status() == 200 {
             break;
         }

@@ -136,16 +136,21 @@ async fn a_stream_that_broke_off_is_never_stored() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_identical_misses_reach_the_origin_once() {
-    let origin = answering_origin(Duration::from_millis(300)).await;
-    let r = Arc::new(TestRouter::new(&config(&origin.url(), "")).await);
-    let asks: Vec<_> = (0..8)
+/// `n` tasks asking `r` the same deterministic question at once.
+fn ask_at_once(r: &Arc<TestRouter>, n: usize) -> Vec<tokio::task::JoinHandle<edge_router_e2e::Reply>> {
+    (0..n)
         .map(|_| {
             let r = r.clone();
             tokio::spawn(async move { r.chat("US", &question(0.0)).await })
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_misses_reach_the_origin_once() {
+    let origin = answering_origin(Duration::from_millis(300)).await;
+    let r = Arc::new(TestRouter::new(&config(&origin.url(), "")).await);
+    let asks = ask_at_once(&r, 8);
     let mut statuses = Vec::new();
     for ask in asks {
         let reply = tokio::time::timeout(Duration::from_secs(5), ask).await.expect("no hang").expect("task");
@@ -160,12 +165,7 @@ async fn concurrent_identical_misses_reach_the_origin_once() {
 async fn a_failed_fill_wakes_the_waiters_who_then_try_on_their_own() {
     let origin = json_origin_named("gpu", 500, Duration::from_millis(200)).await;
     let r = Arc::new(TestRouter::new(&config(&origin.url(), "health_check: {unhealthy_threshold: 100}\n")).await);
-    let asks: Vec<_> = (0..4)
-        .map(|_| {
-            let r = r.clone();
-            tokio::spawn(async move { r.chat("US", &question(0.0)).await })
-        })
-        .collect();
+    let asks = ask_at_once(&r, 4);
     for ask in asks {
         let reply = tokio::time::timeout(Duration::from_secs(5), ask).await.expect("nobody hangs").expect("task");
         assert_eq!((reply.status, reply.header("x-edge-cache")), (500, "MISS"), "the origin's error, uncached");
@@ -400,12 +400,7 @@ async fn waiters_go_on_their_own_as_soon_as_an_answer_is_too_large_to_keep() {
     };
     let origin = FakeOrigin::start("gpu", Script::always(reply)).await.expect("start the fake origin");
     let r = Arc::new(TestRouter::new(&config(&origin.url(), "cache: {memory: 64KiB}\n")).await);
-    let asks: Vec<_> = (0..4)
-        .map(|_| {
-            let r = r.clone();
-            tokio::spawn(async move { r.chat("US", &question(0.0)).await })
-        })
-        .collect();
+    let asks = ask_at_once(&r, 4);
     // Those waiting for the first answer to be stored do not wait for its end.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(hits(&origin).await, 4, "the waiters asked the node while the first answer still streamed");
